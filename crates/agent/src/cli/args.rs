@@ -1,0 +1,175 @@
+//! Command-line arguments: parsing only, no side effects.
+//!
+//! Every setting is a global flag (usable before or after the subcommand) that clap also
+//! reads from `TIDEMARK_<NAME>`; values left unset fall back to the config file and then
+//! to defaults in [`super::config`]. Flags win over the environment, which wins over the
+//! file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// tidemark: point-in-time recovery for PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub settings: SettingArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Archive one WAL file (PostgreSQL's archive_command: `tidemark archive-push %p`).
+    ArchivePush {
+        /// Path of the WAL file, as PostgreSQL passes it (%p).
+        path: PathBuf,
+    },
+    /// Restore one WAL file (PostgreSQL's restore_command: `tidemark archive-get %f %p`).
+    ///
+    /// Exit 0: restored; 1: not in the archive; 128: any other failure (PostgreSQL then
+    /// stops recovery instead of ending it early).
+    ArchiveGet {
+        /// The WAL file name PostgreSQL asks for (%f).
+        name: String,
+        /// Where PostgreSQL wants it written (%p).
+        dest: PathBuf,
+    },
+    /// Create or check the stanza's cluster record by connecting to PostgreSQL.
+    Init {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what the repository holds for the stanza: cluster, WAL ranges and gaps, sizes.
+    Info {
+        /// Print JSON (for scripts and monitoring).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Settings, as flags or `TIDEMARK_*` environment variables.
+#[derive(Debug, Args, Default)]
+pub struct SettingArgs {
+    /// Config file (TOML). Default: /etc/tidemark/tidemark.toml when it exists.
+    #[arg(long, global = true, env = "TIDEMARK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Repository URL: file:///absolute/path or s3://bucket/prefix.
+    #[arg(long, global = true, env = "TIDEMARK_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+    /// The cluster's name in the repository [default: main].
+    #[arg(long, global = true, env = "TIDEMARK_STANZA", value_name = "NAME")]
+    pub stanza: Option<String>,
+    /// Compression of new blobs: lz4 or none [default: lz4].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_COMPRESSION",
+        value_name = "CODEC"
+    )]
+    pub compression: Option<String>,
+    /// S3 endpoint for S3-compatible stores (http://127.0.0.1:9000).
+    #[arg(long, global = true, env = "TIDEMARK_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, global = true, env = "TIDEMARK_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style S3 addressing (most S3-compatible stores need it).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_S3_PATH_STYLE",
+        value_name = "BOOL"
+    )]
+    pub s3_path_style: Option<bool>,
+    /// S3 access key id (else AWS_ACCESS_KEY_ID or the AWS profile).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_S3_ACCESS_KEY_ID",
+        value_name = "ID"
+    )]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key (else AWS_SECRET_ACCESS_KEY or the AWS profile).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_S3_SECRET_ACCESS_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<String>,
+    /// PostgreSQL host or socket folder (else PGHOST).
+    #[arg(long, global = true, env = "TIDEMARK_PG_HOST", value_name = "HOST")]
+    pub pg_host: Option<String>,
+    /// PostgreSQL port (else PGPORT, else 5432).
+    #[arg(long, global = true, env = "TIDEMARK_PG_PORT", value_name = "PORT")]
+    pub pg_port: Option<u16>,
+    /// PostgreSQL user (else PGUSER, else the OS user).
+    #[arg(long, global = true, env = "TIDEMARK_PG_USER", value_name = "USER")]
+    pub pg_user: Option<String>,
+    /// PostgreSQL password (else pg_password_file, PGPASSWORD, ~/.pgpass).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_PG_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub pg_password: Option<String>,
+    /// File holding the PostgreSQL password.
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_PG_PASSWORD_FILE",
+        value_name = "FILE"
+    )]
+    pub pg_password_file: Option<PathBuf>,
+    /// disable, prefer or require (else PGSSLMODE, else prefer).
+    #[arg(long, global = true, env = "TIDEMARK_PG_SSLMODE", value_name = "MODE")]
+    pub pg_sslmode: Option<String>,
+    /// The data directory of the cluster.
+    #[arg(long, global = true, env = "TIDEMARK_PGDATA", value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Seconds to keep retrying an unreachable repository before failing [default: 60].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_RETRY_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub retry_timeout: Option<u64>,
+    /// error, warn, info, debug or trace [default: warn].
+    #[arg(long, global = true, env = "TIDEMARK_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_work_before_and_after_the_subcommand() {
+        let before =
+            Cli::try_parse_from(["tidemark", "--repo", "file:///r", "archive-push", "p"]).unwrap();
+        let after =
+            Cli::try_parse_from(["tidemark", "archive-push", "p", "--repo", "file:///r"]).unwrap();
+        assert_eq!(before.settings.repo.as_deref(), Some("file:///r"));
+        assert_eq!(after.settings.repo.as_deref(), Some("file:///r"));
+        assert!(
+            Cli::try_parse_from(["tidemark", "archive-push"]).is_err(),
+            "%p is required"
+        );
+    }
+}

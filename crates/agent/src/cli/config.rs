@@ -1,0 +1,288 @@
+//! Settings: the config file, merged under flags and `TIDEMARK_*` variables, then checked.
+//!
+//! The file is TOML with the flags' names (`repo = "s3://…"`, `pg_port = 5433`); unknown
+//! keys are an error, so a typo cannot silently fall back to a default. Secrets are held
+//! as [`Secret`] and never logged; a file holding one that other users can read gets a
+//! warning.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tidemark_store::catalog::Stanza;
+use tidemark_store::url::{BackendOptions, RepoUrl, S3Options, Secret};
+use tidemark_store::Compression;
+
+use super::args::SettingArgs;
+use super::pgconn::PgSettings;
+
+/// The config file used when none is named and it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/tidemark/tidemark.toml";
+/// The repository used when none is configured.
+pub const DEFAULT_REPO: &str = "file:///var/lib/tidemark";
+
+/// The config file's contents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    repo: Option<String>,
+    stanza: Option<String>,
+    compression: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_path_style: Option<bool>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<String>,
+    pg_host: Option<String>,
+    pg_port: Option<u16>,
+    pg_user: Option<String>,
+    pg_password: Option<String>,
+    pg_password_file: Option<PathBuf>,
+    pg_sslmode: Option<String>,
+    pgdata: Option<PathBuf>,
+    retry_timeout: Option<u64>,
+    log_level: Option<String>,
+}
+
+/// Every setting, resolved and checked.
+#[derive(Debug, Clone)]
+// `config_file` and `pgdata` are read by backup and restore (next milestone).
+#[allow(dead_code)]
+pub struct Settings {
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// The repository.
+    pub repo: RepoUrl,
+    /// The stanza.
+    pub stanza: Stanza,
+    /// Compression of new blobs.
+    pub compression: Compression,
+    /// S3 settings.
+    pub s3: S3Options,
+    /// How long transient repository failures are retried.
+    pub retry_for: Duration,
+    /// PostgreSQL connection settings as given (libpq defaults apply later).
+    pub pg: PgSettings,
+    /// The data directory.
+    pub pgdata: Option<PathBuf>,
+    /// The log filter.
+    pub log_level: String,
+}
+
+/// A setting that cannot work; exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// The options to open the repository's backend with.
+    pub fn backend_options(&self) -> BackendOptions {
+        BackendOptions {
+            url: self.repo.clone(),
+            s3: self.s3.clone(),
+            retry_for: self.retry_for,
+        }
+    }
+}
+
+/// Reads the config file `args` name (or the default one, if present).
+pub fn load_file(
+    args: &SettingArgs,
+) -> Result<(Option<PathBuf>, FileSettings, Vec<String>), ConfigError> {
+    let (path, required) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((None, FileSettings::default(), vec![]))
+        }
+        Err(e) => {
+            return Err(ConfigError(format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let file: FileSettings = toml::from_str(&text)
+        .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.message())))?;
+    let mut warnings = Vec::new();
+    if file.s3_secret_access_key.is_some() || file.pg_password.is_some() {
+        if let Some(w) = readable_by_others(&path) {
+            warnings.push(w);
+        }
+    }
+    Ok((Some(path), file, warnings))
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "config file {} holds secrets and is readable by other users (mode {:o}): chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_path: &Path) -> Option<String> {
+    None
+}
+
+/// Merges flags/env over the file over defaults, and checks every value.
+pub fn resolve(
+    args: &SettingArgs,
+    config_file: Option<PathBuf>,
+    file: FileSettings,
+) -> Result<Settings, ConfigError> {
+    let repo_text = args
+        .repo
+        .clone()
+        .or(file.repo)
+        .unwrap_or_else(|| DEFAULT_REPO.to_string());
+    let repo = RepoUrl::parse(&repo_text).map_err(|e| ConfigError(e.to_string()))?;
+    let stanza_text = args
+        .stanza
+        .clone()
+        .or(file.stanza)
+        .unwrap_or_else(|| "main".to_string());
+    let stanza = Stanza::new(&stanza_text).map_err(|e| ConfigError(e.to_string()))?;
+    let compression = match args.compression.clone().or(file.compression) {
+        Some(c) => c.parse().map_err(ConfigError)?,
+        None => Compression::Lz4,
+    };
+    let s3 = S3Options {
+        endpoint: args.s3_endpoint.clone().or(file.s3_endpoint),
+        region: args.s3_region.clone().or(file.s3_region),
+        path_style: args.s3_path_style.or(file.s3_path_style).unwrap_or(false),
+        access_key_id: args.s3_access_key_id.clone().or(file.s3_access_key_id),
+        secret_access_key: args
+            .s3_secret_access_key
+            .clone()
+            .or(file.s3_secret_access_key)
+            .map(Secret::new),
+    };
+    if s3.access_key_id.is_some() != s3.secret_access_key.is_some() {
+        return Err(ConfigError(
+            "s3_access_key_id and s3_secret_access_key go together: set both or neither".into(),
+        ));
+    }
+    let sslmode = args.pg_sslmode.clone().or(file.pg_sslmode);
+    let pg = PgSettings {
+        host: args.pg_host.clone().or(file.pg_host),
+        port: args.pg_port.or(file.pg_port),
+        user: args.pg_user.clone().or(file.pg_user),
+        password: args
+            .pg_password
+            .clone()
+            .or(file.pg_password)
+            .map(Secret::new),
+        password_file: args.pg_password_file.clone().or(file.pg_password_file),
+        sslmode: match sslmode {
+            Some(m) => Some(m.parse().map_err(ConfigError)?),
+            None => None,
+        },
+    };
+    let retry_for = Duration::from_secs(args.retry_timeout.or(file.retry_timeout).unwrap_or(60));
+    Ok(Settings {
+        config_file,
+        repo,
+        stanza,
+        compression,
+        s3,
+        retry_for,
+        pg,
+        pgdata: args.pgdata.clone().or(file.pgdata),
+        log_level: args
+            .log_level
+            .clone()
+            .or(file.log_level)
+            .unwrap_or_else(|| "warn".to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> FileSettings {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let file = parse(
+            "repo = 's3://from-file/x'\nstanza = 'filestanza'\npg_port = 5444\nretry_timeout = 5\n",
+        );
+        let args = SettingArgs {
+            stanza: Some("flag".into()),
+            ..Default::default()
+        };
+        let s = resolve(&args, None, file).unwrap();
+        assert_eq!(s.stanza.as_str(), "flag");
+        assert_eq!(s.repo.to_string(), "s3://from-file/x");
+        assert_eq!(s.pg.port, Some(5444));
+        assert_eq!(s.retry_for, Duration::from_secs(5));
+        assert_eq!(s.compression, Compression::Lz4);
+        let d = resolve(&SettingArgs::default(), None, FileSettings::default()).unwrap();
+        assert_eq!(d.repo.to_string(), DEFAULT_REPO);
+        assert_eq!(d.stanza.as_str(), "main");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("repo = 'relative/path'", "file:///"),
+            ("stanza = 'a/b'", "stanza"),
+            ("compression = 'zstd'", "compression"),
+            ("s3_access_key_id = 'x'", "go together"),
+            ("pg_sslmode = 'sometimes'", "sslmode"),
+        ];
+        for (text, needle) in cases {
+            let err = resolve(&SettingArgs::default(), None, parse(text))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        assert!(
+            toml::from_str::<FileSettings>("repoo = 'x'").is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
+    fn a_readable_file_with_secrets_is_flagged() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "pg_password = 'hunter2'\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let args = SettingArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let (_, file, warnings) = load_file(&args).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(!warnings[0].contains("hunter2"));
+        let s = resolve(&args, Some(path.clone()), file).unwrap();
+        assert!(
+            !format!("{s:?}").contains("hunter2"),
+            "secrets never reach Debug output"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_file(&args).unwrap().2.is_empty());
+        let missing = SettingArgs {
+            config: Some(dir.path().join("nope.toml")),
+            ..Default::default()
+        };
+        assert!(
+            load_file(&missing).is_err(),
+            "a named config file must exist"
+        );
+    }
+}

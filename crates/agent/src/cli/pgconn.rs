@@ -1,0 +1,387 @@
+//! PostgreSQL connection settings, resolved the way libpq users expect.
+//!
+//! tidemark's own settings (`pg_host`, … from flags, `TIDEMARK_*` or the config file) win;
+//! then the libpq environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`,
+//! `PGDATABASE`, `PGPASSFILE`); then `~/.pgpass`; then libpq's defaults (the socket folder
+//! `/var/run/postgresql`, port 5432, the OS user). Ordinary SQL goes through tokio-postgres.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use tidemark_store::url::Secret;
+
+/// Connection settings as configured (anything unset is looked up in [`resolve`]).
+#[derive(Debug, Clone, Default)]
+pub struct PgSettings {
+    /// Host name, IP address, or socket folder (absolute path).
+    pub host: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// User.
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<Secret>,
+    /// File holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// TLS mode.
+    pub sslmode: Option<SslMode>,
+}
+
+/// libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS if the server insists (treated as disable: tidemark never asks for TLS here).
+    Allow,
+    /// TLS if available, else plain (the libpq default).
+    Prefer,
+    /// TLS required.
+    Require,
+    /// TLS with a verified CA.
+    VerifyCa,
+    /// TLS with a verified CA and host name.
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return Err(format!("unknown pg_sslmode {s:?} (disable, allow, prefer, require, verify-ca, verify-full)")),
+        })
+    }
+}
+
+/// Fully resolved connection parameters.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    /// Host name or socket folder.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Database for ordinary SQL.
+    pub dbname: String,
+    /// Password, if any source had one.
+    pub password: Option<Secret>,
+    /// TLS mode.
+    pub sslmode: SslMode,
+}
+
+/// Where the environment comes from: the process, or a map in tests.
+pub trait Env {
+    /// One variable.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// Resolves settings against the libpq environment and `~/.pgpass`.
+pub fn resolve(settings: &PgSettings, env: &dyn Env) -> Result<PgTarget, String> {
+    let host = settings
+        .host
+        .clone()
+        .or_else(|| env.var("PGHOST"))
+        .unwrap_or_else(|| {
+            if Path::new("/var/run/postgresql").is_dir() {
+                "/var/run/postgresql".into()
+            } else {
+                "localhost".into()
+            }
+        });
+    let port = match settings.port {
+        Some(p) => p,
+        None => match env.var("PGPORT") {
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("PGPORT {p:?} is not a port number"))?,
+            None => 5432,
+        },
+    };
+    let user = settings
+        .user
+        .clone()
+        .or_else(|| env.var("PGUSER"))
+        .or_else(|| env.var("USER"))
+        .unwrap_or_else(|| "postgres".into());
+    let dbname = env.var("PGDATABASE").unwrap_or_else(|| "postgres".into());
+    let sslmode = match settings.sslmode {
+        Some(m) => m,
+        None => match env.var("PGSSLMODE") {
+            Some(m) => m.parse()?,
+            None => SslMode::Prefer,
+        },
+    };
+    let password = if let Some(p) = &settings.password {
+        Some(p.clone())
+    } else if let Some(file) = &settings.password_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read pg_password_file {}: {e}", file.display()))?;
+        Some(Secret::new(
+            text.lines().next().unwrap_or_default().to_string(),
+        ))
+    } else if let Some(p) = env.var("PGPASSWORD") {
+        Some(Secret::new(p))
+    } else {
+        let passfile = env
+            .var("PGPASSFILE")
+            .map(PathBuf::from)
+            .or_else(|| env.var("HOME").map(|h| Path::new(&h).join(".pgpass")));
+        passfile.and_then(|f| pgpass_lookup(&f, &host, port, &dbname, &user))
+    };
+    Ok(PgTarget {
+        host,
+        port,
+        user,
+        dbname,
+        password,
+        sslmode,
+    })
+}
+
+/// Looks a password up in a `.pgpass` file, as libpq does: `host:port:db:user:password`,
+/// `*` matching anything, `\:` and `\\` escaped, the first matching line winning, and
+/// socket connections matching `localhost`. A file other users can read is ignored.
+pub fn pgpass_lookup(
+    file: &Path,
+    host: &str,
+    port: u16,
+    dbname: &str,
+    user: &str,
+) -> Option<Secret> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "password file {} has group or world access; ignoring it (chmod 600 it)",
+                file.display()
+            );
+            return None;
+        }
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    let host = if host.starts_with('/') {
+        "localhost"
+    } else {
+        host
+    };
+    let port = port.to_string();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_pgpass_line(line);
+        if fields.len() != 5 {
+            continue;
+        }
+        let want = [host, port.as_str(), dbname, user];
+        if fields[..4]
+            .iter()
+            .zip(want)
+            .all(|(f, w)| f == "*" || f == w)
+        {
+            return Some(Secret::new(fields[4].clone()));
+        }
+    }
+    None
+}
+
+fn split_pgpass_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields.last_mut().expect("one field").push(next);
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => fields.last_mut().expect("one field").push(c),
+        }
+    }
+    fields
+}
+
+/// Connects for ordinary SQL. The connection task runs in the background.
+pub async fn connect(target: &PgTarget) -> Result<tokio_postgres::Client, String> {
+    if matches!(
+        target.sslmode,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+    ) {
+        return Err(format!(
+            "pg_sslmode={:?} needs TLS, which tidemark's SQL connections do not support yet: use a local socket or sslmode=prefer",
+            target.sslmode
+        ));
+    }
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&target.host)
+        .port(target.port)
+        .user(&target.user)
+        .dbname(&target.dbname)
+        .application_name("tidemark");
+    config.connect_timeout(std::time::Duration::from_secs(10));
+    if let Some(p) = &target.password {
+        config.password(p.expose());
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+        let place = if target.host.starts_with('/') {
+            format!("socket {}/.s.PGSQL.{}", target.host, target.port)
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        format!(
+            "cannot connect to PostgreSQL at {place} as {}: {}",
+            target.user,
+            describe_pg_error(&e)
+        )
+    })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// tokio-postgres's error with its cause chain on one line.
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.message().to_string();
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct MapEnv(HashMap<&'static str, String>);
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).cloned()
+        }
+    }
+
+    fn pgpass(dir: &Path, text: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let f = dir.join("pgpass");
+        std::fs::write(&f, text).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        f
+    }
+
+    #[test]
+    fn settings_beat_libpq_variables_which_beat_defaults() {
+        let env = MapEnv(HashMap::from([
+            ("PGHOST", "envhost".to_string()),
+            ("PGPORT", "5555".to_string()),
+            ("PGUSER", "envuser".to_string()),
+        ]));
+        let t = resolve(
+            &PgSettings {
+                port: Some(6000),
+                ..Default::default()
+            },
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str()),
+            ("envhost", 6000, "envuser")
+        );
+        assert_eq!(t.sslmode, SslMode::Prefer);
+        let bad = MapEnv(HashMap::from([("PGPORT", "many".to_string())]));
+        assert!(resolve(&PgSettings::default(), &bad).is_err());
+    }
+
+    #[test]
+    fn pgpass_matches_like_libpq() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = pgpass(
+            dir.path(),
+            "# comment\nother:5432:*:u:wrong\nlocalhost:5432:*:u:sock\\:pw\n*:*:*:*:fallback\n",
+            0o600,
+        );
+        assert_eq!(
+            pgpass_lookup(&f, "/tmp/sock", 5432, "postgres", "u")
+                .unwrap()
+                .expose(),
+            "sock:pw"
+        );
+        assert_eq!(
+            pgpass_lookup(&f, "db.example", 5432, "postgres", "u")
+                .unwrap()
+                .expose(),
+            "fallback"
+        );
+        let loose = pgpass(dir.path(), "*:*:*:*:secret\n", 0o644);
+        assert!(
+            pgpass_lookup(&loose, "h", 1, "d", "u").is_none(),
+            "a world-readable file is ignored"
+        );
+    }
+
+    #[test]
+    fn password_sources_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = pgpass(dir.path(), "*:*:*:*:from-pgpass\n", 0o600);
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, "from-file\n").unwrap();
+        let env = MapEnv(HashMap::from([("PGPASSFILE", f.display().to_string())]));
+        assert_eq!(
+            resolve(&PgSettings::default(), &env)
+                .unwrap()
+                .password
+                .unwrap()
+                .expose(),
+            "from-pgpass"
+        );
+        let env2 = MapEnv(HashMap::from([
+            ("PGPASSFILE", f.display().to_string()),
+            ("PGPASSWORD", "from-env".to_string()),
+        ]));
+        assert_eq!(
+            resolve(&PgSettings::default(), &env2)
+                .unwrap()
+                .password
+                .unwrap()
+                .expose(),
+            "from-env"
+        );
+        let s = PgSettings {
+            password_file: Some(pwfile),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&s, &env2).unwrap().password.unwrap().expose(),
+            "from-file"
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! `tidemark info [--json]`: what the repository holds for a stanza.
+//!
+//! WAL is summarised per timeline as runs of consecutive segments, with the gaps between
+//! them named: a gap is a stretch of time no restore can cross. Names archived with two
+//! different contents are listed as conflicts. [`summarize`] is pure and unit-tested;
+//! [`gather`] reads the repository.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tidemark_store::catalog::{self, ClusterRecord, WalRecord};
+use tidemark_store::pg::{SegmentSize, WalFileName, WalSegmentName};
+use tidemark_store::{Digest, Repo};
+
+use super::open_repo;
+use crate::cli::config::Settings;
+use crate::exit::Failure;
+
+/// The whole report (`--json` prints it as is).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct InfoReport {
+    /// Repository URL.
+    pub repo: String,
+    /// Stanza.
+    pub stanza: String,
+    /// Repository format, `null` when nothing was ever written.
+    pub format: Option<u32>,
+    /// The cluster on record.
+    pub cluster: Option<ClusterInfo>,
+    /// The WAL archive.
+    pub wal: WalSummary,
+    /// Refused contents kept for forensics.
+    pub quarantined: usize,
+}
+
+/// The cluster identity.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ClusterInfo {
+    /// As a string: it does not fit a JSON double.
+    pub system_identifier: String,
+    /// PostgreSQL major version.
+    pub pg_version: u32,
+    /// WAL segment size in bytes.
+    pub wal_segment_size: u64,
+}
+
+/// One archived WAL file as `info` sees it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its name.
+    pub name: WalFileName,
+    /// Its content digest.
+    pub digest: Digest,
+    /// Its record.
+    pub record: WalRecord,
+}
+
+/// WAL per timeline plus totals.
+#[derive(Debug, Serialize, PartialEq, Default)]
+pub struct WalSummary {
+    /// Per timeline, ascending.
+    pub timelines: Vec<TimelineSummary>,
+    /// Full segments.
+    pub segments: usize,
+    /// `.partial` files.
+    pub partial: usize,
+    /// `.backup` files.
+    pub backup: usize,
+    /// `.history` files.
+    pub history: usize,
+    /// Raw bytes of everything archived.
+    pub raw_bytes: u64,
+    /// Bytes stored for it.
+    pub stored_bytes: u64,
+    /// The newest segment: highest timeline, then highest position.
+    pub newest: Option<Newest>,
+    /// When the latest file of any kind arrived.
+    pub last_archived_at: Option<DateTime<Utc>>,
+    /// Names archived with more than one content.
+    pub conflicts: Vec<String>,
+}
+
+/// One timeline's segments.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct TimelineSummary {
+    /// Timeline id.
+    pub timeline: u32,
+    /// First segment.
+    pub first: String,
+    /// Last segment.
+    pub last: String,
+    /// Segment count.
+    pub segments: u64,
+    /// Runs of consecutive segments.
+    pub ranges: Vec<Run>,
+    /// Missing runs between them.
+    pub gaps: Vec<Run>,
+}
+
+/// A run of consecutive segment names.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Run {
+    /// First segment of the run.
+    pub first: String,
+    /// Last segment of the run.
+    pub last: String,
+    /// How many.
+    pub segments: u64,
+}
+
+/// The newest segment.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Newest {
+    /// Its name.
+    pub name: String,
+    /// When it was archived.
+    pub archived_at: DateTime<Utc>,
+}
+
+/// Builds the WAL summary from index entries (pure).
+pub fn summarize(entries: &[Entry], segment_size: Option<SegmentSize>) -> WalSummary {
+    let mut s = WalSummary::default();
+    let mut digests_by_name: BTreeMap<String, BTreeSet<Digest>> = BTreeMap::new();
+    let mut per_timeline: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+    let mut newest: Option<(u32, u64, &Entry)> = None;
+    for e in entries {
+        digests_by_name
+            .entry(e.name.to_string())
+            .or_default()
+            .insert(e.digest);
+        s.raw_bytes += e.record.raw_size;
+        s.stored_bytes += e.record.stored_size;
+        s.last_archived_at = s.last_archived_at.max(Some(e.record.archived_at));
+        match e.name {
+            WalFileName::Segment(seg) => {
+                s.segments += 1;
+                if let Some(segno) = segment_size.and_then(|size| seg.segment_number(size).ok()) {
+                    per_timeline
+                        .entry(seg.timeline.0)
+                        .or_default()
+                        .insert(segno);
+                    let key = (seg.timeline.0, segno);
+                    if newest.is_none_or(|(t, n, _)| key > (t, n)) {
+                        newest = Some((key.0, key.1, e));
+                    }
+                }
+            }
+            WalFileName::Partial(_) => s.partial += 1,
+            WalFileName::Backup { .. } => s.backup += 1,
+            WalFileName::History(_) => s.history += 1,
+        }
+    }
+    s.conflicts = digests_by_name
+        .into_iter()
+        .filter(|(_, d)| d.len() > 1)
+        .map(|(n, _)| n)
+        .collect();
+    s.newest = newest.map(|(_, _, e)| Newest {
+        name: e.name.to_string(),
+        archived_at: e.record.archived_at,
+    });
+    if let Some(size) = segment_size {
+        for (tli, segnos) in per_timeline {
+            let name = |n: u64| {
+                WalSegmentName::from_segment_number(tidemark_store::pg::TimelineId(tli), n, size)
+                    .to_string()
+            };
+            let run = |a: u64, b: u64| Run {
+                first: name(a),
+                last: name(b),
+                segments: b - a + 1,
+            };
+            let mut ranges = Vec::new();
+            let mut gaps = Vec::new();
+            let mut iter = segnos.iter().copied();
+            let first = iter.next().expect("a timeline has segments");
+            let (mut start, mut prev) = (first, first);
+            for n in iter {
+                if n != prev + 1 {
+                    ranges.push(run(start, prev));
+                    gaps.push(run(prev + 1, n - 1));
+                    start = n;
+                }
+                prev = n;
+            }
+            ranges.push(run(start, prev));
+            s.timelines.push(TimelineSummary {
+                timeline: tli,
+                first: name(first),
+                last: name(prev),
+                segments: segnos.len() as u64,
+                ranges,
+                gaps,
+            });
+        }
+    }
+    s
+}
+
+/// Reads everything `info` reports.
+pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
+    let repo: Repo = open_repo(settings).await?;
+    let stanza = &settings.stanza;
+    let format = repo.format().await?;
+    let cluster: Option<ClusterRecord> = if format.is_some() {
+        repo.cluster(stanza).await?
+    } else {
+        None
+    };
+    let index = if format.is_some() {
+        repo.wal_index(stanza).await?
+    } else {
+        Vec::new()
+    };
+    // Records are small; read them concurrently so that S3 latency does not add up.
+    let entries: Vec<Entry> =
+        futures::stream::iter(index.into_iter().map(|(name, digest, meta)| {
+            let repo = repo.clone();
+            async move {
+                let record: WalRecord = repo.get_record(&meta.key).await?;
+                Ok::<_, tidemark_store::Error>(Entry {
+                    name,
+                    digest,
+                    record,
+                })
+            }
+        }))
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let quarantined = if format.is_some() {
+        repo.backend()
+            .list(&format!("stanzas/{stanza}/quarantine/"))
+            .await?
+            .len()
+    } else {
+        0
+    };
+    let segment_size = cluster
+        .as_ref()
+        .and_then(|c| SegmentSize::new(c.wal_segment_size).ok());
+    let _ = catalog::wal_prefix(stanza);
+    Ok(InfoReport {
+        repo: settings.repo.to_string(),
+        stanza: stanza.to_string(),
+        format,
+        cluster: cluster.map(|c| ClusterInfo {
+            system_identifier: c.system_id.to_string(),
+            pg_version: c.pg_major,
+            wal_segment_size: c.wal_segment_size,
+        }),
+        wal: summarize(&entries, segment_size),
+        quarantined,
+    })
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Renders the report for a person.
+pub fn render_text(r: &InfoReport) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("repository  {}  (stanza {})", r.repo, r.stanza));
+    let Some(_) = r.format else {
+        line("  empty: nothing has been archived yet".into());
+        return out;
+    };
+    match &r.cluster {
+        Some(c) => line(format!(
+            "cluster     system identifier {}, PostgreSQL {}, {} WAL segments",
+            c.system_identifier,
+            c.pg_version,
+            bytes(c.wal_segment_size)
+        )),
+        None => line("cluster     none recorded for this stanza yet".into()),
+    }
+    let w = &r.wal;
+    line(format!(
+        "wal         {} segments, {} partial, {} backup, {} history files; {} raw, {} stored{}",
+        w.segments,
+        w.partial,
+        w.backup,
+        w.history,
+        bytes(w.raw_bytes),
+        bytes(w.stored_bytes),
+        if w.stored_bytes > 0 {
+            format!(" ({:.1}x)", w.raw_bytes as f64 / w.stored_bytes as f64)
+        } else {
+            String::new()
+        }
+    ));
+    for t in &w.timelines {
+        line(format!(
+            "  timeline {}: {} .. {} ({} segments)",
+            t.timeline, t.first, t.last, t.segments
+        ));
+        for g in &t.gaps {
+            line(format!(
+                "    GAP: {} .. {} missing ({} segments): no restore can cross it",
+                g.first, g.last, g.segments
+            ));
+        }
+    }
+    if let Some(n) = &w.newest {
+        line(format!(
+            "  newest segment {} archived {}",
+            n.name,
+            n.archived_at.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+    }
+    for c in &w.conflicts {
+        line(format!(
+            "  CONFLICT: {c} is archived with more than one content"
+        ));
+    }
+    if r.quarantined > 0 {
+        line(format!(
+            "  {} refused file(s) kept in quarantine",
+            r.quarantined
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_store::Compression;
+
+    fn entry(name: &str, content: &[u8], minute: u32) -> Entry {
+        let name: WalFileName = name.parse().unwrap();
+        Entry {
+            name,
+            digest: Digest::of(content),
+            record: WalRecord {
+                name: name.to_string(),
+                kind: name.kind().into(),
+                digest: Digest::of(content).to_hex(),
+                raw_size: 100,
+                stored_size: 10,
+                compression: Compression::Lz4,
+                archived_at: format!("2026-11-21T10:{minute:02}:00Z").parse().unwrap(),
+                system_id: None,
+                start_lsn: None,
+                tidemark_version: "test".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn ranges_gaps_conflicts_and_newest() {
+        let entries = vec![
+            entry("000000010000000000000001", b"1", 1),
+            entry("000000010000000000000002", b"2", 2),
+            entry("000000010000000000000005", b"5", 3),
+            entry("0000000100000000000000FF", b"ff", 4),
+            entry("000000010000000100000000", b"100", 5),
+            entry("000000020000000100000000", b"t2", 6),
+            entry("000000020000000100000000", b"t2-other", 7),
+            entry("00000002.history", b"h", 8),
+            entry("000000010000000100000000.partial", b"p", 9),
+        ];
+        let s = summarize(&entries, Some(SegmentSize::DEFAULT));
+        assert_eq!(s.segments, 7);
+        assert_eq!((s.partial, s.history, s.backup), (1, 1, 0));
+        assert_eq!(s.raw_bytes, 900);
+        assert_eq!(s.timelines.len(), 2);
+        let t1 = &s.timelines[0];
+        assert_eq!(t1.segments, 5);
+        let ranges: Vec<_> = t1
+            .ranges
+            .iter()
+            .map(|r| (r.first.as_str(), r.last.as_str(), r.segments))
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                ("000000010000000000000001", "000000010000000000000002", 2),
+                ("000000010000000000000005", "000000010000000000000005", 1),
+                // 0/FF and 1/00 are consecutive: the log boundary is not a gap.
+                ("0000000100000000000000FF", "000000010000000100000000", 2),
+            ]
+        );
+        let gaps: Vec<_> = t1
+            .gaps
+            .iter()
+            .map(|r| (r.first.as_str(), r.last.as_str(), r.segments))
+            .collect();
+        assert_eq!(
+            gaps,
+            [
+                ("000000010000000000000003", "000000010000000000000004", 2),
+                ("000000010000000000000006", "0000000100000000000000FE", 249)
+            ]
+        );
+        assert_eq!(s.conflicts, ["000000020000000100000000"]);
+        assert_eq!(s.newest.unwrap().name, "000000020000000100000000");
+        assert_eq!(
+            s.last_archived_at.unwrap().to_rfc3339(),
+            "2026-11-21T10:09:00+00:00"
+        );
+    }
+
+    #[test]
+    fn an_empty_archive_summarises_to_nothing() {
+        let s = summarize(&[], Some(SegmentSize::DEFAULT));
+        assert_eq!(s, WalSummary::default());
+    }
+}

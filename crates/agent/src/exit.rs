@@ -1,0 +1,79 @@
+//! Exit codes, in one place (documented in `docs/exit-codes.md`).
+//!
+//! Every code stays at or below 125 except [`RESTORE_FATAL`]: PostgreSQL reads an exit
+//! status above 125 from `archive_command` as a crash of the command and from
+//! `restore_command` as fatal. archive-get uses that on purpose, archive-push never.
+
+use crate::cli::config::ConfigError;
+
+/// Success.
+pub const OK: u8 = 0;
+/// The command failed (repository error, invalid input), or archive-get: not in the archive.
+pub const FAILED: u8 = 1;
+/// Usage or configuration error.
+pub const USAGE: u8 = 2;
+/// The WAL or server belongs to another cluster than the stanza's.
+pub const CLUSTER_MISMATCH: u8 = 3;
+/// Integrity: conflicting content, corruption. A person must look.
+pub const INTEGRITY: u8 = 4;
+/// archive-get could not tell whether the file exists, or could not deliver it intact:
+/// PostgreSQL must stop recovery rather than end it at the wrong point.
+pub const RESTORE_FATAL: u8 = 128;
+
+/// Why a command failed, carrying what decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Bad settings or arguments.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// archive-push / archive-get.
+    #[error(transparent)]
+    Archive(#[from] tidemark_archive_cmd::Error),
+    /// The repository.
+    #[error(transparent)]
+    Store(#[from] tidemark_store::Error),
+    /// PostgreSQL (connection or query).
+    #[error("{0}")]
+    Postgres(String),
+}
+
+impl Failure {
+    /// The exit code for this failure.
+    pub fn code(&self) -> u8 {
+        use tidemark_archive_cmd::ErrorKind as K;
+        match self {
+            Failure::Config(_) => USAGE,
+            Failure::Postgres(_) => FAILED,
+            Failure::Archive(e) => match e.kind() {
+                K::Input | K::Repository => FAILED,
+                K::Config => USAGE,
+                K::ClusterMismatch => CLUSTER_MISMATCH,
+                K::Integrity => INTEGRITY,
+            },
+            Failure::Store(e) => store_code(e),
+        }
+    }
+}
+
+fn store_code(e: &tidemark_store::Error) -> u8 {
+    use tidemark_store::Error as S;
+    match e {
+        S::ClusterMismatch { .. } => CLUSTER_MISMATCH,
+        S::Corrupt { .. } | S::Catalog { .. } => INTEGRITY,
+        S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => USAGE,
+        _ => FAILED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_stay_below_what_postgres_reads_as_a_crash() {
+        for code in [OK, FAILED, USAGE, CLUSTER_MISMATCH, INTEGRITY] {
+            assert!(code <= 125);
+        }
+        assert!(RESTORE_FATAL > 125);
+    }
+}

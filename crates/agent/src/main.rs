@@ -1,0 +1,162 @@
+//! The `tidemark` binary: parses arguments, loads settings, installs logging, runs one
+//! command, and turns its outcome into one line on stderr and an exit code.
+//!
+//! This is the only place that prints errors or chooses exit codes (see [`exit`]).
+//! Libraries return typed errors; commands return values.
+
+mod cli;
+mod cmd;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::args::{Cli, Command};
+use cli::config::{self, Settings};
+use exit::Failure;
+
+fn main() -> ExitCode {
+    // A restore_command that cannot even parse its arguments must still stop recovery:
+    // exit 2 would read as "not in the archive" and end recovery early.
+    let is_archive_get = std::env::args().nth(1).is_some_and(|a| a == "archive-get")
+        || std::env::args().any(|a| a == "archive-get");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
+                _ if is_archive_get => exit::RESTORE_FATAL,
+                _ => exit::USAGE,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let command_name = match &cli.command {
+        Command::ArchivePush { .. } => "archive-push",
+        Command::ArchiveGet { .. } => "archive-get",
+        Command::Init { .. } => "init",
+        Command::Info { .. } => "info",
+    };
+    let fail_code = |f: &Failure| {
+        if is_archive_get {
+            exit::RESTORE_FATAL
+        } else {
+            f.code()
+        }
+    };
+
+    let settings = match load_settings(&cli) {
+        Ok(s) => s,
+        Err(f) => return report(command_name, &f, fail_code(&f)),
+    };
+    init_logging(&settings.log_level);
+
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tidemark: {command_name}: cannot start the async runtime: {e}");
+            return ExitCode::from(if is_archive_get {
+                exit::RESTORE_FATAL
+            } else {
+                exit::FAILED
+            });
+        }
+    };
+    let outcome: Result<u8, Failure> = runtime.block_on(async {
+        match &cli.command {
+            Command::ArchivePush { path } => cmd::archive_push::run(&settings, path)
+                .await
+                .map(|()| exit::OK),
+            Command::ArchiveGet { name, dest } => cmd::archive_get::run(&settings, name, dest)
+                .await
+                .map(|found| if found { exit::OK } else { exit::FAILED }),
+            Command::Init { json } => {
+                let r = cmd::init::run(&settings).await?;
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&r).expect("serializable")
+                    );
+                } else {
+                    println!(
+                        "stanza {}: cluster {} (PostgreSQL {}, {} MiB WAL segments) {} in {}",
+                        r.stanza,
+                        r.system_identifier,
+                        r.pg_version,
+                        r.wal_segment_size >> 20,
+                        if r.created {
+                            "recorded"
+                        } else {
+                            "already recorded"
+                        },
+                        r.repo
+                    );
+                    for w in &r.warnings {
+                        println!("warning: {w}");
+                    }
+                }
+                Ok(exit::OK)
+            }
+            Command::Info { json } => {
+                let r = cmd::info::gather(&settings).await?;
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&r).expect("serializable")
+                    );
+                } else {
+                    print!("{}", cmd::info::render_text(&r));
+                }
+                Ok(exit::OK)
+            }
+        }
+    });
+    // Dropping the runtime waits for blocking file-system tasks; they are all finished.
+    drop(runtime);
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => report(command_name, &f, fail_code(&f)),
+    }
+}
+
+fn load_settings(cli: &Cli) -> Result<Settings, Failure> {
+    let (path, file, warnings) = config::load_file(&cli.settings)?;
+    for w in warnings {
+        eprintln!("tidemark: warning: {w}");
+    }
+    Ok(config::resolve(&cli.settings, path, file)?)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_env_filter(filter)
+        .init();
+}
+
+/// Prints one line, `tidemark: <command>: <error>: <cause>…`, and returns the exit code.
+fn report(command: &str, failure: &Failure, code: u8) -> ExitCode {
+    let mut msg = failure.to_string();
+    let mut source = std::error::Error::source(failure);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    eprintln!("tidemark: {command}: {}", msg.replace('\n', " "));
+    ExitCode::from(code)
+}

@@ -1,0 +1,127 @@
+//! PostgreSQL's two archive hooks, as library calls that never print or exit:
+//!
+//! - [`push`]: `archive_command = 'tidemark archive-push %p'`: validate a WAL file, store
+//!   it durably in the repository, and index it, refusing anything that would overwrite.
+//! - [`get`]: `restore_command = 'tidemark archive-get %f %p'`: fetch, verify, and write a
+//!   file atomically, telling "not in the archive" apart from every real failure.
+//!
+//! The `agent` crate maps [`Error::kind`] to exit codes.
+
+#![deny(missing_docs)]
+
+use std::io;
+use std::path::PathBuf;
+
+use tidemark_store::pg::WalError;
+
+pub mod get;
+pub mod push;
+
+pub use get::{get, GetOutcome};
+pub use push::{push, PushOutcome};
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an archive command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file to archive cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The restored file cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The destination.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not the WAL its name says.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The repository failed or refused.
+    #[error(transparent)]
+    Store(#[from] tidemark_store::Error),
+    /// The name already holds different content: nothing was replaced.
+    #[error(
+        "{name} is already archived with different content (archived sha256 {archived}, this file {new}); \
+         nothing was overwritten, the new bytes are kept as {quarantine}"
+    )]
+    Conflict {
+        /// The file name.
+        name: String,
+        /// The digest(s) already archived.
+        archived: String,
+        /// This file's digest.
+        new: String,
+        /// Where the refused content is recorded.
+        quarantine: String,
+    },
+    /// The archive holds several contents for one name (from a store that ignored a
+    /// conditional write, or a race): restoring either could be wrong.
+    #[error("{name} has {count} different versions in the archive ({digests}): refusing to guess which is right")]
+    Ambiguous {
+        /// The file name.
+        name: String,
+        /// How many.
+        count: usize,
+        /// Their digests.
+        digests: String,
+    },
+    /// Nothing has ever been archived for this stanza: a wrong `stanza` or `repo` setting
+    /// would otherwise look like "file not in the archive" and end recovery early.
+    #[error(
+        "stanza {stanza:?} does not exist in repository {repo}: check the repo and stanza settings"
+    )]
+    NoSuchStanza {
+        /// The stanza.
+        stanza: String,
+        /// The repository URL.
+        repo: String,
+    },
+}
+
+/// What kind of failure an [`Error`] is, for exit codes and log levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input: the file is missing, unreadable or not valid WAL.
+    Input,
+    /// The file belongs to another cluster than the stanza's.
+    ClusterMismatch,
+    /// Content conflicts or corruption: something a person must look at.
+    Integrity,
+    /// The repository or the local file system failed.
+    Repository,
+    /// Settings that cannot work (no such stanza, unknown format).
+    Config,
+}
+
+impl Error {
+    /// Classifies the error.
+    pub fn kind(&self) -> ErrorKind {
+        use tidemark_store::Error as S;
+        match self {
+            Error::Read { .. } | Error::Wal(_) => ErrorKind::Input,
+            Error::Write { .. } => ErrorKind::Repository,
+            Error::Conflict { .. } | Error::Ambiguous { .. } => ErrorKind::Integrity,
+            Error::NoSuchStanza { .. } => ErrorKind::Config,
+            Error::Store(e) => match e {
+                S::ClusterMismatch { .. } => ErrorKind::ClusterMismatch,
+                S::Corrupt { .. } | S::Catalog { .. } => ErrorKind::Integrity,
+                S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => {
+                    ErrorKind::Config
+                }
+                _ => ErrorKind::Repository,
+            },
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! `archive-push`: one WAL file from PostgreSQL's `archive_command` into the repository.
+//!
+//! The order is what keeps PostgreSQL's promise (exit 0 only once the file is durable)
+//! and tidemark's (nothing is ever overwritten; bad input changes nothing):
+//!
+//! 1. check the name and the content: page headers of every page against the name, the
+//!    segment size and truncation; history and backup files for their shape. Nothing has
+//!    touched the repository yet, so bad input leaves it exactly as it was;
+//! 2. check (or on first contact record) the stanza's cluster identity from the
+//!    segment's long page header: another cluster's WAL is refused;
+//! 3. if the name is already indexed with the same digest: success, nothing written (the
+//!    archiver retries after crashes and must not fail on its own earlier success); with
+//!    another digest: the new bytes are kept in quarantine and the push fails;
+//! 4. write the blob, then the index record, both with create-only writes;
+//! 5. list the name again: a conflicting push that raced this one is reported now.
+//!
+//! Segments up to [`IN_MEMORY_MAX`] are read once and hashed and compressed in parallel;
+//! larger ones (up to 1 GiB) are checked and hashed in a first streaming pass and sent in
+//! a second, so memory stays bounded.
+
+use std::io::Read;
+use std::path::Path;
+
+use tidemark_store::catalog::{self, ClusterRecord, QuarantineRecord, Stanza, WalRecord};
+use tidemark_store::codec::Hasher;
+use tidemark_store::pg::{
+    self, PageScan, SegmentIdentity, TimelineId, WalError, WalFileName, WalSegmentName,
+};
+use tidemark_store::repo::{now, BlobPut, EncodedBlob, IN_MEMORY_MAX};
+use tidemark_store::{Compression, Digest, Repo};
+
+use crate::{Error, Result};
+
+/// Largest `.history` or `.backup` file accepted (they are a few hundred bytes).
+const SMALL_FILE_MAX: u64 = 1 << 20;
+
+/// What a successful push did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Stored and indexed.
+    Pushed {
+        /// The file name.
+        name: WalFileName,
+        /// Its content digest.
+        digest: Digest,
+        /// Raw bytes.
+        raw_len: u64,
+        /// Bytes added to the repository (0 when the content was already there).
+        stored_len: u64,
+    },
+    /// Already archived with identical content: nothing written.
+    AlreadyArchived {
+        /// The file name.
+        name: WalFileName,
+        /// Its content digest.
+        digest: Digest,
+    },
+}
+
+/// Where a file's content is while it is pushed.
+enum Content {
+    /// Read whole, then hashed and compressed (in parallel) in one go.
+    InMemory(EncodedBlob),
+    /// Too big to hold: hashed in a first pass, streamed from the file again when stored.
+    Streamed { digest: Digest },
+}
+
+impl Content {
+    fn digest(&self) -> Digest {
+        match self {
+            Content::InMemory(blob) => blob.digest,
+            Content::Streamed { digest } => *digest,
+        }
+    }
+}
+
+/// Archives the file at `path` into `stanza`.
+pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutcome> {
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Wal(WalError::BadFileName(path.display().to_string())))?;
+    let name: WalFileName = file_name.parse()?;
+
+    // 1. Everything about the input is checked before the repository is touched.
+    let (path_owned, compression) = (path.to_path_buf(), repo.compression());
+    let (content, identity) =
+        tokio::task::spawn_blocking(move || read_and_check(&path_owned, &name, compression))
+            .await
+            .expect("reading the WAL file panicked")?;
+
+    // 2. The repository and the cluster's identity.
+    repo.ensure_format().await?;
+    if let Some(id) = &identity {
+        repo.ensure_cluster(stanza, &cluster_record(id)).await?;
+    }
+
+    // 3. Already there?
+    let digest = content.digest();
+    let archived = repo.wal_digests(stanza, &name).await?;
+    if archived.contains(&digest) && archived.len() == 1 {
+        // Make sure the content it points at is really there (a damaged repository must
+        // not turn a retry into a silent success).
+        if repo.blob_size(&digest).await?.is_some() {
+            return Ok(PushOutcome::AlreadyArchived { name, digest });
+        }
+        store_blob(repo, &content, path).await?;
+        return Ok(PushOutcome::AlreadyArchived { name, digest });
+    }
+    if !archived.is_empty() {
+        return Err(quarantine(repo, stanza, &name, &content, path, digest, &archived).await);
+    }
+
+    // 4. Blob, then index record.
+    let put = store_blob(repo, &content, path).await?;
+    debug_assert_eq!(put.digest, digest);
+    let record = WalRecord {
+        name: name.to_string(),
+        kind: name.kind().to_string(),
+        digest: digest.to_hex(),
+        raw_size: put.raw_len,
+        stored_size: if put.deduplicated {
+            repo.blob_size(&digest).await?.unwrap_or(put.stored_len)
+        } else {
+            put.stored_len
+        },
+        compression: repo.compression(),
+        archived_at: now(),
+        system_id: identity.map(|id| id.system_id.0),
+        start_lsn: match (name.segment(), identity) {
+            (Some(seg), Some(id)) if !matches!(name, WalFileName::Backup { .. }) => {
+                seg.start_lsn(id.segment_size).ok().map(|l| l.to_string())
+            }
+            _ => None,
+        },
+        tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    repo.put_wal_record(stanza, &name, &digest, &record).await?;
+
+    // 5. A different content that raced us in is a conflict both sides must report.
+    let now_archived = repo.wal_digests(stanza, &name).await?;
+    if now_archived.len() > 1 {
+        let others: Vec<Digest> = now_archived.into_iter().filter(|d| *d != digest).collect();
+        return Err(quarantine(repo, stanza, &name, &content, path, digest, &others).await);
+    }
+    let stored_len = if put.deduplicated { 0 } else { put.stored_len };
+    Ok(PushOutcome::Pushed {
+        name,
+        digest,
+        raw_len: put.raw_len,
+        stored_len,
+    })
+}
+
+async fn store_blob(repo: &Repo, content: &Content, path: &Path) -> Result<BlobPut> {
+    Ok(match content {
+        Content::InMemory(blob) => repo.put_encoded(blob).await?,
+        Content::Streamed { digest } => repo.put_blob_file(path, *digest).await?,
+    })
+}
+
+/// Keeps refused bytes under a quarantine key and builds the conflict error.
+async fn quarantine(
+    repo: &Repo,
+    stanza: &Stanza,
+    name: &WalFileName,
+    content: &Content,
+    path: &Path,
+    digest: Digest,
+    archived: &[Digest],
+) -> Error {
+    let key = catalog::quarantine_key(stanza, name, &digest);
+    let kept = async {
+        let put = store_blob(repo, content, path).await?;
+        let record = QuarantineRecord {
+            name: name.to_string(),
+            digest: digest.to_hex(),
+            archived_digests: archived.iter().map(Digest::to_hex).collect(),
+            raw_size: put.raw_len,
+            quarantined_at: now(),
+        };
+        repo.put_record(&key, &record).await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = kept {
+        return e;
+    }
+    Error::Conflict {
+        name: name.to_string(),
+        archived: archived
+            .iter()
+            .map(Digest::to_hex)
+            .collect::<Vec<_>>()
+            .join(", "),
+        new: digest.to_hex(),
+        quarantine: key.to_string(),
+    }
+}
+
+fn cluster_record(id: &SegmentIdentity) -> ClusterRecord {
+    ClusterRecord {
+        system_id: id.system_id.0,
+        pg_major: id.pg_major,
+        wal_segment_size: id.segment_size.bytes(),
+        wal_page_size: id.page_size,
+        created_at: now(),
+        created_by: "archive-push".into(),
+    }
+}
+
+fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads and validates a file; returns its content and, for segment-shaped files, the
+/// identity its first page carries.
+fn read_and_check(
+    path: &Path,
+    name: &WalFileName,
+    compression: Compression,
+) -> Result<(Content, Option<SegmentIdentity>)> {
+    let mut file = std::fs::File::open(path).map_err(read_err(path))?;
+    let meta = file.metadata().map_err(read_err(path))?;
+    if !meta.is_file() {
+        return Err(Error::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("not a regular file"),
+        });
+    }
+    let len = meta.len();
+    match name {
+        WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
+            if len <= IN_MEMORY_MAX {
+                let mut buf = Vec::with_capacity(len as usize);
+                file.read_to_end(&mut buf).map_err(read_err(path))?;
+                let id = check_segment(seg, &buf)?;
+                Ok((
+                    Content::InMemory(EncodedBlob::encode(&buf, compression)),
+                    Some(id),
+                ))
+            } else {
+                let (digest, id) = check_segment_streaming(seg, &mut file, len, path)?;
+                Ok((Content::Streamed { digest }, Some(id)))
+            }
+        }
+        WalFileName::History(tli) => {
+            let buf = read_small(&mut file, len, path, name)?;
+            check_history(*tli, &buf)?;
+            Ok((
+                Content::InMemory(EncodedBlob::encode(&buf, compression)),
+                None,
+            ))
+        }
+        WalFileName::Backup { .. } => {
+            let buf = read_small(&mut file, len, path, name)?;
+            if !buf.starts_with(b"START WAL LOCATION: ") {
+                return Err(WalError::NotWal {
+                    name: name.to_string(),
+                    detail: "a backup history file starts with \"START WAL LOCATION: \"".into(),
+                }
+                .into());
+            }
+            Ok((
+                Content::InMemory(EncodedBlob::encode(&buf, compression)),
+                None,
+            ))
+        }
+    }
+}
+
+fn read_small(
+    file: &mut std::fs::File,
+    len: u64,
+    path: &Path,
+    name: &WalFileName,
+) -> Result<Vec<u8>> {
+    if len > SMALL_FILE_MAX {
+        return Err(WalError::NotWal {
+            name: name.to_string(),
+            detail: format!("{len} bytes is far too large for a {} file", name.kind()),
+        }
+        .into());
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut buf).map_err(read_err(path))?;
+    Ok(buf)
+}
+
+fn check_history(tli: TimelineId, content: &[u8]) -> Result<()> {
+    let entries = pg::parse_history(content)?;
+    let Some(last) = entries.last() else {
+        return Err(WalError::BadHistory("no timeline switch in it".into()).into());
+    };
+    if last.parent >= tli {
+        return Err(WalError::BadHistory(format!(
+            "names parent timeline {} for timeline {tli}",
+            last.parent
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Checks a whole segment held in memory.
+fn check_segment(seg: &WalSegmentName, bytes: &[u8]) -> Result<SegmentIdentity> {
+    let id = pg::check_segment_start(seg, bytes, bytes.len() as u64)?;
+    pg::check_pages(seg, &id, 0, bytes, &mut PageScan::default())?;
+    Ok(id)
+}
+
+/// First pass over a segment too large to hold: page checks and hashing, frame by frame.
+fn check_segment_streaming(
+    seg: &WalSegmentName,
+    file: &mut std::fs::File,
+    len: u64,
+    path: &Path,
+) -> Result<(Digest, SegmentIdentity)> {
+    let mut buf = vec![0u8; 8 << 20];
+    let mut hasher = Hasher::new();
+    let mut offset = 0u64;
+    let mut identity: Option<SegmentIdentity> = None;
+    let mut scan = PageScan::default();
+    loop {
+        let mut n = 0;
+        while n < buf.len() {
+            match file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(read_err(path)(e)),
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        let piece = &buf[..n];
+        let id = match identity {
+            Some(id) => id,
+            None => pg::check_segment_start(seg, piece, len)?,
+        };
+        pg::check_pages(seg, &id, offset, piece, &mut scan)?;
+        identity = Some(id);
+        hasher.update(piece);
+        offset += n as u64;
+    }
+    let id = identity.ok_or_else(|| WalError::NotWal {
+        name: seg.to_string(),
+        detail: "empty file".into(),
+    })?;
+    if offset != len {
+        return Err(WalError::Truncated {
+            name: seg.to_string(),
+            len: offset,
+            expected: len,
+        }
+        .into());
+    }
+    Ok((hasher.finish(), id))
+}

@@ -1,0 +1,280 @@
+//! The backend conformance suite: one `pub async fn` per contract of [`Backend`].
+//!
+//! Every backend runs all of it: the local backend as unit tests, S3 against a real
+//! server in `tests/it/s3_conformance.rs` (built with the `conformance` feature). A new
+//! trait method gets its conformance function first. Functions panic on a broken
+//! contract, with a message naming it; each works under its own key prefix.
+
+use bytes::Bytes;
+
+use super::{Backend, PutMode, MIN_PART_SIZE};
+use crate::{Error, Key};
+
+fn key(s: &str) -> Key {
+    Key::new(s).expect("test keys are valid")
+}
+
+/// Runs every contract in turn.
+pub async fn run_all(b: &dyn Backend) {
+    put_get_round_trip(b).await;
+    empty_object_round_trips(b).await;
+    missing_is_not_found(b).await;
+    create_is_exclusive(b).await;
+    overwrite_replaces(b).await;
+    concurrent_create_has_one_winner(b).await;
+    get_range_clamps_to_the_end(b).await;
+    list_is_prefix_scoped_and_sorted(b).await;
+    delete_is_idempotent(b).await;
+    multipart_visible_only_on_complete(b).await;
+    multipart_create_is_exclusive(b).await;
+    multipart_abort_leaves_nothing(b).await;
+}
+
+/// What is put comes back byte for byte, and `head` gives its size.
+pub async fn put_get_round_trip(b: &dyn Backend) {
+    let k = key("conf/round-trip/object");
+    let data = Bytes::from((0..100_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>());
+    b.put(&k, data.clone(), PutMode::Create).await.expect("put");
+    assert_eq!(
+        b.get(&k).await.expect("get"),
+        data,
+        "get returns what was put"
+    );
+    assert_eq!(
+        b.head(&k).await.expect("head").size,
+        data.len() as u64,
+        "head gives the size"
+    );
+}
+
+/// A zero-byte object is an object.
+pub async fn empty_object_round_trips(b: &dyn Backend) {
+    let k = key("conf/empty/object");
+    b.put(&k, Bytes::new(), PutMode::Create)
+        .await
+        .expect("put empty");
+    assert_eq!(b.get(&k).await.expect("get empty").len(), 0);
+    assert_eq!(b.head(&k).await.expect("head empty").size, 0);
+}
+
+/// Reading a missing key is `NotFound`, never another error.
+pub async fn missing_is_not_found(b: &dyn Backend) {
+    let k = key("conf/missing/nothing-here");
+    assert!(
+        matches!(b.get(&k).await, Err(Error::NotFound { .. })),
+        "get of a missing key"
+    );
+    assert!(
+        matches!(b.head(&k).await, Err(Error::NotFound { .. })),
+        "head of a missing key"
+    );
+    assert!(
+        matches!(b.get_range(&k, 0..10).await, Err(Error::NotFound { .. })),
+        "get_range of a missing key"
+    );
+}
+
+/// `Create` on an existing key is `AlreadyExists` and leaves the object as it was.
+pub async fn create_is_exclusive(b: &dyn Backend) {
+    let k = key("conf/create/object");
+    b.put(&k, Bytes::from_static(b"first"), PutMode::Create)
+        .await
+        .expect("first create");
+    let second = b
+        .put(&k, Bytes::from_static(b"second"), PutMode::Create)
+        .await;
+    assert!(
+        matches!(second, Err(Error::AlreadyExists { .. })),
+        "second create must fail: {second:?}"
+    );
+    assert_eq!(
+        b.get(&k).await.expect("get"),
+        Bytes::from_static(b"first"),
+        "create never replaces"
+    );
+}
+
+/// `Overwrite` replaces.
+pub async fn overwrite_replaces(b: &dyn Backend) {
+    let k = key("conf/overwrite/object");
+    b.put(&k, Bytes::from_static(b"one"), PutMode::Overwrite)
+        .await
+        .expect("first");
+    b.put(&k, Bytes::from_static(b"two"), PutMode::Overwrite)
+        .await
+        .expect("second");
+    assert_eq!(b.get(&k).await.expect("get"), Bytes::from_static(b"two"));
+}
+
+/// Of many concurrent `Create`s of one key, exactly one wins and its content stays.
+pub async fn concurrent_create_has_one_winner(b: &dyn Backend) {
+    let k = key("conf/race/object");
+    let writers = (0..8u8).map(|i| {
+        let k = k.clone();
+        async move {
+            (
+                i,
+                b.put(&k, Bytes::from(vec![i; 64 * 1024]), PutMode::Create)
+                    .await,
+            )
+        }
+    });
+    let results = futures::future::join_all(writers).await;
+    let winners: Vec<u8> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one create wins: {results:?}");
+    for (_, r) in &results {
+        assert!(
+            r.is_ok() || matches!(r, Err(Error::AlreadyExists { .. })),
+            "losers get AlreadyExists: {r:?}"
+        );
+    }
+    assert_eq!(
+        b.get(&k).await.expect("get"),
+        Bytes::from(vec![winners[0]; 64 * 1024]),
+        "the winner's bytes stay"
+    );
+}
+
+/// Ranges read what they say, clamped at the end; a start past the end is an error.
+pub async fn get_range_clamps_to_the_end(b: &dyn Backend) {
+    let k = key("conf/range/object");
+    b.put(&k, Bytes::from_static(b"0123456789"), PutMode::Create)
+        .await
+        .expect("put");
+    assert_eq!(
+        b.get_range(&k, 2..5).await.expect("range"),
+        Bytes::from_static(b"234")
+    );
+    assert_eq!(
+        b.get_range(&k, 8..100).await.expect("clamped range"),
+        Bytes::from_static(b"89")
+    );
+    assert!(
+        b.get_range(&k, 10..20).await.is_err(),
+        "a range starting at the end is an error"
+    );
+}
+
+/// Listing is a plain string prefix, recursive, sorted, and scoped to the prefix.
+pub async fn list_is_prefix_scoped_and_sorted(b: &dyn Backend) {
+    for k in [
+        "conf/list/a/b/c",
+        "conf/list/a/b/d",
+        "conf/list/a/bc",
+        "conf/list/ab",
+        "conf/list/z",
+    ] {
+        b.put(&key(k), Bytes::from_static(b"x"), PutMode::Create)
+            .await
+            .expect("put");
+    }
+    let names =
+        |v: Vec<super::ObjectMeta>| v.into_iter().map(|m| m.key.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        names(b.list("conf/list/a/b/").await.expect("list")),
+        ["conf/list/a/b/c", "conf/list/a/b/d"]
+    );
+    assert_eq!(
+        names(b.list("conf/list/a/b").await.expect("list")),
+        ["conf/list/a/b/c", "conf/list/a/b/d", "conf/list/a/bc"]
+    );
+    assert_eq!(
+        names(b.list("conf/list/").await.expect("list")),
+        [
+            "conf/list/a/b/c",
+            "conf/list/a/b/d",
+            "conf/list/a/bc",
+            "conf/list/ab",
+            "conf/list/z"
+        ]
+    );
+    assert!(b
+        .list("conf/list/nothing")
+        .await
+        .expect("empty list")
+        .is_empty());
+    assert!(b
+        .list("conf/nowhere/")
+        .await
+        .expect("list of a missing folder")
+        .is_empty());
+    let meta = b.list("conf/list/z").await.expect("list");
+    assert_eq!(meta[0].size, 1, "listings carry sizes");
+}
+
+/// Deleting removes; deleting again still succeeds.
+pub async fn delete_is_idempotent(b: &dyn Backend) {
+    let k = key("conf/delete/object");
+    b.put(&k, Bytes::from_static(b"x"), PutMode::Create)
+        .await
+        .expect("put");
+    b.delete(&k).await.expect("delete");
+    assert!(
+        matches!(b.get(&k).await, Err(Error::NotFound { .. })),
+        "deleted object is gone"
+    );
+    b.delete(&k).await.expect("second delete succeeds");
+}
+
+/// A multipart object appears whole on `complete`, and not before.
+pub async fn multipart_visible_only_on_complete(b: &dyn Backend) {
+    let k = key("conf/multipart/object");
+    let part1 = Bytes::from(vec![1u8; MIN_PART_SIZE]);
+    let part2 = Bytes::from(vec![2u8; 1000]);
+    let mut up = b.put_multipart(&k, PutMode::Create).await.expect("start");
+    up.put_part(part1.clone()).await.expect("part 1");
+    assert!(
+        matches!(b.head(&k).await, Err(Error::NotFound { .. })),
+        "invisible before complete"
+    );
+    assert!(
+        b.list("conf/multipart/").await.expect("list").is_empty(),
+        "unlisted before complete"
+    );
+    up.put_part(part2.clone()).await.expect("part 2");
+    up.complete().await.expect("complete");
+    let got = b.get(&k).await.expect("get");
+    assert_eq!(got.len(), part1.len() + part2.len());
+    assert_eq!(&got[..part1.len()], &part1[..]);
+    assert_eq!(&got[part1.len()..], &part2[..]);
+}
+
+/// A `Create` multipart onto an existing key fails on `complete` and replaces nothing.
+pub async fn multipart_create_is_exclusive(b: &dyn Backend) {
+    let k = key("conf/multipart-exclusive/object");
+    b.put(&k, Bytes::from_static(b"original"), PutMode::Create)
+        .await
+        .expect("put");
+    let mut up = b.put_multipart(&k, PutMode::Create).await.expect("start");
+    up.put_part(Bytes::from(vec![9u8; 1000]))
+        .await
+        .expect("part");
+    let done = up.complete().await;
+    assert!(
+        matches!(done, Err(Error::AlreadyExists { .. })),
+        "complete onto an existing key: {done:?}"
+    );
+    assert_eq!(
+        b.get(&k).await.expect("get"),
+        Bytes::from_static(b"original")
+    );
+}
+
+/// An aborted upload leaves no object.
+pub async fn multipart_abort_leaves_nothing(b: &dyn Backend) {
+    let k = key("conf/abort/object");
+    let mut up = b.put_multipart(&k, PutMode::Create).await.expect("start");
+    up.put_part(Bytes::from(vec![3u8; 1000]))
+        .await
+        .expect("part");
+    up.abort().await.expect("abort");
+    assert!(
+        matches!(b.head(&k).await, Err(Error::NotFound { .. })),
+        "nothing after abort"
+    );
+    assert!(b.list("conf/abort/").await.expect("list").is_empty());
+}

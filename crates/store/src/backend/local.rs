@@ -1,0 +1,417 @@
+//! A repository in a local folder (`file:///var/lib/tidemark`): the embedded default.
+//!
+//! Durability before success: every write goes to a temporary file in the target's own
+//! folder (named `.tmp-…`, which no key can be), is fsynced, then becomes visible with
+//! `link` (for [`PutMode::Create`]: fails if the name exists, so nothing is ever
+//! replaced) or `rename` (for [`PutMode::Overwrite`]), and the folder itself is fsynced.
+//! Folders a write creates are fsynced into their parents too. A writer killed at any
+//! point leaves at most a `.tmp-` file, which listings never show.
+//!
+//! File-system calls are blocking; they run on tokio's blocking pool.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{Backend, ObjectMeta, PutMode, Upload};
+use crate::{Error, Key, Result};
+
+/// A repository rooted at an absolute folder.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn io_err(op: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn temp_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        ".tmp-{}-{}-{nanos}",
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err("fsync folder", dir, e))
+}
+
+/// `create_dir_all` that also fsyncs each new folder's parent, so that a durable file is
+/// never inside a folder whose own entry could vanish in a crash.
+fn create_dirs_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(io_err("create folder", dir, e)),
+    }
+}
+
+fn modified(meta: &fs::Metadata) -> Option<DateTime<Utc>> {
+    meta.modified().ok().map(DateTime::<Utc>::from)
+}
+
+/// Moves a finished, fsynced temporary file to its name, honouring `mode`.
+fn publish(tmp: &Path, dest: &Path, key: &Key, mode: PutMode) -> Result<()> {
+    let dir = dest.parent().expect("keys have a parent folder");
+    let result = match mode {
+        PutMode::Create => match fs::hard_link(tmp, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(Error::AlreadyExists { key: key.clone() })
+            }
+            Err(e) => Err(io_err("link", dest, e)),
+        },
+        PutMode::Overwrite => fs::rename(tmp, dest).map_err(|e| io_err("rename", dest, e)),
+    };
+    // After a rename the temporary name is gone already; after link (or a failure) remove it.
+    let _ = fs::remove_file(tmp);
+    result?;
+    fsync_dir(dir)
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root`, which must be an absolute path. The folder is created
+    /// on first write, not here, so that opening never changes anything.
+    pub fn new(root: impl Into<PathBuf>) -> Result<LocalBackend> {
+        let root = root.into();
+        if !root.is_absolute() {
+            return Err(Error::BadUrl {
+                url: root.display().to_string(),
+                reason: "a local repository needs an absolute path".into(),
+            });
+        }
+        Ok(LocalBackend { root })
+    }
+
+    /// The folder this backend writes to.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+
+    fn put_blocking(&self, key: &Key, data: &[u8], mode: PutMode) -> Result<()> {
+        let dest = self.path(key);
+        let dir = dest.parent().expect("keys have a parent folder");
+        create_dirs_durably(dir)?;
+        if mode == PutMode::Create && dest.exists() {
+            // Cheap early answer; `link` below is what makes Create exclusive.
+            return Err(Error::AlreadyExists { key: key.clone() });
+        }
+        let tmp = dir.join(temp_name());
+        let written = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err("write", &tmp, e));
+        }
+        publish(&tmp, &dest, key, mode)
+    }
+
+    fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        // Walk from the deepest folder the prefix names entirely.
+        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let start = if dir_part.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(dir_part)
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![(start, dir_part.to_string())];
+        while let Some((dir, rel)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        || e.kind() == io::ErrorKind::NotADirectory =>
+                {
+                    continue
+                }
+                Err(e) => return Err(io_err("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err("list", &dir, e))?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                if name.starts_with('.') {
+                    continue; // temporary files
+                }
+                let key = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| io_err("list", &entry.path(), e))?;
+                if file_type.is_dir() {
+                    // Descend only where keys below could still match the prefix.
+                    let as_dir = format!("{key}/");
+                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                        stack.push((entry.path(), key));
+                    }
+                } else if key.starts_with(prefix) {
+                    let Ok(key) = Key::new(key) else { continue };
+                    let meta = entry
+                        .metadata()
+                        .map_err(|e| io_err("stat", &entry.path(), e))?;
+                    out.push(ObjectMeta {
+                        key,
+                        size: meta.len(),
+                        last_modified: modified(&meta),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking file-system task panicked")
+}
+
+fn not_found_or(key: &Key, op: &'static str, path: &Path, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::NotFound { key: key.clone() }
+    } else {
+        io_err(op, path, e)
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+        let (this, key) = (self.clone(), key.clone());
+        blocking(move || this.put_blocking(&key, &data, mode)).await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Bytes> {
+        let (path, key) = (self.path(key), key.clone());
+        blocking(move || {
+            fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| not_found_or(&key, "read", &path, e))
+        })
+        .await
+    }
+
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
+        let (path, key) = (self.path(key), key.clone());
+        blocking(move || {
+            let mut f = File::open(&path).map_err(|e| not_found_or(&key, "read", &path, e))?;
+            let len = f.metadata().map_err(|e| io_err("stat", &path, e))?.len();
+            if range.start >= len || range.end <= range.start {
+                return Err(Error::Backend {
+                    op: "read range",
+                    key: key.to_string(),
+                    message: format!("range {range:?} outside an object of {len} bytes"),
+                });
+            }
+            let end = range.end.min(len);
+            let mut buf = vec![0u8; (end - range.start) as usize];
+            f.seek(SeekFrom::Start(range.start))
+                .and_then(|_| f.read_exact(&mut buf))
+                .map_err(|e| io_err("read", &path, e))?;
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let (path, key) = (self.path(key), key.clone());
+        blocking(move || {
+            let meta = fs::metadata(&path).map_err(|e| not_found_or(&key, "stat", &path, e))?;
+            if !meta.is_file() {
+                return Err(Error::NotFound { key });
+            }
+            Ok(ObjectMeta {
+                key,
+                size: meta.len(),
+                last_modified: modified(&meta),
+            })
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Key::check_prefix(prefix)?;
+        let (this, prefix) = (self.clone(), prefix.to_string());
+        blocking(move || this.list_blocking(&prefix)).await
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        let path = self.path(key);
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => fsync_dir(path.parent().expect("parent")),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("delete", &path, e)),
+        })
+        .await
+    }
+
+    async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
+        let dest = self.path(key);
+        let key = key.clone();
+        blocking(move || {
+            let dir = dest.parent().expect("parent").to_path_buf();
+            create_dirs_durably(&dir)?;
+            let tmp = dir.join(temp_name());
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| io_err("create", &tmp, e))?;
+            Ok(Box::new(LocalUpload {
+                key,
+                dest,
+                tmp,
+                file: Some(file),
+                mode,
+            }) as Box<dyn Upload>)
+        })
+        .await
+    }
+}
+
+/// A multipart write into a temporary file, published on `complete`.
+struct LocalUpload {
+    key: Key,
+    dest: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+    mode: PutMode,
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        // Neither completed nor aborted (an error or a panic upstream): leave nothing behind.
+        if self.file.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[async_trait]
+impl Upload for LocalUpload {
+    async fn put_part(&mut self, data: Bytes) -> Result<()> {
+        let mut file = self.file.take().expect("upload still open");
+        let tmp = self.tmp.clone();
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let r = file.write_all(&data);
+            (file, r)
+        })
+        .await
+        .expect("blocking write panicked");
+        self.file = Some(file);
+        result.map_err(|e| io_err("write", &tmp, e))
+    }
+
+    async fn complete(mut self: Box<Self>) -> Result<()> {
+        let file = self.file.take().expect("upload still open");
+        let (tmp, dest, key, mode) = (
+            self.tmp.clone(),
+            self.dest.clone(),
+            self.key.clone(),
+            self.mode,
+        );
+        blocking(move || {
+            if let Err(e) = file.sync_all() {
+                let _ = fs::remove_file(&tmp);
+                return Err(io_err("fsync", &tmp, e));
+            }
+            drop(file);
+            publish(&tmp, &dest, &key, mode)
+        })
+        .await
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        self.file.take();
+        let tmp = self.tmp.clone();
+        blocking(move || match fs::remove_file(&tmp) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &tmp, e)),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::conformance;
+
+    fn backend() -> (tempfile::TempDir, LocalBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo")).unwrap();
+        (dir, b)
+    }
+
+    #[tokio::test]
+    async fn conformance_suite() {
+        let (_dir, b) = backend();
+        conformance::run_all(&b).await;
+    }
+
+    #[tokio::test]
+    async fn temporary_files_are_never_listed() {
+        let (_dir, b) = backend();
+        let key = Key::new("a/b").unwrap();
+        b.put(&key, Bytes::from_static(b"x"), PutMode::Create)
+            .await
+            .unwrap();
+        std::fs::write(b.root().join("a").join(".tmp-1-2-3"), b"partial").unwrap();
+        let listed = b.list("").await.unwrap();
+        assert_eq!(
+            listed.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
+            ["a/b"]
+        );
+    }
+
+    #[test]
+    fn relative_roots_are_refused() {
+        assert!(LocalBackend::new("relative/path").is_err());
+    }
+}

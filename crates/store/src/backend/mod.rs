@@ -1,0 +1,90 @@
+//! The `Backend` trait: the few object operations a repository needs, and nothing more.
+//!
+//! Implementations: [`local::LocalBackend`] (a folder, the embedded default) and
+//! [`s3::S3Backend`] (AWS S3 or any S3-compatible store). [`retry::Retrying`] wraps any
+//! backend with bounded retries of transient failures. Every contract below is checked
+//! against every backend by [`conformance`].
+
+use std::fmt::Debug;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::{Key, Result};
+
+pub mod local;
+pub mod retry;
+pub mod s3;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+/// How `put` treats an existing object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutMode {
+    /// Fail with `Error::AlreadyExists` when the key exists; never replace it.
+    /// Content-addressed objects and WAL index records are always written this way.
+    Create,
+    /// Replace whatever is there, atomically.
+    Overwrite,
+}
+
+/// What a listing or `head` says about one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The object's key.
+    pub key: Key,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was written, when the store says.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// A repository's object store.
+///
+/// Every successful write is durable when the call returns, and visible to readers whole
+/// or not at all: a reader never sees a partial object, whatever happens to the writer.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug + 'static {
+    /// Writes `data` under `key`. With [`PutMode::Create`] an existing key gives
+    /// `Error::AlreadyExists` and is left untouched.
+    async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()>;
+
+    /// Reads a whole object; `Error::NotFound` when it does not exist.
+    async fn get(&self, key: &Key) -> Result<Bytes>;
+
+    /// Reads `range` of an object. The end is clamped to the object's size; a start at
+    /// or past the end is `Error::Backend` (S3 answers 416).
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes>;
+
+    /// Size and time of one object; `Error::NotFound` when it does not exist.
+    async fn head(&self, key: &Key) -> Result<ObjectMeta>;
+
+    /// Every object whose key starts with `prefix` (a plain string prefix, as in S3),
+    /// in key order. Objects being written and not yet complete are never listed.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Removes an object; removing a missing object succeeds.
+    async fn delete(&self, key: &Key) -> Result<()>;
+
+    /// Starts a write too large to hold in memory, sent in parts. Nothing is visible
+    /// under `key` until [`Upload::complete`] returns; `mode` is honoured then.
+    async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>>;
+}
+
+/// An object written in parts, in order. Parts other than the last should be at least
+/// [`MIN_PART_SIZE`] bytes (S3's rule); the local backend accepts any size.
+#[async_trait]
+pub trait Upload: Send {
+    /// Appends the next part.
+    async fn put_part(&mut self, data: Bytes) -> Result<()>;
+    /// Makes the whole object visible, durably; fails like `put` would for `mode`.
+    async fn complete(self: Box<Self>) -> Result<()>;
+    /// Drops everything written so far.
+    async fn abort(self: Box<Self>) -> Result<()>;
+}
+
+/// S3's smallest part size (but for the last part).
+pub const MIN_PART_SIZE: usize = 5 << 20;

@@ -1,0 +1,722 @@
+//! A repository in an S3 bucket (AWS S3 or any S3-compatible store), under a key prefix.
+//!
+//! [`S3Backend`] maps the [`Backend`] contract onto plain S3 calls: PutObject, GetObject
+//! (with a `Range` header for [`Backend::get_range`]), HeadObject, ListObjectsV2 (paginated),
+//! DeleteObject, and CreateMultipartUpload / UploadPart / CompleteMultipartUpload /
+//! AbortMultipartUpload for [`Backend::put_multipart`]. Every repository key is stored as
+//! `prefix/key` (just `key` with an empty prefix), and listings strip the prefix again, so
+//! several repositories can share one bucket.
+//!
+//! # Conditional creates
+//!
+//! [`PutMode::Create`] sends `If-None-Match: *` on PutObject and on CompleteMultipartUpload;
+//! the store answers 412 (or 409 `ConditionalRequestConflict` for a concurrent one) when
+//! the key exists, which becomes [`Error::AlreadyExists`]. AWS S3 honours it on both calls;
+//! so does s3s-fs (the test server), but there the check and the write are two steps, so
+//! concurrent creates of one key can both succeed. Some stores (Garage) ignore the header
+//! and overwrite. tidemark's repository stays correct on all of them, because every object
+//! it writes with `Create` has content determined by its key (blobs are named by the
+//! SHA-256 of their content; index keys carry the content digest): a lost race or an
+//! ignored condition writes identical bytes over identical bytes.
+//!
+//! # Client settings
+//!
+//! - Checksums only when an operation requires them
+//!   (`RequestChecksumCalculation::WhenRequired`, `ResponseChecksumValidation::WhenRequired`):
+//!   the SDK's default aws-chunked bodies with CRC trailers break many S3-compatible stores,
+//!   and tidemark checks end-to-end integrity with its own SHA-256 anyway.
+//! - Connect timeout [`CONNECT_TIMEOUT`]; per-attempt timeout [`ATTEMPT_TIMEOUT`] for small
+//!   requests and [`TRANSFER_ATTEMPT_TIMEOUT`] for those that move object data (the SDK's
+//!   stalled-stream protection already fails a transfer that stops moving after a few seconds).
+//! - The SDK's own retries keep their default (3 attempts); [`super::retry::Retrying`] bounds
+//!   the total time spent on transient failures.
+//!
+//! # Errors
+//!
+//! 404 → [`Error::NotFound`] (but `NoSuchBucket` and `NoSuchUpload`); 412, and 409
+//! `ConditionalRequestConflict`, on a conditional create → [`Error::AlreadyExists`];
+//! connection failures, timeouts, 5xx, 429 and throttling codes → [`Error::Unavailable`]
+//! (transient); everything else (403, `NoSuchBucket`, 416, …) → [`Error::Backend`], naming
+//! the S3 error code. A request that cannot even be sent for a reason other than the network
+//! (no credentials found, an invalid endpoint) is [`Error::Backend`] too: retrying would not
+//! help. A HEAD on a missing bucket is indistinguishable from a missing key (HEAD answers
+//! carry no error code), so it is `NotFound`.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_smithy_types::retry::ErrorKind;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{Backend, ObjectMeta, PutMode, Upload};
+use crate::url::S3Options;
+use crate::{Error, Key, Result};
+
+/// How long to wait for a TCP (and TLS) connection to the store.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one attempt of a request without object data (head, list, delete, …) may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one attempt of a request that moves object data (put, get, upload part) may take:
+/// long enough for a WAL segment or a large part over a slow link.
+pub const TRANSFER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The region used when neither the options nor AWS's default chain name one.
+const FALLBACK_REGION: &str = "us-east-1";
+
+/// A repository in an S3 bucket under a prefix.
+#[derive(Clone)]
+pub struct S3Backend {
+    client: Client,
+    bucket: String,
+    /// `""` or the prefix with one trailing `/`, ready to put in front of a key.
+    prefix: String,
+}
+
+impl fmt::Debug for S3Backend {
+    // By hand: the client's configuration is not ours to print (it holds the credentials
+    // provider), and bucket plus prefix is what identifies the repository.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Backend")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Backend {
+    /// Builds a client for `bucket`, putting every key under `prefix` (may be empty).
+    ///
+    /// Credentials are `opts`' access key pair when given, else AWS's default chain
+    /// (environment, profile, …); the region is `opts.region`, else the default chain, else
+    /// `us-east-1`. Nothing is sent to the store here: a wrong bucket or credentials show on
+    /// the first request.
+    pub async fn new(bucket: &str, prefix: &str, opts: &S3Options) -> Result<S3Backend> {
+        let bad = |reason: &str| Error::BadUrl {
+            url: format!("s3://{bucket}/{prefix}"),
+            reason: reason.to_string(),
+        };
+        let region = RegionProviderChain::first_try(opts.region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::new(FALLBACK_REGION));
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .timeout_config(timeouts)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        match (&opts.access_key_id, &opts.secret_access_key) {
+            (Some(id), Some(secret)) => {
+                loader = loader.credentials_provider(Credentials::new(
+                    id,
+                    secret.expose(),
+                    None,
+                    None,
+                    "tidemark",
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(bad(
+                    "give both an access key id and a secret access key, or neither",
+                ))
+            }
+        }
+        if let Some(endpoint) = &opts.endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                return Err(bad("the S3 endpoint must be an http:// or https:// URL"));
+            }
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(opts.path_style)
+            .build();
+        let prefix = prefix.trim_matches('/');
+        Ok(S3Backend {
+            client: Client::from_conf(config),
+            bucket: bucket.to_string(),
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        })
+    }
+
+    /// The S3 object key for a repository key.
+    fn object_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// `s3://bucket/prefix/key`, for error messages.
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{}{key}", self.bucket, self.prefix)
+    }
+
+    /// Turns an SDK failure on `key` into this crate's error (see the module doc).
+    fn error<E>(
+        &self,
+        op: &'static str,
+        key: &Key,
+        mode: Option<PutMode>,
+        err: SdkError<E>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    {
+        match classify(&err) {
+            Failure::NotFound => Error::NotFound { key: key.clone() },
+            Failure::Precondition if mode == Some(PutMode::Create) => {
+                Error::AlreadyExists { key: key.clone() }
+            }
+            other => other.into_error(op, self.location(key.as_str())),
+        }
+    }
+
+    async fn put_object(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key.as_str()))
+            .body(ByteStream::from(data));
+        if mode == PutMode::Create {
+            req = req.if_none_match("*");
+        }
+        req.customize()
+            .config_override(transfer_timeouts())
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.error("put", key, Some(mode), e))
+    }
+}
+
+/// Per-request override for requests that move object data.
+fn transfer_timeouts() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default().timeout_config(
+        TimeoutConfig::builder()
+            .operation_attempt_timeout(TRANSFER_ATTEMPT_TIMEOUT)
+            .build(),
+    )
+}
+
+fn to_chrono(t: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+/// What an S3 failure means for tidemark.
+#[derive(Debug)]
+enum Failure {
+    /// 404 for an object.
+    NotFound,
+    /// 412, or 409 `ConditionalRequestConflict`: a condition did not hold.
+    Precondition,
+    /// Retrying later may succeed.
+    Transient(String),
+    /// Retrying will not help.
+    Permanent(String),
+}
+
+impl Failure {
+    /// The error for a failure that has no more specific meaning for the operation.
+    fn into_error(self, op: &'static str, key: String) -> Error {
+        match self {
+            Failure::NotFound => Error::Backend {
+                op,
+                key,
+                message: "not found (http 404)".into(),
+            },
+            Failure::Precondition => Error::Backend {
+                op,
+                key,
+                message: "precondition failed (http 412)".into(),
+            },
+            Failure::Transient(message) => Error::Unavailable { op, key, message },
+            Failure::Permanent(message) => Error::Backend { op, key, message },
+        }
+    }
+}
+
+/// S3 error codes that mean "try again later", whatever the HTTP status.
+const TRANSIENT_CODES: &[&str] = &[
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "ServiceUnavailable",
+    "OperationAborted",
+];
+
+fn classify<E>(err: &SdkError<E>) -> Failure
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) => Failure::Transient(format!("timed out: {}", chain(err))),
+        SdkError::DispatchFailure(failure) => {
+            // Network trouble is transient. A failure the connector cannot classify comes,
+            // in practice, from before the request left: no credentials found, for one.
+            if failure.is_io()
+                || failure.is_timeout()
+                || matches!(
+                    failure.as_other(),
+                    Some(
+                        ErrorKind::TransientError
+                            | ErrorKind::ThrottlingError
+                            | ErrorKind::ServerError
+                    )
+                )
+            {
+                Failure::Transient(format!("request failed: {}", chain(err)))
+            } else {
+                Failure::Permanent(format!("request could not be sent: {}", chain(err)))
+            }
+        }
+        SdkError::ServiceError(_) | SdkError::ResponseError(_) => {
+            let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+            let code = err.code().unwrap_or("");
+            if status == 404 && code != "NoSuchBucket" && code != "NoSuchUpload" {
+                return Failure::NotFound;
+            }
+            if status == 412 || (status == 409 && code == "ConditionalRequestConflict") {
+                return Failure::Precondition;
+            }
+            let label = if code.is_empty() {
+                format!("http {status}")
+            } else {
+                format!("{code} (http {status})")
+            };
+            if status >= 500 || status == 429 || TRANSIENT_CODES.contains(&code) {
+                return Failure::Transient(format!("s3 error {label}"));
+            }
+            if matches!(err, SdkError::ResponseError(_)) && (200..300).contains(&status) {
+                // A success whose body could not be read or parsed: a connection cut mid-answer.
+                return Failure::Transient(format!("response could not be read: {}", chain(err)));
+            }
+            match err.message() {
+                Some(m) if !m.is_empty() => Failure::Permanent(format!("s3 error {label}: {m}")),
+                _ => Failure::Permanent(format!("s3 error {label}")),
+            }
+        }
+        _ => Failure::Permanent(chain(err)),
+    }
+}
+
+/// An error and its sources, `: `-separated, skipping repeats (wrappers often repeat
+/// their source's message).
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+        self.put_object(key, data, mode).await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key.as_str()))
+            .customize()
+            .config_override(transfer_timeouts())
+            .send()
+            .await
+            .map_err(|e| self.error("get", key, None, e))?;
+        collect(out.body, "get", self.location(key.as_str())).await
+    }
+
+    async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
+        if range.end <= range.start {
+            return Err(Error::Backend {
+                op: "read range",
+                key: self.location(key.as_str()),
+                message: format!("empty range {range:?}"),
+            });
+        }
+        // HTTP ranges are inclusive; S3 clamps the end to the object's size itself, and
+        // answers 416 (InvalidRange, a `Backend` error) when the start is at or past it.
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key.as_str()))
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .customize()
+            .config_override(transfer_timeouts())
+            .send()
+            .await
+            .map_err(|e| self.error("read range", key, None, e))?;
+        collect(out.body, "read range", self.location(key.as_str())).await
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key.as_str()))
+            .send()
+            .await
+            .map_err(|e| self.error("head", key, None, e))?;
+        Ok(ObjectMeta {
+            key: key.clone(),
+            size: out.content_length.unwrap_or(0).max(0) as u64,
+            last_modified: out.last_modified.as_ref().and_then(to_chrono),
+        })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Key::check_prefix(prefix)?;
+        let full = self.object_key(prefix);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| classify(&e).into_error("list", self.location(prefix)))?;
+            for object in page.contents() {
+                let Some(name) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                // Objects tidemark did not write (invalid names) are not part of the repository.
+                let Ok(key) = Key::new(name) else { continue };
+                out.push(ObjectMeta {
+                    key,
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    last_modified: object.last_modified().and_then(to_chrono),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) && !t.is_empty() => {
+                    token = Some(t.to_string())
+                }
+                _ => break,
+            }
+        }
+        // S3 lists in UTF-8 byte order already; some compatible stores do not promise it.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &Key) -> Result<()> {
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key.as_str()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error("delete", key, None, e) {
+                // S3 answers 204 for a missing key; a store that says 404 means the same.
+                Error::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.object_key(key.as_str()))
+            .send()
+            .await
+            .map_err(|e| self.error("start upload", key, None, e))?;
+        let Some(upload_id) = out.upload_id else {
+            return Err(Error::Backend {
+                op: "start upload",
+                key: self.location(key.as_str()),
+                message: "the store answered without an upload id".into(),
+            });
+        };
+        Ok(Box::new(S3Upload {
+            backend: self.clone(),
+            key: key.clone(),
+            mode,
+            upload_id: Some(upload_id),
+            parts: Vec::new(),
+            size: 0,
+        }))
+    }
+}
+
+async fn collect(body: ByteStream, op: &'static str, key: String) -> Result<Bytes> {
+    match body.collect().await {
+        Ok(data) => Ok(data.into_bytes()),
+        // The answer started and then stopped: the connection, not the object, is at fault.
+        Err(e) => Err(Error::Unavailable {
+            op,
+            key,
+            message: format!("response body could not be read: {}", chain(&e)),
+        }),
+    }
+}
+
+/// A multipart upload in progress. Dropped without `complete` or `abort`, it aborts itself
+/// in the background (when a tokio runtime is still there), so that no parts linger in the
+/// bucket (on AWS they are billed until aborted or expired by a lifecycle rule).
+struct S3Upload {
+    backend: S3Backend,
+    key: Key,
+    mode: PutMode,
+    /// `None` once completed or aborted.
+    upload_id: Option<String>,
+    parts: Vec<CompletedPart>,
+    /// Bytes sent so far.
+    size: u64,
+}
+
+impl S3Upload {
+    fn upload_id(&self) -> &str {
+        self.upload_id.as_deref().expect("upload still open")
+    }
+
+    async fn abort_upload(&self, upload_id: &str) -> Result<()> {
+        let b = &self.backend;
+        match b
+            .client
+            .abort_multipart_upload()
+            .bucket(&b.bucket)
+            .key(b.object_key(self.key.as_str()))
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match b.error("abort upload", &self.key, None, e) {
+                // Already gone (aborted before, or expired): nothing is left, which is the point.
+                Error::NotFound { .. } => Ok(()),
+                Error::Backend { message, .. } if message.contains("NoSuchUpload") => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// A `NoSuchUpload` on complete usually means that an earlier attempt (the SDK's own
+    /// retry) did complete it and the answer was lost. When the key now holds an object of
+    /// our size, take it as done: for `Create` that is `AlreadyExists`, which callers treat
+    /// as deduplicated (see the module doc on why identical keys hold identical bytes).
+    async fn after_lost_complete(&self, err: Error) -> Result<()> {
+        match self.backend.head(&self.key).await {
+            Ok(meta) if meta.size == self.size => match self.mode {
+                PutMode::Create => Err(Error::AlreadyExists {
+                    key: self.key.clone(),
+                }),
+                PutMode::Overwrite => Ok(()),
+            },
+            _ => Err(err),
+        }
+    }
+}
+
+impl Drop for S3Upload {
+    fn drop(&mut self) {
+        let Some(upload_id) = self.upload_id.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let b = self.backend.clone();
+        let key = b.object_key(self.key.as_str());
+        runtime.spawn(async move {
+            if let Err(e) = b
+                .client
+                .abort_multipart_upload()
+                .bucket(&b.bucket)
+                .key(&key)
+                .upload_id(upload_id)
+                .send()
+                .await
+            {
+                tracing::debug!(
+                    "abort of an abandoned upload to s3://{}/{key} failed: {}",
+                    b.bucket,
+                    chain(&e)
+                );
+            }
+        });
+    }
+}
+
+#[async_trait]
+impl Upload for S3Upload {
+    async fn put_part(&mut self, data: Bytes) -> Result<()> {
+        // Part numbers start at 1. A retry after a transient failure reuses the number, and
+        // S3 keeps the last part uploaded under it, so retrying a part is safe.
+        let number = self.parts.len() as i32 + 1;
+        let len = data.len() as u64;
+        let b = &self.backend;
+        let out = b
+            .client
+            .upload_part()
+            .bucket(&b.bucket)
+            .key(b.object_key(self.key.as_str()))
+            .upload_id(self.upload_id())
+            .part_number(number)
+            .body(ByteStream::from(data))
+            .customize()
+            .config_override(transfer_timeouts())
+            .send()
+            .await
+            .map_err(|e| b.error("upload part", &self.key, None, e))?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(out.e_tag)
+                .build(),
+        );
+        self.size += len;
+        Ok(())
+    }
+
+    async fn complete(mut self: Box<Self>) -> Result<()> {
+        let upload_id = self.upload_id.take().expect("upload still open");
+        if self.parts.is_empty() {
+            // S3 refuses to complete an upload without parts; an empty object is one put.
+            // The abort only tidies up: its failure changes nothing for the object.
+            let _ = self.abort_upload(&upload_id).await;
+            return self
+                .backend
+                .put_object(&self.key, Bytes::new(), self.mode)
+                .await;
+        }
+        let b = &self.backend;
+        let mut req = b
+            .client
+            .complete_multipart_upload()
+            .bucket(&b.bucket)
+            .key(b.object_key(self.key.as_str()))
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(std::mem::take(&mut self.parts)))
+                    .build(),
+            );
+        if self.mode == PutMode::Create {
+            req = req.if_none_match("*");
+        }
+        let result = req
+            .customize()
+            .config_override(transfer_timeouts())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let no_such_upload = e.code() == Some("NoSuchUpload");
+                let err = b.error("complete upload", &self.key, Some(self.mode), e);
+                if no_such_upload {
+                    return self.after_lost_complete(err).await;
+                }
+                if err.is_transient() {
+                    // The store is not answering, so an abort now would likely fail too:
+                    // `Drop` tries it in the background.
+                    self.upload_id = Some(upload_id);
+                } else {
+                    // Refused (`AlreadyExists` included): its parts would linger until aborted.
+                    let _ = self.abort_upload(&upload_id).await;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> Result<()> {
+        let upload_id = self.upload_id.take().expect("upload still open");
+        self.abort_upload(&upload_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_go_under_the_prefix() {
+        let opts = S3Options {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            access_key_id: Some("id".into()),
+            secret_access_key: Some(crate::url::Secret::new("secret")),
+        };
+        let b = S3Backend::new("bucket", "/a/b/", &opts).await.unwrap();
+        assert_eq!(b.object_key("k/x"), "a/b/k/x");
+        assert_eq!(b.location("k"), "s3://bucket/a/b/k");
+        let b = S3Backend::new("bucket", "", &opts).await.unwrap();
+        assert_eq!(b.object_key("k/x"), "k/x");
+        assert!(!format!("{b:?}").contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn half_credentials_are_refused() {
+        let opts = S3Options {
+            access_key_id: Some("id".into()),
+            region: Some("us-east-1".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            S3Backend::new("bucket", "", &opts).await,
+            Err(Error::BadUrl { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn refused_connections_are_transient() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let opts = S3Options {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            access_key_id: Some("id".into()),
+            secret_access_key: Some(crate::url::Secret::new("secret")),
+        };
+        let b = S3Backend::new("bucket", "p", &opts).await.unwrap();
+        let err = b.head(&Key::new("x").unwrap()).await.unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+    }
+}

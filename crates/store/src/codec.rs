@@ -1,0 +1,482 @@
+//! The blob codec: SHA-256 digests and the stored body format. Pure: no IO here.
+//!
+//! A blob is named by the SHA-256 of its *uncompressed* bytes. Its stored body is
+//!
+//! ```text
+//! header (16 bytes): "TMBL" | format u8 (1) | codec u8 (0 none, 1 lz4) | 0u16 | raw length u64 LE
+//! frames, each:      raw length u32 LE | stored length u32 LE (bit 31: stored raw) | bytes
+//! ```
+//!
+//! Frames hold at most [`FRAME_RAW_MAX`] raw bytes, so encoding and decoding work in
+//! bounded memory whatever the blob's size, and a frame that lz4 cannot shrink is kept
+//! raw. [`BlobDecoder`] checks the header, every frame, the total length and the digest:
+//! a blob that does not hash to its name is never handed out.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::{Error, Key, Result};
+
+/// The SHA-256 of a blob's uncompressed content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// Hashes `data` in one go.
+    pub fn of(data: &[u8]) -> Digest {
+        Digest(Sha256::digest(data).into())
+    }
+
+    /// Lower-case hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push(HEX[(b >> 4) as usize] as char);
+            s.push(HEX[(b & 15) as usize] as char);
+        }
+        s
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.to_hex())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Digest> {
+        let bad = || Error::BadDigest(s.to_string());
+        if s.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in s.as_bytes().chunks(2).enumerate() {
+            let hex = |c: u8| match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            };
+            out[i] = (hex(pair[0]).ok_or_else(bad)? << 4) | hex(pair[1]).ok_or_else(bad)?;
+        }
+        Ok(Digest(out))
+    }
+}
+
+/// An incremental SHA-256, for content read in pieces.
+#[derive(Clone, Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    /// A fresh hasher.
+    pub fn new() -> Hasher {
+        Hasher(Sha256::new())
+    }
+    /// Feeds bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digest {
+        Digest(self.0.finalize().into())
+    }
+}
+
+/// How a blob's frames are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Stored as is.
+    None,
+    /// LZ4 block compression, per frame (the default: fast enough to keep up with WAL).
+    #[default]
+    Lz4,
+}
+
+impl Compression {
+    fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            _ => Err(format!("unknown compression {s:?} (expected lz4 or none)")),
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+        })
+    }
+}
+
+/// The blob body format this build writes and the newest it reads.
+pub const BLOB_FORMAT: u8 = 1;
+/// Length of the blob header.
+pub const HEADER_LEN: usize = 16;
+/// Largest raw size of one frame (1 MiB).
+pub const FRAME_RAW_MAX: usize = 1 << 20;
+const FRAME_HEADER_LEN: usize = 8;
+const STORED_RAW_FLAG: u32 = 1 << 31;
+const MAGIC: &[u8; 4] = b"TMBL";
+
+/// Writes the blob header for `raw_len` bytes of content.
+pub fn encode_header(compression: Compression, raw_len: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(MAGIC);
+    out.push(BLOB_FORMAT);
+    out.push(compression.code());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&raw_len.to_le_bytes());
+}
+
+/// Appends `raw` as frames (cut at [`FRAME_RAW_MAX`]) to `out`.
+pub fn encode_frames(compression: Compression, raw: &[u8], out: &mut Vec<u8>) {
+    for frame in raw.chunks(FRAME_RAW_MAX) {
+        let at = out.len();
+        out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
+        let stored = match compression {
+            Compression::None => None,
+            Compression::Lz4 => {
+                let bound = lz4_flex::block::get_maximum_output_size(frame.len());
+                out.resize(at + FRAME_HEADER_LEN + bound, 0);
+                let n = lz4_flex::block::compress_into(frame, &mut out[at + FRAME_HEADER_LEN..])
+                    .expect("the output holds lz4's worst case");
+                // Keep the frame raw when lz4 does not shrink it (already compressed data).
+                if n < frame.len() {
+                    out.truncate(at + FRAME_HEADER_LEN + n);
+                    Some(n as u32)
+                } else {
+                    out.truncate(at + FRAME_HEADER_LEN);
+                    None
+                }
+            }
+        };
+        let stored_field = match stored {
+            Some(n) => n,
+            None => {
+                out.extend_from_slice(frame);
+                frame.len() as u32 | STORED_RAW_FLAG
+            }
+        };
+        out[at..at + 4].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+        out[at + 4..at + 8].copy_from_slice(&stored_field.to_le_bytes());
+    }
+}
+
+/// Encodes a whole blob in memory: header plus frames.
+pub fn encode(compression: Compression, raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + raw.len() / 2);
+    encode_header(compression, raw.len() as u64, &mut out);
+    encode_frames(compression, raw, &mut out);
+    out
+}
+
+/// Decodes and verifies a stored blob fed in arbitrary pieces, in bounded memory.
+pub struct BlobDecoder {
+    key: Key,
+    expected: Digest,
+    pending: Vec<u8>,
+    header: Option<(Compression, u64)>,
+    produced: u64,
+    hasher: Hasher,
+    scratch: Vec<u8>,
+}
+
+impl BlobDecoder {
+    /// A decoder for the blob stored under `key`, which must hash to `expected`.
+    pub fn new(key: Key, expected: Digest) -> BlobDecoder {
+        BlobDecoder {
+            key,
+            expected,
+            pending: Vec::new(),
+            header: None,
+            produced: 0,
+            hasher: Hasher::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> Error {
+        Error::Corrupt {
+            key: self.key.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The raw length the header announces, once the header has been read.
+    pub fn raw_len(&self) -> Option<u64> {
+        self.header.map(|(_, len)| len)
+    }
+
+    /// Feeds stored bytes; calls `sink` with each decoded piece of raw content, in order.
+    /// The content is not verified until [`finish`](Self::finish): callers must not
+    /// publish what `sink` received before that returns `Ok`.
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        loop {
+            if self.header.is_none() {
+                let need = HEADER_LEN - self.pending.len();
+                let take = need.min(input.len());
+                self.pending.extend_from_slice(&input[..take]);
+                input = &input[take..];
+                if self.pending.len() < HEADER_LEN {
+                    return Ok(());
+                }
+                let h = std::mem::take(&mut self.pending);
+                if &h[0..4] != MAGIC {
+                    return Err(self.corrupt("not a tidemark blob (bad magic)"));
+                }
+                if h[4] > BLOB_FORMAT || h[4] == 0 {
+                    return Err(Error::UnsupportedFormat {
+                        what: format!("blob {}", self.key),
+                        found: u32::from(h[4]),
+                        supported: u32::from(BLOB_FORMAT),
+                    });
+                }
+                let compression = match h[5] {
+                    0 => Compression::None,
+                    1 => Compression::Lz4,
+                    c => return Err(self.corrupt(format!("unknown codec {c}"))),
+                };
+                let raw_len = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
+                self.header = Some((compression, raw_len));
+            }
+            // Gather one frame header, then one frame body, in `pending`.
+            if self.pending.len() < FRAME_HEADER_LEN {
+                let take = (FRAME_HEADER_LEN - self.pending.len()).min(input.len());
+                self.pending.extend_from_slice(&input[..take]);
+                input = &input[take..];
+                if self.pending.len() < FRAME_HEADER_LEN {
+                    return Ok(());
+                }
+            }
+            let raw_len = u32::from_le_bytes(self.pending[0..4].try_into().expect("4")) as usize;
+            let stored_field = u32::from_le_bytes(self.pending[4..8].try_into().expect("4"));
+            let is_raw = stored_field & STORED_RAW_FLAG != 0;
+            let stored_len = (stored_field & !STORED_RAW_FLAG) as usize;
+            if raw_len == 0
+                || raw_len > FRAME_RAW_MAX
+                || stored_len > FRAME_RAW_MAX
+                || (is_raw && stored_len != raw_len)
+            {
+                return Err(self.corrupt(format!(
+                    "bad frame header (raw {raw_len}, stored {stored_len})"
+                )));
+            }
+            let have = self.pending.len() - FRAME_HEADER_LEN;
+            let take = (stored_len - have).min(input.len());
+            self.pending.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.pending.len() - FRAME_HEADER_LEN < stored_len {
+                return Ok(());
+            }
+            let (compression, total) = self.header.expect("header read");
+            if self.produced + raw_len as u64 > total {
+                return Err(self.corrupt("frames hold more bytes than the header says"));
+            }
+            let body = &self.pending[FRAME_HEADER_LEN..];
+            if is_raw {
+                self.hasher.update(body);
+                sink(body)?;
+            } else {
+                if compression != Compression::Lz4 {
+                    return Err(self.corrupt("compressed frame in an uncompressed blob"));
+                }
+                self.scratch.resize(raw_len, 0);
+                let n = lz4_flex::block::decompress_into(body, &mut self.scratch).map_err(|e| {
+                    Error::Corrupt {
+                        key: self.key.clone(),
+                        detail: format!("lz4: {e}"),
+                    }
+                })?;
+                if n != raw_len {
+                    return Err(
+                        self.corrupt(format!("frame decoded to {n} bytes, header says {raw_len}"))
+                    );
+                }
+                self.hasher.update(&self.scratch);
+                sink(&self.scratch)?;
+            }
+            self.produced += raw_len as u64;
+            self.pending.clear();
+            if input.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Checks that the blob ended where its header said and hashes to its name.
+    pub fn finish(self) -> Result<u64> {
+        let Some((_, total)) = self.header else {
+            return Err(self.corrupt("blob is shorter than its header"));
+        };
+        if !self.pending.is_empty() || self.produced != total {
+            return Err(self.corrupt(format!(
+                "blob ends after {} of {total} bytes",
+                self.produced
+            )));
+        }
+        let actual = self.hasher.finish();
+        if actual != self.expected {
+            return Err(Error::Corrupt {
+                key: self.key,
+                detail: format!(
+                    "content hashes to {actual}, its name says {}",
+                    self.expected
+                ),
+            });
+        }
+        Ok(total)
+    }
+}
+
+/// Decodes and verifies a whole stored blob held in memory.
+pub fn decode(key: &Key, expected: Digest, stored: &[u8]) -> Result<Vec<u8>> {
+    let mut dec = BlobDecoder::new(key.clone(), expected);
+    let mut out = Vec::new();
+    dec.feed(stored, &mut |piece| {
+        out.extend_from_slice(piece);
+        Ok(())
+    })?;
+    dec.finish()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Key {
+        Key::new("blobs/test").unwrap()
+    }
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Half compressible, half noise: exercises both compressed and raw frames.
+        let mut x: u32 = 12345;
+        (0..len)
+            .map(|i| {
+                if (i / FRAME_RAW_MAX) % 2 == 0 {
+                    (i % 251) as u8
+                } else {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (x >> 16) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn digest_hex_round_trips() {
+        let d = Digest::of(b"abc");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(d.to_hex().parse::<Digest>().unwrap(), d);
+        assert!("BA7816BF".parse::<Digest>().is_err());
+        assert!(d.to_hex().to_uppercase().parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn round_trip_in_any_piece_size() {
+        for compression in [Compression::Lz4, Compression::None] {
+            for len in [0usize, 1, 1000, FRAME_RAW_MAX, 3 * FRAME_RAW_MAX + 17] {
+                let raw = sample(len);
+                let digest = Digest::of(&raw);
+                let stored = encode(compression, &raw);
+                assert_eq!(decode(&key(), digest, &stored).unwrap(), raw);
+                for piece in [1usize, 7, 4096, 1 << 20] {
+                    let mut dec = BlobDecoder::new(key(), digest);
+                    let mut out = Vec::new();
+                    for p in stored.chunks(piece) {
+                        dec.feed(p, &mut |b| {
+                            out.extend_from_slice(b);
+                            Ok(())
+                        })
+                        .unwrap();
+                    }
+                    assert_eq!(dec.finish().unwrap(), len as u64);
+                    assert_eq!(out, raw);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lz4_shrinks_compressible_content() {
+        let raw = vec![7u8; 4 * FRAME_RAW_MAX];
+        assert!(encode(Compression::Lz4, &raw).len() < raw.len() / 50);
+    }
+
+    #[test]
+    fn every_corruption_is_refused() {
+        let raw = sample(2 * FRAME_RAW_MAX + 5);
+        let digest = Digest::of(&raw);
+        let stored = encode(Compression::Lz4, &raw);
+        // Flip one byte at a time across the header, frame headers and bodies.
+        for at in [
+            0,
+            4,
+            5,
+            9,
+            16,
+            20,
+            24,
+            100,
+            stored.len() / 2,
+            stored.len() - 1,
+        ] {
+            let mut bad = stored.clone();
+            bad[at] ^= 0x01;
+            assert!(
+                decode(&key(), digest, &bad).is_err(),
+                "flip at {at} not caught"
+            );
+        }
+        assert!(
+            decode(&key(), digest, &stored[..stored.len() - 1]).is_err(),
+            "truncation not caught"
+        );
+        let mut longer = stored.clone();
+        longer.extend_from_slice(&stored[HEADER_LEN..HEADER_LEN + 8]);
+        assert!(
+            decode(&key(), digest, &longer).is_err(),
+            "extra frame not caught"
+        );
+        assert!(matches!(
+            decode(&key(), Digest::of(b"other"), &stored),
+            Err(Error::Corrupt { .. })
+        ));
+        let mut future = stored.clone();
+        future[4] = BLOB_FORMAT + 1;
+        assert!(matches!(
+            decode(&key(), digest, &future),
+            Err(Error::UnsupportedFormat { .. })
+        ));
+    }
+}

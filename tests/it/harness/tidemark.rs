@@ -1,0 +1,280 @@
+//! [`Tidemark`]: runs the built `tidemark` binary the way PostgreSQL and an operator would,
+//! and [`repo_snapshot`], a fingerprint of a local repository to prove "nothing changed".
+//!
+//! The binary is `$TIDEMARK_BIN`, else `target/debug/tidemark` beside this package (or
+//! under `$CARGO_TARGET_DIR`); build it first with `cargo build -p tidemark-agent`. A
+//! missing binary fails the test with that hint: it is part of this workspace, not an
+//! optional component.
+//!
+//! When the tests run as root, clusters run as an unprivileged user who may not be able
+//! to reach `target/` (a clone under `/root`), so the binary is copied once into a
+//! world-readable folder of the temporary folder (reused while the build is the same)
+//! and that copy is used everywhere: in `archive_command`s and by [`Tidemark::run`],
+//! which also runs as that user, so the repository files it writes stay writable for the
+//! cluster's `archive_command`, and mode bits (an unwritable repository) mean what they say.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+
+use tidemark_store::codec::Hasher;
+
+use super::pg::{user_command, TestDir};
+
+/// The built binary, before it is copied.
+fn built_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TIDEMARK_BIN") {
+        return PathBuf::from(p);
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let p = PathBuf::from(dir).join("debug").join("tidemark");
+        if p.is_file() {
+            return p;
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("debug")
+        .join("tidemark")
+}
+
+/// The copy of the binary every test uses (see the module doc).
+pub fn tidemark_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let built = built_binary();
+        let meta = std::fs::metadata(&built).unwrap_or_else(|e| {
+            panic!(
+                "tidemark binary not found at {} ({e}): build it first with \
+                 `cargo build -p tidemark-agent`, or set TIDEMARK_BIN",
+                built.display()
+            )
+        });
+        let tag = format!("{}-{}-{}", meta.len(), meta.mtime(), meta.mtime_nsec());
+        let tmp = std::env::temp_dir();
+        let dir = tmp.join(format!("tidemark-test-bin-{tag}"));
+        let bin = dir.join("tidemark");
+        remove_stale_copies(&tmp, &dir);
+        if std::fs::metadata(&bin).map(|m| m.len()) .ok() == Some(meta.len()) {
+            return bin;
+        }
+        std::fs::create_dir_all(&dir).expect("binary copy folder");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod binary copy folder");
+        // Another test process may copy at the same time: copy aside, then rename.
+        let part = dir.join(format!(".tidemark-{}", std::process::id()));
+        std::fs::copy(&built, &part)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), part.display()));
+        std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod binary copy");
+        std::fs::rename(&part, &bin).expect("publish binary copy");
+        bin
+    })
+}
+
+/// Removes copies of older builds, a day after they were made.
+fn remove_stale_copies(tmp: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 86_400);
+        if name.starts_with("tidemark-test-bin-") && path != keep && old {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// The exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// The stderr lines that are not empty.
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+    }
+}
+
+/// Runs `tidemark` with a fixed set of global options (repository, stanza, …) for a test.
+#[derive(Clone, Debug)]
+pub struct Tidemark {
+    cwd: PathBuf,
+    global: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Tidemark {
+    /// A runner working in `dir` (as the test user when root), without global options.
+    pub fn new(dir: &TestDir) -> Tidemark {
+        Tidemark {
+            cwd: dir.path().to_path_buf(),
+            global: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The binary's path (the user-reachable copy).
+    pub fn bin(&self) -> &'static Path {
+        tidemark_bin()
+    }
+
+    /// Adds global options, given before the subcommand on every run.
+    pub fn with_args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Tidemark {
+        self.global
+            .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// Adds an environment variable for every run.
+    pub fn with_env(mut self, key: &str, value: &str) -> Tidemark {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The global options, e.g. to build an `archive_command`.
+    pub fn global_args(&self) -> &[String] {
+        &self.global
+    }
+
+    /// `<bin> <global options>` as one shell word list, for an `archive_command`
+    /// (test paths and options have no characters the shell would interpret).
+    pub fn shell_prefix(&self) -> String {
+        let mut words = vec![self.bin().display().to_string()];
+        words.extend(self.global.iter().cloned());
+        for w in &words {
+            assert!(
+                w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/:._-=@+,".contains(c)),
+                "{w:?} would need shell quoting"
+            );
+        }
+        words.join(" ")
+    }
+
+    /// The command for `args`, not started: for tests that spawn and kill it.
+    pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
+        let mut cmd = user_command(self.bin(), &self.cwd);
+        cmd.args(&self.global)
+            .args(args.iter().map(|a| a.as_ref()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Runs `tidemark <global options> <args>` to the end.
+    pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Run {
+        let out = self
+            .command(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin().display()));
+        Run {
+            status: out.status,
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    pub fn ok<S: AsRef<str>>(&self, args: &[S]) -> String {
+        let run = self.run(args);
+        assert_eq!(
+            run.code,
+            0,
+            "tidemark {:?} failed: {run:?}",
+            args.iter().map(|a| a.as_ref()).collect::<Vec<_>>()
+        );
+        run.stdout
+    }
+
+    /// `info --json`, parsed.
+    pub fn info(&self) -> serde_json::Value {
+        let out = self.ok(&["info", "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("info --json is not JSON ({e}): {out}"))
+    }
+}
+
+/// The lower-case hex SHA-256 of a file, read in pieces.
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.finish().to_hex()
+}
+
+/// Every entry under `dir`, by path relative to it: files map to their SHA-256,
+/// folders to `"<dir>"`, symlinks to `"-> target"`. Nothing is ignored, temporary files
+/// included: a failed command must not leave even those behind.
+pub fn repo_snapshot(dir: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, at: &Path, out: &mut BTreeMap<String, String>) {
+        let Ok(entries) = std::fs::read_dir(at) else {
+            return;
+        };
+        for entry in entries {
+            let entry = entry.expect("dir entry");
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let ft = entry.file_type().expect("file type");
+            if ft.is_dir() {
+                out.insert(rel, "<dir>".into());
+                walk(root, &path, out);
+            } else if ft.is_symlink() {
+                let target = std::fs::read_link(&path).expect("readlink");
+                out.insert(rel, format!("-> {}", target.display()));
+            } else {
+                out.insert(rel, sha256_file(&path));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The differences between two snapshots, one line each (`+ added`, `- removed`,
+/// `~ changed`), for assertion messages.
+pub fn snapshot_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut diff = Vec::new();
+    for (k, v) in before {
+        match after.get(k) {
+            None => diff.push(format!("- {k}")),
+            Some(w) if w != v => diff.push(format!("~ {k}")),
+            _ => {}
+        }
+    }
+    for k in after.keys() {
+        if !before.contains_key(k) {
+            diff.push(format!("+ {k}"));
+        }
+    }
+    diff
+}

@@ -1,0 +1,9 @@
+//! tidemark's integration tests: one binary, run against real PostgreSQL clusters and a
+//! real S3 server (s3s-fs) that the harness starts itself. See `harness/` for how.
+//!
+//! When a component is missing on a developer's machine the test prints why and skips;
+//! under `CI` a missing component fails the test instead.
+
+mod harness;
+
+mod s3_conformance;
