@@ -6,4 +6,6 @@
 
 mod harness;
 
+mod archive;
+
 mod s3_conformance;

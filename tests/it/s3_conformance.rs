@@ -44,23 +44,13 @@ async fn backend(server: &S3Server, prefix: &str) -> S3Backend {
         .expect("S3 backend")
 }
 
-/// `conformance::run_all` but for `concurrent_create_has_one_winner`, which s3s-fs cannot
-/// pass: it checks `If-None-Match: *` and then writes, in two steps, so concurrent creates
+/// s3s-fs checks `If-None-Match: *` and then writes, in two steps, so concurrent creates
 /// of one key can all succeed (AWS S3 lets exactly one win). What tidemark needs from such
 /// a store is checked by `s3s_fs_concurrent_creates_leave_one_whole_object` instead.
-/// Keep this list in step with `run_all`.
+const S3S_FS: conformance::Capabilities = conformance::Capabilities { atomic_concurrent_create: false };
+
 async fn run_all_but_concurrent_create(b: &dyn Backend) {
-    conformance::put_get_round_trip(b).await;
-    conformance::empty_object_round_trips(b).await;
-    conformance::missing_is_not_found(b).await;
-    conformance::create_is_exclusive(b).await;
-    conformance::overwrite_replaces(b).await;
-    conformance::get_range_clamps_to_the_end(b).await;
-    conformance::list_is_prefix_scoped_and_sorted(b).await;
-    conformance::delete_is_idempotent(b).await;
-    conformance::multipart_visible_only_on_complete(b).await;
-    conformance::multipart_create_is_exclusive(b).await;
-    conformance::multipart_abort_leaves_nothing(b).await;
+    conformance::run_all_with(b, S3S_FS).await;
 }
 
 #[tokio::test]

@@ -1,8 +1,12 @@
 //! The test harness: real components, started per test.
 //!
-//! - [`s3`]: an s3s-fs server on a free loopback port, stoppable and restartable.
+//! - [`pg`]: a real PostgreSQL cluster per test, run as an unprivileged user when root;
+//! - [`s3`]: an s3s-fs server on a free loopback port, stoppable and restartable;
+//! - [`tidemark`]: runs the built binary, and snapshots a local repository.
 
+pub mod pg;
 pub mod s3;
+pub mod tidemark;
 
 /// Skips a test with a printed reason, or fails it under `CI` (where everything must exist).
 #[macro_export]

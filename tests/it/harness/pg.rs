@@ -120,19 +120,6 @@ pub fn chown_to_user(path: &Path) {
     }
 }
 
-/// Gives `path` and everything under it to the test user; nothing when not root.
-pub fn chown_tree_to_user(path: &Path) {
-    if run_as().is_none() {
-        return;
-    }
-    chown_to_user(path);
-    if path.is_dir() && !path.is_symlink() {
-        for entry in std::fs::read_dir(path).expect("read_dir") {
-            chown_tree_to_user(&entry.expect("dir entry").path());
-        }
-    }
-}
-
 /// A command that runs as the test user (when root), in `cwd`, with `HOME=cwd` and with
 /// none of the caller's `TIDEMARK_*` or libpq `PG*` variables, so that the developer's
 /// environment cannot change what a test does.
@@ -254,6 +241,8 @@ pub struct Cluster {
     port: u16,
     password: Option<String>,
     running: bool,
+    /// The postmaster's pid while running, to kill it should `pg_ctl` fail at drop.
+    postmaster: Option<i32>,
 }
 
 fn free_port() -> u16 {
@@ -280,12 +269,13 @@ impl Cluster {
         let bin = pg_bin().expect("PostgreSQL binaries (call pg_bin() first)");
         let root = dir.mkdir(name);
         let sock = dir.mkdir(&format!("{name}/sock"));
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             bin,
             root,
             port: 0,
             password: opts.password.clone(),
             running: false,
+            postmaster: None,
         };
         let mut cmd = cluster.pg_command("initdb");
         cmd.arg("-D")
@@ -394,7 +384,11 @@ impl Cluster {
         assert!(!self.running, "cluster already running");
         let mut last = String::new();
         for _ in 0..5 {
-            let port = if self.port == 0 { free_port() } else { self.port };
+            let port = if self.port == 0 {
+                free_port()
+            } else {
+                self.port
+            };
             self.append_conf(&[("port".into(), port.to_string())]);
             let out = self
                 .pg_command("pg_ctl")
@@ -410,6 +404,9 @@ impl Cluster {
             if out.status.success() {
                 self.port = port;
                 self.running = true;
+                self.postmaster = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+                    .ok()
+                    .and_then(|pid| pid.lines().next()?.trim().parse().ok());
                 return;
             }
             last = format!("{}\n{}", output_text(&out), self.log_tail(20));
@@ -421,14 +418,17 @@ impl Cluster {
         panic!("PostgreSQL did not start: {last}");
     }
 
-    /// Stops the server (`-m fast`: a clean shutdown).
+    /// Stops the server (`-m fast`: a clean shutdown). Panics when pg_ctl fails.
+    #[allow(dead_code)] // for the backup and recovery tests
     pub fn stop(&mut self) {
-        self.pg_ctl_stop("fast");
+        if let Err(e) = self.pg_ctl_stop("fast") {
+            panic!("{e}");
+        }
     }
 
-    fn pg_ctl_stop(&mut self, mode: &str) {
+    fn pg_ctl_stop(&mut self, mode: &str) -> Result<(), String> {
         if !self.running {
-            return;
+            return Ok(());
         }
         self.running = false;
         let out = self
@@ -436,12 +436,13 @@ impl Cluster {
             .arg("stop")
             .args(["-w", "-t", "60", "-m", mode, "-D"])
             .arg(self.data_dir())
-            .output();
-        if let Ok(out) = out {
-            if !out.status.success() && !std::thread::panicking() {
-                panic!("pg_ctl stop failed: {}", output_text(&out));
-            }
+            .output()
+            .map_err(|e| format!("cannot run pg_ctl stop: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("pg_ctl stop failed: {}", output_text(&out)));
         }
+        self.postmaster = None;
+        Ok(())
     }
 
     /// Runs SQL through psql (`-X -A -t -q -v ON_ERROR_STOP=1`, unix socket) and returns
@@ -457,7 +458,14 @@ impl Cluster {
             .pg_command("psql")
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
-            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", "postgres"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+            ])
             .args(["-c", sql])
             .output()
             .map_err(|e| format!("cannot run psql: {e}"))?;
@@ -559,6 +567,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.pg_ctl_stop("immediate");
+        if let Err(e) = self.pg_ctl_stop("immediate") {
+            // Its folder may be gone already: never leave a server behind.
+            eprintln!("{e}");
+            if let Some(pid) = self.postmaster.take() {
+                // SAFETY: kill has no memory preconditions; SIGQUIT is an immediate shutdown.
+                unsafe { libc::kill(pid, libc::SIGQUIT) };
+            }
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use tidemark_store::codec::Hasher;
@@ -59,7 +59,7 @@ pub fn tidemark_bin() -> &'static Path {
         let dir = tmp.join(format!("tidemark-test-bin-{tag}"));
         let bin = dir.join("tidemark");
         remove_stale_copies(&tmp, &dir);
-        if std::fs::metadata(&bin).map(|m| m.len()) .ok() == Some(meta.len()) {
+        if std::fs::metadata(&bin).map(|m| m.len()).ok() == Some(meta.len()) {
             return bin;
         }
         std::fs::create_dir_all(&dir).expect("binary copy folder");
@@ -99,8 +99,6 @@ fn remove_stale_copies(tmp: &Path, keep: &Path) {
 /// What one run of the binary did.
 #[derive(Debug)]
 pub struct Run {
-    /// The exit status.
-    pub status: ExitStatus,
     /// The exit code (-1 when killed by a signal).
     pub code: i32,
     /// Standard output.
@@ -112,7 +110,10 @@ pub struct Run {
 impl Run {
     /// The stderr lines that are not empty.
     pub fn stderr_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| !l.trim().is_empty()).collect()
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     }
 }
 
@@ -152,11 +153,6 @@ impl Tidemark {
         self
     }
 
-    /// The global options, e.g. to build an `archive_command`.
-    pub fn global_args(&self) -> &[String] {
-        &self.global
-    }
-
     /// `<bin> <global options>` as one shell word list, for an `archive_command`
     /// (test paths and options have no characters the shell would interpret).
     pub fn shell_prefix(&self) -> String {
@@ -190,7 +186,6 @@ impl Tidemark {
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin().display()));
         Run {
-            status: out.status,
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).to_string(),
@@ -212,23 +207,61 @@ impl Tidemark {
     /// `info --json`, parsed.
     pub fn info(&self) -> serde_json::Value {
         let out = self.ok(&["info", "--json"]);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("info --json is not JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("info --json is not JSON ({e}): {out}"))
     }
 }
 
 /// The lower-case hex SHA-256 of a file, read in pieces.
 pub fn sha256_file(path: &Path) -> String {
-    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let n = f
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
     hasher.finish().to_hex()
+}
+
+/// Whether two files hold the same bytes (compared directly: much faster than hashing
+/// in a debug build). Panics when either cannot be read.
+pub fn same_content(a: &Path, b: &Path) -> bool {
+    let open =
+        |p: &Path| std::fs::File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+    let (mut fa, mut fb) = (open(a), open(b));
+    if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
+        return false;
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut fa, &mut ba, a);
+        let m = read_full(&mut fb, &mut bb, b);
+        if n != m || ba[..n] != bb[..m] {
+            return false;
+        }
+        if n == 0 {
+            return true;
+        }
+    }
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8], path: &Path) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => panic!("read {}: {e}", path.display()),
+        }
+    }
+    n
 }
 
 /// Every entry under `dir`, by path relative to it: files map to their SHA-256,
@@ -262,7 +295,10 @@ pub fn repo_snapshot(dir: &Path) -> BTreeMap<String, String> {
 
 /// The differences between two snapshots, one line each (`+ added`, `- removed`,
 /// `~ changed`), for assertion messages.
-pub fn snapshot_diff(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+pub fn snapshot_diff(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<String> {
     let mut diff = Vec::new();
     for (k, v) in before {
         match after.get(k) {

@@ -3,7 +3,8 @@
 //! Implementations: [`local::LocalBackend`] (a folder, the embedded default) and
 //! [`s3::S3Backend`] (AWS S3 or any S3-compatible store). [`retry::Retrying`] wraps any
 //! backend with bounded retries of transient failures. Every contract below is checked
-//! against every backend by [`conformance`].
+//! against every backend by the `conformance` suite (built for tests and under the
+//! `conformance` feature).
 
 use std::fmt::Debug;
 use std::ops::Range;
