@@ -47,7 +47,9 @@ async fn backend(server: &S3Server, prefix: &str) -> S3Backend {
 /// s3s-fs checks `If-None-Match: *` and then writes, in two steps, so concurrent creates
 /// of one key can all succeed (AWS S3 lets exactly one win). What tidemark needs from such
 /// a store is checked by `s3s_fs_concurrent_creates_leave_one_whole_object` instead.
-const S3S_FS: conformance::Capabilities = conformance::Capabilities { atomic_concurrent_create: false };
+const S3S_FS: conformance::Capabilities = conformance::Capabilities {
+    atomic_concurrent_create: false,
+};
 
 async fn run_all_but_concurrent_create(b: &dyn Backend) {
     conformance::run_all_with(b, S3S_FS).await;

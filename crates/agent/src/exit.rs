@@ -65,15 +65,8 @@ fn store_code(e: &tidemark_store::Error) -> u8 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codes_stay_below_what_postgres_reads_as_a_crash() {
-        for code in [OK, FAILED, USAGE, CLUSTER_MISMATCH, INTEGRITY] {
-            assert!(code <= 125);
-        }
-        assert!(RESTORE_FATAL > 125);
-    }
-}
+// Checked at compile time: PostgreSQL reads statuses above 125 as a crash or as fatal.
+const _: () = {
+    assert!(FAILED <= 125 && USAGE <= 125 && CLUSTER_MISMATCH <= 125 && INTEGRITY <= 125);
+    assert!(RESTORE_FATAL > 125);
+};

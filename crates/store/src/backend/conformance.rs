@@ -26,7 +26,9 @@ pub struct Capabilities {
 
 impl Capabilities {
     /// Everything promised.
-    pub const ALL: Capabilities = Capabilities { atomic_concurrent_create: true };
+    pub const ALL: Capabilities = Capabilities {
+        atomic_concurrent_create: true,
+    };
 }
 
 /// Runs every contract in turn.

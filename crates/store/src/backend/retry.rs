@@ -73,6 +73,7 @@ struct Backoff {
     started: Instant,
     retry_for: Duration,
     delay: Duration,
+    attempts: u32,
 }
 
 impl Backoff {
@@ -81,6 +82,7 @@ impl Backoff {
             started: Instant::now(),
             retry_for,
             delay: FIRST_DELAY,
+            attempts: 1,
         }
     }
 
@@ -92,16 +94,43 @@ impl Backoff {
         }
         let left = self.retry_for.saturating_sub(self.started.elapsed());
         if left.is_zero() {
-            return Err(err);
+            // The caller prints one line for the failure: say there how hard we tried.
+            return Err(match err {
+                crate::Error::Unavailable { op, key, message } if self.attempts > 1 => {
+                    crate::Error::Unavailable {
+                        op,
+                        key,
+                        message: format!(
+                            "{message} (gave up after {} attempts in {:.1} s)",
+                            self.attempts,
+                            self.started.elapsed().as_secs_f64()
+                        ),
+                    }
+                }
+                other => other,
+            });
         }
         let pause = jittered(self.delay).min(MAX_DELAY).min(left);
-        tracing::warn!(
+        // Debug only: PostgreSQL's log gets one line per failed archive command, from main.
+        tracing::debug!(
             "{op} {what}: repository unreachable, retrying in {} ms: {err}",
             pause.as_millis()
         );
         tokio::time::sleep(pause).await;
         self.delay = (self.delay * 2).min(MAX_DELAY);
+        self.attempts += 1;
         Ok(())
+    }
+
+    /// After a success: a success that needed retries is worth one line.
+    fn succeeded(&self, op: &str, what: &str) {
+        if self.attempts > 1 {
+            tracing::warn!(
+                "{op} {what}: repository reachable again after {} attempts in {:.1} s",
+                self.attempts,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
     }
 }
 
@@ -120,7 +149,10 @@ where
     let mut backoff = Backoff::new(retry_for);
     loop {
         match attempt().await {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                backoff.succeeded(op, what);
+                return Ok(v);
+            }
             Err(e) => backoff.pause_or_fail(e, op, what).await?,
         }
     }
