@@ -23,7 +23,8 @@ How:
   * Report per tool: segments/s, p50/p95 ms, max peak RSS, repository size; medians
     across rounds, and tidemark/pgBackRest ratios.
 """
-import argparse, itertools, json, os, platform, pwd, shutil, socket, statistics, subprocess, sys, time
+import argparse, itertools, json, os, platform, pwd, shutil, socket, statistics
+import subprocess, sys, time
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 SEG_SIZE = 16 * 1024 * 1024
@@ -138,16 +139,15 @@ def prepare(args, user):
     with open(f"{w}/pgbackrest.conf", "w") as f:
         f.write(f"[global]\ncompress-type=lz4\narchive-async=n\nlock-path={w}/pgbr/lock\n"
                 f"log-path={w}/pgbr/log\nspool-path={w}/pgbr\n\n[main]\npg1-path={w}/pg\n")
-    # The lz4 ratio of the pool (level 1, as pgBackRest uses), computed once and cached.
-    ratio_path = f"{w}/lz4-ratio.json"
-    cached = json.load(open(ratio_path)) if os.path.exists(ratio_path) else {}
-    if cached.get("segments") != [os.path.basename(s) for s in segs] and shutil.which("lz4"):
+    # The lz4 ratio of the pool (level 1, as pgBackRest uses), computed once per pool size.
+    ratio_path, key = f"{w}/lz4-ratio.json", f"{os.path.basename(segs[0])}+{len(segs)}"
+    cache = json.load(open(ratio_path)) if os.path.exists(ratio_path) else {}
+    if key not in cache and shutil.which("lz4"):
         packed = sum(len(subprocess.run(["lz4", "-1", "-c", s], capture_output=True,
                                         check=True).stdout) for s in segs)
-        cached = {"segments": [os.path.basename(s) for s in segs],
-                  "ratio": round(len(segs) * SEG_SIZE / packed, 2)}
-        json.dump(cached, open(ratio_path, "w"))
-    return segs, cached.get("ratio")
+        cache[key] = round(len(segs) * SEG_SIZE / packed, 2)
+        json.dump(cache, open(ratio_path, "w"))
+    return segs, cache.get(key)
 
 
 def machine_facts(args, tools):
@@ -173,7 +173,9 @@ def run_round(args, user, segs, tools, rnd):
         os.makedirs(r)
     sh(["chown", "-R", f"{user}:", base])
     conf = f"--config={args.workdir}/pgbackrest.conf"
-    pgbr = ["pgbackrest", conf, f"--config-include-path={args.workdir}/pgbr/conf.d",
+    # Absolute paths: setpriv would otherwise walk root's PATH (shims and all) on every call.
+    pgbr = [shutil.which("pgbackrest") or "pgbackrest", conf,
+            f"--config-include-path={args.workdir}/pgbr/conf.d",
             f"--repo1-path={repos.get('pgbackrest')}", "--stanza=main"]
     if "pgbackrest" in tools:
         sh(pgbr + ["--no-online", "stanza-create"], user)
@@ -181,8 +183,8 @@ def run_round(args, user, segs, tools, rnd):
         "tidemark": lambda s: [args.tidemark, "--repo", f"file://{repos['tidemark']}",
                                "--stanza", "main", "archive-push", s],
         "pgbackrest": lambda s: pgbr + ["archive-push", s],
-        "cp": lambda s: ["dd", f"if={s}", f"of={repos['cp']}/{os.path.basename(s)}", "bs=1M",
-                         "conv=fsync", "status=none"],
+        "cp": lambda s: [shutil.which("dd"), f"if={s}", f"of={repos['cp']}/{os.path.basename(s)}",
+                         "bs=1M", "conv=fsync", "status=none"],
     }
     prefix = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
               "/usr/bin/time", "-f", "%M"]

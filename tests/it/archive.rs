@@ -839,6 +839,13 @@ fn archive_get_failures_follow_restore_command_rules() {
             corrupt_first: false,
         },
         Case {
+            what: "missing %p",
+            args: vec!["archive-get".into(), name.clone()],
+            code: 128,
+            needle: Some("DEST"),
+            corrupt_first: false,
+        },
+        Case {
             what: "corrupt blob",
             args: get(&name),
             code: 128,

@@ -31,7 +31,11 @@ fn main() -> ExitCode {
                 _ if is_archive_get => exit::RESTORE_FATAL,
                 _ => exit::USAGE,
             };
-            let _ = e.print();
+            if code == exit::OK {
+                let _ = e.print();
+            } else {
+                eprintln!("tidemark: {}", one_line_usage_error(&e.to_string()));
+            }
             return ExitCode::from(code);
         }
     };
@@ -126,6 +130,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Clap's multi-line usage error as one line: the message, then the usage it shows.
+/// PostgreSQL's log and scripts get one line per failure.
+fn one_line_usage_error(rendered: &str) -> String {
+    let mut message: Vec<&str> = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u);
+        } else if line.is_empty() || line.starts_with("For more information") {
+            continue;
+        } else if usage.is_none() {
+            message.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let mut out = message.join(" ");
+    if let Some(u) = usage {
+        out.push_str(&format!(" (usage: {u})"));
+    }
+    out
+}
+
 fn load_settings(cli: &Cli) -> Result<Settings, Failure> {
     let (path, file, warnings) = config::load_file(&cli.settings)?;
     for w in warnings {
@@ -159,4 +184,16 @@ fn report(command: &str, failure: &Failure, code: u8) -> ExitCode {
     }
     eprintln!("tidemark: {command}: {}", msg.replace('\n', " "));
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usage_errors_fit_on_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <PATH>\n\nUsage: tidemark archive-push <PATH>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            super::one_line_usage_error(rendered),
+            "the following required arguments were not provided: <PATH> (usage: tidemark archive-push <PATH>)"
+        );
+    }
 }

@@ -14,8 +14,8 @@
 //!
 //! Each cluster gets a free loopback TCP port, a private unix socket folder, `fsync=off`
 //! (what the tests check is tidemark's durability, never PostgreSQL's), a large
-//! `wal_keep_size` and no timed checkpoints, so that every segment it archives stays in
-//! `pg_wal` for byte comparisons. Dropping a [`Cluster`] stops it (`-m immediate`).
+//! `wal_keep_size`, no autovacuum and no timed checkpoints, so that every segment it
+//! archives stays in `pg_wal` for byte comparisons. Dropping a [`Cluster`] stops it (`-m immediate`).
 //! No assertion about tidemark lives here: only the means to drive PostgreSQL.
 
 use std::ffi::OsStr;
@@ -313,6 +313,8 @@ impl Cluster {
             ("wal_keep_size".into(), "'16GB'".into()),
             ("max_wal_size".into(), "'16GB'".into()),
             ("checkpoint_timeout".into(), "'1d'".into()),
+            // No background WAL (autovacuum) completing segments behind a test's back.
+            ("autovacuum".into(), "off".into()),
             ("log_line_prefix".into(), "'%m [%p] '".into()),
         ];
         if let Some(ac) = &opts.archive_command {

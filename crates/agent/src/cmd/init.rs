@@ -43,7 +43,8 @@ pub async fn run(settings: &Settings) -> Result<InitReport, Failure> {
         .query_one(
             "SELECT system_identifier::text, current_setting('server_version_num')::int, \
                     current_setting('wal_segment_size')::text, current_setting('wal_block_size')::int, \
-                    current_setting('archive_mode'), current_setting('archive_command')",
+                    current_setting('archive_mode'), current_setting('archive_command') \
+             FROM pg_control_system()",
             &[],
         )
         .await
