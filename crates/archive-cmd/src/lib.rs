@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use tidemark_store::pg::WalError;
 
 pub mod get;
+mod mapped;
 pub mod push;
 
 pub use get::{get, GetOutcome};

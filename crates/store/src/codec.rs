@@ -151,38 +151,56 @@ pub fn encode_header(compression: Compression, raw_len: u64, out: &mut Vec<u8>) 
     out.extend_from_slice(&raw_len.to_le_bytes());
 }
 
-/// Appends `raw` as frames (cut at [`FRAME_RAW_MAX`]) to `out`.
-pub fn encode_frames(compression: Compression, raw: &[u8], out: &mut Vec<u8>) {
-    for frame in raw.chunks(FRAME_RAW_MAX) {
-        let at = out.len();
-        out.extend_from_slice(&[0u8; FRAME_HEADER_LEN]);
-        let stored = match compression {
-            Compression::None => None,
-            Compression::Lz4 => {
-                let bound = lz4_flex::block::get_maximum_output_size(frame.len());
-                out.resize(at + FRAME_HEADER_LEN + bound, 0);
-                let n = lz4_flex::block::compress_into(frame, &mut out[at + FRAME_HEADER_LEN..])
-                    .expect("the output holds lz4's worst case");
-                // Keep the frame raw when lz4 does not shrink it (already compressed data).
-                if n < frame.len() {
-                    out.truncate(at + FRAME_HEADER_LEN + n);
-                    Some(n as u32)
-                } else {
-                    out.truncate(at + FRAME_HEADER_LEN);
-                    None
+/// Encodes frames, reusing one scratch buffer for lz4's worst case so that no frame
+/// pays for allocating and zeroing a fresh megabyte.
+pub struct FrameEncoder {
+    compression: Compression,
+    scratch: Vec<u8>,
+}
+
+impl FrameEncoder {
+    /// An encoder for `compression`.
+    pub fn new(compression: Compression) -> FrameEncoder {
+        let scratch = match compression {
+            Compression::None => Vec::new(),
+            Compression::Lz4 => vec![0u8; lz4_flex::block::get_maximum_output_size(FRAME_RAW_MAX)],
+        };
+        FrameEncoder {
+            compression,
+            scratch,
+        }
+    }
+
+    /// Appends `raw` as frames (cut at [`FRAME_RAW_MAX`]) to `out`.
+    pub fn encode(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        for frame in raw.chunks(FRAME_RAW_MAX) {
+            let compressed = match self.compression {
+                Compression::None => None,
+                Compression::Lz4 => {
+                    let n = lz4_flex::block::compress_into(frame, &mut self.scratch)
+                        .expect("the scratch buffer holds lz4's worst case");
+                    // Keep the frame raw when lz4 does not shrink it (already compressed data).
+                    (n < frame.len()).then_some(n)
+                }
+            };
+            out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            match compressed {
+                Some(n) => {
+                    out.extend_from_slice(&(n as u32).to_le_bytes());
+                    out.extend_from_slice(&self.scratch[..n]);
+                }
+                None => {
+                    out.extend_from_slice(&(frame.len() as u32 | STORED_RAW_FLAG).to_le_bytes());
+                    out.extend_from_slice(frame);
                 }
             }
-        };
-        let stored_field = match stored {
-            Some(n) => n,
-            None => {
-                out.extend_from_slice(frame);
-                frame.len() as u32 | STORED_RAW_FLAG
-            }
-        };
-        out[at..at + 4].copy_from_slice(&(frame.len() as u32).to_le_bytes());
-        out[at + 4..at + 8].copy_from_slice(&stored_field.to_le_bytes());
+        }
     }
+}
+
+/// Appends `raw` as frames (cut at [`FRAME_RAW_MAX`]) to `out`.
+pub fn encode_frames(compression: Compression, raw: &[u8], out: &mut Vec<u8>) {
+    FrameEncoder::new(compression).encode(raw, out)
 }
 
 /// Encodes a whole blob in memory: header plus frames.

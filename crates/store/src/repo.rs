@@ -55,18 +55,48 @@ pub struct EncodedBlob {
 }
 
 impl EncodedBlob {
-    /// Hashes and compresses `raw` at once, on two threads: SHA-256 and lz4 each take
-    /// about as long, and PostgreSQL waits for every segment.
+    /// Hashes and compresses `raw` at once, on two threads: SHA-256 is sequential, lz4
+    /// frames are independent. One thread hashes and then helps compress; the other
+    /// compresses from the start. Frames are claimed from a shared counter, so the two
+    /// finish together whatever the ratio of hashing to compression speed.
     pub fn encode(raw: &[u8], compression: Compression) -> EncodedBlob {
-        std::thread::scope(|s| {
-            let hashing = s.spawn(|| Digest::of(raw));
-            let stored = codec::encode(compression, raw);
-            EncodedBlob {
-                digest: hashing.join().expect("hashing thread"),
-                raw_len: raw.len() as u64,
-                stored: Bytes::from(stored),
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let frames: Vec<&[u8]> = raw.chunks(FRAME_RAW_MAX).collect();
+        let next = AtomicUsize::new(0);
+        let compress_frames = || {
+            let mut encoder = codec::FrameEncoder::new(compression);
+            let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(frame) = frames.get(i) else { break };
+                let mut out = Vec::with_capacity(frame.len() / 4);
+                encoder.encode(frame, &mut out);
+                done.push((i, out));
             }
-        })
+            done
+        };
+        let (digest, mut pieces) = std::thread::scope(|s| {
+            let helper = s.spawn(|| {
+                let digest = Digest::of(raw);
+                (digest, compress_frames())
+            });
+            let mut mine = compress_frames();
+            let (digest, theirs) = helper.join().expect("hashing thread");
+            mine.extend(theirs);
+            (digest, mine)
+        });
+        pieces.sort_unstable_by_key(|(i, _)| *i);
+        let total: usize = pieces.iter().map(|(_, p)| p.len()).sum();
+        let mut stored = Vec::with_capacity(codec::HEADER_LEN + total);
+        codec::encode_header(compression, raw.len() as u64, &mut stored);
+        for (_, piece) in pieces {
+            stored.extend_from_slice(&piece);
+        }
+        EncodedBlob {
+            digest,
+            raw_len: raw.len() as u64,
+            stored: Bytes::from(stored),
+        }
     }
 }
 
@@ -191,6 +221,7 @@ impl Repo {
         let mut part = Vec::with_capacity(PART_SIZE + FRAME_RAW_MAX);
         codec::encode_header(self.compression, raw_len, &mut part);
         let mut hasher = Hasher::new();
+        let mut encoder = codec::FrameEncoder::new(self.compression);
         let mut frame = vec![0u8; FRAME_RAW_MAX];
         let mut stored_len = 0u64;
         let mut seen = 0u64;
@@ -200,18 +231,16 @@ impl Repo {
                 break;
             }
             seen += n as u64;
-            let (h, p, chunk, compression) = (hasher, part, frame, self.compression);
+            let (mut h, mut p, chunk, mut enc) = (hasher, part, frame, encoder);
             // Hash and compress off the async thread.
-            let (h, p, chunk) = tokio::task::spawn_blocking(move || {
-                let mut h = h;
-                let mut p = p;
+            let (h, p, chunk, enc) = tokio::task::spawn_blocking(move || {
                 h.update(&chunk[..n]);
-                codec::encode_frames(compression, &chunk[..n], &mut p);
-                (h, p, chunk)
+                enc.encode(&chunk[..n], &mut p);
+                (h, p, chunk, enc)
             })
             .await
             .expect("frame encoding panicked");
-            (hasher, part, frame) = (h, p, chunk);
+            (hasher, part, frame, encoder) = (h, p, chunk, enc);
             if part.len() >= PART_SIZE {
                 stored_len += part.len() as u64;
                 let full =
@@ -498,6 +527,20 @@ mod tests {
         );
         assert_eq!(out, raw);
         assert_eq!(repo.get_blob(&first.digest).await.unwrap(), raw);
+    }
+
+    #[test]
+    fn parallel_encoding_matches_the_plain_codec() {
+        for len in [0usize, 5, FRAME_RAW_MAX, 7 * FRAME_RAW_MAX + 3] {
+            let raw = content(len, 9);
+            let blob = EncodedBlob::encode(&raw, Compression::Lz4);
+            assert_eq!(blob.digest, Digest::of(&raw));
+            assert_eq!(
+                &blob.stored[..],
+                &codec::encode(Compression::Lz4, &raw)[..],
+                "len {len}"
+            );
+        }
     }
 
     #[tokio::test]
