@@ -1,0 +1,183 @@
+//! End-to-end tests of the `tidemark` binary's command line that need no server: exit
+//! codes, one-line errors, and how flags, `TIDEMARK_*` variables and the config file
+//! combine. (Having integration tests here also makes `cargo test --workspace` build the
+//! binary that `tests/it` runs against PostgreSQL and S3.)
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn tidemark(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.args(args);
+    // Start from a clean slate: no settings leak in from the developer's environment.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TIDEMARK_") || k.starts_with("PG") || k.starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("tidemark runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn info_repo(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut all = vec!["info", "--json"];
+    all.extend_from_slice(args);
+    let out = tidemark(&all, env);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("info --json prints JSON");
+    assert_eq!(
+        v["format"],
+        serde_json::Value::Null,
+        "a repository that does not exist is empty"
+    );
+    format!(
+        "{} {}",
+        v["repo"].as_str().unwrap(),
+        v["stanza"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn version_and_help_exit_zero() {
+    assert_eq!(tidemark(&["--version"], &[]).status.code(), Some(0));
+    assert_eq!(tidemark(&["--help"], &[]).status.code(), Some(0));
+}
+
+#[test]
+fn usage_errors_are_one_line_and_exit_2() {
+    let out = tidemark(&["archive-push"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("tidemark: ") && err.contains("<PATH>"),
+        "{err}"
+    );
+}
+
+#[test]
+fn archive_get_usage_errors_stop_recovery() {
+    // A restore_command missing %p must not read as "not in the archive" (exit 1).
+    let out = tidemark(&["archive-get", "000000010000000000000001"], &[]);
+    assert_eq!(out.status.code(), Some(128), "{}", stderr(&out));
+    let out = tidemark(
+        &[
+            "--repo",
+            "relative/path",
+            "archive-get",
+            "000000010000000000000001",
+            "x",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(128), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_settings_exit_2_with_the_setting_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--repo".into(), "relative/path".into(), "info".into()],
+            "file:///",
+        ),
+        (
+            vec!["--stanza".into(), "a/b".into(), "info".into()],
+            "stanza",
+        ),
+        (
+            vec!["--compression".into(), "zstd".into(), "info".into()],
+            "compression",
+        ),
+        (
+            vec![
+                "--config".into(),
+                dir.path().join("missing.toml").display().to_string(),
+                "info".into(),
+            ],
+            "missing.toml",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = tidemark(&args, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let bad_toml = dir.path().join("bad.toml");
+    std::fs::write(&bad_toml, "repoo = 'file:///x'\n").unwrap();
+    let out = tidemark(&["--config", bad_toml.to_str().unwrap(), "info"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("repoo"),
+        "unknown keys are named: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn flags_beat_environment_beats_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("tidemark.toml");
+    std::fs::write(&conf, "repo = 'file:///from/file'\nstanza = 'filestanza'\n").unwrap();
+    let c = conf.to_str().unwrap();
+    assert_eq!(
+        info_repo(&["--config", c], &[]),
+        "file:///from/file filestanza"
+    );
+    assert_eq!(
+        info_repo(&["--config", c], &[("TIDEMARK_REPO", "file:///from/env")]),
+        "file:///from/env filestanza"
+    );
+    assert_eq!(
+        info_repo(
+            &["--config", c, "--repo", "file:///from/flag"],
+            &[("TIDEMARK_REPO", "file:///from/env")]
+        ),
+        "file:///from/flag filestanza"
+    );
+    // Global flags work before the subcommand too, and TIDEMARK_CONFIG names the file.
+    let out = tidemark(
+        &["--stanza", "early", "info", "--json"],
+        &[("TIDEMARK_CONFIG", c)],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stanza"], "early");
+    assert_eq!(v["repo"], "file:///from/file");
+}
+
+#[test]
+fn a_config_file_with_secrets_readable_by_others_is_flagged() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("tidemark.toml");
+    std::fs::write(&conf, "repo = 'file:///x'\npg_password = 'hunter2'\n").unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tidemark(
+        &[
+            "--config",
+            conf.to_str().unwrap(),
+            "--log-level",
+            "trace",
+            "info",
+        ],
+        &[],
+    );
+    let err = stderr(&out);
+    assert!(err.contains("readable by other users"), "{err}");
+    assert!(
+        !err.contains("hunter2") && !String::from_utf8_lossy(&out.stdout).contains("hunter2"),
+        "secret leaked"
+    );
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = tidemark(&["--config", conf.to_str().unwrap(), "info"], &[]);
+    assert!(!stderr(&out).contains("readable"), "{}", stderr(&out));
+    assert!(Path::new(&conf).exists());
+}
