@@ -113,19 +113,13 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
         return Err(quarantine(repo, stanza, &name, &content, path, digest, &archived).await);
     }
 
-    // 4. Blob, then index record.
-    let put = store_blob(repo, &content, path).await?;
-    debug_assert_eq!(put.digest, digest);
-    let record = WalRecord {
+    // 4. Blob, then index record: visible in that order, durable together.
+    let make_record = |raw_size: u64, stored_size: u64| WalRecord {
         name: name.to_string(),
         kind: name.kind().to_string(),
         digest: digest.to_hex(),
-        raw_size: put.raw_len,
-        stored_size: if put.deduplicated {
-            repo.blob_size(&digest).await?.unwrap_or(put.stored_len)
-        } else {
-            put.stored_len
-        },
+        raw_size,
+        stored_size,
         compression: repo.compression(),
         archived_at: now(),
         system_id: identity.map(|id| id.system_id.0),
@@ -137,7 +131,21 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
         },
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    repo.put_wal_record(stanza, &name, &digest, &record).await?;
+    let index_key = catalog::wal_key(stanza, &name, &digest);
+    let put = match &content {
+        Content::InMemory(blob) => {
+            let record = make_record(blob.raw_len, blob.stored.len() as u64);
+            repo.put_blob_then_record(blob, &index_key, &record)
+                .await?
+                .0
+        }
+        Content::Streamed { digest } => {
+            let put = repo.put_blob_file(path, *digest).await?;
+            repo.put_record(&index_key, &make_record(put.raw_len, put.stored_len))
+                .await?;
+            put
+        }
+    };
 
     // 5. A different content that raced us in is a conflict both sides must report.
     let now_archived = repo.wal_digests(stanza, &name).await?;

@@ -284,6 +284,29 @@ impl Repo {
         }
     }
 
+    /// Stores an encoded blob and then a record that refers to it, in one durable step:
+    /// the record becomes visible only after the blob, and both are durable on return.
+    /// Returns what the blob write did and whether the record was created.
+    pub async fn put_blob_then_record<T: Serialize>(
+        &self,
+        blob: &EncodedBlob,
+        key: &Key,
+        record: &T,
+    ) -> Result<(BlobPut, bool)> {
+        let items = vec![
+            (catalog::blob_key(&blob.digest), blob.stored.clone()),
+            (key.clone(), Bytes::from(catalog::encode_record(record))),
+        ];
+        let created = self.backend.create_all(items).await?;
+        let put = BlobPut {
+            digest: blob.digest,
+            raw_len: blob.raw_len,
+            stored_len: blob.stored.len() as u64,
+            deduplicated: !created[0],
+        };
+        Ok((put, created[1]))
+    }
+
     /// The stored size of a blob, or `None` when it is absent.
     pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         match self.backend.head(&catalog::blob_key(digest)).await {

@@ -49,6 +49,7 @@ pub async fn run_all_with(b: &dyn Backend, caps: Capabilities) {
     get_range_clamps_to_the_end(b).await;
     list_is_prefix_scoped_and_sorted(b).await;
     delete_is_idempotent(b).await;
+    create_all_creates_and_reports_existing(b).await;
     multipart_visible_only_on_complete(b).await;
     multipart_create_is_exclusive(b).await;
     multipart_abort_leaves_nothing(b).await;
@@ -242,6 +243,45 @@ pub async fn delete_is_idempotent(b: &dyn Backend) {
         "deleted object is gone"
     );
     b.delete(&k).await.expect("second delete succeeds");
+}
+
+/// `create_all` creates what is new, leaves what exists untouched, and says which was which.
+pub async fn create_all_creates_and_reports_existing(b: &dyn Backend) {
+    let existing = key("conf/create-all/b/existing");
+    b.put(&existing, Bytes::from_static(b"old"), PutMode::Create)
+        .await
+        .expect("put");
+    let items = vec![
+        (
+            key("conf/create-all/a/first"),
+            Bytes::from(vec![1u8; 100_000]),
+        ),
+        (existing.clone(), Bytes::from_static(b"new")),
+        (key("conf/create-all/b/second"), Bytes::from_static(b"2")),
+    ];
+    let created = b.create_all(items).await.expect("create_all");
+    assert_eq!(created, [true, false, true]);
+    assert_eq!(
+        b.get(&key("conf/create-all/a/first"))
+            .await
+            .expect("get")
+            .len(),
+        100_000
+    );
+    assert_eq!(
+        b.get(&existing).await.expect("get"),
+        Bytes::from_static(b"old"),
+        "existing objects stay"
+    );
+    assert_eq!(
+        b.get(&key("conf/create-all/b/second")).await.expect("get"),
+        Bytes::from_static(b"2")
+    );
+    assert!(b
+        .create_all(Vec::new())
+        .await
+        .expect("nothing to create")
+        .is_empty());
 }
 
 /// A multipart object appears whole on `complete`, and not before.

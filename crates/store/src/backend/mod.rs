@@ -70,6 +70,23 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// Removes an object; removing a missing object succeeds.
     async fn delete(&self, key: &Key) -> Result<()>;
 
+    /// Creates several objects (as [`PutMode::Create`]), each visible only after the ones
+    /// before it, all durable when this returns. Returns, per item, whether it was created
+    /// (false: the key already existed and was left untouched). On error, some leading
+    /// items may exist. Backends that can make several objects durable at once override
+    /// this (the local backend fsyncs them together); the default puts them in turn.
+    async fn create_all(&self, items: Vec<(Key, Bytes)>) -> Result<Vec<bool>> {
+        let mut created = Vec::with_capacity(items.len());
+        for (key, data) in items {
+            match self.put(&key, data, PutMode::Create).await {
+                Ok(()) => created.push(true),
+                Err(crate::Error::AlreadyExists { .. }) => created.push(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(created)
+    }
+
     /// Starts a write too large to hold in memory, sent in parts. Nothing is visible
     /// under `key` until [`Upload::complete`] returns; `mode` is honoured then.
     async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>>;

@@ -197,6 +197,19 @@ impl Backend for Retrying {
         .await
     }
 
+    async fn create_all(&self, items: Vec<(Key, Bytes)>) -> Result<Vec<bool>> {
+        // A retry after a partial success reports the objects the first attempt created
+        // as already existing: for content-addressed objects that is the same thing.
+        let what = items
+            .first()
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_default();
+        with_retries(self.retry_for, "create", &what, || {
+            self.inner.create_all(items.clone())
+        })
+        .await
+    }
+
     async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
         // An upload started by an attempt whose answer was lost is never completed; S3
         // lifecycle rules (or the store) clean such leftovers, and nothing ever lists them.
