@@ -8,4 +8,6 @@ mod harness;
 
 mod archive;
 
+mod replication;
+
 mod s3_conformance;

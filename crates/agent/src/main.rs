@@ -7,6 +7,7 @@
 mod cli;
 mod cmd;
 mod exit;
+mod replication;
 
 use std::process::ExitCode;
 
@@ -102,6 +103,14 @@ fn main() -> ExitCode {
                         },
                         r.repo
                     );
+                    let rep = &r.replication;
+                    match (&rep.error, &rep.system_identifier, rep.timeline, &rep.xlogpos) {
+                        (None, Some(id), Some(tli), Some(pos)) if rep.ok => {
+                            println!("replication: ok (system identifier {id}, timeline {tli}, at {pos})")
+                        }
+                        (Some(e), ..) => println!("replication: {e}"),
+                        _ => println!("replication: ok"),
+                    }
                     for w in &r.warnings {
                         println!("warning: {w}");
                     }

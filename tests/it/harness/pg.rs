@@ -340,6 +340,16 @@ impl Cluster {
         }
     }
 
+    /// Replaces `pg_hba.conf` with `lines` (read at the next start, or reload). Keep a
+    /// `local` line for the superuser: [`psql`](Self::psql) connects through the socket.
+    pub fn write_hba(&self, lines: &[&str]) {
+        let path = self.data_dir().join("pg_hba.conf");
+        let mut text = lines.join("\n");
+        text.push('\n');
+        // Overwriting keeps the file's owner (the test user) and mode.
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
     fn pg_command(&self, program: &str) -> Command {
         let mut cmd = user_command(self.bin.join(program), &self.root);
         if let Some(pw) = &self.password {

@@ -3,15 +3,21 @@
 //! The first archive-push would record the cluster from a WAL segment's header anyway;
 //! `init` does it up front, and checks that the server's archiving settings point at
 //! tidemark, so that a wrong repository or stanza shows up before the first segment.
+//! It also opens a replication connection, as base backups will, and reports whether that
+//! works (a missing `pg_hba.conf` line, a role without `REPLICATION`): a warning, not a
+//! failure, since archiving does not need it.
 
 use serde::Serialize;
 use tidemark_store::catalog::ClusterRecord;
+use tidemark_store::pg::{parse_history, TimelineId};
 use tidemark_store::repo::now;
 
 use super::open_repo;
 use crate::cli::config::Settings;
-use crate::cli::pgconn::{self, describe_pg_error, ProcessEnv};
+use crate::cli::pgconn::{self, describe_pg_error, PgTarget, ProcessEnv};
 use crate::exit::Failure;
+use crate::replication::conn::{ReplError, ReplicationConn};
+use crate::replication::proto::IdentifySystem;
 
 /// What `init` found and did.
 #[derive(Debug, Serialize)]
@@ -30,6 +36,27 @@ pub struct InitReport {
     pub created: bool,
     /// Server settings worth a look (archive_mode off, archive_command not tidemark).
     pub warnings: Vec<String>,
+    /// Whether a replication connection (what base backups use) works.
+    pub replication: ReplicationCheck,
+}
+
+/// What a replication connection's `IDENTIFY_SYSTEM` said, or why it failed.
+#[derive(Debug, Serialize)]
+pub struct ReplicationCheck {
+    /// True when the connection worked and reached the same cluster as the SQL one.
+    pub ok: bool,
+    /// The system identifier the walsender reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// The server's current timeline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+    /// The server's current WAL position (`X/X`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xlogpos: Option<String>,
+    /// Why it failed, with what to change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Connects, reads the identity, records or checks it.
@@ -82,6 +109,7 @@ pub async fn run(settings: &Settings) -> Result<InitReport, Failure> {
         created_by: "init".into(),
     };
     let record = repo.ensure_cluster(&settings.stanza, &proposed).await?;
+    let replication = check_replication(&target, system_id).await;
     Ok(InitReport {
         stanza: settings.stanza.to_string(),
         repo: settings.repo.to_string(),
@@ -90,7 +118,67 @@ pub async fn run(settings: &Settings) -> Result<InitReport, Failure> {
         wal_segment_size: record.wal_segment_size,
         created: !existed,
         warnings,
+        replication,
     })
+}
+
+/// Opens a replication connection and compares its `IDENTIFY_SYSTEM` with what the SQL
+/// connection said (`sql_system_id`).
+async fn check_replication(target: &PgTarget, sql_system_id: u64) -> ReplicationCheck {
+    let failed = |error: String| ReplicationCheck {
+        ok: false,
+        system_identifier: None,
+        timeline: None,
+        xlogpos: None,
+        error: Some(error),
+    };
+    match identify(target).await {
+        Ok(id) if id.system_id.0 != sql_system_id => ReplicationCheck {
+            system_identifier: Some(id.system_id.to_string()),
+            ..failed(format!(
+                "the replication connection reached another cluster (system identifier {}, \
+                 the SQL connection's is {sql_system_id})",
+                id.system_id
+            ))
+        },
+        Ok(id) => ReplicationCheck {
+            ok: true,
+            system_identifier: Some(id.system_id.to_string()),
+            timeline: Some(id.timeline.0),
+            xlogpos: Some(id.xlogpos.to_string()),
+            error: None,
+        },
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+/// `IDENTIFY_SYSTEM` over a replication connection; past timeline 1, also reads the
+/// current timeline's history file, which streaming across a promotion needs.
+async fn identify(target: &PgTarget) -> Result<IdentifySystem, ReplError> {
+    let mut conn = ReplicationConn::connect(target).await?;
+    let id = conn.identify_system().await?;
+    tracing::debug!(
+        "IDENTIFY_SYSTEM: system {} timeline {} at {} (database {:?})",
+        id.system_id,
+        id.timeline,
+        id.xlogpos,
+        id.dbname
+    );
+    if id.timeline > TimelineId(1) {
+        let history = conn.timeline_history(id.timeline).await?;
+        let expected = format!("{:08X}.history", id.timeline.0);
+        if history.filename != expected {
+            return Err(ReplError::Protocol(format!(
+                "TIMELINE_HISTORY {} returned {:?}, not {expected}",
+                id.timeline, history.filename
+            )));
+        }
+        parse_history(&history.content).map_err(|e| {
+            ReplError::Protocol(format!("the server's {expected} does not parse: {e}"))
+        })?;
+    }
+    conn.close().await?;
+    Ok(id)
 }
 
 /// Reads `current_setting('wal_segment_size')`, which PostgreSQL prints with a unit.

@@ -1,0 +1,640 @@
+//! The IO half of the replication client: [`ReplicationConn`] over a TCP or unix socket,
+//! driving [`super::proto`], and [`ReplError`], errors named for what the user can do.
+//!
+//! This file only moves bytes and classifies errors: framing, authentication and result
+//! parsing live in [`super::proto`]. TLS is not supported yet: `sslmode` require and
+//! verify-* are refused up front, the others connect in plain text (as `allow` and `prefer`
+//! do against a server without TLS).
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::proto::{
+    self, AuthStep, Authenticator, Backend, IdentifySystem, ProtoError, QueryResult, SimpleQuery,
+    TimelineHistory,
+};
+use crate::cli::pgconn::{PgTarget, SslMode};
+use tidemark_store::pg::TimelineId;
+
+/// How long connecting and authenticating may take, as libpq's `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the replication connection failed, named for what the user can do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplError {
+    /// The server cannot be reached, or the connection broke.
+    #[error("replication connection to {place}: {source}")]
+    Connect {
+        /// `host:port` or the socket's path.
+        place: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// `sslmode` asks for TLS, which this client does not speak yet.
+    #[error(
+        "pg_sslmode={sslmode} needs TLS, which tidemark's replication connections do not support yet: \
+         use sslmode=prefer or disable (on a trusted network or a local socket)"
+    )]
+    TlsNotSupported {
+        /// The configured mode.
+        sslmode: String,
+    },
+    /// The server refused the credentials, or asked for a method tidemark cannot do.
+    #[error("replication connection: authentication failed: {message}")]
+    Auth {
+        /// The server's (or the client's) reason.
+        message: String,
+    },
+    /// The role or the client address may not open replication connections.
+    #[error("replication connection refused: {message}; {fix}")]
+    NoReplicationAccess {
+        /// The server's message.
+        message: String,
+        /// What to change on the server.
+        fix: String,
+    },
+    /// Any other error the server reported.
+    #[error("replication connection: server error {code}: {message}")]
+    Server {
+        /// SQLSTATE.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The server's bytes do not follow the protocol.
+    #[error("replication protocol: {0}")]
+    Protocol(String),
+}
+
+impl ReplError {
+    /// Classifies a protocol-level error for `target` (the role and address in the advice).
+    fn from_proto(e: ProtoError, target: &PgTarget) -> ReplError {
+        let e = match e {
+            ProtoError::Server(e) => e,
+            ProtoError::Auth(message) => return ReplError::Auth { message },
+            ProtoError::Protocol(m) => return ReplError::Protocol(m),
+        };
+        let role = quote_ident(&target.user);
+        match e.code.as_str() {
+            // invalid_authorization_specification: pg_hba.conf has no line (or a reject
+            // line) for replication connections from here.
+            "28000" if e.message.contains("pg_hba.conf") => {
+                let line = if is_socket(&target.host) {
+                    format!("local replication {} scram-sha-256", target.user)
+                } else {
+                    let addr = match target.host.as_str() {
+                        "localhost" | "127.0.0.1" => "127.0.0.1/32".to_string(),
+                        "::1" => "::1/128".to_string(),
+                        _ => "<tidemark's address>/32".to_string(),
+                    };
+                    format!("host replication {} {addr} scram-sha-256", target.user)
+                };
+                ReplError::NoReplicationAccess {
+                    message: e.message,
+                    fix: format!(
+                        "add a line like `{line}` to pg_hba.conf (`all` does not match replication \
+                         connections) and reload the server"
+                    ),
+                }
+            }
+            // insufficient_privilege: "must be superuser or replication role to start
+            // walsender" (PostgreSQL 15), "permission denied to start WAL sender" (16+).
+            "42501" => ReplError::NoReplicationAccess {
+                message: e.message,
+                fix: format!(
+                    "give the role the REPLICATION attribute: ALTER ROLE {role} REPLICATION"
+                ),
+            },
+            // 28P01 invalid_password, and the rest of class 28.
+            code if code.starts_with("28") => ReplError::Auth {
+                message: e.to_string(),
+            },
+            _ => ReplError::Server {
+                code: e.code.clone(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// `"name"` when the name needs quoting in SQL, else `name`.
+fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.is_empty();
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// libpq's rule: a host that is an absolute path is a unix socket folder.
+fn is_socket(host: &str) -> bool {
+    Path::new(host).is_absolute()
+}
+
+/// A byte stream to the server: TCP, a unix socket, or (in tests) anything else.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A physical replication connection (`replication=true`) that has authenticated and is
+/// ready for replication commands.
+pub struct ReplicationConn {
+    io: Box<dyn Io>,
+    /// Bytes read and not yet decoded.
+    read_buf: BytesMut,
+    /// Bytes framed and not yet sent.
+    write_buf: BytesMut,
+    /// `host:port` or the socket's path, for error messages.
+    place: String,
+    /// The role, for error messages.
+    target: PgTarget,
+}
+
+impl std::fmt::Debug for ReplicationConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationConn")
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplicationConn {
+    /// Connects to `target` (TCP, or the unix socket `{host}/.s.PGSQL.{port}` when the host
+    /// is an absolute path) and authenticates, all within 10 seconds.
+    pub async fn connect(target: &PgTarget) -> Result<ReplicationConn, ReplError> {
+        if matches!(
+            target.sslmode,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        ) {
+            let sslmode = match target.sslmode {
+                SslMode::Require => "require",
+                SslMode::VerifyCa => "verify-ca",
+                _ => "verify-full",
+            };
+            return Err(ReplError::TlsNotSupported {
+                sslmode: sslmode.into(),
+            });
+        }
+        let place = if is_socket(&target.host) {
+            format!("{}/.s.PGSQL.{}", target.host, target.port)
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        let timed_out = || ReplError::Connect {
+            place: place.clone(),
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no answer within {} s (connect and authenticate)",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
+            ),
+        };
+        let setup = async {
+            let io: Box<dyn Io> = if is_socket(&target.host) {
+                Box::new(UnixStream::connect(&place).await.map_err(|source| {
+                    ReplError::Connect {
+                        place: place.clone(),
+                        source,
+                    }
+                })?)
+            } else {
+                let tcp = TcpStream::connect((target.host.as_str(), target.port))
+                    .await
+                    .map_err(|source| ReplError::Connect {
+                        place: place.clone(),
+                        source,
+                    })?;
+                // Replication commands are small request/response exchanges.
+                let _ = tcp.set_nodelay(true);
+                Box::new(tcp)
+            };
+            Self::start(io, place.clone(), target).await
+        };
+        tokio::time::timeout(CONNECT_TIMEOUT, setup)
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    /// Sends the startup packet on an open stream and authenticates.
+    async fn start(
+        io: Box<dyn Io>,
+        place: String,
+        target: &PgTarget,
+    ) -> Result<ReplicationConn, ReplError> {
+        let mut conn = ReplicationConn {
+            io,
+            read_buf: BytesMut::with_capacity(8192),
+            write_buf: BytesMut::new(),
+            place,
+            target: target.clone(),
+        };
+        proto::startup_message(&target.user, None, &mut conn.write_buf)
+            .map_err(|e| conn.error(e))?;
+        conn.flush().await?;
+        let password = target.password.as_ref().map(|p| p.expose().as_bytes());
+        let mut auth = Authenticator::new(&target.user, password);
+        loop {
+            let msg = conn.read_message().await?;
+            let mut out = std::mem::take(&mut conn.write_buf);
+            let step = auth.handle(msg, &mut out);
+            conn.write_buf = out;
+            match step.map_err(|e| conn.error(e))? {
+                AuthStep::Continue => conn.flush().await?,
+                AuthStep::Ready(session) => {
+                    tracing::debug!(
+                        "replication connection to {} ready: server_version {:?}, backend {:?}",
+                        conn.place,
+                        session.parameters.get("server_version"),
+                        session.backend_key.map(|(pid, _)| pid),
+                    );
+                    return Ok(conn);
+                }
+            }
+        }
+    }
+
+    fn error(&self, e: ProtoError) -> ReplError {
+        ReplError::from_proto(e, &self.target)
+    }
+
+    fn io_error(&self, source: io::Error) -> ReplError {
+        ReplError::Connect {
+            place: self.place.clone(),
+            source,
+        }
+    }
+
+    /// Sends everything framed so far.
+    async fn flush(&mut self) -> Result<(), ReplError> {
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = self.write_buf.split();
+        self.io
+            .write_all(&bytes)
+            .await
+            .map_err(|e| self.io_error(e))?;
+        self.io.flush().await.map_err(|e| self.io_error(e))
+    }
+
+    /// Reads until one whole backend message is there.
+    async fn read_message(&mut self) -> Result<Backend, ReplError> {
+        loop {
+            if let Some(m) = proto::decode(&mut self.read_buf).map_err(|e| self.error(e))? {
+                return Ok(m);
+            }
+            let n = self
+                .io
+                .read_buf(&mut self.read_buf)
+                .await
+                .map_err(|e| self.io_error(e))?;
+            if n == 0 {
+                return Err(self.io_error(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection",
+                )));
+            }
+        }
+    }
+
+    /// Runs one simple query (a replication command) and collects its result sets.
+    async fn query(&mut self, sql: &str) -> Result<Vec<QueryResult>, ReplError> {
+        proto::query(sql, &mut self.write_buf).map_err(|e| self.error(e))?;
+        self.flush().await?;
+        let mut q = SimpleQuery::new();
+        loop {
+            let msg = self.read_message().await?;
+            if let Some(results) = q.handle(msg).map_err(|e| self.error(e))? {
+                return Ok(results);
+            }
+        }
+    }
+
+    /// `IDENTIFY_SYSTEM`: the system identifier, timeline and WAL position.
+    pub async fn identify_system(&mut self) -> Result<IdentifySystem, ReplError> {
+        let results = self.query(IdentifySystem::COMMAND).await?;
+        IdentifySystem::from_results(&results).map_err(|e| self.error(e))
+    }
+
+    /// `TIMELINE_HISTORY tli`: the history file of timeline `tli` (2 or more).
+    pub async fn timeline_history(
+        &mut self,
+        tli: TimelineId,
+    ) -> Result<TimelineHistory, ReplError> {
+        let results = self.query(&TimelineHistory::command(tli)).await?;
+        TimelineHistory::from_results(&results).map_err(|e| self.error(e))
+    }
+
+    /// Any simple query, rows as text (`None` for NULL; non-UTF-8 bytes replaced).
+    /// Base backups will use it for `SHOW`; today only the tests do.
+    #[cfg(test)]
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, ReplError> {
+        let results = self.query(sql).await?;
+        Ok(results
+            .into_iter()
+            .flat_map(|r| r.rows)
+            .map(|row| {
+                row.into_iter()
+                    .map(|c| c.map(|b| String::from_utf8_lossy(&b).into_owned()))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Says goodbye (`Terminate`) and closes the stream.
+    pub async fn close(mut self) -> Result<(), ReplError> {
+        proto::terminate(&mut self.write_buf);
+        self.flush().await?;
+        self.io.shutdown().await.map_err(|e| self.io_error(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_store::url::Secret;
+    use tokio::net::TcpListener;
+
+    fn target(host: &str, port: u16, password: Option<&str>) -> PgTarget {
+        PgTarget {
+            host: host.into(),
+            port,
+            user: "repl".into(),
+            dbname: "postgres".into(),
+            password: password.map(Secret::new),
+            sslmode: SslMode::Prefer,
+        }
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn server_error(code: &str, message: &str) -> ProtoError {
+        ProtoError::Server(proto::ServerError {
+            code: code.into(),
+            message: message.into(),
+            detail: None,
+            hint: None,
+        })
+    }
+
+    /// Reads one frontend message (tag, body) from a fake server's socket.
+    async fn read_frontend(s: &mut TcpStream) -> (u8, Vec<u8>) {
+        let tag = s.read_u8().await.unwrap();
+        let len = s.read_i32().await.unwrap() as usize;
+        let mut body = vec![0; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        (tag, body)
+    }
+
+    /// A one-connection fake server: md5 authentication, then scripted replies.
+    async fn fake_server(
+        replies: Vec<Vec<u8>>,
+    ) -> (u16, tokio::task::JoinHandle<Vec<(u8, Vec<u8>)>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let len = s.read_i32().await.unwrap() as usize;
+            let mut startup = vec![0; len - 4];
+            s.read_exact(&mut startup).await.unwrap();
+            assert!(startup.windows(17).any(|w| w == b"replication\0true\0"));
+            let mut auth = 5i32.to_be_bytes().to_vec();
+            auth.extend_from_slice(&[1, 2, 3, 4]);
+            s.write_all(&msg(b'R', &auth)).await.unwrap();
+            let mut received = vec![read_frontend(&mut s).await];
+            s.write_all(&msg(b'R', &0i32.to_be_bytes())).await.unwrap();
+            s.write_all(&msg(b'S', b"server_version\x0015.8\0"))
+                .await
+                .unwrap();
+            s.write_all(&msg(b'Z', b"I")).await.unwrap();
+            for reply in replies {
+                received.push(read_frontend(&mut s).await);
+                // Dribble the reply out in small pieces: frames arrive split.
+                for chunk in reply.chunks(3) {
+                    s.write_all(chunk).await.unwrap();
+                    s.flush().await.unwrap();
+                }
+            }
+            received.push(read_frontend(&mut s).await);
+            received
+        });
+        (port, task)
+    }
+
+    /// RowDescription, one DataRow (`None` for NULL), CommandComplete, ReadyForQuery.
+    fn result_set(columns: &[&str], row: &[Option<&[u8]>], tag: &str) -> Vec<u8> {
+        let mut t = (columns.len() as i16).to_be_bytes().to_vec();
+        for c in columns {
+            t.extend_from_slice(c.as_bytes());
+            t.extend_from_slice(&[0; 19]);
+        }
+        let mut d = (row.len() as i16).to_be_bytes().to_vec();
+        for cell in row {
+            match cell {
+                Some(v) => {
+                    d.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    d.extend_from_slice(v);
+                }
+                None => d.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        let mut tag_body = tag.as_bytes().to_vec();
+        tag_body.push(0);
+        [
+            msg(b'T', &t),
+            msg(b'D', &d),
+            msg(b'C', &tag_body),
+            msg(b'Z', b"I"),
+        ]
+        .concat()
+    }
+
+    #[tokio::test]
+    async fn commands_against_a_scripted_server() {
+        let identify = result_set(
+            &["systemid", "timeline", "xlogpos", "dbname"],
+            &[
+                Some(b"7000000000000000001"),
+                Some(b"2"),
+                Some(b"0/3000148"),
+                None,
+            ],
+            "IDENTIFY_SYSTEM",
+        );
+        let history = result_set(
+            &["filename", "content"],
+            &[
+                Some(b"00000002.history"),
+                Some(b"1\t0/3000000\tno recovery target specified\n"),
+            ],
+            "TIMELINE_HISTORY",
+        );
+        let show = result_set(&["wal_segment_size"], &[Some(b"16MB")], "SHOW");
+        let failing = [
+            msg(b'E', b"SERROR\0C58P01\0Mno such file\0\0"),
+            msg(b'Z', b"I"),
+        ]
+        .concat();
+        let (port, server) = fake_server(vec![identify, history, show, failing]).await;
+
+        let mut conn = ReplicationConn::connect(&target("127.0.0.1", port, Some("pw")))
+            .await
+            .unwrap();
+        let id = conn.identify_system().await.unwrap();
+        assert_eq!(id.system_id.0, 7000000000000000001);
+        assert_eq!(id.timeline, TimelineId(2));
+        assert_eq!(id.xlogpos.to_string(), "0/3000148");
+        assert_eq!(id.dbname, None);
+        let h = conn.timeline_history(TimelineId(2)).await.unwrap();
+        assert_eq!(h.filename, "00000002.history");
+        assert!(h.content.starts_with(b"1\t0/3000000"));
+        assert_eq!(
+            conn.simple_query("SHOW wal_segment_size").await.unwrap(),
+            vec![vec![Some("16MB".to_string())]]
+        );
+        let err = conn.simple_query("TIMELINE_HISTORY 9").await.unwrap_err();
+        assert!(
+            matches!(&err, ReplError::Server { code, .. } if code == "58P01"),
+            "{err:?}"
+        );
+        conn.close().await.unwrap();
+
+        let received = server.await.unwrap();
+        let tags: Vec<u8> = received.iter().map(|(t, _)| *t).collect();
+        assert_eq!(tags, b"pQQQQX");
+        assert!(received[0].1.starts_with(b"md5"), "md5 password sent");
+        assert_eq!(received[1].1, b"IDENTIFY_SYSTEM\0");
+        assert_eq!(received[2].1, b"TIMELINE_HISTORY 2\0");
+    }
+
+    #[tokio::test]
+    async fn connect_failures_name_the_place() {
+        // A port nobody listens on (bound, then released).
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let err = ReplicationConn::connect(&target("127.0.0.1", port, None))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().display().to_string();
+        let err = ReplicationConn::connect(&target(&host, 5432, None))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{host}/.s.PGSQL.5432")),
+            "{err}"
+        );
+        let mut tls = target("127.0.0.1", port, None);
+        tls.sslmode = SslMode::VerifyFull;
+        let err = ReplicationConn::connect(&tls).await.unwrap_err();
+        assert!(matches!(err, ReplError::TlsNotSupported { .. }), "{err}");
+        assert!(err.to_string().contains("verify-full"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_hangs_up_is_an_error_not_a_hang() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            drop(s);
+        });
+        let err = ReplicationConn::connect(&target("127.0.0.1", port, None))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ReplError::Connect { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn server_errors_become_advice() {
+        let tcp = target("127.0.0.1", 5432, None);
+        let e = ReplError::from_proto(
+            server_error(
+                "28000",
+                "no pg_hba.conf entry for replication connection from host \"127.0.0.1\", user \"repl\", no encryption",
+            ),
+            &tcp,
+        );
+        assert!(matches!(e, ReplError::NoReplicationAccess { .. }));
+        assert!(
+            e.to_string()
+                .contains("`host replication repl 127.0.0.1/32 scram-sha-256`"),
+            "{e}"
+        );
+        let sock = target("/run/postgresql", 5432, None);
+        let e = ReplError::from_proto(
+            server_error(
+                "28000",
+                "no pg_hba.conf entry for replication connection from host \"[local]\"",
+            ),
+            &sock,
+        );
+        assert!(
+            e.to_string()
+                .contains("`local replication repl scram-sha-256`"),
+            "{e}"
+        );
+        let mut odd = target("db.example", 5432, None);
+        odd.user = "Backup User".into();
+        let e = ReplError::from_proto(
+            server_error(
+                "42501",
+                "must be superuser or replication role to start walsender",
+            ),
+            &odd,
+        );
+        assert!(matches!(e, ReplError::NoReplicationAccess { .. }));
+        assert!(
+            e.to_string()
+                .contains("ALTER ROLE \"Backup User\" REPLICATION"),
+            "{e}"
+        );
+        let e = ReplError::from_proto(
+            server_error("28P01", "password authentication failed for user \"repl\""),
+            &tcp,
+        );
+        assert!(matches!(e, ReplError::Auth { .. }));
+        assert!(
+            e.to_string().contains("password authentication failed"),
+            "{e}"
+        );
+        let e = ReplError::from_proto(server_error("53300", "too many connections"), &tcp);
+        assert!(
+            matches!(&e, ReplError::Server { code, .. } if code == "53300"),
+            "{e:?}"
+        );
+        assert!(matches!(
+            ReplError::from_proto(ProtoError::Auth("no password".into()), &tcp),
+            ReplError::Auth { .. }
+        ));
+        assert!(matches!(
+            ReplError::from_proto(ProtoError::Protocol("junk".into()), &tcp),
+            ReplError::Protocol(_)
+        ));
+        assert_eq!(quote_ident("repl_1"), "repl_1");
+        assert_eq!(quote_ident("1x"), "\"1x\"");
+    }
+}
