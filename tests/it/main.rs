@@ -11,3 +11,5 @@ mod archive;
 mod replication;
 
 mod s3_conformance;
+
+mod tls;

@@ -8,6 +8,7 @@ mod cli;
 mod cmd;
 mod exit;
 mod replication;
+mod tls;
 
 use std::process::ExitCode;
 

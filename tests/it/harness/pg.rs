@@ -350,6 +350,27 @@ impl Cluster {
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
+    /// Turns TLS on with this certificate chain and key (PEM): writes `server.crt` and
+    /// `server.key` (mode 0600, owned by the test user, as PostgreSQL demands) into the
+    /// data directory and sets `ssl = on`. Takes effect at the next start, or at a reload
+    /// when TLS is already on (PostgreSQL reloads its certificate files on SIGHUP).
+    pub fn enable_ssl(&self, cert_pem: &[u8], key_pem: &[u8]) {
+        let data = self.data_dir();
+        for (name, bytes) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(name);
+            std::fs::write(&path, bytes)
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+            chown_to_user(&path);
+        }
+        self.append_conf(&[
+            ("ssl".into(), "on".into()),
+            ("ssl_cert_file".into(), conf_quote("server.crt")),
+            ("ssl_key_file".into(), conf_quote("server.key")),
+        ]);
+    }
+
     fn pg_command(&self, program: &str) -> Command {
         let mut cmd = user_command(self.bin.join(program), &self.root);
         if let Some(pw) = &self.password {

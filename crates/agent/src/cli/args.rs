@@ -130,9 +130,18 @@ pub struct SettingArgs {
         value_name = "FILE"
     )]
     pub pg_password_file: Option<PathBuf>,
-    /// disable, prefer or require (else PGSSLMODE, else prefer).
+    /// disable, allow, prefer, require, verify-ca or verify-full (else PGSSLMODE, else prefer).
     #[arg(long, global = true, env = "TIDEMARK_PG_SSLMODE", value_name = "MODE")]
     pub pg_sslmode: Option<String>,
+    /// PEM file of the root certificates that verify the server (else PGSSLROOTCERT, else
+    /// ~/.postgresql/root.crt).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_PG_SSLROOTCERT",
+        value_name = "FILE"
+    )]
+    pub pg_sslrootcert: Option<PathBuf>,
     /// The data directory of the cluster.
     #[arg(long, global = true, env = "TIDEMARK_PGDATA", value_name = "DIR")]
     pub pgdata: Option<PathBuf>,

@@ -39,6 +39,7 @@ pub struct FileSettings {
     pg_password: Option<String>,
     pg_password_file: Option<PathBuf>,
     pg_sslmode: Option<String>,
+    pg_sslrootcert: Option<PathBuf>,
     pgdata: Option<PathBuf>,
     retry_timeout: Option<u64>,
     log_level: Option<String>,
@@ -187,6 +188,7 @@ pub fn resolve(
             Some(m) => Some(m.parse().map_err(ConfigError)?),
             None => None,
         },
+        sslrootcert: args.pg_sslrootcert.clone().or(file.pg_sslrootcert),
     };
     let retry_for = Duration::from_secs(args.retry_timeout.or(file.retry_timeout).unwrap_or(60));
     Ok(Settings {
@@ -227,6 +229,18 @@ mod tests {
         assert_eq!(s.stanza.as_str(), "flag");
         assert_eq!(s.repo.to_string(), "s3://from-file/x");
         assert_eq!(s.pg.port, Some(5444));
+        assert_eq!(s.pg.sslrootcert, None);
+        let tls_file = parse("pg_sslmode = 'verify-full'\npg_sslrootcert = '/etc/ca.pem'\n");
+        let tls_args = SettingArgs {
+            pg_sslrootcert: Some("/flag/ca.pem".into()),
+            ..Default::default()
+        };
+        let tls = resolve(&tls_args, None, tls_file).unwrap();
+        assert_eq!(
+            tls.pg.sslmode,
+            Some(crate::cli::pgconn::SslMode::VerifyFull)
+        );
+        assert_eq!(tls.pg.sslrootcert, Some(PathBuf::from("/flag/ca.pem")));
         assert_eq!(s.retry_for, Duration::from_secs(5));
         assert_eq!(s.compression, Compression::Lz4);
         let d = resolve(&SettingArgs::default(), None, FileSettings::default()).unwrap();

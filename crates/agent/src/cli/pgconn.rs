@@ -2,8 +2,10 @@
 //!
 //! tidemark's own settings (`pg_host`, … from flags, `TIDEMARK_*` or the config file) win;
 //! then the libpq environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`,
-//! `PGDATABASE`, `PGPASSFILE`); then `~/.pgpass`; then libpq's defaults (the socket folder
-//! `/var/run/postgresql`, port 5432, the OS user). Ordinary SQL goes through tokio-postgres.
+//! `PGDATABASE`, `PGPASSFILE`, `PGSSLROOTCERT`); then `~/.pgpass` and
+//! `~/.postgresql/root.crt`; then libpq's defaults (the socket folder `/var/run/postgresql`,
+//! port 5432, the OS user, sslmode `prefer`). Ordinary SQL goes through tokio-postgres, with
+//! TLS as [`crate::tls`] decides.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -25,6 +27,8 @@ pub struct PgSettings {
     pub password_file: Option<PathBuf>,
     /// TLS mode.
     pub sslmode: Option<SslMode>,
+    /// PEM file of the root certificates that verify the server (`sslrootcert`).
+    pub sslrootcert: Option<PathBuf>,
 }
 
 /// libpq's `sslmode` values.
@@ -32,13 +36,14 @@ pub struct PgSettings {
 pub enum SslMode {
     /// Never TLS.
     Disable,
-    /// TLS if the server insists (treated as disable: tidemark never asks for TLS here).
+    /// TLS if the server insists on it. tidemark treats it as `disable` (it never retries
+    /// with TLS after a refusal, as libpq's `allow` does).
     Allow,
     /// TLS if available, else plain (the libpq default).
     Prefer,
-    /// TLS required.
+    /// TLS required; the certificate is checked only when the root certificate file exists.
     Require,
-    /// TLS with a verified CA.
+    /// TLS with a verified CA (not the host name).
     VerifyCa,
     /// TLS with a verified CA and host name.
     VerifyFull,
@@ -74,6 +79,9 @@ pub struct PgTarget {
     pub password: Option<Secret>,
     /// TLS mode.
     pub sslmode: SslMode,
+    /// Where the root certificates are (`pg_sslrootcert`, `PGSSLROOTCERT` or
+    /// `~/.postgresql/root.crt`); the file need not exist (see [`crate::tls`]).
+    pub sslrootcert: Option<PathBuf>,
 }
 
 /// Where the environment comes from: the process, or a map in tests.
@@ -127,6 +135,11 @@ pub fn resolve(settings: &PgSettings, env: &dyn Env) -> Result<PgTarget, String>
             None => SslMode::Prefer,
         },
     };
+    let sslrootcert = settings
+        .sslrootcert
+        .clone()
+        .or_else(|| env.var("PGSSLROOTCERT").map(PathBuf::from))
+        .or_else(|| crate::tls::default_root_cert(env.var("HOME").as_deref()));
     let password = if let Some(p) = &settings.password {
         Some(p.clone())
     } else if let Some(file) = &settings.password_file {
@@ -151,6 +164,7 @@ pub fn resolve(settings: &PgSettings, env: &dyn Env) -> Result<PgTarget, String>
         dbname,
         password,
         sslmode,
+        sslrootcert,
     })
 }
 
@@ -220,38 +234,41 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
     fields
 }
 
-/// Connects for ordinary SQL. The connection task runs in the background.
+/// Connects for ordinary SQL, with TLS as [`crate::tls::for_target`] decides. The
+/// connection task runs in the background.
+///
+/// Under `prefer`, a failed TLS handshake or a server error on the TLS connection is
+/// followed by one plain-text attempt, as libpq does (e.g. `hostnossl` lines in pg_hba.conf).
 pub async fn connect(target: &PgTarget) -> Result<tokio_postgres::Client, String> {
-    if matches!(
-        target.sslmode,
-        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-    ) {
-        return Err(format!(
-            "pg_sslmode={:?} needs TLS, which tidemark's SQL connections do not support yet: use a local socket or sslmode=prefer",
-            target.sslmode
-        ));
-    }
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&target.host)
-        .port(target.port)
-        .user(&target.user)
-        .dbname(&target.dbname)
-        .application_name("tidemark");
-    config.connect_timeout(std::time::Duration::from_secs(10));
-    if let Some(p) = &target.password {
-        config.password(p.expose());
-    }
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+    let tls = crate::tls::for_target(target)?;
+    let first = connect_with(target, tls.as_ref()).await;
+    let result = match (first, &tls) {
+        (Err(e), Some(t)) if !t.required && (is_tls_failure(&e) || e.as_db_error().is_some()) => {
+            tracing::debug!(
+                "sslmode=prefer: the TLS attempt failed ({}), retrying without TLS",
+                describe_pg_error(&e)
+            );
+            connect_with(target, None).await
+        }
+        (r, _) => r,
+    };
+    let (client, connection) = result.map_err(|e| {
         let place = if target.host.starts_with('/') {
             format!("socket {}/.s.PGSQL.{}", target.host, target.port)
         } else {
             format!("{}:{}", target.host, target.port)
         };
+        let mut why = describe_pg_error(&e);
+        // tokio-postgres's words when the server answers the SSLRequest with `N`.
+        if why.ends_with("server does not support TLS") {
+            why.push_str(
+                " (pg_sslmode requires TLS: turn ssl on in postgresql.conf, or use \
+                 pg_sslmode=prefer)",
+            );
+        }
         format!(
-            "cannot connect to PostgreSQL at {place} as {}: {}",
-            target.user,
-            describe_pg_error(&e)
+            "cannot connect to PostgreSQL at {place} as {}: {why}",
+            target.user
         )
     })?;
     tokio::spawn(async move {
@@ -260,6 +277,49 @@ pub async fn connect(target: &PgTarget) -> Result<tokio_postgres::Client, String
         }
     });
     Ok(client)
+}
+
+type Connection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    crate::tls::RustlsStream<tokio_postgres::Socket>,
+>;
+
+/// One attempt: with TLS (`Prefer` or `Require` in tokio-postgres's terms) or plain.
+async fn connect_with(
+    target: &PgTarget,
+    tls: Option<&crate::tls::Tls>,
+) -> Result<(tokio_postgres::Client, Connection), tokio_postgres::Error> {
+    use tokio_postgres::config::SslMode as TpSslMode;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&target.host)
+        .port(target.port)
+        .user(&target.user)
+        .dbname(&target.dbname)
+        .application_name("tidemark")
+        .ssl_mode(match tls {
+            None => TpSslMode::Disable,
+            Some(t) if t.required => TpSslMode::Require,
+            Some(_) => TpSslMode::Prefer,
+        });
+    config.connect_timeout(std::time::Duration::from_secs(10));
+    if let Some(p) = &target.password {
+        config.password(p.expose());
+    }
+    let make = crate::tls::MakeRustlsConnect(tls.map(|t| t.config.clone()));
+    config.connect(make).await
+}
+
+/// Whether tokio-postgres failed in the TLS handshake (our connector's error).
+fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<crate::tls::HandshakeError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// tokio-postgres's error with its cause chain on one line.
@@ -317,6 +377,30 @@ mod tests {
             ("envhost", 6000, "envuser")
         );
         assert_eq!(t.sslmode, SslMode::Prefer);
+        assert_eq!(t.sslrootcert, None, "no HOME, no default root.crt");
+        // sslrootcert: the setting, else PGSSLROOTCERT, else ~/.postgresql/root.crt.
+        let env = MapEnv(HashMap::from([("HOME", "/home/u".to_string())]));
+        let t = resolve(&PgSettings::default(), &env).unwrap();
+        assert_eq!(
+            t.sslrootcert.unwrap(),
+            Path::new("/home/u/.postgresql/root.crt")
+        );
+        let env = MapEnv(HashMap::from([
+            ("HOME", "/home/u".to_string()),
+            ("PGSSLROOTCERT", "/env/ca.pem".to_string()),
+            ("PGSSLMODE", "verify-ca".to_string()),
+        ]));
+        let t = resolve(&PgSettings::default(), &env).unwrap();
+        assert_eq!(t.sslrootcert.unwrap(), Path::new("/env/ca.pem"));
+        assert_eq!(t.sslmode, SslMode::VerifyCa);
+        let s = PgSettings {
+            sslrootcert: Some("/flag/ca.pem".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&s, &env).unwrap().sslrootcert.unwrap(),
+            Path::new("/flag/ca.pem")
+        );
         let bad = MapEnv(HashMap::from([("PGPORT", "many".to_string())]));
         assert!(resolve(&PgSettings::default(), &bad).is_err());
     }

@@ -2,9 +2,10 @@
 //! driving [`super::proto`], and [`ReplError`], errors named for what the user can do.
 //!
 //! This file only moves bytes and classifies errors: framing, authentication and result
-//! parsing live in [`super::proto`]. TLS is not supported yet: `sslmode` require and
-//! verify-* are refused up front, the others connect in plain text (as `allow` and `prefer`
-//! do against a server without TLS).
+//! parsing live in [`super::proto`]. TLS follows libpq (see [`crate::tls`] for the modes):
+//! over TCP, when the mode asks for it, the client sends an SSLRequest, reads the one-byte
+//! answer and, on `S`, runs the TLS handshake on the same socket (the PostgreSQL 15/16 way;
+//! no direct TLS). Unix sockets are always plain.
 
 use std::io;
 use std::path::Path;
@@ -18,7 +19,7 @@ use super::proto::{
     self, AuthStep, Authenticator, Backend, IdentifySystem, ProtoError, QueryResult, SimpleQuery,
     TimelineHistory,
 };
-use crate::cli::pgconn::{PgTarget, SslMode};
+use crate::cli::pgconn::PgTarget;
 use tidemark_store::pg::TimelineId;
 
 /// How long connecting and authenticating may take, as libpq's `connect_timeout`.
@@ -37,14 +38,26 @@ pub enum ReplError {
         #[source]
         source: io::Error,
     },
-    /// `sslmode` asks for TLS, which this client does not speak yet.
+    /// The TLS settings cannot work (a missing or unreadable root certificate file).
+    #[error("replication connection: {0}")]
+    TlsSetup(String),
+    /// `sslmode` requires TLS and the server answered the SSLRequest with `N`.
     #[error(
-        "pg_sslmode={sslmode} needs TLS, which tidemark's replication connections do not support yet: \
-         use sslmode=prefer or disable (on a trusted network or a local socket)"
+        "replication connection to {place}: the server does not accept TLS connections, and \
+         pg_sslmode requires TLS (turn ssl on in postgresql.conf, or use pg_sslmode=prefer)"
     )]
-    TlsNotSupported {
-        /// The configured mode.
-        sslmode: String,
+    TlsRefused {
+        /// `host:port`.
+        place: String,
+    },
+    /// The TLS handshake failed (e.g. the certificate did not verify).
+    #[error("replication connection to {place}: TLS handshake failed: {source}")]
+    Tls {
+        /// `host:port`.
+        place: String,
+        /// rustls's reason.
+        #[source]
+        source: io::Error,
     },
     /// The server refused the credentials, or asked for a method tidemark cannot do.
     #[error("replication connection: authentication failed: {message}")]
@@ -74,6 +87,16 @@ pub enum ReplError {
 }
 
 impl ReplError {
+    /// Whether the server turned the session down (after which `prefer` retries plain).
+    fn is_server_refusal(&self) -> bool {
+        matches!(
+            self,
+            ReplError::Auth { .. }
+                | ReplError::NoReplicationAccess { .. }
+                | ReplError::Server { .. }
+        )
+    }
+
     /// Classifies a protocol-level error for `target` (the role and address in the advice).
     fn from_proto(e: ProtoError, target: &PgTarget) -> ReplError {
         let e = match e {
@@ -171,21 +194,13 @@ impl std::fmt::Debug for ReplicationConn {
 
 impl ReplicationConn {
     /// Connects to `target` (TCP, or the unix socket `{host}/.s.PGSQL.{port}` when the host
-    /// is an absolute path) and authenticates, all within 10 seconds.
+    /// is an absolute path), negotiates TLS as `sslmode` says, and authenticates, all within
+    /// 10 seconds.
+    ///
+    /// Under `prefer`, a failed TLS handshake, or a server that turns the TLS session down
+    /// (say a `hostnossl` line), is followed by one plain-text attempt, as libpq does.
     pub async fn connect(target: &PgTarget) -> Result<ReplicationConn, ReplError> {
-        if matches!(
-            target.sslmode,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        ) {
-            let sslmode = match target.sslmode {
-                SslMode::Require => "require",
-                SslMode::VerifyCa => "verify-ca",
-                _ => "verify-full",
-            };
-            return Err(ReplError::TlsNotSupported {
-                sslmode: sslmode.into(),
-            });
-        }
+        let tls = crate::tls::for_target(target).map_err(ReplError::TlsSetup)?;
         let place = if is_socket(&target.host) {
             format!("{}/.s.PGSQL.{}", target.host, target.port)
         } else {
@@ -201,30 +216,84 @@ impl ReplicationConn {
                 ),
             ),
         };
+        let prefer = tls.as_ref().is_some_and(|t| !t.required);
         let setup = async {
-            let io: Box<dyn Io> = if is_socket(&target.host) {
-                Box::new(UnixStream::connect(&place).await.map_err(|source| {
-                    ReplError::Connect {
-                        place: place.clone(),
-                        source,
+            match Self::open(target, &place, tls.as_ref()).await {
+                Err(e @ ReplError::Tls { .. }) if prefer => {
+                    tracing::debug!("sslmode=prefer: {e}; retrying without TLS");
+                }
+                Err(e) => return Err(e),
+                Ok((io, encrypted)) => match Self::start(io, place.clone(), target).await {
+                    Err(e) if prefer && encrypted && e.is_server_refusal() => {
+                        tracing::debug!("sslmode=prefer: {e} (over TLS); retrying without TLS");
                     }
-                })?)
-            } else {
-                let tcp = TcpStream::connect((target.host.as_str(), target.port))
-                    .await
-                    .map_err(|source| ReplError::Connect {
-                        place: place.clone(),
-                        source,
-                    })?;
-                // Replication commands are small request/response exchanges.
-                let _ = tcp.set_nodelay(true);
-                Box::new(tcp)
-            };
+                    done => return done,
+                },
+            }
+            let (io, _) = Self::open(target, &place, None).await?;
             Self::start(io, place.clone(), target).await
         };
         tokio::time::timeout(CONNECT_TIMEOUT, setup)
             .await
             .map_err(|_| timed_out())?
+    }
+
+    /// Opens the stream: a unix socket (never TLS), or TCP with TLS when `tls` says so.
+    /// Returns the stream and whether it is encrypted.
+    async fn open(
+        target: &PgTarget,
+        place: &str,
+        tls: Option<&crate::tls::Tls>,
+    ) -> Result<(Box<dyn Io>, bool), ReplError> {
+        let connect_error = |source| ReplError::Connect {
+            place: place.to_string(),
+            source,
+        };
+        if is_socket(&target.host) {
+            let unix = UnixStream::connect(place).await.map_err(connect_error)?;
+            return Ok((Box::new(unix), false));
+        }
+        let mut tcp = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(connect_error)?;
+        // Replication commands are small request/response exchanges.
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = tls else {
+            return Ok((Box::new(tcp), false));
+        };
+        let mut request = BytesMut::new();
+        proto::ssl_request(&mut request);
+        tcp.write_all(&request).await.map_err(connect_error)?;
+        // Exactly one byte, read straight from the socket: nothing the server might send
+        // after it can end up in a buffer and pass for TLS-protected data (CVE-2021-23222).
+        let answer = tcp.read_u8().await.map_err(connect_error)?;
+        match answer {
+            proto::SSL_ACCEPTED => {}
+            proto::SSL_REFUSED if tls.required => {
+                return Err(ReplError::TlsRefused {
+                    place: place.to_string(),
+                })
+            }
+            proto::SSL_REFUSED => return Ok((Box::new(tcp), false)),
+            other => {
+                return Err(ReplError::Protocol(format!(
+                    "the server answered the SSLRequest with {other:#04x}, not S or N"
+                )))
+            }
+        }
+        let name = crate::tls::Tls::server_name(&target.host).map_err(ReplError::TlsSetup)?;
+        let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|source| ReplError::Tls {
+                place: place.to_string(),
+                source,
+            })?;
+        tracing::debug!(
+            "replication connection to {place}: TLS ({:?} verification)",
+            tls.verification
+        );
+        Ok((Box::new(stream), true))
     }
 
     /// Sends the startup packet on an open stream and authenticates.
@@ -364,6 +433,7 @@ impl ReplicationConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::pgconn::SslMode;
     use tidemark_store::url::Secret;
     use tokio::net::TcpListener;
 
@@ -374,7 +444,9 @@ mod tests {
             user: "repl".into(),
             dbname: "postgres".into(),
             password: password.map(Secret::new),
-            sslmode: SslMode::Prefer,
+            // The scripted servers expect the startup packet first: no SSLRequest.
+            sslmode: SslMode::Disable,
+            sslrootcert: None,
         }
     }
 
@@ -549,9 +621,60 @@ mod tests {
         );
         let mut tls = target("127.0.0.1", port, None);
         tls.sslmode = SslMode::VerifyFull;
+        tls.sslrootcert = Some(dir.path().join("root.crt"));
         let err = ReplicationConn::connect(&tls).await.unwrap_err();
-        assert!(matches!(err, ReplError::TlsNotSupported { .. }), "{err}");
-        assert!(err.to_string().contains("verify-full"), "{err}");
+        assert!(matches!(err, ReplError::TlsSetup(_)), "{err}");
+        assert!(err.to_string().contains("root.crt"), "{err}");
+    }
+
+    /// A server that answers the SSLRequest with `answer`, then returns the next
+    /// 8 bytes it gets (the start of the startup packet), if any.
+    async fn ssl_answering_server(answer: u8) -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 8];
+            s.read_exact(&mut request).await.unwrap();
+            assert_eq!(request, [0, 0, 0, 8, 4, 210, 22, 47], "SSLRequest");
+            s.write_all(&[answer]).await.unwrap();
+            let mut next = vec![0u8; 8];
+            match s.read_exact(&mut next).await {
+                Ok(_) => next,
+                Err(_) => Vec::new(),
+            }
+        });
+        (port, task)
+    }
+
+    #[tokio::test]
+    async fn sslrequest_answers_follow_the_mode() {
+        // require + `N`: a clear error, and no startup packet in plain text.
+        let (port, server) = ssl_answering_server(b'N').await;
+        let mut t = target("127.0.0.1", port, None);
+        t.sslmode = SslMode::Require;
+        let err = ReplicationConn::connect(&t).await.unwrap_err();
+        assert!(matches!(err, ReplError::TlsRefused { .. }), "{err:?}");
+        assert!(err.to_string().contains("does not accept TLS"), "{err}");
+        assert!(server.await.unwrap().is_empty(), "nothing sent after N");
+        // prefer + `N`: the startup packet follows on the same socket, in plain text.
+        let (port, server) = ssl_answering_server(b'N').await;
+        let mut t = target("127.0.0.1", port, None);
+        t.sslmode = SslMode::Prefer;
+        let err = ReplicationConn::connect(&t).await.unwrap_err();
+        assert!(matches!(err, ReplError::Connect { .. }), "{err:?}");
+        let startup = server.await.unwrap();
+        assert_eq!(
+            &startup[4..8],
+            &196608i32.to_be_bytes(),
+            "protocol 3.0 startup"
+        );
+        // Anything but S or N is a protocol error.
+        let (port, _server) = ssl_answering_server(b'E').await;
+        t.port = port;
+        let err = ReplicationConn::connect(&t).await.unwrap_err();
+        assert!(matches!(err, ReplError::Protocol(_)), "{err:?}");
+        // disable sends no SSLRequest at all: commands_against_a_scripted_server.
     }
 
     #[tokio::test]

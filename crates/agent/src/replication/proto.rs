@@ -161,6 +161,17 @@ pub fn terminate(buf: &mut BytesMut) {
     frontend::terminate(buf);
 }
 
+/// The server's one-byte answer to an SSLRequest: go ahead with the TLS handshake.
+pub const SSL_ACCEPTED: u8 = b'S';
+/// The server's one-byte answer to an SSLRequest: no TLS, continue in plain text.
+pub const SSL_REFUSED: u8 = b'N';
+
+/// Frames an SSLRequest (length 8, code 80877103), sent before the startup packet; the
+/// server answers one byte, [`SSL_ACCEPTED`] or [`SSL_REFUSED`], and nothing else.
+pub fn ssl_request(buf: &mut BytesMut) {
+    frontend::ssl_request(buf);
+}
+
 /// What the server told a new session: its `ParameterStatus` values and `BackendKeyData`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Session {
@@ -528,6 +539,15 @@ impl TimelineHistory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssl_request_is_the_eight_byte_packet() {
+        let mut buf = BytesMut::new();
+        ssl_request(&mut buf);
+        let mut want = 8i32.to_be_bytes().to_vec();
+        want.extend_from_slice(&80877103i32.to_be_bytes());
+        assert_eq!(&buf[..], &want[..]);
+    }
 
     /// A backend message: tag, length (itself included), body.
     fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
