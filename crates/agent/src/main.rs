@@ -1,22 +1,18 @@
 //! The `tidemark` binary: parses arguments, loads settings, installs logging, runs one
 //! command, and turns its outcome into one line on stderr and an exit code.
 //!
-//! This is the only place that prints errors or chooses exit codes (see [`exit`]).
+//! This is the only place that prints errors or chooses exit codes (see
+//! `tidemark_agent::exit`).
 //! Libraries return typed errors; commands return values.
-
-mod cli;
-mod cmd;
-mod exit;
-mod replication;
-mod tls;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::args::{Cli, Command};
-use cli::config::{self, Settings};
-use exit::Failure;
+use tidemark_agent::cli::args::{Cli, Command};
+use tidemark_agent::cli::config::{self, Settings};
+use tidemark_agent::cmd;
+use tidemark_agent::exit::{self, Failure};
 
 fn main() -> ExitCode {
     // A restore_command that cannot even parse its arguments must still stop recovery:
