@@ -8,6 +8,8 @@ mod harness;
 
 mod archive;
 
+mod base_backup;
+
 mod replication;
 
 mod s3_conformance;

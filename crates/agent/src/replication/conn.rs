@@ -11,14 +11,18 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::proto::{
-    self, AuthStep, Authenticator, Backend, IdentifySystem, ProtoError, QueryResult, SimpleQuery,
+    self, AuthStep, Authenticator, Backend, BackupCopyData, BackupEnd, BackupMessage, BackupStart,
+    BaseBackupOptions, BaseBackupReply, IdentifySystem, ProtoError, QueryResult, SimpleQuery,
     TimelineHistory,
 };
+use super::tar::{TarEntry, TarError, TarEvent, TarReader};
 use crate::cli::pgconn::PgTarget;
 use tidemark_store::pg::TimelineId;
 
@@ -84,6 +88,18 @@ pub enum ReplError {
     /// The server's bytes do not follow the protocol.
     #[error("replication protocol: {0}")]
     Protocol(String),
+    /// The server cannot do what was asked of this client (e.g. its version is too old).
+    #[error("replication connection: {0}")]
+    Unsupported(String),
+    /// An archive in a base backup is malformed or truncated.
+    #[error("base backup archive {archive}: {source}")]
+    Archive {
+        /// The archive's name (`base.tar`, …).
+        archive: String,
+        /// What is wrong with it.
+        #[source]
+        source: TarError,
+    },
 }
 
 impl ReplError {
@@ -182,6 +198,8 @@ pub struct ReplicationConn {
     place: String,
     /// The role, for error messages.
     target: PgTarget,
+    /// The server's `ParameterStatus` values at startup (`server_version`, …).
+    parameters: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for ReplicationConn {
@@ -308,6 +326,7 @@ impl ReplicationConn {
             write_buf: BytesMut::new(),
             place,
             target: target.clone(),
+            parameters: BTreeMap::new(),
         };
         proto::startup_message(&target.user, None, &mut conn.write_buf)
             .map_err(|e| conn.error(e))?;
@@ -328,6 +347,7 @@ impl ReplicationConn {
                         session.parameters.get("server_version"),
                         session.backend_key.map(|(pid, _)| pid),
                     );
+                    conn.parameters = session.parameters;
                     return Ok(conn);
                 }
             }
@@ -422,11 +442,202 @@ impl ReplicationConn {
             .collect())
     }
 
+    /// The `server_version` the server reported at startup (`15.8`, `16.4 (Debian …)`).
+    pub fn server_version(&self) -> Option<&str> {
+        self.parameters.get("server_version").map(String::as_str)
+    }
+
+    /// The server's major version (15, 16, …), from [`server_version`](Self::server_version).
+    pub fn server_major(&self) -> Option<u32> {
+        self.server_version().and_then(proto::server_major)
+    }
+
+    /// Starts `BASE_BACKUP` and returns the stream of its events; pull them with
+    /// [`BaseBackupStream::next_event`] until it returns `None`.
+    ///
+    /// PostgreSQL 15 or later only (one CopyOut stream with typed messages); older servers
+    /// get [`ReplError::Unsupported`] before anything is sent. `opts.server_major` is
+    /// replaced by the connected server's. Memory stays bounded whatever the cluster's
+    /// size: the archives are never collected, their bytes are handed on as they arrive.
+    /// After an error, or a stream dropped before its end, the connection is unusable.
+    pub async fn base_backup(
+        &mut self,
+        opts: &BaseBackupOptions,
+    ) -> Result<BaseBackupStream<'_>, ReplError> {
+        let version = self.server_version().unwrap_or("unknown").to_string();
+        let major = self.server_major().ok_or_else(|| {
+            ReplError::Protocol(format!(
+                "the server reported no usable server_version ({version:?})"
+            ))
+        })?;
+        match major {
+            15.. => {}
+            13 | 14 => {
+                return Err(ReplError::Unsupported(format!(
+                    "base backups from PostgreSQL 13–14 are not supported yet (the server is {version})"
+                )))
+            }
+            _ => {
+                return Err(ReplError::Unsupported(format!(
+                    "base backups need PostgreSQL 15 or later (the server is {version})"
+                )))
+            }
+        }
+        let command = proto::base_backup_command(&BaseBackupOptions {
+            server_major: major,
+            ..opts.clone()
+        })
+        .map_err(|e| self.error(e))?;
+        proto::query(&command, &mut self.write_buf).map_err(|e| self.error(e))?;
+        self.flush().await?;
+        Ok(BaseBackupStream {
+            conn: self,
+            reply: BaseBackupReply::new(),
+            archive: None,
+            in_manifest: false,
+            done: false,
+        })
+    }
+
     /// Says goodbye (`Terminate`) and closes the stream.
     pub async fn close(mut self) -> Result<(), ReplError> {
         proto::terminate(&mut self.write_buf);
         self.flush().await?;
         self.io.shutdown().await.map_err(|e| self.io_error(e))
+    }
+}
+
+/// One event of a base backup, in the order the server sends them: `Started`; per
+/// archive `ArchiveStart`, its members (`Entry`, `Data`…, `EntryEnd`) and `ArchiveEnd`;
+/// `Manifest` pieces; `Progress` anywhere in between; `Finished` last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupEvent {
+    /// Where the backup starts, and its tablespaces.
+    Started(BackupStart),
+    /// A new archive (one per tablespace): `base.tar` for the data directory.
+    ArchiveStart {
+        /// The archive's name.
+        name: String,
+        /// The tablespace's location; `None` for the data directory.
+        tablespace_location: Option<String>,
+    },
+    /// A member of the current archive.
+    Entry(TarEntry),
+    /// A piece of the current member's data.
+    Data(Bytes),
+    /// The current member is complete.
+    EntryEnd,
+    /// The current archive is complete (its two zero blocks arrived).
+    ArchiveEnd,
+    /// A piece of the backup manifest (`backup_manifest`).
+    Manifest(Bytes),
+    /// Bytes of the backup sent so far.
+    Progress(u64),
+    /// Where the backup ends: the WAL up to here makes it consistent.
+    Finished(BackupEnd),
+}
+
+/// A base backup in progress, from [`ReplicationConn::base_backup`].
+pub struct BaseBackupStream<'a> {
+    conn: &'a mut ReplicationConn,
+    reply: BaseBackupReply,
+    /// The current archive's name and reader.
+    archive: Option<(String, TarReader)>,
+    in_manifest: bool,
+    done: bool,
+}
+
+impl std::fmt::Debug for BaseBackupStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BaseBackupStream")
+            .field("place", &self.conn.place)
+            .field("archive", &self.archive.as_ref().map(|(name, _)| name))
+            .field("in_manifest", &self.in_manifest)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl BaseBackupStream<'_> {
+    /// The next event, or `None` once [`BackupEvent::Finished`] has been returned and the
+    /// server is ready for the next command.
+    pub async fn next_event(&mut self) -> Result<Option<BackupEvent>, ReplError> {
+        loop {
+            // Drain what the current archive's bytes hold before reading more.
+            if let Some((name, tar)) = &mut self.archive {
+                let event = tar.next_event().map_err(|source| ReplError::Archive {
+                    archive: name.clone(),
+                    source,
+                })?;
+                match event {
+                    Some(TarEvent::Entry(e)) => return Ok(Some(BackupEvent::Entry(e))),
+                    Some(TarEvent::Data(d)) => return Ok(Some(BackupEvent::Data(d))),
+                    Some(TarEvent::EntryEnd) => return Ok(Some(BackupEvent::EntryEnd)),
+                    Some(TarEvent::End) => return Ok(Some(BackupEvent::ArchiveEnd)),
+                    None => {}
+                }
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let msg = self.conn.read_message().await?;
+            let Some(msg) = self.reply.handle(msg).map_err(|e| self.conn.error(e))? else {
+                continue;
+            };
+            match msg {
+                BackupMessage::Start(start) => return Ok(Some(BackupEvent::Started(start))),
+                BackupMessage::Copy(BackupCopyData::NewArchive {
+                    name,
+                    tablespace_location,
+                }) => {
+                    self.close_archive()?;
+                    if self.in_manifest {
+                        return Err(ReplError::Protocol(
+                            "BASE_BACKUP: an archive after the manifest".into(),
+                        ));
+                    }
+                    self.archive = Some((name.clone(), TarReader::new()));
+                    return Ok(Some(BackupEvent::ArchiveStart {
+                        name,
+                        tablespace_location,
+                    }));
+                }
+                BackupMessage::Copy(BackupCopyData::Data(bytes)) => {
+                    if self.in_manifest {
+                        return Ok(Some(BackupEvent::Manifest(bytes)));
+                    }
+                    let Some((_, tar)) = &mut self.archive else {
+                        return Err(ReplError::Protocol(
+                            "BASE_BACKUP: data before the first archive".into(),
+                        ));
+                    };
+                    tar.push(bytes);
+                }
+                BackupMessage::Copy(BackupCopyData::Progress(done)) => {
+                    return Ok(Some(BackupEvent::Progress(done)))
+                }
+                BackupMessage::Copy(BackupCopyData::ManifestStart) => {
+                    self.close_archive()?;
+                    self.in_manifest = true;
+                }
+                BackupMessage::CopyDone => self.close_archive()?,
+                BackupMessage::End(end) => {
+                    self.done = true;
+                    return Ok(Some(BackupEvent::Finished(end)));
+                }
+            }
+        }
+    }
+
+    /// Ends the current archive: it must have been complete.
+    fn close_archive(&mut self) -> Result<(), ReplError> {
+        match self.archive.take() {
+            Some((name, tar)) => tar.finish().map_err(|source| ReplError::Archive {
+                archive: name,
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -479,6 +690,14 @@ mod tests {
     async fn fake_server(
         replies: Vec<Vec<u8>>,
     ) -> (u16, tokio::task::JoinHandle<Vec<(u8, Vec<u8>)>>) {
+        fake_server_version("15.8", replies).await
+    }
+
+    /// [`fake_server`] reporting `server_version` `version`.
+    async fn fake_server_version(
+        version: &'static str,
+        replies: Vec<Vec<u8>>,
+    ) -> (u16, tokio::task::JoinHandle<Vec<(u8, Vec<u8>)>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let task = tokio::spawn(async move {
@@ -492,9 +711,8 @@ mod tests {
             s.write_all(&msg(b'R', &auth)).await.unwrap();
             let mut received = vec![read_frontend(&mut s).await];
             s.write_all(&msg(b'R', &0i32.to_be_bytes())).await.unwrap();
-            s.write_all(&msg(b'S', b"server_version\x0015.8\0"))
-                .await
-                .unwrap();
+            let status = [&b"server_version\0"[..], version.as_bytes(), b"\0"].concat();
+            s.write_all(&msg(b'S', &status)).await.unwrap();
             s.write_all(&msg(b'Z', b"I")).await.unwrap();
             for reply in replies {
                 received.push(read_frontend(&mut s).await);
@@ -759,5 +977,174 @@ mod tests {
         ));
         assert_eq!(quote_ident("repl_1"), "repl_1");
         assert_eq!(quote_ident("1x"), "\"1x\"");
+    }
+
+    fn copy_data(payload: &[u8]) -> Vec<u8> {
+        msg(b'd', payload)
+    }
+
+    /// A BASE_BACKUP reply with `archive` as `base.tar`, cut into CopyData messages of
+    /// `chunk` bytes, then a manifest.
+    fn backup_reply(archive: &[u8], chunk: usize) -> Vec<u8> {
+        // result_set ends with ReadyForQuery (6 bytes), which the head has not.
+        let mut head = result_set(
+            &["recptr", "tli"],
+            &[Some(b"0/2000028"), Some(b"1")],
+            "SELECT",
+        );
+        head.truncate(head.len() - 6);
+        let mut m = vec![head];
+        m.push(msg(b'T', &{
+            let mut t = 3i16.to_be_bytes().to_vec();
+            for c in ["spcoid", "spclocation", "size"] {
+                t.extend_from_slice(c.as_bytes());
+                t.extend_from_slice(&[0; 19]);
+            }
+            t
+        }));
+        m.push(msg(
+            b'D',
+            &[
+                0, 3, 255, 255, 255, 255, 255, 255, 255, 255, 0, 0, 0, 1, b'8',
+            ],
+        ));
+        m.push(msg(b'C', b"SELECT\0"));
+        m.push(msg(b'H', &[0, 0, 0]));
+        m.push(copy_data(b"nbase.tar\0\0"));
+        for piece in archive.chunks(chunk) {
+            m.push(copy_data(&[&b"d"[..], piece].concat()));
+        }
+        m.push(copy_data(
+            &[&b"p"[..], &(archive.len() as i64).to_be_bytes()].concat(),
+        ));
+        m.push(copy_data(b"m"));
+        m.push(copy_data(b"d{\"manifest\""));
+        m.push(copy_data(b"d: 1}"));
+        m.push(msg(b'c', b""));
+        let mut end = result_set(
+            &["recptr", "tli"],
+            &[Some(b"0/2000100"), Some(b"1")],
+            "SELECT",
+        );
+        end.truncate(end.len() - 6);
+        m.push(end);
+        m.push(msg(b'C', b"BASE_BACKUP\0"));
+        m.push(msg(b'Z', b"I"));
+        m.concat()
+    }
+
+    #[tokio::test]
+    async fn base_backup_against_a_scripted_server() {
+        let mut tar = crate::replication::tar::builder::Builder::default();
+        let big: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        tar.file("PG_VERSION", b"15\n").file("base/1/1259", &big);
+        let archive = tar.end();
+        let (port, server) = fake_server(vec![backup_reply(&archive, 700)]).await;
+        let mut conn = ReplicationConn::connect(&target("127.0.0.1", port, Some("pw")))
+            .await
+            .unwrap();
+        assert_eq!(conn.server_version(), Some("15.8"));
+        let opts = BaseBackupOptions {
+            label: "l".into(),
+            fast_checkpoint: true,
+            manifest: true,
+            server_major: 0,
+        };
+        let mut stream = conn.base_backup(&opts).await.unwrap();
+        let mut events = Vec::new();
+        let mut data = Vec::new();
+        let mut manifest = Vec::new();
+        while let Some(ev) = stream.next_event().await.unwrap() {
+            match ev {
+                BackupEvent::Data(d) => data.extend_from_slice(&d),
+                BackupEvent::Manifest(d) => manifest.extend_from_slice(&d),
+                BackupEvent::Entry(e) => events.push(format!("entry {} {}", e.path, e.size)),
+                BackupEvent::Started(s) => events.push(format!("start {}", s.start_lsn)),
+                BackupEvent::Finished(e) => events.push(format!("end {}", e.end_lsn)),
+                BackupEvent::ArchiveStart { name, .. } => events.push(format!("archive {name}")),
+                other => events.push(format!("{other:?}")),
+            }
+        }
+        assert!(stream.next_event().await.unwrap().is_none());
+        assert_eq!(
+            events,
+            [
+                "start 0/2000028",
+                "archive base.tar",
+                "entry PG_VERSION 3",
+                "EntryEnd",
+                "entry base/1/1259 3000",
+                "EntryEnd",
+                "ArchiveEnd",
+                &format!("Progress({})", archive.len()),
+                "end 0/2000100",
+            ]
+        );
+        assert_eq!(data, [&b"15\n"[..], &big].concat());
+        assert_eq!(manifest, b"{\"manifest\": 1}");
+        conn.close().await.unwrap();
+        let received = server.await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&received[1].1),
+            "BASE_BACKUP ( LABEL 'l', PROGRESS, CHECKPOINT 'fast', WAIT false, MANIFEST 'yes', \
+             MANIFEST_CHECKSUMS 'SHA256' )\0"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_truncated_archive_is_an_error() {
+        let mut tar = crate::replication::tar::builder::Builder::default();
+        tar.file("PG_VERSION", b"15\n");
+        let mut archive = tar.end();
+        archive.truncate(archive.len() - 512);
+        let (port, _server) = fake_server(vec![backup_reply(&archive, 100)]).await;
+        let mut conn = ReplicationConn::connect(&target("127.0.0.1", port, Some("pw")))
+            .await
+            .unwrap();
+        let opts = BaseBackupOptions {
+            label: "l".into(),
+            fast_checkpoint: false,
+            manifest: true,
+            server_major: 15,
+        };
+        let mut stream = conn.base_backup(&opts).await.unwrap();
+        let err = loop {
+            match stream.next_event().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("a truncated archive went unnoticed"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(&err, ReplError::Archive { archive, .. } if archive == "base.tar"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn base_backups_from_older_servers_are_refused_before_sending() {
+        for (version, words) in [
+            ("14.13", "PostgreSQL 13–14 are not supported yet"),
+            ("12.20", "15 or later"),
+        ] {
+            let (port, server) = fake_server_version(version, vec![]).await;
+            let mut conn = ReplicationConn::connect(&target("127.0.0.1", port, Some("pw")))
+                .await
+                .unwrap();
+            assert_eq!(conn.server_major(), Some(version[..2].parse().unwrap()));
+            let opts = BaseBackupOptions {
+                label: "l".into(),
+                fast_checkpoint: true,
+                manifest: true,
+                server_major: 15,
+            };
+            let err = conn.base_backup(&opts).await.unwrap_err();
+            assert!(matches!(err, ReplError::Unsupported(_)), "{err:?}");
+            assert!(err.to_string().contains(words), "{err}");
+            conn.close().await.unwrap();
+            let tags: Vec<u8> = server.await.unwrap().iter().map(|(t, _)| *t).collect();
+            assert_eq!(tags, b"pX", "no query sent");
+        }
     }
 }

@@ -9,16 +9,23 @@
 //! - [`proto`] is sans-IO: it frames frontend messages into a `BytesMut`, decodes backend
 //!   messages from one (`Ok(None)` for a partial frame), drives authentication (trust,
 //!   cleartext, MD5, SCRAM-SHA-256) and collects simple-query results, and parses the
-//!   replication commands' result rows ([`proto::IdentifySystem`], [`proto::TimelineHistory`]).
-//!   No sockets, no tokio, no clock: it is tested on constructed bytes. Framing, MD5 and
-//!   SCRAM come from `postgres-protocol`.
+//!   replication commands' result rows ([`proto::IdentifySystem`], [`proto::TimelineHistory`]),
+//!   frames `BASE_BACKUP` ([`proto::base_backup_command`]) and decodes its reply
+//!   ([`proto::BaseBackupReply`]: result sets, then the PostgreSQL 15+ CopyOut stream of
+//!   typed messages). No sockets, no tokio, no clock: it is tested on constructed bytes.
+//!   Framing, MD5 and SCRAM come from `postgres-protocol`.
+//! - [`tar`] is sans-IO too: a streaming tar reader that turns a base backup's archive
+//!   bytes into entries and data pieces without buffering any file.
 //! - [`conn`] does the IO: [`conn::ReplicationConn`] connects over TCP or a unix socket,
 //!   feeds what it reads to [`proto`] and writes what [`proto`] frames, and turns server
 //!   errors into [`conn::ReplError`]s a user can act on (a missing `pg_hba.conf` line, a
 //!   role without `REPLICATION`, a wrong password).
 //!
-//! Today only `tidemark init` uses it, to check that base backups will be able to connect;
-//! `BASE_BACKUP` and `START_REPLICATION` come next.
+//! Today `tidemark init` uses it, to check that base backups will be able to connect;
+//! [`conn::ReplicationConn::base_backup`] streams a base backup (PostgreSQL 15+) as
+//! [`conn::BackupEvent`]s, which `tidemark backup` will build on; `START_REPLICATION` comes
+//! next.
 
 pub mod conn;
 pub mod proto;
+pub mod tar;

@@ -536,6 +536,385 @@ impl TimelineHistory {
     }
 }
 
+/// How to take a base backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseBackupOptions {
+    /// The backup's label (in `backup_label`); any text without NUL bytes.
+    pub label: String,
+    /// `CHECKPOINT 'fast'` (an immediate checkpoint) rather than a spread one.
+    pub fast_checkpoint: bool,
+    /// Ask for a backup manifest (with SHA-256 file checksums).
+    pub manifest: bool,
+    /// The server's major version (`server_version`'s first number): the syntax depends on it.
+    pub server_major: u32,
+}
+
+/// Quotes a replication-command string literal: the replication grammar's scanner
+/// (`repl_scanner.l`) knows only `''` as an escape, and backslashes are literal.
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The `BASE_BACKUP` command for `opts`: the parenthesised option list of PostgreSQL 15+,
+/// or the older keyword syntax of 13 and 14 (see `protocol-replication.html`). Always
+/// `WAIT false` / `NOWAIT` (tidemark checks WAL itself) and no `WAL`: the WAL comes from
+/// the archive. Servers before 13 have no manifests and are refused.
+pub fn base_backup_command(opts: &BaseBackupOptions) -> Result<String, ProtoError> {
+    if opts.label.contains('\0') {
+        return Err(ProtoError::Protocol(
+            "a backup label cannot contain NUL bytes".into(),
+        ));
+    }
+    let label = quote_literal(&opts.label);
+    match opts.server_major {
+        15.. => {
+            let mut parts = vec![
+                format!("LABEL {label}"),
+                "PROGRESS".to_string(),
+                format!(
+                    "CHECKPOINT '{}'",
+                    if opts.fast_checkpoint {
+                        "fast"
+                    } else {
+                        "spread"
+                    }
+                ),
+                "WAIT false".to_string(),
+            ];
+            if opts.manifest {
+                parts.push("MANIFEST 'yes'".into());
+                parts.push("MANIFEST_CHECKSUMS 'SHA256'".into());
+            }
+            Ok(format!("BASE_BACKUP ( {} )", parts.join(", ")))
+        }
+        13 | 14 => {
+            let mut s = format!("BASE_BACKUP LABEL {label} PROGRESS");
+            if opts.fast_checkpoint {
+                s.push_str(" FAST");
+            }
+            s.push_str(" NOWAIT");
+            if opts.manifest {
+                s.push_str(" MANIFEST 'yes' MANIFEST_CHECKSUMS 'SHA256'");
+            }
+            Ok(s)
+        }
+        major => Err(ProtoError::Protocol(format!(
+            "base backups need PostgreSQL 13 or later (the server is {major})"
+        ))),
+    }
+}
+
+/// The first number of a `server_version` ParameterStatus (`15.8`, `16beta1`,
+/// `15.8 (Ubuntu 15.8-1.pgdg22.04+1)`, `9.6.24` → 9).
+pub fn server_major(server_version: &str) -> Option<u32> {
+    let digits: String = server_version
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// CopyData type byte (PostgreSQL 15+ `BASE_BACKUP`): a new archive starts.
+pub const BACKUP_NEW_ARCHIVE_TAG: u8 = b'n';
+/// CopyData type byte: a piece of the current archive or of the manifest.
+pub const BACKUP_DATA_TAG: u8 = b'd';
+/// CopyData type byte: progress, the bytes sent so far (int64).
+pub const BACKUP_PROGRESS_TAG: u8 = b'p';
+/// CopyData type byte: the manifest follows (as `d` messages).
+pub const BACKUP_MANIFEST_TAG: u8 = b'm';
+
+/// One typed CopyData message of a PostgreSQL 15+ base backup, as
+/// `src/backend/backup/basebackup_copy.c` sends them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupCopyData {
+    /// `n`: archive name\0, tablespace location\0 (empty for the main data directory).
+    NewArchive {
+        /// `base.tar`, `16384.tar`, …
+        name: String,
+        /// The tablespace's location, `None` for the data directory.
+        tablespace_location: Option<String>,
+    },
+    /// `d`: bytes of the current archive, or of the manifest after `m`.
+    Data(Bytes),
+    /// `p`: bytes done so far.
+    Progress(u64),
+    /// `m`: the manifest follows.
+    ManifestStart,
+}
+
+impl BackupCopyData {
+    /// Decodes a CopyData payload (`data` keeps a slice of it, no copy).
+    pub fn parse(mut payload: Bytes) -> Result<BackupCopyData, ProtoError> {
+        let bad = |why: &str| ProtoError::Protocol(format!("BASE_BACKUP stream: {why}"));
+        if payload.is_empty() {
+            return Err(bad("an empty CopyData message"));
+        }
+        let tag = payload[0];
+        let _ = payload.split_to(1);
+        match tag {
+            BACKUP_DATA_TAG => Ok(BackupCopyData::Data(payload)),
+            BACKUP_PROGRESS_TAG => {
+                let b: [u8; 8] = payload[..]
+                    .try_into()
+                    .map_err(|_| bad("a progress message that is not 8 bytes"))?;
+                let done = i64::from_be_bytes(b);
+                u64::try_from(done)
+                    .map(BackupCopyData::Progress)
+                    .map_err(|_| bad("negative progress"))
+            }
+            BACKUP_MANIFEST_TAG if payload.is_empty() => Ok(BackupCopyData::ManifestStart),
+            BACKUP_NEW_ARCHIVE_TAG => {
+                let mut fields = payload.split(|b| *b == 0);
+                let name = fields.next().unwrap_or_default();
+                let location = fields
+                    .next()
+                    .ok_or_else(|| bad("a truncated 'n' message"))?;
+                if fields.next() != Some(&[][..]) || fields.next().is_some() {
+                    return Err(bad("an 'n' message with trailing bytes"));
+                }
+                let text = |b: &[u8]| {
+                    String::from_utf8(b.to_vec()).map_err(|_| bad("a non-UTF-8 archive name"))
+                };
+                let name = text(name)?;
+                if name.is_empty() {
+                    return Err(bad("an archive without a name"));
+                }
+                let location = text(location)?;
+                Ok(BackupCopyData::NewArchive {
+                    name,
+                    tablespace_location: (!location.is_empty()).then_some(location),
+                })
+            }
+            BACKUP_MANIFEST_TAG => Err(bad("an 'm' message with a body")),
+            other => Err(bad(&format!(
+                "an unknown CopyData type {:?}",
+                other as char
+            ))),
+        }
+    }
+}
+
+/// A tablespace in the backup, from the second result set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupTablespace {
+    /// Its OID; `None` for the main data directory.
+    pub oid: Option<u32>,
+    /// Its location; `None` for the main data directory.
+    pub location: Option<String>,
+    /// Its estimated size in kB, when `PROGRESS` was asked for.
+    pub size_kb: Option<u64>,
+}
+
+/// What the server says before the data: where the backup starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupStart {
+    /// The backup's start LSN (its checkpoint's redo point).
+    pub start_lsn: Lsn,
+    /// The timeline it starts on.
+    pub timeline: TimelineId,
+    /// The tablespaces, in the order their archives follow.
+    pub tablespaces: Vec<BackupTablespace>,
+}
+
+/// What the server says after the data: where the backup ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupEnd {
+    /// The backup's end LSN: WAL up to here is needed for it to be consistent.
+    pub end_lsn: Lsn,
+    /// The timeline it ends on.
+    pub timeline: TimelineId,
+}
+
+/// Parses a `recptr, tli` result set (the start and the end position).
+fn position(what: &str, result: Option<&QueryResult>) -> Result<(Lsn, TimelineId), ProtoError> {
+    let c = "BASE_BACKUP";
+    let bad = |why: String| ProtoError::Protocol(format!("{c}: {what}: {why}"));
+    let result = result.ok_or_else(|| bad("missing result set".into()))?;
+    let row = single_row(c, std::slice::from_ref(result), &["recptr", "tli"])?;
+    let lsn = required(c, text_cell(c, row, 0, "recptr")?, "recptr")?;
+    let tli = required(c, text_cell(c, row, 1, "tli")?, "tli")?;
+    Ok((
+        lsn.parse().map_err(|_| bad(format!("bad LSN {lsn:?}")))?,
+        TimelineId(
+            tli.parse()
+                .ok()
+                .filter(|t| *t > 0)
+                .ok_or_else(|| bad(format!("bad timeline {tli:?}")))?,
+        ),
+    ))
+}
+
+impl BackupStart {
+    /// Parses the two result sets before the CopyOutResponse: `recptr, tli`, then one
+    /// row per tablespace `spcoid, spclocation, size`.
+    pub fn from_results(results: &[QueryResult]) -> Result<BackupStart, ProtoError> {
+        let c = "BASE_BACKUP";
+        let bad = |why: String| ProtoError::Protocol(format!("{c}: {why}"));
+        if results.len() != 2 {
+            return Err(bad(format!(
+                "{} result sets before the data, expected 2",
+                results.len()
+            )));
+        }
+        let (start_lsn, timeline) = position("start position", results.first())?;
+        let list = &results[1];
+        if list.columns != ["spcoid", "spclocation", "size"] {
+            return Err(bad(format!(
+                "tablespace columns {:?}, expected spcoid, spclocation, size",
+                list.columns
+            )));
+        }
+        let mut tablespaces = Vec::new();
+        for row in &list.rows {
+            let num = |i: usize, name: &str| -> Result<Option<u64>, ProtoError> {
+                text_cell(c, row, i, name)?
+                    .map(|v| v.parse().map_err(|_| bad(format!("bad {name} {v:?}"))))
+                    .transpose()
+            };
+            tablespaces.push(BackupTablespace {
+                oid: num(0, "spcoid")?
+                    .map(|o| u32::try_from(o).map_err(|_| bad(format!("bad spcoid {o}"))))
+                    .transpose()?,
+                location: text_cell(c, row, 1, "spclocation")?.map(str::to_string),
+                size_kb: num(2, "size")?,
+            });
+        }
+        Ok(BackupStart {
+            start_lsn,
+            timeline,
+            tablespaces,
+        })
+    }
+}
+
+impl BackupEnd {
+    /// Parses the results after CopyDone: a `recptr, tli` result set (and the empty
+    /// one of the command's own `CommandComplete`).
+    pub fn from_results(results: &[QueryResult]) -> Result<BackupEnd, ProtoError> {
+        let (end_lsn, timeline) = position(
+            "end position",
+            results.iter().find(|r| !r.columns.is_empty()),
+        )?;
+        Ok(BackupEnd { end_lsn, timeline })
+    }
+}
+
+/// What [`BaseBackupReply::handle`] found in one backend message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupMessage {
+    /// The start position and tablespaces (at the CopyOutResponse).
+    Start(BackupStart),
+    /// A typed CopyData message.
+    Copy(BackupCopyData),
+    /// CopyDone: no more data.
+    CopyDone,
+    /// The end position, after `ReadyForQuery`: the command is over.
+    End(BackupEnd),
+}
+
+#[derive(Debug)]
+enum ReplyPhase {
+    /// Result sets before the data.
+    Head,
+    /// Inside the CopyOut stream.
+    Copy,
+    /// After CopyDone (or an error inside the stream): result sets until ReadyForQuery.
+    Tail,
+    /// ReadyForQuery seen.
+    Done,
+}
+
+/// The reply to a PostgreSQL 15+ `BASE_BACKUP`, as a state machine over backend
+/// messages: result set `recptr, tli`; result set `spcoid, spclocation, size`;
+/// CopyOutResponse; CopyData messages (see [`BackupCopyData`]); CopyDone; result set
+/// `recptr, tli`; CommandComplete; ReadyForQuery. An `ErrorResponse` anywhere ends it
+/// with the server's error once `ReadyForQuery` arrives.
+#[derive(Debug)]
+pub struct BaseBackupReply {
+    phase: ReplyPhase,
+    query: SimpleQuery,
+}
+
+impl Default for BaseBackupReply {
+    fn default() -> Self {
+        BaseBackupReply::new()
+    }
+}
+
+impl BaseBackupReply {
+    /// Waiting for the first reply to `BASE_BACKUP`.
+    pub fn new() -> BaseBackupReply {
+        BaseBackupReply {
+            phase: ReplyPhase::Head,
+            query: SimpleQuery::new(),
+        }
+    }
+
+    /// Whether the reply is complete (after [`BackupMessage::End`] or an error).
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, ReplyPhase::Done)
+    }
+
+    /// Takes one backend message.
+    pub fn handle(&mut self, msg: Backend) -> Result<Option<BackupMessage>, ProtoError> {
+        let unexpected =
+            |what: &str| ProtoError::Protocol(format!("BASE_BACKUP: unexpected {what}"));
+        match self.phase {
+            ReplyPhase::Done => Err(unexpected("message after the end")),
+            ReplyPhase::Head => match msg {
+                Backend::Message(Message::CopyOutResponse(_)) => {
+                    if let Some(e) = self.query.error.take() {
+                        self.phase = ReplyPhase::Done;
+                        return Err(ProtoError::Server(e));
+                    }
+                    let results = std::mem::take(&mut self.query.results);
+                    self.phase = ReplyPhase::Copy;
+                    BackupStart::from_results(&results).map(|s| Some(BackupMessage::Start(s)))
+                }
+                msg => self.tail(msg, "the reply ended before the backup data"),
+            },
+            ReplyPhase::Copy => match msg {
+                Backend::Message(Message::CopyData(body)) => {
+                    BackupCopyData::parse(body.into_bytes()).map(|c| Some(BackupMessage::Copy(c)))
+                }
+                Backend::Message(Message::CopyDone) => {
+                    self.phase = ReplyPhase::Tail;
+                    Ok(Some(BackupMessage::CopyDone))
+                }
+                Backend::Message(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => {
+                    Ok(None)
+                }
+                Backend::Message(Message::ErrorResponse(body)) => {
+                    // The stream is over; the error is reported at ReadyForQuery.
+                    let e = ServerError::parse(body.fields())?;
+                    self.query.error.get_or_insert(e);
+                    self.phase = ReplyPhase::Tail;
+                    Ok(None)
+                }
+                _ => Err(unexpected("message inside the CopyOut stream")),
+            },
+            ReplyPhase::Tail => self.tail(msg, "the reply ended without an end position"),
+        }
+    }
+
+    /// Result sets until ReadyForQuery; then the end position (or the server's error).
+    fn tail(&mut self, msg: Backend, early: &str) -> Result<Option<BackupMessage>, ProtoError> {
+        let Some(results) = self.query.handle(msg).inspect_err(|_| {
+            self.phase = ReplyPhase::Done;
+        })?
+        else {
+            return Ok(None);
+        };
+        let head = matches!(self.phase, ReplyPhase::Head);
+        self.phase = ReplyPhase::Done;
+        if head {
+            return Err(ProtoError::Protocol(format!("BASE_BACKUP: {early}")));
+        }
+        BackupEnd::from_results(&results).map(|e| Some(BackupMessage::End(e)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1048,5 +1427,299 @@ mod tests {
             e.to_string(),
             "permission denied to start WAL sender (Only roles with the REPLICATION attribute may start a WAL sender process.) (hint: try)"
         );
+    }
+
+    fn opts(label: &str, fast: bool, manifest: bool, major: u32) -> BaseBackupOptions {
+        BaseBackupOptions {
+            label: label.into(),
+            fast_checkpoint: fast,
+            manifest,
+            server_major: major,
+        }
+    }
+
+    #[test]
+    fn base_backup_command_per_server_version() {
+        assert_eq!(
+            base_backup_command(&opts("tidemark 2026-11-21", true, true, 15)).unwrap(),
+            "BASE_BACKUP ( LABEL 'tidemark 2026-11-21', PROGRESS, CHECKPOINT 'fast', WAIT false, \
+             MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256' )"
+        );
+        assert_eq!(
+            base_backup_command(&opts("it's \\ x", false, false, 17)).unwrap(),
+            "BASE_BACKUP ( LABEL 'it''s \\ x', PROGRESS, CHECKPOINT 'spread', WAIT false )"
+        );
+        assert_eq!(
+            base_backup_command(&opts("l", true, true, 14)).unwrap(),
+            "BASE_BACKUP LABEL 'l' PROGRESS FAST NOWAIT MANIFEST 'yes' MANIFEST_CHECKSUMS 'SHA256'"
+        );
+        assert_eq!(
+            base_backup_command(&opts("'", false, false, 13)).unwrap(),
+            "BASE_BACKUP LABEL '''' PROGRESS NOWAIT"
+        );
+        assert!(base_backup_command(&opts("l", true, true, 12)).is_err());
+        assert!(base_backup_command(&opts("a\0b", true, true, 15)).is_err());
+        assert_eq!(server_major("15.8"), Some(15));
+        assert_eq!(server_major("16beta1"), Some(16));
+        assert_eq!(server_major("15.8 (Ubuntu 15.8-1.pgdg22.04+1)"), Some(15));
+        assert_eq!(server_major("9.6.24"), Some(9));
+        assert_eq!(server_major("x"), None);
+    }
+
+    fn copy_data(payload: &[u8]) -> Vec<u8> {
+        msg(b'd', payload)
+    }
+
+    fn new_archive(name: &str, location: &str) -> Vec<u8> {
+        copy_data(&[&b"n"[..], &cstr(name), &cstr(location)].concat())
+    }
+
+    fn progress(done: i64) -> Vec<u8> {
+        copy_data(&[&b"p"[..], &done.to_be_bytes()].concat())
+    }
+
+    #[test]
+    fn backup_copy_data_messages_decode() {
+        let parse = |b: &[u8]| BackupCopyData::parse(Bytes::copy_from_slice(b));
+        assert_eq!(
+            parse(b"nbase.tar\0\0").unwrap(),
+            BackupCopyData::NewArchive {
+                name: "base.tar".into(),
+                tablespace_location: None
+            }
+        );
+        assert_eq!(
+            parse(b"n16384.tar\0/srv/ts\0").unwrap(),
+            BackupCopyData::NewArchive {
+                name: "16384.tar".into(),
+                tablespace_location: Some("/srv/ts".into())
+            }
+        );
+        assert_eq!(
+            parse(b"dxyz").unwrap(),
+            BackupCopyData::Data(Bytes::from_static(b"xyz"))
+        );
+        assert_eq!(
+            parse(&[&b"p"[..], &1234i64.to_be_bytes()].concat()).unwrap(),
+            BackupCopyData::Progress(1234)
+        );
+        assert_eq!(parse(b"m").unwrap(), BackupCopyData::ManifestStart);
+        let negative = [&b"p"[..], &(-1i64).to_be_bytes()].concat();
+        for bad in [
+            &b""[..],
+            b"p\0\0",
+            &negative,
+            b"mx",
+            b"nbase.tar\0",
+            b"n\0\0",
+            b"nbase.tar\0\0x",
+            b"nbase.tar\0loc\0\0",
+            b"n\xff\0\0",
+            b"z",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ProtoError::Protocol(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    fn recptr_result(lsn: &str, tli: &str) -> Vec<u8> {
+        [
+            row_description(&["recptr", "tli"]),
+            data_row(&[Some(lsn.as_bytes()), Some(tli.as_bytes())]),
+            command_complete("SELECT"),
+        ]
+        .concat()
+    }
+
+    fn copy_out_response() -> Vec<u8> {
+        msg(b'H', &[0, 0, 0])
+    }
+
+    /// The head of a reply: start position, an empty tablespace list, CopyOutResponse.
+    fn head(lsn: &str) -> Vec<u8> {
+        [
+            recptr_result(lsn, "1"),
+            row_description(&["spcoid", "spclocation", "size"]),
+            command_complete("SELECT"),
+            copy_out_response(),
+        ]
+        .concat()
+    }
+
+    /// A whole PostgreSQL 15 reply, as basebackup_copy.c and walsender.c send it.
+    fn backup_reply() -> Vec<u8> {
+        [
+            recptr_result("0/2000028", "1"),
+            row_description(&["spcoid", "spclocation", "size"]),
+            data_row(&[None, None, Some(b"22837")]),
+            data_row(&[Some(b"16384"), Some(b"/srv/ts"), Some(b"8")]),
+            command_complete("SELECT"),
+            copy_out_response(),
+            new_archive("base.tar", ""),
+            copy_data(b"dtar bytes"),
+            progress(10),
+            msg(b'N', b"\0"),
+            new_archive("16384.tar", "/srv/ts"),
+            copy_data(b"dmore"),
+            copy_data(b"m"),
+            copy_data(b"d{\"PostgreSQL-Backup-Manifest-Version\": 1}"),
+            msg(b'c', b""),
+            recptr_result("0/2000100", "1"),
+            command_complete("BASE_BACKUP"),
+            ready(),
+        ]
+        .concat()
+    }
+
+    /// Feeds `bytes` one byte at a time; the messages the reply produced.
+    fn run_backup_reply(bytes: &[u8]) -> Result<Vec<BackupMessage>, ProtoError> {
+        let mut r = BaseBackupReply::new();
+        let mut out = Vec::new();
+        let mut buf = BytesMut::new();
+        for b in bytes {
+            buf.extend_from_slice(&[*b]);
+            while let Some(m) = decode(&mut buf)? {
+                if let Some(ev) = r.handle(m)? {
+                    out.push(ev);
+                }
+            }
+        }
+        assert!(r.is_done());
+        Ok(out)
+    }
+
+    #[test]
+    fn base_backup_reply_in_order() {
+        let got = run_backup_reply(&backup_reply()).unwrap();
+        let data =
+            |b: &'static [u8]| BackupMessage::Copy(BackupCopyData::Data(Bytes::from_static(b)));
+        assert_eq!(
+            got,
+            vec![
+                BackupMessage::Start(BackupStart {
+                    start_lsn: Lsn(0x2000028),
+                    timeline: TimelineId(1),
+                    tablespaces: vec![
+                        BackupTablespace {
+                            oid: None,
+                            location: None,
+                            size_kb: Some(22837)
+                        },
+                        BackupTablespace {
+                            oid: Some(16384),
+                            location: Some("/srv/ts".into()),
+                            size_kb: Some(8)
+                        },
+                    ],
+                }),
+                BackupMessage::Copy(BackupCopyData::NewArchive {
+                    name: "base.tar".into(),
+                    tablespace_location: None
+                }),
+                data(b"tar bytes"),
+                BackupMessage::Copy(BackupCopyData::Progress(10)),
+                BackupMessage::Copy(BackupCopyData::NewArchive {
+                    name: "16384.tar".into(),
+                    tablespace_location: Some("/srv/ts".into())
+                }),
+                data(b"more"),
+                BackupMessage::Copy(BackupCopyData::ManifestStart),
+                data(b"{\"PostgreSQL-Backup-Manifest-Version\": 1}"),
+                BackupMessage::CopyDone,
+                BackupMessage::End(BackupEnd {
+                    end_lsn: Lsn(0x2000100),
+                    timeline: TimelineId(1)
+                }),
+            ]
+        );
+    }
+
+    #[test]
+    fn base_backup_reply_errors() {
+        // Refused before any data (a backup already running, bad options, …).
+        let refused = [
+            error_response("55000", "a backup is already in progress"),
+            ready(),
+        ]
+        .concat();
+        let e = run_backup_reply(&refused).unwrap_err();
+        assert!(
+            matches!(&e, ProtoError::Server(s) if s.code == "55000"),
+            "{e:?}"
+        );
+        // An error inside the stream ends it; the error comes at ReadyForQuery.
+        let mut r = BaseBackupReply::new();
+        let msgs = decode_all(
+            &[
+                head("0/2000028"),
+                new_archive("base.tar", ""),
+                error_response("58P01", "could not open file"),
+                ready(),
+            ]
+            .concat(),
+        );
+        let mut last = Ok(None);
+        for m in msgs {
+            last = r.handle(m);
+            if last.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(&last, Err(ProtoError::Server(s)) if s.code == "58P01"),
+            "{last:?}"
+        );
+        assert!(r.is_done());
+        for bad in [
+            // No copy stream at all.
+            [recptr_result("0/1", "1"), ready()].concat(),
+            // Only one result set before the stream.
+            [recptr_result("0/1", "1"), copy_out_response()].concat(),
+            // No end position.
+            [
+                head("0/1"),
+                msg(b'c', b""),
+                command_complete("BASE_BACKUP"),
+                ready(),
+            ]
+            .concat(),
+            // Something other than CopyData inside the stream.
+            [head("0/1"), data_row(&[])].concat(),
+            // Bad tablespace rows, positions and columns.
+            [
+                recptr_result("0/1", "1"),
+                row_description(&["spcoid", "spclocation", "size"]),
+                data_row(&[Some(b"x"), None, None]),
+                command_complete("SELECT"),
+                copy_out_response(),
+            ]
+            .concat(),
+            head("nope"),
+            [
+                recptr_result("0/1", "1"),
+                row_description(&["a"]),
+                command_complete("SELECT"),
+                copy_out_response(),
+            ]
+            .concat(),
+        ] {
+            let mut r = BaseBackupReply::new();
+            let mut last = Ok(None);
+            for m in decode_all(&bad) {
+                last = r.handle(m);
+                if last.is_err() {
+                    break;
+                }
+            }
+            assert!(matches!(last, Err(ProtoError::Protocol(_))), "{last:?}");
+        }
+        // Nothing is accepted after the end.
+        let mut r = BaseBackupReply::new();
+        for m in decode_all(&backup_reply()) {
+            r.handle(m).unwrap();
+        }
+        assert!(r.handle(decode_all(&ready()).pop().unwrap()).is_err());
     }
 }
