@@ -65,10 +65,14 @@ pub fn tidemark_bin() -> &'static Path {
         std::fs::create_dir_all(&dir).expect("binary copy folder");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .expect("chmod binary copy folder");
-        // Another test process may copy at the same time: copy aside, then rename.
+        // Another test process may do this at the same time: place aside, then rename.
+        // A hard link costs no space (a debug build is ~100+ MB); across file systems, copy.
         let part = dir.join(format!(".tidemark-{}", std::process::id()));
-        std::fs::copy(&built, &part)
-            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), part.display()));
+        let _ = std::fs::remove_file(&part);
+        if std::fs::hard_link(&built, &part).is_err() {
+            std::fs::copy(&built, &part)
+                .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), part.display()));
+        }
         std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o755))
             .expect("chmod binary copy");
         std::fs::rename(&part, &bin).expect("publish binary copy");
@@ -76,7 +80,8 @@ pub fn tidemark_bin() -> &'static Path {
     })
 }
 
-/// Removes copies of older builds, a day after they were made.
+/// Removes copies of older builds an hour after they were made (a test run of an older
+/// build may still be using its copy until then).
 fn remove_stale_copies(tmp: &Path, keep: &Path) {
     let Ok(entries) = std::fs::read_dir(tmp) else {
         return;
@@ -89,7 +94,7 @@ fn remove_stale_copies(tmp: &Path, keep: &Path) {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() > 86_400);
+            .is_some_and(|age| age.as_secs() > 3_600);
         if name.starts_with("tidemark-test-bin-") && path != keep && old {
             let _ = std::fs::remove_dir_all(&path);
         }
