@@ -238,9 +238,14 @@ pub fn parse_wal_key(key: &Key) -> Option<(WalFileName, Digest)> {
     Some((WalFileName::from_str(name).ok()?, digest.parse().ok()?))
 }
 
+/// The prefix of a stanza's quarantine records.
+pub fn quarantine_prefix(stanza: &Stanza) -> String {
+    format!("stanzas/{stanza}/quarantine/")
+}
+
 /// Where refused content for `name` is recorded.
 pub fn quarantine_key(stanza: &Stanza, name: &WalFileName, digest: &Digest) -> Key {
-    Key::new(format!("stanzas/{stanza}/quarantine/{name}.{digest}")).expect("valid")
+    Key::new(format!("{}{name}.{digest}", quarantine_prefix(stanza))).expect("valid")
 }
 
 #[cfg(test)]

@@ -232,7 +232,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
         .await?;
     let quarantined = if format.is_some() {
         repo.backend()
-            .list(&format!("stanzas/{stanza}/quarantine/"))
+            .list(&catalog::quarantine_prefix(stanza))
             .await?
             .len()
     } else {
@@ -241,7 +241,6 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     let segment_size = cluster
         .as_ref()
         .and_then(|c| SegmentSize::new(c.wal_segment_size).ok());
-    let _ = catalog::wal_prefix(stanza);
     Ok(InfoReport {
         repo: settings.repo.to_string(),
         stanza: stanza.to_string(),
