@@ -73,6 +73,20 @@ impl FromStr for Digest {
     }
 }
 
+// Digests travel as their hex form in records and manifests.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Digest, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// An incremental SHA-256, for content read in pieces.
 #[derive(Clone, Default)]
 pub struct Hasher(Sha256);

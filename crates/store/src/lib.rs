@@ -6,6 +6,7 @@
 //! - [`codec`]: blobs named by the SHA-256 of their raw content, stored as a small
 //!   versioned header plus lz4 frames; every read re-hashes.
 //! - [`repo`]: the content-addressed repository over a backend (blobs, records).
+//! - [`backup`]: base backups: the backup record, its file list, fixed-size chunks.
 //! - [`catalog`]: the records: repository format, cluster identity, WAL index, quarantine.
 //! - [`url`]: repository URLs (`file:///…`, `s3://bucket/prefix`).
 //! - [`pg`]: PostgreSQL's vocabulary (LSN, timeline, WAL names, page headers); no IO.
@@ -18,6 +19,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod backend;
+pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod key;

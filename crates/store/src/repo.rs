@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{Backend, ObjectMeta, PutMode};
+use crate::backup::{self, BackupRecord, FileList};
 use crate::catalog::{self, ClusterRecord, RepositoryRecord, Stanza, WalRecord, REPOSITORY_FORMAT};
 use crate::codec::{self, BlobDecoder, Compression, Digest, Hasher, FRAME_RAW_MAX};
 use crate::pg::WalFileName;
@@ -478,6 +479,55 @@ impl Repo {
     ) -> Result<bool> {
         self.put_record(&catalog::wal_key(stanza, name, digest), record)
             .await
+    }
+}
+
+/// Base backups.
+impl Repo {
+    /// Writes a backup's record, last, after every blob it names is durable. The id is
+    /// its start time; a record already under it is an error and is left untouched.
+    pub async fn put_backup(&self, stanza: &Stanza, record: &BackupRecord) -> Result<()> {
+        let key = backup::backup_key(stanza, &record.id).ok_or_else(|| Error::Catalog {
+            what: format!("backup {:?}", record.id),
+            detail: "not a valid backup id".into(),
+        })?;
+        if self.put_record(&key, record).await? {
+            Ok(())
+        } else {
+            Err(Error::AlreadyExists { key })
+        }
+    }
+
+    /// A stanza's backups, oldest first.
+    pub async fn backups(&self, stanza: &Stanza) -> Result<Vec<BackupRecord>> {
+        let listed = self.backend.list(&backup::backups_prefix(stanza)).await?;
+        use futures::{StreamExt, TryStreamExt};
+        let mut records: Vec<BackupRecord> = futures::stream::iter(&listed)
+            .map(|m| self.get_record::<BackupRecord>(&m.key))
+            .buffered(16)
+            .try_collect()
+            .await?;
+        records.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+        Ok(records)
+    }
+
+    /// One backup by id; `Ok(None)` when the stanza has no backup of that id.
+    pub async fn backup(&self, stanza: &Stanza, id: &str) -> Result<Option<BackupRecord>> {
+        let Some(key) = backup::backup_key(stanza, id) else {
+            return Ok(None);
+        };
+        match self.get_record(&key).await {
+            Ok(record) => Ok(Some(record)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A backup's file list, verified.
+    pub async fn backup_files(&self, record: &BackupRecord) -> Result<FileList> {
+        let mut bytes = Vec::new();
+        self.read_blob(&record.file_list, &mut bytes).await?;
+        FileList::from_bytes(&record.file_list, &bytes)
     }
 }
 

@@ -1,0 +1,269 @@
+//! Base backups in the repository: the backup record, its file list, and their keys.
+//!
+//! A backup is two things:
+//!
+//! - its **record**, `stanzas/<stanza>/backups/<id>` (a checked record, see
+//!   [`crate::catalog`]): where it starts and stops in WAL, when, what PostgreSQL, the
+//!   tablespaces, the databases and their extensions, sizes, and the digests of two blobs:
+//! - its **file list** (a blob holding [`FileList`] as JSON): every directory, symlink and
+//!   file of the data directory and of each tablespace, with mode, size and the digests
+//!   of the file's chunks; and PostgreSQL's own `backup_manifest` (a blob, byte for byte).
+//!
+//! Files are cut into chunks of [`CHUNK_SIZE`] bytes at fixed offsets (the last one
+//! shorter). PostgreSQL changes relation files in place, page by page, so fixed offsets
+//! keep every unchanged megabyte identical from one backup to the next, and identical
+//! chunks are stored once. Fixed offsets also let a restore write chunks in parallel,
+//! each at its own offset.
+//!
+//! The record is written last, with `Create`, after every blob it names is durable: a
+//! backup without its record does not exist, and an interrupted backup leaves only
+//! unreferenced blobs behind.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{self, Stanza};
+use crate::{Digest, Error, Key, Result};
+
+/// The size of the chunks files are cut into (the last chunk of a file is shorter).
+pub const CHUNK_SIZE: u64 = 1 << 20;
+
+/// The format of [`FileList`] this build writes and reads.
+pub const FILE_LIST_FORMAT: u32 = 1;
+
+/// Everything about one base backup except its file list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupRecord {
+    /// The backup's id: its start time, `YYYYMMDDTHHMMSSZ`.
+    pub id: String,
+    /// The label it was taken with.
+    pub label: String,
+    /// The cluster's system identifier.
+    pub system_id: u64,
+    /// The server's `server_version`, as it reported it.
+    pub pg_version: String,
+    /// The server's major version.
+    pub pg_major: u32,
+    /// WAL segment size of the cluster.
+    pub wal_segment_size: u64,
+    /// The timeline the backup starts on.
+    pub timeline: u32,
+    /// Where WAL replay must start (the backup checkpoint's redo point), `X/X`.
+    pub start_lsn: String,
+    /// The timeline the backup ends on.
+    pub stop_timeline: u32,
+    /// Where the backup becomes consistent, `X/X`.
+    pub stop_lsn: String,
+    /// When the backup started (before `BASE_BACKUP` was sent).
+    pub start_time: DateTime<Utc>,
+    /// When the server finished sending it.
+    pub stop_time: DateTime<Utc>,
+    /// The tablespaces other than the data directory.
+    pub tablespaces: Vec<TablespaceRecord>,
+    /// The databases, with their extensions.
+    pub databases: Vec<DatabaseRecord>,
+    /// The chunk size the files were cut with.
+    pub chunk_size: u64,
+    /// The blob holding the [`FileList`].
+    pub file_list: Digest,
+    /// The blob holding PostgreSQL's `backup_manifest`.
+    pub pg_manifest: Digest,
+    /// Number of regular files.
+    pub files: u64,
+    /// Bytes of all regular files: the database's size as backed up.
+    pub size: u64,
+    /// Number of chunks the files were cut into.
+    pub chunks: u64,
+    /// Chunks this backup stored (the others were already in the repository).
+    pub chunks_added: u64,
+    /// Bytes this backup added to the repository (stored, compressed), file list included.
+    pub stored_added: u64,
+    /// The tidemark version that took it.
+    pub tidemark_version: String,
+}
+
+/// A tablespace other than the data directory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TablespaceRecord {
+    /// Its OID (the name of its link in `pg_tblspc`).
+    pub oid: u32,
+    /// Where it was on the server.
+    pub location: String,
+}
+
+/// A database and its extensions.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DatabaseRecord {
+    /// Its name.
+    pub name: String,
+    /// Its OID.
+    pub oid: u32,
+    /// Its extensions; `None` when the database could not be read (no connection
+    /// allowed, or no privilege).
+    pub extensions: Option<Vec<ExtensionRecord>>,
+}
+
+/// An installed extension.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExtensionRecord {
+    /// `pg_extension.extname`.
+    pub name: String,
+    /// `pg_extension.extversion`.
+    pub version: String,
+}
+
+/// Every member of a backup, in the order the server sent them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileList {
+    /// [`FILE_LIST_FORMAT`].
+    pub format: u32,
+    /// The members.
+    pub entries: Vec<FileEntry>,
+}
+
+/// What kind of member an entry is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum EntryKind {
+    /// A regular file, whose content is its chunks.
+    File {
+        /// The digests of its chunks, in order.
+        chunks: Vec<Digest>,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink {
+        /// The link's target.
+        target: String,
+    },
+}
+
+/// One member of a backup.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileEntry {
+    /// The tablespace it belongs to; `None` for the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tablespace: Option<u32>,
+    /// Its path relative to the data directory or the tablespace's directory, as the
+    /// server sent it. Not trusted: a restore checks it before writing anything.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Size in bytes (0 for directories and symlinks).
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// What it is.
+    #[serde(flatten)]
+    pub kind: EntryKind,
+}
+
+impl FileList {
+    /// Encodes the list for its blob.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a file list serializes")
+    }
+
+    /// Decodes a list read from the blob `digest`.
+    pub fn from_bytes(digest: &Digest, bytes: &[u8]) -> Result<FileList> {
+        let key = catalog::blob_key(digest);
+        let list: FileList = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            key: key.clone(),
+            detail: format!("not a backup file list: {e}"),
+        })?;
+        if list.format != FILE_LIST_FORMAT {
+            return Err(Error::Corrupt {
+                key,
+                detail: format!(
+                    "file list format {} is not one this build reads ({FILE_LIST_FORMAT})",
+                    list.format
+                ),
+            });
+        }
+        Ok(list)
+    }
+}
+
+/// The id of a backup that started at `start`.
+pub fn backup_id(start: DateTime<Utc>) -> String {
+    start.format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// The prefix of a stanza's backup records.
+pub fn backups_prefix(stanza: &Stanza) -> String {
+    format!("stanzas/{stanza}/backups/")
+}
+
+/// A backup record's key; `None` for an id that is not a valid key segment.
+pub fn backup_key(stanza: &Stanza, id: &str) -> Option<Key> {
+    if id.is_empty() || id.contains('/') {
+        return None;
+    }
+    Key::new(format!("{}{id}", backups_prefix(stanza))).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_lists_round_trip() {
+        let list = FileList {
+            format: FILE_LIST_FORMAT,
+            entries: vec![
+                FileEntry {
+                    tablespace: None,
+                    path: "base".into(),
+                    mode: 0o700,
+                    size: 0,
+                    mtime: 1,
+                    kind: EntryKind::Dir,
+                },
+                FileEntry {
+                    tablespace: Some(16384),
+                    path: "PG_15_202209061/5/16385".into(),
+                    mode: 0o600,
+                    size: 3,
+                    mtime: 2,
+                    kind: EntryKind::File {
+                        chunks: vec![Digest::of(b"abc")],
+                    },
+                },
+                FileEntry {
+                    tablespace: None,
+                    path: "pg_tblspc/16384".into(),
+                    mode: 0o777,
+                    size: 0,
+                    mtime: 3,
+                    kind: EntryKind::Symlink {
+                        target: "/srv/ts".into(),
+                    },
+                },
+            ],
+        };
+        let bytes = list.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(&Digest::of(b"abc").to_hex()), "{text}");
+        let digest = Digest::of(&bytes);
+        assert_eq!(FileList::from_bytes(&digest, &bytes).unwrap(), list);
+        assert!(FileList::from_bytes(&digest, b"{\"format\":2,\"entries\":[]}").is_err());
+        assert!(FileList::from_bytes(&digest, b"nope").is_err());
+    }
+
+    #[test]
+    fn ids_are_keys() {
+        let stanza = Stanza::new("main").unwrap();
+        let start = DateTime::parse_from_rfc3339("2026-11-21T10:32:07Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let id = backup_id(start);
+        assert_eq!(id, "20261121T103207Z");
+        assert_eq!(
+            backup_key(&stanza, &id).unwrap().as_str(),
+            "stanzas/main/backups/20261121T103207Z"
+        );
+        assert!(backup_key(&stanza, "../x").is_none());
+        assert!(backup_key(&stanza, "").is_none());
+    }
+}
