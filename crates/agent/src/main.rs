@@ -42,6 +42,8 @@ fn main() -> ExitCode {
         Command::ArchiveGet { .. } => "archive-get",
         Command::Init { .. } => "init",
         Command::Info { .. } => "info",
+        Command::Backup(_) => "backup",
+        Command::Restore(_) => "restore",
     };
     let fail_code = |f: &Failure| {
         if is_archive_get {
@@ -114,6 +116,8 @@ fn main() -> ExitCode {
                 }
                 Ok(exit::OK)
             }
+            Command::Backup(args) => cmd::backup::run(&settings, args).await,
+            Command::Restore(args) => cmd::restore::run(&settings, args).await,
             Command::Info { json } => {
                 let r = cmd::info::gather(&settings).await?;
                 if *json {

@@ -45,12 +45,52 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Take a base backup over the replication protocol into the repository.
+    ///
+    /// Needs a role with REPLICATION, a `replication` line in pg_hba.conf, and WAL
+    /// archiving into the same repository (archive_command = 'tidemark archive-push %p').
+    Backup(BackupArgs),
+    /// Restore a backup into an empty data directory, set up to replay WAL from the
+    /// repository to its end.
+    Restore(RestoreArgs),
     /// Show what the repository holds for the stanza: cluster, WAL ranges and gaps, sizes.
     Info {
         /// Print JSON (for scripts and monitoring).
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `tidemark backup`'s arguments.
+#[derive(Debug, Args, Clone)]
+pub struct BackupArgs {
+    /// A label for the backup (shown by `info`, written into backup_label).
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+    /// fast: start with an immediate checkpoint; spread: wait for a spread one (gentler
+    /// on the server, slower to start).
+    #[arg(long, value_name = "MODE", default_value = "fast", value_parser = ["fast", "spread"])]
+    pub checkpoint: String,
+    /// Seconds to wait for the backup's WAL to reach the repository before failing.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub wal_timeout: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tidemark restore`'s arguments (the data directory is the `--pgdata` setting).
+#[derive(Debug, Args, Clone)]
+pub struct RestoreArgs {
+    /// The backup to restore (an id `info` lists) [default: the newest].
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// Put tablespace OID in DIR instead of its original location (repeatable).
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Settings, as flags or `TIDEMARK_*` environment variables.

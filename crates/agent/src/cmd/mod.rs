@@ -10,8 +10,10 @@ use crate::exit::Failure;
 
 pub mod archive_get;
 pub mod archive_push;
+pub mod backup;
 pub mod info;
 pub mod init;
+pub mod restore;
 
 /// Opens the configured repository (changes nothing, contacts nothing yet).
 pub async fn open_repo(settings: &Settings) -> Result<Repo, Failure> {
