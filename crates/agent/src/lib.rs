@@ -1,16 +1,20 @@
 //! The agent: everything behind the `tidemark` binary, as a library so that integration
 //! tests can drive its parts (the replication client, above all) against real servers.
 //!
+//! - [`backup`]: taking a base backup (stream, chunk, deduplicate, store, wait for WAL);
 //! - [`cli`]: arguments, settings (file, flags, `TIDEMARK_*`), PostgreSQL connection settings;
 //! - [`cmd`]: one module per subcommand, returning values or [`exit::Failure`]s;
 //! - [`exit`]: exit codes;
+//! - [`progress`]: progress lines for long work;
 //! - [`replication`]: tidemark's own replication-protocol client (`proto` has no IO);
 //! - [`tls`]: rustls for PostgreSQL connections, with libpq's `sslmode` rules.
 //!
 //! `main.rs` is the only place that prints errors or exits.
 
+pub mod backup;
 pub mod cli;
 pub mod cmd;
 pub mod exit;
+pub mod progress;
 pub mod replication;
 pub mod tls;

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
+use tidemark_store::backup::BackupRecord;
 use tidemark_store::catalog::{self, ClusterRecord, WalRecord};
 use tidemark_store::pg::{SegmentSize, WalFileName, WalSegmentName};
 use tidemark_store::{Digest, Repo};
@@ -33,6 +34,72 @@ pub struct InfoReport {
     pub wal: WalSummary,
     /// Refused contents kept for forensics.
     pub quarantined: usize,
+    /// Base backups, oldest first.
+    pub backups: Vec<BackupInfo>,
+}
+
+/// One base backup as `info` lists it.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct BackupInfo {
+    /// Its id (what `restore --backup` takes).
+    pub id: String,
+    /// Its label.
+    pub label: String,
+    /// When it started.
+    pub start_time: DateTime<Utc>,
+    /// When the server finished sending it.
+    pub stop_time: DateTime<Utc>,
+    /// Where WAL replay starts.
+    pub start_lsn: String,
+    /// Where it becomes consistent.
+    pub stop_lsn: String,
+    /// Its timeline.
+    pub timeline: u32,
+    /// Bytes of the database.
+    pub size: u64,
+    /// Bytes it added to the repository.
+    pub stored_added: u64,
+    /// `stored_added / size`: what it cost, as a share of what it holds.
+    pub added_ratio: f64,
+    /// Why this backup deserves a look (e.g. much smaller than the one before).
+    pub warnings: Vec<String>,
+}
+
+/// Lists backups, warning about one whose database size is under a tenth of the previous
+/// backup's: a silently broken backup is usually a small one (pure).
+pub fn summarize_backups(records: &[BackupRecord]) -> Vec<BackupInfo> {
+    let mut out: Vec<BackupInfo> = Vec::with_capacity(records.len());
+    for (i, b) in records.iter().enumerate() {
+        let mut warnings = Vec::new();
+        if let Some(prev) = i.checked_sub(1).map(|p| &records[p]) {
+            if b.size.saturating_mul(10) < prev.size {
+                warnings.push(format!(
+                    "its database size ({}) is under 10% of the previous backup's ({}, {}): check that the right cluster was backed up",
+                    bytes(b.size),
+                    bytes(prev.size),
+                    prev.id
+                ));
+            }
+        }
+        out.push(BackupInfo {
+            id: b.id.clone(),
+            label: b.label.clone(),
+            start_time: b.start_time,
+            stop_time: b.stop_time,
+            start_lsn: b.start_lsn.clone(),
+            stop_lsn: b.stop_lsn.clone(),
+            timeline: b.timeline,
+            size: b.size,
+            stored_added: b.stored_added,
+            added_ratio: if b.size > 0 {
+                b.stored_added as f64 / b.size as f64
+            } else {
+                0.0
+            },
+            warnings,
+        });
+    }
+    out
 }
 
 /// The cluster identity.
@@ -241,6 +308,11 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     let segment_size = cluster
         .as_ref()
         .and_then(|c| SegmentSize::new(c.wal_segment_size).ok());
+    let backups = if format.is_some() {
+        summarize_backups(&repo.backups(stanza).await?)
+    } else {
+        Vec::new()
+    };
     Ok(InfoReport {
         repo: settings.repo.to_string(),
         stanza: stanza.to_string(),
@@ -252,6 +324,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
         }),
         wal: summarize(&entries, segment_size),
         quarantined,
+        backups,
     })
 }
 
@@ -335,6 +408,29 @@ pub fn render_text(r: &InfoReport) -> String {
             "  {} refused file(s) kept in quarantine",
             r.quarantined
         ));
+    }
+    if r.backups.is_empty() {
+        line("backups     none".into());
+    } else {
+        line(format!("backups     {}", r.backups.len()));
+    }
+    for b in &r.backups {
+        line(format!(
+            "  {}  {:?}  {} .. {}  timeline {}  WAL {} .. {}  {} in the database, {} added ({:.1}%)",
+            b.id,
+            b.label,
+            b.start_time.format("%Y-%m-%d %H:%M:%S"),
+            b.stop_time.format("%H:%M:%S UTC"),
+            b.timeline,
+            b.start_lsn,
+            b.stop_lsn,
+            bytes(b.size),
+            bytes(b.stored_added),
+            b.added_ratio * 100.0
+        ));
+        for w in &b.warnings {
+            line(format!("    WARNING: {w}"));
+        }
     }
     out
 }
@@ -422,5 +518,71 @@ mod tests {
     fn an_empty_archive_summarises_to_nothing() {
         let s = summarize(&[], Some(SegmentSize::DEFAULT));
         assert_eq!(s, WalSummary::default());
+    }
+
+    fn backup(id: &str, size: u64, stored_added: u64) -> BackupRecord {
+        let t = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        BackupRecord {
+            id: id.into(),
+            label: format!("label {id}"),
+            system_id: 7,
+            pg_version: "15.8".into(),
+            pg_major: 15,
+            wal_segment_size: 16 << 20,
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            stop_timeline: 1,
+            stop_lsn: "0/2000100".into(),
+            start_time: t,
+            stop_time: t,
+            tablespaces: vec![],
+            databases: vec![],
+            chunk_size: 1 << 20,
+            file_list: Digest::of(id.as_bytes()),
+            pg_manifest: Digest::of(b"m"),
+            files: 1,
+            size,
+            chunks: 1,
+            chunks_added: 1,
+            stored_added,
+            tidemark_version: "0".into(),
+        }
+    }
+
+    #[test]
+    fn a_backup_much_smaller_than_the_one_before_is_flagged() {
+        let list = summarize_backups(&[
+            backup("a", 1000, 400),
+            backup("b", 900, 9),
+            backup("c", 89, 89),
+            backup("d", 90, 0),
+        ]);
+        let warned: Vec<&str> = list
+            .iter()
+            .filter(|b| !b.warnings.is_empty())
+            .map(|b| b.id.as_str())
+            .collect();
+        // 89 < 900 / 10; 900 is not under 1000 / 10; 90 is not under 89 / 10.
+        assert_eq!(warned, vec!["c"]);
+        assert!(
+            list[2].warnings[0].contains("under 10%"),
+            "{:?}",
+            list[2].warnings
+        );
+        assert_eq!(list[0].added_ratio, 0.4);
+        assert_eq!(list[1].added_ratio, 0.01);
+        let text = render_text(&InfoReport {
+            repo: "file:///r".into(),
+            stanza: "main".into(),
+            format: Some(1),
+            cluster: None,
+            wal: WalSummary::default(),
+            quarantined: 0,
+            backups: list,
+        });
+        assert!(text.contains("backups     4"), "{text}");
+        assert!(text.contains("WARNING: its database size"), "{text}");
     }
 }

@@ -182,7 +182,7 @@ async fn identify(target: &PgTarget) -> Result<IdentifySystem, ReplError> {
 }
 
 /// Reads `current_setting('wal_segment_size')`, which PostgreSQL prints with a unit.
-fn parse_size(s: &str) -> Option<u64> {
+pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().ok()?;

@@ -1,0 +1,313 @@
+//! The chunk pipeline: file bytes in, deduplicated blobs out, in bounded memory.
+//!
+//! The backup's reader hands each file's bytes to a [`Chunker`], which cuts them at fixed
+//! offsets ([`CHUNK_SIZE`]) and gives every complete chunk to the [`Uploader`]. The
+//! uploader runs each chunk as its own task: hash and (unless the repository is known to
+//! hold it) compress on the blocking pool, which uses every core, then a `Create` write.
+//! At most `max_in_flight` chunks are alive at once: when that many are in flight, the
+//! reader waits, the replication stream stops being read, and the server waits in turn.
+//! So memory is bounded by `max_in_flight` × (chunk + its compressed copy), whatever the
+//! database's size, and nothing is staged on local disk.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tidemark_store::backup::CHUNK_SIZE;
+use tidemark_store::codec;
+use tidemark_store::repo::EncodedBlob;
+use tidemark_store::{Compression, Digest, Repo};
+use tokio::task::JoinHandle;
+
+/// Where a chunk belongs: the index of its file in the backup's list, and its position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPlace {
+    /// The file's index in the entry list.
+    pub entry: usize,
+    /// The chunk's index in the file.
+    pub index: usize,
+}
+
+/// What storing one chunk did.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkDone {
+    /// Where it belongs.
+    pub place: ChunkPlace,
+    /// Its digest.
+    pub digest: Digest,
+    /// Raw bytes.
+    pub raw_len: u64,
+    /// Bytes written to the repository (0 when it was already there).
+    pub stored_added: u64,
+}
+
+/// Running totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadStats {
+    /// Chunks handled.
+    pub chunks: u64,
+    /// Chunks written (the rest were in the repository already).
+    pub chunks_added: u64,
+    /// Raw bytes handled.
+    pub raw_bytes: u64,
+    /// Stored bytes written.
+    pub stored_added: u64,
+}
+
+/// Stores chunks with bounded parallelism; see the module doc.
+#[derive(Debug)]
+pub struct Uploader {
+    repo: Repo,
+    compression: Compression,
+    /// Digests the repository is known to hold: the previous backup's chunks, and every
+    /// chunk stored (or found) during this one. Known chunks are neither compressed nor
+    /// written.
+    known: Arc<Mutex<HashSet<Digest>>>,
+    in_flight: FuturesUnordered<JoinHandle<tidemark_store::Result<ChunkDone>>>,
+    max_in_flight: usize,
+    stats: UploadStats,
+}
+
+impl Uploader {
+    /// An uploader into `repo`; `known` are digests already in the repository.
+    pub fn new(repo: Repo, known: HashSet<Digest>, max_in_flight: usize) -> Uploader {
+        Uploader {
+            compression: repo.compression(),
+            repo,
+            known: Arc::new(Mutex::new(known)),
+            in_flight: FuturesUnordered::new(),
+            max_in_flight: max_in_flight.max(1),
+            stats: UploadStats::default(),
+        }
+    }
+
+    /// Starts storing `data` for `place`. First waits for a chunk in flight to finish
+    /// when the limit is reached; what finished is returned for the caller to record.
+    pub async fn submit(
+        &mut self,
+        place: ChunkPlace,
+        data: Bytes,
+    ) -> tidemark_store::Result<Vec<ChunkDone>> {
+        let mut done = Vec::new();
+        while self.in_flight.len() >= self.max_in_flight {
+            done.push(self.next_done().await?.expect("a chunk is in flight"));
+        }
+        let repo = self.repo.clone();
+        let known = Arc::clone(&self.known);
+        let compression = self.compression;
+        // A task of its own, so that it progresses while the reader awaits the network.
+        self.in_flight.push(tokio::spawn(async move {
+            store_chunk(repo, known, compression, place, data).await
+        }));
+        Ok(done)
+    }
+
+    /// Waits for every chunk in flight; returns what finished.
+    pub async fn drain(&mut self) -> tidemark_store::Result<Vec<ChunkDone>> {
+        let mut done = Vec::new();
+        while let Some(d) = self.next_done().await? {
+            done.push(d);
+        }
+        Ok(done)
+    }
+
+    /// The totals so far (of finished chunks).
+    pub fn stats(&self) -> UploadStats {
+        self.stats
+    }
+
+    async fn next_done(&mut self) -> tidemark_store::Result<Option<ChunkDone>> {
+        let Some(joined) = self.in_flight.next().await else {
+            return Ok(None);
+        };
+        let done = joined.expect("chunk task panicked")?;
+        self.stats.chunks += 1;
+        self.stats.raw_bytes += done.raw_len;
+        if done.stored_added > 0 {
+            self.stats.chunks_added += 1;
+            self.stats.stored_added += done.stored_added;
+        }
+        Ok(Some(done))
+    }
+}
+
+impl Drop for Uploader {
+    fn drop(&mut self) {
+        // A failed backup stops its chunks; what they wrote is unreferenced, harmless.
+        for task in self.in_flight.iter() {
+            task.abort();
+        }
+    }
+}
+
+/// Hashes `data`; unless known, compresses and writes it with `Create` (a blob that is
+/// already there counts as deduplicated: same name, same content).
+async fn store_chunk(
+    repo: Repo,
+    known: Arc<Mutex<HashSet<Digest>>>,
+    compression: Compression,
+    place: ChunkPlace,
+    data: Bytes,
+) -> tidemark_store::Result<ChunkDone> {
+    let raw_len = data.len() as u64;
+    let check = Arc::clone(&known);
+    let (digest, encoded) = tokio::task::spawn_blocking(move || {
+        let digest = Digest::of(&data);
+        if check.lock().expect("known set").contains(&digest) {
+            return (digest, None);
+        }
+        let stored = codec::encode(compression, &data);
+        (digest, Some(stored))
+    })
+    .await
+    .expect("chunk encoding panicked");
+    let stored_added = match encoded {
+        None => 0,
+        Some(stored) => {
+            let put = repo
+                .put_encoded(&EncodedBlob {
+                    digest,
+                    raw_len,
+                    stored: Bytes::from(stored),
+                })
+                .await?;
+            known.lock().expect("known set").insert(digest);
+            if put.deduplicated {
+                0
+            } else {
+                put.stored_len
+            }
+        }
+    };
+    Ok(ChunkDone {
+        place,
+        digest,
+        raw_len,
+        stored_added,
+    })
+}
+
+/// Cuts one file's bytes into chunks at fixed offsets.
+#[derive(Debug)]
+pub struct Chunker {
+    entry: usize,
+    next_index: usize,
+    buf: BytesMut,
+}
+
+impl Chunker {
+    /// A chunker for the file at `entry`.
+    pub fn new(entry: usize) -> Chunker {
+        Chunker {
+            entry,
+            next_index: 0,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Adds a piece of the file; returns the chunks it completed.
+    pub fn push(&mut self, mut piece: Bytes) -> Vec<(ChunkPlace, Bytes)> {
+        let size = CHUNK_SIZE as usize;
+        let mut out = Vec::new();
+        while !piece.is_empty() {
+            if self.buf.is_empty() && piece.len() >= size {
+                // A whole chunk inside one piece: hand it on without copying.
+                let whole = piece.split_to(size);
+                out.push((self.place(), whole));
+                continue;
+            }
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(size);
+            }
+            let take = (size - self.buf.len()).min(piece.len());
+            self.buf.extend_from_slice(&piece.split_to(take));
+            if self.buf.len() == size {
+                let chunk = self.buf.split().freeze();
+                out.push((self.place(), chunk));
+            }
+        }
+        out
+    }
+
+    /// The file's last (short) chunk, if any bytes are left.
+    pub fn finish(mut self) -> Option<(ChunkPlace, Bytes)> {
+        if self.buf.is_empty() {
+            None
+        } else {
+            let chunk = self.buf.split().freeze();
+            Some((self.place(), chunk))
+        }
+    }
+
+    /// Chunks handed out so far.
+    pub fn chunks(&self) -> usize {
+        self.next_index
+    }
+
+    fn place(&mut self) -> ChunkPlace {
+        let place = ChunkPlace {
+            entry: self.entry,
+            index: self.next_index,
+        };
+        self.next_index += 1;
+        place
+    }
+}
+
+/// How many chunks a file of `size` bytes has.
+pub fn chunk_count(size: u64) -> usize {
+    size.div_ceil(CHUNK_SIZE) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(pieces: &[usize]) -> Vec<(usize, usize)> {
+        let mut c = Chunker::new(7);
+        let mut out = Vec::new();
+        let mut byte = 0u8;
+        for &len in pieces {
+            let piece: Vec<u8> = (0..len)
+                .map(|_| {
+                    byte = byte.wrapping_add(1);
+                    byte
+                })
+                .collect();
+            out.extend(c.push(Bytes::from(piece)));
+        }
+        out.extend(c.finish());
+        // Reassembled, the chunks are the input, in order.
+        let all: Vec<u8> = out.iter().flat_map(|(_, b)| b.to_vec()).collect();
+        let total: usize = pieces.iter().sum();
+        assert_eq!(all.len(), total);
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == ((i + 1) % 256) as u8));
+        out.iter()
+            .map(|(p, b)| {
+                assert_eq!(p.entry, 7);
+                (p.index, b.len())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chunks_fall_at_fixed_offsets_whatever_the_pieces() {
+        let c = CHUNK_SIZE as usize;
+        let expect = vec![(0, c), (1, c), (2, 5)];
+        assert_eq!(cut(&[2 * c + 5]), expect);
+        assert_eq!(cut(&[1, c, c + 4]), expect);
+        let pages: Vec<usize> = [8192; 256].into_iter().chain([5]).collect();
+        assert_eq!(cut(&pages), expect);
+        assert_eq!(cut(&[c]), vec![(0, c)]);
+        assert_eq!(cut(&[]), vec![]);
+        assert_eq!(chunk_count(0), 0);
+        assert_eq!(chunk_count(1), 1);
+        assert_eq!(chunk_count(CHUNK_SIZE), 1);
+        assert_eq!(chunk_count(CHUNK_SIZE + 1), 2);
+    }
+}
