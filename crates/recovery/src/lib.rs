@@ -1,0 +1,184 @@
+//! tidemark's recovery side: turning a backup in the repository back into a data
+//! directory that PostgreSQL can start from.
+//!
+//! - [`layout`]: checks a backup's file list against its record before anything is
+//!   written (pure, no IO): relative, normal paths only, symbolic links only where
+//!   PostgreSQL puts tablespace links, chunk counts that match sizes, no duplicates.
+//! - [`restore`]: picks the backup, checks the targets, materializes the files in
+//!   parallel (every chunk verified), writes the recovery settings, makes it durable,
+//!   and removes everything it created when anything fails.
+//! - [`autoconf`]: the `postgresql.auto.conf` block and `restore_command` quoting (pure).
+//!
+//! No printing, no exiting, no argument parsing: callers get a typed [`Error`] whose
+//! [`kind`](Error::kind) says what the failure means (usage, integrity, …).
+//!
+//! ```no_run
+//! # async fn example(repo: tidemark_store::Repo) -> tidemark_recovery::Result<()> {
+//! use tidemark_recovery::restore::{restore, Progress, RestoreRequest};
+//! let stanza = tidemark_store::catalog::Stanza::new("main").unwrap();
+//! let request = RestoreRequest {
+//!     backup: None, // the newest
+//!     pgdata: "/var/lib/postgresql/15/restored".into(),
+//!     tablespace_map: Default::default(),
+//!     restore_command: "tidemark archive-get %f %p".into(),
+//! };
+//! let progress = std::sync::Arc::new(Progress::default());
+//! let report = restore(&repo, &stanza, &request, &progress).await?;
+//! println!("{} files", report.files);
+//! # Ok(()) }
+//! ```
+
+#![deny(missing_docs)]
+
+use std::io;
+use std::path::PathBuf;
+
+pub mod autoconf;
+pub mod layout;
+pub mod restore;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a failure means for the user (and for the exit code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Bad arguments or an unusable target (not empty, not a directory): fix the command.
+    Usage,
+    /// The backup asked for does not exist.
+    NotFound,
+    /// The backup's file list or data cannot be trusted: a person must look.
+    Integrity,
+    /// The repository or the local file system failed.
+    Failed,
+}
+
+/// Everything that can go wrong in a restore.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stanza has no backup at all.
+    #[error("stanza {stanza:?} has no backups: take one with `tidemark backup`")]
+    NoBackups {
+        /// The stanza.
+        stanza: String,
+    },
+    /// No backup has the id asked for.
+    #[error("stanza {stanza:?} has no backup {id:?}; available: {}", available.join(", "))]
+    UnknownBackup {
+        /// The id asked for.
+        id: String,
+        /// The stanza.
+        stanza: String,
+        /// The ids it has, oldest first.
+        available: Vec<String>,
+    },
+    /// An entry of the file list is unsafe or inconsistent; nothing was written.
+    #[error("backup {backup}: refusing file list entry {entry:?}: {reason}")]
+    UnsafeEntry {
+        /// The backup.
+        backup: String,
+        /// The entry, as `path` or `tablespace OID: path`.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The backup record itself is inconsistent (chunk size, tablespaces).
+    #[error("backup {backup}: {detail}")]
+    BadRecord {
+        /// The backup.
+        backup: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A chunk's content does not fit the file list (wrong length), or is missing.
+    #[error("backup {backup}: {path}: {detail}")]
+    BadData {
+        /// The backup.
+        backup: String,
+        /// The file being restored.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The request cannot work (a bad tablespace mapping, a relative path).
+    #[error("{0}")]
+    Usage(String),
+    /// A target directory already holds something.
+    #[error("{} is not empty: restore only into an empty or absent directory", path.display())]
+    TargetNotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Reading a chunk of a file failed (corrupt, missing, unreachable).
+    #[error("restoring {path} (chunk {index}): {source}")]
+    Chunk {
+        /// The file being restored.
+        path: String,
+        /// The chunk's index in the file.
+        index: u64,
+        /// What the repository said.
+        #[source]
+        source: tidemark_store::Error,
+    },
+    /// A restore failed, and removing what it had written failed too.
+    #[error("{cause}; removing what the restore wrote failed too: {}: {source}", path.display())]
+    CleanupFailed {
+        /// Why the restore failed.
+        cause: Box<Error>,
+        /// What could not be removed.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The repository.
+    #[error(transparent)]
+    Store(#[from] tidemark_store::Error),
+    /// A local file-system failure.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// The operation.
+        op: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// What the failure means.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoBackups { .. } | Error::UnknownBackup { .. } => ErrorKind::NotFound,
+            Error::UnsafeEntry { .. } | Error::BadRecord { .. } | Error::BadData { .. } => {
+                ErrorKind::Integrity
+            }
+            Error::Usage(_) | Error::TargetNotEmpty { .. } => ErrorKind::Usage,
+            // A chunk the file list names must be there: missing data is damage.
+            Error::Chunk { source, .. } if source.is_not_found() => ErrorKind::Integrity,
+            Error::Chunk { source, .. } | Error::Store(source) => store_kind(source),
+            Error::Io { .. } => ErrorKind::Failed,
+            Error::CleanupFailed { cause, .. } => cause.kind(),
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+fn store_kind(e: &tidemark_store::Error) -> ErrorKind {
+    use tidemark_store::Error as S;
+    match e {
+        S::Corrupt { .. } | S::Catalog { .. } | S::ClusterMismatch { .. } => ErrorKind::Integrity,
+        S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => ErrorKind::Usage,
+        _ => ErrorKind::Failed,
+    }
+}
