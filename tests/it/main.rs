@@ -8,6 +8,8 @@ mod harness;
 
 mod archive;
 
+mod backup;
+
 mod base_backup;
 
 mod replication;

@@ -58,7 +58,7 @@ fn openssl(dir: &Path, args: &str) {
 }
 
 /// A CA (`<name>.crt`, `<name>.key`) in `dir`, EC P-256, valid for two days.
-fn make_ca(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn make_ca(dir: &Path, name: &str) -> PathBuf {
     openssl(
         dir,
         &format!(
@@ -72,7 +72,7 @@ fn make_ca(dir: &Path, name: &str) -> PathBuf {
 
 /// A server certificate signed by CA `ca` for the subject alternative names `san`
 /// (`DNS:localhost,IP:127.0.0.1`); returns (certificate PEM, key PEM).
-fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str) -> (Vec<u8>, Vec<u8>) {
     std::fs::write(
         dir.join(format!("{name}.ext")),
         format!(

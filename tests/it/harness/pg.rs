@@ -326,6 +326,72 @@ impl Cluster {
         cluster
     }
 
+    /// A cluster over a data directory made elsewhere (a restore) at `dir/<name>/data`:
+    /// gets its own socket folder and, at start, its own port; `settings` are appended to
+    /// `postgresql.conf` (a restored copy carries the original's). Not started.
+    pub fn adopt(
+        dir: &TestDir,
+        name: &str,
+        password: Option<&str>,
+        settings: &[(String, String)],
+    ) -> Cluster {
+        let bin = pg_bin().expect("PostgreSQL binaries (call pg_bin() first)");
+        let root = dir.path().join(name);
+        let sock = dir.mkdir(&format!("{name}/sock"));
+        let cluster = Cluster {
+            bin,
+            root,
+            port: 0,
+            password: password.map(str::to_string),
+            running: false,
+            postmaster: None,
+        };
+        assert!(
+            cluster.data_dir().join("PG_VERSION").exists(),
+            "no data directory at {}",
+            cluster.data_dir().display()
+        );
+        let mut conf = vec![(
+            "unix_socket_directories".to_string(),
+            conf_quote(&sock.display().to_string()),
+        )];
+        conf.extend(settings.iter().cloned());
+        cluster.append_conf(&conf);
+        cluster
+    }
+
+    /// A PostgreSQL program (`pgbench`, `pg_verifybackup`, …) as the test user, with the
+    /// cluster's password; not started.
+    pub fn program(&self, program: &str) -> Command {
+        self.pg_command(program)
+    }
+
+    /// Runs SQL in database `db` (see [`psql`](Self::psql)).
+    pub fn psql_db(&self, db: &str, sql: &str) -> String {
+        let out = self
+            .pg_command("psql")
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.socket_dir())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql -d {db} {sql:?} failed: {}",
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Appends settings to `postgresql.conf` (later lines win).
     pub fn append_conf(&self, settings: &[(String, String)]) {
         use std::io::Write;

@@ -184,6 +184,15 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let started = Instant::now();
     let stanza = &settings.stanza;
     let target = pgconn::resolve(&settings.pg, &ProcessEnv).map_err(Failure::Postgres)?;
+    // Replication access first: it is what a backup needs above all, and its errors
+    // (no REPLICATION attribute, no pg_hba.conf line) say exactly what to change.
+    let mut conn = ReplicationConn::connect(&target)
+        .await
+        .map_err(|e| Failure::Postgres(e.to_string()))?;
+    let identity = conn
+        .identify_system()
+        .await
+        .map_err(|e| Failure::Postgres(e.to_string()))?;
     let client = pgconn::connect(&target).await.map_err(Failure::Postgres)?;
     let server = ServerFacts::read(&client).await?;
     let warnings = server.check()?;
@@ -213,13 +222,6 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let databases = read_databases(&target, &client).await?;
     let known = previous_chunks(&repo, stanza, req.quiet).await?;
 
-    let mut conn = ReplicationConn::connect(&target)
-        .await
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
-    let identity = conn
-        .identify_system()
-        .await
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
     if identity.system_id.0 != server.system_id {
         return Err(Failure::Store(tidemark_store::Error::ClusterMismatch {
             stanza: stanza.to_string(),
