@@ -9,7 +9,7 @@
 //!   `pg_basebackup -T` does) with their modes, plus a manifest, progress reports, and
 //!   start/end positions;
 //! - the extracted folder plus `backup_manifest` passes `pg_verifybackup -n` (every file's
-//!   size and SHA-256 checksum as the server computed them; `-n` because the backup is
+//!   size and CRC-32C checksum as the server computed them; `-n` because the backup is
 //!   taken without WAL);
 //! - the label arrives quoted correctly, and the connection is usable after the backup.
 //!

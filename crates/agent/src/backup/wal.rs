@@ -13,8 +13,11 @@ use tidemark_store::catalog::Stanza;
 use tidemark_store::pg::{Lsn, SegmentSize, TimelineId, WalFileName, WalSegmentName};
 use tidemark_store::Repo;
 
-/// How often the repository is looked at again.
-const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How soon the repository is looked at again: at first often (the last segment is
+/// usually archived within milliseconds of the backup's end), then less and less.
+const POLL_FIRST: Duration = Duration::from_millis(20);
+/// The longest pause between two looks.
+const POLL_MAX: Duration = Duration::from_secs(1);
 /// How often `pg_stat_archiver` is consulted (and the wait reported) meanwhile.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
@@ -87,6 +90,7 @@ pub async fn wait_for_segments(
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut next = 0;
+    let mut pause = POLL_FIRST;
     loop {
         // Segments arrive in order; check from the first one not seen yet.
         while let Some(segment) = needed.get(next) {
@@ -128,7 +132,8 @@ pub async fn wait_for_segments(
                 started.elapsed().as_secs()
             );
         }
-        tokio::time::sleep(POLL_EVERY).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 3 / 2).min(POLL_MAX);
     }
 }
 

@@ -1087,7 +1087,7 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&received[1].1),
             "BASE_BACKUP ( LABEL 'l', PROGRESS, CHECKPOINT 'fast', WAIT false, MANIFEST 'yes', \
-             MANIFEST_CHECKSUMS 'SHA256' )\0"
+             MANIFEST_CHECKSUMS 'CRC32C' )\0"
         );
     }
 

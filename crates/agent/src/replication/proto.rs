@@ -543,7 +543,9 @@ pub struct BaseBackupOptions {
     pub label: String,
     /// `CHECKPOINT 'fast'` (an immediate checkpoint) rather than a spread one.
     pub fast_checkpoint: bool,
-    /// Ask for a backup manifest (with SHA-256 file checksums).
+    /// Ask for a backup manifest, with CRC-32C file checksums: what `pg_verifybackup` needs
+    /// to check a restored folder, at a fraction of SHA-256's cost on the server (tidemark
+    /// verifies its own copy with the SHA-256 of every chunk).
     pub manifest: bool,
     /// The server's major version (`server_version`'s first number): the syntax depends on it.
     pub server_major: u32,
@@ -583,7 +585,7 @@ pub fn base_backup_command(opts: &BaseBackupOptions) -> Result<String, ProtoErro
             ];
             if opts.manifest {
                 parts.push("MANIFEST 'yes'".into());
-                parts.push("MANIFEST_CHECKSUMS 'SHA256'".into());
+                parts.push("MANIFEST_CHECKSUMS 'CRC32C'".into());
             }
             Ok(format!("BASE_BACKUP ( {} )", parts.join(", ")))
         }
@@ -594,7 +596,7 @@ pub fn base_backup_command(opts: &BaseBackupOptions) -> Result<String, ProtoErro
             }
             s.push_str(" NOWAIT");
             if opts.manifest {
-                s.push_str(" MANIFEST 'yes' MANIFEST_CHECKSUMS 'SHA256'");
+                s.push_str(" MANIFEST 'yes' MANIFEST_CHECKSUMS 'CRC32C'");
             }
             Ok(s)
         }
@@ -1443,7 +1445,7 @@ mod tests {
         assert_eq!(
             base_backup_command(&opts("tidemark 2026-11-21", true, true, 15)).unwrap(),
             "BASE_BACKUP ( LABEL 'tidemark 2026-11-21', PROGRESS, CHECKPOINT 'fast', WAIT false, \
-             MANIFEST 'yes', MANIFEST_CHECKSUMS 'SHA256' )"
+             MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C' )"
         );
         assert_eq!(
             base_backup_command(&opts("it's \\ x", false, false, 17)).unwrap(),
@@ -1451,7 +1453,7 @@ mod tests {
         );
         assert_eq!(
             base_backup_command(&opts("l", true, true, 14)).unwrap(),
-            "BASE_BACKUP LABEL 'l' PROGRESS FAST NOWAIT MANIFEST 'yes' MANIFEST_CHECKSUMS 'SHA256'"
+            "BASE_BACKUP LABEL 'l' PROGRESS FAST NOWAIT MANIFEST 'yes' MANIFEST_CHECKSUMS 'CRC32C'"
         );
         assert_eq!(
             base_backup_command(&opts("'", false, false, 13)).unwrap(),
