@@ -5,7 +5,10 @@
 #   2. run a pgbench workload and switch WAL a few times;
 #   3. wait until PostgreSQL reports every segment archived;
 #   4. fetch each archived segment back with `tidemark archive-get` and compare bytes;
-#   5. print `tidemark info`.
+#   5. take a base backup with `tidemark backup`, write more rows, archive them;
+#   6. `tidemark restore` the backup into a new folder, start a second server on it, let it
+#      replay the archive to its end, and check it holds every row the first one has;
+#   7. print `tidemark info`.
 # Everything lives in one temporary folder (kept with KEEP=1) and listens on a private
 # socket only. As root, PostgreSQL runs as the unprivileged user `tidemark-test`.
 set -euo pipefail
@@ -23,10 +26,13 @@ if [ "$(id -u)" = 0 ]; then
 fi
 port=$(( 20000 + RANDOM % 20000 ))
 repo="file://$work/repo"
-tm() { "${as_pg[@]}" "$work/tidemark" --repo "$repo" "$@"; }
-sql() { "${as_pg[@]}" "$PG_BIN/psql" -h "$work" -p "$port" -X -A -t -q -v ON_ERROR_STOP=1 -d postgres -c "$1"; }
+port2=$(( port + 1 ))
+tm() { "${as_pg[@]}" "$work/tidemark" --repo "$repo" --pg-host "$work" --pg-port "$port" "$@"; }
+sql_at() { "${as_pg[@]}" "$PG_BIN/psql" -h "$work" -p "$1" -X -A -t -q -v ON_ERROR_STOP=1 -d postgres -c "$2"; }
+sql() { sql_at "$port" "$1"; }
 stop() {
   "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
+  "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$work/restored-data" -m fast stop >/dev/null 2>&1 || true
   if [ -z "${KEEP:-}" ]; then rm -rf "$work"; else echo "kept $work"; fi
 }
 trap stop EXIT
@@ -70,6 +76,33 @@ for done_file in "$work"/data/pg_wal/archive_status/*.done; do
 done
 echo "$n segments verified"
 [ "$n" -gt 0 ]
+
+echo "-- a base backup, then more writes that only the archive holds"
+tm backup --label demo
+sql "INSERT INTO t SELECT generate_series(1, 5000)"
+after=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
+for _ in $(seq 1 120); do
+  last=$(sql "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+  [ -n "$last" ] && [[ ! "$last" < "$after" ]] && break
+  sleep 0.5
+done
+expected=$(sql "SELECT count(*) || ' rows in t, ' || (SELECT count(*) FROM pgbench_history) || ' in pgbench_history' FROM t")
+
+echo "-- restore it into a new folder and start a second server there"
+tm restore --pgdata "$work/restored-data"
+cat >> "$work/restored-data/postgresql.conf" <<CONF
+port = $port2
+archive_mode = off
+CONF
+"${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$work/restored-data" -l "$work/restored.log" -w start >/dev/null
+for _ in $(seq 1 240); do
+  [ "$(sql_at "$port2" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ] && break
+  sleep 0.5
+done
+got=$(sql_at "$port2" "SELECT count(*) || ' rows in t, ' || (SELECT count(*) FROM pgbench_history) || ' in pgbench_history' FROM t")
+echo "original: $expected"
+echo "restored: $got"
+[ "$got" = "$expected" ] || { echo "MISMATCH after restore" >&2; exit 1; }
 
 echo "-- tidemark info"
 tm info
