@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::pg::{pg_bin, Cluster, ClusterOptions, TestDir};
+use crate::harness::pg::{pg_bin, server_bin, Cluster, ClusterOptions, TestDir};
 use crate::harness::s3::{unique_prefix, S3Server};
 use crate::harness::tidemark::{Run, Tidemark};
 use crate::skip_or_fail;
@@ -268,6 +268,7 @@ fn backup_under_load_then_restore(t: &TestDir, tm: &Tidemark) {
     let mut r = Cluster::adopt(
         t,
         "restored",
+        None,
         Some(PASSWORD),
         &[("archive_mode".into(), "off".into())],
     );
@@ -453,4 +454,70 @@ fn backup_refusals_are_specific_and_list_nothing() {
     assert_fails_with(&run, 1, "did not reach the repository within 3 s");
     assert!(listed_backups(&third).is_empty());
     assert!(listed_backups(&tm).is_empty());
+}
+
+/// PostgreSQL 13–14 send one CopyOut per tablespace instead of 15's typed messages: a
+/// backup of a PostgreSQL 14 cluster (binaries from `scripts/fetch-postgres.sh`) with a
+/// tablespace restores and replays like one of 15.
+#[test]
+fn postgresql_14_backups_restore() {
+    need_pg!();
+    let Some(bin14) = server_bin(14) else {
+        skip_or_fail!("PostgreSQL 14 binaries not found (scripts/fetch-postgres.sh 14.23.0-beta.17 /opt/tidemark/pg14)");
+    };
+    let t = TestDir::new("backup-pg14");
+    let tm = local_tidemark(&t);
+    let mut c = Cluster::init(
+        &t,
+        "pg",
+        ClusterOptions {
+            password: Some(PASSWORD.into()),
+            archive_command: Some(format!("{} archive-push %p", tm.shell_prefix())),
+            bin: Some(bin14.clone()),
+            ..Default::default()
+        },
+    );
+    c.start();
+    assert!(c.psql("show server_version").starts_with("14."));
+    let ts_dir = t.mkdir("ts-original");
+    c.psql(&format!(
+        "create tablespace ts1 location '{}'",
+        ts_dir.display()
+    ));
+    c.psql("create table big(id int, pad text) tablespace ts1");
+    c.psql("insert into big select g, repeat(md5(g::text), 20) from generate_series(1, 50000) g");
+    let report = backup_ok(&tm, &c, &[]);
+    assert!(report["files"].as_u64().unwrap() > 900, "{report}");
+    c.psql("insert into big values (-1, 'after the backup')");
+    let last = c.switch_wal();
+    c.wait_archived(&last, Duration::from_secs(60));
+    let expected = c.psql("select count(*), md5(string_agg(pad, ',' order by id)) from big");
+    let ts_oid = c.psql("select oid from pg_tablespace where spcname = 'ts1'");
+    c.stop();
+
+    // The original tablespace folder is free now: restore into the original location.
+    std::fs::remove_dir_all(&ts_dir).unwrap();
+    let restored = t.path().join("restored/data");
+    let run = tm.run(&["restore", "--pgdata", &restored.display().to_string()]);
+    assert_eq!(run.code, 0, "restore failed: {run:?}");
+    assert_eq!(
+        std::fs::read_link(restored.join("pg_tblspc").join(&ts_oid)).unwrap(),
+        ts_dir
+    );
+    let mut r = Cluster::adopt(
+        &t,
+        "restored",
+        Some(bin14),
+        Some(PASSWORD),
+        &[("archive_mode".into(), "off".into())],
+    );
+    r.start();
+    wait_until("the end of recovery", Duration::from_secs(120), || {
+        r.try_psql("select pg_is_in_recovery()").as_deref() == Ok("f")
+    });
+    assert_eq!(
+        r.psql("select count(*), md5(string_agg(pad, ',' order by id)) from big"),
+        expected
+    );
+    r.stop();
 }

@@ -45,6 +45,19 @@ pub fn pg_bin() -> Option<PathBuf> {
         .then_some(dir)
 }
 
+/// Server binaries of another major version (initdb, pg_ctl, postgres; no client tools),
+/// as `scripts/fetch-postgres.sh` installs them: `$TIDEMARK_PG<major>_BIN`, else
+/// `/opt/tidemark/pg<major>/bin`. Client programs they lack come from [`pg_bin`].
+pub fn server_bin(major: u32) -> Option<PathBuf> {
+    let dir = std::env::var_os(format!("TIDEMARK_PG{major}_BIN"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(format!("/opt/tidemark/pg{major}/bin")));
+    ["initdb", "pg_ctl", "postgres"]
+        .iter()
+        .all(|b| dir.join(b).is_file())
+        .then_some(dir)
+}
+
 /// A user id and group id to run children as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunAs {
@@ -217,6 +230,8 @@ pub struct ClusterOptions {
     pub archive_command: Option<String>,
     /// More `postgresql.conf` settings, as `(name, value-as-written)`.
     pub settings: Vec<(String, String)>,
+    /// Server binaries to use instead of [`pg_bin`]'s (another major version).
+    pub bin: Option<PathBuf>,
 }
 
 /// What `pg_stat_archiver` says.
@@ -266,7 +281,10 @@ pub fn conf_quote(s: &str) -> String {
 impl Cluster {
     /// `initdb` a new cluster in `dir/<name>`, configured but not started. Panics on failure.
     pub fn init(dir: &TestDir, name: &str, opts: ClusterOptions) -> Cluster {
-        let bin = pg_bin().expect("PostgreSQL binaries (call pg_bin() first)");
+        let bin = opts
+            .bin
+            .clone()
+            .unwrap_or_else(|| pg_bin().expect("PostgreSQL binaries (call pg_bin() first)"));
         let root = dir.mkdir(name);
         let sock = dir.mkdir(&format!("{name}/sock"));
         let cluster = Cluster {
@@ -332,10 +350,12 @@ impl Cluster {
     pub fn adopt(
         dir: &TestDir,
         name: &str,
+        bin: Option<PathBuf>,
         password: Option<&str>,
         settings: &[(String, String)],
     ) -> Cluster {
-        let bin = pg_bin().expect("PostgreSQL binaries (call pg_bin() first)");
+        let bin =
+            bin.unwrap_or_else(|| pg_bin().expect("PostgreSQL binaries (call pg_bin() first)"));
         let root = dir.path().join(name);
         let sock = dir.mkdir(&format!("{name}/sock"));
         let cluster = Cluster {
@@ -438,7 +458,14 @@ impl Cluster {
     }
 
     fn pg_command(&self, program: &str) -> Command {
-        let mut cmd = user_command(self.bin.join(program), &self.root);
+        let mut path = self.bin.join(program);
+        if !path.is_file() {
+            // Server-only builds have no client programs: use the machine's.
+            if let Some(default) = pg_bin() {
+                path = default.join(program);
+            }
+        }
+        let mut cmd = user_command(path, &self.root);
         if let Some(pw) = &self.password {
             cmd.env("PGPASSWORD", pw);
         }

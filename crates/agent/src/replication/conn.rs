@@ -7,6 +7,7 @@
 //! answer and, on `S`, runs the TLS handshake on the same socket (the PostgreSQL 15/16 way;
 //! no direct TLS). Unix sockets are always plain.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::Path;
 use std::time::Duration;
@@ -455,8 +456,9 @@ impl ReplicationConn {
     /// Starts `BASE_BACKUP` and returns the stream of its events; pull them with
     /// [`BaseBackupStream::next_event`] until it returns `None`.
     ///
-    /// PostgreSQL 15 or later only (one CopyOut stream with typed messages); older servers
-    /// get [`ReplError::Unsupported`] before anything is sent. `opts.server_major` is
+    /// PostgreSQL 15 or later send one CopyOut stream with typed messages; 13 and 14 one
+    /// CopyOut per tablespace and one for the manifest, which this turns into the same
+    /// events. Older servers get [`ReplError::Unsupported`] before anything is sent. `opts.server_major` is
     /// replaced by the connected server's. Memory stays bounded whatever the cluster's
     /// size: the archives are never collected, their bytes are handed on as they arrive.
     /// After an error, or a stream dropped before its end, the connection is unusable.
@@ -470,19 +472,15 @@ impl ReplicationConn {
                 "the server reported no usable server_version ({version:?})"
             ))
         })?;
-        match major {
-            15.. => {}
-            13 | 14 => {
-                return Err(ReplError::Unsupported(format!(
-                    "base backups from PostgreSQL 13–14 are not supported yet (the server is {version})"
-                )))
-            }
+        let legacy = match major {
+            15.. => false,
+            13 | 14 => true,
             _ => {
                 return Err(ReplError::Unsupported(format!(
-                    "base backups need PostgreSQL 15 or later (the server is {version})"
+                    "base backups need PostgreSQL 13 or later (the server is {version})"
                 )))
             }
-        }
+        };
         let command = proto::base_backup_command(&BaseBackupOptions {
             server_major: major,
             ..opts.clone()
@@ -492,10 +490,16 @@ impl ReplicationConn {
         self.flush().await?;
         Ok(BaseBackupStream {
             conn: self,
-            reply: BaseBackupReply::new(),
+            reply: if legacy {
+                BaseBackupReply::new_legacy()
+            } else {
+                BaseBackupReply::new()
+            },
             archive: None,
             in_manifest: false,
             done: false,
+            legacy_archives: legacy.then(VecDeque::new),
+            pending: None,
         })
     }
 
@@ -545,6 +549,11 @@ pub struct BaseBackupStream<'a> {
     archive: Option<(String, TarReader)>,
     in_manifest: bool,
     done: bool,
+    /// PostgreSQL 13–14: the archives still to come, in the tablespace list's order,
+    /// as (name, location); their CopyOut streams carry no names of their own.
+    legacy_archives: Option<VecDeque<(String, Option<String>)>>,
+    /// An event decided while returning another one.
+    pending: Option<BackupEvent>,
 }
 
 impl std::fmt::Debug for BaseBackupStream<'_> {
@@ -562,6 +571,9 @@ impl BaseBackupStream<'_> {
     /// The next event, or `None` once [`BackupEvent::Finished`] has been returned and the
     /// server is ready for the next command.
     pub async fn next_event(&mut self) -> Result<Option<BackupEvent>, ReplError> {
+        if let Some(event) = self.pending.take() {
+            return Ok(Some(event));
+        }
         loop {
             // Drain what the current archive's bytes hold before reading more.
             if let Some((name, tar)) = &mut self.archive {
@@ -585,7 +597,24 @@ impl BaseBackupStream<'_> {
                 continue;
             };
             match msg {
-                BackupMessage::Start(start) => return Ok(Some(BackupEvent::Started(start))),
+                BackupMessage::Start(start) => {
+                    if let Some(queue) = &mut self.legacy_archives {
+                        // The data directory's archive is `base.tar`, the others `<oid>.tar`,
+                        // as PostgreSQL 15+ names them.
+                        queue.extend(start.tablespaces.iter().map(|t| {
+                            let name = t.oid.map_or("base.tar".into(), |oid| format!("{oid}.tar"));
+                            (name, t.location.clone())
+                        }));
+                        self.pending = self.open_legacy_archive()?;
+                    }
+                    return Ok(Some(BackupEvent::Started(start)));
+                }
+                BackupMessage::NextCopy => {
+                    self.close_archive()?;
+                    if let Some(event) = self.open_legacy_archive()? {
+                        return Ok(Some(event));
+                    }
+                }
                 BackupMessage::Copy(BackupCopyData::NewArchive {
                     name,
                     tablespace_location,
@@ -620,12 +649,44 @@ impl BaseBackupStream<'_> {
                     self.close_archive()?;
                     self.in_manifest = true;
                 }
-                BackupMessage::CopyDone => self.close_archive()?,
+                BackupMessage::CopyDone => match (&self.legacy_archives, &mut self.archive) {
+                    // PostgreSQL 13–14 leave the two zero blocks that end a tar archive
+                    // to the client (pg_basebackup adds them): add them, and let the
+                    // reader end the archive as usual.
+                    (Some(_), Some((_, tar))) => tar.push(Bytes::from_static(&[0; 1024])),
+                    _ => self.close_archive()?,
+                },
                 BackupMessage::End(end) => {
                     self.done = true;
                     return Ok(Some(BackupEvent::Finished(end)));
                 }
             }
+        }
+    }
+
+    /// PostgreSQL 13–14: the next CopyOut is the next tablespace's archive, or, once they
+    /// are all done, the manifest.
+    fn open_legacy_archive(&mut self) -> Result<Option<BackupEvent>, ReplError> {
+        let Some(queue) = &mut self.legacy_archives else {
+            return Err(ReplError::Protocol(
+                "BASE_BACKUP: an unexpected CopyOut".into(),
+            ));
+        };
+        match queue.pop_front() {
+            Some((name, tablespace_location)) => {
+                self.archive = Some((name.clone(), TarReader::new()));
+                Ok(Some(BackupEvent::ArchiveStart {
+                    name,
+                    tablespace_location,
+                }))
+            }
+            None if !self.in_manifest => {
+                self.in_manifest = true;
+                Ok(None)
+            }
+            None => Err(ReplError::Protocol(
+                "BASE_BACKUP: more CopyOut streams than tablespaces and a manifest".into(),
+            )),
         }
     }
 
@@ -1124,15 +1185,13 @@ mod tests {
 
     #[tokio::test]
     async fn base_backups_from_older_servers_are_refused_before_sending() {
-        for (version, words) in [
-            ("14.13", "PostgreSQL 13–14 are not supported yet"),
-            ("12.20", "15 or later"),
-        ] {
+        for (version, words) in [("12.20", "13 or later"), ("9.6.24", "13 or later")] {
             let (port, server) = fake_server_version(version, vec![]).await;
             let mut conn = ReplicationConn::connect(&target("127.0.0.1", port, Some("pw")))
                 .await
                 .unwrap();
-            assert_eq!(conn.server_major(), Some(version[..2].parse().unwrap()));
+            let major: u32 = version.split('.').next().unwrap().parse().unwrap();
+            assert_eq!(conn.server_major(), Some(major));
             let opts = BaseBackupOptions {
                 label: "l".into(),
                 fast_checkpoint: true,

@@ -809,8 +809,12 @@ pub enum BackupMessage {
     Start(BackupStart),
     /// A typed CopyData message.
     Copy(BackupCopyData),
-    /// CopyDone: no more data.
+    /// CopyDone: no more data (in this CopyOut stream).
     CopyDone,
+    /// PostgreSQL 13–14 only: another CopyOutResponse. Those servers send one CopyOut
+    /// per tablespace, in the order of the tablespace list (the data directory last), and
+    /// then one for the manifest; their CopyData messages are raw bytes.
+    NextCopy,
     /// The end position, after `ReadyForQuery`: the command is over.
     End(BackupEnd),
 }
@@ -821,21 +825,26 @@ enum ReplyPhase {
     Head,
     /// Inside the CopyOut stream.
     Copy,
+    /// PostgreSQL 13–14: after a CopyDone, another CopyOut may follow.
+    Between,
     /// After CopyDone (or an error inside the stream): result sets until ReadyForQuery.
     Tail,
     /// ReadyForQuery seen.
     Done,
 }
 
-/// The reply to a PostgreSQL 15+ `BASE_BACKUP`, as a state machine over backend
-/// messages: result set `recptr, tli`; result set `spcoid, spclocation, size`;
-/// CopyOutResponse; CopyData messages (see [`BackupCopyData`]); CopyDone; result set
-/// `recptr, tli`; CommandComplete; ReadyForQuery. An `ErrorResponse` anywhere ends it
+/// The reply to `BASE_BACKUP`, as a state machine over backend messages. PostgreSQL 15+:
+/// result set `recptr, tli`; result set `spcoid, spclocation, size`; CopyOutResponse;
+/// CopyData messages (see [`BackupCopyData`]); CopyDone; result set `recptr, tli`;
+/// CommandComplete; ReadyForQuery. PostgreSQL 13–14 ([`BaseBackupReply::new_legacy`]):
+/// the same, except one CopyOut of raw tar bytes per tablespace and one for the manifest. An `ErrorResponse` anywhere ends it
 /// with the server's error once `ReadyForQuery` arrives.
 #[derive(Debug)]
 pub struct BaseBackupReply {
     phase: ReplyPhase,
     query: SimpleQuery,
+    /// The reply of a PostgreSQL 13–14 server (see [`BackupMessage::NextCopy`]).
+    legacy: bool,
 }
 
 impl Default for BaseBackupReply {
@@ -850,6 +859,15 @@ impl BaseBackupReply {
         BaseBackupReply {
             phase: ReplyPhase::Head,
             query: SimpleQuery::new(),
+            legacy: false,
+        }
+    }
+
+    /// Waiting for the first reply of a PostgreSQL 13–14 server.
+    pub fn new_legacy() -> BaseBackupReply {
+        BaseBackupReply {
+            legacy: true,
+            ..BaseBackupReply::new()
         }
     }
 
@@ -877,11 +895,18 @@ impl BaseBackupReply {
                 msg => self.tail(msg, "the reply ended before the backup data"),
             },
             ReplyPhase::Copy => match msg {
+                Backend::Message(Message::CopyData(body)) if self.legacy => Ok(Some(
+                    BackupMessage::Copy(BackupCopyData::Data(body.into_bytes())),
+                )),
                 Backend::Message(Message::CopyData(body)) => {
                     BackupCopyData::parse(body.into_bytes()).map(|c| Some(BackupMessage::Copy(c)))
                 }
                 Backend::Message(Message::CopyDone) => {
-                    self.phase = ReplyPhase::Tail;
+                    self.phase = if self.legacy {
+                        ReplyPhase::Between
+                    } else {
+                        ReplyPhase::Tail
+                    };
                     Ok(Some(BackupMessage::CopyDone))
                 }
                 Backend::Message(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => {
@@ -895,6 +920,16 @@ impl BaseBackupReply {
                     Ok(None)
                 }
                 _ => Err(unexpected("message inside the CopyOut stream")),
+            },
+            ReplyPhase::Between => match msg {
+                Backend::Message(Message::CopyOutResponse(_)) => {
+                    self.phase = ReplyPhase::Copy;
+                    Ok(Some(BackupMessage::NextCopy))
+                }
+                msg => {
+                    self.phase = ReplyPhase::Tail;
+                    self.tail(msg, "the reply ended without an end position")
+                }
             },
             ReplyPhase::Tail => self.tail(msg, "the reply ended without an end position"),
         }
@@ -1577,7 +1612,10 @@ mod tests {
 
     /// Feeds `bytes` one byte at a time; the messages the reply produced.
     fn run_backup_reply(bytes: &[u8]) -> Result<Vec<BackupMessage>, ProtoError> {
-        let mut r = BaseBackupReply::new();
+        run_reply(BaseBackupReply::new(), bytes)
+    }
+
+    fn run_reply(mut r: BaseBackupReply, bytes: &[u8]) -> Result<Vec<BackupMessage>, ProtoError> {
         let mut out = Vec::new();
         let mut buf = BytesMut::new();
         for b in bytes {
@@ -1636,6 +1674,55 @@ mod tests {
                 }),
             ]
         );
+    }
+
+    /// PostgreSQL 13–14: one CopyOut of raw bytes per tablespace (data directory last),
+    /// then one for the manifest; no type bytes in CopyData.
+    #[test]
+    fn legacy_base_backup_reply_in_order() {
+        let bytes = [
+            recptr_result("0/2000028", "1"),
+            row_description(&["spcoid", "spclocation", "size"]),
+            data_row(&[Some(b"16384"), Some(b"/srv/ts"), Some(b"8")]),
+            data_row(&[None, None, Some(b"22837")]),
+            command_complete("SELECT"),
+            copy_out_response(),
+            copy_data(b"ts tar"),
+            msg(b'c', b""),
+            copy_out_response(),
+            copy_data(b"base tar"),
+            msg(b'c', b""),
+            copy_out_response(),
+            copy_data(b"{manifest}"),
+            msg(b'c', b""),
+            recptr_result("0/2000100", "1"),
+            command_complete("BASE_BACKUP"),
+            ready(),
+        ]
+        .concat();
+        let got = run_reply(BaseBackupReply::new_legacy(), &bytes).unwrap();
+        let data =
+            |b: &'static [u8]| BackupMessage::Copy(BackupCopyData::Data(Bytes::from_static(b)));
+        assert!(matches!(&got[0], BackupMessage::Start(s) if s.tablespaces.len() == 2));
+        assert_eq!(
+            got[1..],
+            [
+                data(b"ts tar"),
+                BackupMessage::CopyDone,
+                BackupMessage::NextCopy,
+                data(b"base tar"),
+                BackupMessage::CopyDone,
+                BackupMessage::NextCopy,
+                data(b"{manifest}"),
+                BackupMessage::CopyDone,
+                BackupMessage::End(BackupEnd {
+                    end_lsn: Lsn(0x2000100),
+                    timeline: TimelineId(1)
+                }),
+            ]
+        );
+        // The same bytes read as a PostgreSQL 15 reply are refused (no type byte `t`).
+        assert!(run_backup_reply(&bytes).is_err());
     }
 
     #[test]
