@@ -603,14 +603,30 @@ impl Prepared {
                 })
                 .collect(),
         );
+        // Create every file first, from one thread, in order. Creating takes the
+        // directory's lock: creators on several threads mostly spin on it, burning the
+        // cores the chunks need; and on ext4 without a journal each create can cost a
+        // scan past recently freed inodes. Chunks then only open existing files.
+        let to_create: Vec<(PathBuf, u64)> = files
+            .iter()
+            .zip(&self.layout.files)
+            .map(|(open, node)| (open.path.clone(), node.size))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for (path, size) in to_create {
+                let f = create_new(&path, 0o600)?;
+                f.set_len(size)
+                    .map_err(|e| Error::io("allocate", &path, e))?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await
+        .expect("file creation panicked")?;
         let cancelled = Arc::new(AtomicBool::new(false));
         let chunk_size = self.layout.chunk_size;
-        let jobs = self
-            .layout
-            .files
-            .iter()
-            .enumerate()
-            .flat_map(|(f, node)| (0..node.chunks.len().max(1)).map(move |i| (f, i)));
+        // One lane per chunk in flight: the chunks in flight are then from as many
+        // different places, mostly different files.
+        let jobs = interleave(chunk_jobs(&self.layout), self.in_flight);
         let mut done = futures::stream::iter(jobs)
             .map(|(f, i)| {
                 let (files, cancelled, progress) =
@@ -666,6 +682,33 @@ impl Prepared {
         }
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Every chunk of every file as `(file, chunk)`, in file order; an empty file is one job
+/// (`chunk` 0, with no chunk behind it) that creates nothing but finishes the file.
+fn chunk_jobs(layout: &Layout) -> Vec<(usize, usize)> {
+    layout
+        .files
+        .iter()
+        .enumerate()
+        .flat_map(|(f, node)| (0..node.chunks.len().max(1)).map(move |i| (f, i)))
+        .collect()
+}
+
+/// Cuts `jobs` into `lanes` contiguous runs and takes one job from each in turn, so that
+/// chunks processed at the same moment belong to different files. Buffered writes to
+/// one file hold its inode lock while they copy, and a second writer of the same file
+/// spins on that lock instead of working. Each lane still goes through its files in
+/// order, so only a few files are open at once.
+fn interleave(jobs: Vec<(usize, usize)>, lanes: usize) -> Vec<(usize, usize)> {
+    let lanes = lanes.max(1);
+    let per_lane = jobs.len().div_ceil(lanes).max(1);
+    let runs: Vec<&[(usize, usize)]> = jobs.chunks(per_lane).collect();
+    let mut out = Vec::with_capacity(jobs.len());
+    for i in 0..per_lane {
+        out.extend(runs.iter().filter_map(|run| run.get(i)));
+    }
+    out
 }
 
 /// A file being written: opened by whichever of its chunks comes first, closed (after its
@@ -724,9 +767,13 @@ fn write_chunk(
         match &*slot {
             Some(f) => f.clone(),
             None => {
-                let f = create_new(&open.path, 0o600)?;
-                f.set_len(node.size)
-                    .map_err(|e| Error::io("allocate", &open.path, e))?;
+                // Created (empty, at its size) before the chunks started; never follow a
+                // link put in its place.
+                let f = OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&open.path)
+                    .map_err(|e| Error::io("open", &open.path, e))?;
                 let f = Arc::new(f);
                 *slot = Some(f.clone());
                 f
@@ -1007,6 +1054,21 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn interleaved_jobs_keep_every_job_once() {
+        let jobs: Vec<(usize, usize)> = (0..7).map(|i| (i / 3, i % 3)).collect();
+        let mixed = interleave(jobs.clone(), 2);
+        assert_eq!(
+            mixed,
+            [(0, 0), (1, 1), (0, 1), (1, 2), (0, 2), (2, 0), (1, 0)]
+        );
+        assert_eq!(interleave(jobs.clone(), 1), jobs);
+        assert_eq!(interleave(vec![], 2), []);
+        let mut sorted = interleave(jobs.clone(), 5);
+        sorted.sort();
+        assert_eq!(sorted, jobs);
     }
 
     #[tokio::test]
