@@ -35,6 +35,9 @@ pub enum Failure {
     /// PostgreSQL (connection or query).
     #[error("{0}")]
     Postgres(String),
+    /// restore.
+    #[error(transparent)]
+    Recovery(#[from] tidemark_recovery::Error),
 }
 
 impl Failure {
@@ -51,6 +54,7 @@ impl Failure {
                 K::Integrity => INTEGRITY,
             },
             Failure::Store(e) => store_code(e),
+            Failure::Recovery(e) => recovery_code(e),
         }
     }
 }
@@ -61,6 +65,18 @@ fn store_code(e: &tidemark_store::Error) -> u8 {
         S::ClusterMismatch { .. } => CLUSTER_MISMATCH,
         S::Corrupt { .. } | S::Catalog { .. } => INTEGRITY,
         S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => USAGE,
+        _ => FAILED,
+    }
+}
+
+/// restore: an unsafe file list or corrupt data is 4, a target that is not empty or a bad
+/// argument 2, no such backup or a repository failure 1.
+fn recovery_code(e: &tidemark_recovery::Error) -> u8 {
+    use tidemark_recovery::ErrorKind as K;
+    match e.kind() {
+        K::Usage => USAGE,
+        K::Integrity => INTEGRITY,
+        K::NotFound | K::Failed => FAILED,
         _ => FAILED,
     }
 }

@@ -181,3 +181,179 @@ fn a_config_file_with_secrets_readable_by_others_is_flagged() {
     assert!(!stderr(&out).contains("readable"), "{}", stderr(&out));
     assert!(Path::new(&conf).exists());
 }
+
+/// A backup whose file list holds `entries` (files made of `content`), in a local
+/// repository at `repo`, written through the store's public API.
+async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
+    use std::sync::Arc;
+    use tidemark_store::backend::local::LocalBackend;
+    use tidemark_store::backup::{
+        BackupRecord, EntryKind, FileEntry, FileList, CHUNK_SIZE, FILE_LIST_FORMAT,
+    };
+    use tidemark_store::catalog::Stanza;
+    use tidemark_store::{Compression, Repo};
+
+    let repo = Repo::new(Arc::new(LocalBackend::new(repo).unwrap()), Compression::Lz4);
+    repo.ensure_format().await.unwrap();
+    let chunk = repo
+        .put_blob(bytes::Bytes::copy_from_slice(content))
+        .await
+        .unwrap();
+    let entries = paths
+        .iter()
+        .map(|p| FileEntry {
+            tablespace: None,
+            path: p.to_string(),
+            mode: 0o600,
+            size: content.len() as u64,
+            mtime: 1_700_000_000,
+            kind: EntryKind::File {
+                chunks: vec![chunk.digest],
+            },
+        })
+        .collect();
+    let list = FileList {
+        format: FILE_LIST_FORMAT,
+        entries,
+    };
+    let list = repo
+        .put_blob(bytes::Bytes::from(list.to_bytes()))
+        .await
+        .unwrap();
+    let manifest = repo
+        .put_blob(bytes::Bytes::from_static(b"{}\n"))
+        .await
+        .unwrap();
+    let at = chrono::Utc::now();
+    let record = BackupRecord {
+        id: tidemark_store::backup::backup_id(at),
+        label: "crafted".into(),
+        system_id: 1,
+        pg_version: "15.4".into(),
+        pg_major: 15,
+        wal_segment_size: 16 << 20,
+        timeline: 1,
+        start_lsn: "0/2000028".into(),
+        stop_timeline: 1,
+        stop_lsn: "0/2000100".into(),
+        start_time: at,
+        stop_time: at,
+        tablespaces: vec![],
+        databases: vec![],
+        chunk_size: CHUNK_SIZE,
+        file_list: list.digest,
+        pg_manifest: manifest.digest,
+        files: paths.len() as u64,
+        size: content.len() as u64 * paths.len() as u64,
+        chunks: paths.len() as u64,
+        chunks_added: 1,
+        stored_added: 0,
+        tidemark_version: "test".into(),
+    };
+    repo.put_backup(&Stanza::new("main").unwrap(), &record)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn restore_refuses_an_escaping_file_list_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    crafted_backup(&repo, &["PG_VERSION", "base/../../escaped"], b"15\n").await;
+    let pgdata = dir.path().join("restored/data");
+    let repo_url = format!("file://{}", repo.display());
+    let out = tidemark(
+        &[
+            "--repo",
+            &repo_url,
+            "restore",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("tidemark: restore: ") && err.contains("base/../../escaped"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    assert!(!dir.path().join("restored").exists(), "nothing is created");
+    assert!(!dir.path().join("escaped").exists());
+
+    // Without --pgdata: a usage error, exit 2.
+    let out = tidemark(&["--repo", &repo_url, "restore"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--pgdata"), "{}", stderr(&out));
+    // An unknown backup: exit 1, naming the ones there are.
+    let out = tidemark(
+        &[
+            "--repo",
+            &repo_url,
+            "restore",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--backup",
+            "19990101T000000Z",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("available: 20"), "{}", stderr(&out));
+    assert!(!dir.path().join("restored").exists());
+}
+
+#[tokio::test]
+async fn restore_writes_the_files_and_a_restore_command_for_this_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    crafted_backup(&repo, &["PG_VERSION", "base/1/1259"], b"15\n").await;
+    let pgdata = dir.path().join("restored");
+    let repo_url = format!("file://{}", repo.display());
+    let out = tidemark(
+        &[
+            "--repo",
+            &repo_url,
+            "restore",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("restored backup ") && stdout.contains(" 2 files"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(pgdata.join("base/1/1259")).unwrap(), b"15\n");
+    let conf = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("# tidemark restore of backup "), "{conf}");
+    assert!(
+        conf.contains(&format!(
+            "--repo {repo_url} --stanza main archive-get %f %p'"
+        )),
+        "{conf}"
+    );
+    assert!(pgdata.join("recovery.signal").exists());
+    // Restoring again into the now-full directory is refused (exit 2), nothing changed.
+    let again = tidemark(
+        &[
+            "--repo",
+            &repo_url,
+            "restore",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+    assert_eq!(
+        std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap(),
+        conf
+    );
+}

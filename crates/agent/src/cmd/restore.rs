@@ -1,10 +1,267 @@
-//! `tidemark restore --pgdata DIR [--backup ID]`: materializes a backup (work in progress).
+//! `tidemark restore --pgdata DIR [--backup ID] [--tablespace-map OID=DIR]... [--json]`:
+//! materializes a backup into an empty data directory, set up to replay WAL from the
+//! repository when PostgreSQL starts.
+//!
+//! The work is `tidemark_recovery::restore` (which checks everything before writing and
+//! removes what it wrote when it fails); this module turns settings and arguments into
+//! its request, builds the `restore_command` that points back at this repository, shows
+//! progress on stderr, and prints the report.
 
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidemark_recovery::autoconf;
+use tidemark_recovery::restore::{prepare, Progress, RestoreReport, RestoreRequest};
+
+use super::open_repo;
 use crate::cli::args::RestoreArgs;
 use crate::cli::config::{ConfigError, Settings};
-use crate::exit::Failure;
+use crate::exit::{self, Failure};
+
+/// How often the progress line is redrawn on a terminal.
+const TERMINAL_EVERY: Duration = Duration::from_millis(250);
+/// How often a progress line is logged when stderr is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs the command; prints its report and returns the exit code.
-pub async fn run(_settings: &Settings, _args: &RestoreArgs) -> Result<u8, Failure> {
-    Err(ConfigError("restore is not built yet".into()).into())
+pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure> {
+    let pgdata = settings.pgdata.as_deref().ok_or_else(|| {
+        ConfigError(
+            "restore needs the data directory to create: --pgdata DIR (or TIDEMARK_PGDATA, or pgdata in the config file)".into(),
+        )
+    })?;
+    let request = RestoreRequest {
+        backup: args.backup.clone(),
+        pgdata: absolute(pgdata)?,
+        tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
+        restore_command: restore_command(settings)?,
+    };
+    let repo = open_repo(settings).await?;
+    let prepared = prepare(&repo, &settings.stanza, &request).await?;
+    let progress = Arc::new(Progress::default());
+    let work = prepared.run(&repo, &progress);
+    let report = if args.json {
+        work.await?
+    } else {
+        show_progress(work, &progress).await?
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
+    } else {
+        println!("{}", summary(&report));
+    }
+    Ok(exit::OK)
+}
+
+/// `path` made absolute against the current directory (the restore_command and the
+/// tablespace links must not depend on where PostgreSQL runs).
+fn absolute(path: &Path) -> Result<PathBuf, Failure> {
+    std::path::absolute(path)
+        .map_err(|e| ConfigError(format!("cannot make {} absolute: {e}", path.display())).into())
+}
+
+/// Parses `OID=DIR` mappings; the directory must be absolute.
+pub fn parse_tablespace_map(items: &[String]) -> Result<BTreeMap<u32, PathBuf>, ConfigError> {
+    let mut map = BTreeMap::new();
+    for item in items {
+        let bad = |why: &str| ConfigError(format!("--tablespace-map {item:?}: {why}"));
+        let (oid, dir) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected OID=DIR"))?;
+        let oid: u32 = oid
+            .trim()
+            .parse()
+            .map_err(|_| bad("the OID must be a number (the name of the link in pg_tblspc)"))?;
+        let dir = PathBuf::from(dir);
+        if !dir.is_absolute() {
+            return Err(bad("the directory must be an absolute path"));
+        }
+        if map.insert(oid, dir).is_some() {
+            return Err(bad("this tablespace is mapped twice"));
+        }
+    }
+    Ok(map)
+}
+
+/// The `restore_command` for the restored cluster: this binary, with the settings that
+/// find this repository (never secrets: those come from the config file or the
+/// environment, as for this run), then `archive-get %f %p`.
+pub fn restore_command(settings: &Settings) -> Result<String, Failure> {
+    let exe = std::env::current_exe()
+        .map_err(|e| ConfigError(format!("cannot find the tidemark binary's path: {e}")))?;
+    let exe = exe
+        .to_str()
+        .ok_or_else(|| ConfigError(format!("the binary's path {exe:?} is not UTF-8")))?
+        .to_string();
+    Ok(autoconf::restore_command(&exe, &restore_args(settings)?))
+}
+
+/// The arguments of [`restore_command`] after the program.
+fn restore_args(settings: &Settings) -> Result<Vec<String>, Failure> {
+    let mut args = Vec::new();
+    if let Some(config) = &settings.config_file {
+        let config = absolute(config)?;
+        let config = config.to_str().ok_or_else(|| {
+            ConfigError(format!("the config file's path {config:?} is not UTF-8"))
+        })?;
+        args.extend(["--config".to_string(), config.to_string()]);
+    }
+    args.extend(["--repo".to_string(), settings.repo.to_string()]);
+    args.extend(["--stanza".to_string(), settings.stanza.to_string()]);
+    if let Some(endpoint) = &settings.s3.endpoint {
+        args.extend(["--s3-endpoint".to_string(), endpoint.clone()]);
+    }
+    if let Some(region) = &settings.s3.region {
+        args.extend(["--s3-region".to_string(), region.clone()]);
+    }
+    if settings.s3.path_style {
+        args.extend(["--s3-path-style".to_string(), "true".to_string()]);
+    }
+    Ok(args)
+}
+
+/// Drives `work` while showing progress on stderr: a line redrawn in place a few times a
+/// second on a terminal, a plain line every ten seconds otherwise.
+async fn show_progress<F>(work: F, progress: &Progress) -> Result<RestoreReport, Failure>
+where
+    F: std::future::Future<Output = tidemark_recovery::Result<RestoreReport>>,
+{
+    let terminal = std::io::stderr().is_terminal();
+    let every = if terminal { TERMINAL_EVERY } else { LOG_EVERY };
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tokio::pin!(work);
+    let mut drawn = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = ticker.tick() => {
+                let (done, total) = progress.bytes();
+                let line = progress_line(done, total, started.elapsed());
+                let mut err = std::io::stderr().lock();
+                if terminal {
+                    let _ = write!(err, "\r\x1b[K{line}");
+                    drawn = true;
+                } else {
+                    let _ = writeln!(err, "tidemark: restore: {line}");
+                }
+                let _ = err.flush();
+            }
+        }
+    };
+    if drawn {
+        let _ = write!(std::io::stderr(), "\r\x1b[K");
+    }
+    Ok(result?)
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+/// `123.4 of 800.0 MiB (15%), 950.2 MiB/s, 0.7 s left`.
+pub fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    let rate = if secs > 0.0 { mib(done) / secs } else { 0.0 };
+    let percent = if total > 0 {
+        done as f64 * 100.0 / total as f64
+    } else {
+        100.0
+    };
+    let eta = if rate > 0.0 {
+        format!("{:.0} s left", mib(total.saturating_sub(done)) / rate)
+    } else {
+        "time left unknown".into()
+    };
+    format!(
+        "{:.1} of {:.1} MiB ({percent:.0}%), {rate:.1} MiB/s, {eta}",
+        mib(done),
+        mib(total)
+    )
+}
+
+/// The line printed on success.
+pub fn summary(r: &RestoreReport) -> String {
+    let rate = if r.seconds > 0.0 {
+        mib(r.bytes) / r.seconds
+    } else {
+        0.0
+    };
+    format!(
+        "restored backup {}: {} files, {:.1} MiB in {:.1} s ({rate:.1} MiB/s) into {}; start PostgreSQL to replay WAL from the repository",
+        r.backup,
+        r.files,
+        mib(r.bytes),
+        r.seconds,
+        r.pgdata.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::SettingArgs;
+    use crate::cli::config::{resolve, FileSettings};
+
+    #[test]
+    fn tablespace_maps_are_checked() {
+        let map = parse_tablespace_map(&["16384=/srv/ts".into(), "16385=/srv/b=c".into()]).unwrap();
+        assert_eq!(map[&16384], PathBuf::from("/srv/ts"));
+        assert_eq!(map[&16385], PathBuf::from("/srv/b=c"));
+        for bad in ["16384", "x=/srv", "16384=relative", "-1=/srv"] {
+            assert!(parse_tablespace_map(&[bad.into()]).is_err(), "{bad}");
+        }
+        assert!(parse_tablespace_map(&["1=/a".into(), "1=/b".into()]).is_err());
+    }
+
+    #[test]
+    fn the_restore_command_names_the_repository_and_no_secrets() {
+        let args = SettingArgs {
+            repo: Some("s3://bucket/pre fix".replace(' ', "")),
+            stanza: Some("prod".into()),
+            s3_endpoint: Some("http://127.0.0.1:9000".into()),
+            s3_path_style: Some(true),
+            s3_access_key_id: Some("AKIA".into()),
+            s3_secret_access_key: Some("sekrit".into()),
+            ..Default::default()
+        };
+        let settings = resolve(
+            &args,
+            Some("/etc/tide mark.toml".into()),
+            FileSettings::default(),
+        )
+        .unwrap();
+        let words = restore_args(&settings).unwrap();
+        assert_eq!(
+            words,
+            [
+                "--config",
+                "/etc/tide mark.toml",
+                "--repo",
+                "s3://bucket/prefix",
+                "--stanza",
+                "prod",
+                "--s3-endpoint",
+                "http://127.0.0.1:9000",
+                "--s3-path-style",
+                "true"
+            ]
+        );
+        let cmd = restore_command(&settings).unwrap();
+        assert!(cmd.ends_with(" --config '/etc/tide mark.toml' --repo s3://bucket/prefix --stanza prod --s3-endpoint http://127.0.0.1:9000 --s3-path-style true archive-get %f %p"), "{cmd}");
+        assert!(!cmd.contains("sekrit") && !cmd.contains("AKIA"), "{cmd}");
+    }
+
+    #[test]
+    fn progress_and_summary_lines() {
+        let line = progress_line(100 << 20, 400 << 20, Duration::from_secs(1));
+        assert_eq!(line, "100.0 of 400.0 MiB (25%), 100.0 MiB/s, 3 s left");
+        assert!(progress_line(0, 0, Duration::ZERO).contains("unknown"));
+    }
 }
