@@ -30,10 +30,12 @@ use crate::{Error, Result};
 /// verified, and a bounded number of them are in flight.
 pub const MAX_CHUNK_SIZE: u64 = 64 << 20;
 
-/// Files of the data directory's top level that the restore writes itself. A file of
-/// that name in the list is not restored (the restore's own version replaces it); any
-/// other kind of entry there is refused.
-pub const RESTORE_WRITES: [&str; 2] = ["backup_manifest", "recovery.signal"];
+/// Files of the data directory's top level that the restore writes or replaces itself. A
+/// file of that name in the list is not restored; any other kind of entry there is
+/// refused. `tablespace_map` (written by backups taken with the `TABLESPACE_MAP` option)
+/// would make PostgreSQL recreate the tablespace links at their original locations,
+/// undoing `--tablespace-map`: the links the restore makes replace it.
+pub const RESTORE_WRITES: [&str; 3] = ["backup_manifest", "recovery.signal", "tablespace_map"];
 
 /// `postgresql.auto.conf`, which the restore appends the recovery settings to.
 pub const AUTO_CONF: &str = "postgresql.auto.conf";
@@ -457,6 +459,7 @@ pub(crate) mod tests {
                 link("pg_tblspc/16384"),
                 ts_file,
                 file("backup_manifest", 1),
+                file("tablespace_map", 1),
             ]),
         )
         .unwrap();
