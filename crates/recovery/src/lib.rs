@@ -65,7 +65,10 @@ pub enum Error {
         stanza: String,
     },
     /// No backup has the id asked for.
-    #[error("stanza {stanza:?} has no backup {id:?}; available: {}", available.join(", "))]
+    #[error(
+        "stanza {stanza:?} has no backup {id:?}; available: {}",
+        list(available)
+    )]
     UnknownBackup {
         /// The id asked for.
         id: String,
@@ -122,6 +125,10 @@ pub enum Error {
         #[source]
         source: tidemark_store::Error,
     },
+    /// The caller interrupted the restore (see `Progress::interrupt`); what it had
+    /// written was removed.
+    #[error("interrupted; everything the restore wrote was removed")]
+    Interrupted,
     /// A restore failed, and removing what it had written failed too.
     #[error("{cause}; removing what the restore wrote failed too: {}: {source}", path.display())]
     CleanupFailed {
@@ -160,7 +167,7 @@ impl Error {
             // A chunk the file list names must be there: missing data is damage.
             Error::Chunk { source, .. } if source.is_not_found() => ErrorKind::Integrity,
             Error::Chunk { source, .. } | Error::Store(source) => store_kind(source),
-            Error::Io { .. } => ErrorKind::Failed,
+            Error::Io { .. } | Error::Interrupted => ErrorKind::Failed,
             Error::CleanupFailed { cause, .. } => cause.kind(),
         }
     }
@@ -171,6 +178,14 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+fn list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".into()
+    } else {
+        ids.join(", ")
     }
 }
 

@@ -87,6 +87,7 @@ pub struct Progress {
     done_bytes: AtomicU64,
     total_files: AtomicU64,
     done_files: AtomicU64,
+    interrupted: AtomicBool,
 }
 
 impl Progress {
@@ -96,6 +97,20 @@ impl Progress {
             self.done_bytes.load(Ordering::Relaxed),
             self.total_bytes.load(Ordering::Relaxed),
         )
+    }
+
+    /// Asks the restore to stop (a signal): it stops at the next chunk, removes what it
+    /// wrote, and fails with [`Error::Interrupted`].
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::Relaxed);
+    }
+
+    fn check_interrupted(&self) -> Result<()> {
+        if self.interrupted.load(Ordering::Relaxed) {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
     }
 
     /// Files finished so far and the total.
@@ -224,9 +239,6 @@ async fn pick_backup(repo: &Repo, stanza: &Stanza, id: Option<&str>) -> Result<B
     match id {
         None => all.into_iter().last().ok_or_else(|| Error::NoBackups {
             stanza: stanza.to_string(),
-        }),
-        Some(id) if all.is_empty() => Err(Error::NoBackups {
-            stanza: format!("{stanza}\" (asked for backup \"{id}"),
         }),
         Some(id) => Err(Error::UnknownBackup {
             id: id.to_string(),
@@ -503,7 +515,9 @@ impl Prepared {
             })?;
         self.finish_small_file(&manifest, out)?;
 
+        progress.check_interrupted()?;
         self.write_files(repo, progress).await?;
+        progress.check_interrupted()?;
 
         // Recovery settings.
         let auto_conf = self.pgdata().join(layout::AUTO_CONF);
@@ -639,6 +653,7 @@ impl Prepared {
                     if cancelled.load(Ordering::Relaxed) {
                         return Ok(());
                     }
+                    progress.check_interrupted()?;
                     let node = &layout.files[f];
                     let chunk = match node.chunks.get(i) {
                         Some(digest) => {
@@ -1362,6 +1377,22 @@ mod tests {
             fs::read_link(fx.path("other/pg_tblspc/16384")).unwrap(),
             fx.path("original-ts")
         );
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_restore_removes_what_it_wrote() {
+        let fx = Fixture::new();
+        let f = fx
+            .file(None, "base/1/1259", &content(3 * CHUNK as usize, 1), 0o600)
+            .await;
+        fx.backup("20261121T103207Z", vec![f]).await;
+        let progress = Arc::new(Progress::default());
+        progress.interrupt();
+        let err = restore(&fx.repo, &fx.stanza, &fx.request(None), &progress)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Interrupted), "{err}");
+        assert!(!fx.path("pgdata").exists() && !fx.path("ts").exists());
     }
 
     #[tokio::test]

@@ -43,11 +43,7 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure>
     let prepared = prepare(&repo, &settings.stanza, &request).await?;
     let progress = Arc::new(Progress::default());
     let work = prepared.run(&repo, &progress);
-    let report = if args.json {
-        work.await?
-    } else {
-        show_progress(work, &progress).await?
-    };
+    let report = drive(work, &progress, !args.json).await?;
     if args.json {
         println!(
             "{}",
@@ -126,22 +122,37 @@ fn restore_args(settings: &Settings) -> Result<Vec<String>, Failure> {
     Ok(args)
 }
 
-/// Drives `work` while showing progress on stderr: a line redrawn in place a few times a
-/// second on a terminal, a plain line every ten seconds otherwise.
-async fn show_progress<F>(work: F, progress: &Progress) -> Result<RestoreReport, Failure>
+/// Drives `work` to its end. Shows progress on stderr when `show` (a line redrawn in
+/// place a few times a second on a terminal, a plain line every ten seconds otherwise).
+/// SIGINT or SIGTERM interrupts the restore, which then removes what it wrote before it
+/// fails: a half-written data directory is never left behind.
+async fn drive<F>(work: F, progress: &Progress, show: bool) -> Result<RestoreReport, Failure>
 where
     F: std::future::Future<Output = tidemark_recovery::Result<RestoreReport>>,
 {
+    use tokio::signal::unix::{signal, SignalKind};
     let terminal = std::io::stderr().is_terminal();
     let every = if terminal { TERMINAL_EVERY } else { LOG_EVERY };
     let started = Instant::now();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
     tokio::pin!(work);
     let mut drawn = false;
     let result = loop {
         tokio::select! {
             result = &mut work => break result,
-            _ = ticker.tick() => {
+            _ = next(&mut interrupt) => progress.interrupt(),
+            _ = next(&mut terminate) => progress.interrupt(),
+            _ = ticker.tick(), if show => {
                 let (done, total) = progress.bytes();
                 let line = progress_line(done, total, started.elapsed());
                 let mut err = std::io::stderr().lock();
