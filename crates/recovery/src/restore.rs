@@ -8,7 +8,7 @@
 //!   verified and written with `pwrite` at its offset on the blocking pool, which keeps
 //!   every core busy even under the agent's single-threaded runtime. Memory stays at
 //!   about two chunks per chunk in flight, whatever the size of the backup.
-//! - Chunks in flight come from different files (`interleave`): buffered writes to one
+//! - Chunks in flight come from different files (see `Jobs`): buffered writes to one
 //!   file take its inode lock, and a second writer of the same file spins on it. Files
 //!   are created by one thread running ahead of the chunks (a directory's lock again).
 //! - Every chunk is verified by the store's [`BlobDecoder`] (frames, length, SHA-256)
@@ -626,19 +626,19 @@ impl Prepared {
         let chunk_size = self.layout.chunk_size;
         // One lane per chunk in flight: the chunks in flight are then from as many
         // different places, mostly different files.
-        let jobs = interleave(chunk_jobs(&self.layout), self.in_flight);
+        let jobs = Jobs::new(&self.layout, self.in_flight);
         // Files are created by one thread, ahead of the chunks, in the order the chunks
         // need them. Creating takes the directory's lock: creators on several threads
         // mostly spin on it, burning the cores the chunks need (and on ext4 without a
         // journal a create can cost a scan past recently freed inodes). Chunks only open
         // files that exist, waiting for the creator when they get ahead of it.
-        let creator = Arc::new(Creator::new(&jobs, files.len()));
+        let creator = Arc::new(Creator::new(jobs.iter(), files.len()));
         let creating = {
             let (creator, files, cancelled) = (creator.clone(), files.clone(), cancelled.clone());
             let sizes: Vec<u64> = self.layout.files.iter().map(|f| f.size).collect();
             tokio::task::spawn_blocking(move || creator.run(&files, &sizes, &cancelled))
         };
-        let mut done = futures::stream::iter(jobs)
+        let mut done = futures::stream::iter(jobs.iter())
             .map(|(f, i)| {
                 let (files, cancelled, progress, creator) = (
                     files.clone(),
@@ -716,10 +716,10 @@ struct Creator {
 }
 
 impl Creator {
-    fn new(jobs: &[(usize, usize)], files: usize) -> Creator {
+    fn new(jobs: impl Iterator<Item = (usize, usize)>, files: usize) -> Creator {
         let mut rank = vec![usize::MAX; files];
         let mut order = Vec::with_capacity(files);
-        for &(f, _) in jobs {
+        for (f, _) in jobs {
             if rank[f] == usize::MAX {
                 rank[f] = order.len();
                 order.push(f);
@@ -773,31 +773,57 @@ impl Creator {
     }
 }
 
-/// Every chunk of every file as `(file, chunk)`, in file order; an empty file is one job
-/// (`chunk` 0, with no chunk behind it) that creates nothing but finishes the file.
-fn chunk_jobs(layout: &Layout) -> Vec<(usize, usize)> {
-    layout
-        .files
-        .iter()
-        .enumerate()
-        .flat_map(|(f, node)| (0..node.chunks.len().max(1)).map(move |i| (f, i)))
-        .collect()
+/// The work, one job per chunk (an empty file is one job with no chunk behind it, which
+/// only finishes the file), in the order it is handed out, computed rather than stored:
+/// memory is per file, not per chunk.
+///
+/// In file order, job `g` is chunk `g - starts[f]` of the file `f` whose range holds it.
+/// That sequence is cut into `lanes` contiguous runs, and jobs are handed out one from
+/// each run in turn, so that the chunks processed at the same moment belong to different
+/// files: buffered writes to one file hold its inode lock while they copy, and a second
+/// writer of the same file spins on that lock instead of working. Each run still goes
+/// through its files in order, so only a few files are open at once.
+struct Jobs {
+    /// The first job of each file, in file order.
+    starts: Vec<u64>,
+    /// Jobs in all.
+    total: u64,
+    /// Number of runs.
+    lanes: u64,
+    /// Jobs per run (the last may have fewer).
+    per_lane: u64,
 }
 
-/// Cuts `jobs` into `lanes` contiguous runs and takes one job from each in turn, so that
-/// chunks processed at the same moment belong to different files. Buffered writes to
-/// one file hold its inode lock while they copy, and a second writer of the same file
-/// spins on that lock instead of working. Each lane still goes through its files in
-/// order, so only a few files are open at once.
-fn interleave(jobs: Vec<(usize, usize)>, lanes: usize) -> Vec<(usize, usize)> {
-    let lanes = lanes.max(1);
-    let per_lane = jobs.len().div_ceil(lanes).max(1);
-    let runs: Vec<&[(usize, usize)]> = jobs.chunks(per_lane).collect();
-    let mut out = Vec::with_capacity(jobs.len());
-    for i in 0..per_lane {
-        out.extend(runs.iter().filter_map(|run| run.get(i)));
+impl Jobs {
+    fn new(layout: &Layout, lanes: usize) -> Jobs {
+        let mut starts = Vec::with_capacity(layout.files.len());
+        let mut total = 0u64;
+        for f in &layout.files {
+            starts.push(total);
+            total += (f.chunks.len() as u64).max(1);
+        }
+        let lanes = (lanes as u64).max(1);
+        Jobs {
+            starts,
+            total,
+            lanes,
+            per_lane: total.div_ceil(lanes).max(1),
+        }
     }
-    out
+
+    /// Job `g` of the file-order sequence, as `(file, chunk)`.
+    fn at(&self, g: u64) -> (usize, usize) {
+        let f = self.starts.partition_point(|&start| start <= g) - 1;
+        (f, (g - self.starts[f]) as usize)
+    }
+
+    /// The jobs in the order they are handed out.
+    fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..self.per_lane)
+            .flat_map(move |i| (0..self.lanes).map(move |run| run * self.per_lane + i))
+            .filter(move |&g| g < self.total)
+            .map(move |g| self.at(g))
+    }
 }
 
 /// A file being written: opened by whichever of its chunks comes first, closed (after its
@@ -1145,19 +1171,66 @@ mod tests {
         fs::symlink_metadata(p).unwrap().mode() & 0o7777
     }
 
+    /// The order [`Jobs`] computes, built the plain way.
+    fn interleaved(layout: &Layout, lanes: usize) -> Vec<(usize, usize)> {
+        let jobs: Vec<(usize, usize)> = layout
+            .files
+            .iter()
+            .enumerate()
+            .flat_map(|(f, node)| (0..node.chunks.len().max(1)).map(move |i| (f, i)))
+            .collect();
+        let per_lane = jobs.len().div_ceil(lanes).max(1);
+        let runs: Vec<&[(usize, usize)]> = jobs.chunks(per_lane).collect();
+        let mut out = Vec::new();
+        for i in 0..per_lane {
+            out.extend(runs.iter().filter_map(|run| run.get(i)));
+        }
+        out
+    }
+
     #[test]
-    fn interleaved_jobs_keep_every_job_once() {
-        let jobs: Vec<(usize, usize)> = (0..7).map(|i| (i / 3, i % 3)).collect();
-        let mixed = interleave(jobs.clone(), 2);
+    fn jobs_are_interleaved_across_files_and_each_handed_out_once() {
+        let node = |chunks: usize| FileNode {
+            root: Root::Data,
+            path: "f".into(),
+            mode: 0o600,
+            mtime: 0,
+            size: chunks as u64,
+            chunks: vec![Digest::of(b""); chunks],
+        };
+        let mut layout = crate::layout::check(
+            &crate::layout::tests::record(&[]),
+            &FileList {
+                format: tidemark_store::backup::FILE_LIST_FORMAT,
+                entries: vec![],
+            },
+        )
+        .unwrap();
+        layout.files = vec![node(3), node(3), node(1)];
+        let jobs = Jobs::new(&layout, 2);
         assert_eq!(
-            mixed,
+            jobs.iter().collect::<Vec<_>>(),
             [(0, 0), (1, 1), (0, 1), (1, 2), (0, 2), (2, 0), (1, 0)]
         );
-        assert_eq!(interleave(jobs.clone(), 1), jobs);
-        assert_eq!(interleave(vec![], 2), []);
-        let mut sorted = interleave(jobs.clone(), 5);
-        sorted.sort();
-        assert_eq!(sorted, jobs);
+        layout.files = vec![
+            node(0),
+            node(5),
+            node(0),
+            node(1),
+            node(12),
+            node(0),
+            node(7),
+        ];
+        for lanes in 1..12 {
+            let computed: Vec<_> = Jobs::new(&layout, lanes).iter().collect();
+            assert_eq!(computed, interleaved(&layout, lanes), "{lanes} lanes");
+            let mut sorted = computed;
+            sorted.sort();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 5 + 1 + 1 + 1 + 12 + 1 + 7);
+        }
+        layout.files.clear();
+        assert_eq!(Jobs::new(&layout, 3).iter().count(), 0);
     }
 
     #[tokio::test]
