@@ -128,8 +128,12 @@ async fn main() {
     let runs: usize = args.next().map_or(3, |a| a.parse().expect("runs"));
 
     let dir = tempfile::tempdir().unwrap();
+    // KEEP_REPO=DIR writes the repository there and keeps it, for timing the real
+    // command: `tidemark --repo file://DIR --stanza bench restore --pgdata …`.
+    let repo_dir =
+        std::env::var_os("KEEP_REPO").map_or_else(|| dir.path().join("repo"), Into::into);
     let repo = Repo::new(
-        Arc::new(LocalBackend::new(dir.path().join("repo")).unwrap()),
+        Arc::new(LocalBackend::new(&repo_dir).unwrap()),
         Compression::Lz4,
     );
     let stanza = Stanza::new("bench").unwrap();
@@ -207,7 +211,7 @@ async fn main() {
         tidemark_version: "bench".into(),
     };
     repo.put_backup(&stanza, &record).await.unwrap();
-    let stored = dir_size(&dir.path().join("repo"));
+    let stored = dir_size(&repo_dir);
     println!(
         "backup: {files} files, {} MiB raw, {} MiB stored ({:.1}x), written in {:.1} s",
         bytes >> 20,
