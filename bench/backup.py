@@ -10,7 +10,8 @@ page cache warm, in one run:
     with process-max 1 and 2;
   * peak RSS of tidemark backup and restore (GNU time, the tool's own figure);
   * deduplication: after updating 1% of pgbench_accounts' rows, the bytes a second tidemark
-    backup adds, as a share of what the first one added. Two kinds of 1%: a contiguous
+    backup adds, as a share of what the first one added (autovacuum off, table vacuumed
+    first, so that the update is the only change). Two kinds of 1%: a contiguous
     range of accounts (aid <= 1%), and 1% scattered over the whole table (every 100th
     account: that touches most pages, so no page-aligned deduplication can help much).
 
@@ -87,14 +88,15 @@ class Bench:
             self.sh([f"{PGBIN}/initdb", "-D", self.data, "-A", "trust", "--no-sync"])
             with open(f"{self.data}/postgresql.conf", "a") as f:
                 f.write("archive_mode = on\narchive_command = '/bin/true'\nfsync = off\n"
-                        "max_wal_senders = 4\nmax_wal_size = '4GB'\n")
+                        "max_wal_senders = 4\nmax_wal_size = '4GB'\nautovacuum = off\n")
         with open(f"{self.w}/pgbackrest.conf", "w") as f:
             f.write(f"[global]\ncompress-type=lz4\narchive-async=n\nlock-path={self.w}/pgbr/lock\n"
                     f"log-path={self.w}/pgbr/log\nspool-path={self.w}/pgbr\nlog-level-console=warn\n"
                     f"\n[main]\npg1-path={self.data}\npg1-socket-path={self.sock}\n"
                     f"pg1-port={self.port}\n")
         self.sh([f"{PGBIN}/pg_ctl", "-D", self.data, "-l", f"{self.w}/pg.log", "-w", "start",
-                 "-o", f"-k {self.sock} -p {self.port} -c listen_addresses=127.0.0.1"])
+                 "-o", f"-k {self.sock} -p {self.port} -c listen_addresses=127.0.0.1 "
+                 "-c autovacuum=off"])
         if fresh or self.psql("select to_regclass('pgbench_accounts') is null") == "t":
             print(f"  loading pgbench scale {self.args.scale}", file=sys.stderr)
             self.sh([f"{PGBIN}/pgbench", "-h", self.sock, "-p", str(self.port), "-i", "-q",
@@ -169,27 +171,32 @@ class Bench:
         shutil.rmtree(pgbr_repo)
         return out, tm_repo, base
 
-    def dedup(self, tm_repo):
-        """Second and third tidemark backups after 1% contiguous / 1% scattered updates."""
+    def dedup(self, base):
+        """Backups into a fresh repository: a first one, then one after updating 1% of
+        pgbench_accounts' rows in one range, then one after updating 1% scattered."""
+        repo = f"{base}/dedup-repo"
+        os.makedirs(repo)
+        shutil.chown(repo, self.user)
+        self.archive_to(repo)
         conn = ["--pg-host", self.sock, "--pg-port", str(self.port)]
         rows = int(self.psql("select count(*) from pgbench_accounts"))
-        out = {}
 
         def added():
-            r = subprocess.run(self.as_user(self.tidemark(tm_repo, *conn, "backup", "--json")),
+            self.psql("checkpoint")
+            r = subprocess.run(self.as_user(self.tidemark(repo, *conn, "backup", "--json")),
                                capture_output=True, text=True, env=self.env, cwd=self.w)
             if r.returncode != 0:
                 raise BenchError(f"tidemark backup: {r.stderr.strip()}")
-            return json.loads(r.stdout)["stored_added"]
+            return json.loads(r.stdout)["stored_added"] / 2**20
 
-        first = json.loads(self.sh(self.tidemark(tm_repo, "info", "--json")))["backups"][0]
-        out["first_added_mib"] = first["stored_added"] / 2**20
+        # A settled table: earlier runs' dead rows pruned, so that the only change between
+        # the backups is the update (autovacuum is off in this cluster).
+        self.psql("vacuum pgbench_accounts")
+        out = {"first_added_mib": added()}
         self.psql(f"update pgbench_accounts set abalance = abalance + 1 where aid <= {rows // 100}")
-        self.psql("checkpoint")
-        out["contiguous_1pct_added_mib"] = added() / 2**20
+        out["contiguous_1pct_added_mib"] = added()
         self.psql("update pgbench_accounts set abalance = abalance + 1 where aid % 100 = 0")
-        self.psql("checkpoint")
-        out["scattered_1pct_added_mib"] = added() / 2**20
+        out["scattered_1pct_added_mib"] = added()
         for k in ("contiguous", "scattered"):
             out[f"{k}_share"] = out[f"{k}_1pct_added_mib"] / out["first_added_mib"]
         return out
@@ -238,10 +245,10 @@ def main():
         b.sh(["tar", "-cf", "/dev/null", b.data])  # warm the page cache
         for rnd in range(args.rounds):
             print(f"  round {rnd + 1}/{args.rounds}", file=sys.stderr)
-            out, tm_repo, base = b.round(rnd)
+            out, _, base = b.round(rnd)
             rounds.append(out)
             if rnd == args.rounds - 1:
-                dedup = b.dedup(tm_repo)
+                dedup = b.dedup(base)
             shutil.rmtree(base)
     except BenchError as e:
         print(f"backup.py: {e}", file=sys.stderr)
