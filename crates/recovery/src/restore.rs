@@ -158,7 +158,7 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Chunks read and verified.
     pub chunks: u64,
-    /// Wall-clock seconds.
+    /// Wall-clock seconds, from [`prepare`] to the end.
     pub seconds: f64,
     /// How the writes were made durable.
     pub sync: SyncMode,
@@ -175,6 +175,8 @@ pub struct Prepared {
     restore_command: String,
     sync: SyncMode,
     in_flight: usize,
+    /// When [`prepare`] began: the report's time covers reading the file list too.
+    began: Instant,
 }
 
 /// A target directory and what it was before the restore.
@@ -202,6 +204,7 @@ pub fn in_flight() -> usize {
 
 /// Picks the backup, reads and checks its file list and the targets. Writes nothing.
 pub async fn prepare(repo: &Repo, stanza: &Stanza, request: &RestoreRequest) -> Result<Prepared> {
+    let began = Instant::now();
     let record = pick_backup(repo, stanza, request.backup.as_deref()).await?;
     let list = repo.backup_files(&record).await?;
     let layout = layout::check(&record, &list)?;
@@ -213,6 +216,7 @@ pub async fn prepare(repo: &Repo, stanza: &Stanza, request: &RestoreRequest) -> 
         restore_command: request.restore_command.clone(),
         sync: SyncMode::SyncFs,
         in_flight: in_flight(),
+        began,
     })
 }
 
@@ -400,7 +404,6 @@ impl Prepared {
     /// Writes the backup into the targets, durably; on failure removes everything it
     /// created and returns the error.
     pub async fn run(self, repo: &Repo, progress: &Arc<Progress>) -> Result<RestoreReport> {
-        let started = Instant::now();
         progress
             .total_bytes
             .store(self.layout.bytes, Ordering::Relaxed);
@@ -408,7 +411,7 @@ impl Prepared {
             .total_files
             .store(self.layout.files.len() as u64, Ordering::Relaxed);
         match self.write(repo, progress).await {
-            Ok(()) => Ok(self.report(started.elapsed())),
+            Ok(()) => Ok(self.report(self.began.elapsed())),
             Err(cause) => {
                 let targets = self.targets.clone();
                 let cleanup = tokio::task::spawn_blocking(move || undo(&targets))
@@ -1450,6 +1453,55 @@ mod tests {
             fs::read_link(fx.path("other/pg_tblspc/16384")).unwrap(),
             fx.path("original-ts")
         );
+    }
+
+    #[tokio::test]
+    async fn fsync_each_and_one_chunk_in_flight_restore_the_same_bytes() {
+        let fx = Fixture::new();
+        let bytes = content(7 * CHUNK as usize + 3, 9);
+        let mut ts_file = fx.file(Some(TS), "PG_15/5/1", &bytes, 0o600).await;
+        ts_file.mtime = 1_500_000_000;
+        let entries = vec![fx.file(None, "base/1/2", &bytes, 0o640).await, ts_file];
+        fx.backup("20261121T103207Z", entries).await;
+        let prepared = prepare(&fx.repo, &fx.stanza, &fx.request(None))
+            .await
+            .unwrap()
+            .with_sync(SyncMode::FsyncEach)
+            .with_in_flight(1);
+        assert_eq!(prepared.record().id, "20261121T103207Z");
+        assert_eq!(prepared.layout().chunks, 16);
+        let report = prepared
+            .run(&fx.repo, &Arc::new(Progress::default()))
+            .await
+            .unwrap();
+        assert_eq!(report.sync, SyncMode::FsyncEach);
+        assert_eq!(fs::read(fx.path("pgdata/base/1/2")).unwrap(), bytes);
+        assert_eq!(fs::read(fx.path("ts/PG_15/5/1")).unwrap(), bytes);
+        assert_eq!(
+            fs::metadata(fx.path("ts/PG_15/5/1")).unwrap().mtime(),
+            1_500_000_000
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relative_tablespace_location_needs_a_map() {
+        let fx = Fixture::new();
+        let f = fx.file(None, "PG_VERSION", b"15\n", 0o600).await;
+        let mut record = fx.backup("20261121T103207Z", vec![f]).await;
+        record.id = "20261121T103208Z".into();
+        record.start_time += chrono::Duration::seconds(10);
+        record.tablespaces[0].location = "../ts".into();
+        fx.repo.put_backup(&fx.stanza, &record).await.unwrap();
+        let mut request = fx.request(None);
+        request.tablespace_map.clear();
+        let err = prepare(&fx.repo, &fx.stanza, &request).await.unwrap_err();
+        assert!(matches!(err, Error::BadRecord { .. }), "{err}");
+        assert!(
+            err.to_string().contains("--tablespace-map 16384=DIR"),
+            "{err}"
+        );
+        // With a map the location does not matter.
+        fx.restore(None).await.unwrap();
     }
 
     #[tokio::test]
