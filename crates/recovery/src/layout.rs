@@ -120,8 +120,9 @@ pub fn chunk_count(size: u64, chunk_size: u64) -> u64 {
     size.div_ceil(chunk_size)
 }
 
-/// Checks `list` against `record` and returns what to create, or the first problem.
-pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
+/// Checks `list` against `record` and returns what to create, or the first problem. The
+/// list is consumed: its chunk digests move into the layout rather than being copied.
+pub fn check(record: &BackupRecord, list: FileList) -> Result<Layout> {
     let bad_record = |detail: String| Error::BadRecord {
         backup: record.id.clone(),
         detail,
@@ -145,7 +146,7 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
     };
 
     // First pass: each entry on its own.
-    let mut kinds: BTreeMap<(Root, &str), &EntryKind> = BTreeMap::new();
+    let mut kinds: BTreeMap<(Root, String), Kind> = BTreeMap::new();
     let mut layout = Layout {
         chunk_size: record.chunk_size,
         dirs: Vec::new(),
@@ -154,7 +155,7 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
         bytes: 0,
         chunks: 0,
     };
-    for entry in &list.entries {
+    for entry in list.entries {
         let root = match entry.tablespace {
             None => Root::Data,
             Some(oid) if tablespaces.contains(&oid) => Root::Tablespace(oid),
@@ -170,7 +171,12 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
         if let Err(reason) = check_path(path) {
             return Err(refuse(root, path, reason));
         }
-        if kinds.insert((root, path), &entry.kind).is_some() {
+        let kind = match entry.kind {
+            EntryKind::File { .. } => Kind::File,
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::Symlink { .. } => Kind::Symlink,
+        };
+        if kinds.insert((root, path.to_string()), kind).is_some() {
             return Err(refuse(root, path, "the path appears twice".into()));
         }
         if root == Root::Data {
@@ -191,7 +197,7 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
             .flatten()
             .filter(|oid| tablespaces.contains(oid));
         if let Some(oid) = tablespace_link {
-            if !matches!(entry.kind, EntryKind::Symlink { .. }) {
+            if kind != Kind::Symlink {
                 return Err(refuse(
                     root,
                     path,
@@ -202,7 +208,7 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
             continue;
         }
         if root == Root::Data && (RESTORE_WRITES.contains(&path) || path == AUTO_CONF) {
-            if !matches!(entry.kind, EntryKind::File { .. }) {
+            if kind != Kind::File {
                 return Err(refuse(
                     root,
                     path,
@@ -214,7 +220,7 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
             }
         }
         let mode = entry.mode & 0o7777;
-        match &entry.kind {
+        match entry.kind {
             EntryKind::Symlink { .. } => return Err(refuse(
                 root,
                 path,
@@ -252,7 +258,7 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
                     mode,
                     mtime: entry.mtime,
                     size: entry.size,
-                    chunks: chunks.clone(),
+                    chunks,
                 });
             }
         }
@@ -264,19 +270,20 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
     if !tablespaces.is_empty() {
         implied.insert((Root::Data, "pg_tblspc".to_string()));
     }
-    for &(root, path) in kinds.keys() {
+    for (root, path) in kinds.keys() {
+        let (root, path) = (*root, path.as_str());
         for (i, _) in path.match_indices('/') {
             let ancestor = &path[..i];
-            match kinds.get(&(root, ancestor)) {
-                Some(EntryKind::Dir) => {}
-                Some(EntryKind::File { .. }) => {
+            match kinds.get(&(root, ancestor.to_string())) {
+                Some(Kind::Dir) => {}
+                Some(Kind::File) => {
                     return Err(refuse(
                         root,
                         path,
                         format!("lies beneath the file {ancestor}"),
                     ))
                 }
-                Some(EntryKind::Symlink { .. }) => {
+                Some(Kind::Symlink) => {
                     return Err(refuse(
                         root,
                         path,
@@ -289,8 +296,8 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
             }
         }
     }
-    if let Some(kind) = kinds.get(&(Root::Data, "pg_tblspc")) {
-        if !matches!(kind, EntryKind::Dir) && !tablespaces.is_empty() {
+    if let Some(kind) = kinds.get(&(Root::Data, "pg_tblspc".to_string())) {
+        if *kind != Kind::Dir && !tablespaces.is_empty() {
             return Err(refuse(
                 Root::Data,
                 "pg_tblspc",
@@ -299,7 +306,7 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
         }
     }
     for (root, path) in implied {
-        if !kinds.contains_key(&(root, path.as_str())) {
+        if !kinds.contains_key(&(root, path.clone())) {
             layout.dirs.push(DirNode {
                 root,
                 path,
@@ -314,6 +321,14 @@ pub fn check(record: &BackupRecord, list: &FileList) -> Result<Layout> {
         .dirs
         .sort_by(|a, b| (a.root, &a.path).cmp(&(b.root, &b.path)));
     Ok(layout)
+}
+
+/// An entry's kind, without its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
 }
 
 /// `Some(oid)` when `path` is `pg_tblspc/<oid>`.
@@ -438,7 +453,7 @@ pub(crate) mod tests {
     }
 
     fn refused(rec: &BackupRecord, entries: Vec<FileEntry>) -> String {
-        match check(rec, &list(entries)) {
+        match check(rec, list(entries)) {
             Err(e @ Error::UnsafeEntry { .. }) => e.to_string(),
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -451,7 +466,7 @@ pub(crate) mod tests {
         ts_file.tablespace = Some(16384);
         let layout = check(
             &rec,
-            &list(vec![
+            list(vec![
                 file("base/1/1259", 5),
                 dir("base"),
                 file("PG_VERSION", 3),
@@ -561,13 +576,13 @@ pub(crate) mod tests {
     fn bad_records_are_refused() {
         let mut rec = record(&[1, 1]);
         assert!(matches!(
-            check(&rec, &list(vec![])),
+            check(&rec, list(vec![])),
             Err(Error::BadRecord { .. })
         ));
         rec.tablespaces.pop();
         rec.chunk_size = 0;
         assert!(matches!(
-            check(&rec, &list(vec![])),
+            check(&rec, list(vec![])),
             Err(Error::BadRecord { .. })
         ));
     }

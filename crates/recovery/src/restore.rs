@@ -207,7 +207,7 @@ pub async fn prepare(repo: &Repo, stanza: &Stanza, request: &RestoreRequest) -> 
     let began = Instant::now();
     let record = pick_backup(repo, stanza, request.backup.as_deref()).await?;
     let list = repo.backup_files(&record).await?;
-    let layout = layout::check(&record, &list)?;
+    let layout = layout::check(&record, list)?;
     let targets = check_targets(&record, request)?;
     Ok(Prepared {
         record,
@@ -1203,7 +1203,7 @@ mod tests {
         };
         let mut layout = crate::layout::check(
             &crate::layout::tests::record(&[]),
-            &FileList {
+            FileList {
                 format: tidemark_store::backup::FILE_LIST_FORMAT,
                 entries: vec![],
             },
