@@ -56,10 +56,33 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure>
 }
 
 /// `path` made absolute against the current directory (the restore_command and the
-/// tablespace links must not depend on where PostgreSQL runs).
+/// tablespace links must not depend on where PostgreSQL runs). A `..` is resolved through
+/// the file system (the nearest existing ancestor is canonicalized), never lexically: a
+/// lexical `..` after a symbolic link would name another directory.
 fn absolute(path: &Path) -> Result<PathBuf, Failure> {
-    std::path::absolute(path)
-        .map_err(|e| ConfigError(format!("cannot make {} absolute: {e}", path.display())).into())
+    let fail = |why: String| -> Failure {
+        ConfigError(format!("cannot make {} absolute: {why}", path.display())).into()
+    };
+    let abs = std::path::absolute(path).map_err(|e| fail(e.to_string()))?;
+    if !abs
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Ok(abs);
+    }
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        let name = existing
+            .file_name()
+            .ok_or_else(|| fail("a '..' below a directory that does not exist".into()))?
+            .to_owned();
+        rest.push(name);
+        existing.pop();
+    }
+    let mut out = existing.canonicalize().map_err(|e| fail(e.to_string()))?;
+    out.extend(rest.iter().rev());
+    Ok(out)
 }
 
 /// Parses `OID=DIR` mappings; the directory must be absolute.
@@ -267,6 +290,19 @@ mod tests {
         let cmd = restore_command(&settings).unwrap();
         assert!(cmd.ends_with(" --config '/etc/tide mark.toml' --repo s3://bucket/prefix --stanza prod --s3-endpoint http://127.0.0.1:9000 --s3-path-style true archive-get %f %p"), "{cmd}");
         assert!(!cmd.contains("sekrit") && !cmd.contains("AKIA"), "{cmd}");
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_through_the_file_system() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("a")).unwrap();
+        assert_eq!(
+            absolute(&base.join("a/../new/data")).unwrap(),
+            base.join("new/data")
+        );
+        assert_eq!(absolute(&base.join("a/x")).unwrap(), base.join("a/x"));
+        assert!(absolute(&base.join("missing/../x")).is_err());
     }
 
     #[test]
