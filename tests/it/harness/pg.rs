@@ -388,28 +388,8 @@ impl Cluster {
 
     /// Runs SQL in database `db` (see [`psql`](Self::psql)).
     pub fn psql_db(&self, db: &str, sql: &str) -> String {
-        let out = self
-            .pg_command("psql")
-            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(self.socket_dir())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql -d {db} {sql:?} failed: {}",
-            output_text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        self.try_psql_db(db, sql)
+            .unwrap_or_else(|e| panic!("psql -d {db} {sql:?} failed: {e}"))
     }
 
     /// Appends settings to `postgresql.conf` (later lines win).
@@ -580,18 +560,16 @@ impl Cluster {
 
     /// Like [`psql`](Self::psql), returning psql's error output on failure.
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
+        self.try_psql_db("postgres", sql)
+    }
+
+    /// Like [`psql_db`](Self::psql_db), returning psql's error output on failure.
+    pub fn try_psql_db(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = self
             .pg_command("psql")
             .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
-            .args([
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                SUPERUSER,
-                "-d",
-                "postgres",
-            ])
+            .args(["-p", &self.port.to_string(), "-U", SUPERUSER, "-d", db])
             .args(["-c", sql])
             .output()
             .map_err(|e| format!("cannot run psql: {e}"))?;
