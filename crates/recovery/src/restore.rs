@@ -5,9 +5,10 @@
 //!
 //! - Files are cut into chunks at fixed offsets, so chunks are independent: a bounded
 //!   number of them ([`in_flight`]) are fetched concurrently, and each is decoded,
-//!   verified and written with `pwrite` at its offset on the blocking pool, which keeps
-//!   every core busy even under the agent's single-threaded runtime. Memory stays at
-//!   about two chunks per chunk in flight, whatever the size of the backup.
+//!   verified and written with `pwrite` at its offset on the blocking pool (about one
+//!   chunk per core at a time), which keeps every core busy even under the agent's
+//!   single-threaded runtime. Memory stays at one stored chunk per chunk in flight plus
+//!   two chunks per core, whatever the size of the backup.
 //! - Chunks in flight come from different files (see `Jobs`): buffered writes to one
 //!   file take its inode lock, and a second writer of the same file spins on it. Files
 //!   are created by one thread running ahead of the chunks (a directory's lock again).
@@ -195,11 +196,15 @@ enum Before {
     Empty { mode: u32 },
 }
 
-/// Chunks fetched and processed at once: enough to keep both the repository and every
-/// core busy, few enough to bound memory (about two chunks each).
+/// Chunks in flight by default: enough to keep a local repository and every core busy,
+/// few enough to bound memory (about one stored chunk each, plus two chunks per core
+/// being decoded). A remote repository wants more ([`Prepared::with_in_flight`]).
 pub fn in_flight() -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    2 * cores + 2
+    2 * cores() + 2
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 /// Picks the backup, reads and checks its file list and the targets. Writes nothing.
@@ -395,7 +400,8 @@ impl Prepared {
         self
     }
 
-    /// Chooses how many chunks are in flight (default [`in_flight`]).
+    /// Chooses how many chunks are fetched at once (default [`in_flight`]); decoding stays
+    /// at about one chunk per core whatever this is.
     pub fn with_in_flight(mut self, n: usize) -> Prepared {
         self.in_flight = n.max(1);
         self
@@ -641,6 +647,10 @@ impl Prepared {
             let sizes: Vec<u64> = self.layout.files.iter().map(|f| f.size).collect();
             tokio::task::spawn_blocking(move || creator.run(&files, &sizes, &cancelled))
         };
+        // Fetching waits on the repository, decoding on the cores: many chunks may be
+        // fetched at once (a remote store needs that), but only about one per core is
+        // decoded at a time, which bounds the decoders' buffers too.
+        let decoders = tokio::sync::Semaphore::new(cores() + 1);
         let mut done = futures::stream::iter(jobs.iter())
             .map(|(f, i)| {
                 let (files, cancelled, progress, creator) = (
@@ -650,6 +660,7 @@ impl Prepared {
                     creator.clone(),
                 );
                 let layout = self.layout.clone();
+                let decoders = &decoders;
                 let sync_each = self.sync == SyncMode::FsyncEach;
                 let record_id = self.record.id.as_str();
                 async move {
@@ -674,6 +685,7 @@ impl Prepared {
                         None => None,
                     };
                     let record_id = record_id.to_string();
+                    let _decoding = decoders.acquire().await.expect("never closed");
                     tokio::task::spawn_blocking(move || {
                         if !creator.wait_for(f) || cancelled.load(Ordering::Relaxed) {
                             return Ok(());

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tidemark_recovery::autoconf;
 use tidemark_recovery::restore::{prepare, Progress, RestoreReport, RestoreRequest};
+use tidemark_store::url::RepoUrl;
 
 use super::open_repo;
 use crate::cli::args::RestoreArgs;
@@ -25,6 +26,12 @@ use crate::exit::{self, Failure};
 const TERMINAL_EVERY: Duration = Duration::from_millis(250);
 /// How often a progress line is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Chunks fetched at once from an S3 repository. Each request waits on the network and
+/// the server, not on the cores: against a local s3s-fs, 800 MiB restored in 11.8 s with
+/// the default (6 on 2 cores), 5.1 s with 16, 3.7-3.9 s with 32 (peak RSS 36 MiB:
+/// decoding stays at one chunk per core).
+const S3_IN_FLIGHT: usize = 32;
 
 /// Runs the command; prints its report and returns the exit code.
 pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure> {
@@ -40,7 +47,10 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure>
         restore_command: restore_command(settings)?,
     };
     let repo = open_repo(settings).await?;
-    let prepared = prepare(&repo, &settings.stanza, &request).await?;
+    let mut prepared = prepare(&repo, &settings.stanza, &request).await?;
+    if matches!(settings.repo, RepoUrl::S3 { .. }) {
+        prepared = prepared.with_in_flight(S3_IN_FLIGHT);
+    }
     let progress = Arc::new(Progress::default());
     let work = prepared.run(&repo, &progress);
     let report = drive(work, &progress, !args.json).await?;
