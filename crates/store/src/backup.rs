@@ -34,7 +34,8 @@ pub const FILE_LIST_FORMAT: u32 = 1;
 /// Everything about one base backup except its file list.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BackupRecord {
-    /// The backup's id: its start time, `YYYYMMDDTHHMMSSZ`.
+    /// The backup's id: its start time, `YYYYMMDDTHHMMSSZ`, with `-2`, `-3`… added when
+    /// backups started in the same second.
     pub id: String,
     /// The label it was taken with.
     pub label: String,

@@ -231,16 +231,10 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     }
 
     let start_time = now();
-    let id = backup::backup_id(start_time);
-    if repo.backup(stanza, &id).await?.is_some() {
-        return Err(Failure::Postgres(format!(
-            "a backup with id {id} already exists (one started in the same second): try again"
-        )));
-    }
     let label = req
         .label
         .clone()
-        .unwrap_or_else(|| format!("tidemark {id}"));
+        .unwrap_or_else(|| format!("tidemark {}", start_time.format("%Y-%m-%d %H:%M:%S UTC")));
     let max_in_flight = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2 + 2;
     let mut copy = Copy::new(Uploader::new(repo.clone(), known, max_in_flight), req.quiet);
     let mut stream = conn
@@ -299,7 +293,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let stats = copied.stats;
     let added = |p: &tidemark_store::repo::BlobPut| if p.deduplicated { 0 } else { p.stored_len };
     let record = BackupRecord {
-        id: id.clone(),
+        id: String::new(),
         label: label.clone(),
         system_id: server.system_id,
         pg_version: server.version.clone(),
@@ -323,7 +317,8 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         stored_added: stats.stored_added + added(&list_put) + added(&manifest_put),
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    repo.put_backup(stanza, &record).await?;
+    let record = write_record(&repo, stanza, record, start_time).await?;
+    let id = record.id.clone();
     Ok(BackupReport {
         repo: settings.repo.to_string(),
         stanza: stanza.to_string(),
@@ -342,6 +337,33 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         seconds: started.elapsed().as_secs_f64(),
         warnings,
     })
+}
+
+/// Writes the record under the id of its start time; when a backup that started in the
+/// same second holds that id, under the next free `<id>-<n>`. Create-only writes make
+/// the choice safe between concurrent backups.
+async fn write_record(
+    repo: &Repo,
+    stanza: &tidemark_store::catalog::Stanza,
+    mut record: BackupRecord,
+    start_time: chrono::DateTime<chrono::Utc>,
+) -> Result<BackupRecord, Failure> {
+    let base = backup::backup_id(start_time);
+    for n in 1..=100 {
+        record.id = if n == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        match repo.put_backup(stanza, &record).await {
+            Ok(()) => return Ok(record),
+            Err(tidemark_store::Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Failure::Postgres(format!(
+        "a hundred backups started in the second {base}: no free id left"
+    )))
 }
 
 /// The databases and their extensions. A database that cannot be read (connections not
@@ -661,6 +683,69 @@ fn normalize(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(start_time: chrono::DateTime<chrono::Utc>) -> BackupRecord {
+        BackupRecord {
+            id: String::new(),
+            label: "l".into(),
+            system_id: 1,
+            pg_version: "15.8".into(),
+            pg_major: 15,
+            wal_segment_size: 16 << 20,
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            stop_timeline: 1,
+            stop_lsn: "0/2000100".into(),
+            start_time,
+            stop_time: start_time,
+            tablespaces: vec![],
+            databases: vec![],
+            chunk_size: CHUNK_SIZE,
+            file_list: Digest::of(b"list"),
+            pg_manifest: Digest::of(b"manifest"),
+            files: 0,
+            size: 0,
+            chunks: 0,
+            chunks_added: 0,
+            stored_added: 0,
+            tidemark_version: "0".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn backups_started_in_one_second_get_their_own_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend =
+            tidemark_store::backend::local::LocalBackend::new(dir.path().join("repo")).unwrap();
+        let repo = Repo::new(
+            std::sync::Arc::new(backend),
+            tidemark_store::Compression::Lz4,
+        );
+        let stanza = tidemark_store::catalog::Stanza::new("main").unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:32:07.25Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(write_record(&repo, &stanza, record(t), t).await.unwrap().id);
+        }
+        assert_eq!(
+            ids,
+            [
+                "20261121T103207Z",
+                "20261121T103207Z-2",
+                "20261121T103207Z-3"
+            ]
+        );
+        let listed: Vec<String> = repo
+            .backups(&stanza)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(listed, ids);
+    }
 
     #[test]
     fn member_paths_lose_dot_components_only() {
