@@ -1,4 +1,4 @@
-//! Progress of long work (backups), on stderr: a line redrawn in place a few times a
+//! Progress of long work (backups, restores), on stderr: a line redrawn in place a few times a
 //! second on a terminal, a plain log line every ten seconds otherwise (cron mail and
 //! journald get a readable record rather than a wall of carriage returns).
 

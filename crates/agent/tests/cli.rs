@@ -187,9 +187,7 @@ fn a_config_file_with_secrets_readable_by_others_is_flagged() {
 async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
     use std::sync::Arc;
     use tidemark_store::backend::local::LocalBackend;
-    use tidemark_store::backup::{
-        BackupRecord, EntryKind, FileEntry, FileList, CHUNK_SIZE, FILE_LIST_FORMAT,
-    };
+    use tidemark_store::backup::{BackupRecord, EntryKind, FileEntry, FileList, FILE_LIST_FORMAT};
     use tidemark_store::catalog::Stanza;
     use tidemark_store::{Compression, Repo};
 
@@ -226,29 +224,14 @@ async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
         .unwrap();
     let at = chrono::Utc::now();
     let record = BackupRecord {
-        id: tidemark_store::backup::backup_id(at),
         label: "crafted".into(),
-        system_id: 1,
-        pg_version: "15.4".into(),
-        pg_major: 15,
-        wal_segment_size: 16 << 20,
-        timeline: 1,
-        start_lsn: "0/2000028".into(),
-        stop_timeline: 1,
-        stop_lsn: "0/2000100".into(),
-        start_time: at,
-        stop_time: at,
-        tablespaces: vec![],
-        databases: vec![],
-        chunk_size: CHUNK_SIZE,
         file_list: list.digest,
         pg_manifest: manifest.digest,
         files: paths.len() as u64,
         size: content.len() as u64 * paths.len() as u64,
         chunks: paths.len() as u64,
         chunks_added: 1,
-        stored_added: 0,
-        tidemark_version: "test".into(),
+        ..BackupRecord::example(&tidemark_store::backup::backup_id(at), at)
     };
     repo.put_backup(&Stanza::new("main").unwrap(), &record)
         .await

@@ -186,29 +186,12 @@ async fn main() {
     let now = chrono::Utc::now();
     let bytes = (mib as u64) << 20;
     let record = BackupRecord {
-        id: "20261121T000000Z".into(),
         label: "bench".into(),
-        system_id: 1,
-        pg_version: "15".into(),
-        pg_major: 15,
-        wal_segment_size: 16 << 20,
-        timeline: 1,
-        start_lsn: "0/2000028".into(),
-        stop_timeline: 1,
-        stop_lsn: "0/2000100".into(),
-        start_time: now,
-        stop_time: now,
-        tablespaces: vec![],
-        databases: vec![],
-        chunk_size: CHUNK_SIZE,
         file_list: list_digest,
         pg_manifest: manifest,
         files: files as u64,
         size: bytes,
-        chunks: 0,
-        chunks_added: 0,
-        stored_added: 0,
-        tidemark_version: "bench".into(),
+        ..BackupRecord::example("20261121T000000Z", now)
     };
     repo.put_backup(&stanza, &record).await.unwrap();
     let stored = dir_size(&repo_dir);

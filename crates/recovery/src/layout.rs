@@ -375,18 +375,6 @@ pub(crate) mod tests {
             .unwrap()
             .with_timezone(&chrono::Utc);
         BackupRecord {
-            id: "20261121T103207Z".into(),
-            label: "test".into(),
-            system_id: 1,
-            pg_version: "15.4".into(),
-            pg_major: 15,
-            wal_segment_size: 16 << 20,
-            timeline: 1,
-            start_lsn: "0/2000028".into(),
-            stop_timeline: 1,
-            stop_lsn: "0/2000100".into(),
-            start_time: t,
-            stop_time: t,
             tablespaces: tablespaces
                 .iter()
                 .map(|&oid| TablespaceRecord {
@@ -394,16 +382,8 @@ pub(crate) mod tests {
                     location: format!("/srv/ts{oid}"),
                 })
                 .collect(),
-            databases: vec![],
             chunk_size: 4,
-            file_list: Digest::of(b"list"),
-            pg_manifest: Digest::of(b"manifest"),
-            files: 0,
-            size: 0,
-            chunks: 0,
-            chunks_added: 0,
-            stored_added: 0,
-            tidemark_version: "test".into(),
+            ..BackupRecord::example("20261121T103207Z", t)
         }
     }
 

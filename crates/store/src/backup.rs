@@ -83,6 +83,40 @@ pub struct BackupRecord {
     pub tidemark_version: String,
 }
 
+#[cfg(any(test, feature = "test-support"))]
+impl BackupRecord {
+    /// A record for tests: `id`, started and stopped at `at`, WAL `0/2000028` to
+    /// `0/2000100` on timeline 1, PostgreSQL 15, no tablespaces or databases, 1 MiB
+    /// chunks, placeholder digests and zero sizes. Set the fields a test cares about.
+    pub fn example(id: &str, at: DateTime<Utc>) -> BackupRecord {
+        BackupRecord {
+            id: id.to_string(),
+            label: format!("test {id}"),
+            system_id: 1,
+            pg_version: "15.8".into(),
+            pg_major: 15,
+            wal_segment_size: 16 << 20,
+            timeline: 1,
+            start_lsn: "0/2000028".into(),
+            stop_timeline: 1,
+            stop_lsn: "0/2000100".into(),
+            start_time: at,
+            stop_time: at,
+            tablespaces: vec![],
+            databases: vec![],
+            chunk_size: CHUNK_SIZE,
+            file_list: Digest::of(b"file list"),
+            pg_manifest: Digest::of(b"backup_manifest"),
+            files: 0,
+            size: 0,
+            chunks: 0,
+            chunks_added: 0,
+            stored_added: 0,
+            tidemark_version: "test".into(),
+        }
+    }
+}
+
 /// A tablespace other than the data directory.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TablespaceRecord {

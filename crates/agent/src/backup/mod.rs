@@ -684,34 +684,6 @@ fn normalize(path: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn record(start_time: chrono::DateTime<chrono::Utc>) -> BackupRecord {
-        BackupRecord {
-            id: String::new(),
-            label: "l".into(),
-            system_id: 1,
-            pg_version: "15.8".into(),
-            pg_major: 15,
-            wal_segment_size: 16 << 20,
-            timeline: 1,
-            start_lsn: "0/2000028".into(),
-            stop_timeline: 1,
-            stop_lsn: "0/2000100".into(),
-            start_time,
-            stop_time: start_time,
-            tablespaces: vec![],
-            databases: vec![],
-            chunk_size: CHUNK_SIZE,
-            file_list: Digest::of(b"list"),
-            pg_manifest: Digest::of(b"manifest"),
-            files: 0,
-            size: 0,
-            chunks: 0,
-            chunks_added: 0,
-            stored_added: 0,
-            tidemark_version: "0".into(),
-        }
-    }
-
     #[tokio::test]
     async fn backups_started_in_one_second_get_their_own_ids() {
         let dir = tempfile::tempdir().unwrap();
@@ -727,7 +699,12 @@ mod tests {
             .with_timezone(&chrono::Utc);
         let mut ids = Vec::new();
         for _ in 0..3 {
-            ids.push(write_record(&repo, &stanza, record(t), t).await.unwrap().id);
+            ids.push(
+                write_record(&repo, &stanza, BackupRecord::example("", t), t)
+                    .await
+                    .unwrap()
+                    .id,
+            );
         }
         assert_eq!(
             ids,

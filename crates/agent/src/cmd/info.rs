@@ -525,29 +525,9 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         BackupRecord {
-            id: id.into(),
-            label: format!("label {id}"),
-            system_id: 7,
-            pg_version: "15.8".into(),
-            pg_major: 15,
-            wal_segment_size: 16 << 20,
-            timeline: 1,
-            start_lsn: "0/2000028".into(),
-            stop_timeline: 1,
-            stop_lsn: "0/2000100".into(),
-            start_time: t,
-            stop_time: t,
-            tablespaces: vec![],
-            databases: vec![],
-            chunk_size: 1 << 20,
-            file_list: Digest::of(id.as_bytes()),
-            pg_manifest: Digest::of(b"m"),
-            files: 1,
             size,
-            chunks: 1,
-            chunks_added: 1,
             stored_added,
-            tidemark_version: "0".into(),
+            ..BackupRecord::example(id, t)
         }
     }
 

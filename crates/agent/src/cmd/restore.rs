@@ -187,13 +187,13 @@ where
             _ = next(&mut terminate) => progress.interrupt(),
             _ = ticker.tick(), if show => {
                 let (done, total) = progress.bytes();
-                let line = progress_line(done, total, started.elapsed());
+                let line = crate::progress::render("restore", done, Some(total), started.elapsed());
                 let mut err = std::io::stderr().lock();
                 if terminal {
                     let _ = write!(err, "\r\x1b[K{line}");
                     drawn = true;
                 } else {
-                    let _ = writeln!(err, "tidemark: restore: {line}");
+                    let _ = writeln!(err, "tidemark: {line}");
                 }
                 let _ = err.flush();
             }
@@ -207,27 +207,6 @@ where
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
-}
-
-/// `123.4 of 800.0 MiB (15%), 950.2 MiB/s, 0.7 s left`.
-pub fn progress_line(done: u64, total: u64, elapsed: Duration) -> String {
-    let secs = elapsed.as_secs_f64();
-    let rate = if secs > 0.0 { mib(done) / secs } else { 0.0 };
-    let percent = if total > 0 {
-        done as f64 * 100.0 / total as f64
-    } else {
-        100.0
-    };
-    let eta = if rate > 0.0 {
-        format!("{:.0} s left", mib(total.saturating_sub(done)) / rate)
-    } else {
-        "time left unknown".into()
-    };
-    format!(
-        "{:.1} of {:.1} MiB ({percent:.0}%), {rate:.1} MiB/s, {eta}",
-        mib(done),
-        mib(total)
-    )
 }
 
 /// The line printed on success.
@@ -313,12 +292,5 @@ mod tests {
         );
         assert_eq!(absolute(&base.join("a/x")).unwrap(), base.join("a/x"));
         assert!(absolute(&base.join("missing/../x")).is_err());
-    }
-
-    #[test]
-    fn progress_and_summary_lines() {
-        let line = progress_line(100 << 20, 400 << 20, Duration::from_secs(1));
-        assert_eq!(line, "100.0 of 400.0 MiB (25%), 100.0 MiB/s, 3 s left");
-        assert!(progress_line(0, 0, Duration::ZERO).contains("unknown"));
     }
 }
