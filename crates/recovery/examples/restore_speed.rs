@@ -6,7 +6,7 @@
 //! cargo run --release -p tidemark-recovery --example restore_speed -- [MiB] [syncfs|fsync] [runs]
 //! ```
 //!
-//! Defaults: 800 MiB, syncfs, 3 runs. The temporary directory is created under
+//! Defaults: 800 MiB, fsync (the restore's default), 3 runs. The temporary directory is created under
 //! `$TMPDIR` (or /tmp); the repository and the restored data directories share its file
 //! system. Every chunk is unique, so nothing is saved by deduplication. Each run prints
 //! the wall time, MiB/s and the CPU time the process used.
@@ -121,8 +121,8 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let mib: usize = args.next().map_or(800, |a| a.parse().expect("MiB"));
     let sync = match args.next().as_deref() {
-        None | Some("syncfs") => SyncMode::SyncFs,
-        Some("fsync") => SyncMode::FsyncEach,
+        Some("syncfs") => SyncMode::SyncFs,
+        None | Some("fsync") => SyncMode::FsyncEach,
         Some(other) => panic!("unknown sync mode {other}: syncfs or fsync"),
     };
     let runs: usize = args.next().map_or(3, |a| a.parse().expect("runs"));

@@ -250,6 +250,17 @@ impl BlobDecoder {
         }
     }
 
+    /// Starts over for another blob, keeping the buffers: a restore decodes thousands of
+    /// 1 MiB chunks, and a fresh decoder would zero (and fault in) a new megabyte for each.
+    pub fn reset(&mut self, key: Key, expected: Digest) {
+        self.key = key;
+        self.expected = expected;
+        self.pending.clear();
+        self.header = None;
+        self.produced = 0;
+        self.hasher = Hasher::new();
+    }
+
     fn corrupt(&self, detail: impl Into<String>) -> Error {
         Error::Corrupt {
             key: self.key.clone(),
@@ -339,20 +350,22 @@ impl BlobDecoder {
                 if compression != Compression::Lz4 {
                     return Err(self.corrupt("compressed frame in an uncompressed blob"));
                 }
-                self.scratch.resize(raw_len, 0);
-                let n = lz4_flex::block::decompress_into(body, &mut self.scratch).map_err(|e| {
-                    Error::Corrupt {
+                // Grows once; later frames reuse the bytes (lz4 overwrites what it reports).
+                if self.scratch.len() < raw_len {
+                    self.scratch.resize(raw_len, 0);
+                }
+                let n = lz4_flex::block::decompress_into(body, &mut self.scratch[..raw_len])
+                    .map_err(|e| Error::Corrupt {
                         key: self.key.clone(),
                         detail: format!("lz4: {e}"),
-                    }
-                })?;
+                    })?;
                 if n != raw_len {
                     return Err(
                         self.corrupt(format!("frame decoded to {n} bytes, header says {raw_len}"))
                     );
                 }
-                self.hasher.update(&self.scratch);
-                sink(&self.scratch)?;
+                self.hasher.update(&self.scratch[..raw_len]);
+                sink(&self.scratch[..raw_len])?;
             }
             self.produced += raw_len as u64;
             self.pending.clear();
@@ -362,8 +375,9 @@ impl BlobDecoder {
         }
     }
 
-    /// Checks that the blob ended where its header said and hashes to its name.
-    pub fn finish(self) -> Result<u64> {
+    /// Checks that the blob ended where its header said and hashes to its name. The
+    /// decoder is then spent until [`reset`](Self::reset).
+    pub fn finish(&mut self) -> Result<u64> {
         let Some((_, total)) = self.header else {
             return Err(self.corrupt("blob is shorter than its header"));
         };
@@ -373,10 +387,10 @@ impl BlobDecoder {
                 self.produced
             )));
         }
-        let actual = self.hasher.finish();
+        let actual = std::mem::take(&mut self.hasher).finish();
         if actual != self.expected {
             return Err(Error::Corrupt {
-                key: self.key,
+                key: self.key.clone(),
                 detail: format!(
                     "content hashes to {actual}, its name says {}",
                     self.expected
