@@ -72,7 +72,7 @@ pub(crate) fn make_ca(dir: &Path, name: &str) -> PathBuf {
 
 /// A server certificate signed by CA `ca` for the subject alternative names `san`
 /// (`DNS:localhost,IP:127.0.0.1`); returns (certificate PEM, key PEM).
-pub(crate) fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str) -> (Vec<u8>, Vec<u8>) {
+fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str) -> (Vec<u8>, Vec<u8>) {
     std::fs::write(
         dir.join(format!("{name}.ext")),
         format!(
