@@ -19,6 +19,13 @@
 //!   before its hash is checked: the data directory is not usable until the restore
 //!   reports success, and on any failure everything the restore created is removed, so
 //!   nothing unverified is ever left behind.
+//! - Files whose size is a multiple of 4 KiB (PostgreSQL's relation files: nearly all the
+//!   bytes) are written with `O_DIRECT`, each chunk decoded and verified into an aligned
+//!   buffer first and then written in one call: no copy into the page cache, which was
+//!   the largest item of the restore's CPU, and write-back that cannot lag behind. Same
+//!   800 MiB, alternating runs: 1.21-1.43 s (1.4-1.9 s of CPU) against 2.17-2.57 s
+//!   (2.9-3.6 s of CPU) buffered. Other files, and file systems without `O_DIRECT`
+//!   (tmpfs), are written buffered.
 //! - Durability: every file is fsynced as it is finished, and every directory at the end
 //!   ([`SyncMode::FsyncEach`], the default). Each chunk's write-back is started as soon
 //!   as it is written (`sync_file_range`, as PostgreSQL's `pg_flush_data` does), so the
@@ -903,11 +910,7 @@ fn write_chunk(
             None => {
                 // Created (empty, at its size) before the chunks started; never follow a
                 // link put in its place.
-                let f = OpenOptions::new()
-                    .write(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&open.path)
-                    .map_err(|e| Error::io("open", &open.path, e))?;
+                let f = open_for_chunks(&open.path, direct_io_fits(node.size, chunk_size))?;
                 let f = Arc::new(f);
                 *slot = Some(f.clone());
                 f
@@ -916,62 +919,50 @@ fn write_chunk(
     };
     if let Some((digest, stored, len)) = chunk {
         let start = index * chunk_size;
-        let end = start + len;
-        let mut at = start;
-        let key = catalog::blob_key(&digest);
-        // One decoder per blocking-pool thread, reset for each chunk: its buffers are
-        // reused instead of a fresh megabyte zeroed and faulted in for every chunk.
-        thread_local! {
-            static DECODER: std::cell::RefCell<Option<BlobDecoder>> =
-                const { std::cell::RefCell::new(None) };
-        }
-        let chunk_error = |source| Error::Chunk {
-            path: entry_name(node.root, &node.path),
-            index,
-            source,
-        };
-        let mut sink = |piece: &[u8]| -> tidemark_store::Result<()> {
-            if at + piece.len() as u64 > end {
-                return Err(tidemark_store::Error::Corrupt {
-                    key: key.clone(),
-                    detail: format!(
-                        "holds more than the {len} bytes the file list gives the chunk"
-                    ),
+        if is_direct(&file) {
+            write_chunk_direct(
+                backup, node, &file, &open.path, index, start, digest, &stored, len,
+            )?;
+        } else {
+            let end = start + len;
+            let mut at = start;
+            let key = catalog::blob_key(&digest);
+            let chunk_error = |source| Error::Chunk {
+                path: entry_name(node.root, &node.path),
+                index,
+                source,
+            };
+            let mut sink = |piece: &[u8]| -> tidemark_store::Result<()> {
+                if at + piece.len() as u64 > end {
+                    return Err(tidemark_store::Error::Corrupt {
+                        key: key.clone(),
+                        detail: format!(
+                            "holds more than the {len} bytes the file list gives the chunk"
+                        ),
+                    });
+                }
+                file.write_all_at(piece, at)
+                    .map_err(|source| tidemark_store::Error::Io {
+                        op: "write",
+                        path: open.path.clone(),
+                        source,
+                    })?;
+                at += piece.len() as u64;
+                Ok(())
+            };
+            let n = decode_chunk(&key, digest, &stored, &mut sink).map_err(chunk_error)?;
+            if n != len {
+                return Err(Error::BadData {
+                    backup: backup.to_string(),
+                    path: entry_name(node.root, &node.path),
+                    detail: format!("chunk {index} holds {n} bytes, the file list says {len}"),
                 });
             }
-            file.write_all_at(piece, at)
-                .map_err(|source| tidemark_store::Error::Io {
-                    op: "write",
-                    path: open.path.clone(),
-                    source,
-                })?;
-            at += piece.len() as u64;
-            Ok(())
-        };
-        let n = DECODER.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let decoder = match slot.as_mut() {
-                Some(decoder) => {
-                    decoder.reset(key.clone(), digest);
-                    decoder
-                }
-                None => slot.insert(BlobDecoder::new(key.clone(), digest)),
-            };
-            decoder.feed(&stored, &mut sink)?;
-            decoder.finish()
-        });
-        let n = n.map_err(chunk_error)?;
-        if n != len {
-            return Err(Error::BadData {
-                backup: backup.to_string(),
-                path: entry_name(node.root, &node.path),
-                detail: format!("chunk {index} holds {n} bytes, the file list says {len}"),
-            });
-        }
-        if sync_each {
-            // Start this chunk's write-back now, so that it overlaps the decoding of the
-            // next ones and the file's fsync finds little left to wait for.
-            start_write_back(&file, start, len);
+            if sync_each {
+                // Start this chunk's write-back now, so that it overlaps the decoding of the
+                // next ones and the file's fsync finds little left to wait for.
+                start_write_back(&file, start, len);
+            }
         }
         progress.done_bytes.fetch_add(len, Ordering::Relaxed);
     }
@@ -988,6 +979,136 @@ fn write_chunk(
         progress.done_files.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+thread_local! {
+    /// One decoder per blocking-pool thread, reset for each chunk: its buffers are reused
+    /// instead of a fresh megabyte zeroed and faulted in for every chunk.
+    static DECODER: std::cell::RefCell<Option<BlobDecoder>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decodes and verifies the stored chunk `digest` into `sink` with this thread's decoder;
+/// returns the raw length.
+fn decode_chunk(
+    key: &tidemark_store::Key,
+    digest: Digest,
+    stored: &[u8],
+    sink: &mut dyn FnMut(&[u8]) -> tidemark_store::Result<()>,
+) -> tidemark_store::Result<u64> {
+    DECODER.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let decoder = match slot.as_mut() {
+            Some(decoder) => {
+                decoder.reset(key.clone(), digest);
+                decoder
+            }
+            None => slot.insert(BlobDecoder::new(key.clone(), digest)),
+        };
+        decoder.feed(stored, sink)?;
+        decoder.finish()
+    })
+}
+
+/// The block size direct writes are aligned to (offsets, lengths and buffer addresses):
+/// 4 KiB covers the logical block size of the disks and file systems PostgreSQL runs on.
+const DIRECT_ALIGN: usize = 4096;
+
+/// Whether a file of `size` bytes can be written with direct I/O: every chunk's offset
+/// and length are then multiples of [`DIRECT_ALIGN`]. PostgreSQL's relation files (all
+/// multiples of 8 KiB) are; small files such as `PG_VERSION` are written buffered.
+fn direct_io_fits(size: u64, chunk_size: u64) -> bool {
+    size > 0 && size % DIRECT_ALIGN as u64 == 0 && chunk_size % DIRECT_ALIGN as u64 == 0
+}
+
+/// Opens a pre-created file for its chunks (never following a link put in its place).
+/// With `direct`, `O_DIRECT`: the chunks go from tidemark's buffer to the disk without a
+/// copy into the page cache, which on the project's machine cost more CPU than SHA-256
+/// and made write-back timing erratic (`dd` of 800 MiB: 0.5-0.9 s direct, 0.55-2.5 s
+/// buffered with fsync). A file system that refuses `O_DIRECT` (tmpfs) gets buffered
+/// writes.
+fn open_for_chunks(path: &Path, direct: bool) -> Result<File> {
+    let open = |flags| {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | flags)
+            .open(path)
+    };
+    let file = if direct {
+        match open(libc::O_DIRECT) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(0),
+            other => other,
+        }
+    } else {
+        open(0)
+    };
+    file.map_err(|e| Error::io("open", path, e))
+}
+
+/// Whether `file` was opened with `O_DIRECT`.
+fn is_direct(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_GETFL only reads the descriptor's flags; `file` keeps it open.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_DIRECT != 0
+}
+
+/// Decodes and verifies a chunk into an aligned buffer (one per blocking-pool thread),
+/// then writes it with one direct write: nothing reaches the file before it is verified.
+#[allow(clippy::too_many_arguments)]
+fn write_chunk_direct(
+    backup: &str,
+    node: &FileNode,
+    file: &File,
+    path: &Path,
+    index: u64,
+    start: u64,
+    digest: Digest,
+    stored: &[u8],
+    len: u64,
+) -> Result<()> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let key = catalog::blob_key(&digest);
+    let chunk_error = |source| Error::Chunk {
+        path: entry_name(node.root, &node.path),
+        index,
+        source,
+    };
+    BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        let need = len as usize + DIRECT_ALIGN;
+        if buffer.len() < need {
+            buffer.resize(need, 0);
+        }
+        let skip = buffer.as_ptr().align_offset(DIRECT_ALIGN);
+        let aligned = &mut buffer[skip..skip + len as usize];
+        let mut filled = 0usize;
+        let mut sink = |piece: &[u8]| -> tidemark_store::Result<()> {
+            if filled + piece.len() > aligned.len() {
+                return Err(tidemark_store::Error::Corrupt {
+                    key: key.clone(),
+                    detail: format!(
+                        "holds more than the {len} bytes the file list gives the chunk"
+                    ),
+                });
+            }
+            aligned[filled..filled + piece.len()].copy_from_slice(piece);
+            filled += piece.len();
+            Ok(())
+        };
+        let n = decode_chunk(&key, digest, stored, &mut sink).map_err(chunk_error)?;
+        if n != len {
+            return Err(Error::BadData {
+                backup: backup.to_string(),
+                path: entry_name(node.root, &node.path),
+                detail: format!("chunk {index} holds {n} bytes, the file list says {len}"),
+            });
+        }
+        file.write_all_at(aligned, start)
+            .map_err(|e| Error::io("write", path, e))
+    })
 }
 
 /// Asks the kernel to start writing `len` bytes at `offset` back to disk, without waiting
@@ -1096,16 +1217,22 @@ mod tests {
         dir: tempfile::TempDir,
         repo: Repo,
         stanza: Stanza,
+        chunk: u64,
     }
 
     impl Fixture {
         fn new() -> Fixture {
+            Fixture::with_chunk(CHUNK)
+        }
+
+        fn with_chunk(chunk: u64) -> Fixture {
             let dir = tempfile::tempdir().unwrap();
             let backend = Arc::new(LocalBackend::new(dir.path().join("repo")).unwrap());
             Fixture {
                 dir,
                 repo: Repo::new(backend, Compression::Lz4),
                 stanza: Stanza::new("main").unwrap(),
+                chunk,
             }
         }
 
@@ -1116,7 +1243,7 @@ mod tests {
         /// A file entry whose chunks are stored in the repository.
         async fn file(&self, ts: Option<u32>, path: &str, content: &[u8], mode: u32) -> FileEntry {
             let mut chunks = Vec::new();
-            for piece in content.chunks(CHUNK as usize) {
+            for piece in content.chunks(self.chunk as usize) {
                 let put = self
                     .repo
                     .put_blob(Bytes::copy_from_slice(piece))
@@ -1159,7 +1286,7 @@ mod tests {
                 oid: TS,
                 location: self.path("original-ts").display().to_string(),
             }];
-            record.chunk_size = CHUNK;
+            record.chunk_size = self.chunk;
             record.file_list = list_put.digest;
             record.pg_manifest = manifest.digest;
             self.repo.put_backup(&self.stanza, &record).await.unwrap();
@@ -1572,6 +1699,43 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Interrupted), "{err}");
         assert!(!fx.path("pgdata").exists() && !fx.path("ts").exists());
+    }
+
+    #[tokio::test]
+    async fn block_aligned_files_go_direct_and_are_verified_first() {
+        assert!(direct_io_fits(3 * 8192, 1 << 20));
+        assert!(!direct_io_fits(3 * 8192 + 3, 1 << 20));
+        assert!(!direct_io_fits(0, 1 << 20));
+        assert!(!direct_io_fits(8192, 1000));
+        // 8 KiB chunks: a relation-like file (direct), a small one (buffered).
+        let fx = Fixture::with_chunk(8192);
+        let relation = content(5 * 8192, 3);
+        let small = content(3 * 8192 + 100, 4);
+        let entries = vec![
+            dir("base", 0o700),
+            fx.file(None, "base/16384", &relation, 0o600).await,
+            fx.file(None, "base/PG_VERSION", &small, 0o600).await,
+        ];
+        fx.backup("20261121T103207Z", entries).await;
+        fx.restore(None).await.unwrap();
+        assert_eq!(fs::read(fx.path("pgdata/base/16384")).unwrap(), relation);
+        assert_eq!(fs::read(fx.path("pgdata/base/PG_VERSION")).unwrap(), small);
+
+        // A corrupt chunk of a direct file fails the restore before it is written.
+        let fx = Fixture::with_chunk(8192);
+        let bad = fx.file(None, "base/16385", &relation, 0o600).await;
+        let EntryKind::File { chunks } = &bad.kind else {
+            unreachable!()
+        };
+        let stored = fx.path("repo").join(catalog::blob_key(&chunks[2]).as_str());
+        fx.backup("20261121T103207Z", vec![dir("base", 0o700), bad]).await;
+        let mut body = fs::read(&stored).unwrap();
+        let last = body.len() - 1;
+        body[last] ^= 0x20;
+        fs::write(&stored, body).unwrap();
+        let err = fx.restore(None).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        assert!(!fx.path("pgdata").exists());
     }
 
     #[tokio::test]
