@@ -15,7 +15,8 @@
 //! journal skips inodes freed in the last 30 s when it allocates, so creating files
 //! right after deleting many is slow): `SETTLE=<seconds>` waits between writing the
 //! backup and the first restore; `DELETE_BETWEEN=1` deletes each restored copy before the
-//! next run (by default they are kept until the end).
+//! next run (by default they are kept until the end). `IN_FLIGHT=<n>` sets how many
+//! chunks are in flight (default: the restore's, 2 × cores + 2).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -221,6 +222,10 @@ async fn main() {
             .await
             .unwrap()
             .with_sync(sync);
+        let prepared = match std::env::var("IN_FLIGHT").ok().and_then(|v| v.parse().ok()) {
+            Some(n) => prepared.with_in_flight(n),
+            None => prepared,
+        };
         let report = prepared.run(&repo, &progress).await.unwrap();
         let secs = t.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu_before;
