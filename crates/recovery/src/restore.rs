@@ -1728,7 +1728,8 @@ mod tests {
             unreachable!()
         };
         let stored = fx.path("repo").join(catalog::blob_key(&chunks[2]).as_str());
-        fx.backup("20261121T103207Z", vec![dir("base", 0o700), bad]).await;
+        fx.backup("20261121T103207Z", vec![dir("base", 0o700), bad])
+            .await;
         let mut body = fs::read(&stored).unwrap();
         let last = body.len() - 1;
         body[last] ^= 0x20;
