@@ -174,14 +174,37 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Creates tablespace `ts1` in a new folder of the test's; returns the folder.
+fn create_tablespace(t: &TestDir, c: &Cluster) -> PathBuf {
+    let dir = t.mkdir("ts-original");
+    c.psql(&format!(
+        "create tablespace ts1 location '{}'",
+        dir.display()
+    ));
+    dir
+}
+
+/// Starts a server (archiving off) on the data directory restored at `restored/data`,
+/// and waits until it has replayed the archive and left recovery.
+fn start_restored(t: &TestDir, bin: Option<PathBuf>) -> Cluster {
+    let mut r = Cluster::adopt(
+        t,
+        "restored",
+        bin,
+        Some(PASSWORD),
+        &[("archive_mode".into(), "off".into())],
+    );
+    r.start();
+    wait_until("the end of recovery", Duration::from_secs(120), || {
+        r.try_psql("select pg_is_in_recovery()").as_deref() == Ok("f")
+    });
+    r
+}
+
 /// The whole round trip on one repository; see the module doc.
 fn backup_under_load_then_restore(t: &TestDir, tm: &Tidemark) {
     let c = cluster(t, "pg", Some(tm));
-    let ts_dir = t.mkdir("ts-original");
-    c.psql(&format!(
-        "create tablespace ts1 location '{}'",
-        ts_dir.display()
-    ));
+    create_tablespace(t, &c);
     c.psql("create database shop tablespace ts1");
     c.psql("create database empty_db");
     c.psql_db(
@@ -264,17 +287,7 @@ fn backup_under_load_then_restore(t: &TestDir, tm: &Tidemark) {
     );
 
     // Start it: it replays the archive to its end, then opens.
-    let mut r = Cluster::adopt(
-        t,
-        "restored",
-        None,
-        Some(PASSWORD),
-        &[("archive_mode".into(), "off".into())],
-    );
-    r.start();
-    wait_until("the end of recovery", Duration::from_secs(120), || {
-        r.try_psql("select pg_is_in_recovery()").as_deref() == Ok("f")
-    });
+    let mut r = start_restored(t, None);
     assert_eq!(fingerprint(&r), expected);
     assert_eq!(
         r.psql_db("shop", "select item from orders where id = 100001"),
@@ -508,11 +521,7 @@ fn postgresql_14_backups_restore() {
     );
     c.start();
     assert!(c.psql("show server_version").starts_with("14."));
-    let ts_dir = t.mkdir("ts-original");
-    c.psql(&format!(
-        "create tablespace ts1 location '{}'",
-        ts_dir.display()
-    ));
+    let ts_dir = create_tablespace(&t, &c);
     c.psql("create table big(id int, pad text) tablespace ts1");
     c.psql("insert into big select g, repeat(md5(g::text), 20) from generate_series(1, 50000) g");
     let report = backup_ok(&tm, &c, &[]);
@@ -533,17 +542,7 @@ fn postgresql_14_backups_restore() {
         std::fs::read_link(restored.join("pg_tblspc").join(&ts_oid)).unwrap(),
         ts_dir
     );
-    let mut r = Cluster::adopt(
-        &t,
-        "restored",
-        Some(bin14),
-        Some(PASSWORD),
-        &[("archive_mode".into(), "off".into())],
-    );
-    r.start();
-    wait_until("the end of recovery", Duration::from_secs(120), || {
-        r.try_psql("select pg_is_in_recovery()").as_deref() == Ok("f")
-    });
+    let mut r = start_restored(&t, Some(bin14));
     assert_eq!(
         r.psql("select count(*), md5(string_agg(pad, ',' order by id)) from big"),
         expected

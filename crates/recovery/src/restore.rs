@@ -856,7 +856,8 @@ impl Jobs {
 /// time and mode are set) by whichever comes last.
 struct OpenFile {
     path: PathBuf,
-    file: Mutex<Option<Arc<File>>>,
+    /// The open file, and whether it was opened with `O_DIRECT`.
+    file: Mutex<Option<(Arc<File>, bool)>>,
     remaining: AtomicU64,
 }
 
@@ -903,44 +904,30 @@ fn write_chunk(
     sync_each: bool,
     progress: &Progress,
 ) -> Result<()> {
-    let file = {
+    let (file, direct) = {
         let mut slot = open.file.lock().expect("file slot");
         match &*slot {
-            Some(f) => f.clone(),
+            Some((f, direct)) => (f.clone(), *direct),
             None => {
                 // Created (empty, at its size) before the chunks started; never follow a
                 // link put in its place.
-                let f = open_for_chunks(&open.path, direct_io_fits(node.size, chunk_size))?;
+                let (f, direct) =
+                    open_for_chunks(&open.path, direct_io_fits(node.size, chunk_size))?;
                 let f = Arc::new(f);
-                *slot = Some(f.clone());
-                f
+                *slot = Some((f.clone(), direct));
+                (f, direct)
             }
         }
     };
     if let Some((digest, stored, len)) = chunk {
         let start = index * chunk_size;
-        if is_direct(&file) {
+        if direct {
             write_chunk_direct(
                 backup, node, &file, &open.path, index, start, digest, &stored, len,
             )?;
         } else {
-            let end = start + len;
             let mut at = start;
-            let key = catalog::blob_key(&digest);
-            let chunk_error = |source| Error::Chunk {
-                path: entry_name(node.root, &node.path),
-                index,
-                source,
-            };
-            let mut sink = |piece: &[u8]| -> tidemark_store::Result<()> {
-                if at + piece.len() as u64 > end {
-                    return Err(tidemark_store::Error::Corrupt {
-                        key: key.clone(),
-                        detail: format!(
-                            "holds more than the {len} bytes the file list gives the chunk"
-                        ),
-                    });
-                }
+            decode_checked(backup, node, index, digest, &stored, len, &mut |piece| {
                 file.write_all_at(piece, at)
                     .map_err(|source| tidemark_store::Error::Io {
                         op: "write",
@@ -949,15 +936,7 @@ fn write_chunk(
                     })?;
                 at += piece.len() as u64;
                 Ok(())
-            };
-            let n = decode_chunk(&key, digest, &stored, &mut sink).map_err(chunk_error)?;
-            if n != len {
-                return Err(Error::BadData {
-                    backup: backup.to_string(),
-                    path: entry_name(node.root, &node.path),
-                    detail: format!("chunk {index} holds {n} bytes, the file list says {len}"),
-                });
-            }
+            })?;
             if sync_each {
                 // Start this chunk's write-back now, so that it overlaps the decoding of the
                 // next ones and the file's fsync finds little left to wait for.
@@ -1021,36 +1000,29 @@ fn direct_io_fits(size: u64, chunk_size: u64) -> bool {
     size > 0 && size % DIRECT_ALIGN as u64 == 0 && chunk_size % DIRECT_ALIGN as u64 == 0
 }
 
-/// Opens a pre-created file for its chunks (never following a link put in its place).
+/// Opens a pre-created file for its chunks (never following a link put in its place);
+/// says whether it got `O_DIRECT`.
 /// With `direct`, `O_DIRECT`: the chunks go from tidemark's buffer to the disk without a
 /// copy into the page cache, which on the project's machine cost more CPU than SHA-256
 /// and made write-back timing erratic (`dd` of 800 MiB: 0.5-0.9 s direct, 0.55-2.5 s
 /// buffered with fsync). A file system that refuses `O_DIRECT` (tmpfs) gets buffered
 /// writes.
-fn open_for_chunks(path: &Path, direct: bool) -> Result<File> {
+fn open_for_chunks(path: &Path, direct: bool) -> Result<(File, bool)> {
     let open = |flags| {
         OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | flags)
             .open(path)
     };
-    let file = if direct {
+    let opened = if direct {
         match open(libc::O_DIRECT) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(0),
-            other => other,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => open(0).map(|f| (f, false)),
+            other => other.map(|f| (f, true)),
         }
     } else {
-        open(0)
+        open(0).map(|f| (f, false))
     };
-    file.map_err(|e| Error::io("open", path, e))
-}
-
-/// Whether `file` was opened with `O_DIRECT`.
-fn is_direct(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    // SAFETY: F_GETFL only reads the descriptor's flags; `file` keeps it open.
-    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
-    flags >= 0 && flags & libc::O_DIRECT != 0
+    opened.map_err(|e| Error::io("open", path, e))
 }
 
 /// Decodes and verifies a chunk into an aligned buffer (one per blocking-pool thread),
@@ -1070,12 +1042,6 @@ fn write_chunk_direct(
     thread_local! {
         static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let key = catalog::blob_key(&digest);
-    let chunk_error = |source| Error::Chunk {
-        path: entry_name(node.root, &node.path),
-        index,
-        source,
-    };
     BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
         let need = len as usize + DIRECT_ALIGN;
@@ -1085,30 +1051,54 @@ fn write_chunk_direct(
         let skip = buffer.as_ptr().align_offset(DIRECT_ALIGN);
         let aligned = &mut buffer[skip..skip + len as usize];
         let mut filled = 0usize;
-        let mut sink = |piece: &[u8]| -> tidemark_store::Result<()> {
-            if filled + piece.len() > aligned.len() {
-                return Err(tidemark_store::Error::Corrupt {
-                    key: key.clone(),
-                    detail: format!(
-                        "holds more than the {len} bytes the file list gives the chunk"
-                    ),
-                });
-            }
+        decode_checked(backup, node, index, digest, stored, len, &mut |piece| {
             aligned[filled..filled + piece.len()].copy_from_slice(piece);
             filled += piece.len();
             Ok(())
-        };
-        let n = decode_chunk(&key, digest, stored, &mut sink).map_err(chunk_error)?;
-        if n != len {
-            return Err(Error::BadData {
-                backup: backup.to_string(),
-                path: entry_name(node.root, &node.path),
-                detail: format!("chunk {index} holds {n} bytes, the file list says {len}"),
-            });
-        }
+        })?;
         file.write_all_at(aligned, start)
             .map_err(|e| Error::io("write", path, e))
     })
+}
+
+/// Decodes and verifies chunk `index` of `node` (the blob `digest`, stored as `stored`)
+/// into `sink`, which never gets more than the `len` bytes the file list gives the chunk;
+/// fails unless exactly `len` came out and they hash to `digest`.
+#[allow(clippy::too_many_arguments)]
+fn decode_checked(
+    backup: &str,
+    node: &FileNode,
+    index: u64,
+    digest: Digest,
+    stored: &[u8],
+    len: u64,
+    sink: &mut dyn FnMut(&[u8]) -> tidemark_store::Result<()>,
+) -> Result<()> {
+    let key = catalog::blob_key(&digest);
+    let mut produced = 0u64;
+    let mut bounded = |piece: &[u8]| -> tidemark_store::Result<()> {
+        produced += piece.len() as u64;
+        if produced > len {
+            return Err(tidemark_store::Error::Corrupt {
+                key: key.clone(),
+                detail: format!("holds more than the {len} bytes the file list gives the chunk"),
+            });
+        }
+        sink(piece)
+    };
+    let n = decode_chunk(&key, digest, stored, &mut bounded).map_err(|source| Error::Chunk {
+        path: entry_name(node.root, &node.path),
+        index,
+        source,
+    })?;
+    if n != len {
+        return Err(Error::BadData {
+            backup: backup.to_string(),
+            path: entry_name(node.root, &node.path),
+            detail: format!("chunk {index} holds {n} bytes, the file list says {len}"),
+        });
+    }
+    Ok(())
 }
 
 /// Asks the kernel to start writing `len` bytes at `offset` back to disk, without waiting
@@ -1238,6 +1228,24 @@ mod tests {
 
         fn path(&self, p: &str) -> PathBuf {
             self.dir.path().join(p)
+        }
+
+        /// Where chunk `index` of `entry` is stored in the local repository.
+        fn stored_chunk(&self, entry: &FileEntry, index: usize) -> PathBuf {
+            let EntryKind::File { chunks } = &entry.kind else {
+                panic!("{} is not a file", entry.path)
+            };
+            self.path("repo")
+                .join(catalog::blob_key(&chunks[index]).as_str())
+        }
+
+        /// Flips a bit in the last byte of chunk `index` of `entry`'s stored blob.
+        fn rot(&self, entry: &FileEntry, index: usize) {
+            let stored = self.stored_chunk(entry, index);
+            let mut body = fs::read(&stored).unwrap();
+            let last = body.len() - 1;
+            body[last] ^= 0x20;
+            fs::write(&stored, body).unwrap();
         }
 
         /// A file entry whose chunks are stored in the repository.
@@ -1724,16 +1732,9 @@ mod tests {
         // A corrupt chunk of a direct file fails the restore before it is written.
         let fx = Fixture::with_chunk(8192);
         let bad = fx.file(None, "base/16385", &relation, 0o600).await;
-        let EntryKind::File { chunks } = &bad.kind else {
-            unreachable!()
-        };
-        let stored = fx.path("repo").join(catalog::blob_key(&chunks[2]).as_str());
-        fx.backup("20261121T103207Z", vec![dir("base", 0o700), bad])
+        fx.backup("20261121T103207Z", vec![dir("base", 0o700), bad.clone()])
             .await;
-        let mut body = fs::read(&stored).unwrap();
-        let last = body.len() - 1;
-        body[last] ^= 0x20;
-        fs::write(&stored, body).unwrap();
+        fx.rot(&bad, 2);
         let err = fx.restore(None).await.unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
         assert!(!fx.path("pgdata").exists());
@@ -1757,20 +1758,9 @@ mod tests {
         let bad = fx
             .file(Some(TS), "PG_15/bad", b"this chunk will rot", 0o600)
             .await;
-        let EntryKind::File { chunks } = &bad.kind else {
-            unreachable!()
-        };
-        let stored = fx
-            .dir
-            .path()
-            .join("repo")
-            .join(catalog::blob_key(&chunks[0]).as_str());
-        entries.push(bad);
+        entries.push(bad.clone());
         fx.backup("20261121T103207Z", entries).await;
-        let mut body = fs::read(&stored).unwrap();
-        let last = body.len() - 1;
-        body[last] ^= 0x20;
-        fs::write(&stored, body).unwrap();
+        fx.rot(&bad, 0);
 
         // Absent targets are removed again; an empty one is emptied and keeps its mode.
         let err = fx.restore(None).await.unwrap_err();
@@ -1792,7 +1782,7 @@ mod tests {
         assert!(!fx.path("ts").exists());
 
         // A missing chunk is damage too.
-        fs::remove_file(&stored).unwrap();
+        fs::remove_file(fx.stored_chunk(&bad, 0)).unwrap();
         let err = fx.restore(None).await.unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
         assert_eq!(fs::read_dir(fx.path("pgdata")).unwrap().count(), 0);
