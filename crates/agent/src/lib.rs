@@ -7,6 +7,7 @@
 //! - [`exit`]: exit codes;
 //! - [`progress`]: progress lines for long work;
 //! - [`replication`]: tidemark's own replication-protocol client (`proto` has no IO);
+//! - [`server`]: what a server says about itself over SQL (identity, archiving);
 //! - [`tls`]: rustls for PostgreSQL connections, with libpq's `sslmode` rules.
 //!
 //! `main.rs` is the only place that prints errors or exits.
@@ -17,4 +18,5 @@ pub mod cmd;
 pub mod exit;
 pub mod progress;
 pub mod replication;
+pub mod server;
 pub mod tls;

@@ -26,20 +26,19 @@ use tidemark_store::backup::{
     self, BackupRecord, DatabaseRecord, EntryKind, ExtensionRecord, FileEntry, FileList,
     TablespaceRecord, CHUNK_SIZE, FILE_LIST_FORMAT,
 };
-use tidemark_store::catalog::ClusterRecord;
 use tidemark_store::pg::{Lsn, SegmentSize, TimelineId};
 use tidemark_store::repo::now;
 use tidemark_store::{Digest, Repo};
 
 use crate::cli::config::Settings;
 use crate::cli::pgconn::{self, describe_pg_error, PgTarget, ProcessEnv};
-use crate::cmd::init::parse_size;
 use crate::cmd::open_repo;
 use crate::exit::Failure;
 use crate::progress::Progress;
 use crate::replication::conn::{BackupEvent, ReplicationConn};
 use crate::replication::proto::{BackupStart, BaseBackupOptions};
 use crate::replication::tar;
+use crate::server::ServerFacts;
 use chunks::{chunk_count, ChunkDone, Chunker, Uploader};
 
 /// What the caller asks for.
@@ -92,58 +91,10 @@ pub struct BackupReport {
     pub warnings: Vec<String>,
 }
 
-/// Who the server is, and how it archives.
-#[derive(Debug, Clone)]
-struct ServerFacts {
-    system_id: u64,
-    version: String,
-    version_num: i32,
-    segment_size: u64,
-    page_size: u32,
-    archive_mode: String,
-    archive_command: String,
-    archive_library: String,
-    in_recovery: bool,
-}
-
+/// What backups need of a server.
 impl ServerFacts {
-    async fn read(client: &tokio_postgres::Client) -> Result<ServerFacts, Failure> {
-        let row = client
-            .query_one(
-                "SELECT system_identifier::text, current_setting('server_version_num')::int, \
-                        current_setting('server_version'), current_setting('wal_segment_size'), \
-                        current_setting('wal_block_size')::int, current_setting('archive_mode'), \
-                        current_setting('archive_command'), \
-                        coalesce(current_setting('archive_library', true), ''), \
-                        pg_is_in_recovery() \
-                 FROM pg_control_system()",
-                &[],
-            )
-            .await
-            .map_err(|e| {
-                Failure::Postgres(format!("querying the server: {}", describe_pg_error(&e)))
-            })?;
-        let system_id = row.get::<_, String>(0).parse().map_err(|_| {
-            Failure::Postgres("the server reported an unreadable system identifier".into())
-        })?;
-        let segment_size = parse_size(&row.get::<_, String>(3)).ok_or_else(|| {
-            Failure::Postgres("the server reported an unreadable wal_segment_size".into())
-        })?;
-        Ok(ServerFacts {
-            system_id,
-            version_num: row.get(1),
-            version: row.get(2),
-            segment_size,
-            page_size: row.get::<_, i32>(4) as u32,
-            archive_mode: row.get(5),
-            archive_command: row.get(6),
-            archive_library: row.get(7),
-            in_recovery: row.get(8),
-        })
-    }
-
     /// Refuses a server whose backups could not be restored; returns warnings.
-    fn check(&self) -> Result<Vec<String>, Failure> {
+    fn check_for_backup(&self) -> Result<Vec<String>, Failure> {
         if self.in_recovery {
             return Err(Failure::Postgres(
                 "the server is a standby (in recovery): tidemark takes backups from the primary; \
@@ -195,7 +146,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         .map_err(|e| Failure::Postgres(e.to_string()))?;
     let client = pgconn::connect(&target).await.map_err(Failure::Postgres)?;
     let server = ServerFacts::read(&client).await?;
-    let warnings = server.check()?;
+    let warnings = server.check_for_backup()?;
     if !req.quiet {
         for w in &warnings {
             eprintln!("tidemark: backup: warning: {w}");
@@ -206,18 +157,8 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
 
     let repo = open_repo(settings).await?;
     repo.ensure_format().await?;
-    repo.ensure_cluster(
-        stanza,
-        &ClusterRecord {
-            system_id: server.system_id,
-            pg_major: (server.version_num / 10000) as u32,
-            wal_segment_size: server.segment_size,
-            wal_page_size: server.page_size,
-            created_at: now(),
-            created_by: "backup".into(),
-        },
-    )
-    .await?;
+    repo.ensure_cluster(stanza, &server.cluster_record("backup"))
+        .await?;
 
     let databases = read_databases(&target, &client).await?;
     let known = previous_chunks(&repo, stanza, req.quiet).await?;
@@ -297,7 +238,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         label: label.clone(),
         system_id: server.system_id,
         pg_version: server.version.clone(),
-        pg_major: (server.version_num / 10000) as u32,
+        pg_major: server.pg_major(),
         wal_segment_size: server.segment_size,
         timeline: copied.start.timeline.0,
         start_lsn: copied.start.start_lsn.to_string(),

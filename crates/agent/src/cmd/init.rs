@@ -8,16 +8,15 @@
 //! failure, since archiving does not need it.
 
 use serde::Serialize;
-use tidemark_store::catalog::ClusterRecord;
 use tidemark_store::pg::{parse_history, TimelineId};
-use tidemark_store::repo::now;
 
 use super::open_repo;
 use crate::cli::config::Settings;
-use crate::cli::pgconn::{self, describe_pg_error, PgTarget, ProcessEnv};
+use crate::cli::pgconn::{self, PgTarget, ProcessEnv};
 use crate::exit::Failure;
 use crate::replication::conn::{ReplError, ReplicationConn};
 use crate::replication::proto::IdentifySystem;
+use crate::server::ServerFacts;
 
 /// What `init` found and did.
 #[derive(Debug, Serialize)]
@@ -63,53 +62,24 @@ pub struct ReplicationCheck {
 pub async fn run(settings: &Settings) -> Result<InitReport, Failure> {
     let target = pgconn::resolve(&settings.pg, &ProcessEnv).map_err(Failure::Postgres)?;
     let client = pgconn::connect(&target).await.map_err(Failure::Postgres)?;
-    let q = |e: tokio_postgres::Error| {
-        Failure::Postgres(format!("querying the server: {}", describe_pg_error(&e)))
-    };
-    let row = client
-        .query_one(
-            "SELECT system_identifier::text, current_setting('server_version_num')::int, \
-                    current_setting('wal_segment_size')::text, current_setting('wal_block_size')::int, \
-                    current_setting('archive_mode'), current_setting('archive_command') \
-             FROM pg_control_system()",
-            &[],
-        )
-        .await
-        .map_err(q)?;
-    let system_id: u64 = row
-        .get::<_, String>(0)
-        .parse()
-        .map_err(|_| Failure::Postgres("unreadable system identifier".into()))?;
-    let version_num: i32 = row.get(1);
-    let segment_size = parse_size(&row.get::<_, String>(2))
-        .ok_or_else(|| Failure::Postgres("unreadable wal_segment_size".into()))?;
-    let page_size: i32 = row.get(3);
-    let archive_mode: String = row.get(4);
-    let archive_command: String = row.get(5);
-
+    let server = ServerFacts::read(&client).await?;
     let mut warnings = Vec::new();
-    if archive_mode == "off" {
+    if server.archive_mode == "off" {
         warnings.push("archive_mode is off: set archive_mode = on (needs a restart)".to_string());
     }
-    if !archive_command.contains("tidemark") {
+    if !server.archive_command.contains("tidemark") {
         warnings.push(format!(
-            "archive_command is {archive_command:?}: set it to 'tidemark archive-push %p'"
+            "archive_command is {:?}: set it to 'tidemark archive-push %p'",
+            server.archive_command
         ));
     }
 
     let repo = open_repo(settings).await?;
     repo.ensure_format().await?;
     let existed = repo.cluster(&settings.stanza).await?.is_some();
-    let proposed = ClusterRecord {
-        system_id,
-        pg_major: (version_num / 10000) as u32,
-        wal_segment_size: segment_size,
-        wal_page_size: page_size as u32,
-        created_at: now(),
-        created_by: "init".into(),
-    };
+    let proposed = server.cluster_record("init");
     let record = repo.ensure_cluster(&settings.stanza, &proposed).await?;
-    let replication = check_replication(&target, system_id).await;
+    let replication = check_replication(&target, server.system_id).await;
     Ok(InitReport {
         stanza: settings.stanza.to_string(),
         repo: settings.repo.to_string(),
@@ -179,29 +149,4 @@ async fn identify(target: &PgTarget) -> Result<IdentifySystem, ReplError> {
     }
     conn.close().await?;
     Ok(id)
-}
-
-/// Reads `current_setting('wal_segment_size')`, which PostgreSQL prints with a unit.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().ok()?;
-    Some(match unit.trim() {
-        "" | "B" => n,
-        "kB" => n << 10,
-        "MB" => n << 20,
-        "GB" => n << 30,
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_with_units() {
-        assert_eq!(super::parse_size("16MB"), Some(16 << 20));
-        assert_eq!(super::parse_size("1GB"), Some(1 << 30));
-        assert_eq!(super::parse_size("8192"), Some(8192));
-        assert_eq!(super::parse_size("lots"), None);
-    }
 }
