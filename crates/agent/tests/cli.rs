@@ -238,6 +238,14 @@ async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
         .unwrap();
 }
 
+/// `tidemark --repo REPO restore --pgdata PGDATA <extra>`.
+fn restore(repo_url: &str, pgdata: &Path, extra: &[&str]) -> Output {
+    let pgdata = pgdata.to_str().unwrap();
+    let mut args = vec!["--repo", repo_url, "restore", "--pgdata", pgdata];
+    args.extend_from_slice(extra);
+    tidemark(&args, &[])
+}
+
 #[tokio::test]
 async fn restore_refuses_an_escaping_file_list_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -245,16 +253,7 @@ async fn restore_refuses_an_escaping_file_list_and_writes_nothing() {
     crafted_backup(&repo, &["PG_VERSION", "base/../../escaped"], b"15\n").await;
     let pgdata = dir.path().join("restored/data");
     let repo_url = format!("file://{}", repo.display());
-    let out = tidemark(
-        &[
-            "--repo",
-            &repo_url,
-            "restore",
-            "--pgdata",
-            pgdata.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = restore(&repo_url, &pgdata, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -271,18 +270,7 @@ async fn restore_refuses_an_escaping_file_list_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--pgdata"), "{}", stderr(&out));
     // An unknown backup: exit 1, naming the ones there are.
-    let out = tidemark(
-        &[
-            "--repo",
-            &repo_url,
-            "restore",
-            "--pgdata",
-            pgdata.to_str().unwrap(),
-            "--backup",
-            "19990101T000000Z",
-        ],
-        &[],
-    );
+    let out = restore(&repo_url, &pgdata, &["--backup", "19990101T000000Z"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("available: 20"), "{}", stderr(&out));
     assert!(!dir.path().join("restored").exists());
@@ -295,16 +283,7 @@ async fn restore_writes_the_files_and_a_restore_command_for_this_repository() {
     crafted_backup(&repo, &["PG_VERSION", "base/1/1259"], b"15\n").await;
     let pgdata = dir.path().join("restored");
     let repo_url = format!("file://{}", repo.display());
-    let out = tidemark(
-        &[
-            "--repo",
-            &repo_url,
-            "restore",
-            "--pgdata",
-            pgdata.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let out = restore(&repo_url, &pgdata, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -322,17 +301,7 @@ async fn restore_writes_the_files_and_a_restore_command_for_this_repository() {
     );
     assert!(pgdata.join("recovery.signal").exists());
     // Restoring again into the now-full directory is refused (exit 2), nothing changed.
-    let again = tidemark(
-        &[
-            "--repo",
-            &repo_url,
-            "restore",
-            "--pgdata",
-            pgdata.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
-    );
+    let again = restore(&repo_url, &pgdata, &["--json"]);
     assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
     assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
     assert_eq!(
