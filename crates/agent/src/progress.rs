@@ -62,16 +62,6 @@ impl Progress {
         }
     }
 
-    /// Bytes done so far.
-    pub fn done(&self) -> u64 {
-        self.done
-    }
-
-    /// Time since the start.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Clears the terminal line, if one was drawn.
     pub fn finish(&mut self) {
         if self.enabled && self.terminal && self.drawn {
