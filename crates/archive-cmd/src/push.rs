@@ -14,13 +14,17 @@
 //! 4. write the blob, then the index record, both with create-only writes;
 //! 5. list the name again: a conflicting push that raced this one is reported now.
 //!
-//! Segments up to [`IN_MEMORY_MAX`] are read once and hashed and compressed in parallel;
-//! larger ones (up to 1 GiB) are checked and hashed in a first streaming pass and sent in
-//! a second, so memory stays bounded.
+//! Segments up to [`IN_MEMORY_MAX`] are mapped, then checked, hashed and compressed in
+//! parallel, the page checks riding on the hashing thread; in a local repository the
+//! compressed body streams into a staged file meanwhile, so that its fsync overlaps the
+//! compression (`docs/performance.md` has the figures). Larger ones (up to 1 GiB) are
+//! checked and hashed in a first streaming pass and sent in a second, so memory stays
+//! bounded.
 
 use std::io::Read;
 use std::path::Path;
 
+use tidemark_store::backend::Staged;
 use tidemark_store::catalog::{self, ClusterRecord, QuarantineRecord, Stanza, WalRecord};
 use tidemark_store::codec::Hasher;
 use tidemark_store::pg::{
@@ -59,8 +63,9 @@ pub enum PushOutcome {
 
 /// Where a file's content is while it is pushed.
 enum Content {
-    /// Read whole, then hashed and compressed (in parallel) in one go.
-    InMemory(EncodedBlob),
+    /// Read whole, then hashed and compressed (in parallel) in one go; in a local
+    /// repository, its stored body was streamed into a staged file meanwhile.
+    InMemory(EncodedBlob, Option<Staged>),
     /// Too big to hold: hashed in a first pass, streamed from the file again when stored.
     Streamed { digest: Digest },
 }
@@ -68,7 +73,7 @@ enum Content {
 impl Content {
     fn digest(&self) -> Digest {
         match self {
-            Content::InMemory(blob) => blob.digest,
+            Content::InMemory(blob, _) => blob.digest,
             Content::Streamed { digest } => *digest,
         }
     }
@@ -84,9 +89,9 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
 
     let started = std::time::Instant::now();
     // 1. Everything about the input is checked before the repository is touched.
-    let (path_owned, compression) = (path.to_path_buf(), repo.compression());
-    let (content, identity) =
-        tokio::task::spawn_blocking(move || read_and_check(&path_owned, &name, compression))
+    let (path_owned, repo_owned) = (path.to_path_buf(), repo.clone());
+    let (mut content, identity) =
+        tokio::task::spawn_blocking(move || read_and_check(&path_owned, &name, &repo_owned))
             .await
             .expect("reading the WAL file panicked")?;
 
@@ -132,10 +137,10 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let index_key = catalog::wal_key(stanza, &name, &digest);
-    let put = match &content {
-        Content::InMemory(blob) => {
-            let record = make_record(blob.raw_len, blob.stored.len() as u64);
-            repo.put_blob_then_record(blob, &index_key, &record)
+    let put = match &mut content {
+        Content::InMemory(blob, staged) => {
+            let record = make_record(blob.raw_len, blob.stored_len());
+            repo.put_blob_then_record(blob, staged.take(), &index_key, &record)
                 .await?
                 .0
         }
@@ -169,7 +174,7 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
 
 async fn store_blob(repo: &Repo, content: &Content, path: &Path) -> Result<BlobPut> {
     Ok(match content {
-        Content::InMemory(blob) => repo.put_encoded(blob).await?,
+        Content::InMemory(blob, _) => repo.put_encoded(blob).await?,
         Content::Streamed { digest } => repo.put_blob_file(path, *digest).await?,
     })
 }
@@ -236,8 +241,9 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 fn read_and_check(
     path: &Path,
     name: &WalFileName,
-    compression: Compression,
+    repo: &Repo,
 ) -> Result<(Content, Option<SegmentIdentity>)> {
+    let compression = repo.compression();
     let mut file = std::fs::File::open(path).map_err(read_err(path))?;
     let meta = file.metadata().map_err(read_err(path))?;
     if !meta.is_file() {
@@ -251,11 +257,9 @@ fn read_and_check(
         WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
             if len <= IN_MEMORY_MAX {
                 let mapped = crate::mapped::MappedFile::map(&file, len).map_err(read_err(path))?;
-                let id = check_segment(seg, mapped.bytes())?;
-                Ok((
-                    Content::InMemory(EncodedBlob::encode(mapped.bytes(), compression)),
-                    Some(id),
-                ))
+                let mut staged = repo.stage_blob();
+                let (blob, id) = encode_segment(seg, mapped.bytes(), compression, staged.as_mut())?;
+                Ok((Content::InMemory(blob, staged), Some(id)))
             } else {
                 let (digest, id) = check_segment_streaming(seg, &mut file, len, path)?;
                 Ok((Content::Streamed { digest }, Some(id)))
@@ -265,7 +269,7 @@ fn read_and_check(
             let buf = read_small(&mut file, len, path, name)?;
             check_history(*tli, &buf)?;
             Ok((
-                Content::InMemory(EncodedBlob::encode(&buf, compression)),
+                Content::InMemory(EncodedBlob::encode(&buf, compression), None),
                 None,
             ))
         }
@@ -279,7 +283,7 @@ fn read_and_check(
                 .into());
             }
             Ok((
-                Content::InMemory(EncodedBlob::encode(&buf, compression)),
+                Content::InMemory(EncodedBlob::encode(&buf, compression), None),
                 None,
             ))
         }
@@ -319,11 +323,21 @@ fn check_history(tli: TimelineId, content: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Checks a whole segment held in memory.
-fn check_segment(seg: &WalSegmentName, bytes: &[u8]) -> Result<SegmentIdentity> {
+/// Checks, hashes and compresses a whole segment held in memory. The page checks run on
+/// the hashing thread, piece by piece ahead of the hash, so they cost no time of their
+/// own; a refused page stops the encoding, and nothing has touched the repository yet.
+fn encode_segment(
+    seg: &WalSegmentName,
+    bytes: &[u8],
+    compression: Compression,
+    staged: Option<&mut Staged>,
+) -> Result<(EncodedBlob, SegmentIdentity)> {
     let id = pg::check_segment_start(seg, bytes, bytes.len() as u64)?;
-    pg::check_pages(seg, &id, 0, bytes, &mut PageScan::default())?;
-    Ok(id)
+    let mut scan = PageScan::default();
+    let check = |offset: u64, piece: &[u8]| pg::check_pages(seg, &id, offset, piece, &mut scan);
+    let sink = staged.map(|st| st as &mut (dyn std::io::Write + Send));
+    let blob = EncodedBlob::encode_checked(bytes, compression, check, sink)?;
+    Ok((blob, id))
 }
 
 /// First pass over a segment too large to hold: page checks and hashing, frame by frame.

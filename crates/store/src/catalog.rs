@@ -193,8 +193,11 @@ pub fn repository_key() -> Key {
 /// Where the blob with this digest lives.
 pub fn blob_key(digest: &Digest) -> Key {
     let hex = digest.to_hex();
-    Key::new(format!("blobs/{}/{hex}", &hex[..2])).expect("valid")
+    Key::new(format!("{BLOBS_FOLDER}/{}/{hex}", &hex[..2])).expect("valid")
 }
+
+/// The folder every blob key lies under.
+pub const BLOBS_FOLDER: &str = "blobs";
 
 /// The prefix of a stanza's cluster records.
 pub fn cluster_prefix(stanza: &Stanza) -> String {

@@ -18,7 +18,7 @@ use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::backend::{Backend, ObjectMeta, PutMode};
+use crate::backend::{Backend, ObjectMeta, PutMode, Staged};
 use crate::backup::{self, BackupRecord, FileList};
 use crate::catalog::{self, ClusterRecord, RepositoryRecord, Stanza, WalRecord, REPOSITORY_FORMAT};
 use crate::codec::{self, BlobDecoder, Compression, Digest, Hasher, FRAME_RAW_MAX};
@@ -51,52 +51,162 @@ pub struct EncodedBlob {
     pub digest: Digest,
     /// Raw length.
     pub raw_len: u64,
-    /// The stored body.
-    pub stored: Bytes,
+    /// The stored body in order (header, then frames), joined only when a store needs it
+    /// whole: a body already streamed to a staged file never is, which spares allocating
+    /// and copying megabytes.
+    pieces: Vec<Bytes>,
 }
 
 impl EncodedBlob {
+    /// A blob whose stored body was encoded by the caller.
+    pub fn from_stored(digest: Digest, raw_len: u64, stored: Bytes) -> EncodedBlob {
+        EncodedBlob {
+            digest,
+            raw_len,
+            pieces: vec![stored],
+        }
+    }
+
+    /// The stored body's length.
+    pub fn stored_len(&self) -> u64 {
+        self.pieces.iter().map(|p| p.len() as u64).sum()
+    }
+
+    /// The stored body, whole.
+    pub fn stored(&self) -> Bytes {
+        match &self.pieces[..] {
+            [one] => one.clone(),
+            pieces => {
+                let mut whole = Vec::with_capacity(self.stored_len() as usize);
+                for piece in pieces {
+                    whole.extend_from_slice(piece);
+                }
+                Bytes::from(whole)
+            }
+        }
+    }
+
     /// Hashes and compresses `raw` at once, on two threads: SHA-256 is sequential, lz4
     /// frames are independent. One thread hashes and then helps compress; the other
     /// compresses from the start. Frames are claimed from a shared counter, so the two
     /// finish together whatever the ratio of hashing to compression speed.
     pub fn encode(raw: &[u8], compression: Compression) -> EncodedBlob {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        let unchecked = |_: u64, _: &[u8]| Ok::<(), std::convert::Infallible>(());
+        match EncodedBlob::encode_checked(raw, compression, unchecked, None) {
+            Ok(blob) => blob,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`EncodedBlob::encode`], with two additions that let a caller overlap its own work
+    /// with the encoding instead of running it before or after:
+    ///
+    /// - `check` sees `raw` piece by piece, in order (offset, piece), on the hashing thread
+    ///   just before each piece is hashed, so validating the input costs no time of its
+    ///   own. Its first error stops the encoding and is returned;
+    /// - `sink`, when given, receives the stored body (header, then frames in order) as
+    ///   frames complete, so that writing it out overlaps the compression of later frames.
+    ///   The sink is an optimisation: after its first error it gets nothing more, and the
+    ///   encoding goes on (the caller can tell by the length it took).
+    pub fn encode_checked<E: Send>(
+        raw: &[u8],
+        compression: Compression,
+        check: impl FnMut(u64, &[u8]) -> std::result::Result<(), E> + Send,
+        sink: Option<&mut (dyn Write + Send)>,
+    ) -> std::result::Result<EncodedBlob, E> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Mutex;
+
         let frames: Vec<&[u8]> = raw.chunks(FRAME_RAW_MAX).collect();
+        let mut header = Vec::with_capacity(codec::HEADER_LEN);
+        codec::encode_header(compression, raw.len() as u64, &mut header);
         let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        // Frames finished out of order wait here until the ones before them are out.
+        let ordered = Mutex::new(OrderedSink {
+            sink,
+            next: 0,
+            waiting: std::collections::BTreeMap::new(),
+        });
+        ordered.lock().expect("sink lock").write(&header);
         let compress_frames = || {
             let mut encoder = codec::FrameEncoder::new(compression);
-            let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
             loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(frame) = frames.get(i) else { break };
                 let mut out = Vec::with_capacity(frame.len() / 4);
                 encoder.encode(frame, &mut out);
-                done.push((i, out));
+                ordered.lock().expect("sink lock").finish(i, out);
             }
-            done
         };
-        let (digest, mut pieces) = std::thread::scope(|s| {
+        let hashed = std::thread::scope(|s| {
             let helper = s.spawn(|| {
-                let digest = Digest::of(raw);
-                (digest, compress_frames())
+                let mut check = check;
+                let mut hasher = Hasher::new();
+                let mut offset = 0u64;
+                for frame in &frames {
+                    if let Err(e) = check(offset, frame) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                    hasher.update(frame);
+                    offset += frame.len() as u64;
+                }
+                let digest = hasher.finish();
+                compress_frames();
+                Ok(digest)
             });
-            let mut mine = compress_frames();
-            let (digest, theirs) = helper.join().expect("hashing thread");
-            mine.extend(theirs);
-            (digest, mine)
+            compress_frames();
+            helper.join().expect("hashing thread")
         });
-        pieces.sort_unstable_by_key(|(i, _)| *i);
-        let total: usize = pieces.iter().map(|(_, p)| p.len()).sum();
-        let mut stored = Vec::with_capacity(codec::HEADER_LEN + total);
-        codec::encode_header(compression, raw.len() as u64, &mut stored);
-        for (_, piece) in pieces {
-            stored.extend_from_slice(&piece);
-        }
-        EncodedBlob {
+        let digest = hashed?;
+        let ordered = ordered.into_inner().expect("sink lock");
+        let mut pieces = Vec::with_capacity(1 + ordered.waiting.len());
+        pieces.push(Bytes::from(header));
+        pieces.extend(ordered.waiting.into_values().map(Bytes::from));
+        Ok(EncodedBlob {
             digest,
             raw_len: raw.len() as u64,
-            stored: Bytes::from(stored),
+            pieces,
+        })
+    }
+}
+
+/// Encoded frames on their way to a sink in order; all of them are also kept, for the
+/// in-memory copy of the stored body.
+struct OrderedSink<'a> {
+    sink: Option<&'a mut (dyn Write + Send)>,
+    /// The first frame not yet handed to the sink.
+    next: usize,
+    waiting: std::collections::BTreeMap<usize, Vec<u8>>,
+}
+
+impl OrderedSink<'_> {
+    /// Takes frame `i`, and passes on every frame now in order.
+    fn finish(&mut self, i: usize, frame: Vec<u8>) {
+        self.waiting.insert(i, frame);
+        while self.sink.is_some() {
+            let Some(frame) = self.waiting.get(&self.next) else {
+                break;
+            };
+            write_or_drop(&mut self.sink, frame);
+            self.next += 1;
+        }
+    }
+
+    /// Writes to the sink, and drops the sink at its first error.
+    fn write(&mut self, bytes: &[u8]) {
+        write_or_drop(&mut self.sink, bytes);
+    }
+}
+
+fn write_or_drop(sink: &mut Option<&mut (dyn Write + Send)>, bytes: &[u8]) {
+    if let Some(w) = sink.as_mut() {
+        if w.write_all(bytes).is_err() {
+            *sink = None;
         }
     }
 }
@@ -186,12 +296,12 @@ impl Repo {
     /// Stores a blob encoded beforehand (see [`EncodedBlob::encode`]).
     pub async fn put_encoded(&self, blob: &EncodedBlob) -> Result<BlobPut> {
         let deduplicated = self
-            .put_if_absent(&catalog::blob_key(&blob.digest), blob.stored.clone())
+            .put_if_absent(&catalog::blob_key(&blob.digest), blob.stored())
             .await?;
         Ok(BlobPut {
             digest: blob.digest,
             raw_len: blob.raw_len,
-            stored_len: blob.stored.len() as u64,
+            stored_len: blob.stored_len(),
             deduplicated,
         })
     }
@@ -288,24 +398,47 @@ impl Repo {
     /// Stores an encoded blob and then a record that refers to it, in one durable step:
     /// the record becomes visible only after the blob, and both are durable on return.
     /// Returns what the blob write did and whether the record was created.
+    ///
+    /// `staged`, from [`Repo::stage_blob`], holds the blob's stored body already written
+    /// out (by [`EncodedBlob::encode_checked`]'s sink); it is published instead of
+    /// writing the body again.
     pub async fn put_blob_then_record<T: Serialize>(
         &self,
         blob: &EncodedBlob,
+        staged: Option<Staged>,
         key: &Key,
         record: &T,
     ) -> Result<(BlobPut, bool)> {
-        let items = vec![
-            (catalog::blob_key(&blob.digest), blob.stored.clone()),
-            (key.clone(), Bytes::from(catalog::encode_record(record))),
-        ];
-        let created = self.backend.create_all(items).await?;
+        let blob_key = catalog::blob_key(&blob.digest);
+        let record = (key.clone(), Bytes::from(catalog::encode_record(record)));
+        // A sink that failed midway took less than the whole body: write the bytes.
+        let staged = staged.filter(|st| st.len() == blob.stored_len());
+        let created = match staged {
+            Some(staged) => {
+                self.backend
+                    .create_all_staged((blob_key, staged), vec![record])
+                    .await?
+            }
+            None => {
+                let items = vec![(blob_key, blob.stored()), record];
+                self.backend.create_all(items).await?
+            }
+        };
         let put = BlobPut {
             digest: blob.digest,
             raw_len: blob.raw_len,
-            stored_len: blob.stored.len() as u64,
+            stored_len: blob.stored_len(),
             deduplicated: !created[0],
         };
         Ok((put, created[1]))
+    }
+
+    /// A temporary file to stream a blob's stored body into while it is encoded, before
+    /// its name (the digest) is known, for [`Repo::put_blob_then_record`]. Only local
+    /// repositories that hold blobs already give one: opening it must change nothing
+    /// (dropping it unused removes the file).
+    pub fn stage_blob(&self) -> Option<Staged> {
+        self.backend.stage(catalog::BLOBS_FOLDER)
     }
 
     /// The stored size of a blob, or `None` when it is absent.
@@ -418,24 +551,7 @@ impl Repo {
                 })?
             }
         };
-        if existing.system_id != proposed.system_id {
-            return Err(Error::ClusterMismatch {
-                stanza: stanza.to_string(),
-                expected: existing.system_id.to_string(),
-                found: proposed.system_id.to_string(),
-            });
-        }
-        if existing.wal_segment_size != proposed.wal_segment_size
-            || existing.pg_major != proposed.pg_major
-        {
-            return Err(Error::Catalog {
-                what: format!("stanza {stanza:?}"),
-                detail: format!(
-                    "records PostgreSQL {} with {}-byte WAL segments, this is PostgreSQL {} with {}-byte segments",
-                    existing.pg_major, existing.wal_segment_size, proposed.pg_major, proposed.wal_segment_size
-                ),
-            });
-        }
+        check_same_cluster(stanza, &existing, proposed)?;
         Ok(existing)
     }
 
@@ -558,6 +674,33 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
     Ok(n)
 }
 
+/// Refuses `proposed` unless it is the cluster `existing` records.
+fn check_same_cluster(
+    stanza: &Stanza,
+    existing: &ClusterRecord,
+    proposed: &ClusterRecord,
+) -> Result<()> {
+    if existing.system_id != proposed.system_id {
+        return Err(Error::ClusterMismatch {
+            stanza: stanza.to_string(),
+            expected: existing.system_id.to_string(),
+            found: proposed.system_id.to_string(),
+        });
+    }
+    if existing.wal_segment_size != proposed.wal_segment_size
+        || existing.pg_major != proposed.pg_major
+    {
+        return Err(Error::Catalog {
+                what: format!("stanza {stanza:?}"),
+                detail: format!(
+                    "records PostgreSQL {} with {}-byte WAL segments, this is PostgreSQL {} with {}-byte segments",
+                    existing.pg_major, existing.wal_segment_size, proposed.pg_major, proposed.wal_segment_size
+                ),
+            });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,11 +752,159 @@ mod tests {
             let blob = EncodedBlob::encode(&raw, Compression::Lz4);
             assert_eq!(blob.digest, Digest::of(&raw));
             assert_eq!(
-                &blob.stored[..],
+                &blob.stored()[..],
                 &codec::encode(Compression::Lz4, &raw)[..],
                 "len {len}"
             );
         }
+    }
+
+    #[test]
+    fn checked_encoding_sees_every_piece_in_order_and_streams_the_body() {
+        let raw = content(5 * FRAME_RAW_MAX + 77, 4);
+        let mut seen = Vec::new();
+        let mut sink = Vec::new();
+        let blob = EncodedBlob::encode_checked(
+            &raw,
+            Compression::Lz4,
+            |offset, piece| {
+                seen.push((offset, piece.len()));
+                Ok::<(), ()>(())
+            },
+            Some(&mut sink),
+        )
+        .unwrap();
+        let expected: Vec<(u64, usize)> = raw
+            .chunks(FRAME_RAW_MAX)
+            .enumerate()
+            .map(|(i, c)| ((i * FRAME_RAW_MAX) as u64, c.len()))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(sink, &codec::encode(Compression::Lz4, &raw)[..]);
+        assert_eq!(&blob.stored()[..], &sink[..]);
+        assert_eq!(blob.stored_len(), sink.len() as u64);
+    }
+
+    #[test]
+    fn a_refused_piece_stops_the_encoding_with_its_error() {
+        let raw = content(6 * FRAME_RAW_MAX, 5);
+        let mut checked = 0;
+        let result = EncodedBlob::encode_checked(
+            &raw,
+            Compression::Lz4,
+            |offset, _| {
+                checked += 1;
+                if offset == 2 * FRAME_RAW_MAX as u64 {
+                    Err(format!("bad piece at {offset}"))
+                } else {
+                    Ok(())
+                }
+            },
+            None,
+        );
+        assert_eq!(
+            result.unwrap_err(),
+            format!("bad piece at {}", 2 * FRAME_RAW_MAX)
+        );
+        assert_eq!(checked, 3, "nothing is checked after the refused piece");
+    }
+
+    #[test]
+    fn a_failing_sink_is_dropped_and_the_blob_is_still_whole() {
+        /// Takes `room` bytes, then fails.
+        struct Full {
+            room: usize,
+            took: usize,
+        }
+        impl Write for Full {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.took + buf.len() > self.room {
+                    return Err(std::io::Error::other("no space left"));
+                }
+                self.took += buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let raw = content(4 * FRAME_RAW_MAX, 6);
+        let mut sink = Full {
+            room: 100_000,
+            took: 0,
+        };
+        let blob = EncodedBlob::encode_checked(
+            &raw,
+            Compression::Lz4,
+            |_, _| Ok::<(), ()>(()),
+            Some(&mut sink),
+        )
+        .unwrap();
+        assert!(sink.took < blob.stored_len() as usize);
+        assert_eq!(
+            &blob.stored()[..],
+            &codec::encode(Compression::Lz4, &raw)[..]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_staged_body_is_published_under_its_digest_with_its_record() {
+        let (dir, repo) = repo();
+        let root = dir.path().join("repo");
+        // No blob folder yet: staging must not create one.
+        assert!(repo.stage_blob().is_none());
+        assert!(!root.exists());
+
+        let first = repo.put_blob(Bytes::from(content(1000, 7))).await.unwrap();
+        let raw = content(3 * FRAME_RAW_MAX + 5, 8);
+        let mut staged = repo
+            .stage_blob()
+            .expect("a local repository with blobs stages");
+        let blob = EncodedBlob::encode_checked(
+            &raw,
+            Compression::Lz4,
+            |_, _| Ok::<(), ()>(()),
+            Some(&mut staged),
+        )
+        .unwrap();
+        let key = Key::new("stanzas/main/wal/x/record").unwrap();
+        let record = RepositoryRecord { format: 1 };
+        let (put, record_created) = repo
+            .put_blob_then_record(&blob, Some(staged), &key, &record)
+            .await
+            .unwrap();
+        assert!(!put.deduplicated && record_created);
+        assert_eq!(repo.get_blob(&blob.digest).await.unwrap(), raw);
+        assert_eq!(
+            std::fs::read(root.join(catalog::blob_key(&blob.digest).as_str())).unwrap(),
+            &blob.stored()[..]
+        );
+        let temporaries = || {
+            std::fs::read_dir(root.join(catalog::BLOBS_FOLDER))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(temporaries(), Vec::<String>::new());
+
+        // Staged for content already stored: nothing is replaced, the file goes away.
+        let mut again = repo.stage_blob().unwrap();
+        again.write_all(b"not what the blob holds").unwrap();
+        let first_blob = EncodedBlob::encode(&content(1000, 7), Compression::Lz4);
+        assert_eq!(first_blob.digest, first.digest);
+        let key2 = Key::new("stanzas/main/wal/x/record2").unwrap();
+        // A staged file whose length is not the body's is never published.
+        let (put, _) = repo
+            .put_blob_then_record(&first_blob, Some(again), &key2, &record)
+            .await
+            .unwrap();
+        assert!(put.deduplicated);
+        assert_eq!(
+            repo.get_blob(&first.digest).await.unwrap(),
+            content(1000, 7)
+        );
+        assert_eq!(temporaries(), Vec::<String>::new());
     }
 
     #[tokio::test]

@@ -167,11 +167,11 @@ async fn store_chunk(
         None => 0,
         Some(stored) => {
             let put = repo
-                .put_encoded(&EncodedBlob {
+                .put_encoded(&EncodedBlob::from_stored(
                     digest,
                     raw_len,
-                    stored: Bytes::from(stored),
-                })
+                    Bytes::from(stored),
+                ))
                 .await?;
             known.lock().expect("known set").insert(digest);
             if put.deduplicated {

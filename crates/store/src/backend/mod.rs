@@ -19,6 +19,8 @@ pub mod local;
 pub mod retry;
 pub mod s3;
 
+pub use local::Staged;
+
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
@@ -85,6 +87,32 @@ pub trait Backend: Send + Sync + Debug + 'static {
             }
         }
         Ok(created)
+    }
+
+    /// A temporary file in the folder `folder` (a key prefix without its trailing `/`)
+    /// to write a body into before its key is known, so that the disk starts on it while
+    /// the rest is still being produced; hand it to [`Backend::create_all_staged`] once the
+    /// key is known. Only stores that keep objects in local files give one, and only when
+    /// that folder exists already: opening one must not change the repository (dropping
+    /// it removes the file). `None` otherwise; callers then pass bytes to `create_all`.
+    fn stage(&self, folder: &str) -> Option<Staged> {
+        let _ = folder;
+        None
+    }
+
+    /// [`Backend::create_all`] with the first object's body written beforehand into
+    /// `staged` (from [`Backend::stage`]). The default reads it back and creates from bytes.
+    async fn create_all_staged(
+        &self,
+        first: (Key, Staged),
+        rest: Vec<(Key, Bytes)>,
+    ) -> Result<Vec<bool>> {
+        let (key, staged) = first;
+        let body = staged.read_back()?;
+        let mut items = Vec::with_capacity(1 + rest.len());
+        items.push((key, body));
+        items.extend(rest);
+        self.create_all(items).await
     }
 
     /// Starts a write too large to hold in memory, sent in parts. Nothing is visible

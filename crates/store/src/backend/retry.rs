@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Backend, ObjectMeta, PutMode, Upload};
+use super::{Backend, ObjectMeta, PutMode, Staged, Upload};
 use crate::{Key, Result};
 
 /// The pause before the first retry.
@@ -195,6 +195,20 @@ impl Backend for Retrying {
             self.inner.delete(key)
         })
         .await
+    }
+
+    fn stage(&self, folder: &str) -> Option<Staged> {
+        self.inner.stage(folder)
+    }
+
+    async fn create_all_staged(
+        &self,
+        first: (Key, Staged),
+        rest: Vec<(Key, Bytes)>,
+    ) -> Result<Vec<bool>> {
+        // A staged body lives in one local file and cannot be sent twice; local writes
+        // have no transient failures to retry.
+        self.inner.create_all_staged(first, rest).await
     }
 
     async fn create_all(&self, items: Vec<(Key, Bytes)>) -> Result<Vec<bool>> {
