@@ -212,6 +212,39 @@ impl FrameEncoder {
     }
 }
 
+/// Room one frame of up to [`FRAME_RAW_MAX`] raw bytes can take once encoded: its header
+/// and lz4's worst case.
+pub fn frame_slot_len() -> usize {
+    FRAME_HEADER_LEN + lz4_flex::block::get_maximum_output_size(FRAME_RAW_MAX).max(FRAME_RAW_MAX)
+}
+
+/// Encodes one frame (at most [`FRAME_RAW_MAX`] raw bytes) straight into `slot` (at least
+/// [`frame_slot_len`] bytes), with no scratch buffer and no copy of the compressed bytes;
+/// returns the encoded length. The bytes match [`encode_frames`] for the same frame.
+pub fn encode_frame_into(compression: Compression, frame: &[u8], slot: &mut [u8]) -> usize {
+    assert!(frame.len() <= FRAME_RAW_MAX && slot.len() >= frame_slot_len());
+    let (header, body) = slot.split_at_mut(FRAME_HEADER_LEN);
+    let compressed = match compression {
+        Compression::None => None,
+        Compression::Lz4 => {
+            let n = lz4_flex::block::compress_into(frame, body)
+                .expect("the slot holds lz4's worst case");
+            // Keep the frame raw when lz4 does not shrink it (already compressed data).
+            (n < frame.len()).then_some(n)
+        }
+    };
+    let stored = match compressed {
+        Some(n) => n as u32,
+        None => {
+            body[..frame.len()].copy_from_slice(frame);
+            frame.len() as u32 | STORED_RAW_FLAG
+        }
+    };
+    header[..4].copy_from_slice(&(frame.len() as u32).to_le_bytes());
+    header[4..].copy_from_slice(&stored.to_le_bytes());
+    FRAME_HEADER_LEN + (stored & !STORED_RAW_FLAG) as usize
+}
+
 /// Appends `raw` as frames (cut at [`FRAME_RAW_MAX`]) to `out`.
 pub fn encode_frames(compression: Compression, raw: &[u8], out: &mut Vec<u8>) {
     FrameEncoder::new(compression).encode(raw, out)
@@ -434,6 +467,37 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn a_frame_encoded_into_a_slot_matches_the_appended_encoding() {
+        let mut noise = 0x2545_f491_u32;
+        let incompressible: Vec<u8> = (0..FRAME_RAW_MAX)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 17;
+                noise ^= noise << 5;
+                noise as u8
+            })
+            .collect();
+        for compression in [Compression::Lz4, Compression::None] {
+            for frame in [
+                &sample(FRAME_RAW_MAX)[..],
+                &sample(1000)[..],
+                &incompressible[..],
+            ] {
+                let mut appended = Vec::new();
+                encode_frames(compression, frame, &mut appended);
+                let mut slot = vec![0xAA; frame_slot_len()];
+                let len = encode_frame_into(compression, frame, &mut slot);
+                assert_eq!(
+                    &slot[..len],
+                    &appended[..],
+                    "{compression:?}, {} bytes",
+                    frame.len()
+                );
+            }
+        }
     }
 
     #[test]

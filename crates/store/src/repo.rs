@@ -11,7 +11,9 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use chrono::Utc;
@@ -114,33 +116,44 @@ impl EncodedBlob {
         check: impl FnMut(u64, &[u8]) -> std::result::Result<(), E> + Send,
         sink: Option<&mut (dyn Write + Send)>,
     ) -> std::result::Result<EncodedBlob, E> {
-        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        use std::sync::Mutex;
-
         let frames: Vec<&[u8]> = raw.chunks(FRAME_RAW_MAX).collect();
         let mut header = Vec::with_capacity(codec::HEADER_LEN);
         codec::encode_header(compression, raw.len() as u64, &mut header);
+        // Every frame is encoded straight into its own slot of one buffer: no scratch
+        // buffer, no copy, one allocation. The buffer is mapped lazily by the kernel, so
+        // only the bytes the frames really take cost memory.
+        let slot_len = codec::frame_slot_len();
+        let mut out = vec![0u8; slot_len * frames.len()];
+        let slots: Vec<Mutex<Option<&mut [u8]>>> = out
+            .chunks_mut(slot_len)
+            .map(|slot| Mutex::new(Some(slot)))
+            .collect();
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
         // Frames finished out of order wait here until the ones before them are out.
         let ordered = Mutex::new(OrderedSink {
             sink,
             next: 0,
-            waiting: std::collections::BTreeMap::new(),
+            done: vec![None; frames.len()],
         });
         ordered.lock().expect("sink lock").write(&header);
-        let compress_frames = || {
-            let mut encoder = codec::FrameEncoder::new(compression);
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(frame) = frames.get(i) else { break };
-                let mut out = Vec::with_capacity(frame.len() / 4);
-                encoder.encode(frame, &mut out);
-                ordered.lock().expect("sink lock").finish(i, out);
+        let compress_frames = || loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
             }
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(frame) = frames.get(i) else { break };
+            let slot = slots[i]
+                .lock()
+                .expect("slot")
+                .take()
+                .expect("each slot once");
+            let len = codec::encode_frame_into(compression, frame, slot);
+            let encoded: &[u8] = slot;
+            ordered
+                .lock()
+                .expect("sink lock")
+                .finish(i, &encoded[..len]);
         };
         let hashed = std::thread::scope(|s| {
             let helper = s.spawn(|| {
@@ -163,10 +176,22 @@ impl EncodedBlob {
             helper.join().expect("hashing thread")
         });
         let digest = hashed?;
-        let ordered = ordered.into_inner().expect("sink lock");
-        let mut pieces = Vec::with_capacity(1 + ordered.waiting.len());
+        let lens: Vec<usize> = ordered
+            .into_inner()
+            .expect("sink lock")
+            .done
+            .into_iter()
+            .map(|encoded| encoded.expect("every frame encoded").len())
+            .collect();
+        drop(slots);
+        let out = Bytes::from(out);
+        let mut pieces = Vec::with_capacity(1 + frames.len());
         pieces.push(Bytes::from(header));
-        pieces.extend(ordered.waiting.into_values().map(Bytes::from));
+        pieces.extend(
+            lens.iter()
+                .enumerate()
+                .map(|(i, len)| out.slice(i * slot_len..i * slot_len + len)),
+        );
         Ok(EncodedBlob {
             digest,
             raw_len: raw.len() as u64,
@@ -175,23 +200,24 @@ impl EncodedBlob {
     }
 }
 
-/// Encoded frames on their way to a sink in order; all of them are also kept, for the
-/// in-memory copy of the stored body.
-struct OrderedSink<'a> {
-    sink: Option<&'a mut (dyn Write + Send)>,
+/// Encoded frames on their way to a sink, in order.
+struct OrderedSink<'s, 'f> {
+    sink: Option<&'s mut (dyn Write + Send)>,
     /// The first frame not yet handed to the sink.
     next: usize,
-    waiting: std::collections::BTreeMap<usize, Vec<u8>>,
+    /// Each frame's encoded bytes (in its slot), once encoded.
+    done: Vec<Option<&'f [u8]>>,
 }
 
-impl OrderedSink<'_> {
-    /// Takes frame `i`, and passes on every frame now in order.
-    fn finish(&mut self, i: usize, frame: Vec<u8>) {
-        self.waiting.insert(i, frame);
-        while self.sink.is_some() {
-            let Some(frame) = self.waiting.get(&self.next) else {
+impl<'f> OrderedSink<'_, 'f> {
+    /// Records frame `i`, and passes on every frame now in order: a frame finished
+    /// early waits in its slot for the thread that finishes the one before it.
+    fn finish(&mut self, i: usize, encoded: &'f [u8]) {
+        self.done[i] = Some(encoded);
+        while let Some(Some(frame)) = self.done.get(self.next) {
+            if self.sink.is_none() {
                 break;
-            };
+            }
             write_or_drop(&mut self.sink, frame);
             self.next += 1;
         }
