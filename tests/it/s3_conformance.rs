@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tidemark_store::backend::conformance;
 use tidemark_store::backend::retry::Retrying;
 use tidemark_store::backend::s3::S3Backend;
-use tidemark_store::backend::{Backend, PutMode};
+use tidemark_store::backend::{Backend, PutMode, MIN_PART_SIZE};
 use tidemark_store::url::{open_backend, BackendOptions, RepoUrl, S3Options, Secret};
 use tidemark_store::{Error, Key};
 
@@ -277,6 +277,39 @@ async fn s3_retrying_rides_out_a_restart() {
     );
 }
 
+/// The store goes away between the last part and the completion: `Retrying` completes
+/// the upload once it is back (the upload stays open on a transient failure).
+#[tokio::test]
+async fn s3_retrying_completes_an_upload_through_a_restart() {
+    let mut server = s3_server!();
+    let b = Arc::new(backend(&server, "restart-complete").await);
+    let retrying = Retrying::new(b, Duration::from_secs(60));
+    let k = key("uploaded/while/down");
+    let part1 = Bytes::from(vec![5u8; MIN_PART_SIZE]);
+    let mut up = retrying
+        .put_multipart(&k, PutMode::Create)
+        .await
+        .expect("start");
+    up.put_part(part1.clone()).await.expect("part 1");
+    up.put_part(Bytes::from_static(b"tail"))
+        .await
+        .expect("part 2");
+    server.stop();
+    let restart = tokio::task::spawn_blocking(move || {
+        // Longer than the SDK's own three attempts last (at most ~3 s of back-off), so
+        // that only `Retrying` can ride it out.
+        std::thread::sleep(Duration::from_secs(6));
+        server.start();
+        server
+    });
+    up.complete().await.expect("complete through a restart");
+    let _server = restart.await.expect("restart");
+    let got = retrying.get(&k).await.expect("get");
+    assert_eq!(got.len(), MIN_PART_SIZE + 4);
+    assert_eq!(&got[..MIN_PART_SIZE], &part1[..]);
+    assert_eq!(&got[MIN_PART_SIZE..], b"tail");
+}
+
 #[tokio::test]
 async fn s3_prefixes_isolate_repositories() {
     let server = s3_server!();
@@ -355,10 +388,10 @@ async fn s3_multipart_without_parts_is_an_empty_object() {
     let server = s3_server!();
     let b = backend(&server, "empty-multipart").await;
     let k = key("empty");
-    let up = b.put_multipart(&k, PutMode::Create).await.expect("start");
+    let mut up = b.put_multipart(&k, PutMode::Create).await.expect("start");
     up.complete().await.expect("complete without parts");
     assert_eq!(b.head(&k).await.expect("head").size, 0);
-    let up = b.put_multipart(&k, PutMode::Create).await.expect("start");
+    let mut up = b.put_multipart(&k, PutMode::Create).await.expect("start");
     assert!(
         matches!(up.complete().await, Err(Error::AlreadyExists { .. })),
         "an empty create is still exclusive"

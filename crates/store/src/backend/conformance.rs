@@ -305,6 +305,14 @@ pub async fn multipart_visible_only_on_complete(b: &dyn Backend) {
     assert_eq!(got.len(), part1.len() + part2.len());
     assert_eq!(&got[..part1.len()], &part1[..]);
     assert_eq!(&got[part1.len()..], &part2[..]);
+    // Finished: no more parts or completes, and an abort drops nothing that is published.
+    assert!(
+        up.put_part(part2.clone()).await.is_err(),
+        "part after complete"
+    );
+    assert!(up.complete().await.is_err(), "second complete");
+    up.abort().await.expect("abort after complete is a no-op");
+    assert_eq!(b.get(&k).await.expect("get").len(), got.len());
 }
 
 /// A `Create` multipart onto an existing key fails on `complete` and replaces nothing.

@@ -563,6 +563,16 @@ struct LocalUpload {
     mode: PutMode,
 }
 
+impl LocalUpload {
+    fn finished(&self, op: &'static str) -> Error {
+        Error::Backend {
+            op,
+            key: self.key.to_string(),
+            message: "the upload is already finished".into(),
+        }
+    }
+}
+
 impl Drop for LocalUpload {
     fn drop(&mut self) {
         // Neither completed nor aborted (an error or a panic upstream): leave nothing behind.
@@ -575,7 +585,10 @@ impl Drop for LocalUpload {
 #[async_trait]
 impl Upload for LocalUpload {
     async fn put_part(&mut self, data: Bytes) -> Result<()> {
-        let mut file = self.file.take().expect("upload still open");
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| self.finished("upload part"))?;
         let tmp = self.tmp.clone();
         let (file, result) = tokio::task::spawn_blocking(move || {
             let r = file.write_all(&data);
@@ -587,8 +600,11 @@ impl Upload for LocalUpload {
         result.map_err(|e| io_err("write", &tmp, e))
     }
 
-    async fn complete(mut self: Box<Self>) -> Result<()> {
-        let file = self.file.take().expect("upload still open");
+    async fn complete(&mut self) -> Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| self.finished("complete upload"))?;
         let (tmp, dest, key, mode) = (
             self.tmp.clone(),
             self.dest.clone(),
@@ -606,7 +622,7 @@ impl Upload for LocalUpload {
         .await
     }
 
-    async fn abort(mut self: Box<Self>) -> Result<()> {
+    async fn abort(&mut self) -> Result<()> {
         self.file.take();
         let tmp = self.tmp.clone();
         blocking(move || match fs::remove_file(&tmp) {

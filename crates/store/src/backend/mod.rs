@@ -126,10 +126,12 @@ pub trait Backend: Send + Sync + Debug + 'static {
 pub trait Upload: Send {
     /// Appends the next part.
     async fn put_part(&mut self, data: Bytes) -> Result<()>;
-    /// Makes the whole object visible, durably; fails like `put` would for `mode`.
-    async fn complete(self: Box<Self>) -> Result<()>;
-    /// Drops everything written so far.
-    async fn abort(self: Box<Self>) -> Result<()>;
+    /// Makes the whole object visible, durably; fails like `put` would for `mode`. After
+    /// a transient failure it may be called again; once it has succeeded, or failed for
+    /// good, the upload is finished and further calls fail.
+    async fn complete(&mut self) -> Result<()>;
+    /// Drops everything written so far; may be called again after a failure.
+    async fn abort(&mut self) -> Result<()>;
 }
 
 /// S3's smallest part size (but for the last part).

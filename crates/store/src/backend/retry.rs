@@ -17,9 +17,11 @@
 //! - a multipart part sent again replaces the first copy (S3 keeps the last part uploaded
 //!   under a part number; the upload only counts a part once it succeeded).
 //!
-//! Limit: [`Upload::complete`] and [`Upload::abort`] consume the upload, so a failed call
-//! cannot be repeated through the trait; they are tried once here (the S3 SDK's own retries
-//! still apply underneath). Starting an upload and each part are retried.
+//! - completing an upload again after a transient failure: the store kept it open; if the
+//!   first attempt did complete it and only the answer was lost, the retry finds the object
+//!   (of the upload's size) in place and reports `AlreadyExists` for `Create`.
+//!
+//! Starting an upload, each part, completing and aborting are all retried.
 //!
 //! The clock is tokio's, so tests can pause it.
 
@@ -239,36 +241,48 @@ impl Backend for Retrying {
     }
 }
 
-/// An upload whose parts are retried like [`Retrying`]'s operations.
+/// An upload whose every step is retried like [`Retrying`]'s operations.
 struct RetryingUpload {
     inner: Box<dyn Upload>,
     key: Key,
     retry_for: Duration,
 }
 
-#[async_trait]
-impl Upload for RetryingUpload {
-    async fn put_part(&mut self, data: Bytes) -> Result<()> {
+impl RetryingUpload {
+    async fn with_retries(
+        &mut self,
+        op: &'static str,
+        mut attempt: impl FnMut(&mut dyn Upload) -> BoxFuture<'_, Result<()>> + Send,
+    ) -> Result<()> {
         let mut backoff = Backoff::new(self.retry_for);
         loop {
-            match self.inner.put_part(data.clone()).await {
+            match attempt(self.inner.as_mut()).await {
                 Ok(()) => return Ok(()),
-                Err(e) => {
-                    backoff
-                        .pause_or_fail(e, "upload part", self.key.as_str())
-                        .await?
-                }
+                Err(e) => backoff.pause_or_fail(e, op, self.key.as_str()).await?,
             }
         }
     }
+}
 
-    async fn complete(self: Box<Self>) -> Result<()> {
-        // Once only: `complete` consumes the inner upload (see the module doc).
-        self.inner.complete().await
+/// What `async_trait` methods return.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[async_trait]
+impl Upload for RetryingUpload {
+    async fn put_part(&mut self, data: Bytes) -> Result<()> {
+        self.with_retries("upload part", |up| up.put_part(data.clone()))
+            .await
     }
 
-    async fn abort(self: Box<Self>) -> Result<()> {
-        self.inner.abort().await
+    async fn complete(&mut self) -> Result<()> {
+        // A complete whose first attempt landed and whose answer was lost reports
+        // `AlreadyExists` on the retry (for `Create`): deduplicated, as for `put`.
+        self.with_retries("complete upload", |up| up.complete())
+            .await
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.with_retries("abort upload", |up| up.abort()).await
     }
 }
 
@@ -359,14 +373,17 @@ mod tests {
             Ok(Box::new(FaultyUpload {
                 inner,
                 parts_failing: 2,
+                completes_failing: 2,
             }))
         }
     }
 
-    /// An upload whose first two `put_part` calls fail transiently without writing.
+    /// An upload whose first two `put_part` calls, and first two `complete` calls, fail
+    /// transiently without doing anything.
     struct FaultyUpload {
         inner: Box<dyn Upload>,
         parts_failing: u32,
+        completes_failing: u32,
     }
 
     #[async_trait]
@@ -382,10 +399,18 @@ mod tests {
             }
             self.inner.put_part(data).await
         }
-        async fn complete(self: Box<Self>) -> Result<()> {
+        async fn complete(&mut self) -> Result<()> {
+            if self.completes_failing > 0 {
+                self.completes_failing -= 1;
+                return Err(Error::Unavailable {
+                    op: "complete upload",
+                    key: "k".into(),
+                    message: "timed out".into(),
+                });
+            }
             self.inner.complete().await
         }
-        async fn abort(self: Box<Self>) -> Result<()> {
+        async fn abort(&mut self) -> Result<()> {
             self.inner.abort().await
         }
     }
@@ -459,7 +484,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn multipart_start_and_parts_are_retried() {
+    async fn multipart_start_parts_and_complete_are_retried() {
         let dir = tempfile::tempdir().unwrap();
         let faulty = Faulty::new(&dir, 2, true);
         let b = Retrying::new(faulty.clone(), Duration::from_secs(60));
@@ -474,10 +499,14 @@ mod tests {
         up.put_part(Bytes::from_static(b"world"))
             .await
             .expect("part");
-        up.complete().await.expect("complete");
+        up.complete().await.expect("complete after 2 failures");
         assert_eq!(
             b.get(&key("m/obj")).await.unwrap(),
             Bytes::from_static(b"hello world")
+        );
+        assert!(
+            !up.complete().await.unwrap_err().is_transient(),
+            "a finished upload cannot complete again, and that is not worth retrying"
         );
     }
 

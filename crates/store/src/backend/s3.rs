@@ -509,8 +509,13 @@ struct S3Upload {
 }
 
 impl S3Upload {
-    fn upload_id(&self) -> &str {
-        self.upload_id.as_deref().expect("upload still open")
+    /// The upload's id while it is open; an error once it is finished.
+    fn open_upload_id(&self, op: &'static str) -> Result<String> {
+        self.upload_id.clone().ok_or_else(|| Error::Backend {
+            op,
+            key: self.key.to_string(),
+            message: "the upload is already finished".into(),
+        })
     }
 
     async fn abort_upload(&self, upload_id: &str) -> Result<()> {
@@ -588,13 +593,14 @@ impl Upload for S3Upload {
         // S3 keeps the last part uploaded under it, so retrying a part is safe.
         let number = self.parts.len() as i32 + 1;
         let len = data.len() as u64;
+        let upload_id = self.open_upload_id("upload part")?;
         let b = &self.backend;
         let out = b
             .client
             .upload_part()
             .bucket(&b.bucket)
             .key(b.object_key(self.key.as_str()))
-            .upload_id(self.upload_id())
+            .upload_id(upload_id)
             .part_number(number)
             .body(ByteStream::from(data))
             .customize()
@@ -612,11 +618,12 @@ impl Upload for S3Upload {
         Ok(())
     }
 
-    async fn complete(mut self: Box<Self>) -> Result<()> {
-        let upload_id = self.upload_id.take().expect("upload still open");
+    async fn complete(&mut self) -> Result<()> {
+        let upload_id = self.open_upload_id("complete upload")?;
         if self.parts.is_empty() {
             // S3 refuses to complete an upload without parts; an empty object is one put.
             // The abort only tidies up: its failure changes nothing for the object.
+            self.upload_id = None;
             let _ = self.abort_upload(&upload_id).await;
             return self
                 .backend
@@ -624,6 +631,7 @@ impl Upload for S3Upload {
                 .await;
         }
         let b = &self.backend;
+        // The parts are cloned, not taken: after a transient failure the call is repeated.
         let mut req = b
             .client
             .complete_multipart_upload()
@@ -632,7 +640,7 @@ impl Upload for S3Upload {
             .upload_id(&upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut self.parts)))
+                    .set_parts(Some(self.parts.clone()))
                     .build(),
             );
         if self.mode == PutMode::Create {
@@ -644,19 +652,23 @@ impl Upload for S3Upload {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.upload_id = None;
+                Ok(())
+            }
             Err(e) => {
                 let no_such_upload = e.code() == Some("NoSuchUpload");
                 let err = b.error("complete upload", &self.key, Some(self.mode), e);
                 if no_such_upload {
+                    // An earlier attempt may have completed it: see `after_lost_complete`.
+                    self.upload_id = None;
                     return self.after_lost_complete(err).await;
                 }
-                if err.is_transient() {
-                    // The store is not answering, so an abort now would likely fail too:
-                    // `Drop` tries it in the background.
-                    self.upload_id = Some(upload_id);
-                } else {
-                    // Refused (`AlreadyExists` included): its parts would linger until aborted.
+                if !err.is_transient() {
+                    // Refused (`AlreadyExists` included): finished for good, and its parts
+                    // would linger until aborted. A transient failure keeps the upload
+                    // open for another attempt (and `Drop` aborts it if none comes).
+                    self.upload_id = None;
                     let _ = self.abort_upload(&upload_id).await;
                 }
                 Err(err)
@@ -664,9 +676,13 @@ impl Upload for S3Upload {
         }
     }
 
-    async fn abort(mut self: Box<Self>) -> Result<()> {
-        let upload_id = self.upload_id.take().expect("upload still open");
-        self.abort_upload(&upload_id).await
+    async fn abort(&mut self) -> Result<()> {
+        let Some(upload_id) = self.upload_id.clone() else {
+            return Ok(()); // completed or aborted already: nothing is left to drop
+        };
+        self.abort_upload(&upload_id).await?;
+        self.upload_id = None;
+        Ok(())
     }
 }
 
