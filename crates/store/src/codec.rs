@@ -324,23 +324,7 @@ impl BlobDecoder {
                     return Ok(());
                 }
                 let h = std::mem::take(&mut self.pending);
-                if &h[0..4] != MAGIC {
-                    return Err(self.corrupt("not a tidemark blob (bad magic)"));
-                }
-                if h[4] > BLOB_FORMAT || h[4] == 0 {
-                    return Err(Error::UnsupportedFormat {
-                        what: format!("blob {}", self.key),
-                        found: u32::from(h[4]),
-                        supported: u32::from(BLOB_FORMAT),
-                    });
-                }
-                let compression = match h[5] {
-                    0 => Compression::None,
-                    1 => Compression::Lz4,
-                    c => return Err(self.corrupt(format!("unknown codec {c}"))),
-                };
-                let raw_len = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
-                self.header = Some((compression, raw_len));
+                self.header = Some(parse_blob_header(&self.key, &h)?);
             }
             // Gather one frame header, then one frame body, in `pending`.
             if self.pending.len() < FRAME_HEADER_LEN {
@@ -351,19 +335,11 @@ impl BlobDecoder {
                     return Ok(());
                 }
             }
-            let raw_len = u32::from_le_bytes(self.pending[0..4].try_into().expect("4")) as usize;
-            let stored_field = u32::from_le_bytes(self.pending[4..8].try_into().expect("4"));
-            let is_raw = stored_field & STORED_RAW_FLAG != 0;
-            let stored_len = (stored_field & !STORED_RAW_FLAG) as usize;
-            if raw_len == 0
-                || raw_len > FRAME_RAW_MAX
-                || stored_len > FRAME_RAW_MAX
-                || (is_raw && stored_len != raw_len)
-            {
-                return Err(self.corrupt(format!(
-                    "bad frame header (raw {raw_len}, stored {stored_len})"
-                )));
-            }
+            let FrameHeader {
+                raw_len,
+                stored_len,
+                is_raw,
+            } = parse_frame_header(&self.key, &self.pending)?;
             let have = self.pending.len() - FRAME_HEADER_LEN;
             let take = (stored_len - have).min(input.len());
             self.pending.extend_from_slice(&input[..take]);
@@ -380,23 +356,11 @@ impl BlobDecoder {
                 self.hasher.update(body);
                 sink(body)?;
             } else {
-                if compression != Compression::Lz4 {
-                    return Err(self.corrupt("compressed frame in an uncompressed blob"));
-                }
                 // Grows once; later frames reuse the bytes (lz4 overwrites what it reports).
                 if self.scratch.len() < raw_len {
                     self.scratch.resize(raw_len, 0);
                 }
-                let n = lz4_flex::block::decompress_into(body, &mut self.scratch[..raw_len])
-                    .map_err(|e| Error::Corrupt {
-                        key: self.key.clone(),
-                        detail: format!("lz4: {e}"),
-                    })?;
-                if n != raw_len {
-                    return Err(
-                        self.corrupt(format!("frame decoded to {n} bytes, header says {raw_len}"))
-                    );
-                }
+                decompress_frame(&self.key, compression, body, &mut self.scratch[..raw_len])?;
                 self.hasher.update(&self.scratch[..raw_len]);
                 sink(&self.scratch[..raw_len])?;
             }
@@ -421,17 +385,148 @@ impl BlobDecoder {
             )));
         }
         let actual = std::mem::take(&mut self.hasher).finish();
-        if actual != self.expected {
-            return Err(Error::Corrupt {
-                key: self.key.clone(),
-                detail: format!(
-                    "content hashes to {actual}, its name says {}",
-                    self.expected
-                ),
-            });
-        }
+        check_digest(&self.key, actual, self.expected)?;
         Ok(total)
     }
+}
+
+fn corrupt(key: &Key, detail: impl Into<String>) -> Error {
+    Error::Corrupt {
+        key: key.clone(),
+        detail: detail.into(),
+    }
+}
+
+/// Checks the blob header (`HEADER_LEN` bytes): magic, format, codec; returns the codec
+/// and the raw length it announces.
+fn parse_blob_header(key: &Key, h: &[u8]) -> Result<(Compression, u64)> {
+    if &h[0..4] != MAGIC {
+        return Err(corrupt(key, "not a tidemark blob (bad magic)"));
+    }
+    if h[4] > BLOB_FORMAT || h[4] == 0 {
+        return Err(Error::UnsupportedFormat {
+            what: format!("blob {key}"),
+            found: u32::from(h[4]),
+            supported: u32::from(BLOB_FORMAT),
+        });
+    }
+    let compression = match h[5] {
+        0 => Compression::None,
+        1 => Compression::Lz4,
+        c => return Err(corrupt(key, format!("unknown codec {c}"))),
+    };
+    Ok((
+        compression,
+        u64::from_le_bytes(h[8..16].try_into().expect("8 bytes")),
+    ))
+}
+
+/// A frame's header, checked for sizes a frame can have.
+struct FrameHeader {
+    raw_len: usize,
+    stored_len: usize,
+    is_raw: bool,
+}
+
+fn parse_frame_header(key: &Key, h: &[u8]) -> Result<FrameHeader> {
+    let raw_len = u32::from_le_bytes(h[0..4].try_into().expect("4")) as usize;
+    let stored_field = u32::from_le_bytes(h[4..8].try_into().expect("4"));
+    let is_raw = stored_field & STORED_RAW_FLAG != 0;
+    let stored_len = (stored_field & !STORED_RAW_FLAG) as usize;
+    if raw_len == 0
+        || raw_len > FRAME_RAW_MAX
+        || stored_len > FRAME_RAW_MAX
+        || (is_raw && stored_len != raw_len)
+    {
+        return Err(corrupt(
+            key,
+            format!("bad frame header (raw {raw_len}, stored {stored_len})"),
+        ));
+    }
+    Ok(FrameHeader {
+        raw_len,
+        stored_len,
+        is_raw,
+    })
+}
+
+/// Decompresses a compressed frame's `body` into exactly `out` (its raw length).
+fn decompress_frame(
+    key: &Key,
+    compression: Compression,
+    body: &[u8],
+    out: &mut [u8],
+) -> Result<()> {
+    if compression != Compression::Lz4 {
+        return Err(corrupt(key, "compressed frame in an uncompressed blob"));
+    }
+    let n = lz4_flex::block::decompress_into(body, out)
+        .map_err(|e| corrupt(key, format!("lz4: {e}")))?;
+    if n != out.len() {
+        return Err(corrupt(
+            key,
+            format!("frame decoded to {n} bytes, header says {}", out.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn check_digest(key: &Key, actual: Digest, expected: Digest) -> Result<()> {
+    if actual != expected {
+        return Err(corrupt(
+            key,
+            format!("content hashes to {actual}, its name says {expected}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes and verifies a whole stored blob held in memory straight into `out`, with no
+/// intermediate buffer: each frame is decompressed in place and hashed there. Returns the
+/// raw length. Content longer than `out` is an error (nothing is written past it); what
+/// `out` holds is not proven good unless this returns `Ok`.
+pub fn decode_into(key: &Key, expected: Digest, stored: &[u8], out: &mut [u8]) -> Result<usize> {
+    let Some((header, mut rest)) = stored.split_at_checked(HEADER_LEN) else {
+        return Err(corrupt(key, "blob is shorter than its header"));
+    };
+    let (compression, total) = parse_blob_header(key, header)?;
+    if total > out.len() as u64 {
+        return Err(corrupt(
+            key,
+            format!("holds {total} bytes, more than the {} expected", out.len()),
+        ));
+    }
+    let mut hasher = Hasher::new();
+    let mut produced = 0usize;
+    while !rest.is_empty() {
+        let Some((frame_header, after)) = rest.split_at_checked(FRAME_HEADER_LEN) else {
+            return Err(corrupt(key, "blob ends inside a frame header"));
+        };
+        let frame = parse_frame_header(key, frame_header)?;
+        let Some((body, after)) = after.split_at_checked(frame.stored_len) else {
+            return Err(corrupt(key, "blob ends inside a frame"));
+        };
+        if (produced + frame.raw_len) as u64 > total {
+            return Err(corrupt(key, "frames hold more bytes than the header says"));
+        }
+        let piece = &mut out[produced..produced + frame.raw_len];
+        if frame.is_raw {
+            piece.copy_from_slice(body);
+        } else {
+            decompress_frame(key, compression, body, piece)?;
+        }
+        hasher.update(piece);
+        produced += frame.raw_len;
+        rest = after;
+    }
+    if produced as u64 != total {
+        return Err(corrupt(
+            key,
+            format!("blob ends after {produced} of {total} bytes"),
+        ));
+    }
+    check_digest(key, hasher.finish(), expected)?;
+    Ok(produced)
 }
 
 /// Decodes and verifies a whole stored blob held in memory.
@@ -543,50 +638,90 @@ mod tests {
         assert!(encode(Compression::Lz4, &raw).len() < raw.len() / 50);
     }
 
+    /// Both ways of decoding a blob held in memory: through [`BlobDecoder`] and in place.
+    fn decoders() -> [(&'static str, fn(Digest, &[u8]) -> Result<Vec<u8>>); 2] {
+        [
+            ("decode", |digest, stored| decode(&key(), digest, stored)),
+            ("decode_into", |digest, stored| {
+                let mut out = vec![0u8; 4 * FRAME_RAW_MAX];
+                let n = decode_into(&key(), digest, stored, &mut out)?;
+                out.truncate(n);
+                Ok(out)
+            }),
+        ]
+    }
+
     #[test]
     fn every_corruption_is_refused() {
         let raw = sample(2 * FRAME_RAW_MAX + 5);
         let digest = Digest::of(&raw);
         let stored = encode(Compression::Lz4, &raw);
-        // Flip one byte at a time across the header, frame headers and bodies.
-        for at in [
-            0,
-            4,
-            5,
-            9,
-            16,
-            20,
-            24,
-            100,
-            stored.len() / 2,
-            stored.len() - 1,
-        ] {
-            let mut bad = stored.clone();
-            bad[at] ^= 0x01;
+        for (name, decode) in decoders() {
+            assert_eq!(decode(digest, &stored).unwrap(), raw, "{name}");
+            // Flip one byte at a time across the header, frame headers and bodies.
+            for at in [
+                0,
+                4,
+                5,
+                9,
+                16,
+                20,
+                24,
+                100,
+                stored.len() / 2,
+                stored.len() - 1,
+            ] {
+                let mut bad = stored.clone();
+                bad[at] ^= 0x01;
+                assert!(
+                    decode(digest, &bad).is_err(),
+                    "{name}: flip at {at} not caught"
+                );
+            }
+            for cut in [1, 8, stored.len() - HEADER_LEN - 1, stored.len() - 3] {
+                assert!(
+                    decode(digest, &stored[..stored.len() - cut]).is_err(),
+                    "{name}: truncation by {cut} not caught"
+                );
+            }
+            let mut longer = stored.clone();
+            longer.extend_from_slice(&stored[HEADER_LEN..HEADER_LEN + 8]);
             assert!(
-                decode(&key(), digest, &bad).is_err(),
-                "flip at {at} not caught"
+                decode(digest, &longer).is_err(),
+                "{name}: extra frame not caught"
             );
+            assert!(matches!(
+                decode(Digest::of(b"other"), &stored),
+                Err(Error::Corrupt { .. })
+            ));
+            let mut future = stored.clone();
+            future[4] = BLOB_FORMAT + 1;
+            assert!(matches!(
+                decode(digest, &future),
+                Err(Error::UnsupportedFormat { .. })
+            ));
         }
-        assert!(
-            decode(&key(), digest, &stored[..stored.len() - 1]).is_err(),
-            "truncation not caught"
-        );
-        let mut longer = stored.clone();
-        longer.extend_from_slice(&stored[HEADER_LEN..HEADER_LEN + 8]);
-        assert!(
-            decode(&key(), digest, &longer).is_err(),
-            "extra frame not caught"
-        );
-        assert!(matches!(
-            decode(&key(), Digest::of(b"other"), &stored),
-            Err(Error::Corrupt { .. })
-        ));
-        let mut future = stored.clone();
-        future[4] = BLOB_FORMAT + 1;
-        assert!(matches!(
-            decode(&key(), digest, &future),
-            Err(Error::UnsupportedFormat { .. })
-        ));
+    }
+
+    #[test]
+    fn decoding_in_place_fills_exactly_and_refuses_what_does_not_fit() {
+        for compression in [Compression::Lz4, Compression::None] {
+            for len in [0usize, 1, 1000, FRAME_RAW_MAX, 3 * FRAME_RAW_MAX + 17] {
+                let raw = sample(len);
+                let digest = Digest::of(&raw);
+                let stored = encode(compression, &raw);
+                let mut out = vec![0xEE; len];
+                assert_eq!(decode_into(&key(), digest, &stored, &mut out).unwrap(), len);
+                assert_eq!(out, raw);
+                if len > 0 {
+                    let mut short = vec![0xEE; len - 1];
+                    assert!(matches!(
+                        decode_into(&key(), digest, &stored, &mut short),
+                        Err(Error::Corrupt { .. })
+                    ));
+                    assert!(short.iter().all(|&b| b == 0xEE), "nothing written");
+                }
+            }
+        }
     }
 }
