@@ -639,7 +639,9 @@ mod tests {
     }
 
     /// Both ways of decoding a blob held in memory: through [`BlobDecoder`] and in place.
-    fn decoders() -> [(&'static str, fn(Digest, &[u8]) -> Result<Vec<u8>>); 2] {
+    type Decode = fn(Digest, &[u8]) -> Result<Vec<u8>>;
+
+    fn decoders() -> [(&'static str, Decode); 2] {
         [
             ("decode", |digest, stored| decode(&key(), digest, stored)),
             ("decode_into", |digest, stored| {
