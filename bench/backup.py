@@ -151,6 +151,7 @@ class Bench:
                 out["backup_tidemark_rss_mib"] = rss
             if name == "pg_basebackup":
                 shutil.rmtree(f"{base}/basebackup")
+                self.settle()
         out["repo_tidemark_mib"] = du(tm_repo) / 2**20
         restores = [
             ("tidemark", lambda d: self.timed(self.tidemark(tm_repo, "restore", "--pgdata", d))),
@@ -163,15 +164,6 @@ class Bench:
             restores.reverse()
         if self.args.no_restore:
             restores = []
-        # Whichever restore ran first after the backups was ~1.5 s slower here, whatever
-        # the tool (the cause is in the VM's file system or page cache, not in the tools):
-        # one untimed restore of each first, so that every timed one starts alike.
-        for name, run in restores:
-            target = f"{base}/warmup-{name}"
-            os.makedirs(target, mode=0o700)
-            shutil.chown(target, self.user)
-            run(target)
-            shutil.rmtree(target)
         for name, run in restores:
             target = f"{base}/restore-{name}"
             os.makedirs(target, mode=0o700)  # pgBackRest wants it to exist; tidemark takes either
@@ -180,9 +172,25 @@ class Bench:
             if name == "tidemark":
                 out["restore_tidemark_rss_mib"] = rss
             shutil.rmtree(target)
+            self.settle()
         self.archive_to(tm_repo)
         shutil.rmtree(pgbr_repo)
         return out, tm_repo, base
+
+    def settle(self):
+        """Deletes are followed by a pause before the next timed step, for two effects of
+        this machine that would otherwise land on whichever tool runs next:
+        - on ext4 without a journal, creating a file scans past every inode freed in the
+          last 60 s (`recently_deleted` in fs/ext4/ialloc.c; journaled ext4 skips this),
+          so a step right after a deletion of a thousand files pays for it;
+        - keeping every restored copy instead (no deletes) makes each buffered writer's
+          next 800 MiB land in memory the VM has not touched yet, which is much slower
+          (pgBackRest's restores: 1.7 s, then 3.4 and 3.2 s; tidemark's direct writes do
+          not use the page cache and stay at 1.0-1.2 s).
+        Deleting and then waiting avoids both: freed memory is reused, and the freed
+        inodes age out."""
+        subprocess.run(["sync"], check=True)
+        time.sleep(self.args.settle)
 
     def dedup(self, base):
         """Backups into a fresh repository: a first one, then one after updating 1% of
@@ -231,6 +239,9 @@ def main():
     ap.add_argument("--user", default="tidemark-bench")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-restore", action="store_true", help="measure backups only")
+    ap.add_argument("--settle", type=float, default=61,
+                    help="seconds to wait after deleting a step's output, before the next "
+                         "timed step (see Bench.settle)")
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     if not os.access(args.tidemark, os.X_OK):
@@ -257,6 +268,7 @@ def main():
         size = int(b.psql("select sum(pg_database_size(oid)) from pg_database"))
         b.sh(["tar", "-cf", "/dev/null", b.data])  # warm the page cache
         for rnd in range(args.rounds):
+            b.settle()  # after the last round's (or an earlier run's) deletes
             print(f"  round {rnd + 1}/{args.rounds}", file=sys.stderr)
             out, _, base = b.round(rnd)
             rounds.append(out)
