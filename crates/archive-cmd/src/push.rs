@@ -4,8 +4,9 @@
 //! and tidemark's (nothing is ever overwritten; bad input changes nothing):
 //!
 //! 1. check the name and the content: page headers of every page against the name, the
-//!    segment size and truncation; history and backup files for their shape. Nothing has
-//!    touched the repository yet, so bad input leaves it exactly as it was;
+//!    segment size and truncation; history and backup files for their shape. Nothing in
+//!    the repository has changed yet (a staged body is a hidden temporary file, removed
+//!    when the push fails), so bad input leaves it exactly as it was;
 //! 2. check (or on first contact record) the stanza's cluster identity from the
 //!    segment's long page header: another cluster's WAL is refused;
 //! 3. if the name is already indexed with the same digest: success, nothing written (the
@@ -325,7 +326,8 @@ fn check_history(tli: TimelineId, content: &[u8]) -> Result<()> {
 
 /// Checks, hashes and compresses a whole segment held in memory. The page checks run on
 /// the hashing thread, piece by piece ahead of the hash, so they cost no time of their
-/// own; a refused page stops the encoding, and nothing has touched the repository yet.
+/// own. A refused page stops the encoding; the caller drops `staged` with the error,
+/// which removes it, so the repository is as it was.
 fn encode_segment(
     seg: &WalSegmentName,
     bytes: &[u8],

@@ -2,10 +2,10 @@
 //!
 //! Durability before success: every write goes to a temporary file in the target's own
 //! folder (named `.tmp-…`, which no key can be; a [`Staged`] body, written before its key
-//! is known, in a parent folder of it on the same file system), is fsynced, then becomes
-//! visible with
-//! `link` (for [`PutMode::Create`]: fails if the name exists, so nothing is ever
-//! replaced) or `rename` (for [`PutMode::Overwrite`]), and the folder itself is fsynced.
+//! is known, sits in a parent folder of the target instead), is fsynced, then becomes
+//! visible with `link` (for [`PutMode::Create`]: fails if the name exists, so nothing is
+//! ever replaced) or `rename` (for [`PutMode::Overwrite`]), and the folder itself is
+//! fsynced.
 //! Folders a write creates are fsynced into their parents too. A writer killed at any
 //! point leaves at most a `.tmp-` file, which listings never show.
 //!
