@@ -295,10 +295,7 @@ impl BlobDecoder {
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> Error {
-        Error::Corrupt {
-            key: self.key.clone(),
-            detail: detail.into(),
-        }
+        corrupt(&self.key, detail)
     }
 
     /// The raw length the header announces, once the header has been read.

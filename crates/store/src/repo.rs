@@ -577,7 +577,24 @@ impl Repo {
                 })?
             }
         };
-        check_same_cluster(stanza, &existing, proposed)?;
+        if existing.system_id != proposed.system_id {
+            return Err(Error::ClusterMismatch {
+                stanza: stanza.to_string(),
+                expected: existing.system_id.to_string(),
+                found: proposed.system_id.to_string(),
+            });
+        }
+        if existing.wal_segment_size != proposed.wal_segment_size
+            || existing.pg_major != proposed.pg_major
+        {
+            return Err(Error::Catalog {
+                what: format!("stanza {stanza:?}"),
+                detail: format!(
+                    "records PostgreSQL {} with {}-byte WAL segments, this is PostgreSQL {} with {}-byte segments",
+                    existing.pg_major, existing.wal_segment_size, proposed.pg_major, proposed.wal_segment_size
+                ),
+            });
+        }
         Ok(existing)
     }
 
@@ -698,33 +715,6 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
         }
     }
     Ok(n)
-}
-
-/// Refuses `proposed` unless it is the cluster `existing` records.
-fn check_same_cluster(
-    stanza: &Stanza,
-    existing: &ClusterRecord,
-    proposed: &ClusterRecord,
-) -> Result<()> {
-    if existing.system_id != proposed.system_id {
-        return Err(Error::ClusterMismatch {
-            stanza: stanza.to_string(),
-            expected: existing.system_id.to_string(),
-            found: proposed.system_id.to_string(),
-        });
-    }
-    if existing.wal_segment_size != proposed.wal_segment_size
-        || existing.pg_major != proposed.pg_major
-    {
-        return Err(Error::Catalog {
-                what: format!("stanza {stanza:?}"),
-                detail: format!(
-                    "records PostgreSQL {} with {}-byte WAL segments, this is PostgreSQL {} with {}-byte segments",
-                    existing.pg_major, existing.wal_segment_size, proposed.pg_major, proposed.wal_segment_size
-                ),
-            });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
