@@ -1076,3 +1076,6 @@ fn init_records_the_cluster_over_scram_and_refuses_another() {
         a.system_identifier()
     );
 }
+
+/// Asynchronous archiving through the spool.
+mod spool;

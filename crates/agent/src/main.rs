@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use tidemark_agent::cli::args::{Cli, Command};
+use tidemark_agent::cli::args::{Cli, Command, SpoolAction};
 use tidemark_agent::cli::config::{self, Settings};
 use tidemark_agent::cmd;
 use tidemark_agent::exit::{self, Failure};
@@ -44,7 +44,17 @@ fn main() -> ExitCode {
         Command::Info { .. } => "info",
         Command::Backup(_) => "backup",
         Command::Restore(_) => "restore",
+        Command::Spool { .. } => "spool",
     };
+    let background_drainer = matches!(
+        cli.command,
+        Command::Spool {
+            action: SpoolAction::Drain {
+                background: true,
+                ..
+            }
+        }
+    );
     let fail_code = |f: &Failure| {
         if is_archive_get {
             exit::RESTORE_FATAL
@@ -57,7 +67,15 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(f) => return report(command_name, &f, fail_code(&f)),
     };
-    init_logging(&settings.log_level);
+    // The background drainer writes a log file of its own: lines there need their time.
+    init_logging(
+        if background_drainer {
+            "info"
+        } else {
+            &settings.log_level
+        },
+        background_drainer,
+    );
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -118,6 +136,39 @@ fn main() -> ExitCode {
             }
             Command::Backup(args) => cmd::backup::run(&settings, args).await,
             Command::Restore(args) => cmd::restore::run(&settings, args).await,
+            Command::Spool {
+                action: SpoolAction::Status { json },
+            } => {
+                let status = cmd::spool::status(&settings).await?;
+                if *json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&status).expect("serializable")
+                    );
+                } else {
+                    print!("{}", cmd::spool::render_status(&status));
+                }
+                Ok(exit::OK)
+            }
+            Command::Spool {
+                action: SpoolAction::Drain { json, background },
+            } => {
+                if let Some(result) = cmd::spool::drain(&settings, *background).await? {
+                    if *json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&result).expect("serializable")
+                        );
+                    } else {
+                        let r = &result.report;
+                        println!(
+                            "spool {}: {} files moved into the repository, {} were there already; the spool is empty",
+                            result.spool, r.pushed, r.already_archived
+                        );
+                    }
+                }
+                Ok(exit::OK)
+            }
             Command::Info { json } => {
                 let r = cmd::info::gather(&settings).await?;
                 if *json {
@@ -169,15 +220,19 @@ fn load_settings(cli: &Cli) -> Result<Settings, Failure> {
     Ok(config::resolve(&cli.settings, path, file)?)
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, timestamps: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .without_time()
-        .with_env_filter(filter)
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    if timestamps {
+        fmt.init();
+    } else {
+        fmt.without_time().init();
+    }
 }
 
 /// Prints one line, `tidemark: <command>: <error>: <cause>…`, and returns the exit code.

@@ -2,6 +2,9 @@
 //!
 //! - [`push`]: `archive_command = 'tidemark archive-push %p'`: validate a WAL file, store
 //!   it durably in the repository, and index it, refusing anything that would overwrite.
+//! - [`spool`]: the same checks, then the file made durable in a local spool that a
+//!   drainer moves into the repository (`archive_async`), so the archiver never waits on
+//!   the store;
 //! - [`get`]: `restore_command = 'tidemark archive-get %f %p'`: fetch, verify, and write a
 //!   file atomically, telling "not in the archive" apart from every real failure.
 //!
@@ -17,9 +20,11 @@ use tidemark_store::pg::WalError;
 pub mod get;
 mod mapped;
 pub mod push;
+pub mod spool;
 
 pub use get::{get, GetOutcome};
 pub use push::{push, PushOutcome};
+pub use spool::{push_to_spool, Spool, SpoolOutcome};
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -78,6 +83,40 @@ pub enum Error {
         /// Their digests.
         digests: String,
     },
+    /// The spool already queues this name with different content.
+    #[error(
+        "{name} is already queued in the spool with different content (queued sha256 {queued}, this file {new}); \
+         nothing was replaced, and PostgreSQL keeps the file"
+    )]
+    QueuedConflict {
+        /// The file name.
+        name: String,
+        /// The queued content's digest.
+        queued: String,
+        /// This file's digest.
+        new: String,
+    },
+    /// The local spool failed (asynchronous archiving).
+    #[error("spool {}: {detail}", path.display())]
+    Spool {
+        /// The spool file or folder.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+    /// Spooled files that cannot be moved into the repository without a person.
+    #[error(
+        "{count} spooled files cannot be moved into the repository (first: {name}: {error}); \
+         they stay in the spool"
+    )]
+    SpoolStuck {
+        /// How many.
+        count: usize,
+        /// The first one.
+        name: String,
+        /// Its error.
+        error: String,
+    },
     /// Nothing has ever been archived for this stanza: a wrong `stanza` or `repo` setting
     /// would otherwise look like "file not in the archive" and end recovery early.
     #[error(
@@ -112,8 +151,11 @@ impl Error {
         use tidemark_store::Error as S;
         match self {
             Error::Read { .. } | Error::Wal(_) => ErrorKind::Input,
-            Error::Write { .. } => ErrorKind::Repository,
-            Error::Conflict { .. } | Error::Ambiguous { .. } => ErrorKind::Integrity,
+            Error::Write { .. } | Error::Spool { .. } => ErrorKind::Repository,
+            Error::Conflict { .. }
+            | Error::Ambiguous { .. }
+            | Error::QueuedConflict { .. }
+            | Error::SpoolStuck { .. } => ErrorKind::Integrity,
             Error::NoSuchStanza { .. } => ErrorKind::Config,
             Error::Store(e) => match e {
                 S::ClusterMismatch { .. } => ErrorKind::ClusterMismatch,

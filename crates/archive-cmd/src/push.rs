@@ -23,7 +23,7 @@
 //! bounded.
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tidemark_store::backend::Staged;
 use tidemark_store::catalog::{self, ClusterRecord, QuarantineRecord, Stanza, WalRecord};
@@ -63,40 +63,70 @@ pub enum PushOutcome {
 }
 
 /// Where a file's content is while it is pushed.
-enum Content {
+pub(crate) enum Content {
     /// Read whole, then hashed and compressed (in parallel) in one go; in a local
     /// repository, its stored body was streamed into a staged file meanwhile.
     InMemory(EncodedBlob, Option<Staged>),
     /// Too big to hold: hashed in a first pass, streamed from the file again when stored.
-    Streamed { digest: Digest },
+    Streamed {
+        /// The raw content's digest.
+        digest: Digest,
+        /// The file it is read from again.
+        path: PathBuf,
+    },
 }
 
 impl Content {
-    fn digest(&self) -> Digest {
+    pub(crate) fn digest(&self) -> Digest {
         match self {
             Content::InMemory(blob, _) => blob.digest,
-            Content::Streamed { digest } => *digest,
+            Content::Streamed { digest, .. } => *digest,
         }
     }
 }
 
 /// Archives the file at `path` into `stanza`.
 pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutcome> {
+    let name = file_name_of(path)?;
+    let started = std::time::Instant::now();
+    // 1. Everything about the input is checked before the repository is touched.
+    let (path_owned, compression, staged) =
+        (path.to_path_buf(), repo.compression(), repo.stage_blob());
+    let (content, identity) = tokio::task::spawn_blocking(move || {
+        read_and_check(&path_owned, &name, compression, staged)
+    })
+    .await
+    .expect("reading the WAL file panicked")?;
+    let encoded_at = started.elapsed();
+    let outcome = store_checked(repo, stanza, &name, content, identity, compression).await?;
+    tracing::debug!(
+        "{name}: read, checked and encoded in {} ms, stored in {} ms",
+        encoded_at.as_millis(),
+        (started.elapsed() - encoded_at).as_millis()
+    );
+    Ok(outcome)
+}
+
+/// The WAL file name at the end of `path`.
+pub(crate) fn file_name_of(path: &Path) -> Result<WalFileName> {
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Wal(WalError::BadFileName(path.display().to_string())))?;
-    let name: WalFileName = file_name.parse()?;
+    Ok(file_name.parse()?)
+}
 
-    let started = std::time::Instant::now();
-    // 1. Everything about the input is checked before the repository is touched.
-    let (path_owned, repo_owned) = (path.to_path_buf(), repo.clone());
-    let (mut content, identity) =
-        tokio::task::spawn_blocking(move || read_and_check(&path_owned, &name, &repo_owned))
-            .await
-            .expect("reading the WAL file panicked")?;
-
-    let encoded_at = started.elapsed();
+/// Steps 2 to 5 for content already checked: the cluster's identity, the index, the
+/// blob and its record. `compression` is the one the content is encoded with.
+pub(crate) async fn store_checked(
+    repo: &Repo,
+    stanza: &Stanza,
+    name: &WalFileName,
+    mut content: Content,
+    identity: Option<SegmentIdentity>,
+    compression: Compression,
+) -> Result<PushOutcome> {
+    let name = *name;
     // 2. The repository and the cluster's identity.
     repo.ensure_format().await?;
     if let Some(id) = &identity {
@@ -112,11 +142,11 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
         if repo.blob_size(&digest).await?.is_some() {
             return Ok(PushOutcome::AlreadyArchived { name, digest });
         }
-        store_blob(repo, &content, path).await?;
+        store_blob(repo, &content).await?;
         return Ok(PushOutcome::AlreadyArchived { name, digest });
     }
     if !archived.is_empty() {
-        return Err(quarantine(repo, stanza, &name, &content, path, digest, &archived).await);
+        return Err(quarantine(repo, stanza, &name, &content, digest, &archived).await);
     }
 
     // 4. Blob, then index record: visible in that order, durable together.
@@ -126,7 +156,7 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
         digest: digest.to_hex(),
         raw_size,
         stored_size,
-        compression: repo.compression(),
+        compression,
         archived_at: now(),
         system_id: identity.map(|id| id.system_id.0),
         start_lsn: match (name.segment(), identity) {
@@ -145,7 +175,7 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
                 .await?
                 .0
         }
-        Content::Streamed { digest } => {
+        Content::Streamed { digest, path } => {
             let put = repo.put_blob_file(path, *digest).await?;
             repo.put_record(&index_key, &make_record(put.raw_len, put.stored_len))
                 .await?;
@@ -157,14 +187,9 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
     let now_archived = repo.wal_digests(stanza, &name).await?;
     if now_archived.len() > 1 {
         let others: Vec<Digest> = now_archived.into_iter().filter(|d| *d != digest).collect();
-        return Err(quarantine(repo, stanza, &name, &content, path, digest, &others).await);
+        return Err(quarantine(repo, stanza, &name, &content, digest, &others).await);
     }
     let stored_len = if put.deduplicated { 0 } else { put.stored_len };
-    tracing::debug!(
-        "{name}: read, checked and encoded in {} ms, stored in {} ms",
-        encoded_at.as_millis(),
-        (started.elapsed() - encoded_at).as_millis()
-    );
     Ok(PushOutcome::Pushed {
         name,
         digest,
@@ -173,10 +198,10 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
     })
 }
 
-async fn store_blob(repo: &Repo, content: &Content, path: &Path) -> Result<BlobPut> {
+async fn store_blob(repo: &Repo, content: &Content) -> Result<BlobPut> {
     Ok(match content {
         Content::InMemory(blob, _) => repo.put_encoded(blob).await?,
-        Content::Streamed { digest } => repo.put_blob_file(path, *digest).await?,
+        Content::Streamed { digest, path } => repo.put_blob_file(path, *digest).await?,
     })
 }
 
@@ -186,13 +211,12 @@ async fn quarantine(
     stanza: &Stanza,
     name: &WalFileName,
     content: &Content,
-    path: &Path,
     digest: Digest,
     archived: &[Digest],
 ) -> Error {
     let key = catalog::quarantine_key(stanza, name, &digest);
     let kept = async {
-        let put = store_blob(repo, content, path).await?;
+        let put = store_blob(repo, content).await?;
         let record = QuarantineRecord {
             name: name.to_string(),
             digest: digest.to_hex(),
@@ -219,7 +243,8 @@ async fn quarantine(
     }
 }
 
-fn cluster_record(id: &SegmentIdentity) -> ClusterRecord {
+/// The cluster record a segment's long page header implies.
+pub(crate) fn cluster_record(id: &SegmentIdentity) -> ClusterRecord {
     ClusterRecord {
         system_id: id.system_id.0,
         pg_major: id.pg_major,
@@ -239,12 +264,15 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// Reads and validates a file; returns its content and, for segment-shaped files, the
 /// identity its first page carries.
-fn read_and_check(
+///
+/// A segment held in memory streams its stored body into `staged` meanwhile, when given
+/// one; the content then carries it.
+pub(crate) fn read_and_check(
     path: &Path,
     name: &WalFileName,
-    repo: &Repo,
+    compression: Compression,
+    mut staged: Option<Staged>,
 ) -> Result<(Content, Option<SegmentIdentity>)> {
-    let compression = repo.compression();
     let mut file = std::fs::File::open(path).map_err(read_err(path))?;
     let meta = file.metadata().map_err(read_err(path))?;
     if !meta.is_file() {
@@ -258,12 +286,12 @@ fn read_and_check(
         WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
             if len <= IN_MEMORY_MAX {
                 let mapped = crate::mapped::MappedFile::map(&file, len).map_err(read_err(path))?;
-                let mut staged = repo.stage_blob();
                 let (blob, id) = encode_segment(seg, mapped.bytes(), compression, staged.as_mut())?;
                 Ok((Content::InMemory(blob, staged), Some(id)))
             } else {
                 let (digest, id) = check_segment_streaming(seg, &mut file, len, path)?;
-                Ok((Content::Streamed { digest }, Some(id)))
+                let path = path.to_path_buf();
+                Ok((Content::Streamed { digest, path }, Some(id)))
             }
         }
         WalFileName::History(tli) => {
@@ -340,6 +368,20 @@ fn encode_segment(
     let sink = staged.map(|st| st as &mut (dyn std::io::Write + Send));
     let blob = EncodedBlob::encode_checked(bytes, compression, check, sink)?;
     Ok((blob, id))
+}
+
+/// The identity a checked file's content carries: for a segment (or a partial one), its
+/// pages are checked against its name again and its long page header is read; other
+/// files carry none.
+pub(crate) fn identity_of(name: &WalFileName, raw: &[u8]) -> Result<Option<SegmentIdentity>> {
+    match name {
+        WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
+            let id = pg::check_segment_start(seg, raw, raw.len() as u64)?;
+            pg::check_pages(seg, &id, 0, raw, &mut PageScan::default())?;
+            Ok(Some(id))
+        }
+        WalFileName::History(_) | WalFileName::Backup { .. } => Ok(None),
+    }
 }
 
 /// First pass over a segment too large to hold: page checks and hashing, frame by frame.

@@ -577,24 +577,7 @@ impl Repo {
                 })?
             }
         };
-        if existing.system_id != proposed.system_id {
-            return Err(Error::ClusterMismatch {
-                stanza: stanza.to_string(),
-                expected: existing.system_id.to_string(),
-                found: proposed.system_id.to_string(),
-            });
-        }
-        if existing.wal_segment_size != proposed.wal_segment_size
-            || existing.pg_major != proposed.pg_major
-        {
-            return Err(Error::Catalog {
-                what: format!("stanza {stanza:?}"),
-                detail: format!(
-                    "records PostgreSQL {} with {}-byte WAL segments, this is PostgreSQL {} with {}-byte segments",
-                    existing.pg_major, existing.wal_segment_size, proposed.pg_major, proposed.wal_segment_size
-                ),
-            });
-        }
+        check_same_cluster(stanza, &existing, proposed)?;
         Ok(existing)
     }
 
@@ -688,6 +671,34 @@ impl Repo {
         self.read_blob(&record.file_list, &mut bytes).await?;
         FileList::from_bytes(&record.file_list, &bytes)
     }
+}
+
+/// Checks that `proposed` (from a WAL file or a server) is the cluster `existing` records
+/// for `stanza`: the same system identifier, PostgreSQL major version and segment size.
+pub fn check_same_cluster(
+    stanza: &Stanza,
+    existing: &ClusterRecord,
+    proposed: &ClusterRecord,
+) -> Result<()> {
+    if existing.system_id != proposed.system_id {
+        return Err(Error::ClusterMismatch {
+            stanza: stanza.to_string(),
+            expected: existing.system_id.to_string(),
+            found: proposed.system_id.to_string(),
+        });
+    }
+    if existing.wal_segment_size != proposed.wal_segment_size
+        || existing.pg_major != proposed.pg_major
+    {
+        return Err(Error::Catalog {
+            what: format!("stanza {stanza:?}"),
+            detail: format!(
+                "records PostgreSQL {} with {}-byte WAL segments, this is PostgreSQL {} with {}-byte segments",
+                existing.pg_major, existing.wal_segment_size, proposed.pg_major, proposed.wal_segment_size
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// A record's "now", in one place so that tests can reason about it.

@@ -59,6 +59,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The asynchronous-archiving spool: what waits in it, and moving it into the repository.
+    Spool {
+        /// What to do.
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
+}
+
+/// `tidemark spool`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SpoolAction {
+    /// Show the files waiting in the spool, their bytes, and the oldest one's age.
+    Status {
+        /// Print JSON (for scripts and monitoring).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move every queued file into the repository now; exit 0 once the spool is empty.
+    ///
+    /// Waits for a drainer already at work to finish first. Retries a failing repository
+    /// for retry_timeout seconds.
+    Drain {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Run as the background drainer archive-push starts: quit at once if another
+        /// drainer is at work, linger a few seconds for new files, and never give up on a
+        /// failing repository.
+        #[arg(long, hide = true)]
+        background: bool,
+    },
 }
 
 /// `tidemark backup`'s arguments.
@@ -196,6 +227,36 @@ pub struct SettingArgs {
     /// error, warn, info, debug or trace [default: warn].
     #[arg(long, global = true, env = "TIDEMARK_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Asynchronous archiving: archive-push returns once the file is durable in the local
+    /// spool, and a background drainer moves it into the repository [default: false].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_ARCHIVE_ASYNC",
+        value_name = "BOOL"
+    )]
+    pub archive_async: Option<bool>,
+    /// The spool folder for asynchronous archiving [default: /var/spool/tidemark].
+    #[arg(long, global = true, env = "TIDEMARK_SPOOL_PATH", value_name = "DIR")]
+    pub spool_path: Option<PathBuf>,
+    /// The most the spool holds, in MiB; past it archive-push stores synchronously
+    /// [default: 4096].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_SPOOL_MAX_MIB",
+        value_name = "MIB"
+    )]
+    pub spool_max_mib: Option<u64>,
+    /// Who drains the spool: auto (archive-push starts a background drainer) or manual
+    /// (`tidemark spool drain`, from a timer or a service) [default: auto].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_SPOOL_DRAINER",
+        value_name = "MODE"
+    )]
+    pub spool_drainer: Option<String>,
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ use super::pgconn::PgSettings;
 pub const DEFAULT_CONFIG: &str = "/etc/tidemark/tidemark.toml";
 /// The repository used when none is configured.
 pub const DEFAULT_REPO: &str = "file:///var/lib/tidemark";
+/// The spool folder used when none is configured.
+pub const DEFAULT_SPOOL: &str = "/var/spool/tidemark";
+/// The spool's default limit, in MiB.
+pub const DEFAULT_SPOOL_MAX_MIB: u64 = 4096;
 
 /// The config file's contents.
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +47,10 @@ pub struct FileSettings {
     pgdata: Option<PathBuf>,
     retry_timeout: Option<u64>,
     log_level: Option<String>,
+    archive_async: Option<bool>,
+    spool_path: Option<PathBuf>,
+    spool_max_mib: Option<u64>,
+    spool_drainer: Option<String>,
 }
 
 /// Every setting, resolved and checked.
@@ -68,6 +76,58 @@ pub struct Settings {
     pub pgdata: Option<PathBuf>,
     /// The log filter.
     pub log_level: String,
+    /// Asynchronous archiving through the spool.
+    pub archive_async: bool,
+    /// The spool folder (absolute).
+    pub spool_path: PathBuf,
+    /// The spool's limit in bytes.
+    pub spool_max_bytes: u64,
+    /// Whether archive-push starts a background drainer.
+    pub spool_auto_drain: bool,
+}
+
+impl Settings {
+    /// The repository settings as `TIDEMARK_*` variables, for a `tidemark` process this
+    /// one starts (the spool's drainer): it then works on exactly this repository, stanza
+    /// and spool whatever the flags were. Holds the S3 secret when one is set; a process's
+    /// environment is readable by its owner only.
+    pub fn child_env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("TIDEMARK_REPO", self.repo.to_string()),
+            ("TIDEMARK_STANZA", self.stanza.as_str().to_string()),
+            ("TIDEMARK_COMPRESSION", self.compression.to_string()),
+            (
+                "TIDEMARK_RETRY_TIMEOUT",
+                self.retry_for.as_secs().to_string(),
+            ),
+            ("TIDEMARK_LOG_LEVEL", self.log_level.clone()),
+            ("TIDEMARK_ARCHIVE_ASYNC", self.archive_async.to_string()),
+            ("TIDEMARK_SPOOL_PATH", self.spool_path.display().to_string()),
+            (
+                "TIDEMARK_SPOOL_MAX_MIB",
+                (self.spool_max_bytes >> 20).to_string(),
+            ),
+            ("TIDEMARK_S3_PATH_STYLE", self.s3.path_style.to_string()),
+        ];
+        let optional = [
+            ("TIDEMARK_S3_ENDPOINT", self.s3.endpoint.clone()),
+            ("TIDEMARK_S3_REGION", self.s3.region.clone()),
+            ("TIDEMARK_S3_ACCESS_KEY_ID", self.s3.access_key_id.clone()),
+            (
+                "TIDEMARK_S3_SECRET_ACCESS_KEY",
+                self.s3
+                    .secret_access_key
+                    .as_ref()
+                    .map(|s| s.expose().to_string()),
+            ),
+            (
+                "TIDEMARK_CONFIG",
+                self.config_file.as_ref().map(|p| p.display().to_string()),
+            ),
+        ];
+        env.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+        env
+    }
 }
 
 /// A setting that cannot work; exit code 2.
@@ -191,6 +251,30 @@ pub fn resolve(
         sslrootcert: args.pg_sslrootcert.clone().or(file.pg_sslrootcert),
     };
     let retry_for = Duration::from_secs(args.retry_timeout.or(file.retry_timeout).unwrap_or(60));
+    let spool_path = args
+        .spool_path
+        .clone()
+        .or(file.spool_path)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL));
+    if !spool_path.is_absolute() {
+        return Err(ConfigError(format!(
+            "spool_path {} must be an absolute path",
+            spool_path.display()
+        )));
+    }
+    let spool_max_mib = args
+        .spool_max_mib
+        .or(file.spool_max_mib)
+        .unwrap_or(DEFAULT_SPOOL_MAX_MIB);
+    let spool_auto_drain = match args.spool_drainer.clone().or(file.spool_drainer).as_deref() {
+        None | Some("auto") => true,
+        Some("manual") => false,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "spool_drainer {other:?}: use auto or manual"
+            )))
+        }
+    };
     Ok(Settings {
         config_file,
         repo,
@@ -205,6 +289,10 @@ pub fn resolve(
             .clone()
             .or(file.log_level)
             .unwrap_or_else(|| "warn".to_string()),
+        archive_async: args.archive_async.or(file.archive_async).unwrap_or(false),
+        spool_path,
+        spool_max_bytes: spool_max_mib.saturating_mul(1 << 20),
+        spool_auto_drain,
     })
 }
 
@@ -256,6 +344,8 @@ mod tests {
             ("compression = 'zstd'", "compression"),
             ("s3_access_key_id = 'x'", "go together"),
             ("pg_sslmode = 'sometimes'", "sslmode"),
+            ("spool_path = 'relative'", "spool_path"),
+            ("spool_drainer = 'cron'", "spool_drainer"),
         ];
         for (text, needle) in cases {
             let err = resolve(&SettingArgs::default(), None, parse(text))

@@ -1,18 +1,66 @@
 //! `tidemark archive-push %p`: PostgreSQL's archive_command.
+//!
+//! Synchronous (the default): `Ok` only once the file is durable in the repository.
+//! Asynchronous (`archive_async`): `Ok` once it is durable in the local spool, and a
+//! background drainer is started if none is at work. Whatever the spool cannot take (it is
+//! full, the file is too large to hold, the spool's disk fails) is pushed synchronously
+//! instead: PostgreSQL keeps the file until one of the two has it.
 
 use std::path::Path;
 use std::time::Instant;
 
-use tidemark_archive_cmd::PushOutcome;
+use tidemark_archive_cmd::{Error, PushOutcome, SpoolOutcome};
 
 use super::open_repo;
+use super::spool::{ensure_drainer, open_spool};
 use crate::cli::config::Settings;
 use crate::exit::Failure;
 
-/// Archives one file; `Ok` only once it is durable in the repository.
+/// Archives one file; `Ok` only once it is durable in the repository, or in the spool in
+/// asynchronous mode.
 pub async fn run(settings: &Settings, path: &Path) -> Result<(), Failure> {
     let started = Instant::now();
     let repo = open_repo(settings).await?;
+    if settings.archive_async {
+        let spool = open_spool(settings)?;
+        let spooled =
+            tidemark_archive_cmd::push_to_spool(&spool, &repo, &settings.stanza, path).await;
+        match spooled {
+            Ok(SpoolOutcome::Queued {
+                name,
+                raw_len,
+                stored_len,
+                queued_files,
+                queued_bytes,
+            }) => {
+                tracing::info!(
+                    "spooled {name}: {raw_len} bytes, {stored_len} stored, in {} ms ({queued_files} files, {queued_bytes} bytes queued)",
+                    started.elapsed().as_millis()
+                );
+                if settings.spool_auto_drain {
+                    ensure_drainer(settings, &spool);
+                }
+                return Ok(());
+            }
+            Ok(SpoolOutcome::AlreadyQueued { name }) => {
+                tracing::info!("{name} was already spooled with identical content");
+                if settings.spool_auto_drain {
+                    ensure_drainer(settings, &spool);
+                }
+                return Ok(());
+            }
+            Ok(SpoolOutcome::NotSpooled { name, reason }) => {
+                tracing::warn!("{name}: pushing directly: {reason}");
+                if settings.spool_auto_drain {
+                    ensure_drainer(settings, &spool);
+                }
+            }
+            Err(e @ Error::Spool { .. }) => {
+                tracing::warn!("pushing directly, the spool failed: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     match tidemark_archive_cmd::push(&repo, &settings.stanza, path).await? {
         PushOutcome::Pushed {
             name,

@@ -14,6 +14,7 @@ pub mod backup;
 pub mod info;
 pub mod init;
 pub mod restore;
+pub mod spool;
 
 /// Opens the configured repository (changes nothing, contacts nothing yet).
 pub async fn open_repo(settings: &Settings) -> Result<Repo, Failure> {

@@ -1,0 +1,225 @@
+//! `tidemark spool status|drain`, and the background drainer `archive-push` starts in
+//! asynchronous mode.
+//!
+//! The drainer is a separate `tidemark spool drain --background` process in a session of
+//! its own, so that PostgreSQL's archiver gets its answer as soon as the file is in the
+//! spool and a restart of the archiver does not stop the drain. It is given the resolved
+//! settings as `TIDEMARK_*` variables, logs to `drain.log` in the spool folder, and exits
+//! once the queue has stayed empty for a few seconds; the next push starts another.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+use tidemark_archive_cmd::spool::{self, DrainOptions, DrainReport, SpoolStatus};
+use tidemark_archive_cmd::{Error, Spool};
+
+use super::open_repo;
+use crate::cli::config::Settings;
+use crate::exit::Failure;
+
+/// How long the background drainer watches an empty queue before it exits.
+const BACKGROUND_LINGER: Duration = Duration::from_secs(10);
+/// Files the drainer moves at once: enough to hide a remote store's latency, few enough
+/// to bound memory (each holds its raw and stored bytes while it is checked).
+const DRAIN_PARALLEL: usize = 4;
+
+/// The configured stanza's spool.
+pub fn open_spool(settings: &Settings) -> Result<Spool, Failure> {
+    Ok(Spool::new(
+        &settings.spool_path,
+        &settings.stanza,
+        settings.spool_max_bytes,
+        &settings.repo.to_string(),
+    )?)
+}
+
+/// Starts a background drainer unless one is at work. A failure is logged, not returned:
+/// the file is already safe in the spool, and the next push tries again.
+pub fn ensure_drainer(settings: &Settings, spool: &Spool) {
+    match spool.draining() {
+        Ok(true) => {}
+        Ok(false) => {
+            if let Err(e) = start_drainer(settings, spool) {
+                tracing::warn!(
+                    "cannot start the spool drainer: {e}; the next archive-push tries again, or run `tidemark spool drain`"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cannot check for a spool drainer: {e}"),
+    }
+}
+
+fn start_drainer(settings: &Settings, spool: &Spool) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(spool.dir().join("drain.log"))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .args(["spool", "drain", "--background"])
+        .envs(settings.child_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: only async-signal-safe calls (setsid, close_range, fcntl) between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            // A session of its own: signals to the archiver's process group pass it by.
+            libc::setsid();
+            // Inherited descriptors (PostgreSQL's log pipe among them) close at exec, so
+            // the drainer holds none of the server's files open.
+            close_inherited_at_exec();
+            Ok(())
+        });
+    }
+    command.spawn()?;
+    Ok(())
+}
+
+/// Marks every descriptor above stderr close-on-exec.
+fn close_inherited_at_exec() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: plain system calls on descriptor numbers; no memory is touched.
+    unsafe {
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) == 0 {
+            return;
+        }
+        for fd in 3..4096 {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
+/// `tidemark spool status`.
+pub async fn status(settings: &Settings) -> Result<SpoolStatus, Failure> {
+    Ok(open_spool(settings)?.status().await?)
+}
+
+/// The status as text: one line, then one line per file (the first 20).
+pub fn render_status(status: &SpoolStatus) -> String {
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    let mut out = format!(
+        "spool {}: {} files, {:.1} MiB of {:.0} MiB",
+        status.path.display(),
+        status.files,
+        mib(status.bytes),
+        mib(status.max_bytes)
+    );
+    if let Some(oldest) = status.oldest_queued_at {
+        out.push_str(&format!(
+            ", oldest queued {} s ago ({})",
+            (Utc::now() - oldest).num_seconds().max(0),
+            oldest.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    out.push_str(if status.draining {
+        "; a drainer is at work\n"
+    } else {
+        "; no drainer running\n"
+    });
+    for e in status.entries.iter().take(20) {
+        out.push_str(&format!("  {}  {} bytes", e.name, e.stored_size));
+        if let Some(error) = &e.last_error {
+            out.push_str(&format!("  {} failed attempts, last: {error}", e.attempts));
+        }
+        out.push('\n');
+    }
+    if status.entries.len() > 20 {
+        out.push_str(&format!("  … and {} more\n", status.entries.len() - 20));
+    }
+    out
+}
+
+/// What `spool drain` prints.
+#[derive(Debug, Serialize)]
+pub struct DrainResult {
+    /// The spool folder.
+    pub spool: String,
+    /// What the drain did.
+    #[serde(flatten)]
+    pub report: DrainReport,
+}
+
+/// `tidemark spool drain`: moves everything now (after any drainer already at work), and
+/// fails unless the spool ends empty. With `background`, the drainer `archive-push`
+/// starts: it quits if another is at work and never gives up on the repository.
+pub async fn drain(settings: &Settings, background: bool) -> Result<Option<DrainResult>, Failure> {
+    let spool = open_spool(settings)?;
+    if !spool.exists() && !background {
+        return Ok(Some(DrainResult {
+            spool: spool.dir().display().to_string(),
+            report: DrainReport::default(),
+        }));
+    }
+    let repo = open_repo(settings).await?;
+    let options = DrainOptions {
+        parallel: DRAIN_PARALLEL,
+        linger: if background {
+            BACKGROUND_LINGER
+        } else {
+            Duration::ZERO
+        },
+        give_up_after: (!background).then_some(settings.retry_for),
+    };
+    let deadline = Instant::now() + settings.retry_for;
+    let report = loop {
+        match spool::drain(&spool, &repo, &settings.stanza, &options).await? {
+            Some(report) => break report,
+            None if background => return Ok(None),
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None => {
+                return Err(Error::Spool {
+                    path: spool.dir().to_path_buf(),
+                    detail: format!(
+                        "another drainer kept the spool for {} s; try again later",
+                        settings.retry_for.as_secs()
+                    ),
+                }
+                .into())
+            }
+        }
+    };
+    if background {
+        for (name, error) in &report.stuck {
+            tracing::error!("{name} stays in the spool until a person looks at it: {error}");
+        }
+        return Ok(None);
+    }
+    if !report.stuck.is_empty() {
+        let (name, error) = &report.stuck[0];
+        return Err(Error::SpoolStuck {
+            count: report.stuck.len(),
+            name: name.clone(),
+            error: error.clone(),
+        }
+        .into());
+    }
+    if report.remaining > 0 {
+        return Err(Error::Spool {
+            path: spool.dir().to_path_buf(),
+            detail: format!(
+                "{} files still queued after retrying for {} s: {}",
+                report.remaining,
+                settings.retry_for.as_secs(),
+                report
+                    .gave_up
+                    .as_deref()
+                    .unwrap_or("new files kept arriving")
+            ),
+        }
+        .into());
+    }
+    Ok(Some(DrainResult {
+        spool: spool.dir().display().to_string(),
+        report,
+    }))
+}

@@ -1,0 +1,785 @@
+//! The asynchronous spool: with `archive_async` on, `archive-push` acknowledges a WAL file
+//! once it is durable in a local folder, and a drainer moves it into the repository. The
+//! archiver then waits on the local disk only, however slow or unreachable the store is;
+//! the backlog is counted and its age is shown, so the exposure is measured, not guessed.
+//!
+//! Layout of `<spool_path>/<stanza>/`:
+//! - `wal/<name>.<digest>`: each queued file's stored body, in the repository's blob
+//!   format, written before the acknowledgement (temporary file, fsync, link, fsync of the
+//!   folder: the local backend's create-only write). The drainer uploads it as it is,
+//!   after checking that it still decodes to `digest`;
+//! - `queue/`: a sled database. Tree `queue` maps each file name to its [`SpoolEntry`]
+//!   (JSON), so the queue drains in WAL order (a `.history` file sorts before its
+//!   timeline's segments). Tree `cache` holds the stanza's cluster record per repository:
+//!   the repository never changes that record, so a cached copy cannot go stale, and a
+//!   segment of another cluster is refused while the store is down;
+//! - `drain.lock`: locked (`flock`) by the one drainer at work.
+//!
+//! The rules that keep an acknowledged file safe:
+//! - an entry exists only while its body does: the body is durable before the entry is
+//!   written and flushed, and the entry is removed (and flushed) before the body;
+//! - a name is never given a second content: the same content again is a success,
+//!   different content is refused and the new file stays in `pg_wal`;
+//! - the spool never takes more than `spool_max_mib`: past it, and for segments too large
+//!   to hold in memory, the caller pushes synchronously instead, so WAL waits in
+//!   `pg_wal` (PostgreSQL's own queue) rather than anything being dropped.
+//!
+//! sled lets one process at a time open a database, so each user opens it for one short
+//! step and closes it, waiting while another process holds it. Holding it also
+//! serialises what must not interleave: a push linking a body and queueing it, and the
+//! drainer removing bodies that no entry names.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tidemark_store::backend::local::LocalBackend;
+use tidemark_store::backend::{Backend, Staged};
+use tidemark_store::catalog::{ClusterRecord, Stanza};
+use tidemark_store::codec;
+use tidemark_store::pg::{SegmentIdentity, WalFileName};
+use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, IN_MEMORY_MAX};
+use tidemark_store::{Compression, Digest, Key, Repo};
+
+use crate::push::{self, Content, PushOutcome};
+use crate::{Error, ErrorKind, Result};
+
+/// How long a step waits for another process to close the queue database.
+const QUEUE_WAIT: Duration = Duration::from_secs(30);
+/// A temporary body older than this was left by a killed push.
+const STALE_TEMP: Duration = Duration::from_secs(15 * 60);
+/// The longest pause between two attempts while the repository fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// One queued file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolEntry {
+    /// The WAL file name.
+    pub name: String,
+    /// SHA-256 of its content, hex.
+    pub digest: String,
+    /// Raw bytes.
+    pub raw_size: u64,
+    /// Bytes of the stored body in the spool.
+    pub stored_size: u64,
+    /// The body's compression.
+    pub compression: Compression,
+    /// When the push was acknowledged.
+    pub queued_at: DateTime<Utc>,
+    /// Failed attempts to move it into the repository.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last attempt's error.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// What [`push_to_spool`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpoolOutcome {
+    /// Durable in the spool: PostgreSQL may recycle the file.
+    Queued {
+        /// The file name.
+        name: WalFileName,
+        /// Raw bytes.
+        raw_len: u64,
+        /// Bytes the spool holds for it.
+        stored_len: u64,
+        /// Files queued now, this one included.
+        queued_files: u64,
+        /// Bytes queued now, this one included.
+        queued_bytes: u64,
+    },
+    /// Already queued with identical content (PostgreSQL retried after a crash).
+    AlreadyQueued {
+        /// The file name.
+        name: WalFileName,
+    },
+    /// Not spooled, and nothing written: the caller pushes it synchronously.
+    NotSpooled {
+        /// The file name.
+        name: WalFileName,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The spool of one stanza.
+#[derive(Clone, Debug)]
+pub struct Spool {
+    inner: Arc<SpoolInner>,
+}
+
+#[derive(Debug)]
+struct SpoolInner {
+    dir: PathBuf,
+    bodies: LocalBackend,
+    max_bytes: u64,
+    /// Names the repository the cached cluster record belongs to.
+    repo_id: String,
+}
+
+/// The queue database, open (and so locked against other processes) while this lives.
+pub struct Queue {
+    db: sled::Db,
+    queue: sled::Tree,
+    cache: sled::Tree,
+    path: PathBuf,
+}
+
+/// The drainer's lock; released when dropped.
+#[derive(Debug)]
+pub struct DrainLock {
+    _file: File,
+}
+
+/// How a drain runs.
+#[derive(Clone, Debug)]
+pub struct DrainOptions {
+    /// Files moved at once.
+    pub parallel: usize,
+    /// How long an empty queue is watched for new files before the drain ends.
+    pub linger: Duration,
+    /// How long the repository may keep failing before the drain gives up (`None`: never,
+    /// for the background drainer, which must outlast an outage).
+    pub give_up_after: Option<Duration>,
+}
+
+/// What a drain did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DrainReport {
+    /// Files moved into the repository.
+    pub pushed: u64,
+    /// Files the repository already held with the same content.
+    pub already_archived: u64,
+    /// Files still queued when the drain ended.
+    pub remaining: u64,
+    /// Files that failed in a way retrying cannot fix (conflict, corruption, another
+    /// cluster), with the error: a person must look at them.
+    pub stuck: Vec<(String, String)>,
+    /// The last error when the drain gave up on a failing repository.
+    pub gave_up: Option<String>,
+}
+
+/// A summary of the queue for `spool status` and monitoring.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpoolStatus {
+    /// The stanza's spool folder.
+    pub path: PathBuf,
+    /// Files queued.
+    pub files: u64,
+    /// Bytes queued.
+    pub bytes: u64,
+    /// The spool's limit.
+    pub max_bytes: u64,
+    /// When the oldest queued file was acknowledged.
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Whether a drainer holds the lock.
+    pub draining: bool,
+    /// Every queued file, in drain order.
+    pub entries: Vec<SpoolEntry>,
+}
+
+fn spool_err(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::Spool {
+        path: path.to_path_buf(),
+        detail: what.to_string(),
+    }
+}
+
+impl Spool {
+    /// The spool of `stanza` under `spool_path` (which must be absolute), holding at most
+    /// `max_bytes`; `repo_id` names the repository (its URL). Changes nothing.
+    pub fn new(spool_path: &Path, stanza: &Stanza, max_bytes: u64, repo_id: &str) -> Result<Spool> {
+        let dir = spool_path.join(stanza.as_str());
+        let bodies = LocalBackend::new(&dir)?;
+        Ok(Spool {
+            inner: Arc::new(SpoolInner {
+                dir,
+                bodies,
+                max_bytes,
+                repo_id: repo_id.to_string(),
+            }),
+        })
+    }
+
+    /// The stanza's spool folder.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// True when the folder exists (something was ever spooled here).
+    pub fn exists(&self) -> bool {
+        self.inner.dir.join("queue").is_dir()
+    }
+
+    /// Creates the folders (owner-only) if they are missing.
+    fn create(&self) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        let wal = self.inner.dir.join("wal");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&wal)
+            .map_err(|e| spool_err(&wal, format!("cannot create: {e}")))
+    }
+
+    fn body_key(name: &str, digest: &str) -> Result<Key> {
+        Ok(Key::new(format!("wal/{name}.{digest}"))?)
+    }
+
+    /// Opens the queue database, waiting up to [`QUEUE_WAIT`] while another process has it.
+    pub async fn lock_queue(&self) -> Result<Queue> {
+        let path = self.inner.dir.join("queue");
+        tokio::task::spawn_blocking(move || Queue::open(path))
+            .await
+            .expect("opening the spool queue panicked")
+    }
+
+    /// Takes the drainer's lock, or `None` when another drainer holds it.
+    pub fn try_lock_drain(&self) -> Result<Option<DrainLock>> {
+        self.create()?;
+        let path = self.inner.dir.join("drain.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| spool_err(&path, format!("cannot open: {e}")))?;
+        // SAFETY: flock only uses the descriptor, which `file` keeps open.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(Some(DrainLock { _file: file }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(spool_err(&path, format!("cannot lock: {e}")))
+        }
+    }
+
+    /// True when a drainer is at work.
+    pub fn draining(&self) -> Result<bool> {
+        if !self.exists() {
+            return Ok(false);
+        }
+        Ok(self.try_lock_drain()?.is_none())
+    }
+
+    /// The queue, in drain order, and whether a drainer is at work.
+    pub async fn status(&self) -> Result<SpoolStatus> {
+        let entries = if self.exists() {
+            self.lock_queue().await?.entries()?
+        } else {
+            Vec::new()
+        };
+        Ok(SpoolStatus {
+            path: self.inner.dir.clone(),
+            files: entries.len() as u64,
+            bytes: entries.iter().map(|e| e.stored_size).sum(),
+            max_bytes: self.inner.max_bytes,
+            oldest_queued_at: entries.iter().map(|e| e.queued_at).min(),
+            draining: self.draining()?,
+            entries,
+        })
+    }
+
+    /// A file's stored body.
+    async fn body(&self, entry: &SpoolEntry) -> Result<bytes::Bytes> {
+        let key = Self::body_key(&entry.name, &entry.digest)?;
+        Ok(self.inner.bodies.get(&key).await?)
+    }
+
+    /// Removes a file the repository now holds: the entry first, then the body.
+    async fn finish(&self, entry: &SpoolEntry) -> Result<()> {
+        let queue = self.lock_queue().await?;
+        queue.remove(&entry.name)?;
+        let key = Self::body_key(&entry.name, &entry.digest)?;
+        self.inner.bodies.delete(&key).await?;
+        Ok(())
+    }
+
+    /// Notes a failed attempt on the entry, for `spool status`.
+    async fn record_failure(&self, entry: &SpoolEntry, error: &Error) -> Result<()> {
+        let queue = self.lock_queue().await?;
+        if let Some(mut current) = queue.get(&entry.name)? {
+            current.attempts += 1;
+            current.last_error = Some(error.to_string());
+            queue.put(&current)?;
+        }
+        Ok(())
+    }
+
+    /// Removes bodies no entry names (left by a push killed between linking its body and
+    /// queueing it, or a drainer killed between removing an entry and its body) and
+    /// temporary bodies of killed pushes. Runs with the queue locked, so that no push is
+    /// between those two steps meanwhile.
+    async fn remove_orphans(&self) -> Result<u64> {
+        if !self.exists() {
+            return Ok(0);
+        }
+        let queue = self.lock_queue().await?;
+        let named: BTreeSet<String> = queue
+            .entries()?
+            .iter()
+            .map(|e| format!("wal/{}.{}", e.name, e.digest))
+            .collect();
+        let mut removed = 0;
+        for object in self.inner.bodies.list("wal/").await? {
+            if !named.contains(object.key.as_str()) {
+                self.inner.bodies.delete(&object.key).await?;
+                removed += 1;
+            }
+        }
+        drop(queue);
+        let wal = self.inner.dir.join("wal");
+        let stale = SystemTime::now() - STALE_TEMP;
+        for entry in fs::read_dir(&wal)
+            .map_err(|e| spool_err(&wal, e))?
+            .flatten()
+        {
+            let is_temp = entry.file_name().to_string_lossy().starts_with(".tmp-");
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < stale);
+            if is_temp && old && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+impl Queue {
+    fn open(path: PathBuf) -> Result<Queue> {
+        // Never recreate a spool that was removed (sled would create the folders).
+        let dir = path.parent().expect("the queue is inside the spool folder");
+        let meta = fs::metadata(dir).map_err(|e| spool_err(dir, e))?;
+        // Files another user created in the queue (root running `spool status`, say)
+        // would lock the owner's drainer out of its own queue.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let owner = meta.uid();
+        if owner != me {
+            return Err(spool_err(
+                dir,
+                format!("belongs to uid {owner}, not to this user (uid {me}): run tidemark as the spool's owner, the user PostgreSQL runs as"),
+            ));
+        }
+        let deadline = Instant::now() + QUEUE_WAIT;
+        let mut pause = Duration::from_millis(1);
+        let db = loop {
+            // No background flusher: every change is flushed by the step that made it.
+            match sled::Config::new().path(&path).flush_every_ms(None).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => return Err(spool_err(&path, format!("cannot open the queue: {e}"))),
+            }
+        };
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| spool_err(&path, format!("cannot open tree {name}: {e}")))
+        };
+        Ok(Queue {
+            queue: tree("queue")?,
+            cache: tree("cache")?,
+            db,
+            path,
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> Error {
+        spool_err(&self.path, e)
+    }
+
+    /// Makes every change so far durable.
+    fn flush(&self) -> Result<()> {
+        self.db
+            .flush()
+            .map_err(|e| self.err(format!("cannot flush: {e}")))?;
+        Ok(())
+    }
+
+    /// The entry for `name`, if queued.
+    pub fn get(&self, name: &str) -> Result<Option<SpoolEntry>> {
+        match self.queue.get(name).map_err(|e| self.err(e))? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| self.err(format!("entry {name} does not parse: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every entry, in drain order.
+    pub fn entries(&self) -> Result<Vec<SpoolEntry>> {
+        self.queue
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                serde_json::from_slice(&v).map_err(|e| {
+                    self.err(format!(
+                        "entry {} does not parse: {e}",
+                        String::from_utf8_lossy(&k)
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Writes `entry` durably.
+    fn put(&self, entry: &SpoolEntry) -> Result<()> {
+        let value = serde_json::to_vec(entry).expect("entries serialize");
+        self.queue
+            .insert(entry.name.as_bytes(), value)
+            .map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    /// Removes `name`'s entry durably.
+    fn remove(&self, name: &str) -> Result<()> {
+        self.queue.remove(name).map_err(|e| self.err(e))?;
+        self.flush()
+    }
+
+    fn cached_cluster(&self, repo_id: &str) -> Result<Option<ClusterRecord>> {
+        match self.cache.get(repo_id).map_err(|e| self.err(e))? {
+            // A cache entry that does not parse is ignored: the repository has the record.
+            Some(v) => Ok(serde_json::from_slice(&v).ok()),
+            None => Ok(None),
+        }
+    }
+
+    fn cache_cluster(&self, repo_id: &str, record: &ClusterRecord) -> Result<()> {
+        let value = serde_json::to_vec(record).expect("records serialize");
+        self.cache.insert(repo_id, value).map_err(|e| self.err(e))?;
+        self.flush()
+    }
+}
+
+/// `archive-push` in asynchronous mode: checks the file exactly as a synchronous push
+/// does, then makes it durable in the spool. Nothing reaches the repository here,
+/// except on the stanza's first contact, when the cluster record is read (or written)
+/// there once and then cached.
+pub async fn push_to_spool(
+    spool: &Spool,
+    repo: &Repo,
+    stanza: &Stanza,
+    path: &Path,
+) -> Result<SpoolOutcome> {
+    let name = push::file_name_of(path)?;
+    let len = fs::metadata(path)
+        .map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len();
+    if len > IN_MEMORY_MAX {
+        return Ok(SpoolOutcome::NotSpooled {
+            name,
+            reason: format!(
+                "{len}-byte files are pushed directly (the spool takes files up to {IN_MEMORY_MAX} bytes)"
+            ),
+        });
+    }
+    spool.create()?;
+    let compression = repo.compression();
+    let staged = spool.inner.bodies.stage("wal");
+    let (path_owned, name_owned) = (path.to_path_buf(), name);
+    let (content, identity) = tokio::task::spawn_blocking(move || {
+        push::read_and_check(&path_owned, &name_owned, compression, staged)
+    })
+    .await
+    .expect("reading the WAL file panicked")?;
+    let Content::InMemory(blob, staged) = content else {
+        unreachable!("files up to IN_MEMORY_MAX are read into memory");
+    };
+    if let Some(id) = &identity {
+        check_cluster(spool, repo, stanza, id).await?;
+    }
+
+    let digest = blob.digest.to_hex();
+    let queue = spool.lock_queue().await?;
+    if let Some(queued) = queue.get(&name.to_string())? {
+        if queued.digest != digest {
+            return Err(Error::QueuedConflict {
+                name: name.to_string(),
+                queued: queued.digest,
+                new: digest,
+            });
+        }
+        return Ok(SpoolOutcome::AlreadyQueued { name });
+    }
+    let entries = queue.entries()?;
+    let queued_bytes: u64 = entries.iter().map(|e| e.stored_size).sum();
+    if queued_bytes + blob.stored_len() > spool.inner.max_bytes {
+        return Ok(SpoolOutcome::NotSpooled {
+            name,
+            reason: format!(
+                "the spool is full ({queued_bytes} bytes in {} files, limit {})",
+                entries.len(),
+                spool.inner.max_bytes
+            ),
+        });
+    }
+    // The body first, durable; then the entry that acknowledges it.
+    let key = Spool::body_key(&name.to_string(), &digest)?;
+    store_body(spool, &key, &blob, staged).await?;
+    let entry = SpoolEntry {
+        name: name.to_string(),
+        digest,
+        raw_size: blob.raw_len,
+        stored_size: blob.stored_len(),
+        compression,
+        queued_at: now(),
+        attempts: 0,
+        last_error: None,
+    };
+    queue.put(&entry)?;
+    Ok(SpoolOutcome::Queued {
+        name,
+        raw_len: blob.raw_len,
+        stored_len: blob.stored_len(),
+        queued_files: entries.len() as u64 + 1,
+        queued_bytes: queued_bytes + blob.stored_len(),
+    })
+}
+
+/// Links the staged body under `key` (or writes it from memory). A body already there
+/// under this name has this content (the name holds the digest), so it is kept.
+async fn store_body(
+    spool: &Spool,
+    key: &Key,
+    blob: &EncodedBlob,
+    staged: Option<Staged>,
+) -> Result<()> {
+    let bodies = &spool.inner.bodies;
+    let staged = staged.filter(|st| st.len() == blob.stored_len());
+    match staged {
+        Some(staged) => {
+            bodies
+                .create_all_staged((key.clone(), staged), vec![])
+                .await?
+        }
+        None => {
+            bodies
+                .create_all(vec![(key.clone(), blob.stored())])
+                .await?
+        }
+    };
+    Ok(())
+}
+
+/// Refuses a segment of another cluster than the stanza's, from the cached record when
+/// there is one, else from the repository (whose answer is then cached).
+async fn check_cluster(
+    spool: &Spool,
+    repo: &Repo,
+    stanza: &Stanza,
+    id: &SegmentIdentity,
+) -> Result<()> {
+    let proposed = push::cluster_record(id);
+    let cached = spool
+        .lock_queue()
+        .await?
+        .cached_cluster(&spool.inner.repo_id)?;
+    match cached {
+        Some(record) => Ok(check_same_cluster(stanza, &record, &proposed)?),
+        None => {
+            repo.ensure_format().await?;
+            let record = repo.ensure_cluster(stanza, &proposed).await?;
+            spool
+                .lock_queue()
+                .await?
+                .cache_cluster(&spool.inner.repo_id, &record)
+        }
+    }
+}
+
+/// Moves queued files into the repository, oldest name first, `parallel` at a time, until
+/// the queue stays empty for `linger` (files that failed in a way retrying cannot fix are
+/// left queued and reported). Returns `None` when another drainer is at work.
+///
+/// While the repository fails, every queued file is retried with a growing pause (up to
+/// 30 s), for `give_up_after` or forever.
+pub async fn drain(
+    spool: &Spool,
+    repo: &Repo,
+    stanza: &Stanza,
+    options: &DrainOptions,
+) -> Result<Option<DrainReport>> {
+    let Some(mut lock) = spool.try_lock_drain()? else {
+        return Ok(None);
+    };
+    let removed = spool.remove_orphans().await?;
+    if removed > 0 {
+        tracing::info!("removed {removed} spool files no queue entry names");
+    }
+    let mut report = DrainReport::default();
+    // Names that failed for good in this drain: not retried by it.
+    let mut stuck: BTreeSet<String> = BTreeSet::new();
+    loop {
+        drain_locked(spool, repo, stanza, options, &mut report, &mut stuck).await?;
+        drop(lock);
+        // A push that queued a file while this drain was finishing saw the lock taken and
+        // started no drainer: look once more, now that the lock is free.
+        let waiting = spool
+            .lock_queue()
+            .await?
+            .entries()?
+            .into_iter()
+            .any(|e| !stuck.contains(&e.name));
+        if !waiting || report.gave_up.is_some() {
+            break;
+        }
+        match spool.try_lock_drain()? {
+            Some(again) => lock = again,
+            None => break,
+        }
+    }
+    let entries = spool.lock_queue().await?.entries()?;
+    report.remaining = entries.len() as u64;
+    report.stuck = entries
+        .into_iter()
+        .filter(|e| stuck.contains(&e.name))
+        .map(|e| {
+            let error = e.last_error.unwrap_or_default();
+            (e.name, error)
+        })
+        .collect();
+    Ok(Some(report))
+}
+
+async fn drain_locked(
+    spool: &Spool,
+    repo: &Repo,
+    stanza: &Stanza,
+    options: &DrainOptions,
+    report: &mut DrainReport,
+    stuck: &mut BTreeSet<String>,
+) -> Result<()> {
+    let mut pause = Duration::from_secs(1);
+    let mut failing_since: Option<Instant> = None;
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let entries: Vec<SpoolEntry> = spool
+            .lock_queue()
+            .await?
+            .entries()?
+            .into_iter()
+            .filter(|e| !stuck.contains(&e.name))
+            .collect();
+        if entries.is_empty() {
+            let idle = idle_since.get_or_insert_with(Instant::now);
+            if idle.elapsed() >= options.linger {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        idle_since = None;
+        let mut attempts = futures::stream::iter(entries)
+            .map(|entry| async move {
+                let result = move_one(spool, repo, stanza, &entry).await;
+                (entry, result)
+            })
+            .buffer_unordered(options.parallel.max(1));
+        let mut last_failure = None;
+        while let Some((entry, result)) = attempts.next().await {
+            match result {
+                Ok(outcome) => {
+                    spool.finish(&entry).await?;
+                    match outcome {
+                        PushOutcome::Pushed { .. } => report.pushed += 1,
+                        PushOutcome::AlreadyArchived { .. } => report.already_archived += 1,
+                    }
+                    tracing::info!("{}: moved from the spool into the repository", entry.name);
+                }
+                Err(e) => {
+                    spool.record_failure(&entry, &e).await?;
+                    // Per-file lines are `info`: the background drainer logs at that
+                    // level to its file, and a drain run by hand ends with one summary.
+                    if e.kind() == ErrorKind::Repository {
+                        tracing::info!("{}: still queued: {e}", entry.name);
+                        last_failure = Some(e.to_string());
+                    } else {
+                        tracing::info!(
+                            "{}: cannot be moved into the repository, left in the spool for a person to look at: {e}",
+                            entry.name
+                        );
+                        stuck.insert(entry.name.clone());
+                    }
+                }
+            }
+        }
+        drop(attempts);
+        let Some(error) = last_failure else {
+            pause = Duration::from_secs(1);
+            failing_since = None;
+            continue;
+        };
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if options
+            .give_up_after
+            .is_some_and(|limit| since.elapsed() >= limit)
+        {
+            report.gave_up = Some(error);
+            return Ok(());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Moves one queued file: its body is decoded and checked again (a spool disk can rot
+/// too), then stored exactly as a synchronous push stores it.
+async fn move_one(
+    spool: &Spool,
+    repo: &Repo,
+    stanza: &Stanza,
+    entry: &SpoolEntry,
+) -> Result<PushOutcome> {
+    let name: WalFileName = entry.name.parse()?;
+    let digest: Digest = entry.digest.parse()?;
+    let body = spool.body(entry).await?;
+    let (checked_name, checked_body, raw_size) = (name, body.clone(), entry.raw_size);
+    let identity = tokio::task::spawn_blocking(move || {
+        let key = Spool::body_key(&checked_name.to_string(), &digest.to_hex())?;
+        let mut raw = vec![0u8; raw_size as usize];
+        let n = codec::decode_into(&key, digest, &checked_body, &mut raw)?;
+        if n as u64 != raw_size {
+            return Err(tidemark_store::Error::Corrupt {
+                key,
+                detail: format!("decodes to {n} bytes, the queue entry says {raw_size}"),
+            }
+            .into());
+        }
+        push::identity_of(&checked_name, &raw)
+    })
+    .await
+    .expect("checking a spooled file panicked")?;
+    let blob = EncodedBlob::from_stored(digest, entry.raw_size, body);
+    push::store_checked(
+        repo,
+        stanza,
+        &name,
+        Content::InMemory(blob, None),
+        identity,
+        entry.compression,
+    )
+    .await
+}

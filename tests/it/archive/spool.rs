@@ -1,0 +1,272 @@
+//! Asynchronous archiving through the spool (`archive_async`), end to end.
+//!
+//! What is proven here (DESIGN.md's promise 1 in asynchronous mode, and 2 and 3):
+//! - with S3 stopped, PostgreSQL's archiver keeps succeeding (the files are durable in the
+//!   spool), the background drainer retries, and once S3 is back every segment reaches
+//!   the repository and comes back byte-identical;
+//! - the spool refuses what a synchronous push refuses (not WAL, another cluster) and a
+//!   second content under a queued name, each with its exit code and nothing changed;
+//!   a repeat push of the same content succeeds and writes nothing;
+//! - a full spool pushes synchronously instead of dropping anything;
+//! - `spool drain` moves the queue; a conflict with the repository or a spooled body that
+//!   no longer decodes stays queued, is reported (exit 4), and changes no index entry;
+//!   bodies no entry names are removed.
+
+use super::*;
+use tidemark_store::pg::WalFileName;
+
+/// `spool status --json`, parsed.
+fn spool_status(tm: &Tidemark) -> Value {
+    serde_json::from_str(&tm.ok(&["spool", "status", "--json"])).expect("status is JSON")
+}
+
+/// The names queued in the spool.
+fn queued(tm: &Tidemark) -> Vec<String> {
+    spool_status(tm)["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["name"].as_str().expect("name").to_string())
+        .collect()
+}
+
+/// Waits until the spool is empty and no drainer is at work.
+fn wait_spool_empty(tm: &Tidemark, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let status = spool_status(tm);
+        if status["files"] == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spool did not drain within {timeout:?}: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Fetches `name` and compares it with `expected`.
+fn assert_archived_as(t: &TestDir, tm: &Tidemark, name: &str, expected: &Path) {
+    let dest = t.mkdir("fetched").join(name);
+    let _ = std::fs::remove_file(&dest);
+    tm.ok(&["archive-get", name, &dest.display().to_string()]);
+    assert!(same_content(&dest, expected), "{name} came back different");
+    std::fs::remove_file(&dest).unwrap();
+}
+
+#[test]
+fn async_archiving_acknowledges_through_an_s3_outage_and_loses_nothing() {
+    need_pg!();
+    let mut server = s3_server!();
+    let t = TestDir::new("spool-outage");
+    let spool = t.mkdir("spool");
+    let tm = s3_tidemark(&t, &server).with_args([
+        "--retry-timeout",
+        "2",
+        "--archive-async",
+        "true",
+        "--spool-path",
+        &spool.display().to_string(),
+    ]);
+    let c = archiving_cluster(&t, &tm, None, &[]);
+    let first = switch_segments(&c, 1, 1000);
+    c.wait_archived(&first[0], ARCHIVE_WAIT);
+    wait_spool_empty(&tm, ARCHIVE_WAIT);
+
+    server.stop();
+    let before = c.archiver_stats();
+    let during = switch_segments(&c, 3, 1000);
+    // Acknowledged from the spool: PostgreSQL sees no failure and keeps nothing waiting.
+    c.wait_archived(during.last().unwrap(), ARCHIVE_WAIT);
+    assert_eq!(
+        c.archiver_stats().failed_count,
+        before.failed_count,
+        "archiving failed while the spool could take the files: {}",
+        c.log_tail(20)
+    );
+    let waiting = queued(&tm);
+    for name in &during {
+        assert!(
+            waiting.contains(name),
+            "{name} is neither in the repository (S3 is down) nor in the spool: {waiting:?}"
+        );
+    }
+    // The drainer keeps trying, and says why it cannot finish.
+    let deadline = Instant::now() + ARCHIVE_WAIT;
+    loop {
+        let status = spool_status(&tm);
+        let entries = status["entries"].as_array().unwrap();
+        if entries.iter().any(|e| e["last_error"].is_string()) {
+            assert_eq!(status["draining"], true, "{status:#}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed drain attempt recorded: {status:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    server.start();
+    wait_spool_empty(&tm, ARCHIVE_WAIT);
+    let done = assert_every_archived_segment_round_trips(&t, &tm, &c);
+    for name in first.iter().chain(&during) {
+        assert!(done.contains(name), "{name} lost: {done:?}");
+    }
+    let log = std::fs::read_to_string(spool.join("main/drain.log")).unwrap();
+    assert!(
+        log.contains("still queued") && log.contains("moved from the spool"),
+        "the drainer's log does not tell the outage: {log}"
+    );
+}
+
+#[test]
+fn the_spool_refuses_what_a_push_refuses_and_replaces_nothing() {
+    need_pg!();
+    let a = Archived::new("spool-rules");
+    let spool = a.t.mkdir("async-spool");
+    let spooled_in = |dir: &Path| {
+        a.tm.clone().with_args([
+            "--archive-async",
+            "true",
+            "--spool-drainer",
+            "manual",
+            "--spool-path",
+            &dir.display().to_string(),
+        ])
+    };
+    let tm = spooled_in(&spool);
+    let bodies = spool.join("main/wal");
+    let spare = a.spooled(&a.spare);
+    let push = |tm: &Tidemark, path: &Path| tm.run(&["archive-push", &path.display().to_string()]);
+
+    // Queued: the spool has it, the repository does not yet.
+    let repo_before = a.snapshot();
+    let run = push(&tm, &spare);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(queued(&tm), vec![a.spare.clone()]);
+    assert_eq!(
+        snapshot_diff(&repo_before, &a.snapshot()),
+        Vec::<String>::new()
+    );
+
+    // The same content again: success, nothing written.
+    let spool_before = repo_snapshot(&bodies);
+    assert_eq!(push(&tm, &spare).code, 0);
+    assert_eq!(
+        snapshot_diff(&spool_before, &repo_snapshot(&bodies)),
+        Vec::<String>::new()
+    );
+
+    // Refused, each with its code and one line, and nothing changed anywhere.
+    let mut altered = std::fs::read(&spare).unwrap();
+    let at = altered.len() - 100;
+    altered[at] ^= 0xFF;
+    let altered_spare = a.t.write(&format!("altered/{}", a.spare), &altered);
+    let spare_name: WalFileName = a.spare.parse().unwrap();
+    let spare_segment = spare_name.segment().unwrap();
+    let next = WalSegmentName {
+        seg: spare_segment.seg + 1,
+        ..spare_segment
+    };
+    let foreign = a.t.path().join(format!("foreign/{next}"));
+    a.t.mkdir("foreign");
+    let size = SegmentSize::new(16 * MIB).unwrap();
+    write_synthetic_segment(&foreign, &next, size, 0x7312_0000_dead_beef);
+    let not_wal =
+        a.t.write(&format!("notwal/{next}"), &b"not WAL\n".repeat(1000));
+    for (what, path, code, needle) in [
+        (
+            "another content",
+            &altered_spare,
+            4,
+            "already queued in the spool",
+        ),
+        ("another cluster", &foreign, 3, "cluster"),
+        ("not WAL", &not_wal, 1, "not a WAL segment"),
+    ] {
+        let run = push(&tm, path);
+        assert_eq!(run.code, code, "{what}: {run:?}");
+        assert_one_tidemark_line(&run, needle);
+        assert_eq!(
+            snapshot_diff(&spool_before, &repo_snapshot(&bodies)),
+            Vec::<String>::new(),
+            "{what} changed the spool"
+        );
+        assert_eq!(queued(&tm), vec![a.spare.clone()], "{what}");
+        assert_eq!(
+            snapshot_diff(&repo_before, &a.snapshot()),
+            Vec::<String>::new(),
+            "{what} changed the repository"
+        );
+    }
+
+    // A spool with no room: the push goes to the repository directly.
+    let more = switch_segments(&a._cluster, 2, 1000);
+    a._cluster.wait_archived(&more[1], ARCHIVE_WAIT);
+    let full = tm.clone().with_args(["--spool-max-mib", "0"]);
+    assert_eq!(push(&full, &a.spooled(&more[0])).code, 0);
+    assert_eq!(queued(&tm), vec![a.spare.clone()]);
+    assert_archived_as(&a.t, &a.tm, &more[0], &a.spooled(&more[0]));
+
+    // Draining moves the queue into the repository.
+    let report: Value = serde_json::from_str(&tm.ok(&["spool", "drain", "--json"])).expect("JSON");
+    assert_eq!(report["pushed"], 1, "{report:#}");
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_eq!(
+        repo_snapshot(&bodies).len(),
+        0,
+        "bodies left after the drain"
+    );
+    assert_archived_as(&a.t, &a.tm, &a.spare, &spare);
+
+    // A conflict only the repository can see: the spool takes it, the drain refuses it,
+    // quarantines the bytes, and keeps the entry for a person.
+    let mut conflicting = std::fs::read(a.spooled(&more[0])).unwrap();
+    let at = conflicting.len() - 100;
+    conflicting[at] ^= 0xFF;
+    let conflicting = a.t.write(&format!("conflicting/{}", more[0]), &conflicting);
+    assert_eq!(push(&tm, &conflicting).code, 0);
+    let run = tm.run(&["spool", "drain"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_one_tidemark_line(&run, "cannot be moved into the repository");
+    let status = spool_status(&tm);
+    assert_eq!(status["files"], 1, "{status:#}");
+    let error = status["entries"][0]["last_error"].as_str().unwrap_or("");
+    assert!(error.contains("different content"), "{status:#}");
+    assert_archived_as(&a.t, &a.tm, &more[0], &a.spooled(&more[0]));
+    assert_eq!(a.tm.info()["quarantined"], 1);
+
+    // A spooled body that no longer decodes is never uploaded; a body no entry names is
+    // removed.
+    let spool2 = a.t.mkdir("async-spool-2");
+    let tm2 = spooled_in(&spool2);
+    assert_eq!(push(&tm2, &a.spooled(&more[1])).code, 0);
+    let bodies2 = spool2.join("main/wal");
+    let body = std::fs::read_dir(&bodies2)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .expect("a spooled body");
+    let orphan = bodies2.join(format!("{next}.{}", "ab".repeat(32)));
+    std::fs::copy(&body, &orphan).unwrap();
+    let mut rotten = std::fs::read(&body).unwrap();
+    let at = rotten.len() / 2;
+    rotten[at] ^= 0x55;
+    std::fs::write(&body, &rotten).unwrap();
+    let run = tm2.run(&["spool", "drain"]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_one_tidemark_line(&run, "cannot be moved into the repository");
+    assert!(!orphan.exists(), "the orphan body is still there");
+    assert!(body.exists(), "the queued body was removed");
+    assert_eq!(queued(&tm2), vec![more[1].clone()]);
+    let dest = a.t.path().join("fetched").join(&more[1]);
+    let run =
+        a.tm.run(&["archive-get", &more[1], &dest.display().to_string()]);
+    assert_eq!(
+        run.code, 1,
+        "a rotten spooled body reached the repository: {run:?}"
+    );
+}
