@@ -169,6 +169,19 @@ fn main() -> ExitCode {
                 }
                 Ok(exit::OK)
             }
+            Command::Spool {
+                action: SpoolAction::Forget { name },
+            } => {
+                let held = cmd::spool::forget(&settings, name).await?;
+                println!(
+                    "{name} removed from the spool; the repository holds its content {}",
+                    match held {
+                        tidemark_archive_cmd::spool::HeldAs::Archived => "under its name",
+                        tidemark_archive_cmd::spool::HeldAs::Quarantined => "in quarantine",
+                    }
+                );
+                Ok(exit::OK)
+            }
             Command::Info { json } => {
                 let r = cmd::info::gather(&settings).await?;
                 if *json {

@@ -370,20 +370,6 @@ fn encode_segment(
     Ok((blob, id))
 }
 
-/// The identity a checked file's content carries: for a segment (or a partial one), its
-/// pages are checked against its name again and its long page header is read; other
-/// files carry none.
-pub(crate) fn identity_of(name: &WalFileName, raw: &[u8]) -> Result<Option<SegmentIdentity>> {
-    match name {
-        WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
-            let id = pg::check_segment_start(seg, raw, raw.len() as u64)?;
-            pg::check_pages(seg, &id, 0, raw, &mut PageScan::default())?;
-            Ok(Some(id))
-        }
-        WalFileName::History(_) | WalFileName::Backup { .. } => Ok(None),
-    }
-}
-
 /// First pass over a segment too large to hold: page checks and hashing, frame by frame.
 fn check_segment_streaming(
     seg: &WalSegmentName,

@@ -7,7 +7,7 @@
 //! - `wal/<name>.<digest>`: each queued file's stored body, in the repository's blob
 //!   format, written before the acknowledgement (temporary file, fsync, link, fsync of the
 //!   folder: the local backend's create-only write). The drainer uploads it as it is,
-//!   after checking that it still decodes to `digest`;
+//!   after checking it against the SHA-256 of the body taken when it was queued;
 //! - `queue/`: a sled database. Tree `queue` maps each file name to its [`SpoolEntry`]
 //!   (JSON), so the queue drains in WAL order (a `.history` file sorts before its
 //!   timeline's segments). Tree `cache` holds the stanza's cluster record per repository:
@@ -42,9 +42,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tidemark_store::backend::local::LocalBackend;
 use tidemark_store::backend::{Backend, Staged};
-use tidemark_store::catalog::{ClusterRecord, Stanza};
-use tidemark_store::codec;
-use tidemark_store::pg::{SegmentIdentity, WalFileName};
+use tidemark_store::catalog::{self, ClusterRecord, Stanza};
+use tidemark_store::pg::{SegmentIdentity, SegmentSize, SystemId, WalFileName};
 use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, IN_MEMORY_MAX};
 use tidemark_store::{Compression, Digest, Key, Repo};
 
@@ -69,6 +68,12 @@ pub struct SpoolEntry {
     pub raw_size: u64,
     /// Bytes of the stored body in the spool.
     pub stored_size: u64,
+    /// SHA-256 of the stored body, hex: the drainer checks the body against it instead of
+    /// decoding and hashing the whole content again (a tenth of the work).
+    pub stored_sha256: String,
+    /// What the segment's first page said about its cluster (segments only), checked
+    /// against the repository's cluster record when the file is moved.
+    pub identity: Option<EntryIdentity>,
     /// The body's compression.
     pub compression: Compression,
     /// When the push was acknowledged.
@@ -79,6 +84,45 @@ pub struct SpoolEntry {
     /// The last attempt's error.
     #[serde(default)]
     pub last_error: Option<String>,
+}
+
+/// A [`SegmentIdentity`] as a queue entry keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryIdentity {
+    /// The system identifier.
+    pub system_id: u64,
+    /// The PostgreSQL major version.
+    pub pg_major: u32,
+    /// The WAL page magic.
+    pub magic: u16,
+    /// The segment size in bytes.
+    pub segment_size: u64,
+    /// The WAL page size.
+    pub page_size: u32,
+}
+
+impl From<&SegmentIdentity> for EntryIdentity {
+    fn from(id: &SegmentIdentity) -> EntryIdentity {
+        EntryIdentity {
+            system_id: id.system_id.0,
+            pg_major: id.pg_major,
+            magic: id.magic,
+            segment_size: id.segment_size.bytes(),
+            page_size: id.page_size,
+        }
+    }
+}
+
+impl EntryIdentity {
+    fn to_segment_identity(self) -> Result<SegmentIdentity> {
+        Ok(SegmentIdentity {
+            system_id: SystemId(self.system_id),
+            pg_major: self.pg_major,
+            magic: self.magic,
+            segment_size: SegmentSize::new(self.segment_size)?,
+            page_size: self.page_size,
+        })
+    }
 }
 
 /// What [`push_to_spool`] did.
@@ -508,12 +552,23 @@ pub async fn push_to_spool(
     let Content::InMemory(blob, staged) = content else {
         unreachable!("files up to IN_MEMORY_MAX are read into memory");
     };
-    if let Some(id) = &identity {
-        check_cluster(spool, repo, stanza, id).await?;
-    }
-
     let digest = blob.digest.to_hex();
-    let queue = spool.lock_queue().await?;
+    let mut queue = spool.lock_queue().await?;
+    if let Some(id) = &identity {
+        let proposed = push::cluster_record(id);
+        match queue.cached_cluster(&spool.inner.repo_id)? {
+            Some(record) => check_same_cluster(stanza, &record, &proposed)?,
+            None => {
+                // First contact: the repository has the record (or gets this one). The
+                // queue is not held meanwhile: a slow store must not hold up other users.
+                drop(queue);
+                repo.ensure_format().await?;
+                let record = repo.ensure_cluster(stanza, &proposed).await?;
+                queue = spool.lock_queue().await?;
+                queue.cache_cluster(&spool.inner.repo_id, &record)?;
+            }
+        }
+    }
     if let Some(queued) = queue.get(&name.to_string())? {
         if queued.digest != digest {
             return Err(Error::QueuedConflict {
@@ -544,6 +599,8 @@ pub async fn push_to_spool(
         digest,
         raw_size: blob.raw_len,
         stored_size: blob.stored_len(),
+        stored_sha256: blob.stored_digest().to_hex(),
+        identity: identity.as_ref().map(EntryIdentity::from),
         compression,
         queued_at: now(),
         attempts: 0,
@@ -582,32 +639,6 @@ async fn store_body(
         }
     };
     Ok(())
-}
-
-/// Refuses a segment of another cluster than the stanza's, from the cached record when
-/// there is one, else from the repository (whose answer is then cached).
-async fn check_cluster(
-    spool: &Spool,
-    repo: &Repo,
-    stanza: &Stanza,
-    id: &SegmentIdentity,
-) -> Result<()> {
-    let proposed = push::cluster_record(id);
-    let cached = spool
-        .lock_queue()
-        .await?
-        .cached_cluster(&spool.inner.repo_id)?;
-    match cached {
-        Some(record) => Ok(check_same_cluster(stanza, &record, &proposed)?),
-        None => {
-            repo.ensure_format().await?;
-            let record = repo.ensure_cluster(stanza, &proposed).await?;
-            spool
-                .lock_queue()
-                .await?
-                .cache_cluster(&spool.inner.repo_id, &record)
-        }
-    }
 }
 
 /// Moves queued files into the repository, oldest name first, `parallel` at a time, until
@@ -745,8 +776,72 @@ async fn drain_locked(
     }
 }
 
-/// Moves one queued file: its body is decoded and checked again (a spool disk can rot
-/// too), then stored exactly as a synchronous push stores it.
+/// Where the repository holds a queued file's content, which makes it safe to forget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldAs {
+    /// Indexed under its name.
+    Archived,
+    /// Kept as quarantined bytes (the name holds other content).
+    Quarantined,
+}
+
+/// Removes a queued file from the spool, for a person resolving one the drain cannot move
+/// (a conflict): only when the repository holds its content, archived or quarantined, so
+/// that forgetting loses nothing. The repository is read before the queue is locked, so a
+/// slow store never holds up archive-push.
+pub async fn forget(spool: &Spool, repo: &Repo, stanza: &Stanza, name: &str) -> Result<HeldAs> {
+    let not_queued = || spool_err(spool.dir(), format!("{name} is not queued"));
+    if !spool.exists() {
+        return Err(not_queued());
+    }
+    let entry = spool
+        .lock_queue()
+        .await?
+        .get(name)?
+        .ok_or_else(not_queued)?;
+    let wal_name: WalFileName = entry.name.parse()?;
+    let digest: Digest = entry.digest.parse()?;
+    let blob_held = repo.blob_size(&digest).await?.is_some();
+    let indexed = repo.wal_digests(stanza, &wal_name).await?.contains(&digest);
+    let quarantined = match repo
+        .backend()
+        .head(&catalog::quarantine_key(stanza, &wal_name, &digest))
+        .await
+    {
+        Ok(_) => true,
+        Err(tidemark_store::Error::NotFound { .. }) => false,
+        Err(e) => return Err(e.into()),
+    };
+    let held = match (blob_held, indexed, quarantined) {
+        (true, true, _) => HeldAs::Archived,
+        (true, false, true) => HeldAs::Quarantined,
+        _ => return Err(spool_err(
+            spool.dir(),
+            format!(
+                "the repository does not hold {name} with sha256 {}: forgetting it would lose it",
+                entry.digest
+            ),
+        )),
+    };
+    let queue = spool.lock_queue().await?;
+    match queue.get(name)? {
+        Some(current) if current.digest == entry.digest => {
+            queue.remove(name)?;
+            spool
+                .inner
+                .bodies
+                .delete(&Spool::body_key(&entry.name, &entry.digest)?)
+                .await?;
+            Ok(held)
+        }
+        _ => Err(not_queued()),
+    }
+}
+
+/// Moves one queued file: its body is checked against the digest taken when it was
+/// queued (a spool disk can rot too; an upload would carry the damage under a name that
+/// promises the content), then stored exactly as a synchronous push stores it.
 async fn move_one(
     spool: &Spool,
     repo: &Repo,
@@ -756,22 +851,27 @@ async fn move_one(
     let name: WalFileName = entry.name.parse()?;
     let digest: Digest = entry.digest.parse()?;
     let body = spool.body(entry).await?;
-    let (checked_name, checked_body, raw_size) = (name, body.clone(), entry.raw_size);
-    let identity = tokio::task::spawn_blocking(move || {
-        let key = Spool::body_key(&checked_name.to_string(), &digest.to_hex())?;
-        let mut raw = vec![0u8; raw_size as usize];
-        let n = codec::decode_into(&key, digest, &checked_body, &mut raw)?;
-        if n as u64 != raw_size {
-            return Err(tidemark_store::Error::Corrupt {
-                key,
-                detail: format!("decodes to {n} bytes, the queue entry says {raw_size}"),
-            }
-            .into());
+    let checked = body.clone();
+    let found = tokio::task::spawn_blocking(move || Digest::of(&checked))
+        .await
+        .expect("hashing a spooled body panicked");
+    if body.len() as u64 != entry.stored_size || found.to_hex() != entry.stored_sha256 {
+        return Err(tidemark_store::Error::Corrupt {
+            key: Spool::body_key(&entry.name, &entry.digest)?,
+            detail: format!(
+                "the spooled body changed since it was queued ({} bytes with sha256 {}, queued as {} bytes with sha256 {})",
+                body.len(),
+                found.to_hex(),
+                entry.stored_size,
+                entry.stored_sha256
+            ),
         }
-        push::identity_of(&checked_name, &raw)
-    })
-    .await
-    .expect("checking a spooled file panicked")?;
+        .into());
+    }
+    let identity = entry
+        .identity
+        .map(EntryIdentity::to_segment_identity)
+        .transpose()?;
     let blob = EncodedBlob::from_stored(digest, entry.raw_size, body);
     push::store_checked(
         repo,

@@ -74,6 +74,16 @@ impl EncodedBlob {
         self.pieces.iter().map(|p| p.len() as u64).sum()
     }
 
+    /// The SHA-256 of the stored body (not of the content, which [`EncodedBlob::digest`]
+    /// names): a cheap check that a copy of the body kept elsewhere is intact.
+    pub fn stored_digest(&self) -> Digest {
+        let mut hasher = crate::codec::Hasher::new();
+        for piece in &self.pieces {
+            hasher.update(piece);
+        }
+        hasher.finish()
+    }
+
     /// The stored body, whole.
     pub fn stored(&self) -> Bytes {
         match &self.pieces[..] {

@@ -10,7 +10,8 @@
 //! - a full spool pushes synchronously instead of dropping anything;
 //! - `spool drain` moves the queue; a conflict with the repository or a spooled body that
 //!   no longer decodes stays queued, is reported (exit 4), and changes no index entry;
-//!   bodies no entry names are removed.
+//!   bodies no entry names are removed; `spool forget` removes a stuck file only when the
+//!   repository holds its content.
 
 use super::*;
 use tidemark_store::pg::WalFileName;
@@ -237,6 +238,15 @@ fn the_spool_refuses_what_a_push_refuses_and_replaces_nothing() {
     assert!(error.contains("different content"), "{status:#}");
     assert_archived_as(&a.t, &a.tm, &more[0], &a.spooled(&more[0]));
     assert_eq!(a.tm.info()["quarantined"], 1);
+    // The repository holds the refused bytes in quarantine: a person may now forget it.
+    let out = tm.ok(&["spool", "forget", &more[0]]);
+    assert!(out.contains("in quarantine"), "{out}");
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_eq!(
+        repo_snapshot(&bodies).len(),
+        0,
+        "the forgotten body is still there"
+    );
 
     // A spooled body that no longer decodes is never uploaded; a body no entry names is
     // removed.

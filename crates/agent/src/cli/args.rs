@@ -90,6 +90,12 @@ pub enum SpoolAction {
         #[arg(long, hide = true)]
         background: bool,
     },
+    /// Remove one queued file the drain cannot move (after a conflict), once the
+    /// repository holds its content, archived or quarantined; refused otherwise.
+    Forget {
+        /// The WAL file name, as `spool status` lists it.
+        name: String,
+    },
 }
 
 /// `tidemark backup`'s arguments.

@@ -137,6 +137,13 @@ pub fn render_status(status: &SpoolStatus) -> String {
     out
 }
 
+/// `tidemark spool forget NAME`: how the repository holds what was forgotten.
+pub async fn forget(settings: &Settings, name: &str) -> Result<spool::HeldAs, Failure> {
+    let spool = open_spool(settings)?;
+    let repo = open_repo(settings).await?;
+    Ok(spool::forget(&spool, &repo, &settings.stanza, name).await?)
+}
+
 /// What `spool drain` prints.
 #[derive(Debug, Serialize)]
 pub struct DrainResult {
