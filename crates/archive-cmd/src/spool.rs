@@ -816,13 +816,15 @@ pub async fn forget(spool: &Spool, repo: &Repo, stanza: &Stanza, name: &str) -> 
     let held = match (blob_held, indexed, quarantined) {
         (true, true, _) => HeldAs::Archived,
         (true, false, true) => HeldAs::Quarantined,
-        _ => return Err(spool_err(
-            spool.dir(),
-            format!(
+        _ => {
+            return Err(spool_err(
+                spool.dir(),
+                format!(
                 "the repository does not hold {name} with sha256 {}: forgetting it would lose it",
                 entry.digest
             ),
-        )),
+            ))
+        }
     };
     let queue = spool.lock_queue().await?;
     match queue.get(name)? {
