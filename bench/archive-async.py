@@ -133,16 +133,10 @@ def run_mode(args, user, segs, mode, base, s3):
         wal = f"{pgdata}/pg_wal/{name}"
         cmd = (pgbr + ["archive-push", wal]) if mode == "pgbackrest-async" \
             else tm + ["archive-push", wal]
-        t0 = time.perf_counter()
-        r = subprocess.run(prefix + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, cwd=work, env=env)
-        times.append(time.perf_counter() - t0)
-        lines = r.stderr.strip().splitlines()
-        if r.returncode != 0:
-            err = [l for l in lines[:-1] if not l.startswith("Command ")]
-            raise BenchError(f"{mode} archive-push of {name} exited {r.returncode}: "
-                             + " | ".join(err))
-        rss = max(rss, int(lines[-1]))
+        elapsed, kib = ap_bench.timed_call(prefix, cmd, f"{mode} archive-push of {name}",
+                                           cwd=work, env=env)
+        times.append(elapsed)
+        rss = max(rss, kib)
         st = f"{pgdata}/pg_wal/archive_status/{name}"
         os.rename(f"{st}.ready", f"{st}.done")
     acked = time.perf_counter()
@@ -150,7 +144,7 @@ def run_mode(args, user, segs, mode, base, s3):
     ms = sorted(x * 1000 for x in times)
     out = {"ack_segments_per_s": len(segs) / (acked - start),
            "p50_ms": statistics.median(ms),
-           "p95_ms": ms[min(len(ms) - 1, int(round(0.95 * len(ms))) - 1)],
+           "p95_ms": ap_bench.p95(ms),
            "in_repo_s": in_repo - start, "max_rss_mib": rss / 1024,
            "repo_mib": du(f"{s3.data}/bench/{prefix_name}" if s3 and mode != "pgbackrest-async"
                          else repo) / 2**20}

@@ -59,6 +59,25 @@ def pool_segments(pool, start):
                   and os.path.getsize(os.path.join(pool, f)) == SEG_SIZE)
 
 
+def timed_call(prefix, argv, what, **kw):
+    """Runs `prefix + argv` (prefix ends with GNU `time -f %M`); returns (seconds, peak
+    RSS in KiB) or fails with the tool's stderr."""
+    t0 = time.perf_counter()
+    r = subprocess.run(prefix + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, **kw)
+    elapsed = time.perf_counter() - t0
+    lines = r.stderr.strip().splitlines()
+    if r.returncode != 0:  # drop GNU time's own lines: its status note and %M
+        err = [l for l in lines[:-1] if not l.startswith("Command ")]
+        raise BenchError(f"{what} exited {r.returncode}, stderr: " + " | ".join(err))
+    return elapsed, int(lines[-1])
+
+
+def p95(sorted_values):
+    """The 95th percentile of an ascending list (nearest rank)."""
+    return sorted_values[min(len(sorted_values) - 1, int(round(0.95 * len(sorted_values))) - 1)]
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -194,23 +213,18 @@ def run_round(args, user, segs, tools, rnd):
     orders = list(itertools.permutations(tools))
     for i, seg in enumerate(segs):
         for t in orders[(i + rnd) % len(orders)]:
-            t0 = time.perf_counter()
-            r = subprocess.run(prefix + commands[t](seg), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, cwd=base, env=env)
-            times[t].append(time.perf_counter() - t0)
-            lines = r.stderr.strip().splitlines()
-            if r.returncode != 0:  # drop GNU time's own lines: its status note and %M
-                err = [l for l in lines[:-1] if not l.startswith("Command ")]
-                raise BenchError(f"{t} archive-push of {os.path.basename(seg)} exited "
-                                 f"{r.returncode}, stderr: " + " | ".join(err))
-            rss[t] = max(rss[t], int(lines[-1]))
+            elapsed, kib = timed_call(prefix, commands[t](seg),
+                                      f"{t} archive-push of {os.path.basename(seg)}",
+                                      cwd=base, env=env)
+            times[t].append(elapsed)
+            rss[t] = max(rss[t], kib)
     out = {}
     for t in tools:
         ms = sorted(x * 1000 for x in times[t])
         out[t] = {"segments_per_s": len(segs) / sum(times[t]),
                   "p50_ms": statistics.median(ms),
-                  "p95_ms": ms[min(len(ms) - 1, int(round(0.95 * len(ms))) - 1)],
-                  "max_rss_mib": rss[t] / 1024, "repo_mib": du(repos[t]) / 2**20}
+                  "p95_ms": p95(ms), "max_rss_mib": rss[t] / 1024,
+                  "repo_mib": du(repos[t]) / 2**20}
     shutil.rmtree(base)
     return out
 

@@ -90,15 +90,10 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
     let name = file_name_of(path)?;
     let started = std::time::Instant::now();
     // 1. Everything about the input is checked before the repository is touched.
-    let (path_owned, compression, staged) =
-        (path.to_path_buf(), repo.compression(), repo.stage_blob());
-    let (content, identity) = tokio::task::spawn_blocking(move || {
-        read_and_check(&path_owned, &name, compression, staged)
-    })
-    .await
-    .expect("reading the WAL file panicked")?;
+    let compression = repo.compression();
+    let (content, identity) = check_file(path, name, compression, repo.stage_blob()).await?;
     let encoded_at = started.elapsed();
-    let outcome = store_checked(repo, stanza, &name, content, identity, compression).await?;
+    let outcome = store_checked(repo, stanza, name, content, identity, compression).await?;
     tracing::debug!(
         "{name}: read, checked and encoded in {} ms, stored in {} ms",
         encoded_at.as_millis(),
@@ -121,12 +116,11 @@ pub(crate) fn file_name_of(path: &Path) -> Result<WalFileName> {
 pub(crate) async fn store_checked(
     repo: &Repo,
     stanza: &Stanza,
-    name: &WalFileName,
+    name: WalFileName,
     mut content: Content,
     identity: Option<SegmentIdentity>,
     compression: Compression,
 ) -> Result<PushOutcome> {
-    let name = *name;
     // 2. The repository and the cluster's identity.
     repo.ensure_format().await?;
     if let Some(id) = &identity {
@@ -262,12 +256,26 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// [`read_and_check`] on a blocking thread: the file is mapped, checked, hashed and
+/// compressed there, off the async runtime.
+pub(crate) async fn check_file(
+    path: &Path,
+    name: WalFileName,
+    compression: Compression,
+    staged: Option<Staged>,
+) -> Result<(Content, Option<SegmentIdentity>)> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || read_and_check(&path, &name, compression, staged))
+        .await
+        .expect("reading the WAL file panicked")
+}
+
 /// Reads and validates a file; returns its content and, for segment-shaped files, the
 /// identity its first page carries.
 ///
 /// A segment held in memory streams its stored body into `staged` meanwhile, when given
 /// one; the content then carries it.
-pub(crate) fn read_and_check(
+fn read_and_check(
     path: &Path,
     name: &WalFileName,
     compression: Compression,

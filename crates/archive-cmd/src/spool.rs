@@ -543,14 +543,13 @@ pub async fn push_to_spool(
     spool.create()?;
     let compression = repo.compression();
     let staged = spool.inner.bodies.stage("wal");
-    let (path_owned, name_owned) = (path.to_path_buf(), name);
-    let (content, identity) = tokio::task::spawn_blocking(move || {
-        push::read_and_check(&path_owned, &name_owned, compression, staged)
-    })
-    .await
-    .expect("reading the WAL file panicked")?;
+    let (content, identity) = push::check_file(path, name, compression, staged).await?;
     let Content::InMemory(blob, staged) = content else {
-        unreachable!("files up to IN_MEMORY_MAX are read into memory");
+        // Grew past IN_MEMORY_MAX since it was measured: streamed, so pushed directly.
+        return Ok(SpoolOutcome::NotSpooled {
+            name,
+            reason: "the file grew past the spool's size limit while it was read".into(),
+        });
     };
     let digest = blob.digest.to_hex();
     let mut queue = spool.lock_queue().await?;
@@ -878,7 +877,7 @@ async fn move_one(
     push::store_checked(
         repo,
         stanza,
-        &name,
+        name,
         Content::InMemory(blob, None),
         identity,
         entry.compression,
