@@ -4,30 +4,31 @@
 //! How it writes, and why:
 //!
 //! - Files are cut into chunks at fixed offsets, so chunks are independent: a bounded
-//!   number of them ([`in_flight`]) are fetched concurrently, and each is decoded,
-//!   verified and written with `pwrite` at its offset on the blocking pool (two chunks
-//!   per core at a time, so that one is decoded while another waits on the disk), which
-//!   keeps every core busy even under the agent's single-threaded runtime. Memory stays
-//!   at one stored chunk per chunk in flight plus about two chunks per decoder, whatever
-//!   the size of the backup.
+//!   number of them are fetched concurrently, in batches, and each batch is decoded,
+//!   verified and written with `pwrite` at its offsets on the blocking pool (batches of
+//!   two chunks per core at a time, so that one is decoded while another waits on the
+//!   disk), which keeps every core busy even under the agent's single-threaded runtime.
+//!   Memory stays at one stored chunk per chunk in flight plus a batch of buffers per
+//!   decoder, whatever the size of the backup.
 //! - Chunks in flight come from different files (see `Jobs`): buffered writes to one
 //!   file take its inode lock, and a second writer of the same file spins on it. Files
 //!   are created by one thread running ahead of the chunks (a directory's lock again).
-//! - Every chunk is verified by the store's [`BlobDecoder`] (frames, length, SHA-256)
-//!   before the restore can succeed. This is [`Repo::read_blob`]'s verification, with
-//!   one ranged read per chunk instead of a size request plus a read, and the decoding
-//!   on the blocking pool. Bytes reach the target file while the chunk is being decoded,
-//!   before its hash is checked: the data directory is not usable until the restore
-//!   reports success, and on any failure everything the restore created is removed, so
-//!   nothing unverified is ever left behind.
+//! - Every chunk is verified (frames, length, SHA-256) before the restore can succeed:
+//!   [`Repo::read_blob`]'s checks, with one ranged read per chunk instead of a size
+//!   request plus a read, and the decoding on the blocking pool. Buffered chunks reach
+//!   the target file while they are being decoded, before the hash is checked: the data
+//!   directory is not usable until the restore reports success, and on any failure
+//!   everything the restore created is removed, so nothing unverified is ever left behind.
 //! - Files whose size is a multiple of 4 KiB (PostgreSQL's relation files: nearly all the
-//!   bytes) are written with `O_DIRECT`, each chunk decoded and verified into an aligned
-//!   buffer first (in place, frame by frame: `codec::decode_into`, no intermediate copy)
-//!   and then written in one call: no copy into the page cache, which was
-//!   the largest item of the restore's CPU, and write-back that cannot lag behind. Same
-//!   800 MiB, alternating runs: 1.21-1.43 s (1.4-1.9 s of CPU) against 2.17-2.57 s
-//!   (2.9-3.6 s of CPU) buffered. Other files, and file systems without `O_DIRECT`
-//!   (tmpfs), are written buffered.
+//!   bytes) are written with `O_DIRECT`: no copy into the page cache, which was the
+//!   largest item of the restore's CPU, and write-back that cannot lag behind (same
+//!   800 MiB, alternating runs: 1.21-1.43 s against 2.17-2.57 s buffered). Their chunks
+//!   go to the blocking pool in batches of [`multihash::LANES`]: each is decoded into an
+//!   aligned buffer (frames decompressed where they land, no intermediate copy), the batch
+//!   is hashed as that many SHA-256 streams interleaved on one core (nearly twice the
+//!   throughput of one stream; SHA-256 was half the restore's CPU), and each chunk is
+//!   written in one call once it is verified. Other files, and file systems without
+//!   `O_DIRECT` (tmpfs), are written buffered, chunk by chunk.
 //! - Durability: every file is fsynced as it is finished, and every directory at the end
 //!   ([`SyncMode::FsyncEach`], the default). Each chunk's write-back is started as soon
 //!   as it is written (`sync_file_range`, as PostgreSQL's `pg_flush_data` does), so the
@@ -61,6 +62,7 @@ use serde::Serialize;
 use tidemark_store::backup::BackupRecord;
 use tidemark_store::catalog::{self, Stanza};
 use tidemark_store::codec::{self, BlobDecoder};
+use tidemark_store::multihash;
 use tidemark_store::{Digest, Repo};
 
 use crate::autoconf;
@@ -216,11 +218,12 @@ pub fn in_flight() -> usize {
     2 * cores() + 2
 }
 
-/// Chunks decoded and written at once: two per core and two more. A direct write holds
+/// Batches decoded and written at once: two per core and two more. A direct write holds
 /// its thread until the disk has the data, so with one decoder per core the cores idle
-/// during every write; with twice as many, one chunk is decoded while another is being
-/// written. Measured on the bench database (800 MiB, 2 cores, alternating runs): 3 at a
-/// time 1.07-1.21 s, 6 at a time 0.82-0.94 s; 8 and 12 no better than 6.
+/// during every write; with twice as many, one batch is decoded while another is being
+/// written. Measured on the bench database (800 MiB, 2 cores, alternating runs, one chunk
+/// per decoder then): 3 at a time 1.07-1.21 s, 6 at a time 0.82-0.94 s; 8 and 12 no
+/// better than 6.
 fn decoders() -> usize {
     2 * cores() + 2
 }
@@ -655,9 +658,14 @@ impl Prepared {
         );
         let cancelled = Arc::new(AtomicBool::new(false));
         let chunk_size = self.layout.chunk_size;
+        // Chunks go to the blocking pool in batches of `multihash::LANES`, verified
+        // together (see `write_batch`). Enough batches are in flight for every decoder,
+        // and for `in_flight` chunks when that is more (a remote repository).
+        let batch = multihash::LANES;
+        let batches_in_flight = decoders().max(self.in_flight.div_ceil(batch));
         // One lane per chunk in flight: the chunks in flight are then from as many
         // different places, mostly different files.
-        let jobs = Jobs::new(&self.layout, self.in_flight);
+        let jobs = Jobs::new(&self.layout, batches_in_flight * batch);
         // Files are created by one thread, ahead of the chunks, in the order the chunks
         // need them. Creating takes the directory's lock: creators on several threads
         // mostly spin on it, burning the cores the chunks need (and on ext4 without a
@@ -671,15 +679,19 @@ impl Prepared {
         };
         // Fetching waits on the repository, decoding and writing on the cores and the
         // disk: many chunks may be fetched at once (a remote store needs that), but only
-        // `decoders()` are decoded and written at a time, which bounds their buffers.
-        let decoders = tokio::sync::Semaphore::new(self.in_flight.min(decoders()));
+        // `decoders()` batches are decoded and written at a time, which bounds their
+        // buffers.
+        let decoders = tokio::sync::Semaphore::new(decoders());
+        let buffers = Arc::new(BufferPool::default());
         let mut done = futures::stream::iter(jobs.iter())
-            .map(|(f, i)| {
-                let (files, cancelled, progress, creator) = (
+            .chunks(batch)
+            .map(|batch| {
+                let (files, cancelled, progress, creator, buffers) = (
                     files.clone(),
                     cancelled.clone(),
                     progress.clone(),
                     creator.clone(),
+                    buffers.clone(),
                 );
                 let layout = self.layout.clone();
                 let decoders = &decoders;
@@ -690,40 +702,43 @@ impl Prepared {
                         return Ok(());
                     }
                     progress.check_interrupted()?;
-                    let node = &layout.files[f];
-                    let chunk = match node.chunks.get(i) {
-                        Some(digest) => {
+                    let fetches = batch.iter().map(|&(f, i)| {
+                        let node = &layout.files[f];
+                        async move {
+                            let Some(digest) = node.chunks.get(i) else {
+                                return Ok(None); // an empty file
+                            };
                             let len = chunk_len(node.size, chunk_size, i as u64);
-                            let stored =
-                                fetch_chunk(repo, digest, len).await.map_err(|source| {
-                                    Error::Chunk {
-                                        path: entry_name(node.root, &node.path),
-                                        index: i as u64,
-                                        source,
-                                    }
-                                })?;
-                            Some((*digest, stored, len))
+                            match fetch_chunk(repo, digest, len).await {
+                                Ok(stored) => Ok(Some((*digest, stored, len))),
+                                Err(source) => Err(Error::Chunk {
+                                    path: entry_name(node.root, &node.path),
+                                    index: i as u64,
+                                    source,
+                                }),
+                            }
                         }
-                        None => None,
-                    };
+                    });
+                    let chunks = futures::future::try_join_all(fetches).await?;
                     let record_id = record_id.to_string();
                     let _decoding = decoders.acquire().await.expect("never closed");
                     tokio::task::spawn_blocking(move || {
-                        if !creator.wait_for(f) || cancelled.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        let node = &layout.files[f];
-                        let open = &files[f];
-                        write_chunk(
-                            &record_id, node, open, i as u64, chunk_size, chunk, sync_each,
-                            &progress,
-                        )
+                        let writer = ChunkWriter {
+                            backup: &record_id,
+                            layout: &layout,
+                            files: &files,
+                            chunk_size,
+                            sync_each,
+                            progress: &progress,
+                            buffers: &buffers,
+                        };
+                        writer.write_batch(&batch, chunks, &creator, &cancelled)
                     })
                     .await
                     .expect("chunk writer panicked")
                 }
             })
-            .buffer_unordered(self.in_flight);
+            .buffer_unordered(batches_in_flight);
         // Drain every job even after a failure (they return at once), so that nothing is
         // still writing when the caller cleans up.
         let mut first_error = None;
@@ -902,73 +917,209 @@ async fn fetch_chunk(repo: &Repo, digest: &Digest, raw_len: u64) -> tidemark_sto
     Ok(stored)
 }
 
-/// Decodes, verifies and writes one chunk (or creates an empty file), on the blocking
-/// pool; the file's last chunk sets its time and mode.
-#[allow(clippy::too_many_arguments)]
-fn write_chunk(
-    backup: &str,
-    node: &FileNode,
-    open: &OpenFile,
-    index: u64,
+/// A fetched chunk: its digest, its stored body and its raw length (`None` for the one
+/// job of an empty file).
+type Fetched = Option<(Digest, Bytes, u64)>;
+
+/// Writes batches of chunks on the blocking pool.
+struct ChunkWriter<'a> {
+    backup: &'a str,
+    layout: &'a Layout,
+    files: &'a [OpenFile],
     chunk_size: u64,
-    chunk: Option<(Digest, Bytes, u64)>,
     sync_each: bool,
-    progress: &Progress,
-) -> Result<()> {
-    let (file, direct) = {
-        let mut slot = open.file.lock().expect("file slot");
-        match &*slot {
-            Some((f, direct)) => (f.clone(), *direct),
-            None => {
-                // Created (empty, at its size) before the chunks started; never follow a
-                // link put in its place.
-                let (f, direct) =
-                    open_for_chunks(&open.path, direct_io_fits(node.size, chunk_size))?;
-                let f = Arc::new(f);
-                *slot = Some((f.clone(), direct));
-                (f, direct)
+    progress: &'a Progress,
+    buffers: &'a BufferPool,
+}
+
+impl ChunkWriter<'_> {
+    /// Decodes, verifies and writes a batch of chunks (an empty file's job only finishes
+    /// the file). The chunks of files written directly (nearly all the bytes) are decoded
+    /// into aligned buffers and then hashed together, [`multihash::LANES`] streams on one
+    /// core, which is nearly twice as fast as hashing them one after another; nothing is
+    /// written before its chunk is verified. Other chunks are decoded and written
+    /// buffered, one by one. A file's last chunk sets its time and mode.
+    fn write_batch(
+        &self,
+        jobs: &[(usize, usize)],
+        chunks: Vec<Fetched>,
+        creator: &Creator,
+        cancelled: &AtomicBool,
+    ) -> Result<()> {
+        let mut direct = Vec::with_capacity(jobs.len());
+        for (&(f, i), chunk) in jobs.iter().zip(chunks) {
+            if !creator.wait_for(f) || cancelled.load(Ordering::Relaxed) {
+                return Ok(()); // the creator's error, or another chunk's, is the cause
+            }
+            let (file, is_direct) = self.open(f)?;
+            match chunk {
+                Some(chunk) if is_direct => direct.push((f, i as u64, file, chunk)),
+                chunk => {
+                    if let Some((digest, stored, len)) = chunk {
+                        self.write_buffered(f, i as u64, &file, digest, &stored, len)?;
+                    }
+                    self.job_done(f, &file)?;
+                }
             }
         }
-    };
-    if let Some((digest, stored, len)) = chunk {
-        let start = index * chunk_size;
-        if direct {
-            write_chunk_direct(
-                backup, node, &file, &open.path, index, start, digest, &stored, len,
-            )?;
-        } else {
-            let mut at = start;
-            decode_checked(backup, node, index, digest, &stored, len, &mut |piece| {
+        if direct.is_empty() {
+            return Ok(());
+        }
+        let mut buffers = self.buffers.take();
+        let written = (|| {
+            if buffers.len() < direct.len() {
+                buffers.resize_with(direct.len(), Vec::new);
+            }
+            let mut decoded: Vec<&mut [u8]> = Vec::with_capacity(direct.len());
+            for ((f, i, _, (digest, stored, len)), buffer) in direct.iter().zip(buffers.iter_mut())
+            {
+                let aligned = aligned_part(buffer, *len as usize);
+                let n = codec::decode_unverified_into(&catalog::blob_key(digest), stored, aligned)
+                    .map_err(|source| self.chunk_error(*f, *i, source))?;
+                check_chunk_len(self.backup, &self.layout.files[*f], *i, n as u64, *len)?;
+                decoded.push(aligned);
+            }
+            let pieces: Vec<&[u8]> = decoded.iter().map(|d| &**d).collect();
+            let actual = multihash::digest_many(&pieces);
+            for ((f, i, file, (digest, _, len)), (piece, actual)) in
+                direct.iter().zip(pieces.iter().zip(actual))
+            {
+                codec::check_decoded(&catalog::blob_key(digest), actual, *digest)
+                    .map_err(|source| self.chunk_error(*f, *i, source))?;
+                let path = &self.files[*f].path;
+                file.write_all_at(piece, i * self.chunk_size)
+                    .map_err(|e| Error::io("write", path, e))?;
+                self.progress.done_bytes.fetch_add(*len, Ordering::Relaxed);
+            }
+            Ok::<_, Error>(())
+        })();
+        self.buffers.put(buffers);
+        written?;
+        for (f, _, file, _) in &direct {
+            self.job_done(*f, file)?;
+        }
+        Ok(())
+    }
+
+    /// The open file `f`: opened by whichever of its chunks comes first (it was created,
+    /// empty and at its size, before the chunks started); says whether it has `O_DIRECT`.
+    fn open(&self, f: usize) -> Result<(Arc<File>, bool)> {
+        let open = &self.files[f];
+        let mut slot = open.file.lock().expect("file slot");
+        if let Some((file, direct)) = &*slot {
+            return Ok((file.clone(), *direct));
+        }
+        // Never follow a link put in its place.
+        let node = &self.layout.files[f];
+        let (file, direct) =
+            open_for_chunks(&open.path, direct_io_fits(node.size, self.chunk_size))?;
+        let file = Arc::new(file);
+        *slot = Some((file.clone(), direct));
+        Ok((file, direct))
+    }
+
+    /// Decodes, verifies and writes chunk `index` of file `f` through the page cache.
+    fn write_buffered(
+        &self,
+        f: usize,
+        index: u64,
+        file: &File,
+        digest: Digest,
+        stored: &[u8],
+        len: u64,
+    ) -> Result<()> {
+        let path = &self.files[f].path;
+        let start = index * self.chunk_size;
+        let mut at = start;
+        let node = &self.layout.files[f];
+        decode_checked(
+            self.backup,
+            node,
+            index,
+            digest,
+            stored,
+            len,
+            &mut |piece| {
                 file.write_all_at(piece, at)
                     .map_err(|source| tidemark_store::Error::Io {
                         op: "write",
-                        path: open.path.clone(),
+                        path: path.clone(),
                         source,
                     })?;
                 at += piece.len() as u64;
                 Ok(())
-            })?;
-            if sync_each {
-                // Start this chunk's write-back now, so that it overlaps the decoding of the
-                // next ones and the file's fsync finds little left to wait for.
-                start_write_back(&file, start, len);
-            }
+            },
+        )?;
+        if self.sync_each {
+            // Start this chunk's write-back now, so that it overlaps the decoding of the
+            // next ones and the file's fsync finds little left to wait for.
+            start_write_back(file, start, len);
         }
-        progress.done_bytes.fetch_add(len, Ordering::Relaxed);
+        self.progress.done_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
     }
-    if open.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+
+    /// Counts one of file `f`'s jobs as done; the last one sets the file's time and mode,
+    /// makes it durable and closes it.
+    fn job_done(&self, f: usize, file: &File) -> Result<()> {
+        let open = &self.files[f];
+        if open.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return Ok(());
+        }
+        let node = &self.layout.files[f];
         file.set_modified(system_time(node.mtime))
             .map_err(|e| Error::io("set the time of", &open.path, e))?;
         file.set_permissions(fs::Permissions::from_mode(node.mode))
             .map_err(|e| Error::io("chmod", &open.path, e))?;
-        if sync_each {
+        if self.sync_each {
             file.sync_all()
                 .map_err(|e| Error::io("fsync", &open.path, e))?;
         }
         open.file.lock().expect("file slot").take();
-        progress.done_files.fetch_add(1, Ordering::Relaxed);
+        self.progress.done_files.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
-    Ok(())
+
+    fn chunk_error(&self, f: usize, index: u64, source: tidemark_store::Error) -> Error {
+        let node = &self.layout.files[f];
+        Error::Chunk {
+            path: entry_name(node.root, &node.path),
+            index,
+            source,
+        }
+    }
+}
+
+/// The buffers batches decode their direct chunks into, reused from batch to batch (a
+/// fresh megabyte would be zeroed and faulted in for every chunk). Shared rather than
+/// per thread: the blocking pool runs batches on whichever of its threads is free, and
+/// buffers kept by every thread that ever ran one added up to 150 MiB.
+#[derive(Default)]
+struct BufferPool(Mutex<Vec<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    fn take(&self) -> Vec<Vec<u8>> {
+        self.0
+            .lock()
+            .expect("buffer pool")
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn put(&self, buffers: Vec<Vec<u8>>) {
+        self.0.lock().expect("buffer pool").push(buffers);
+    }
+}
+
+/// The first `len` bytes of `buffer` that start at a [`DIRECT_ALIGN`] boundary, growing
+/// the buffer if it is too small.
+fn aligned_part(buffer: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    let need = len + DIRECT_ALIGN;
+    if buffer.len() < need {
+        buffer.resize(need, 0);
+    }
+    let skip = buffer.as_ptr().align_offset(DIRECT_ALIGN);
+    &mut buffer[skip..skip + len]
 }
 
 thread_local! {
@@ -1034,45 +1185,6 @@ fn open_for_chunks(path: &Path, direct: bool) -> Result<(File, bool)> {
         open(0).map(|f| (f, false))
     };
     opened.map_err(|e| Error::io("open", path, e))
-}
-
-/// Decodes and verifies a chunk into an aligned buffer (one per blocking-pool thread),
-/// then writes it with one direct write: nothing reaches the file before it is verified.
-#[allow(clippy::too_many_arguments)]
-fn write_chunk_direct(
-    backup: &str,
-    node: &FileNode,
-    file: &File,
-    path: &Path,
-    index: u64,
-    start: u64,
-    digest: Digest,
-    stored: &[u8],
-    len: u64,
-) -> Result<()> {
-    thread_local! {
-        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    BUFFER.with(|buffer| {
-        let mut buffer = buffer.borrow_mut();
-        let need = len as usize + DIRECT_ALIGN;
-        if buffer.len() < need {
-            buffer.resize(need, 0);
-        }
-        let skip = buffer.as_ptr().align_offset(DIRECT_ALIGN);
-        let aligned = &mut buffer[skip..skip + len as usize];
-        // Decoded in place, frame by frame, and hashed there: no copy of the megabyte.
-        let key = catalog::blob_key(&digest);
-        let n =
-            codec::decode_into(&key, digest, stored, aligned).map_err(|source| Error::Chunk {
-                path: entry_name(node.root, &node.path),
-                index,
-                source,
-            })?;
-        check_chunk_len(backup, node, index, n as u64, len)?;
-        file.write_all_at(aligned, start)
-            .map_err(|e| Error::io("write", path, e))
-    })
 }
 
 /// Decodes and verifies chunk `index` of `node` (the blob `digest`, stored as `stored`)
@@ -1735,17 +1847,23 @@ mod tests {
         assert!(!direct_io_fits(0, 1 << 20));
         assert!(!direct_io_fits(8192, 1000));
         // 8 KiB chunks: a relation-like file (direct), a small one (buffered).
+        // Direct chunks are verified in batches, hashed side by side: several direct
+        // files (one ending in a half chunk, so a batch holds unequal lengths) and more
+        // chunks than one batch holds.
         let fx = Fixture::with_chunk(8192);
         let relation = content(5 * 8192, 3);
+        let uneven = content(9 * 8192 + 4096, 5);
         let small = content(3 * 8192 + 100, 4);
         let entries = vec![
             dir("base", 0o700),
             fx.file(None, "base/16384", &relation, 0o600).await,
+            fx.file(None, "base/16386", &uneven, 0o600).await,
             fx.file(None, "base/PG_VERSION", &small, 0o600).await,
         ];
         fx.backup("20261121T103207Z", entries).await;
         fx.restore(None).await.unwrap();
         assert_eq!(fs::read(fx.path("pgdata/base/16384")).unwrap(), relation);
+        assert_eq!(fs::read(fx.path("pgdata/base/16386")).unwrap(), uneven);
         assert_eq!(fs::read(fx.path("pgdata/base/PG_VERSION")).unwrap(), small);
 
         // A corrupt chunk of a direct file fails the restore before it is written.
@@ -1756,6 +1874,7 @@ mod tests {
         fx.rot(&bad, 2);
         let err = fx.restore(None).await.unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        assert!(err.to_string().contains("base/16385"), "{err}");
         assert!(!fx.path("pgdata").exists());
     }
 

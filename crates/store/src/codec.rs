@@ -457,15 +457,38 @@ fn decompress_frame(
     if compression != Compression::Lz4 {
         return Err(corrupt(key, "compressed frame in an uncompressed blob"));
     }
-    let n = lz4_flex::block::decompress_into(body, out)
-        .map_err(|e| corrupt(key, format!("lz4: {e}")))?;
-    if n != out.len() {
-        return Err(corrupt(
+    match lz4_block_decode(body, out) {
+        Some(n) if n == out.len() => Ok(()),
+        Some(n) => Err(corrupt(
             key,
             format!("frame decoded to {n} bytes, header says {}", out.len()),
-        ));
+        )),
+        None => Err(corrupt(key, "lz4: malformed frame")),
     }
-    Ok(())
+}
+
+/// Decodes one LZ4 block (the format `lz4_flex::block` writes) into `out`, returning the
+/// decoded length, or `None` if the block is malformed or would not fit.
+///
+/// liblz4's `LZ4_decompress_safe` rather than `lz4_flex`: on PostgreSQL relation data it
+/// decodes 16 GB/s against 3.5 GB/s on this machine, and decoding was a quarter of a
+/// restore's CPU. The "safe" variant is liblz4's decoder for untrusted input: it reads only
+/// `body` and writes only `out`, whatever the bytes, and reports bad input as a negative
+/// return (its fuzzed guarantee, and the only one relied on here).
+fn lz4_block_decode(body: &[u8], out: &mut [u8]) -> Option<usize> {
+    let src_len = i32::try_from(body.len()).ok()?;
+    let dst_len = i32::try_from(out.len()).ok()?;
+    // SAFETY: both pointers come from live slices of the given lengths, which do not
+    // overlap (one is shared, one exclusive), and LZ4_decompress_safe stays within them.
+    let n = unsafe {
+        lz4_sys::LZ4_decompress_safe(
+            body.as_ptr().cast(),
+            out.as_mut_ptr().cast(),
+            src_len,
+            dst_len,
+        )
+    };
+    usize::try_from(n).ok()
 }
 
 fn check_digest(key: &Key, actual: Digest, expected: Digest) -> Result<()> {
@@ -478,11 +501,39 @@ fn check_digest(key: &Key, actual: Digest, expected: Digest) -> Result<()> {
     Ok(())
 }
 
+/// Decodes a whole stored blob held in memory straight into `out` like [`decode_into`],
+/// checking its header, frames and length, but **not its digest**: the caller must hash
+/// what `out` holds and pass that to [`check_decoded`] before using it. For callers that
+/// hash several blobs at once ([`crate::multihash`]). Returns the raw length.
+pub fn decode_unverified_into(key: &Key, stored: &[u8], out: &mut [u8]) -> Result<usize> {
+    decode_frames_into(key, stored, out, &mut |_| {})
+}
+
+/// Refuses content that does not hash to its blob's name: `actual` is the SHA-256 of what
+/// [`decode_unverified_into`] produced.
+pub fn check_decoded(key: &Key, actual: Digest, expected: Digest) -> Result<()> {
+    check_digest(key, actual, expected)
+}
+
 /// Decodes and verifies a whole stored blob held in memory straight into `out`, with no
 /// intermediate buffer: each frame is decompressed in place and hashed there. Returns the
 /// raw length. Content longer than `out` is an error (nothing is written past it); what
 /// `out` holds is not proven good unless this returns `Ok`.
 pub fn decode_into(key: &Key, expected: Digest, stored: &[u8], out: &mut [u8]) -> Result<usize> {
+    let mut hasher = Hasher::new();
+    let produced = decode_frames_into(key, stored, out, &mut |piece| hasher.update(piece))?;
+    check_digest(key, hasher.finish(), expected)?;
+    Ok(produced)
+}
+
+/// The frames of a stored blob decoded into `out`, each handed to `each_frame` once it is
+/// in place (while it is still in the cache); checks everything but the digest.
+fn decode_frames_into(
+    key: &Key,
+    stored: &[u8],
+    out: &mut [u8],
+    each_frame: &mut dyn FnMut(&[u8]),
+) -> Result<usize> {
     let Some((header, mut rest)) = stored.split_at_checked(HEADER_LEN) else {
         return Err(corrupt(key, "blob is shorter than its header"));
     };
@@ -493,7 +544,6 @@ pub fn decode_into(key: &Key, expected: Digest, stored: &[u8], out: &mut [u8]) -
             format!("holds {total} bytes, more than the {} expected", out.len()),
         ));
     }
-    let mut hasher = Hasher::new();
     let mut produced = 0usize;
     while !rest.is_empty() {
         let Some((frame_header, after)) = rest.split_at_checked(FRAME_HEADER_LEN) else {
@@ -512,7 +562,7 @@ pub fn decode_into(key: &Key, expected: Digest, stored: &[u8], out: &mut [u8]) -
         } else {
             decompress_frame(key, compression, body, piece)?;
         }
-        hasher.update(piece);
+        each_frame(piece);
         produced += frame.raw_len;
         rest = after;
     }
@@ -522,7 +572,6 @@ pub fn decode_into(key: &Key, expected: Digest, stored: &[u8], out: &mut [u8]) -
             format!("blob ends after {produced} of {total} bytes"),
         ));
     }
-    check_digest(key, hasher.finish(), expected)?;
     Ok(produced)
 }
 
@@ -539,11 +588,24 @@ pub fn decode(key: &Key, expected: Digest, stored: &[u8]) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn key() -> Key {
         Key::new("blobs/test").unwrap()
+    }
+
+    /// Pseudo-random bytes (xorshift64), the same for the same seed: incompressible.
+    pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
     }
 
     fn sample(len: usize) -> Vec<u8> {
@@ -563,15 +625,7 @@ mod tests {
 
     #[test]
     fn a_frame_encoded_into_a_slot_matches_the_appended_encoding() {
-        let mut noise = 0x2545_f491_u32;
-        let incompressible: Vec<u8> = (0..FRAME_RAW_MAX)
-            .map(|_| {
-                noise ^= noise << 13;
-                noise ^= noise >> 17;
-                noise ^= noise << 5;
-                noise as u8
-            })
-            .collect();
+        let incompressible = noise(FRAME_RAW_MAX, 0x2545_f491);
         for compression in [Compression::Lz4, Compression::None] {
             for frame in [
                 &sample(FRAME_RAW_MAX)[..],
@@ -638,9 +692,20 @@ mod tests {
     /// Both ways of decoding a blob held in memory: through [`BlobDecoder`] and in place.
     type Decode = fn(Digest, &[u8]) -> Result<Vec<u8>>;
 
-    fn decoders() -> [(&'static str, Decode); 2] {
+    fn decoders() -> [(&'static str, Decode); 3] {
         [
             ("decode", |digest, stored| decode(&key(), digest, stored)),
+            (
+                "decode_unverified_into + check_decoded",
+                |digest, stored| {
+                    let mut out = vec![0u8; 4 * FRAME_RAW_MAX];
+                    let n = decode_unverified_into(&key(), stored, &mut out)?;
+                    out.truncate(n);
+                    let actual = crate::multihash::digest_many(&[&out])[0];
+                    check_decoded(&key(), actual, digest)?;
+                    Ok(out)
+                },
+            ),
             ("decode_into", |digest, stored| {
                 let mut out = vec![0u8; 4 * FRAME_RAW_MAX];
                 let n = decode_into(&key(), digest, stored, &mut out)?;
@@ -700,6 +765,43 @@ mod tests {
                 Err(Error::UnsupportedFormat { .. })
             ));
         }
+    }
+
+    /// The decoder is liblz4, the encoder lz4_flex: they must agree on the block format,
+    /// and the decoder must refuse (not crash on, not overrun) whatever bytes it is given.
+    #[test]
+    fn liblz4_decodes_what_lz4_flex_encodes_and_refuses_malformed_blocks() {
+        for raw in [
+            sample(FRAME_RAW_MAX),
+            sample(777),
+            vec![0u8; 70_000],
+            b"x".to_vec(),
+        ] {
+            let block = lz4_flex::block::compress(&raw);
+            let mut out = vec![0u8; raw.len()];
+            assert_eq!(lz4_block_decode(&block, &mut out), Some(raw.len()));
+            assert_eq!(out, raw);
+            if raw.len() > 1 {
+                let mut short = vec![0u8; raw.len() - 1];
+                assert_eq!(
+                    lz4_block_decode(&block, &mut short),
+                    None,
+                    "overrun allowed"
+                );
+            }
+            for cut in 1..block.len().min(40) {
+                let got = lz4_block_decode(&block[..block.len() - cut], &mut out);
+                assert_ne!(got, Some(raw.len()), "truncated by {cut} decoded whole");
+            }
+        }
+        // Pseudo-random garbage, including lengths that claim far more than the output.
+        for len in [1usize, 2, 15, 16, 255, 4096] {
+            let garbage = noise(len, len as u64);
+            let mut out = vec![0u8; 64];
+            let _ = lz4_block_decode(&garbage, &mut out); // must return, whatever it says
+        }
+        let mut out = vec![0u8; 64];
+        assert!(lz4_block_decode(&[0xF0, 0xFF, 0xFF, 0xFF], &mut out).is_none());
     }
 
     #[test]

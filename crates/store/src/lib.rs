@@ -23,6 +23,7 @@ pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod key;
+pub mod multihash;
 pub mod pg;
 pub mod repo;
 pub mod url;
