@@ -26,7 +26,7 @@ The segments are the pool bench/archive-push.py prepares (real pgbench WAL, cach
 a data directory (pg_control and PG_VERSION from the pool's cluster) whose pg_wal holds
 hard links to the pool, and renames `.ready` to `.done` after each success, as PostgreSQL does.
 """
-import argparse, importlib.util, json, os, pwd, secrets, shutil, socket, statistics
+import importlib.util, json, os, pwd, secrets, shutil, socket, statistics
 import subprocess, sys, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -155,14 +155,7 @@ def run_mode(args, user, segs, mode, base, s3):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workdir", default="/tmp/tidemark-bench")
-    ap.add_argument("--segments", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--tidemark", default="/work/main/target/release/tidemark")
-    ap.add_argument("--only", help="comma-separated subset of: " + ",".join(MODES))
-    ap.add_argument("--user", default="tidemark-bench", help="unprivileged user to run as")
-    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap = ap_bench.segment_bench_args(__doc__, 100, MODES)
     ap.add_argument("--s3", action="store_true", help="tidemark into S3 (a local s3s-fs)")
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)

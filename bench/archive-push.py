@@ -229,15 +229,21 @@ def run_round(args, user, segs, tools, rnd):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def segment_bench_args(doc, segments, choices):
+    """The options both archive benchmarks take (this one and archive-async.py)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--workdir", default="/tmp/tidemark-bench")
-    ap.add_argument("--segments", type=int, default=200)
+    ap.add_argument("--segments", type=int, default=segments)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tidemark", default="/work/main/target/release/tidemark")
-    ap.add_argument("--only", help="comma-separated subset of: " + ",".join(TOOLS))
+    ap.add_argument("--only", help="comma-separated subset of: " + ",".join(choices))
     ap.add_argument("--user", default="tidemark-bench", help="unprivileged user to run as")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return ap
+
+
+def main():
+    ap = segment_bench_args(__doc__, 200, TOOLS)
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     tools = tuple(t for t in TOOLS if not args.only or t in args.only.split(","))
