@@ -10,9 +10,11 @@
 //!   disk), which keeps every core busy even under the agent's single-threaded runtime.
 //!   Memory stays at one stored chunk per chunk in flight plus a batch of buffers per
 //!   decoder, whatever the size of the backup.
-//! - Chunks in flight come from different files (see `Jobs`): buffered writes to one
-//!   file take its inode lock, and a second writer of the same file spins on it. Files
-//!   are created by one thread running ahead of the chunks (a directory's lock again).
+//! - Batches in flight come from different files (see `Jobs`): buffered writes to one
+//!   file take its inode lock, and a second writer of the same file spins on it. A batch
+//!   holds consecutive chunks, written with one call where they are of one file. Files
+//!   are created by one thread running ahead of the chunks (a directory's lock again),
+//!   the large direct ones with their blocks allocated (see `allocate_blocks`).
 //! - Every chunk is verified (frames, length, SHA-256) before the restore can succeed:
 //!   [`Repo::read_blob`]'s checks, with one ranged read per chunk instead of a size
 //!   request plus a read, and the decoding on the blocking pool. Buffered chunks reach
@@ -26,10 +28,11 @@
 //!   go to the blocking pool in batches of [`multihash::LANES`]: each is decoded into an
 //!   aligned buffer (frames decompressed where they land, no intermediate copy), the batch
 //!   is hashed as that many SHA-256 streams interleaved on one core (nearly twice the
-//!   throughput of one stream; SHA-256 was half the restore's CPU), and each chunk is
-//!   written in one call once it is verified. Other files, and file systems without
+//!   throughput of one stream; SHA-256 was half the restore's CPU), and the batch is
+//!   written once it is all verified. Other files, and file systems without
 //!   `O_DIRECT` (tmpfs), are written buffered, chunk by chunk.
-//! - Durability: every file is fsynced as it is finished, and every directory at the end
+//! - Durability: every file is fsynced once it is finished, in groups (see `Unsynced`:
+//!   fsyncs taken together share their metadata writes), and every directory at the end
 //!   ([`SyncMode::FsyncEach`], the default). Each chunk's write-back is started as soon
 //!   as it is written (`sync_file_range`, as PostgreSQL's `pg_flush_data` does), so the
 //!   disk works while later chunks are decoded and the fsyncs find little left to wait
@@ -663,9 +666,10 @@ impl Prepared {
         // and for `in_flight` chunks when that is more (a remote repository).
         let batch = multihash::LANES;
         let batches_in_flight = decoders().max(self.in_flight.div_ceil(batch));
-        // One lane per chunk in flight: the chunks in flight are then from as many
-        // different places, mostly different files.
-        let jobs = Jobs::new(&self.layout, batches_in_flight * batch);
+        // One lane per batch in flight, a batch's worth of consecutive jobs at a time:
+        // batches in flight are from different places, mostly different files, and a
+        // batch holds neighbouring chunks that are written with one call.
+        let jobs = Jobs::new(&self.layout, batches_in_flight, batch);
         // Files are created by one thread, ahead of the chunks, in the order the chunks
         // need them. Creating takes the directory's lock: creators on several threads
         // mostly spin on it, burning the cores the chunks need (and on ext4 without a
@@ -674,7 +678,15 @@ impl Prepared {
         let creator = Arc::new(Creator::new(jobs.iter(), files.len()));
         let creating = {
             let (creator, files, cancelled) = (creator.clone(), files.clone(), cancelled.clone());
-            let sizes: Vec<u64> = self.layout.files.iter().map(|f| f.size).collect();
+            let sizes: Vec<(u64, bool)> = self
+                .layout
+                .files
+                .iter()
+                .map(|f| {
+                    let allocate = f.size >= chunk_size && direct_io_fits(f.size, chunk_size);
+                    (f.size, allocate)
+                })
+                .collect();
             tokio::task::spawn_blocking(move || creator.run(&files, &sizes, &cancelled))
         };
         // Fetching waits on the repository, decoding and writing on the cores and the
@@ -683,15 +695,17 @@ impl Prepared {
         // buffers.
         let decoders = tokio::sync::Semaphore::new(decoders());
         let buffers = Arc::new(BufferPool::default());
+        let unsynced = Arc::new(Unsynced::default());
         let mut done = futures::stream::iter(jobs.iter())
             .chunks(batch)
             .map(|batch| {
-                let (files, cancelled, progress, creator, buffers) = (
+                let (files, cancelled, progress, creator, buffers, unsynced) = (
                     files.clone(),
                     cancelled.clone(),
                     progress.clone(),
                     creator.clone(),
                     buffers.clone(),
+                    unsynced.clone(),
                 );
                 let layout = self.layout.clone();
                 let decoders = &decoders;
@@ -731,6 +745,7 @@ impl Prepared {
                             sync_each,
                             progress: &progress,
                             buffers: &buffers,
+                            unsynced: &unsynced,
                         };
                         writer.write_batch(&batch, chunks, &creator, &cancelled)
                     })
@@ -751,6 +766,16 @@ impl Prepared {
         // The creator stops at a failure or a cancellation; its own error is the cause of
         // the chunks that gave up waiting for it.
         let created = creating.await.expect("file creation panicked");
+        if created.is_ok() && first_error.is_none() {
+            // The files of the last, unfilled group.
+            let (unsynced, files) = (unsynced.clone(), files.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || unsynced.finish(&files))
+                .await
+                .expect("fsync panicked")
+            {
+                first_error = Some(e);
+            }
+        }
         created.and(first_error.map_or(Ok(()), Err))
     }
 }
@@ -785,16 +810,23 @@ impl Creator {
         }
     }
 
-    fn run(&self, files: &[OpenFile], sizes: &[u64], cancelled: &AtomicBool) -> Result<()> {
+    /// Creates the files at their sizes (`sizes[f]`: the size, and whether to allocate
+    /// the blocks too, see [`allocate_blocks`]).
+    fn run(&self, files: &[OpenFile], sizes: &[(u64, bool)], cancelled: &AtomicBool) -> Result<()> {
         let mut result = Ok(());
         for (k, &f) in self.order.iter().enumerate() {
             if cancelled.load(Ordering::Relaxed) {
                 break;
             }
             let path = &files[f].path;
+            let (size, allocate) = sizes[f];
             let created = create_new(path, 0o600).and_then(|file| {
-                file.set_len(sizes[f])
-                    .map_err(|e| Error::io("allocate", path, e))
+                if allocate {
+                    allocate_blocks(&file, size)
+                } else {
+                    file.set_len(size)
+                }
+                .map_err(|e| Error::io("allocate", path, e))
             });
             if let Err(e) = created {
                 cancelled.store(true, Ordering::Relaxed);
@@ -830,11 +862,13 @@ impl Creator {
 /// memory is per file, not per chunk.
 ///
 /// In file order, job `g` is chunk `g - starts[f]` of the file `f` whose range holds it.
-/// That sequence is cut into `lanes` contiguous runs, and jobs are handed out one from
-/// each run in turn, so that the chunks processed at the same moment belong to different
-/// files: buffered writes to one file hold its inode lock while they copy, and a second
-/// writer of the same file spins on that lock instead of working. Each run still goes
-/// through its files in order, so only a few files are open at once.
+/// That sequence is cut into `lanes` contiguous runs, and jobs are handed out `stride`
+/// at a time from each run in turn. With one batch per lane and a batch's size as the
+/// stride, the batches processed at the same moment belong to different files (buffered
+/// writes to one file hold its inode lock while they copy, and a second writer of the
+/// same file spins on that lock instead of working), while a batch holds consecutive
+/// chunks, which lie back to back in its buffer and go to the disk in one write. Each
+/// run still goes through its files in order, so only a few files are open at once.
 struct Jobs {
     /// The first job of each file, in file order.
     starts: Vec<u64>,
@@ -844,10 +878,12 @@ struct Jobs {
     lanes: u64,
     /// Jobs per run (the last may have fewer).
     per_lane: u64,
+    /// Consecutive jobs of a run handed out together.
+    stride: u64,
 }
 
 impl Jobs {
-    fn new(layout: &Layout, lanes: usize) -> Jobs {
+    fn new(layout: &Layout, lanes: usize, stride: usize) -> Jobs {
         let mut starts = Vec::with_capacity(layout.files.len());
         let mut total = 0u64;
         for f in &layout.files {
@@ -860,6 +896,7 @@ impl Jobs {
             total,
             lanes,
             per_lane: total.div_ceil(lanes).max(1),
+            stride: (stride as u64).max(1),
         }
     }
 
@@ -869,10 +906,18 @@ impl Jobs {
         (f, (g - self.starts[f]) as usize)
     }
 
-    /// The jobs in the order they are handed out.
+    /// The jobs in the order they are handed out: `stride` consecutive jobs of each run
+    /// in turn.
     fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..self.per_lane)
-            .flat_map(move |i| (0..self.lanes).map(move |run| run * self.per_lane + i))
+        let stride = self.stride;
+        (0..self.per_lane.div_ceil(stride))
+            .flat_map(move |step| {
+                (0..self.lanes).flat_map(move |run| {
+                    let first = step * stride;
+                    let last = (first + stride).min(self.per_lane);
+                    (first..last).map(move |i| run * self.per_lane + i)
+                })
+            })
             .filter(move |&g| g < self.total)
             .map(move |g| self.at(g))
     }
@@ -930,6 +975,50 @@ struct ChunkWriter<'a> {
     sync_each: bool,
     progress: &'a Progress,
     buffers: &'a BufferPool,
+    unsynced: &'a Unsynced,
+}
+
+/// Files written but not yet fsynced, fsynced in groups of [`Unsynced::GROUP`] by
+/// whichever writer fills a group, and the rest at the end (every file is durable before
+/// the restore reports success, as before).
+///
+/// Why in groups: on ext4 an fsync of a new file writes the block of the inode table
+/// that holds its inode and its directory's changed block, then flushes the disk's
+/// cache. Fsynced right after it is written, each file pays for those writes while the
+/// next files keep dirtying the same blocks; fsynced together, most find their inode's
+/// block (shared by sixteen inodes) and their directory's already written by the one
+/// before. On the bench database that took the restore from about 3,900 write requests
+/// to 2,900-3,000 (`/proc/diskstats`). Bounded, so that few descriptors stay open.
+#[derive(Default)]
+struct Unsynced(Mutex<Vec<(usize, Arc<File>)>>);
+
+impl Unsynced {
+    const GROUP: usize = 64;
+
+    fn add(&self, f: usize, file: Arc<File>, files: &[OpenFile]) -> Result<()> {
+        let full = {
+            let mut list = self.0.lock().expect("unsynced");
+            list.push((f, file));
+            if list.len() < Self::GROUP {
+                return Ok(());
+            }
+            std::mem::take(&mut *list)
+        };
+        Self::sync(full, files)
+    }
+
+    fn finish(&self, files: &[OpenFile]) -> Result<()> {
+        let rest = std::mem::take(&mut *self.0.lock().expect("unsynced"));
+        Self::sync(rest, files)
+    }
+
+    fn sync(list: Vec<(usize, Arc<File>)>, files: &[OpenFile]) -> Result<()> {
+        for (f, file) in list {
+            file.sync_all()
+                .map_err(|e| Error::io("fsync", &files[f].path, e))?;
+        }
+        Ok(())
+    }
 }
 
 impl ChunkWriter<'_> {
@@ -965,35 +1054,54 @@ impl ChunkWriter<'_> {
         if direct.is_empty() {
             return Ok(());
         }
-        let mut buffers = self.buffers.take();
+        let mut buffer = self.buffers.take();
         let written = (|| {
-            if buffers.len() < direct.len() {
-                buffers.resize_with(direct.len(), Vec::new);
+            // One aligned buffer for the batch, the chunks back to back: every direct
+            // chunk is a multiple of the alignment long, so each starts aligned, and
+            // consecutive chunks of one file lie where one write can take them together.
+            let mut offsets = Vec::with_capacity(direct.len() + 1);
+            offsets.push(0usize);
+            for (_, _, _, (_, _, len)) in &direct {
+                offsets.push(offsets[offsets.len() - 1] + *len as usize);
             }
-            let mut decoded: Vec<&mut [u8]> = Vec::with_capacity(direct.len());
-            for ((f, i, _, (digest, stored, len)), buffer) in direct.iter().zip(buffers.iter_mut())
-            {
-                let aligned = aligned_part(buffer, *len as usize);
-                let n = codec::decode_unverified_into(&catalog::blob_key(digest), stored, aligned)
+            let all = aligned_part(&mut buffer, offsets[direct.len()]);
+            for (k, (f, i, _, (digest, stored, len))) in direct.iter().enumerate() {
+                let piece = &mut all[offsets[k]..offsets[k + 1]];
+                let n = codec::decode_unverified_into(&catalog::blob_key(digest), stored, piece)
                     .map_err(|source| self.chunk_error(*f, *i, source))?;
                 check_chunk_len(self.backup, &self.layout.files[*f], *i, n as u64, *len)?;
-                decoded.push(aligned);
             }
-            let pieces: Vec<&[u8]> = decoded.iter().map(|d| &**d).collect();
+            let piece = |k: usize| &all[offsets[k]..offsets[k + 1]];
+            let pieces: Vec<&[u8]> = (0..direct.len()).map(piece).collect();
             let actual = multihash::digest_many(&pieces);
-            for ((f, i, file, (digest, _, len)), (piece, actual)) in
-                direct.iter().zip(pieces.iter().zip(actual))
-            {
+            for ((f, i, _, (digest, _, _)), actual) in direct.iter().zip(actual) {
                 codec::check_decoded(&catalog::blob_key(digest), actual, *digest)
                     .map_err(|source| self.chunk_error(*f, *i, source))?;
-                let path = &self.files[*f].path;
-                file.write_all_at(piece, i * self.chunk_size)
-                    .map_err(|e| Error::io("write", path, e))?;
-                self.progress.done_bytes.fetch_add(*len, Ordering::Relaxed);
+            }
+            // Verified: written in runs, one call for each run of consecutive chunks of a
+            // file, which lie back to back in the buffer (a larger request, and one
+            // hand-over of the file's lock between writers instead of one per chunk).
+            let mut k = 0;
+            while k < direct.len() {
+                let (f, first, file, _) = &direct[k];
+                let mut end = k + 1;
+                while end < direct.len()
+                    && direct[end].0 == *f
+                    && direct[end].1 == direct[end - 1].1 + 1
+                {
+                    end += 1;
+                }
+                let run = &all[offsets[k]..offsets[end]];
+                file.write_all_at(run, first * self.chunk_size)
+                    .map_err(|e| Error::io("write", &self.files[*f].path, e))?;
+                self.progress
+                    .done_bytes
+                    .fetch_add(run.len() as u64, Ordering::Relaxed);
+                k = end;
             }
             Ok::<_, Error>(())
         })();
-        self.buffers.put(buffers);
+        self.buffers.put(buffer);
         written?;
         for (f, _, file, _) in &direct {
             self.job_done(*f, file)?;
@@ -1059,8 +1167,8 @@ impl ChunkWriter<'_> {
         Ok(())
     }
 
-    /// Counts one of file `f`'s jobs as done; the last one sets the file's time and mode,
-    /// makes it durable and closes it.
+    /// Counts one of file `f`'s jobs as done; the last one sets the file's time and mode
+    /// and hands it over to be made durable (see [`Unsynced`]) and closed.
     fn job_done(&self, f: usize, file: &File) -> Result<()> {
         let open = &self.files[f];
         if open.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
@@ -1071,11 +1179,12 @@ impl ChunkWriter<'_> {
             .map_err(|e| Error::io("set the time of", &open.path, e))?;
         file.set_permissions(fs::Permissions::from_mode(node.mode))
             .map_err(|e| Error::io("chmod", &open.path, e))?;
+        let slot = open.file.lock().expect("file slot").take();
         if self.sync_each {
-            file.sync_all()
-                .map_err(|e| Error::io("fsync", &open.path, e))?;
+            if let Some((file, _)) = slot {
+                self.unsynced.add(f, file, self.files)?;
+            }
         }
-        open.file.lock().expect("file slot").take();
         self.progress.done_files.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -1090,15 +1199,16 @@ impl ChunkWriter<'_> {
     }
 }
 
-/// The buffers batches decode their direct chunks into, reused from batch to batch (a
+/// The buffers batches decode their direct chunks into (one per batch, the chunks back
+/// to back), reused from batch to batch (a
 /// fresh megabyte would be zeroed and faulted in for every chunk). Shared rather than
 /// per thread: the blocking pool runs batches on whichever of its threads is free, and
 /// buffers kept by every thread that ever ran one added up to 150 MiB.
 #[derive(Default)]
-struct BufferPool(Mutex<Vec<Vec<Vec<u8>>>>);
+struct BufferPool(Mutex<Vec<Vec<u8>>>);
 
 impl BufferPool {
-    fn take(&self) -> Vec<Vec<u8>> {
+    fn take(&self) -> Vec<u8> {
         self.0
             .lock()
             .expect("buffer pool")
@@ -1106,8 +1216,8 @@ impl BufferPool {
             .unwrap_or_default()
     }
 
-    fn put(&self, buffers: Vec<Vec<u8>>) {
-        self.0.lock().expect("buffer pool").push(buffers);
+    fn put(&self, buffer: Vec<u8>) {
+        self.0.lock().expect("buffer pool").push(buffer);
     }
 }
 
@@ -1245,6 +1355,30 @@ fn start_write_back(file: &File, offset: u64, len: u64) {
             len as libc::off64_t,
             libc::SYNC_FILE_RANGE_WRITE,
         );
+    }
+}
+
+/// Gives a new, empty file its size with its blocks allocated (`fallocate(2)`), where the
+/// file system can; else sets only the size (a sparse file).
+///
+/// For the large files written with `O_DIRECT`: ext4 serialises direct writes that
+/// allocate blocks on the file's lock, each waiting for the disk, while writes into
+/// allocated blocks go ahead side by side; one allocation up front also replaces one per
+/// write. On the bench database (800 MiB, alternating restores into fresh directories,
+/// 4 rounds) restores took a median 0.81 s with it against 0.91 s without. It also makes
+/// a full disk fail the restore at the start of the file rather than midway.
+fn allocate_blocks(file: &File, size: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(size)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+    // SAFETY: fallocate only reads the descriptor, which `file` keeps open.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(size),
+        _ => Err(err),
     }
 }
 
@@ -1494,7 +1628,7 @@ mod tests {
     }
 
     /// The order [`Jobs`] computes, built the plain way.
-    fn interleaved(layout: &Layout, lanes: usize) -> Vec<(usize, usize)> {
+    fn interleaved(layout: &Layout, lanes: usize, stride: usize) -> Vec<(usize, usize)> {
         let jobs: Vec<(usize, usize)> = layout
             .files
             .iter()
@@ -1504,8 +1638,10 @@ mod tests {
         let per_lane = jobs.len().div_ceil(lanes).max(1);
         let runs: Vec<&[(usize, usize)]> = jobs.chunks(per_lane).collect();
         let mut out = Vec::new();
-        for i in 0..per_lane {
-            out.extend(runs.iter().filter_map(|run| run.get(i)));
+        for step in (0..per_lane).step_by(stride) {
+            for run in &runs {
+                out.extend(run.iter().skip(step).take(stride));
+            }
         }
         out
     }
@@ -1529,10 +1665,16 @@ mod tests {
         )
         .unwrap();
         layout.files = vec![node(3), node(3), node(1)];
-        let jobs = Jobs::new(&layout, 2);
+        let jobs = Jobs::new(&layout, 2, 1);
         assert_eq!(
             jobs.iter().collect::<Vec<_>>(),
             [(0, 0), (1, 1), (0, 1), (1, 2), (0, 2), (2, 0), (1, 0)]
+        );
+        // Two at a time from each run: consecutive chunks of a file go out together.
+        let jobs = Jobs::new(&layout, 2, 2);
+        assert_eq!(
+            jobs.iter().collect::<Vec<_>>(),
+            [(0, 0), (0, 1), (1, 1), (1, 2), (0, 2), (1, 0), (2, 0)]
         );
         layout.files = vec![
             node(0),
@@ -1544,15 +1686,18 @@ mod tests {
             node(7),
         ];
         for lanes in 1..12 {
-            let computed: Vec<_> = Jobs::new(&layout, lanes).iter().collect();
-            assert_eq!(computed, interleaved(&layout, lanes), "{lanes} lanes");
-            let mut sorted = computed;
-            sorted.sort();
-            sorted.dedup();
-            assert_eq!(sorted.len(), 5 + 1 + 1 + 1 + 12 + 1 + 7);
+            for stride in 1..6 {
+                let computed: Vec<_> = Jobs::new(&layout, lanes, stride).iter().collect();
+                let expected = interleaved(&layout, lanes, stride);
+                assert_eq!(computed, expected, "{lanes} lanes, stride {stride}");
+                let mut sorted = computed;
+                sorted.sort();
+                sorted.dedup();
+                assert_eq!(sorted.len(), 5 + 1 + 1 + 1 + 12 + 1 + 7);
+            }
         }
         layout.files.clear();
-        assert_eq!(Jobs::new(&layout, 3).iter().count(), 0);
+        assert_eq!(Jobs::new(&layout, 3, 4).iter().count(), 0);
     }
 
     #[tokio::test]
