@@ -8,7 +8,7 @@
 //!   verified and written with `pwrite` at its offsets on the blocking pool (batches of
 //!   two chunks per core at a time, so that one is decoded while another waits on the
 //!   disk), which keeps every core busy even under the agent's single-threaded runtime.
-//!   Memory stays at one stored chunk per chunk in flight plus a batch of buffers per
+//!   Memory stays at one stored chunk per chunk in flight plus one batch's buffer per
 //!   decoder, whatever the size of the backup.
 //! - Batches in flight come from different files (see `Jobs`): buffered writes to one
 //!   file take its inode lock, and a second writer of the same file spins on it. A batch
@@ -1200,10 +1200,10 @@ impl ChunkWriter<'_> {
 }
 
 /// The buffers batches decode their direct chunks into (one per batch, the chunks back
-/// to back), reused from batch to batch (a
-/// fresh megabyte would be zeroed and faulted in for every chunk). Shared rather than
-/// per thread: the blocking pool runs batches on whichever of its threads is free, and
-/// buffers kept by every thread that ever ran one added up to 150 MiB.
+/// to back), reused from batch to batch (fresh megabytes would be zeroed and faulted in
+/// for every batch). Shared rather than per thread: the blocking pool runs batches on
+/// whichever of its threads is free, and buffers kept by every thread that ever ran one
+/// added up to 150 MiB.
 #[derive(Default)]
 struct BufferPool(Mutex<Vec<Vec<u8>>>);
 
