@@ -187,7 +187,7 @@ fn a_config_file_with_secrets_readable_by_others_is_flagged() {
 async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
     use std::sync::Arc;
     use tidemark_store::backend::local::LocalBackend;
-    use tidemark_store::backup::{BackupRecord, EntryKind, FileEntry, FileList, FILE_LIST_FORMAT};
+    use tidemark_store::backup::{BackupRecord, EntryKind, FileEntry, CHUNK_SIZE, PAGE_BYTES};
     use tidemark_store::catalog::Stanza;
     use tidemark_store::{Compression, Repo};
 
@@ -210,23 +210,15 @@ async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
             },
         })
         .collect();
-    let list = FileList {
-        format: FILE_LIST_FORMAT,
-        entries,
-    };
-    let list = repo
-        .put_blob(bytes::Bytes::from(list.to_bytes()))
-        .await
-        .unwrap();
-    let manifest = repo
-        .put_blob(bytes::Bytes::from_static(b"{}\n"))
+    let entries: Vec<FileEntry> = entries;
+    let (list, _) = repo
+        .put_file_list(&entries, b"{}\n", CHUNK_SIZE, PAGE_BYTES)
         .await
         .unwrap();
     let at = chrono::Utc::now();
     let record = BackupRecord {
         label: "crafted".into(),
         file_list: list.digest,
-        pg_manifest: manifest.digest,
         files: paths.len() as u64,
         size: content.len() as u64 * paths.len() as u64,
         chunks: paths.len() as u64,

@@ -25,9 +25,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tidemark_recovery::restore::{prepare, Progress, RestoreRequest, SyncMode};
 use tidemark_store::backend::local::LocalBackend;
-use tidemark_store::backup::{
-    BackupRecord, EntryKind, FileEntry, FileList, CHUNK_SIZE, FILE_LIST_FORMAT,
-};
+use tidemark_store::backup::{BackupRecord, EntryKind, FileEntry, CHUNK_SIZE, PAGE_BYTES};
 use tidemark_store::catalog::Stanza;
 use tidemark_store::{Compression, Repo};
 
@@ -168,28 +166,21 @@ async fn main() {
         entries.push(store_file(&repo, path, size, &mut pages, &mut rng).await);
     }
     let files = entries.len() - 1;
-    let list = FileList {
-        format: FILE_LIST_FORMAT,
-        entries,
-    };
-    let list_digest = repo
-        .put_blob(Bytes::from(list.to_bytes()))
-        .await
-        .unwrap()
-        .digest;
-    let manifest = repo
-        .put_blob(Bytes::from_static(
+    let (list, _) = repo
+        .put_file_list(
+            &entries,
             b"{\"PostgreSQL-Backup-Manifest-Version\": 1}\n",
-        ))
+            CHUNK_SIZE,
+            PAGE_BYTES,
+        )
         .await
-        .unwrap()
-        .digest;
+        .unwrap();
+    let list_digest = list.digest;
     let now = chrono::Utc::now();
     let bytes = (mib as u64) << 20;
     let record = BackupRecord {
         label: "bench".into(),
         file_list: list_digest,
-        pg_manifest: manifest,
         files: files as u64,
         size: bytes,
         ..BackupRecord::example("20261121T000000Z", now)

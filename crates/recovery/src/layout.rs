@@ -2,9 +2,9 @@
 //!
 //! The file list comes from the repository and is not trusted: a crafted or damaged list
 //! must not make a restore write outside its target directories, follow a link it did
-//! not create, or produce a file whose content does not add up. [`check`] turns a
-//! [`FileList`] plus its [`BackupRecord`] into a [`Layout`] or refuses it, naming the
-//! entry and why:
+//! not create, or produce a file whose content does not add up. A [`Checker`] is fed the
+//! list's pages in order and turns them, with the [`BackupRecord`], into a [`Layout`] or
+//! refuses them, naming the entry and why:
 //!
 //! - every path is relative and made of normal components (no empty, `.` or `..`
 //!   component, no NUL);
@@ -17,11 +17,18 @@
 //! - modes are masked to `0o7777`.
 //!
 //! Directories that entries need but the list does not name are created with mode 0700.
+//!
+//! The list is checked whole before anything is written, but held a page at a time: the
+//! [`Layout`] keeps the directories and totals, and the files of each page are produced
+//! again from the page, when the restore writes them ([`Layout::page_files`]; a page is a
+//! blob named by its digest, so it reads back the same). What the check keeps per entry
+//! is a 16-byte hash of its path with its kind (duplicates, and what lies beneath a file
+//! or a link), and per directory that holds entries its path.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
-use tidemark_store::backup::{BackupRecord, EntryKind, FileList};
+use tidemark_store::backup::{BackupRecord, Chunked, EntryKind, FileEntry, FileList, FileListPage};
 use tidemark_store::Digest;
 
 use crate::{Error, Result};
@@ -81,21 +88,36 @@ pub struct FileNode {
 }
 
 /// A checked file list: what a restore creates, in an order that is safe to create in.
+/// Files come page by page from [`Layout::page_files`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
     /// The chunk size of the backup.
     pub chunk_size: u64,
     /// Directories, parents before children.
     pub dirs: Vec<DirNode>,
-    /// Regular files.
-    pub files: Vec<FileNode>,
     /// The tablespaces whose `pg_tblspc/<oid>` link the restore creates (all of the
     /// record's).
     pub links: Vec<u32>,
+    /// Number of regular files to create.
+    pub files: u64,
     /// Total bytes of the files.
     pub bytes: u64,
     /// Total chunks of the files.
     pub chunks: u64,
+    /// The list's pages, in order.
+    pub pages: Vec<Digest>,
+    /// PostgreSQL's `backup_manifest`, checked to have the chunks its size needs.
+    pub pg_manifest: Chunked,
+    rules: Rules,
+}
+
+/// The regular files of one page of the list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageFiles {
+    /// The chunk size of the backup.
+    pub chunk_size: u64,
+    /// The files, in the list's order.
+    pub files: Vec<FileNode>,
 }
 
 impl fmt::Display for Root {
@@ -120,72 +142,85 @@ pub fn chunk_count(size: u64, chunk_size: u64) -> u64 {
     size.div_ceil(chunk_size)
 }
 
-/// Checks `list` against `record` and returns what to create, or the first problem. The
-/// list is consumed: its chunk digests move into the layout rather than being copied.
-pub fn check(record: &BackupRecord, list: FileList) -> Result<Layout> {
-    let bad_record = |detail: String| Error::BadRecord {
-        backup: record.id.clone(),
-        detail,
-    };
-    if record.chunk_size == 0 || record.chunk_size > MAX_CHUNK_SIZE {
-        return Err(bad_record(format!(
-            "chunk size {} is outside 1..={MAX_CHUNK_SIZE}",
-            record.chunk_size
-        )));
+/// What the record says about entries: the chunk size and the tablespaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rules {
+    backup: String,
+    chunk_size: u64,
+    tablespaces: BTreeSet<u32>,
+}
+
+/// One entry, checked on its own.
+enum Node {
+    Dir(DirNode),
+    File(FileNode),
+    /// Nothing to create from the list: a tablespace link (the restore makes it) or a
+    /// file the restore writes itself.
+    Skipped,
+}
+
+impl Rules {
+    fn new(record: &BackupRecord) -> Result<Rules> {
+        let bad_record = |detail: String| Error::BadRecord {
+            backup: record.id.clone(),
+            detail,
+        };
+        if record.chunk_size == 0 || record.chunk_size > MAX_CHUNK_SIZE {
+            return Err(bad_record(format!(
+                "chunk size {} is outside 1..={MAX_CHUNK_SIZE}",
+                record.chunk_size
+            )));
+        }
+        let mut tablespaces = BTreeSet::new();
+        for ts in &record.tablespaces {
+            if !tablespaces.insert(ts.oid) {
+                return Err(bad_record(format!("tablespace {} is listed twice", ts.oid)));
+            }
+        }
+        Ok(Rules {
+            backup: record.id.clone(),
+            chunk_size: record.chunk_size,
+            tablespaces,
+        })
     }
-    let mut tablespaces = BTreeSet::new();
-    for ts in &record.tablespaces {
-        if !tablespaces.insert(ts.oid) {
-            return Err(bad_record(format!("tablespace {} is listed twice", ts.oid)));
+
+    fn refuse(&self, root: Root, path: &str, reason: String) -> Error {
+        Error::UnsafeEntry {
+            backup: self.backup.clone(),
+            entry: entry_name(root, path),
+            reason,
         }
     }
-    let refuse = |root: Root, path: &str, reason: String| Error::UnsafeEntry {
-        backup: record.id.clone(),
-        entry: entry_name(root, path),
-        reason,
-    };
 
-    // First pass: each entry on its own.
-    let mut kinds: BTreeMap<(Root, String), Kind> = BTreeMap::new();
-    let mut layout = Layout {
-        chunk_size: record.chunk_size,
-        dirs: Vec::new(),
-        files: Vec::new(),
-        links: tablespaces.iter().copied().collect(),
-        bytes: 0,
-        chunks: 0,
-    };
-    for entry in list.entries {
-        let root = match entry.tablespace {
-            None => Root::Data,
-            Some(oid) if tablespaces.contains(&oid) => Root::Tablespace(oid),
-            Some(oid) => {
-                return Err(refuse(
-                    Root::Tablespace(oid),
-                    &entry.path,
-                    "the backup has no tablespace with this OID".into(),
-                ))
-            }
-        };
+    /// Where `entry` lives, checked.
+    fn root(&self, entry: &FileEntry) -> Result<Root> {
+        match entry.tablespace {
+            None => Ok(Root::Data),
+            Some(oid) if self.tablespaces.contains(&oid) => Ok(Root::Tablespace(oid)),
+            Some(oid) => Err(self.refuse(
+                Root::Tablespace(oid),
+                &entry.path,
+                "the backup has no tablespace with this OID".into(),
+            )),
+        }
+    }
+
+    /// The checks that need only the entry itself.
+    fn node(&self, root: Root, entry: FileEntry) -> Result<Node> {
         let path = entry.path.as_str();
         if let Err(reason) = check_path(path) {
-            return Err(refuse(root, path, reason));
+            return Err(self.refuse(root, path, reason));
         }
-        let kind = match entry.kind {
-            EntryKind::File { .. } => Kind::File,
-            EntryKind::Dir => Kind::Dir,
-            EntryKind::Symlink { .. } => Kind::Symlink,
-        };
-        if kinds.insert((root, path.to_string()), kind).is_some() {
-            return Err(refuse(root, path, "the path appears twice".into()));
-        }
+        let kind = Kind::of(&entry.kind);
         if root == Root::Data {
-            if let Some((link, _)) = path
-                .match_indices('/')
-                .map(|(i, _)| path.split_at(i))
-                .find(|(p, _)| tablespace_link_oid(p).is_some_and(|o| tablespaces.contains(&o)))
+            if let Some((link, _)) =
+                path.match_indices('/')
+                    .map(|(i, _)| path.split_at(i))
+                    .find(|(p, _)| {
+                        tablespace_link_oid(p).is_some_and(|o| self.tablespaces.contains(&o))
+                    })
             {
-                return Err(refuse(
+                return Err(self.refuse(
                     root,
                     path,
                     format!("lies beneath {link}, the link the restore makes to its tablespace"),
@@ -195,132 +230,244 @@ pub fn check(record: &BackupRecord, list: FileList) -> Result<Layout> {
         let tablespace_link = (root == Root::Data)
             .then(|| tablespace_link_oid(path))
             .flatten()
-            .filter(|oid| tablespaces.contains(oid));
+            .filter(|oid| self.tablespaces.contains(oid));
         if let Some(oid) = tablespace_link {
             if kind != Kind::Symlink {
-                return Err(refuse(
+                return Err(self.refuse(
                     root,
                     path,
                     format!("must be the link to tablespace {oid}, not a file or directory"),
                 ));
             }
             // The restore makes this link itself, to the tablespace's target.
-            continue;
+            return Ok(Node::Skipped);
         }
         if root == Root::Data && (RESTORE_WRITES.contains(&path) || path == AUTO_CONF) {
             if kind != Kind::File {
-                return Err(refuse(
+                return Err(self.refuse(
                     root,
                     path,
                     "the restore writes this file itself; it must be a regular file".into(),
                 ));
             }
             if RESTORE_WRITES.contains(&path) {
-                continue;
+                return Ok(Node::Skipped);
             }
         }
         let mode = entry.mode & 0o7777;
         match entry.kind {
-            EntryKind::Symlink { .. } => return Err(refuse(
+            EntryKind::Symlink { .. } => Err(self.refuse(
                 root,
                 path,
                 "symbolic links are allowed only as pg_tblspc/<oid> for a tablespace of the backup"
                     .into(),
             )),
-            EntryKind::Dir => layout.dirs.push(DirNode {
+            EntryKind::Dir => Ok(Node::Dir(DirNode {
                 root,
-                path: path.to_string(),
+                path: entry.path,
                 mode,
                 mtime: Some(entry.mtime),
-            }),
+            })),
             EntryKind::File { chunks } => {
-                let expected = chunk_count(entry.size, record.chunk_size);
+                let expected = chunk_count(entry.size, self.chunk_size);
                 if chunks.len() as u64 != expected {
-                    return Err(refuse(
+                    return Err(self.refuse(
                         root,
                         path,
                         format!(
                             "{} bytes make {expected} chunks of {}, the list has {}",
                             entry.size,
-                            record.chunk_size,
+                            self.chunk_size,
                             chunks.len()
                         ),
                     ));
                 }
-                layout.bytes = layout
-                    .bytes
-                    .checked_add(entry.size)
-                    .ok_or_else(|| refuse(root, path, "sizes add up past 2^64 bytes".into()))?;
-                layout.chunks += expected;
-                layout.files.push(FileNode {
+                Ok(Node::File(FileNode {
                     root,
-                    path: path.to_string(),
+                    path: entry.path,
                     mode,
                     mtime: entry.mtime,
                     size: entry.size,
                     chunks,
-                });
+                }))
             }
         }
     }
+}
 
-    // Second pass: what lies above each entry. Every ancestor must be a directory (named
-    // or implied); implied ones are created with mode 0700.
-    let mut implied: BTreeSet<(Root, String)> = BTreeSet::new();
-    if !tablespaces.is_empty() {
-        implied.insert((Root::Data, "pg_tblspc".to_string()));
+/// A 16-byte hash of where an entry lives and its path: what the check keeps per entry
+/// (a map entry of 17 bytes).
+fn path_key(root: Root, path: &str) -> [u8; 16] {
+    let tag = match root {
+        Root::Data => "data".to_string(),
+        Root::Tablespace(oid) => format!("tablespace {oid}"),
+    };
+    let digest = Digest::of(format!("{tag}\0{path}").as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest.0[..16]);
+    key
+}
+
+/// Checks a file list page by page; see the module docs.
+pub struct Checker {
+    rules: Rules,
+    /// Every entry's kind, by its path's hash.
+    kinds: HashMap<[u8; 16], Kind>,
+    /// Every directory that holds an entry, with one of those entries (for messages).
+    parents: BTreeMap<Root, BTreeMap<String, String>>,
+    dirs: Vec<DirNode>,
+    files: u64,
+    bytes: u64,
+    chunks: u64,
+}
+
+impl Checker {
+    /// A checker for the backup of `record`; refuses a record that cannot be restored.
+    pub fn new(record: &BackupRecord) -> Result<Checker> {
+        Ok(Checker {
+            rules: Rules::new(record)?,
+            kinds: HashMap::new(),
+            parents: BTreeMap::new(),
+            dirs: Vec::new(),
+            files: 0,
+            bytes: 0,
+            chunks: 0,
+        })
     }
-    for (root, path) in kinds.keys() {
-        let (root, path) = (*root, path.as_str());
+
+    /// Checks the entries of the next page.
+    pub fn add_page(&mut self, page: FileListPage) -> Result<()> {
+        for entry in page.entries {
+            self.add(entry)?;
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, entry: FileEntry) -> Result<()> {
+        let root = self.rules.root(&entry)?;
+        let kind = Kind::of(&entry.kind);
+        let path = entry.path.clone();
+        let node = self.rules.node(root, entry)?;
+        if self.kinds.insert(path_key(root, &path), kind).is_some() {
+            return Err(self
+                .rules
+                .refuse(root, &path, "the path appears twice".into()));
+        }
+        let parents = self.parents.entry(root).or_default();
         for (i, _) in path.match_indices('/') {
-            let ancestor = &path[..i];
-            match kinds.get(&(root, ancestor.to_string())) {
+            if !parents.contains_key(&path[..i]) {
+                parents.insert(path[..i].to_string(), path.clone());
+            }
+        }
+        match node {
+            Node::Dir(dir) => self.dirs.push(dir),
+            Node::File(file) => {
+                self.bytes = self.bytes.checked_add(file.size).ok_or_else(|| {
+                    self.rules
+                        .refuse(root, &path, "sizes add up past 2^64 bytes".into())
+                })?;
+                self.files += 1;
+                self.chunks += file.chunks.len() as u64;
+            }
+            Node::Skipped => {}
+        }
+        Ok(())
+    }
+
+    /// The layout of the whole list: checks what lies above each entry (every ancestor
+    /// must be a directory, named or implied; implied ones are created with mode 0700)
+    /// and the server's manifest.
+    pub fn finish(mut self, list: FileList) -> Result<Layout> {
+        let rules = &self.rules;
+        if !rules.tablespaces.is_empty() {
+            self.parents
+                .entry(Root::Data)
+                .or_default()
+                .entry("pg_tblspc".to_string())
+                .or_insert_with(|| "pg_tblspc/<oid>".to_string());
+        }
+        let parents = self
+            .parents
+            .iter()
+            .flat_map(|(root, dirs)| dirs.iter().map(move |(dir, child)| (root, dir, child)));
+        for (root, ancestor, child) in parents {
+            match self.kinds.get(&path_key(*root, ancestor)) {
                 Some(Kind::Dir) => {}
+                Some(Kind::File) if *root == Root::Data && ancestor == "pg_tblspc" => {
+                    return Err(rules.refuse(
+                        Root::Data,
+                        "pg_tblspc",
+                        "must be a directory: it holds the tablespace links".into(),
+                    ))
+                }
                 Some(Kind::File) => {
-                    return Err(refuse(
-                        root,
-                        path,
+                    return Err(rules.refuse(
+                        *root,
+                        child,
                         format!("lies beneath the file {ancestor}"),
                     ))
                 }
                 Some(Kind::Symlink) => {
-                    return Err(refuse(
-                        root,
-                        path,
+                    return Err(rules.refuse(
+                        *root,
+                        child,
                         format!("lies beneath the symbolic link {ancestor}"),
                     ))
                 }
-                None => {
-                    implied.insert((root, ancestor.to_string()));
-                }
+                None => self.dirs.push(DirNode {
+                    root: *root,
+                    path: ancestor.clone(),
+                    mode: 0o700,
+                    mtime: None,
+                }),
             }
         }
-    }
-    if let Some(kind) = kinds.get(&(Root::Data, "pg_tblspc".to_string())) {
-        if *kind != Kind::Dir && !tablespaces.is_empty() {
-            return Err(refuse(
-                Root::Data,
-                "pg_tblspc",
-                "must be a directory: it holds the tablespace links".into(),
-            ));
-        }
-    }
-    for (root, path) in implied {
-        if !kinds.contains_key(&(root, path.clone())) {
-            layout.dirs.push(DirNode {
-                root,
-                path,
-                mode: 0o700,
-                mtime: None,
+        let manifest = &list.pg_manifest;
+        let expected = chunk_count(manifest.size, rules.chunk_size);
+        if manifest.chunks.len() as u64 != expected {
+            return Err(Error::BadRecord {
+                backup: rules.backup.clone(),
+                detail: format!(
+                    "its backup_manifest of {} bytes makes {expected} chunks, the list has {}",
+                    manifest.size,
+                    manifest.chunks.len()
+                ),
             });
         }
+        // Parents before children: a parent's path is a prefix of its children's, and so
+        // sorts first.
+        self.dirs
+            .sort_by(|a, b| (a.root, &a.path).cmp(&(b.root, &b.path)));
+        Ok(Layout {
+            chunk_size: rules.chunk_size,
+            dirs: self.dirs,
+            links: rules.tablespaces.iter().copied().collect(),
+            files: self.files,
+            bytes: self.bytes,
+            chunks: self.chunks,
+            pages: list.pages,
+            pg_manifest: list.pg_manifest,
+            rules: self.rules,
+        })
     }
-    // Parents before children: a parent's path is a prefix of its children's, and so
-    // sorts first.
-    layout
-        .dirs
-        .sort_by(|a, b| (a.root, &a.path).cmp(&(b.root, &b.path)));
-    Ok(layout)
+}
+
+impl Layout {
+    /// The regular files of `page`, one of [`Layout::pages`] (already checked by the
+    /// [`Checker`]; the per-entry checks run again, as they are cheap).
+    pub fn page_files(&self, page: FileListPage) -> Result<PageFiles> {
+        let mut files = Vec::new();
+        for entry in page.entries {
+            let root = self.rules.root(&entry)?;
+            if let Node::File(file) = self.rules.node(root, entry)? {
+                files.push(file);
+            }
+        }
+        Ok(PageFiles {
+            chunk_size: self.chunk_size,
+            files,
+        })
+    }
 }
 
 /// An entry's kind, without its content.
@@ -329,6 +476,16 @@ enum Kind {
     File,
     Dir,
     Symlink,
+}
+
+impl Kind {
+    fn of(kind: &EntryKind) -> Kind {
+        match kind {
+            EntryKind::File { .. } => Kind::File,
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::Symlink { .. } => Kind::Symlink,
+        }
+    }
 }
 
 /// `Some(oid)` when `path` is `pg_tblspc/<oid>`.
@@ -369,6 +526,27 @@ pub fn check_path(path: &str) -> std::result::Result<(), String> {
 pub(crate) mod tests {
     use super::*;
     use tidemark_store::backup::{FileEntry, TablespaceRecord, FILE_LIST_FORMAT};
+
+    /// Checks `entries` as a list of one page; the layout and that page's files.
+    pub(crate) fn check(
+        record: &BackupRecord,
+        entries: Vec<FileEntry>,
+    ) -> Result<(Layout, PageFiles)> {
+        let page = FileListPage {
+            format: FILE_LIST_FORMAT,
+            entries,
+        };
+        let mut checker = Checker::new(record)?;
+        checker.add_page(page.clone())?;
+        let layout = checker.finish(FileList {
+            format: FILE_LIST_FORMAT,
+            pages: vec![Digest::of(b"page")],
+            entries: page.entries.len() as u64,
+            pg_manifest: Chunked::default(),
+        })?;
+        let files = layout.page_files(page)?;
+        Ok((layout, files))
+    }
 
     pub(crate) fn record(tablespaces: &[u32]) -> BackupRecord {
         let t = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:32:07Z")
@@ -425,15 +603,8 @@ pub(crate) mod tests {
         )
     }
 
-    fn list(entries: Vec<FileEntry>) -> FileList {
-        FileList {
-            format: FILE_LIST_FORMAT,
-            entries,
-        }
-    }
-
     fn refused(rec: &BackupRecord, entries: Vec<FileEntry>) -> String {
-        match check(rec, list(entries)) {
+        match check(rec, entries) {
             Err(e @ Error::UnsafeEntry { .. }) => e.to_string(),
             other => panic!("expected a refusal, got {other:?}"),
         }
@@ -444,9 +615,9 @@ pub(crate) mod tests {
         let rec = record(&[16384]);
         let mut ts_file = file("PG_15_1/5/16385", 9);
         ts_file.tablespace = Some(16384);
-        let layout = check(
+        let (layout, files) = check(
             &rec,
-            list(vec![
+            vec![
                 file("base/1/1259", 5),
                 dir("base"),
                 file("PG_VERSION", 3),
@@ -455,7 +626,7 @@ pub(crate) mod tests {
                 ts_file,
                 file("backup_manifest", 1),
                 file("tablespace_map", 1),
-            ]),
+            ],
         )
         .unwrap();
         let dirs: Vec<_> = layout
@@ -473,15 +644,12 @@ pub(crate) mod tests {
                 (Root::Tablespace(16384), "PG_15_1/5", 0o700, None),
             ]
         );
-        assert_eq!(
-            layout.files.len(),
-            4,
-            "backup_manifest is the restore's own"
-        );
+        assert_eq!(files.files.len(), 4, "backup_manifest is the restore's own");
+        assert_eq!(layout.files, 4);
         assert_eq!(layout.bytes, 5 + 3 + 9);
         assert_eq!(layout.chunks, 2 + 1 + 3);
         assert_eq!(layout.links, [16384]);
-        assert_eq!(layout.files[0].mode, 0o600, "modes are masked");
+        assert_eq!(files.files[0].mode, 0o600, "modes are masked");
     }
 
     #[test]
@@ -552,18 +720,84 @@ pub(crate) mod tests {
         assert!(msg.contains("pg_tblspc"), "{msg}");
     }
 
+    /// Checks `pages` as one list; the layout, or the refusal's message.
+    fn check_pages(
+        rec: &BackupRecord,
+        pages: Vec<Vec<FileEntry>>,
+        manifest: Chunked,
+    ) -> std::result::Result<Layout, String> {
+        let mut checker = Checker::new(rec).map_err(|e| e.to_string())?;
+        for entries in &pages {
+            checker
+                .add_page(FileListPage {
+                    format: FILE_LIST_FORMAT,
+                    entries: entries.clone(),
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        checker
+            .finish(FileList {
+                format: FILE_LIST_FORMAT,
+                pages: pages.iter().map(|_| Digest::of(b"page")).collect(),
+                entries: pages.iter().map(Vec::len).sum::<usize>() as u64,
+                pg_manifest: manifest,
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn checks_span_the_pages_of_a_list() {
+        let rec = record(&[]);
+        let none = Chunked::default;
+        // A child before its directory, pages apart: one directory, named, not implied.
+        let layout = check_pages(
+            &rec,
+            vec![
+                vec![file("base/1/1259", 5)],
+                vec![dir("base/1")],
+                vec![dir("base")],
+            ],
+            none(),
+        )
+        .unwrap();
+        let dirs: Vec<_> = layout
+            .dirs
+            .iter()
+            .map(|d| (d.path.as_str(), d.mtime))
+            .collect();
+        assert_eq!(dirs, [("base", Some(5)), ("base/1", Some(5))]);
+        assert_eq!((layout.files, layout.bytes, layout.chunks), (1, 5, 2));
+        assert_eq!(layout.pages.len(), 3);
+
+        let msg =
+            check_pages(&rec, vec![vec![file("a", 1)], vec![file("a", 1)]], none()).unwrap_err();
+        assert!(msg.contains("appears twice"), "{msg}");
+        let msg =
+            check_pages(&rec, vec![vec![file("a/b", 1)], vec![file("a", 1)]], none()).unwrap_err();
+        assert!(
+            msg.contains("\"a/b\"") && msg.contains("beneath the file a"),
+            "{msg}"
+        );
+
+        // The server's manifest must have the chunks its size makes.
+        let manifest = |size: u64, chunks: usize| Chunked {
+            size,
+            chunks: vec![Digest::of(b"m"); chunks],
+        };
+        assert!(check_pages(&rec, vec![], manifest(9, 3)).is_ok());
+        let msg = check_pages(&rec, vec![], manifest(9, 2)).unwrap_err();
+        assert!(
+            msg.contains("backup_manifest of 9 bytes makes 3 chunks"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn bad_records_are_refused() {
         let mut rec = record(&[1, 1]);
-        assert!(matches!(
-            check(&rec, list(vec![])),
-            Err(Error::BadRecord { .. })
-        ));
+        assert!(matches!(check(&rec, vec![]), Err(Error::BadRecord { .. })));
         rec.tablespaces.pop();
         rec.chunk_size = 0;
-        assert!(matches!(
-            check(&rec, list(vec![])),
-            Err(Error::BadRecord { .. })
-        ));
+        assert!(matches!(check(&rec, vec![]), Err(Error::BadRecord { .. })));
     }
 }

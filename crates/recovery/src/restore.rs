@@ -69,7 +69,7 @@ use tidemark_store::multihash;
 use tidemark_store::{Digest, Repo};
 
 use crate::autoconf;
-use crate::layout::{self, entry_name, FileNode, Layout, Root};
+use crate::layout::{self, entry_name, FileNode, Layout, PageFiles, Root};
 use crate::{Error, Result};
 
 /// What to restore, and where.
@@ -240,7 +240,13 @@ pub async fn prepare(repo: &Repo, stanza: &Stanza, request: &RestoreRequest) -> 
     let began = Instant::now();
     let record = pick_backup(repo, stanza, request.backup.as_deref()).await?;
     let list = repo.backup_files(&record).await?;
-    let layout = layout::check(&record, list)?;
+    // The whole list is checked before anything is written, a page at a time; the
+    // pages are read again as their files are written.
+    let mut checker = layout::Checker::new(&record)?;
+    for page in &list.pages {
+        checker.add_page(repo.file_list_page(page).await?)?;
+    }
+    let layout = checker.finish(list)?;
     let targets = check_targets(&record, request)?;
     Ok(Prepared {
         record,
@@ -443,7 +449,7 @@ impl Prepared {
             .store(self.layout.bytes, Ordering::Relaxed);
         progress
             .total_files
-            .store(self.layout.files.len() as u64, Ordering::Relaxed);
+            .store(self.layout.files, Ordering::Relaxed);
         match self.write(repo, progress).await {
             Ok(()) => Ok(self.report(self.began.elapsed())),
             Err(cause) => {
@@ -497,7 +503,7 @@ impl Prepared {
                     Root::Data => None,
                 })
                 .collect(),
-            files: self.layout.files.len() as u64,
+            files: self.layout.files,
             directories: self.layout.dirs.len() as u64,
             bytes: self.layout.bytes,
             chunks: self.layout.chunks,
@@ -543,17 +549,37 @@ impl Prepared {
         // PostgreSQL's manifest first: small, and a missing one fails the restore early.
         let manifest = self.pgdata().join("backup_manifest");
         let mut out = create_new(&manifest, 0o600)?;
-        repo.read_blob(&self.record.pg_manifest, &mut out)
-            .await
-            .map_err(|source| Error::Chunk {
-                path: "backup_manifest".into(),
-                index: 0,
-                source,
-            })?;
+        let mut written = 0;
+        for (index, chunk) in self.layout.pg_manifest.chunks.iter().enumerate() {
+            written += repo
+                .read_blob(chunk, &mut out)
+                .await
+                .map_err(|source| Error::Chunk {
+                    path: "backup_manifest".into(),
+                    index: index as u64,
+                    source,
+                })?;
+        }
+        if written != self.layout.pg_manifest.size {
+            return Err(Error::BadRecord {
+                backup: self.record.id.clone(),
+                detail: format!(
+                    "its backup_manifest's chunks hold {written} bytes, not the {} the list says",
+                    self.layout.pg_manifest.size
+                ),
+            });
+        }
         self.finish_small_file(&manifest, out)?;
 
-        progress.check_interrupted()?;
-        self.write_files(repo, progress).await?;
+        // The files, a page of the list at a time: memory holds one page whatever the
+        // size of the backup.
+        for page in &self.layout.pages {
+            progress.check_interrupted()?;
+            let files = self.layout.page_files(repo.file_list_page(page).await?)?;
+            if !files.files.is_empty() {
+                self.write_files(repo, progress, Arc::new(files)).await?;
+            }
+        }
         progress.check_interrupted()?;
 
         // Recovery settings.
@@ -647,10 +673,15 @@ impl Prepared {
         Ok(())
     }
 
-    async fn write_files(&self, repo: &Repo, progress: &Arc<Progress>) -> Result<()> {
+    /// Writes the files of one page of the list.
+    async fn write_files(
+        &self,
+        repo: &Repo,
+        progress: &Arc<Progress>,
+        page: Arc<PageFiles>,
+    ) -> Result<()> {
         let files: Arc<Vec<OpenFile>> = Arc::new(
-            self.layout
-                .files
+            page.files
                 .iter()
                 .map(|f| OpenFile {
                     path: self.root_path(f.root).join(&f.path),
@@ -660,7 +691,7 @@ impl Prepared {
                 .collect(),
         );
         let cancelled = Arc::new(AtomicBool::new(false));
-        let chunk_size = self.layout.chunk_size;
+        let chunk_size = page.chunk_size;
         // Chunks go to the blocking pool in batches of `multihash::LANES`, verified
         // together (see `write_batch`). Enough batches are in flight for every decoder,
         // and for `in_flight` chunks when that is more (a remote repository).
@@ -669,7 +700,7 @@ impl Prepared {
         // One lane per batch in flight, a batch's worth of consecutive jobs at a time:
         // batches in flight are from different places, mostly different files, and a
         // batch holds neighbouring chunks that are written with one call.
-        let jobs = Jobs::new(&self.layout, batches_in_flight, batch);
+        let jobs = Jobs::new(&page.files, batches_in_flight, batch);
         // Files are created by one thread, ahead of the chunks, in the order the chunks
         // need them. Creating takes the directory's lock: creators on several threads
         // mostly spin on it, burning the cores the chunks need (and on ext4 without a
@@ -678,8 +709,7 @@ impl Prepared {
         let creator = Arc::new(Creator::new(jobs.iter(), files.len()));
         let creating = {
             let (creator, files, cancelled) = (creator.clone(), files.clone(), cancelled.clone());
-            let sizes: Vec<(u64, bool)> = self
-                .layout
+            let sizes: Vec<(u64, bool)> = page
                 .files
                 .iter()
                 .map(|f| {
@@ -707,7 +737,7 @@ impl Prepared {
                     buffers.clone(),
                     unsynced.clone(),
                 );
-                let layout = self.layout.clone();
+                let page = page.clone();
                 let decoders = &decoders;
                 let sync_each = self.sync == SyncMode::FsyncEach;
                 let record_id = self.record.id.as_str();
@@ -717,7 +747,7 @@ impl Prepared {
                     }
                     progress.check_interrupted()?;
                     let fetches = batch.iter().map(|&(f, i)| {
-                        let node = &layout.files[f];
+                        let node = &page.files[f];
                         async move {
                             let Some(digest) = node.chunks.get(i) else {
                                 return Ok(None); // an empty file
@@ -739,7 +769,7 @@ impl Prepared {
                     tokio::task::spawn_blocking(move || {
                         let writer = ChunkWriter {
                             backup: &record_id,
-                            layout: &layout,
+                            page: &page,
                             files: &files,
                             chunk_size,
                             sync_each,
@@ -883,10 +913,10 @@ struct Jobs {
 }
 
 impl Jobs {
-    fn new(layout: &Layout, lanes: usize, stride: usize) -> Jobs {
-        let mut starts = Vec::with_capacity(layout.files.len());
+    fn new(files: &[FileNode], lanes: usize, stride: usize) -> Jobs {
+        let mut starts = Vec::with_capacity(files.len());
         let mut total = 0u64;
-        for f in &layout.files {
+        for f in files {
             starts.push(total);
             total += (f.chunks.len() as u64).max(1);
         }
@@ -969,7 +999,7 @@ type Fetched = Option<(Digest, Bytes, u64)>;
 /// Writes batches of chunks on the blocking pool.
 struct ChunkWriter<'a> {
     backup: &'a str,
-    layout: &'a Layout,
+    page: &'a PageFiles,
     files: &'a [OpenFile],
     chunk_size: u64,
     sync_each: bool,
@@ -1069,7 +1099,7 @@ impl ChunkWriter<'_> {
                 let piece = &mut all[offsets[k]..offsets[k + 1]];
                 let n = codec::decode_unverified_into(&catalog::blob_key(digest), stored, piece)
                     .map_err(|source| self.chunk_error(*f, *i, source))?;
-                check_chunk_len(self.backup, &self.layout.files[*f], *i, n as u64, *len)?;
+                check_chunk_len(self.backup, &self.page.files[*f], *i, n as u64, *len)?;
             }
             let piece = |k: usize| &all[offsets[k]..offsets[k + 1]];
             let pieces: Vec<&[u8]> = (0..direct.len()).map(piece).collect();
@@ -1118,7 +1148,7 @@ impl ChunkWriter<'_> {
             return Ok((file.clone(), *direct));
         }
         // Never follow a link put in its place.
-        let node = &self.layout.files[f];
+        let node = &self.page.files[f];
         let (file, direct) =
             open_for_chunks(&open.path, direct_io_fits(node.size, self.chunk_size))?;
         let file = Arc::new(file);
@@ -1139,7 +1169,7 @@ impl ChunkWriter<'_> {
         let path = &self.files[f].path;
         let start = index * self.chunk_size;
         let mut at = start;
-        let node = &self.layout.files[f];
+        let node = &self.page.files[f];
         decode_checked(
             self.backup,
             node,
@@ -1174,7 +1204,7 @@ impl ChunkWriter<'_> {
         if open.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
             return Ok(());
         }
-        let node = &self.layout.files[f];
+        let node = &self.page.files[f];
         file.set_modified(system_time(node.mtime))
             .map_err(|e| Error::io("set the time of", &open.path, e))?;
         file.set_permissions(fs::Permissions::from_mode(node.mode))
@@ -1190,7 +1220,7 @@ impl ChunkWriter<'_> {
     }
 
     fn chunk_error(&self, f: usize, index: u64, source: tidemark_store::Error) -> Error {
-        let node = &self.layout.files[f];
+        let node = &self.page.files[f];
         Error::Chunk {
             path: entry_name(node.root, &node.path),
             index,
@@ -1460,9 +1490,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
     use tidemark_store::backend::local::LocalBackend;
-    use tidemark_store::backup::{
-        EntryKind, FileEntry, FileList, TablespaceRecord, FILE_LIST_FORMAT,
-    };
+    use tidemark_store::backup::{EntryKind, FileEntry, TablespaceRecord};
     use tidemark_store::Compression;
 
     const CHUNK: u64 = 1000;
@@ -1536,20 +1564,12 @@ mod tests {
 
         /// Stores a backup with these entries (and a tablespace `TS`) and returns its record.
         async fn backup(&self, id: &str, entries: Vec<FileEntry>) -> BackupRecord {
-            let list = FileList {
-                format: FILE_LIST_FORMAT,
-                entries,
-            };
-            let list_put = self
+            // Small pages, so that every restore here reads a list of several.
+            let manifest =
+                format!("{{\"PostgreSQL-Backup-Manifest-Version\": 1, \"id\": \"{id}\"}}\n");
+            let (list_put, _) = self
                 .repo
-                .put_blob(Bytes::from(list.to_bytes()))
-                .await
-                .unwrap();
-            let manifest = self
-                .repo
-                .put_blob(Bytes::from(format!(
-                    "{{\"PostgreSQL-Backup-Manifest-Version\": 1, \"id\": \"{id}\"}}\n"
-                )))
+                .put_file_list(&entries, manifest.as_bytes(), self.chunk, 300)
                 .await
                 .unwrap();
             let mut record = crate::layout::tests::record(&[]);
@@ -1561,7 +1581,6 @@ mod tests {
             }];
             record.chunk_size = self.chunk;
             record.file_list = list_put.digest;
-            record.pg_manifest = manifest.digest;
             self.repo.put_backup(&self.stanza, &record).await.unwrap();
             record
         }
@@ -1628,8 +1647,8 @@ mod tests {
     }
 
     /// The order [`Jobs`] computes, built the plain way.
-    fn interleaved(layout: &Layout, lanes: usize, stride: usize) -> Vec<(usize, usize)> {
-        let jobs: Vec<(usize, usize)> = layout
+    fn interleaved(page: &PageFiles, lanes: usize, stride: usize) -> Vec<(usize, usize)> {
+        let jobs: Vec<(usize, usize)> = page
             .files
             .iter()
             .enumerate()
@@ -1656,27 +1675,22 @@ mod tests {
             size: chunks as u64,
             chunks: vec![Digest::of(b""); chunks],
         };
-        let mut layout = crate::layout::check(
-            &crate::layout::tests::record(&[]),
-            FileList {
-                format: tidemark_store::backup::FILE_LIST_FORMAT,
-                entries: vec![],
-            },
-        )
-        .unwrap();
-        layout.files = vec![node(3), node(3), node(1)];
-        let jobs = Jobs::new(&layout, 2, 1);
+        let mut page = PageFiles {
+            chunk_size: 1,
+            files: vec![node(3), node(3), node(1)],
+        };
+        let jobs = Jobs::new(&page.files, 2, 1);
         assert_eq!(
             jobs.iter().collect::<Vec<_>>(),
             [(0, 0), (1, 1), (0, 1), (1, 2), (0, 2), (2, 0), (1, 0)]
         );
         // Two at a time from each run: consecutive chunks of a file go out together.
-        let jobs = Jobs::new(&layout, 2, 2);
+        let jobs = Jobs::new(&page.files, 2, 2);
         assert_eq!(
             jobs.iter().collect::<Vec<_>>(),
             [(0, 0), (0, 1), (1, 1), (1, 2), (0, 2), (1, 0), (2, 0)]
         );
-        layout.files = vec![
+        page.files = vec![
             node(0),
             node(5),
             node(0),
@@ -1687,8 +1701,8 @@ mod tests {
         ];
         for lanes in 1..12 {
             for stride in 1..6 {
-                let computed: Vec<_> = Jobs::new(&layout, lanes, stride).iter().collect();
-                let expected = interleaved(&layout, lanes, stride);
+                let computed: Vec<_> = Jobs::new(&page.files, lanes, stride).iter().collect();
+                let expected = interleaved(&page, lanes, stride);
                 assert_eq!(computed, expected, "{lanes} lanes, stride {stride}");
                 let mut sorted = computed;
                 sorted.sort();
@@ -1696,8 +1710,8 @@ mod tests {
                 assert_eq!(sorted.len(), 5 + 1 + 1 + 1 + 12 + 1 + 7);
             }
         }
-        layout.files.clear();
-        assert_eq!(Jobs::new(&layout, 3, 4).iter().count(), 0);
+        page.files.clear();
+        assert_eq!(Jobs::new(&page.files, 3, 4).iter().count(), 0);
     }
 
     #[tokio::test]

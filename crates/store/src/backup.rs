@@ -4,10 +4,18 @@
 //!
 //! - its **record**, `stanzas/<stanza>/backups/<id>` (a checked record, see
 //!   [`crate::catalog`]): where it starts and stops in WAL, when, what PostgreSQL, the
-//!   tablespaces, the databases and their extensions, sizes, and the digests of two blobs:
-//! - its **file list** (a blob holding [`FileList`] as JSON): every directory, symlink and
-//!   file of the data directory and of each tablespace, with mode, size and the digests
-//!   of the file's chunks; and PostgreSQL's own `backup_manifest` (a blob, byte for byte).
+//!   tablespaces, the databases and their extensions, sizes, and the digest of its file
+//!   list;
+//! - its **file list** (a blob holding [`FileList`] as JSON): the digests of its
+//!   **pages** (blobs holding [`FileListPage`]: every directory, symlink and file of the
+//!   data directory and of each tablespace, with mode, size and the digests of the file's
+//!   chunks, in the order the server sent them), and PostgreSQL's own `backup_manifest`,
+//!   cut into chunks like any file.
+//!
+//! The list is written in pages of about [`PAGE_BYTES`] as the backup runs, and read
+//! page by page by a restore, so neither holds more than a page of it in memory whatever
+//! the size of the database: a page of 1 MiB describes about 15 GB of data, and the index
+//! of pages takes about 70 bytes per page.
 //!
 //! Files are cut into chunks of [`CHUNK_SIZE`] bytes at fixed offsets (the last one
 //! shorter). PostgreSQL changes relation files in place, page by page, so fixed offsets
@@ -28,8 +36,13 @@ use crate::{Digest, Error, Key, Result};
 /// The size of the chunks files are cut into (the last chunk of a file is shorter).
 pub const CHUNK_SIZE: u64 = 1 << 20;
 
-/// The format of [`FileList`] this build writes and reads.
-pub const FILE_LIST_FORMAT: u32 = 1;
+/// The format of [`FileList`] and [`FileListPage`] this build writes and reads. Format 1
+/// (sessions before paging) held every entry in one blob and is not read.
+pub const FILE_LIST_FORMAT: u32 = 2;
+
+/// The size a page of the file list is closed at (its JSON; the entry that crosses it
+/// ends the page).
+pub const PAGE_BYTES: usize = 1 << 20;
 
 /// Everything about one base backup except its file list.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,10 +78,8 @@ pub struct BackupRecord {
     pub databases: Vec<DatabaseRecord>,
     /// The chunk size the files were cut with.
     pub chunk_size: u64,
-    /// The blob holding the [`FileList`].
+    /// The blob holding the [`FileList`] (its pages and PostgreSQL's `backup_manifest`).
     pub file_list: Digest,
-    /// The blob holding PostgreSQL's `backup_manifest`.
-    pub pg_manifest: Digest,
     /// Number of regular files.
     pub files: u64,
     /// Bytes of all regular files: the database's size as backed up.
@@ -106,7 +117,6 @@ impl BackupRecord {
             databases: vec![],
             chunk_size: CHUNK_SIZE,
             file_list: Digest::of(b"file list"),
-            pg_manifest: Digest::of(b"backup_manifest"),
             files: 0,
             size: 0,
             chunks: 0,
@@ -147,12 +157,35 @@ pub struct ExtensionRecord {
     pub version: String,
 }
 
-/// Every member of a backup, in the order the server sent them.
+/// A backup's file list: its pages, in order, and the server's `backup_manifest`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct FileList {
     /// [`FILE_LIST_FORMAT`].
     pub format: u32,
-    /// The members.
+    /// The blobs holding the [`FileListPage`]s; their entries, in this order, are every
+    /// member of the backup in the order the server sent them.
+    pub pages: Vec<Digest>,
+    /// Number of entries over all pages.
+    pub entries: u64,
+    /// PostgreSQL's `backup_manifest`, byte for byte.
+    pub pg_manifest: Chunked,
+}
+
+/// Content stored as chunks of [`CHUNK_SIZE`] (the last one shorter).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Chunked {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its chunks, in order.
+    pub chunks: Vec<Digest>,
+}
+
+/// One page of a file list.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileListPage {
+    /// [`FILE_LIST_FORMAT`].
+    pub format: u32,
+    /// The members, in the order the server sent them.
     pub entries: Vec<FileEntry>,
 }
 
@@ -202,21 +235,105 @@ impl FileList {
 
     /// Decodes a list read from the blob `digest`.
     pub fn from_bytes(digest: &Digest, bytes: &[u8]) -> Result<FileList> {
-        let key = catalog::blob_key(digest);
-        let list: FileList = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
-            key: key.clone(),
-            detail: format!("not a backup file list: {e}"),
-        })?;
-        if list.format != FILE_LIST_FORMAT {
-            return Err(Error::Corrupt {
-                key,
-                detail: format!(
-                    "file list format {} is not one this build reads ({FILE_LIST_FORMAT})",
-                    list.format
-                ),
-            });
-        }
+        let list: FileList = decode(digest, bytes, "file list")?;
+        check_format(digest, list.format)?;
         Ok(list)
+    }
+}
+
+impl FileListPage {
+    /// Decodes a page read from the blob `digest`.
+    pub fn from_bytes(digest: &Digest, bytes: &[u8]) -> Result<FileListPage> {
+        let page: FileListPage = decode(digest, bytes, "file list page")?;
+        check_format(digest, page.format)?;
+        Ok(page)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(digest: &Digest, bytes: &[u8], what: &str) -> Result<T> {
+    // The format first, so that a list of another format is named as such rather than
+    // as malformed.
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    if let Ok(Format { format }) = serde_json::from_slice::<Format>(bytes) {
+        check_format(digest, format)?;
+    }
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        key: catalog::blob_key(digest),
+        detail: format!("not a backup {what}: {e}"),
+    })
+}
+
+fn check_format(digest: &Digest, format: u32) -> Result<()> {
+    if format == FILE_LIST_FORMAT {
+        return Ok(());
+    }
+    Err(Error::Corrupt {
+        key: catalog::blob_key(digest),
+        detail: format!(
+            "file list format {format} is not one this build reads ({FILE_LIST_FORMAT}){}",
+            if format < FILE_LIST_FORMAT {
+                ": the backup was taken by an earlier tidemark; take a new one"
+            } else {
+                ": upgrade tidemark"
+            }
+        ),
+    })
+}
+
+/// Builds a file list's pages as entries arrive: [`FileListPages::push`] hands back a
+/// full page's bytes to store, [`FileListPages::finish`] the last one. Memory: one page.
+#[derive(Debug)]
+pub struct FileListPages {
+    limit: usize,
+    page: Vec<u8>,
+    in_page: usize,
+    entries: u64,
+}
+
+impl FileListPages {
+    /// Pages closed once their JSON reaches `limit` bytes ([`PAGE_BYTES`] outside tests).
+    pub fn new(limit: usize) -> FileListPages {
+        FileListPages {
+            limit: limit.max(1),
+            page: Vec::new(),
+            in_page: 0,
+            entries: 0,
+        }
+    }
+
+    /// Adds `entry`; returns the page it closed, if it did.
+    pub fn push(&mut self, entry: &FileEntry) -> Option<Vec<u8>> {
+        if self.in_page == 0 {
+            self.page.clear();
+            self.page.extend_from_slice(
+                format!("{{\"format\":{FILE_LIST_FORMAT},\"entries\":[").as_bytes(),
+            );
+        } else {
+            self.page.push(b',');
+        }
+        serde_json::to_writer(&mut self.page, entry).expect("an entry serializes");
+        self.in_page += 1;
+        self.entries += 1;
+        (self.page.len() >= self.limit).then(|| self.close())
+    }
+
+    /// The last page, if entries are waiting in it.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        (self.in_page > 0).then(|| self.close())
+    }
+
+    /// Entries pushed so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    fn close(&mut self) -> Vec<u8> {
+        self.page.extend_from_slice(b"]}");
+        self.in_page = 0;
+        std::mem::take(&mut self.page)
     }
 }
 
@@ -242,48 +359,93 @@ pub fn backup_key(stanza: &Stanza, id: &str) -> Option<Key> {
 mod tests {
     use super::*;
 
+    fn entries() -> Vec<FileEntry> {
+        vec![
+            FileEntry {
+                tablespace: None,
+                path: "base".into(),
+                mode: 0o700,
+                size: 0,
+                mtime: 1,
+                kind: EntryKind::Dir,
+            },
+            FileEntry {
+                tablespace: Some(16384),
+                path: "PG_15_202209061/5/16385".into(),
+                mode: 0o600,
+                size: 3,
+                mtime: 2,
+                kind: EntryKind::File {
+                    chunks: vec![Digest::of(b"abc")],
+                },
+            },
+            FileEntry {
+                tablespace: None,
+                path: "pg_tblspc/16384".into(),
+                mode: 0o777,
+                size: 0,
+                mtime: 3,
+                kind: EntryKind::Symlink {
+                    target: "/srv/ts".into(),
+                },
+            },
+        ]
+    }
+
+    /// The pages `limit` cuts `entries` into, decoded.
+    fn paged(entries: &[FileEntry], limit: usize) -> Vec<Vec<FileEntry>> {
+        let mut pages = FileListPages::new(limit);
+        let mut out: Vec<Vec<u8>> = entries.iter().filter_map(|e| pages.push(e)).collect();
+        out.extend(pages.finish());
+        assert_eq!(pages.entries(), entries.len() as u64);
+        out.iter()
+            .map(|bytes| {
+                let text = String::from_utf8(bytes.clone()).unwrap();
+                FileListPage::from_bytes(&Digest::of(bytes), bytes)
+                    .unwrap_or_else(|e| panic!("{e}: {text}"))
+                    .entries
+            })
+            .collect()
+    }
+
     #[test]
-    fn file_lists_round_trip() {
+    fn file_lists_are_cut_into_pages_that_round_trip() {
+        let entries = entries();
+        // One page when everything fits; one entry per page when every entry crosses
+        // the limit; in order either way.
+        assert_eq!(paged(&entries, PAGE_BYTES), vec![entries.clone()]);
+        let one_each: Vec<Vec<FileEntry>> = entries.iter().map(|e| vec![e.clone()]).collect();
+        assert_eq!(paged(&entries, 1), one_each);
+        let two_first = paged(&entries, 200);
+        assert_eq!(two_first.concat(), entries);
+        assert!(two_first.len() > 1, "{two_first:?}");
+        assert!(paged(&[], 1).is_empty());
+
         let list = FileList {
             format: FILE_LIST_FORMAT,
-            entries: vec![
-                FileEntry {
-                    tablespace: None,
-                    path: "base".into(),
-                    mode: 0o700,
-                    size: 0,
-                    mtime: 1,
-                    kind: EntryKind::Dir,
-                },
-                FileEntry {
-                    tablespace: Some(16384),
-                    path: "PG_15_202209061/5/16385".into(),
-                    mode: 0o600,
-                    size: 3,
-                    mtime: 2,
-                    kind: EntryKind::File {
-                        chunks: vec![Digest::of(b"abc")],
-                    },
-                },
-                FileEntry {
-                    tablespace: None,
-                    path: "pg_tblspc/16384".into(),
-                    mode: 0o777,
-                    size: 0,
-                    mtime: 3,
-                    kind: EntryKind::Symlink {
-                        target: "/srv/ts".into(),
-                    },
-                },
-            ],
+            pages: vec![Digest::of(b"page")],
+            entries: 3,
+            pg_manifest: Chunked {
+                size: 3,
+                chunks: vec![Digest::of(b"abc")],
+            },
         };
         let bytes = list.to_bytes();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains(&Digest::of(b"abc").to_hex()), "{text}");
         let digest = Digest::of(&bytes);
         assert_eq!(FileList::from_bytes(&digest, &bytes).unwrap(), list);
-        assert!(FileList::from_bytes(&digest, b"{\"format\":2,\"entries\":[]}").is_err());
         assert!(FileList::from_bytes(&digest, b"nope").is_err());
+    }
+
+    #[test]
+    fn lists_of_other_formats_are_named_as_such() {
+        let d = Digest::of(b"x");
+        let older = FileList::from_bytes(&d, b"{\"format\":1,\"entries\":[]}").unwrap_err();
+        assert!(older.to_string().contains("format 1"), "{older}");
+        assert!(older.to_string().contains("earlier tidemark"), "{older}");
+        let newer = FileListPage::from_bytes(&d, b"{\"format\":3}").unwrap_err();
+        assert!(newer.to_string().contains("upgrade tidemark"), "{newer}");
     }
 
     #[test]

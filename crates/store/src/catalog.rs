@@ -31,8 +31,15 @@ use crate::{Error, Key, Result};
 
 /// The repository format this build writes, and the newest it reads.
 pub const REPOSITORY_FORMAT: u32 = 1;
-/// The record envelope format.
-pub const RECORD_FORMAT: u32 = 1;
+/// The newest record envelope format this build reads. Records are written with
+/// [`BASE_RECORD_FORMAT`], except backup records: format 2 (their file list in pages,
+/// the server's manifest inside it, no `pg_manifest` field), which a build that reads
+/// only format 1 refuses with "upgrade tidemark" rather than misreading.
+pub const RECORD_FORMAT: u32 = 2;
+/// The envelope format of every record but backup records.
+pub const BASE_RECORD_FORMAT: u32 = 1;
+/// The envelope format of backup records.
+pub const BACKUP_RECORD_FORMAT: u32 = 2;
 const ENVELOPE_TAG: &str = "tidemark-record";
 
 /// A stanza: one cluster's name inside a repository (`main` by default).
@@ -64,10 +71,15 @@ impl fmt::Display for Stanza {
     }
 }
 
-/// Serializes a record inside its envelope.
+/// Serializes a record inside its envelope, of [`BASE_RECORD_FORMAT`].
 pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
+    encode_record_as(value, BASE_RECORD_FORMAT)
+}
+
+/// Serializes a record inside an envelope of `format`.
+pub fn encode_record_as<T: Serialize>(value: &T, format: u32) -> Vec<u8> {
     let body = serde_json::to_vec_pretty(value).expect("records serialize");
-    let mut out = format!("{ENVELOPE_TAG} {RECORD_FORMAT} {}\n", Digest::of(&body)).into_bytes();
+    let mut out = format!("{ENVELOPE_TAG} {format} {}\n", Digest::of(&body)).into_bytes();
     out.extend_from_slice(&body);
     out.push(b'\n');
     out
@@ -276,7 +288,12 @@ mod tests {
             decode_record::<ClusterRecord>(&key, damaged.as_bytes()),
             Err(Error::Corrupt { .. })
         ));
-        let newer = text.replacen("tidemark-record 1 ", "tidemark-record 2 ", 1);
+        let two = text.replacen("tidemark-record 1 ", "tidemark-record 2 ", 1);
+        assert_eq!(
+            decode_record::<ClusterRecord>(&key, two.as_bytes()).unwrap(),
+            rec
+        );
+        let newer = text.replacen("tidemark-record 1 ", "tidemark-record 3 ", 1);
         assert!(matches!(
             decode_record::<ClusterRecord>(&key, newer.as_bytes()),
             Err(Error::UnsupportedFormat { .. })

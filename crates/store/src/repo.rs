@@ -21,7 +21,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::backend::{Backend, ObjectMeta, PutMode, Staged};
-use crate::backup::{self, BackupRecord, FileList};
+use crate::backup::{
+    self, BackupRecord, Chunked, FileEntry, FileList, FileListPage, FileListPages,
+};
 use crate::catalog::{self, ClusterRecord, RepositoryRecord, Stanza, WalRecord, REPOSITORY_FORMAT};
 use crate::codec::{self, BlobDecoder, Compression, Digest, Hasher, FRAME_RAW_MAX};
 use crate::pg::WalFileName;
@@ -44,6 +46,17 @@ pub struct BlobPut {
     pub stored_len: u64,
     /// True when the blob was already there and nothing was written.
     pub deduplicated: bool,
+}
+
+impl BlobPut {
+    /// The stored bytes this write added to the repository (0 when deduplicated).
+    pub fn added(&self) -> u64 {
+        if self.deduplicated {
+            0
+        } else {
+            self.stored_len
+        }
+    }
 }
 
 /// Content hashed and encoded in memory, ready to store.
@@ -643,7 +656,8 @@ impl Repo {
             what: format!("backup {:?}", record.id),
             detail: "not a valid backup id".into(),
         })?;
-        if self.put_record(&key, record).await? {
+        let body = catalog::encode_record_as(record, catalog::BACKUP_RECORD_FORMAT);
+        if !self.put_if_absent(&key, Bytes::from(body)).await? {
             Ok(())
         } else {
             Err(Error::AlreadyExists { key })
@@ -675,11 +689,71 @@ impl Repo {
         }
     }
 
-    /// A backup's file list, verified.
+    /// A backup's file list (its pages' digests and the server's manifest), verified.
     pub async fn backup_files(&self, record: &BackupRecord) -> Result<FileList> {
         let mut bytes = Vec::new();
         self.read_blob(&record.file_list, &mut bytes).await?;
         FileList::from_bytes(&record.file_list, &bytes)
+    }
+
+    /// One page of a file list, verified.
+    pub async fn file_list_page(&self, digest: &Digest) -> Result<FileListPage> {
+        let mut bytes = Vec::new();
+        self.read_blob(digest, &mut bytes).await?;
+        FileListPage::from_bytes(digest, &bytes)
+    }
+
+    /// Stores `content` (held in memory) as chunks of `chunk_size` (the backup's,
+    /// [`backup::CHUNK_SIZE`]); returns them and the stored bytes this added.
+    pub async fn put_chunked(&self, content: &[u8], chunk_size: u64) -> Result<(Chunked, u64)> {
+        let mut chunked = Chunked {
+            size: content.len() as u64,
+            chunks: Vec::new(),
+        };
+        let mut added = 0;
+        for piece in content.chunks(chunk_size.max(1) as usize) {
+            let put = self.put_blob(Bytes::copy_from_slice(piece)).await?;
+            added += put.added();
+            chunked.chunks.push(put.digest);
+        }
+        Ok((chunked, added))
+    }
+
+    /// Stores a whole file list held in memory (tools and tests; a backup writes its
+    /// pages as it goes): pages closed at `page_limit` bytes, the manifest as chunks of
+    /// `chunk_size`. Returns the list's blob and the stored bytes this added.
+    pub async fn put_file_list(
+        &self,
+        entries: &[FileEntry],
+        pg_manifest: &[u8],
+        chunk_size: u64,
+        page_limit: usize,
+    ) -> Result<(BlobPut, u64)> {
+        let mut pages = FileListPages::new(page_limit);
+        let mut digests = Vec::new();
+        let mut added = 0;
+        for entry in entries {
+            if let Some(page) = pages.push(entry) {
+                let put = self.put_blob(page.into()).await?;
+                added += put.added();
+                digests.push(put.digest);
+            }
+        }
+        if let Some(page) = pages.finish() {
+            let put = self.put_blob(page.into()).await?;
+            added += put.added();
+            digests.push(put.digest);
+        }
+        let (pg_manifest, manifest_added) = self.put_chunked(pg_manifest, chunk_size).await?;
+        let list = FileList {
+            format: backup::FILE_LIST_FORMAT,
+            pages: digests,
+            entries: pages.entries(),
+            pg_manifest,
+        };
+        let put = self.put_blob(list.to_bytes().into()).await?;
+        added += manifest_added + put.added();
+        Ok((put, added))
     }
 }
 
@@ -1010,6 +1084,62 @@ mod tests {
             Err(Error::UnsupportedFormat { .. })
         ));
         assert!(repo.ensure_format().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn backups_are_recorded_in_format_2_with_their_list_in_pages() {
+        use crate::backup::{EntryKind, FileEntry};
+        let (_d, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        let entries: Vec<FileEntry> = (0..50)
+            .map(|i| FileEntry {
+                tablespace: None,
+                path: format!("base/1/{i}"),
+                mode: 0o600,
+                size: 3,
+                mtime: 1,
+                kind: EntryKind::File {
+                    chunks: vec![Digest::of(format!("{i}").as_bytes())],
+                },
+            })
+            .collect();
+        let manifest = content(5000, 3);
+        let (list, added) = repo
+            .put_file_list(&entries, &manifest, 2048, 1000)
+            .await
+            .unwrap();
+        assert!(added > 0);
+        let mut record = BackupRecord::example("20261121T103207Z", now());
+        record.file_list = list.digest;
+        repo.put_backup(&stanza, &record).await.unwrap();
+
+        let key = backup::backup_key(&stanza, &record.id).unwrap();
+        let stored = repo.backend().get(&key).await.unwrap();
+        assert!(stored.starts_with(b"tidemark-record 2 "), "{stored:?}");
+        let read = repo.backup(&stanza, &record.id).await.unwrap().unwrap();
+        assert_eq!(read, record);
+        let files = repo.backup_files(&read).await.unwrap();
+        assert!(files.pages.len() > 1, "{} pages", files.pages.len());
+        let mut back = Vec::new();
+        for page in &files.pages {
+            back.extend(repo.file_list_page(page).await.unwrap().entries);
+        }
+        assert_eq!(back, entries);
+        assert_eq!(files.entries, 50);
+        assert_eq!(files.pg_manifest.size, 5000);
+        assert_eq!(files.pg_manifest.chunks.len(), 3, "chunks of 2048");
+        let mut manifest_back = Vec::new();
+        for chunk in &files.pg_manifest.chunks {
+            manifest_back.extend(repo.get_blob(chunk).await.unwrap());
+        }
+        assert_eq!(manifest_back, manifest);
+        // A second record under the same id is refused and changes nothing.
+        assert!(matches!(
+            repo.put_backup(&stanza, &BackupRecord::example(&record.id, now()))
+                .await,
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(repo.backend().get(&key).await.unwrap(), stored);
     }
 
     #[tokio::test]

@@ -8,9 +8,16 @@
 //! reader waits, the replication stream stops being read, and the server waits in turn.
 //! So memory is bounded by `max_in_flight` × (chunk + its compressed copy), whatever the
 //! database's size, and nothing is staged on local disk.
+//!
+//! Which chunks the repository already holds comes from the previous backup's file list,
+//! kept as [`KnownChunks`]: 16 bytes per chunk, and at most [`KNOWN_MAX`] of them (64 MiB,
+//! a 4 TiB database). A chunk it does not know about is compressed and written with
+//! `Create`, which stores each content once anyway: the set saves work, never decides
+//! what is stored.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesUnordered;
@@ -61,10 +68,9 @@ pub struct UploadStats {
 pub struct Uploader {
     repo: Repo,
     compression: Compression,
-    /// Digests the repository is known to hold: the previous backup's chunks, and every
-    /// chunk stored (or found) during this one. Known chunks are neither compressed nor
-    /// written.
-    known: Arc<Mutex<HashSet<Digest>>>,
+    /// Digests the repository is known to hold (the previous backup's chunks): neither
+    /// compressed nor written.
+    known: Arc<KnownChunks>,
     in_flight: FuturesUnordered<JoinHandle<tidemark_store::Result<ChunkDone>>>,
     max_in_flight: usize,
     stats: UploadStats,
@@ -72,11 +78,11 @@ pub struct Uploader {
 
 impl Uploader {
     /// An uploader into `repo`; `known` are digests already in the repository.
-    pub fn new(repo: Repo, known: HashSet<Digest>, max_in_flight: usize) -> Uploader {
+    pub fn new(repo: Repo, known: KnownChunks, max_in_flight: usize) -> Uploader {
         Uploader {
             compression: repo.compression(),
             repo,
-            known: Arc::new(Mutex::new(known)),
+            known: Arc::new(known),
             in_flight: FuturesUnordered::new(),
             max_in_flight: max_in_flight.max(1),
             stats: UploadStats::default(),
@@ -113,6 +119,11 @@ impl Uploader {
         Ok(done)
     }
 
+    /// Chunks in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// The totals so far (of finished chunks).
     pub fn stats(&self) -> UploadStats {
         self.stats
@@ -146,16 +157,15 @@ impl Drop for Uploader {
 /// already there counts as deduplicated: same name, same content).
 async fn store_chunk(
     repo: Repo,
-    known: Arc<Mutex<HashSet<Digest>>>,
+    known: Arc<KnownChunks>,
     compression: Compression,
     place: ChunkPlace,
     data: Bytes,
 ) -> tidemark_store::Result<ChunkDone> {
     let raw_len = data.len() as u64;
-    let check = Arc::clone(&known);
     let (digest, encoded) = tokio::task::spawn_blocking(move || {
         let digest = Digest::of(&data);
-        if check.lock().expect("known set").contains(&digest) {
+        if known.contains(&digest) {
             return (digest, None);
         }
         let stored = codec::encode(compression, &data);
@@ -173,12 +183,7 @@ async fn store_chunk(
                     Bytes::from(stored),
                 ))
                 .await?;
-            known.lock().expect("known set").insert(digest);
-            if put.deduplicated {
-                0
-            } else {
-                put.stored_len
-            }
+            put.added()
         }
     };
     Ok(ChunkDone {
@@ -187,6 +192,83 @@ async fn store_chunk(
         raw_len,
         stored_added,
     })
+}
+
+/// The most chunks [`KnownChunks`] holds: 4 Mi × 16 bytes = 64 MiB.
+pub const KNOWN_MAX: usize = 4 << 20;
+
+/// Chunk digests the repository is known to hold, 16 bytes each: a 128-bit hash of the
+/// digest under keys drawn at random for this process, in a sorted vector.
+///
+/// A false match would skip storing a chunk the repository lacks. For two different
+/// digests to match, their keyed hashes must collide: about 2^-128 for a pair, and no
+/// one can aim for it without the keys, which never leave the process. (Truncating the
+/// digest instead would let someone who writes chosen data into the database search
+/// for a collision offline.) Even then the restore would refuse the chunk, whose
+/// content it checks against the full digest: a backup could fail, never restore
+/// wrong bytes.
+#[derive(Debug)]
+pub struct KnownChunks {
+    keys: (RandomState, RandomState),
+    sorted: Vec<u128>,
+    sealed: bool,
+}
+
+impl Default for KnownChunks {
+    fn default() -> KnownChunks {
+        KnownChunks::new()
+    }
+}
+
+impl KnownChunks {
+    /// An empty set.
+    pub fn new() -> KnownChunks {
+        KnownChunks {
+            keys: (RandomState::new(), RandomState::new()),
+            sorted: Vec::new(),
+            sealed: true,
+        }
+    }
+
+    fn key(&self, digest: &Digest) -> u128 {
+        (u128::from(self.keys.0.hash_one(digest.0)) << 64)
+            | u128::from(self.keys.1.hash_one(digest.0))
+    }
+
+    /// Adds a digest; false (and nothing added) once [`KNOWN_MAX`] are held.
+    pub fn add(&mut self, digest: &Digest) -> bool {
+        if self.sorted.len() >= KNOWN_MAX {
+            return false;
+        }
+        let key = self.key(digest);
+        self.sorted.push(key);
+        self.sealed = false;
+        true
+    }
+
+    /// Sorts what was added; call before [`KnownChunks::contains`].
+    pub fn seal(&mut self) {
+        self.sorted.sort_unstable();
+        self.sorted.dedup();
+        self.sorted.shrink_to_fit();
+        self.sealed = true;
+    }
+
+    /// Whether the repository is known to hold `digest`.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        debug_assert!(self.sealed, "KnownChunks::seal before contains");
+        self.sorted.binary_search(&self.key(digest)).is_ok()
+    }
+
+    /// How many digests it holds.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
 }
 
 /// Cuts one file's bytes into chunks at fixed offsets.
@@ -293,6 +375,25 @@ mod tests {
                 (p.index, b.len())
             })
             .collect()
+    }
+
+    #[test]
+    fn known_chunks_match_exactly_the_digests_added() {
+        let mut known = KnownChunks::new();
+        let added: Vec<Digest> = (0u32..1000).map(|i| Digest::of(&i.to_le_bytes())).collect();
+        for d in added.iter().chain(&added[..10]) {
+            assert!(known.add(d));
+        }
+        known.seal();
+        assert_eq!(known.len(), 1000, "duplicates are held once");
+        assert!(added.iter().all(|d| known.contains(d)));
+        assert!((1000u32..3000).all(|i| !known.contains(&Digest::of(&i.to_le_bytes()))));
+        // Another process (other keys) agrees on membership.
+        let mut other = KnownChunks::new();
+        other.add(&added[3]);
+        other.seal();
+        assert!(other.contains(&added[3]) && !other.contains(&added[4]));
+        assert!(!KnownChunks::new().contains(&added[0]));
     }
 
     #[test]

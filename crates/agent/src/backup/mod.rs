@@ -9,7 +9,8 @@
 //! 3. `BASE_BACKUP` (with the server's manifest) streams over a replication connection;
 //!    every file is cut into chunks that the [`chunks`] pipeline hashes, deduplicates,
 //!    compresses and stores with bounded parallelism and memory;
-//! 4. the file list and PostgreSQL's `backup_manifest` are stored as blobs;
+//! 4. the file list is stored page by page as its entries complete (see [`Copy`]), and
+//!    PostgreSQL's `backup_manifest` chunk by chunk as it arrives, then the list's index;
 //! 5. [`wal`] waits until the WAL from the backup's start to its stop is archived;
 //! 6. only then is the backup's record written. Until that moment the backup does not
 //!    exist: an interrupted one leaves unreferenced blobs and nothing `info` lists.
@@ -17,14 +18,14 @@
 pub mod chunks;
 pub mod wal;
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::path::{Component, Path};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tidemark_store::backup::{
-    self, BackupRecord, DatabaseRecord, EntryKind, ExtensionRecord, FileEntry, FileList,
-    TablespaceRecord, CHUNK_SIZE, FILE_LIST_FORMAT,
+    self, BackupRecord, Chunked, DatabaseRecord, EntryKind, ExtensionRecord, FileEntry, FileList,
+    FileListPages, TablespaceRecord, CHUNK_SIZE, FILE_LIST_FORMAT, PAGE_BYTES,
 };
 use tidemark_store::pg::{Lsn, SegmentSize, TimelineId};
 use tidemark_store::repo::now;
@@ -39,7 +40,7 @@ use crate::replication::conn::{BackupEvent, ReplicationConn};
 use crate::replication::proto::{BackupStart, BaseBackupOptions};
 use crate::replication::tar;
 use crate::server::ServerFacts;
-use chunks::{chunk_count, ChunkDone, Chunker, Uploader};
+use chunks::{chunk_count, ChunkDone, Chunker, KnownChunks, Uploader, KNOWN_MAX};
 
 /// What the caller asks for.
 #[derive(Debug, Clone)]
@@ -177,7 +178,12 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         .clone()
         .unwrap_or_else(|| format!("tidemark {}", start_time.format("%Y-%m-%d %H:%M:%S UTC")));
     let max_in_flight = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2 + 2;
-    let mut copy = Copy::new(Uploader::new(repo.clone(), known, max_in_flight), req.quiet);
+    let mut copy = Copy::new(
+        repo.clone(),
+        Uploader::new(repo.clone(), known, max_in_flight),
+        PAGE_BYTES,
+        req.quiet,
+    );
     let mut stream = conn
         .base_backup(&BaseBackupOptions {
             label: label.clone(),
@@ -199,19 +205,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let copied = copy.finish().await?;
     let copy_seconds = started.elapsed().as_secs_f64();
 
-    // The file list and the server's manifest, stored like any blob.
-    let list = FileList {
-        format: FILE_LIST_FORMAT,
-        entries: copied.entries,
-    };
-    let files = list
-        .entries
-        .iter()
-        .filter(|e| matches!(e.kind, EntryKind::File { .. }))
-        .count() as u64;
-    let size: u64 = list.entries.iter().map(|e| e.size).sum();
-    let list_put = repo.put_blob(list.to_bytes().into()).await?;
-    let manifest_put = repo.put_blob(copied.pg_manifest.into()).await?;
+    let (files, size) = (copied.files, copied.size);
 
     // The WAL that makes it consistent, before the record that makes it exist.
     if copied.start.timeline != copied.stop_timeline {
@@ -232,7 +226,6 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
             .map_err(Failure::Postgres)?;
 
     let stats = copied.stats;
-    let added = |p: &tidemark_store::repo::BlobPut| if p.deduplicated { 0 } else { p.stored_len };
     let record = BackupRecord {
         id: String::new(),
         label: label.clone(),
@@ -249,13 +242,12 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         tablespaces: copied.tablespaces,
         databases,
         chunk_size: CHUNK_SIZE,
-        file_list: list_put.digest,
-        pg_manifest: manifest_put.digest,
+        file_list: copied.file_list,
         files,
         size,
         chunks: stats.chunks,
         chunks_added: stats.chunks_added,
-        stored_added: stats.stored_added + added(&list_put) + added(&manifest_put),
+        stored_added: stats.stored_added + copied.list_added,
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let record = write_record(&repo, stanza, record, start_time).await?;
@@ -366,25 +358,40 @@ async fn read_extensions(target: &PgTarget, dbname: &str) -> Result<Vec<Extensio
 }
 
 /// The chunks of the stanza's newest backup: the repository holds them, so they are
-/// neither compressed nor written again.
+/// neither compressed nor written again. Read page by page into a compact set (see
+/// [`KnownChunks`]).
 async fn previous_chunks(
     repo: &Repo,
     stanza: &tidemark_store::catalog::Stanza,
     quiet: bool,
-) -> Result<HashSet<Digest>, Failure> {
+) -> Result<KnownChunks, Failure> {
     let backups = repo.backups(stanza).await?;
     let Some(newest) = backups.last() else {
-        return Ok(HashSet::new());
+        return Ok(KnownChunks::new());
     };
-    match repo.backup_files(newest).await {
-        Ok(list) => Ok(list
-            .entries
-            .into_iter()
-            .flat_map(|e| match e.kind {
-                EntryKind::File { chunks } => chunks,
-                _ => Vec::new(),
-            })
-            .collect()),
+    let mut known = KnownChunks::new();
+    let read = async {
+        let list = repo.backup_files(newest).await?;
+        for page in &list.pages {
+            for entry in repo.file_list_page(page).await?.entries {
+                if let EntryKind::File { chunks } = entry.kind {
+                    for chunk in &chunks {
+                        if !known.add(chunk) {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+        }
+        Ok::<bool, tidemark_store::Error>(true)
+    };
+    match read.await {
+        Ok(true) => {}
+        Ok(false) if !quiet => eprintln!(
+            "tidemark: backup: note: backup {} has more than {KNOWN_MAX} chunks; the rest are compressed again and stored only where new",
+            newest.id
+        ),
+        Ok(false) => {}
         Err(e) => {
             // Not fatal: every chunk is then written with `Create`, which still stores
             // each content once.
@@ -394,9 +401,11 @@ async fn previous_chunks(
                     newest.id
                 );
             }
-            Ok(HashSet::new())
+            known = KnownChunks::new();
         }
     }
+    known.seal();
+    Ok(known)
 }
 
 /// What the copy phase produced.
@@ -406,13 +415,33 @@ struct Copied {
     stop_timeline: TimelineId,
     stop_time: chrono::DateTime<chrono::Utc>,
     tablespaces: Vec<TablespaceRecord>,
-    entries: Vec<FileEntry>,
-    pg_manifest: Vec<u8>,
+    /// The file list's blob.
+    file_list: Digest,
+    /// Regular files, and their bytes.
+    files: u64,
+    size: u64,
+    /// Stored bytes the list (pages, index) and the server's manifest added.
+    list_added: u64,
     stats: chunks::UploadStats,
 }
 
-/// The copy phase: turns the stream's events into file entries and stored chunks.
+/// The most entries waiting for their chunks before the reader waits for them.
+const MAX_PENDING: usize = 10_000;
+
+/// A member of the backup that is not in a page of the file list yet.
+struct Pending {
+    entry: FileEntry,
+    /// Chunks stored so far (a file).
+    stored: usize,
+    /// Whether all of its data arrived (a file).
+    ended: bool,
+}
+
+/// The copy phase: turns the stream's events into stored chunks and the file list, the
+/// list written page by page as its entries complete. Memory holds the chunks in flight,
+/// the entries waiting for them (those of the last few files) and one page.
 struct Copy {
+    repo: Repo,
     uploader: Uploader,
     progress: Progress,
     start: Option<BackupStart>,
@@ -420,12 +449,23 @@ struct Copy {
     tablespaces: Vec<TablespaceRecord>,
     /// The tablespace of the archive being read (`None`: the data directory).
     archive: Option<Option<u32>>,
-    entries: Vec<FileEntry>,
-    /// Chunks stored so far per file entry (to check every one arrived).
-    stored: Vec<usize>,
+    /// Entries not yet in a page, in the server's order; the first is entry number
+    /// `first`. A file leaves once every chunk of it is stored, and only from the front,
+    /// so the pages keep the server's order.
+    pending: VecDeque<Pending>,
+    first: usize,
+    /// [`MAX_PENDING`] (tests lower it).
+    max_pending: usize,
     /// The file being read, its chunker and the bytes seen.
     file: Option<(Chunker, u64)>,
-    pg_manifest: Vec<u8>,
+    pages: FileListPages,
+    page_digests: Vec<Digest>,
+    files: u64,
+    size: u64,
+    list_added: u64,
+    /// The server's `backup_manifest`: its chunker, and its chunks so far.
+    manifest: Option<Chunker>,
+    manifest_chunks: Chunked,
 }
 
 /// A stream that does not follow the protocol's order.
@@ -434,18 +474,26 @@ fn out_of_order(what: &str) -> Failure {
 }
 
 impl Copy {
-    fn new(uploader: Uploader, quiet: bool) -> Copy {
+    fn new(repo: Repo, uploader: Uploader, page_bytes: usize, quiet: bool) -> Copy {
         Copy {
+            repo,
             uploader,
             progress: Progress::new("backup", None, !quiet),
             start: None,
             stop: None,
             tablespaces: Vec::new(),
             archive: None,
-            entries: Vec::new(),
-            stored: Vec::new(),
+            pending: VecDeque::new(),
+            first: 0,
+            max_pending: MAX_PENDING,
             file: None,
-            pg_manifest: Vec::new(),
+            pages: FileListPages::new(page_bytes),
+            page_digests: Vec::new(),
+            files: 0,
+            size: 0,
+            list_added: 0,
+            manifest: None,
+            manifest_chunks: Chunked::default(),
         }
     }
 
@@ -499,7 +547,8 @@ impl Copy {
                 };
                 let kind = match entry.kind {
                     tar::EntryKind::File => {
-                        self.file = Some((Chunker::new(self.entries.len()), 0));
+                        let number = self.first + self.pending.len();
+                        self.file = Some((Chunker::new(number), 0));
                         EntryKind::File {
                             chunks: vec![Digest([0; 32]); chunk_count(entry.size)],
                         }
@@ -507,15 +556,20 @@ impl Copy {
                     tar::EntryKind::Dir => EntryKind::Dir,
                     tar::EntryKind::Symlink { target } => EntryKind::Symlink { target },
                 };
-                self.entries.push(FileEntry {
-                    tablespace,
-                    path,
-                    mode: entry.mode & 0o7777,
-                    size: entry.size,
-                    mtime: entry.mtime,
-                    kind,
+                let is_file = matches!(kind, EntryKind::File { .. });
+                self.pending.push_back(Pending {
+                    entry: FileEntry {
+                        tablespace,
+                        path,
+                        mode: entry.mode & 0o7777,
+                        size: entry.size,
+                        mtime: entry.mtime,
+                        kind,
+                    },
+                    stored: 0,
+                    ended: !is_file,
                 });
-                self.stored.push(0);
+                self.flush().await?;
             }
             BackupEvent::Data(piece) => {
                 let Some((chunker, seen)) = &mut self.file else {
@@ -528,24 +582,34 @@ impl Copy {
                     let done = self.uploader.submit(place, data).await?;
                     self.record(done);
                 }
+                self.flush().await?;
             }
             BackupEvent::EntryEnd => {
                 if let Some((chunker, seen)) = self.file.take() {
-                    let entry = self.entries.last().expect("the file's entry");
-                    if seen != entry.size {
+                    let pending = self.pending.back_mut().expect("the file's entry");
+                    if seen != pending.entry.size {
                         return Err(out_of_order(&format!(
                             "{} announced {} bytes and carried {seen}",
-                            entry.path, entry.size
+                            pending.entry.path, pending.entry.size
                         )));
                     }
+                    pending.ended = true;
                     if let Some((place, data)) = chunker.finish() {
                         let done = self.uploader.submit(place, data).await?;
                         self.record(done);
                     }
+                    self.flush().await?;
                 }
             }
             BackupEvent::ArchiveEnd => self.archive = None,
-            BackupEvent::Manifest(piece) => self.pg_manifest.extend_from_slice(&piece),
+            BackupEvent::Manifest(piece) => {
+                // Small (a line per file) and last: stored chunk by chunk as it comes.
+                self.manifest_chunks.size += piece.len() as u64;
+                let chunker = self.manifest.get_or_insert_with(|| Chunker::new(0));
+                for (_, data) in chunker.push(piece) {
+                    self.store_manifest_chunk(data).await?;
+                }
+            }
             BackupEvent::Progress(_) => {}
             BackupEvent::Finished(end) => {
                 self.stop = Some((end.end_lsn, end.timeline, now()));
@@ -556,16 +620,66 @@ impl Copy {
 
     fn record(&mut self, done: Vec<ChunkDone>) {
         for d in done {
-            if let EntryKind::File { chunks } = &mut self.entries[d.place.entry].kind {
+            let pending = &mut self.pending[d.place.entry - self.first];
+            if let EntryKind::File { chunks } = &mut pending.entry.kind {
                 chunks[d.place.index] = d.digest;
-                self.stored[d.place.entry] += 1;
+                pending.stored += 1;
             }
         }
     }
 
+    /// Moves the complete entries at the front into the pages, storing each page that
+    /// fills. When more than [`MAX_PENDING`] entries wait (small files behind a chunk
+    /// slow to store), waits for every chunk in flight first.
+    async fn flush(&mut self) -> Result<(), Failure> {
+        while let Some(front) = self.pending.front() {
+            let complete = front.ended
+                && match &front.entry.kind {
+                    EntryKind::File { chunks } => front.stored == chunks.len(),
+                    _ => true,
+                };
+            if !complete {
+                if self.pending.len() <= self.max_pending || self.uploader.in_flight() == 0 {
+                    break;
+                }
+                let done = self.uploader.drain().await?;
+                self.record(done);
+                continue;
+            }
+            let done = self.pending.pop_front().expect("a front entry");
+            self.first += 1;
+            if let EntryKind::File { .. } = done.entry.kind {
+                self.files += 1;
+                self.size += done.entry.size;
+            }
+            if let Some(page) = self.pages.push(&done.entry) {
+                self.store_page(page).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn store_page(&mut self, page: Vec<u8>) -> Result<(), Failure> {
+        let put = self.repo.put_blob(page.into()).await?;
+        self.list_added += put.added();
+        self.page_digests.push(put.digest);
+        Ok(())
+    }
+
+    async fn store_manifest_chunk(&mut self, data: bytes::Bytes) -> Result<(), Failure> {
+        let put = self.repo.put_blob(data).await?;
+        self.list_added += put.added();
+        self.manifest_chunks.chunks.push(put.digest);
+        Ok(())
+    }
+
     async fn finish(mut self) -> Result<Copied, Failure> {
+        if self.file.is_some() {
+            return Err(out_of_order("the stream ended inside a file"));
+        }
         let done = self.uploader.drain().await?;
         self.record(done);
+        self.flush().await?;
         self.progress.finish();
         let start = self
             .start
@@ -575,29 +689,45 @@ impl Copy {
             .stop
             .take()
             .ok_or_else(|| out_of_order("no end position"))?;
-        if self.pg_manifest.is_empty() {
-            return Err(out_of_order("no backup_manifest"));
+        if let Some(waiting) = self.pending.front() {
+            let chunks = match &waiting.entry.kind {
+                EntryKind::File { chunks } => chunks.len(),
+                _ => 0,
+            };
+            return Err(out_of_order(&format!(
+                "{}: {} of {chunks} chunks stored",
+                waiting.entry.path, waiting.stored
+            )));
         }
-        for (entry, stored) in self.entries.iter().zip(&self.stored) {
-            if let EntryKind::File { chunks } = &entry.kind {
-                if chunks.len() != *stored {
-                    return Err(out_of_order(&format!(
-                        "{}: {stored} of {} chunks stored",
-                        entry.path,
-                        chunks.len()
-                    )));
-                }
+        if let Some(chunker) = self.manifest.take() {
+            if let Some((_, data)) = chunker.finish() {
+                self.store_manifest_chunk(data).await?;
             }
         }
+        if self.manifest_chunks.size == 0 {
+            return Err(out_of_order("no backup_manifest"));
+        }
+        if let Some(page) = self.pages.finish() {
+            self.store_page(page).await?;
+        }
+        let list = FileList {
+            format: FILE_LIST_FORMAT,
+            pages: std::mem::take(&mut self.page_digests),
+            entries: self.pages.entries(),
+            pg_manifest: std::mem::take(&mut self.manifest_chunks),
+        };
+        let put = self.repo.put_blob(list.to_bytes().into()).await?;
         Ok(Copied {
             start,
             stop_lsn,
             stop_timeline,
             stop_time,
             tablespaces: self.tablespaces,
+            file_list: put.digest,
+            files: self.files,
+            size: self.size,
+            list_added: self.list_added + put.added(),
             stats: self.uploader.stats(),
-            entries: self.entries,
-            pg_manifest: self.pg_manifest,
         })
     }
 }
@@ -624,9 +754,11 @@ fn normalize(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replication::proto::{BackupEnd, BackupTablespace};
+    use bytes::Bytes;
 
-    #[tokio::test]
-    async fn backups_started_in_one_second_get_their_own_ids() {
+    /// A local repository in a temporary directory.
+    fn local_repo() -> (tempfile::TempDir, Repo) {
         let dir = tempfile::tempdir().unwrap();
         let backend =
             tidemark_store::backend::local::LocalBackend::new(dir.path().join("repo")).unwrap();
@@ -634,6 +766,12 @@ mod tests {
             std::sync::Arc::new(backend),
             tidemark_store::Compression::Lz4,
         );
+        (dir, repo)
+    }
+
+    #[tokio::test]
+    async fn backups_started_in_one_second_get_their_own_ids() {
+        let (_dir, repo) = local_repo();
         let stanza = tidemark_store::catalog::Stanza::new("main").unwrap();
         let t = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:32:07.25Z")
             .unwrap()
@@ -663,6 +801,158 @@ mod tests {
             .map(|b| b.id)
             .collect();
         assert_eq!(listed, ids);
+    }
+
+    fn member(path: &str, size: u64, kind: tar::EntryKind) -> BackupEvent {
+        BackupEvent::Entry(tar::TarEntry {
+            path: path.into(),
+            size,
+            mode: 0o100600,
+            kind,
+            mtime: 7,
+        })
+    }
+
+    /// The events of a backup of `files` (path, content) with a directory between each
+    /// two, the data in pieces of `piece` bytes, and `manifest` as the server's manifest.
+    fn stream(files: &[(&str, Vec<u8>)], piece: usize, manifest: &[u8]) -> Vec<BackupEvent> {
+        let mut events = vec![
+            BackupEvent::Started(BackupStart {
+                start_lsn: Lsn(0x2000028),
+                timeline: TimelineId(1),
+                tablespaces: vec![BackupTablespace {
+                    oid: None,
+                    location: None,
+                    size_kb: None,
+                }],
+            }),
+            BackupEvent::ArchiveStart {
+                name: "base.tar".into(),
+                tablespace_location: None,
+            },
+            member(".", 0, tar::EntryKind::Dir),
+        ];
+        for (i, (path, content)) in files.iter().enumerate() {
+            events.push(member(&format!("./d{i}"), 0, tar::EntryKind::Dir));
+            events.push(member(path, content.len() as u64, tar::EntryKind::File));
+            for part in content.chunks(piece) {
+                events.push(BackupEvent::Data(Bytes::copy_from_slice(part)));
+            }
+            events.push(BackupEvent::EntryEnd);
+        }
+        events.push(BackupEvent::ArchiveEnd);
+        for part in manifest.chunks(1000) {
+            events.push(BackupEvent::Manifest(Bytes::copy_from_slice(part)));
+        }
+        events.push(BackupEvent::Finished(BackupEnd {
+            end_lsn: Lsn(0x2000100),
+            timeline: TimelineId(1),
+        }));
+        events
+    }
+
+    async fn copy(
+        repo: &Repo,
+        events: Vec<BackupEvent>,
+        page_bytes: usize,
+        max_pending: usize,
+    ) -> Result<Copied, Failure> {
+        let uploader = Uploader::new(repo.clone(), KnownChunks::new(), 3);
+        let mut copy = Copy::new(repo.clone(), uploader, page_bytes, true);
+        copy.max_pending = max_pending;
+        for event in events {
+            copy.handle(event).await?;
+        }
+        copy.finish().await
+    }
+
+    #[tokio::test]
+    async fn the_file_list_is_written_in_pages_in_the_servers_order() {
+        let (_dir, repo) = local_repo();
+        let chunk = CHUNK_SIZE as usize;
+        let content = |len: usize, seed: u8| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+                .collect()
+        };
+        let files = [
+            ("base/1/1259", content(2 * chunk + 5, 1)),
+            ("empty", Vec::new()),
+            ("PG_VERSION", b"15\n".to_vec()),
+            ("base/1/2619", content(chunk, 2)),
+        ];
+        let manifest = content(3 * chunk / 2, 9);
+        // A page per entry (each one crosses the limit); pieces that straddle chunk
+        // boundaries, so chunks complete out of order with entries waiting on them; and
+        // the same with the reader waiting for the chunks whenever an entry waits.
+        for max_pending in [MAX_PENDING, 1] {
+            let copied = copy(&repo, stream(&files, 300_000, &manifest), 1, max_pending)
+                .await
+                .unwrap();
+            assert_eq!((copied.files, copied.size), (4, (3 * chunk + 5 + 3) as u64));
+
+            let index = repo.get_blob(&copied.file_list).await.unwrap();
+            let list = FileList::from_bytes(&copied.file_list, &index).unwrap();
+            assert_eq!(list.pages.len(), 8);
+            let mut entries = Vec::new();
+            for page in &list.pages {
+                entries.extend(repo.file_list_page(page).await.unwrap().entries);
+            }
+            assert_eq!(list.entries, entries.len() as u64);
+            let got: Vec<(&str, bool)> = entries
+                .iter()
+                .map(|e| (e.path.as_str(), matches!(e.kind, EntryKind::Dir)))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("d0", true),
+                    ("base/1/1259", false),
+                    ("d1", true),
+                    ("empty", false),
+                    ("d2", true),
+                    ("PG_VERSION", false),
+                    ("d3", true),
+                    ("base/1/2619", false),
+                ]
+            );
+            // Every file's chunks, in order, are its content.
+            for (entry, (_, content)) in entries.iter().skip(1).step_by(2).zip(&files) {
+                let EntryKind::File { chunks } = &entry.kind else {
+                    panic!("{entry:?}")
+                };
+                let mut restored = Vec::new();
+                for digest in chunks {
+                    restored.extend(repo.get_blob(digest).await.unwrap());
+                }
+                assert_eq!(&restored, content, "{}", entry.path);
+            }
+            let mut restored = Vec::new();
+            for digest in &list.pg_manifest.chunks {
+                restored.extend(repo.get_blob(digest).await.unwrap());
+            }
+            assert_eq!(list.pg_manifest.size, manifest.len() as u64);
+            assert_eq!(restored, manifest);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_short_or_without_a_manifest_is_refused() {
+        let (_dir, repo) = local_repo();
+        let mut events = stream(&[("f", vec![1; 10])], 4, b"{}");
+        // Cut inside the file: after its first piece.
+        events.truncate(6);
+        let e = copy(&repo, events, 100, MAX_PENDING)
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("inside a file"), "{e}");
+        let events = stream(&[("f", vec![1; 10])], 4, b"");
+        let e = copy(&repo, events, 100, MAX_PENDING)
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("no backup_manifest"), "{e}");
     }
 
     #[test]
