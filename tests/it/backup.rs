@@ -379,7 +379,7 @@ fn backups_over_tls_record_databases_and_extensions() {
     let text =
         std::fs::read_to_string(t.path().join(format!("repo/stanzas/main/backups/{id}"))).unwrap();
     let (envelope, json) = text.split_once('\n').unwrap();
-    assert!(envelope.starts_with("tidemark-record 1 "), "{envelope}");
+    assert!(envelope.starts_with("tidemark-record 2 "), "{envelope}");
     let record: Value = serde_json::from_str(json).unwrap();
     let databases = record["databases"].as_array().unwrap();
     let find = |name: &str| {

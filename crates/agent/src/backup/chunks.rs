@@ -223,9 +223,15 @@ impl Default for KnownChunks {
 impl KnownChunks {
     /// An empty set.
     pub fn new() -> KnownChunks {
+        KnownChunks::with_capacity(0)
+    }
+
+    /// An empty set with room for `n` digests (at most [`KNOWN_MAX`]): sized once, it
+    /// never holds its old and its grown vector at the same time.
+    pub fn with_capacity(n: usize) -> KnownChunks {
         KnownChunks {
             keys: (RandomState::new(), RandomState::new()),
-            sorted: Vec::new(),
+            sorted: Vec::with_capacity(n.min(KNOWN_MAX)),
             sealed: true,
         }
     }
@@ -246,11 +252,10 @@ impl KnownChunks {
         true
     }
 
-    /// Sorts what was added; call before [`KnownChunks::contains`].
+    /// Sorts what was added, in place; call before [`KnownChunks::contains`].
     pub fn seal(&mut self) {
         self.sorted.sort_unstable();
         self.sorted.dedup();
-        self.sorted.shrink_to_fit();
         self.sealed = true;
     }
 

@@ -369,7 +369,8 @@ async fn previous_chunks(
     let Some(newest) = backups.last() else {
         return Ok(KnownChunks::new());
     };
-    let mut known = KnownChunks::new();
+    // Sized from the record (a wrong count only costs a reallocation).
+    let mut known = KnownChunks::with_capacity(newest.chunks.try_into().unwrap_or(usize::MAX));
     let read = async {
         let list = repo.backup_files(newest).await?;
         for page in &list.pages {
