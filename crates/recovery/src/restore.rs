@@ -9,7 +9,8 @@
 //!   two chunks per core at a time, so that one is decoded while another waits on the
 //!   disk), which keeps every core busy even under the agent's single-threaded runtime.
 //!   Memory stays at one stored chunk per chunk in flight plus one batch's buffer per
-//!   decoder, whatever the size of the backup.
+//!   decoder, whatever the size of the backup. The file list is read a page at a time
+//!   (see [`layout`]): checked whole by [`prepare`], then written page by page.
 //! - Batches in flight come from different files (see `Jobs`): buffered writes to one
 //!   file take its inode lock, and a second writer of the same file spins on it. A batch
 //!   holds consecutive chunks, written with one call where they are of one file. Files
@@ -43,8 +44,9 @@
 //!   whatever else is dirty on the file system (a running server's pages: 1.6 s became
 //!   3.1-3.4 s with 1 GB of someone else's dirty data) and reports write-back errors only
 //!   since Linux 5.8, so it is kept as an option only.
-//! - `backup_manifest` (PostgreSQL's own, from the repository), the recovery settings in
-//!   `postgresql.auto.conf` and an empty `recovery.signal` are written last.
+//! - `backup_manifest` (PostgreSQL's own, from its chunks in the repository) is written
+//!   first; the recovery settings in `postgresql.auto.conf` and an empty
+//!   `recovery.signal` are written last.
 //!
 //! The targets (the data directory and each tablespace's directory) must be absent or
 //! empty at the start, so undoing a failed restore means putting them back to that:
@@ -1997,6 +1999,37 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Interrupted), "{err}");
         assert!(!fx.path("pgdata").exists() && !fx.path("ts").exists());
+    }
+
+    #[tokio::test]
+    async fn a_manifest_whose_chunks_do_not_add_up_is_refused_and_undone() {
+        let fx = Fixture::new();
+        let f = fx.file(None, "base/1/1259", &content(3000, 1), 0o600).await;
+        let good = fx.backup("20261121T103207Z", vec![f]).await;
+        // The same list, its manifest said to be of another size with as many chunks.
+        let mut list = fx.repo.backup_files(&good).await.unwrap();
+        let (n, real) = (list.pg_manifest.chunks.len() as u64, list.pg_manifest.size);
+        list.pg_manifest.size = ((n - 1) * fx.chunk + 1..=n * fx.chunk)
+            .find(|&size| size != real)
+            .unwrap();
+        let put = fx
+            .repo
+            .put_blob(Bytes::from(list.to_bytes()))
+            .await
+            .unwrap();
+        let bad = BackupRecord {
+            id: "20261121T103208Z".into(),
+            file_list: put.digest,
+            ..good
+        };
+        fx.repo.put_backup(&fx.stanza, &bad).await.unwrap();
+        let err = fx.restore(Some(&bad.id)).await.unwrap_err();
+        assert!(
+            matches!(err, Error::BadRecord { .. }) && err.to_string().contains("chunks hold"),
+            "{err}"
+        );
+        assert!(!fx.path("pgdata").exists() && !fx.path("ts").exists());
+        fx.restore(Some(&good.id)).await.unwrap();
     }
 
     #[tokio::test]
