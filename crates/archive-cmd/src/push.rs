@@ -183,7 +183,7 @@ pub(crate) async fn store_checked(
         let others: Vec<Digest> = now_archived.into_iter().filter(|d| *d != digest).collect();
         return Err(quarantine(repo, stanza, &name, &content, digest, &others).await);
     }
-    let stored_len = if put.deduplicated { 0 } else { put.stored_len };
+    let stored_len = put.added();
     Ok(PushOutcome::Pushed {
         name,
         digest,

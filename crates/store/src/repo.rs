@@ -720,8 +720,9 @@ impl Repo {
     }
 
     /// Stores a whole file list held in memory (tools and tests; a backup writes its
-    /// pages as it goes): pages closed at `page_limit` bytes, the manifest as chunks of
-    /// `chunk_size`. Returns the list's blob and the stored bytes this added.
+    /// pages as it goes, with a [`FileListWriter`]): pages closed at `page_limit` bytes,
+    /// the manifest as chunks of `chunk_size`. Returns the list's blob and the stored
+    /// bytes this added.
     pub async fn put_file_list(
         &self,
         entries: &[FileEntry],
@@ -729,31 +730,67 @@ impl Repo {
         chunk_size: u64,
         page_limit: usize,
     ) -> Result<(BlobPut, u64)> {
-        let mut pages = FileListPages::new(page_limit);
-        let mut digests = Vec::new();
-        let mut added = 0;
+        let mut writer = FileListWriter::new(self.clone(), page_limit);
         for entry in entries {
-            if let Some(page) = pages.push(entry) {
-                let put = self.put_blob(page.into()).await?;
-                added += put.added();
-                digests.push(put.digest);
-            }
-        }
-        if let Some(page) = pages.finish() {
-            let put = self.put_blob(page.into()).await?;
-            added += put.added();
-            digests.push(put.digest);
+            writer.push(entry).await?;
         }
         let (pg_manifest, manifest_added) = self.put_chunked(pg_manifest, chunk_size).await?;
+        let (put, added) = writer.finish(pg_manifest).await?;
+        Ok((put, added + manifest_added))
+    }
+}
+
+/// Stores a file list as its entries arrive: each page once it fills, the last page and
+/// the list itself at [`FileListWriter::finish`]. Memory: one page and the pages' digests.
+#[derive(Debug)]
+pub struct FileListWriter {
+    repo: Repo,
+    pages: FileListPages,
+    digests: Vec<Digest>,
+    added: u64,
+}
+
+impl FileListWriter {
+    /// A writer into `repo` whose pages close at `page_limit` bytes
+    /// ([`backup::PAGE_BYTES`] outside tests).
+    pub fn new(repo: Repo, page_limit: usize) -> FileListWriter {
+        FileListWriter {
+            repo,
+            pages: FileListPages::new(page_limit),
+            digests: Vec::new(),
+            added: 0,
+        }
+    }
+
+    /// Adds the next entry, storing the page it fills.
+    pub async fn push(&mut self, entry: &FileEntry) -> Result<()> {
+        match self.pages.push(entry) {
+            Some(page) => self.store(page).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stores the last page and the list, with `pg_manifest` (stored beforehand). Returns
+    /// the list's blob and the stored bytes the pages and the list added.
+    pub async fn finish(mut self, pg_manifest: Chunked) -> Result<(BlobPut, u64)> {
+        if let Some(page) = self.pages.finish() {
+            self.store(page).await?;
+        }
         let list = FileList {
             format: backup::FILE_LIST_FORMAT,
-            pages: digests,
-            entries: pages.entries(),
+            pages: self.digests,
+            entries: self.pages.entries(),
             pg_manifest,
         };
-        let put = self.put_blob(list.to_bytes().into()).await?;
-        added += manifest_added + put.added();
-        Ok((put, added))
+        let put = self.repo.put_blob(list.to_bytes().into()).await?;
+        Ok((put, self.added + put.added()))
+    }
+
+    async fn store(&mut self, page: Vec<u8>) -> Result<()> {
+        let put = self.repo.put_blob(page.into()).await?;
+        self.added += put.added();
+        self.digests.push(put.digest);
+        Ok(())
     }
 }
 

@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tidemark_store::backup::{
-    self, BackupRecord, Chunked, DatabaseRecord, EntryKind, ExtensionRecord, FileEntry, FileList,
-    FileListPages, TablespaceRecord, CHUNK_SIZE, FILE_LIST_FORMAT, PAGE_BYTES,
+    self, BackupRecord, Chunked, DatabaseRecord, EntryKind, ExtensionRecord, FileEntry,
+    TablespaceRecord, CHUNK_SIZE, PAGE_BYTES,
 };
 use tidemark_store::pg::{Lsn, SegmentSize, TimelineId};
 use tidemark_store::repo::now;
+use tidemark_store::repo::FileListWriter;
 use tidemark_store::{Digest, Repo};
 
 use crate::cli::config::Settings;
@@ -459,11 +460,11 @@ struct Copy {
     max_pending: usize,
     /// The file being read, its chunker and the bytes seen.
     file: Option<(Chunker, u64)>,
-    pages: FileListPages,
-    page_digests: Vec<Digest>,
+    list: FileListWriter,
     files: u64,
     size: u64,
-    list_added: u64,
+    /// Stored bytes the server's manifest added.
+    manifest_added: u64,
     /// The server's `backup_manifest`: its chunker, and its chunks so far.
     manifest: Option<Chunker>,
     manifest_chunks: Chunked,
@@ -477,6 +478,7 @@ fn out_of_order(what: &str) -> Failure {
 impl Copy {
     fn new(repo: Repo, uploader: Uploader, page_bytes: usize, quiet: bool) -> Copy {
         Copy {
+            list: FileListWriter::new(repo.clone(), page_bytes),
             repo,
             uploader,
             progress: Progress::new("backup", None, !quiet),
@@ -488,11 +490,9 @@ impl Copy {
             first: 0,
             max_pending: MAX_PENDING,
             file: None,
-            pages: FileListPages::new(page_bytes),
-            page_digests: Vec::new(),
             files: 0,
             size: 0,
-            list_added: 0,
+            manifest_added: 0,
             manifest: None,
             manifest_chunks: Chunked::default(),
         }
@@ -653,23 +653,14 @@ impl Copy {
                 self.files += 1;
                 self.size += done.entry.size;
             }
-            if let Some(page) = self.pages.push(&done.entry) {
-                self.store_page(page).await?;
-            }
+            self.list.push(&done.entry).await?;
         }
-        Ok(())
-    }
-
-    async fn store_page(&mut self, page: Vec<u8>) -> Result<(), Failure> {
-        let put = self.repo.put_blob(page.into()).await?;
-        self.list_added += put.added();
-        self.page_digests.push(put.digest);
         Ok(())
     }
 
     async fn store_manifest_chunk(&mut self, data: bytes::Bytes) -> Result<(), Failure> {
         let put = self.repo.put_blob(data).await?;
-        self.list_added += put.added();
+        self.manifest_added += put.added();
         self.manifest_chunks.chunks.push(put.digest);
         Ok(())
     }
@@ -708,16 +699,7 @@ impl Copy {
         if self.manifest_chunks.size == 0 {
             return Err(out_of_order("no backup_manifest"));
         }
-        if let Some(page) = self.pages.finish() {
-            self.store_page(page).await?;
-        }
-        let list = FileList {
-            format: FILE_LIST_FORMAT,
-            pages: std::mem::take(&mut self.page_digests),
-            entries: self.pages.entries(),
-            pg_manifest: std::mem::take(&mut self.manifest_chunks),
-        };
-        let put = self.repo.put_blob(list.to_bytes().into()).await?;
+        let (put, list_added) = self.list.finish(self.manifest_chunks).await?;
         Ok(Copied {
             start,
             stop_lsn,
@@ -727,7 +709,7 @@ impl Copy {
             file_list: put.digest,
             files: self.files,
             size: self.size,
-            list_added: self.list_added + put.added(),
+            list_added: list_added + self.manifest_added,
             stats: self.uploader.stats(),
         })
     }
@@ -757,6 +739,7 @@ mod tests {
     use super::*;
     use crate::replication::proto::{BackupEnd, BackupTablespace};
     use bytes::Bytes;
+    use tidemark_store::backup::FileList;
 
     /// A local repository in a temporary directory.
     fn local_repo() -> (tempfile::TempDir, Repo) {
