@@ -671,6 +671,25 @@ fn bad_archive_push_inputs_change_nothing() {
     let missing = a.t.path().join(format!("missing/{spare}"));
     let (_other, other_spool, other_names) = spooling_cluster(&a.t, "other", 1);
     let foreign = other_spool.join(&other_names[0]);
+    // A named pipe under the next segment's name: opening it for reading would wait for
+    // a writer forever.
+    let fifo = a.t.mkdir("fifo").join(&spare);
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    chown_to_user(&fifo);
+    // This cluster's WAL, but cut into 1 MiB segments where the stanza records 16 MiB.
+    let one_mib = SegmentSize::new(MIB).unwrap();
+    let resized_name = WalSegmentName::from_segment_number(TimelineId(1), 0xA_0123, one_mib);
+    let resized = a.t.mkdir("resized").join(resized_name.to_string());
+    write_synthetic_segment(
+        &resized,
+        &resized_name,
+        one_mib,
+        a._cluster.system_identifier().parse().unwrap(),
+    );
 
     struct Case {
         what: &'static str,
@@ -724,6 +743,20 @@ fn bad_archive_push_inputs_change_nothing() {
             unwritable: false,
         },
         Case {
+            what: "a named pipe",
+            args: push(&fifo),
+            code: 1,
+            needle: "a named pipe, not a regular file",
+            unwritable: false,
+        },
+        Case {
+            what: "another segment size",
+            args: push(&resized),
+            code: 3,
+            needle: "stanza \"main\" records PostgreSQL 15 with 16 MiB WAL segments, this is PostgreSQL 15 with 1 MiB segments",
+            unwritable: false,
+        },
+        Case {
             what: "missing %p",
             args: vec!["archive-push".into()],
             code: 2,
@@ -749,7 +782,13 @@ fn bad_archive_push_inputs_change_nothing() {
         if case.unwritable {
             chmod_dirs(&a.repo, 0o555);
         }
-        let run = a.tm.run(&case.args);
+        let Some(run) = a.tm.run_within(&case.args, Duration::from_secs(60)) else {
+            failures.push(format!(
+                "{} ({:?}): still running after 60 s",
+                case.what, case.args
+            ));
+            continue;
+        };
         eprintln!("{}: exit {}, stderr {:?}", case.what, run.code, run.stderr);
         if case.unwritable {
             chmod_dirs(&a.repo, 0o755);

@@ -62,7 +62,7 @@ impl Failure {
 fn store_code(e: &tidemark_store::Error) -> u8 {
     use tidemark_store::Error as S;
     match e {
-        S::ClusterMismatch { .. } => CLUSTER_MISMATCH,
+        S::ClusterMismatch { .. } | S::ClusterDiffers { .. } => CLUSTER_MISMATCH,
         S::Corrupt { .. } | S::Catalog { .. } => INTEGRITY,
         S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => USAGE,
         _ => FAILED,

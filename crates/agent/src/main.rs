@@ -19,6 +19,14 @@ fn main() -> ExitCode {
     // exit 2 would read as "not in the archive" and end recovery early.
     let is_archive_get = std::env::args().nth(1).is_some_and(|a| a == "archive-get")
         || std::env::args().any(|a| a == "archive-get");
+    // A panic must not exit 101, which PostgreSQL reads from restore_command as "not in
+    // the archive" (recovery would end early, at the wrong point): archive-get exits
+    // above 125 (fatal to recovery), everything else with the ordinary failure code.
+    exit_on_panic(if is_archive_get {
+        exit::RESTORE_FATAL
+    } else {
+        exit::FAILED
+    });
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -92,6 +100,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome: Result<u8, Failure> = runtime.block_on(async {
+        inject_panic_for_tests(command_name).await;
         match &cli.command {
             Command::ArchivePush { path } => cmd::archive_push::run(&settings, path)
                 .await
@@ -202,6 +211,52 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) => report(command_name, &f, fail_code(&f)),
     }
+}
+
+/// Makes any panic, on any thread, print one line and end the process with `code`.
+///
+/// The process ends in the hook itself, before unwinding: a panic on a worker thread
+/// (a tokio task, a scoped hashing thread) must not be caught and turned into some other
+/// exit, and nothing after a broken invariant should go on writing.
+fn exit_on_panic(code: u8) {
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "tidemark: internal error (a bug in tidemark; please report it): {}{at}; exit {code}",
+            message.replace('\n', " ")
+        );
+        std::process::exit(i32::from(code));
+    }));
+}
+
+/// Debug builds only: `TIDEMARK_TEST_PANIC=<command>` panics at the start of that
+/// command, on the runtime's thread; `<command>:worker` panics on a blocking worker
+/// thread whose failure is then propagated the way the code base does it (`expect` on the
+/// join). Tests use it to prove what a panic does to the exit code; release builds have
+/// no such switch.
+async fn inject_panic_for_tests(command: &str) {
+    #[cfg(debug_assertions)]
+    if let Ok(wanted) = std::env::var("TIDEMARK_TEST_PANIC") {
+        if wanted == command {
+            panic!("injected by TIDEMARK_TEST_PANIC");
+        }
+        if wanted == format!("{command}:worker") {
+            tokio::task::spawn_blocking(|| panic!("injected by TIDEMARK_TEST_PANIC on a worker"))
+                .await
+                .expect("the worker panicked");
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = command;
 }
 
 /// Clap's multi-line usage error as one line: the message, then the usage it shows.

@@ -79,6 +79,53 @@ fn archive_get_usage_errors_stop_recovery() {
 }
 
 #[test]
+fn a_panic_never_reads_as_not_found() {
+    // Exit 101 (Rust's panic status) from restore_command reads as "not in the
+    // archive": recovery would end early. archive-get must exit above 125, archive-push
+    // with an ordinary failure (1..125), each with one line. The panic is injected on a
+    // worker thread (debug builds only), where a caught panic could otherwise be turned
+    // into some other outcome.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = format!("file://{}", dir.path().join("repo").display());
+    let dest = dir.path().join("dest");
+    let wal = dir.path().join("000000010000000000000001");
+    std::fs::write(&wal, b"not read: the panic comes first").unwrap();
+    let get = vec![
+        "archive-get",
+        "000000010000000000000001",
+        dest.to_str().unwrap(),
+    ];
+    let cases = [
+        (get.clone(), "archive-get", 128),
+        (get, "archive-get:worker", 128),
+        (
+            vec!["archive-push", wal.to_str().unwrap()],
+            "archive-push",
+            1,
+        ),
+        (
+            vec!["archive-push", wal.to_str().unwrap()],
+            "archive-push:worker",
+            1,
+        ),
+        (vec!["info"], "info", 1),
+    ];
+    for (args, command, code) in cases {
+        let mut all = vec!["--repo", repo.as_str()];
+        all.extend(args);
+        let out = tidemark(&all, &[("TIDEMARK_TEST_PANIC", command)]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(code), "{command}: {err}");
+        assert_eq!(err.lines().count(), 1, "{command}: {err}");
+        assert!(
+            err.starts_with("tidemark: internal error") && err.contains("TIDEMARK_TEST_PANIC"),
+            "{command}: {err}"
+        );
+        assert!(!dest.exists(), "nothing delivered");
+    }
+}
+
+#[test]
 fn bad_settings_exit_2_with_the_setting_named() {
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![

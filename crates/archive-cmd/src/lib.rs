@@ -158,7 +158,7 @@ impl Error {
             | Error::SpoolStuck { .. } => ErrorKind::Integrity,
             Error::NoSuchStanza { .. } => ErrorKind::Config,
             Error::Store(e) => match e {
-                S::ClusterMismatch { .. } => ErrorKind::ClusterMismatch,
+                S::ClusterMismatch { .. } | S::ClusterDiffers { .. } => ErrorKind::ClusterMismatch,
                 S::Corrupt { .. } | S::Catalog { .. } => ErrorKind::Integrity,
                 S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => {
                     ErrorKind::Config

@@ -281,14 +281,8 @@ fn read_and_check(
     compression: Compression,
     mut staged: Option<Staged>,
 ) -> Result<(Content, Option<SegmentIdentity>)> {
-    let mut file = std::fs::File::open(path).map_err(read_err(path))?;
+    let mut file = open_regular(path)?;
     let meta = file.metadata().map_err(read_err(path))?;
-    if !meta.is_file() {
-        return Err(Error::Read {
-            path: path.to_path_buf(),
-            source: std::io::Error::other("not a regular file"),
-        });
-    }
     let len = meta.len();
     match name {
         WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
@@ -325,6 +319,51 @@ fn read_and_check(
             ))
         }
     }
+}
+
+/// Opens `path` for reading if it is a regular file (or a symlink to one), and refuses
+/// anything else as bad input. The open itself must not wait: opening a named pipe for
+/// reading blocks until a writer appears, which would hang the archiver forever. So the
+/// file is opened non-blocking, checked with `fstat` on the very descriptor (no window
+/// for a swap between a check and the open), and only then switched back to blocking.
+pub(crate) fn open_regular(path: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err(path))?;
+    let kind = file.metadata().map_err(read_err(path))?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a named pipe"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "a special file"
+        };
+        return Err(Error::Read {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(format!(
+                "{what}, not a regular file: only WAL files are archived"
+            )),
+        });
+    }
+    // SAFETY: fcntl on a descriptor this function owns; F_GETFL/F_SETFL take no pointers.
+    let cleared = unsafe {
+        let fd = file.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+    };
+    if !cleared {
+        return Err(read_err(path)(std::io::Error::last_os_error()));
+    }
+    Ok(file)
 }
 
 fn read_small(

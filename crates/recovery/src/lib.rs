@@ -192,7 +192,10 @@ fn list(ids: &[String]) -> String {
 fn store_kind(e: &tidemark_store::Error) -> ErrorKind {
     use tidemark_store::Error as S;
     match e {
-        S::Corrupt { .. } | S::Catalog { .. } | S::ClusterMismatch { .. } => ErrorKind::Integrity,
+        S::Corrupt { .. }
+        | S::Catalog { .. }
+        | S::ClusterMismatch { .. }
+        | S::ClusterDiffers { .. } => ErrorKind::Integrity,
         S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => ErrorKind::Usage,
         _ => ErrorKind::Failed,
     }

@@ -143,6 +143,17 @@ pub enum Error {
         /// The system id presented.
         found: String,
     },
+    /// The stanza's cluster record names the same system identifier but another
+    /// PostgreSQL major version or WAL segment size: the WAL or server presented is not
+    /// the cluster the stanza was made for (a `pg_upgrade`, an `initdb` with another
+    /// `--wal-segsize`), so it is refused like another cluster's.
+    #[error("stanza {stanza:?} {detail}")]
+    ClusterDiffers {
+        /// The stanza.
+        stanza: String,
+        /// What differs, as "records …, this is …".
+        detail: String,
+    },
 }
 
 impl Error {

@@ -571,7 +571,7 @@ impl Repo {
             [] => Ok(None),
             [one] => self.get_record(&one.key).await.map(Some),
             many => Err(Error::Catalog {
-                what: format!("stanza {stanza:?}"),
+                what: format!("stanza {:?}", stanza.as_str()),
                 detail: format!(
                     "has {} cluster records ({}): only one cluster may archive into a stanza; remove the wrong one",
                     many.len(),
@@ -595,7 +595,7 @@ impl Repo {
                     .await?;
                 // Read back: a concurrent first push of another cluster shows up here.
                 self.cluster(stanza).await?.ok_or_else(|| Error::Catalog {
-                    what: format!("stanza {stanza:?}"),
+                    what: format!("stanza {:?}", stanza.as_str()),
                     detail: "cluster record vanished right after it was written".into(),
                 })?
             }
@@ -811,15 +811,27 @@ pub fn check_same_cluster(
     if existing.wal_segment_size != proposed.wal_segment_size
         || existing.pg_major != proposed.pg_major
     {
-        return Err(Error::Catalog {
-            what: format!("stanza {stanza:?}"),
+        return Err(Error::ClusterDiffers {
+            stanza: stanza.to_string(),
             detail: format!(
-                "records PostgreSQL {} with {}-byte WAL segments, this is PostgreSQL {} with {}-byte segments",
-                existing.pg_major, existing.wal_segment_size, proposed.pg_major, proposed.wal_segment_size
+                "records PostgreSQL {} with {} WAL segments, this is PostgreSQL {} with {} segments",
+                existing.pg_major,
+                segment_size_text(existing.wal_segment_size),
+                proposed.pg_major,
+                segment_size_text(proposed.wal_segment_size)
             ),
         });
     }
     Ok(())
+}
+
+/// A WAL segment size as people write it: "16 MiB", or the bytes when it is not whole MiB.
+fn segment_size_text(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes}-byte")
+    }
 }
 
 /// A record's "now", in one place so that tests can reason about it.
@@ -1213,8 +1225,19 @@ mod tests {
         };
         assert!(matches!(
             repo.ensure_cluster(&stanza, &resized).await,
-            Err(Error::Catalog { .. })
+            Err(Error::ClusterDiffers { .. })
         ));
+        // The message names the stanza as written and both sizes as people say them.
+        let message = repo
+            .ensure_cluster(&stanza, &resized)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "stanza \"main\" records PostgreSQL 15 with 16 MiB WAL segments, \
+             this is PostgreSQL 15 with 1 MiB segments"
+        );
         // A second record (a store that ignored Create, or a race) makes every reader stop.
         repo.put_record(&catalog::cluster_key(&stanza, 8), &other)
             .await

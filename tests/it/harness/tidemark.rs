@@ -197,6 +197,31 @@ impl Tidemark {
         }
     }
 
+    /// Runs like [`Tidemark::run`], but kills the command if it has not finished within
+    /// `limit`: `None` then (a hang is a failure the test reports, not a test that never
+    /// ends).
+    pub fn run_within<S: AsRef<str>>(&self, args: &[S], limit: std::time::Duration) -> Option<Run> {
+        let mut child = self
+            .command(args)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin().display()));
+        let started = std::time::Instant::now();
+        while child.try_wait().expect("wait").is_none() {
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("wait");
+        Some(Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        })
+    }
+
     /// Runs and asserts exit 0; returns stdout.
     pub fn ok<S: AsRef<str>>(&self, args: &[S]) -> String {
         let run = self.run(args);
