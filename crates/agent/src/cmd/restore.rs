@@ -1,4 +1,5 @@
-//! `tidemark restore --pgdata DIR [--backup ID] [--tablespace-map OID=DIR]... [--json]`:
+//! `tidemark restore --pgdata DIR [--backup ID] [--tablespace-map OID=DIR]...
+//! [--archive-mode off|preserve] [--json]`:
 //! materializes a backup into an empty data directory, set up to replay WAL from the
 //! repository when PostgreSQL starts.
 //!
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tidemark_recovery::autoconf;
+use tidemark_recovery::autoconf::{self, ArchiveMode};
 use tidemark_recovery::restore::{prepare, Progress, RestoreReport, RestoreRequest};
 use tidemark_store::url::RepoUrl;
 
@@ -45,9 +46,21 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure>
         pgdata: absolute(pgdata)?,
         tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
         restore_command: restore_command(settings)?,
+        archive_mode: match args.archive_mode.as_str() {
+            "preserve" => ArchiveMode::Preserve,
+            _ => ArchiveMode::Off,
+        },
     };
     let repo = open_repo(settings).await?;
     let mut prepared = prepare(&repo, &settings.stanza, &request).await?;
+    for skipped in prepared.skipped() {
+        eprintln!(
+            "tidemark: restore: warning: skipping backup {}: its record cannot be read ({}); restoring the newest readable backup, {}",
+            skipped.id,
+            skipped.error,
+            prepared.record().id
+        );
+    }
     if matches!(settings.repo, RepoUrl::S3 { .. }) {
         prepared = prepared.with_in_flight(S3_IN_FLIGHT);
     }
@@ -209,21 +222,85 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
-/// The line printed on success.
+/// The lines printed on success: what was restored, whether the restored cluster
+/// archives, the recovery settings of the backup that were commented out, and the
+/// archive's timelines that PostgreSQL may follow instead of the backup's.
 pub fn summary(r: &RestoreReport) -> String {
     let rate = if r.seconds > 0.0 {
         mib(r.bytes) / r.seconds
     } else {
         0.0
     };
-    format!(
+    let mut out = format!(
         "restored backup {}: {} files, {:.1} MiB in {:.1} s ({rate:.1} MiB/s) into {}; start PostgreSQL to replay WAL from the repository",
         r.backup,
         r.files,
         mib(r.bytes),
         r.seconds,
         r.pgdata.display()
-    )
+    );
+    out.push('\n');
+    out.push_str(match r.archive_mode {
+        ArchiveMode::Off => "archiving: off in the restored cluster (archive_mode = off in postgresql.auto.conf): it does not archive into the repository; restore with --archive-mode preserve the cluster that is to become the new primary",
+        _ => "archiving: as backed up (--archive-mode preserve): once promoted, the restored cluster archives where the original did",
+    });
+    if !r.removed_settings.is_empty() {
+        out.push_str(&format!(
+            "\nrecovery settings of the backup commented out in postgresql.auto.conf: {}",
+            r.removed_settings
+                .iter()
+                .map(|l| l.trim())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    if !r.branching_timelines.is_empty() || r.latest_timeline != r.timeline {
+        let named: Vec<String> = r
+            .branching_timelines
+            .iter()
+            .map(|t| {
+                if t.before_backup_end {
+                    format!(
+                        "{} (at {}, before this backup ended: cannot be followed from it)",
+                        t.timeline, t.branched_at
+                    )
+                } else {
+                    format!("{} (at {})", t.timeline, t.branched_at)
+                }
+            })
+            .collect();
+        if !named.is_empty() {
+            out.push_str(&format!(
+                "\ntimelines in the archive that branch off the backup's timeline {}: {}",
+                r.timeline,
+                named.join(", ")
+            ));
+        }
+        let followed = r
+            .branching_timelines
+            .iter()
+            .find(|t| t.timeline == r.latest_timeline);
+        let outcome = if r.latest_timeline == r.timeline {
+            format!(
+                "PostgreSQL (recovery_target_timeline = 'latest') stays on timeline {}: the archive lacks the history file of timeline {}",
+                r.timeline,
+                r.timeline + 1
+            )
+        } else if followed.is_some_and(|t| !t.before_backup_end) {
+            format!(
+                "PostgreSQL (recovery_target_timeline = 'latest') will follow timeline {}, not the backup's timeline {}; to stay on it, set recovery_target_timeline = 'current' in postgresql.auto.conf before starting",
+                r.latest_timeline, r.timeline
+            )
+        } else {
+            format!(
+                "PostgreSQL (recovery_target_timeline = 'latest') will pick timeline {}, which cannot be reached from this backup, and refuse to start; set recovery_target_timeline = 'current' in postgresql.auto.conf before starting",
+                r.latest_timeline
+            )
+        };
+        out.push('\n');
+        out.push_str(&outcome);
+    }
+    out
 }
 
 #[cfg(test)]
