@@ -403,6 +403,26 @@ async fn a_backup_whose_file_list_is_missing_is_flagged_and_restores_with_exit_4
         .is_empty());
     let list_key = blob_key(&broken.file_list);
     std::fs::remove_file(repo.join(list_key.as_str())).unwrap();
+    // A third backup whose list is there but its one page is not.
+    let paged = crafted_backup_at(
+        &repo,
+        &["PG_VERSION", "base/1/2"],
+        b"c\n",
+        t + chrono::Duration::seconds(10),
+    )
+    .await;
+    let list = tidemark_store::backup::FileList::from_bytes(
+        &paged.file_list,
+        &std::fs::read(repo.join(blob_key(&paged.file_list).as_str()))
+            .map(|stored| {
+                tidemark_store::codec::decode(&blob_key(&paged.file_list), paged.file_list, &stored)
+                    .unwrap()
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let page_key = blob_key(&list.pages[0]);
+    std::fs::remove_file(repo.join(page_key.as_str())).unwrap();
 
     let info = info_json(&repo_url);
     assert!(info["backups"][0]["problems"]
@@ -414,15 +434,19 @@ async fn a_backup_whose_file_list_is_missing_is_flagged_and_restores_with_exit_4
         problems[0].as_str().unwrap(),
         format!("its file list ({list_key}) is missing from the repository")
     );
+    assert_eq!(
+        info["backups"][2]["problems"][0].as_str().unwrap(),
+        format!("page 1 of 1 of its file list ({page_key}) is missing from the repository")
+    );
     let text = tidemark(&["--repo", &repo_url, "info"], &[]);
     assert!(
-        String::from_utf8_lossy(&text.stdout).contains("backups     2, 1 of them DAMAGED"),
+        String::from_utf8_lossy(&text.stdout).contains("backups     3, 2 of them DAMAGED"),
         "{}",
         String::from_utf8_lossy(&text.stdout)
     );
 
     let pgdata = dir.path().join("restored");
-    let out = restore(&repo_url, &pgdata, &[]);
+    let out = restore(&repo_url, &pgdata, &["--backup", &broken.id]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -430,6 +454,16 @@ async fn a_backup_whose_file_list_is_missing_is_flagged_and_restores_with_exit_4
         err.starts_with(&format!(
             "tidemark: restore: backup {}: its file list ({list_key}) is missing from the repository",
             broken.id
+        )),
+        "{err}"
+    );
+    let out = restore(&repo_url, &pgdata, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tidemark: restore: backup {}: page 1 of 1 of its file list ({page_key}) is missing",
+            paged.id
         )),
         "{err}"
     );
