@@ -241,7 +241,7 @@ pub fn summary(r: &RestoreReport) -> String {
     );
     out.push('\n');
     out.push_str(match r.archive_mode {
-        ArchiveMode::Off => "archiving: off in the restored cluster (archive_mode = off in postgresql.auto.conf): it does not archive into the repository; restore with --archive-mode preserve the cluster that is to become the new primary",
+        ArchiveMode::Off => "archiving: off in the restored cluster (archive_mode = off in postgresql.auto.conf): it does not archive into the repository; for the cluster that is to become the new primary, restore with --archive-mode preserve",
         _ => "archiving: as backed up (--archive-mode preserve): once promoted, the restored cluster archives where the original did",
     });
     if !r.removed_settings.is_empty() {
