@@ -358,6 +358,81 @@ mod tests {
         assert!(!cmd.contains("sekrit") && !cmd.contains("AKIA"), "{cmd}");
     }
 
+    fn report() -> RestoreReport {
+        let at = chrono::Utc::now();
+        RestoreReport {
+            backup: "20261121T103207Z".into(),
+            label: "l".into(),
+            backup_start_time: at,
+            backup_stop_time: at,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/2000100".into(),
+            pgdata: "/srv/data".into(),
+            tablespaces: vec![],
+            files: 1,
+            directories: 0,
+            bytes: 0,
+            chunks: 0,
+            seconds: 0.0,
+            sync: tidemark_recovery::restore::SyncMode::FsyncEach,
+            restore_command: "c".into(),
+            archive_mode: ArchiveMode::Off,
+            removed_settings: vec![],
+            timeline: 1,
+            branching_timelines: vec![],
+            latest_timeline: 1,
+            skipped_backups: vec![],
+        }
+    }
+
+    #[test]
+    fn the_summary_says_whether_the_copy_archives_and_which_timeline_it_follows() {
+        use tidemark_recovery::restore::BranchingTimeline;
+        let mut r = report();
+        let text = summary(&r);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.lines().nth(1).unwrap().starts_with("archiving: off"),
+            "{text}"
+        );
+        r.archive_mode = ArchiveMode::Preserve;
+        r.removed_settings = vec!["recovery_target = 'immediate'".into()];
+        let text = summary(&r);
+        assert!(text.contains("archiving: as backed up"), "{text}");
+        assert!(
+            text.contains("commented out in postgresql.auto.conf: recovery_target = 'immediate'"),
+            "{text}"
+        );
+        let branch = |timeline, before_backup_end| BranchingTimeline {
+            timeline,
+            branched_at: "0/3000000".into(),
+            before_backup_end,
+        };
+        r.branching_timelines = vec![branch(2, false), branch(3, false)];
+        r.latest_timeline = 3;
+        let text = summary(&r);
+        assert!(
+            text.contains("branch off the backup's timeline 1: 2 (at 0/3000000), 3 (at 0/3000000)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("will follow timeline 3, not the backup's timeline 1"),
+            "{text}"
+        );
+        r.branching_timelines = vec![branch(2, true)];
+        r.latest_timeline = 2;
+        let text = summary(&r);
+        assert!(text.contains("before this backup ended"), "{text}");
+        assert!(text.contains("refuse to start"), "{text}");
+        r.branching_timelines = vec![branch(3, false)];
+        r.latest_timeline = 1;
+        assert!(
+            summary(&r).contains("stays on timeline 1"),
+            "{}",
+            summary(&r)
+        );
+    }
+
     #[test]
     fn relative_paths_are_resolved_through_the_file_system() {
         let dir = tempfile::tempdir().unwrap();
