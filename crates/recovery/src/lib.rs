@@ -127,10 +127,8 @@ pub enum Error {
         source: tidemark_store::Error,
     },
     /// Reading a chunk of a file failed (corrupt, missing, unreachable).
-    #[error("backup {backup}: restoring {path} (chunk {index}): {source}")]
+    #[error("restoring {path} (chunk {index}): {source}")]
     Chunk {
-        /// The backup.
-        backup: String,
         /// The file being restored.
         path: String,
         /// The chunk's index in the file.

@@ -844,7 +844,6 @@ impl Prepared {
                 .read_blob(chunk, &mut out)
                 .await
                 .map_err(|source| Error::Chunk {
-                    backup: self.record.id.clone(),
                     path: "backup_manifest".into(),
                     index: index as u64,
                     source,
@@ -1054,7 +1053,6 @@ impl Prepared {
                             match fetch_chunk(repo, digest, len).await {
                                 Ok(stored) => Ok(Some((*digest, stored, len))),
                                 Err(source) => Err(Error::Chunk {
-                                    backup: record_id.to_string(),
                                     path: entry_name(node.root, &node.path),
                                     index: i as u64,
                                     source,
@@ -1528,7 +1526,6 @@ impl ChunkWriter<'_> {
     fn chunk_error(&self, f: usize, index: u64, source: tidemark_store::Error) -> Error {
         let node = &self.page.files[f];
         Error::Chunk {
-            backup: self.backup.to_string(),
             path: entry_name(node.root, &node.path),
             index,
             source,
@@ -1660,7 +1657,6 @@ fn decode_checked(
         sink(piece)
     };
     let n = decode_chunk(&key, digest, stored, &mut bounded).map_err(|source| Error::Chunk {
-        backup: backup.to_string(),
         path: entry_name(node.root, &node.path),
         index,
         source,
@@ -2615,8 +2611,7 @@ mod tests {
         let err = fx.restore(None).await.unwrap_err();
         assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
         assert!(
-            err.to_string()
-                .starts_with("backup 20261121T103207Z: restoring tablespace 16384: PG_15/bad"),
+            err.to_string().contains("tablespace 16384: PG_15/bad"),
             "{err}"
         );
         assert!(!fx.path("pgdata").exists());
