@@ -12,7 +12,12 @@
 //! - a backup killed midway leaves no listed backup, and the next one succeeds;
 //! - archiving off, a role without `REPLICATION`, no `pg_hba.conf` replication line,
 //!   another cluster, and WAL that never reaches the repository each fail with a specific
-//!   one-line error and list no backup.
+//!   one-line error and list no backup;
+//! - a restored copy, started as is, promotes without archiving into the stanza; with
+//!   `--archive-mode preserve` it archives its new timeline, which later restores name;
+//! - a recovery target in the backup's `postgresql.auto.conf` (and another kind in
+//!   `postgresql.conf`) does not apply: the restore replays to the end of the archive;
+//! - one damaged backup record stops neither the next backup nor the default restore.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -548,4 +553,196 @@ fn postgresql_14_backups_restore() {
         expected
     );
     r.stop();
+}
+
+/// `tidemark restore --pgdata <dir>/<name>/data <extra>`, which must succeed; returns
+/// its stdout.
+fn restore_ok(t: &TestDir, tm: &Tidemark, name: &str, extra: &[&str]) -> String {
+    let pgdata = t.path().join(name).join("data");
+    let mut args = vec!["restore", "--pgdata", pgdata.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let run = tm.run(&args);
+    assert_eq!(run.code, 0, "restore failed: {run:?}");
+    run.stdout
+}
+
+/// Starts the copy restored at `<dir>/<name>/data` with nothing added to its settings
+/// (as an operator would: `pg_ctl start`), and waits until it has promoted.
+fn start_copy(t: &TestDir, name: &str) -> Cluster {
+    let mut r = Cluster::adopt(t, name, None, Some(PASSWORD), &[]);
+    r.start();
+    wait_until("the end of recovery", Duration::from_secs(120), || {
+        r.try_psql("select pg_is_in_recovery()").as_deref() == Ok("f")
+    });
+    r
+}
+
+/// The timeline history files the local repository's WAL index holds for stanza main.
+fn archived_histories(t: &TestDir) -> Vec<String> {
+    let dir = t.path().join("repo/stanzas/main/wal/history");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Issue 12, item 1: a restored copy started as is promotes to timeline 2 without
+/// archiving anything into the production stanza; `--archive-mode preserve` keeps the
+/// archiving (the copy's `00000002.history` arrives); the next restore names timeline 2.
+#[test]
+fn a_restored_cluster_does_not_archive_unless_asked() {
+    need_pg!();
+    let t = TestDir::new("restore-archive-mode");
+    let tm = local_tidemark(&t);
+    let c = cluster(&t, "pg", Some(&tm));
+    c.psql("create table t(id int); insert into t values (1)");
+    backup_ok(&tm, &c, &[]);
+    c.psql("insert into t values (2)");
+    let last = c.switch_wal();
+    c.wait_archived(&last, Duration::from_secs(60));
+
+    let out = restore_ok(&t, &tm, "copy", &[]);
+    assert!(
+        out.contains("archiving: off in the restored cluster"),
+        "{out}"
+    );
+    assert!(!out.contains("branch off"), "no other timeline yet: {out}");
+    let mut copy = start_copy(&t, "copy");
+    assert_eq!(copy.psql("select count(*) from t"), "2");
+    assert_eq!(copy.psql("show archive_mode"), "off");
+    assert_eq!(
+        copy.psql("select substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)"),
+        "00000002",
+        "the copy promoted to timeline 2"
+    );
+    // A segment completed on timeline 2, and time for an archiver to act: nothing of
+    // timeline 2 reaches the stanza.
+    copy.psql("insert into t values (3); select pg_switch_wal()");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(archived_histories(&t), Vec::<String>::new());
+    let info = tm.info();
+    let timelines: Vec<u64> = info["wal"]["timelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["timeline"].as_u64().unwrap())
+        .collect();
+    assert_eq!(timelines, [1], "{info}");
+    copy.stop();
+
+    // The restore that becomes the new primary keeps archiving.
+    let out = restore_ok(&t, &tm, "primary", &["--archive-mode", "preserve"]);
+    assert!(out.contains("archiving: as backed up"), "{out}");
+    let mut primary = start_copy(&t, "primary");
+    assert_eq!(primary.psql("show archive_mode"), "on");
+    wait_until(
+        "00000002.history in the stanza",
+        Duration::from_secs(60),
+        || {
+            archived_histories(&t)
+                .iter()
+                .any(|n| n.starts_with("00000002.history."))
+        },
+    );
+    primary.stop();
+
+    // PostgreSQL's default would follow timeline 2 from now on: the restore says so.
+    let out = restore_ok(&t, &tm, "later", &[]);
+    assert!(
+        out.contains("timelines in the archive that branch off the backup's timeline 1: 2 (at "),
+        "{out}"
+    );
+    assert!(out.contains("will follow timeline 2"), "{out}");
+}
+
+/// Issue 12, item 2: a cluster with `recovery_target = 'immediate'` in its
+/// `postgresql.auto.conf` (`ALTER SYSTEM`) and `recovery_target_name` in
+/// `postgresql.conf` is backed up; its restore replays every row committed after the
+/// backup (not stopping at consistency, not refusing two targets).
+#[test]
+fn recovery_settings_in_the_backup_do_not_apply() {
+    need_pg!();
+    let t = TestDir::new("restore-recovery-settings");
+    let tm = local_tidemark(&t);
+    let mut c = Cluster::init(
+        &t,
+        "pg",
+        ClusterOptions {
+            password: Some(PASSWORD.into()),
+            archive_command: Some(format!("{} archive-push %p", tm.shell_prefix())),
+            settings: vec![("recovery_target_name".into(), "'nowhere'".into())],
+            ..Default::default()
+        },
+    );
+    c.start();
+    c.psql("alter system set recovery_target = 'immediate'");
+    c.psql("create table t(id int); insert into t values (1)");
+    backup_ok(&tm, &c, &[]);
+    c.psql("insert into t select generate_series(2, 1000)");
+    let last = c.switch_wal();
+    c.wait_archived(&last, Duration::from_secs(60));
+
+    let out = restore_ok(&t, &tm, "copy", &[]);
+    assert!(
+        out.contains("commented out in postgresql.auto.conf: recovery_target = 'immediate'"),
+        "{out}"
+    );
+    let copy = start_copy(&t, "copy");
+    assert_eq!(copy.psql("select count(*) from t"), "1000");
+}
+
+/// Issue 12, item 8: with one byte of the oldest backup record flipped, the next backup
+/// succeeds (its deduplication skips the record with a warning naming it), `info` lists
+/// it as damaged, the default restore takes the newest, and only a restore of the
+/// damaged backup fails.
+#[test]
+fn one_damaged_record_stops_neither_backups_nor_the_default_restore() {
+    need_pg!();
+    let t = TestDir::new("backup-damaged-record");
+    let tm = local_tidemark(&t);
+    let c = cluster(&t, "pg", Some(&tm));
+    let first = backup_ok(&tm, &c, &[]);
+    let id = first["id"].as_str().unwrap().to_string();
+    let record = t.path().join(format!("repo/stanzas/main/backups/{id}"));
+    let mut body = std::fs::read(&record).unwrap();
+    let at = body.len() / 2;
+    body[at] ^= 0x01;
+    std::fs::write(&record, body).unwrap();
+
+    let second = backup_ok(&tm, &c, &[]);
+    let warnings = second["warnings"].as_array().unwrap();
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("backup {id}'s record cannot be read"))),
+        "{second}"
+    );
+    let info = tm.info();
+    assert_eq!(info["damaged_backups"][0]["id"], id.as_str(), "{info}");
+    assert_eq!(listed_backups(&tm).len(), 1);
+
+    let out = restore_ok(&t, &tm, "copy", &[]);
+    assert!(
+        out.starts_with(&format!(
+            "restored backup {}",
+            second["id"].as_str().unwrap()
+        )),
+        "{out}"
+    );
+    let other = t.path().join("other/data");
+    let run = tm.run(&[
+        "restore",
+        "--pgdata",
+        other.to_str().unwrap(),
+        "--backup",
+        &id,
+    ]);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert!(!other.exists());
 }

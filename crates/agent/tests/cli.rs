@@ -232,6 +232,16 @@ fn a_config_file_with_secrets_readable_by_others_is_flagged() {
 /// A backup whose file list holds `entries` (files made of `content`), in a local
 /// repository at `repo`, written through the store's public API.
 async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
+    crafted_backup_at(repo, paths, content, chrono::Utc::now()).await;
+}
+
+/// [`crafted_backup`] started at `at` (its id); returns the record.
+async fn crafted_backup_at(
+    repo: &Path,
+    paths: &[&str],
+    content: &[u8],
+    at: chrono::DateTime<chrono::Utc>,
+) -> tidemark_store::backup::BackupRecord {
     use std::sync::Arc;
     use tidemark_store::backend::local::LocalBackend;
     use tidemark_store::backup::{BackupRecord, EntryKind, FileEntry, CHUNK_SIZE, PAGE_BYTES};
@@ -262,7 +272,6 @@ async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
         .put_file_list(&entries, b"{}\n", CHUNK_SIZE, PAGE_BYTES)
         .await
         .unwrap();
-    let at = chrono::Utc::now();
     let record = BackupRecord {
         label: "crafted".into(),
         file_list: list.digest,
@@ -275,6 +284,7 @@ async fn crafted_backup(repo: &Path, paths: &[&str], content: &[u8]) {
     repo.put_backup(&Stanza::new("main").unwrap(), &record)
         .await
         .unwrap();
+    record
 }
 
 /// `tidemark --repo REPO restore --pgdata PGDATA <extra>`.
@@ -347,4 +357,164 @@ async fn restore_writes_the_files_and_a_restore_command_for_this_repository() {
         std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap(),
         conf
     );
+}
+
+/// `info --json` on `repo_url`.
+fn info_json(repo_url: &str) -> serde_json::Value {
+    let out = tidemark(&["--repo", repo_url, "info", "--json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("info --json prints JSON")
+}
+
+#[tokio::test]
+async fn a_damaged_record_is_listed_and_skipped_and_only_its_own_restore_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_url = format!("file://{}", repo.display());
+    let t = chrono::Utc::now();
+    let old = crafted_backup_at(&repo, &["PG_VERSION"], b"old\n", t).await;
+    let new = crafted_backup_at(
+        &repo,
+        &["PG_VERSION"],
+        b"new\n",
+        t + chrono::Duration::seconds(5),
+    )
+    .await;
+    // One byte of the newest record flipped.
+    let record = repo.join(format!("stanzas/main/backups/{}", new.id));
+    let mut body = std::fs::read(&record).unwrap();
+    let at = body.len() - 4;
+    body[at] ^= 0x01;
+    std::fs::write(&record, body).unwrap();
+
+    let info = info_json(&repo_url);
+    let listed: Vec<&str> = info["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [old.id.as_str()]);
+    assert_eq!(info["damaged_backups"][0]["id"], new.id.as_str());
+    assert!(
+        info["damaged_backups"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("record checksum mismatch"),
+        "{info}"
+    );
+    let text = tidemark(&["--repo", &repo_url, "info"], &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!("  {}  DAMAGED: its record cannot be read", new.id)),
+        "{text}"
+    );
+
+    // The default restore takes the newest readable backup, with a warning naming the
+    // damaged one.
+    let pgdata = dir.path().join("restored");
+    let out = restore(&repo_url, &pgdata, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("warning: skipping backup {}", new.id)),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(pgdata.join("PG_VERSION")).unwrap(), b"old\n");
+    // Only a restore of that very backup fails.
+    let other = dir.path().join("other");
+    let out = restore(&repo_url, &other, &["--backup", &new.id]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&new.id), "{}", stderr(&out));
+    assert!(!other.exists());
+}
+
+#[tokio::test]
+async fn a_backup_whose_file_list_is_missing_is_flagged_and_restores_with_exit_4() {
+    use tidemark_store::catalog::blob_key;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo_url = format!("file://{}", repo.display());
+    let t = chrono::Utc::now();
+    let fine = crafted_backup_at(&repo, &["PG_VERSION"], b"a\n", t).await;
+    let broken = crafted_backup_at(
+        &repo,
+        &["PG_VERSION", "base/1/1"],
+        b"b\n",
+        t + chrono::Duration::seconds(5),
+    )
+    .await;
+    assert!(info_json(&repo_url)["backups"][1]["problems"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let list_key = blob_key(&broken.file_list);
+    std::fs::remove_file(repo.join(list_key.as_str())).unwrap();
+    // A third backup whose list is there but its one page is not.
+    let paged = crafted_backup_at(
+        &repo,
+        &["PG_VERSION", "base/1/2"],
+        b"c\n",
+        t + chrono::Duration::seconds(10),
+    )
+    .await;
+    let list = tidemark_store::backup::FileList::from_bytes(
+        &paged.file_list,
+        &std::fs::read(repo.join(blob_key(&paged.file_list).as_str()))
+            .map(|stored| {
+                tidemark_store::codec::decode(&blob_key(&paged.file_list), paged.file_list, &stored)
+                    .unwrap()
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let page_key = blob_key(&list.pages[0]);
+    std::fs::remove_file(repo.join(page_key.as_str())).unwrap();
+
+    let info = info_json(&repo_url);
+    assert!(info["backups"][0]["problems"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let problems = info["backups"][1]["problems"].as_array().unwrap();
+    assert_eq!(
+        problems[0].as_str().unwrap(),
+        format!("its file list ({list_key}) is missing from the repository")
+    );
+    assert_eq!(
+        info["backups"][2]["problems"][0].as_str().unwrap(),
+        format!("page 1 of 1 of its file list ({page_key}) is missing from the repository")
+    );
+    let text = tidemark(&["--repo", &repo_url, "info"], &[]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("backups     3, 2 of them DAMAGED"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
+
+    let pgdata = dir.path().join("restored");
+    let out = restore(&repo_url, &pgdata, &["--backup", &broken.id]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tidemark: restore: backup {}: its file list ({list_key}) is missing from the repository",
+            broken.id
+        )),
+        "{err}"
+    );
+    let out = restore(&repo_url, &pgdata, &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "tidemark: restore: backup {}: page 1 of 1 of its file list ({page_key}) is missing",
+            paged.id
+        )),
+        "{err}"
+    );
+    assert!(!pgdata.exists());
+    let out = restore(&repo_url, &pgdata, &["--backup", &fine.id]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -127,6 +127,7 @@ async fn check(dir: &Path) {
         pgdata: dir.join("pgdata"),
         tablespace_map: Default::default(),
         restore_command: "true".into(),
+        archive_mode: Default::default(),
     };
     let prepared = prepare(&repo, &stanza, &request).await.unwrap();
     let layout = prepared.layout();

@@ -205,6 +205,7 @@ async fn main() {
             pgdata: pgdata.clone(),
             tablespace_map: Default::default(),
             restore_command: "tidemark archive-get %f %p".into(),
+            archive_mode: Default::default(),
         };
         let progress = Arc::new(Progress::default());
         let cpu_before = cpu_seconds();

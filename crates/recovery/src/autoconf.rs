@@ -1,5 +1,6 @@
-//! The recovery settings a restore appends to `postgresql.auto.conf`, and the quoting
-//! they need. Pure: no IO here ([`crate::restore`] writes the result).
+//! The recovery settings a restore appends to `postgresql.auto.conf`, the earlier ones it
+//! comments out there ([`without_recovery_settings`]), and the quoting they need. Pure:
+//! no IO here ([`crate::restore`] writes the result).
 //!
 //! Two layers of quoting meet in `restore_command`:
 //!
@@ -59,19 +60,116 @@ pub fn restore_command<S: AsRef<str>>(program: &str, args: &[S]) -> String {
     words.join(" ")
 }
 
+/// Whether the restored cluster archives WAL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveMode {
+    /// `archive_mode = off` in the block: a restored copy (a test, a look at old data)
+    /// never archives into the repository, where its new timeline would be followed by
+    /// every later restore (PostgreSQL's `recovery_target_timeline` is `latest`).
+    #[default]
+    Off,
+    /// The backup's own archiving settings stay: for the restore that becomes the new
+    /// primary and must go on archiving.
+    Preserve,
+}
+
+/// PostgreSQL's recovery settings (the "Archive Recovery" and "Recovery Target" groups of
+/// its documentation, PostgreSQL 12 to 18, and `recovery_min_apply_delay`, which archive
+/// recovery honours too). Lines setting any of them in the backup's
+/// `postgresql.auto.conf` (an earlier point-in-time restore, an `ALTER SYSTEM`) are
+/// commented out: only the restore's own block applies. Standby settings
+/// (`primary_conninfo`, `primary_slot_name`) are left: they do nothing without
+/// `standby.signal`, and the restore writes `recovery.signal`.
+pub const RECOVERY_SETTINGS: [&str; 12] = [
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_end_command",
+    "recovery_target",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_lsn",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "recovery_target_action",
+    "recovery_min_apply_delay",
+];
+
+/// The settings that each name a kind of recovery target. PostgreSQL refuses to start
+/// when more than one is set, wherever it is set: the block sets every one it does not
+/// use to `''`, so that one left in `postgresql.conf` can neither add a second target
+/// nor stop recovery early.
+pub const TARGET_KINDS: [&str; 5] = [
+    "recovery_target",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_lsn",
+];
+
+/// The prefix of a line the restore commented out.
+pub const REMOVED_PREFIX: &str = "# removed by tidemark restore: ";
+
 /// The block a restore appends to `postgresql.auto.conf`: a comment naming the backup and
-/// when it was restored, then `restore_command`.
+/// when it was restored, `restore_command`, every recovery target kind set to `''`
+/// (recovery runs to the end of the archive), `recovery_target_timeline = 'latest'`
+/// written out (PostgreSQL's default, which the restore's report about the archive's
+/// timelines assumes), and `archive_mode = off` unless the archiving is kept.
 pub fn recovery_block(
     backup_id: &str,
     restored_at: DateTime<Utc>,
     restore_command: &str,
+    archive: ArchiveMode,
 ) -> String {
-    format!(
+    let mut block = format!(
         "# tidemark restore of backup {} ({})\nrestore_command = {}\n",
         backup_id.replace(['\n', '\r'], " "),
         restored_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         pg_quote(restore_command)
-    )
+    );
+    for kind in TARGET_KINDS {
+        block.push_str(&format!("{kind} = ''\n"));
+    }
+    block.push_str("recovery_target_timeline = 'latest'\n");
+    if archive == ArchiveMode::Off {
+        block.push_str("archive_mode = off\n");
+    }
+    block
+}
+
+/// The name a configuration line sets, if it sets one (`name = value`, `name value`;
+/// not a comment, not a blank line).
+fn setting_name(line: &str) -> Option<&str> {
+    let t = line.trim_start();
+    let end = t
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .unwrap_or(t.len());
+    let name = &t[..end];
+    let first = name.chars().next()?;
+    (first.is_ascii_alphabetic() || first == '_').then_some(name)
+}
+
+/// `existing` (the restored `postgresql.auto.conf`) with every line that sets one of the
+/// [`RECOVERY_SETTINGS`] (names compare without case, as PostgreSQL's do) commented out
+/// with [`REMOVED_PREFIX`]; returns the new text and the lines commented out.
+pub fn without_recovery_settings(existing: &[u8]) -> (Vec<u8>, Vec<String>) {
+    let mut out = Vec::with_capacity(existing.len());
+    let mut removed = Vec::new();
+    for line in existing.split_inclusive(|&b| b == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let recovery = setting_name(&text).is_some_and(|name| {
+            RECOVERY_SETTINGS
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(name))
+        });
+        if recovery {
+            out.extend_from_slice(REMOVED_PREFIX.as_bytes());
+            removed.push(text.trim_end().to_string());
+        }
+        out.extend_from_slice(line);
+    }
+    (out, removed)
 }
 
 /// `existing` (the restored `postgresql.auto.conf`, possibly empty) with `block` appended
@@ -130,14 +228,72 @@ mod tests {
             "20261121T103207Z",
             at,
             "/bin/tidemark --repo 'a b' archive-get %f %p",
+            ArchiveMode::Off,
         );
         assert_eq!(
             block,
             "# tidemark restore of backup 20261121T103207Z (2026-11-22T00:10:00Z)\n\
-             restore_command = '/bin/tidemark --repo ''a b'' archive-get %f %p'\n"
+             restore_command = '/bin/tidemark --repo ''a b'' archive-get %f %p'\n\
+             recovery_target = ''\n\
+             recovery_target_name = ''\n\
+             recovery_target_time = ''\n\
+             recovery_target_xid = ''\n\
+             recovery_target_lsn = ''\n\
+             recovery_target_timeline = 'latest'\n\
+             archive_mode = off\n"
+        );
+        let kept = recovery_block("x", at, "c", ArchiveMode::Preserve);
+        assert!(!kept.contains("archive_mode"), "{kept}");
+        assert!(
+            kept.ends_with("recovery_target_timeline = 'latest'\n"),
+            "{kept}"
         );
         assert_eq!(append_block(b"", "x\n"), b"x\n");
         assert_eq!(append_block(b"a = 1", "x\n"), b"a = 1\nx\n");
         assert_eq!(append_block(b"a = 1\n", "x\n"), b"a = 1\nx\n");
+    }
+
+    #[test]
+    fn earlier_recovery_settings_are_commented_out() {
+        let before = "# Do not edit this file manually!\n\
+                      work_mem = '4MB'\n\
+                      recovery_target = 'immediate'\n\
+                      \tRecovery_Target_Time='2026-11-21 10:00:00+00'\n\
+                      restore_command 'cp /old/%f %p'\n\
+                      recovery_target_timeline = '3'\n\
+                      recovery_min_apply_delay = '1h'\n\
+                      # recovery_target_name = 'a comment stays'\n\
+                      recovery_targets_are_not_a_setting = 1\n\
+                      primary_conninfo = 'host=p'\n\
+                      archive_mode = 'on'";
+        let (after, removed) = without_recovery_settings(before.as_bytes());
+        let after = String::from_utf8(after).unwrap();
+        assert_eq!(
+            removed,
+            [
+                "recovery_target = 'immediate'",
+                "\tRecovery_Target_Time='2026-11-21 10:00:00+00'",
+                "restore_command 'cp /old/%f %p'",
+                "recovery_target_timeline = '3'",
+                "recovery_min_apply_delay = '1h'",
+            ]
+        );
+        assert_eq!(
+            after,
+            "# Do not edit this file manually!\n\
+             work_mem = '4MB'\n\
+             # removed by tidemark restore: recovery_target = 'immediate'\n\
+             # removed by tidemark restore: \tRecovery_Target_Time='2026-11-21 10:00:00+00'\n\
+             # removed by tidemark restore: restore_command 'cp /old/%f %p'\n\
+             # removed by tidemark restore: recovery_target_timeline = '3'\n\
+             # removed by tidemark restore: recovery_min_apply_delay = '1h'\n\
+             # recovery_target_name = 'a comment stays'\n\
+             recovery_targets_are_not_a_setting = 1\n\
+             primary_conninfo = 'host=p'\n\
+             archive_mode = 'on'"
+        );
+        // Nothing to remove: the same bytes.
+        let plain = b"a = 1\nb = 2";
+        assert_eq!(without_recovery_settings(plain), (plain.to_vec(), vec![]));
     }
 }

@@ -21,6 +21,7 @@
 //!     pgdata: "/var/lib/postgresql/15/restored".into(),
 //!     tablespace_map: Default::default(),
 //!     restore_command: "tidemark archive-get %f %p".into(),
+//!     archive_mode: Default::default(), // archive_mode = off in the restored cluster
 //! };
 //! let progress = std::sync::Arc::new(Progress::default());
 //! let report = restore(&repo, &stanza, &request, &progress).await?;
@@ -114,6 +115,17 @@ pub enum Error {
         /// The directory.
         path: PathBuf,
     },
+    /// The backup's file list, or one of its pages, is missing, damaged or unreachable.
+    #[error("backup {backup}: {what} {}", list_failure(source))]
+    FileList {
+        /// The backup.
+        backup: String,
+        /// Which part: `its file list`, `page 3 of 12 of its file list`.
+        what: String,
+        /// What the repository said.
+        #[source]
+        source: tidemark_store::Error,
+    },
     /// Reading a chunk of a file failed (corrupt, missing, unreachable).
     #[error("restoring {path} (chunk {index}): {source}")]
     Chunk {
@@ -164,9 +176,15 @@ impl Error {
                 ErrorKind::Integrity
             }
             Error::Usage(_) | Error::TargetNotEmpty { .. } => ErrorKind::Usage,
-            // A chunk the file list names must be there: missing data is damage.
-            Error::Chunk { source, .. } if source.is_not_found() => ErrorKind::Integrity,
-            Error::Chunk { source, .. } | Error::Store(source) => store_kind(source),
+            // A chunk or a page the record names must be there: missing data is damage.
+            Error::Chunk { source, .. } | Error::FileList { source, .. }
+                if source.is_not_found() =>
+            {
+                ErrorKind::Integrity
+            }
+            Error::Chunk { source, .. } | Error::FileList { source, .. } | Error::Store(source) => {
+                store_kind(source)
+            }
             Error::Io { .. } | Error::Interrupted => ErrorKind::Failed,
             Error::CleanupFailed { cause, .. } => cause.kind(),
         }
@@ -178,6 +196,16 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// The end of [`Error::FileList`]'s message (the store's text kept whole, so that the
+/// cause is not repeated when the chain is printed).
+fn list_failure(source: &tidemark_store::Error) -> String {
+    if source.is_not_found() {
+        format!("is missing from the repository ({source}): this backup cannot be restored")
+    } else {
+        format!("cannot be read: {source}")
     }
 }
 

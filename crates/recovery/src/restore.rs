@@ -49,8 +49,11 @@
 //!   `recovery.signal` are written last.
 //!
 //! The targets (the data directory and each tablespace's directory) must be absent or
-//! empty at the start, so undoing a failed restore means putting them back to that:
-//! what was absent is removed, what was empty is emptied.
+//! empty at the start, so undoing a failed restore means putting them back to that. It
+//! removes only what this run created (see `Ledger`): targets are created with a `mkdir`
+//! that fails when they exist (an existing one is accepted only if empty), every entry
+//! with a create that fails when its name is taken, so a folder that appeared meanwhile,
+//! or another restore's data directory in the same path, is never removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -70,7 +73,7 @@ use tidemark_store::codec::{self, BlobDecoder};
 use tidemark_store::multihash;
 use tidemark_store::{Digest, Repo};
 
-use crate::autoconf;
+use crate::autoconf::{self, ArchiveMode};
 use crate::layout::{self, entry_name, FileNode, Layout, PageFiles, Root};
 use crate::{Error, Result};
 
@@ -87,6 +90,8 @@ pub struct RestoreRequest {
     /// The `restore_command` to write into `postgresql.auto.conf` (see
     /// [`autoconf::restore_command`]).
     pub restore_command: String,
+    /// Whether the restored cluster archives (default: it does not).
+    pub archive_mode: ArchiveMode,
 }
 
 /// How the restore makes its writes durable before it reports success.
@@ -185,6 +190,36 @@ pub struct RestoreReport {
     pub sync: SyncMode,
     /// The restore_command written into `postgresql.auto.conf`.
     pub restore_command: String,
+    /// Whether the restored cluster archives: `off` (written into
+    /// `postgresql.auto.conf`) or `preserve` (the backup's settings).
+    pub archive_mode: ArchiveMode,
+    /// Lines of the backup's `postgresql.auto.conf` that set recovery settings, commented
+    /// out (see [`autoconf::RECOVERY_SETTINGS`]).
+    pub removed_settings: Vec<String>,
+    /// The backup's timeline.
+    pub timeline: u32,
+    /// Timelines in the archive that branch off the backup's, ascending: PostgreSQL
+    /// (`recovery_target_timeline = 'latest'`) follows the newest it finds.
+    pub branching_timelines: Vec<BranchingTimeline>,
+    /// The timeline PostgreSQL will recover along: the backup's, or the highest of the
+    /// run `timeline + 1, + 2, …` whose history files the archive holds (PostgreSQL
+    /// probes them in that order and stops at the first missing one).
+    pub latest_timeline: u32,
+    /// Unreadable backup records skipped when choosing the newest backup.
+    pub skipped_backups: Vec<SkippedBackup>,
+}
+
+/// A timeline of the archive whose history goes through the backup's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BranchingTimeline {
+    /// Its id.
+    pub timeline: u32,
+    /// Where its history leaves the backup's timeline (`X/X`).
+    pub branched_at: String,
+    /// Whether that is before the end of the backup: PostgreSQL cannot follow it from
+    /// this backup (it refuses to start: "requested timeline … is not a child of this
+    /// server's history").
+    pub before_backup_end: bool,
 }
 
 /// A restore that passed every check and has not written anything yet.
@@ -194,26 +229,21 @@ pub struct Prepared {
     layout: Arc<Layout>,
     targets: Vec<Target>,
     restore_command: String,
+    archive_mode: ArchiveMode,
+    timelines: Timelines,
+    skipped: Vec<SkippedBackup>,
     sync: SyncMode,
     in_flight: usize,
     /// When [`prepare`] began: the report's time covers reading the file list too.
     began: Instant,
 }
 
-/// A target directory and what it was before the restore.
+/// A target directory (checked absent or empty by [`prepare`]; claimed again by
+/// [`Prepared::run`], see [`Ledger`]).
 #[derive(Clone, Debug)]
 struct Target {
     root: Root,
     path: PathBuf,
-    before: Before,
-}
-
-#[derive(Clone, Debug)]
-enum Before {
-    /// It did not exist; `top` is the outermost directory the restore will create for it.
-    Absent { top: PathBuf },
-    /// It was an empty directory with this mode.
-    Empty { mode: u32 },
 }
 
 /// Chunks in flight by default: enough to keep a local repository and every core busy,
@@ -240,21 +270,32 @@ fn cores() -> usize {
 /// Picks the backup, reads and checks its file list and the targets. Writes nothing.
 pub async fn prepare(repo: &Repo, stanza: &Stanza, request: &RestoreRequest) -> Result<Prepared> {
     let began = Instant::now();
-    let record = pick_backup(repo, stanza, request.backup.as_deref()).await?;
-    let list = repo.backup_files(&record).await?;
+    let (record, skipped) = pick_backup(repo, stanza, request.backup.as_deref()).await?;
+    let list = repo
+        .backup_files(&record)
+        .await
+        .map_err(|source| Error::FileList {
+            backup: record.id.clone(),
+            what: format!("its file list ({})", catalog::blob_key(&record.file_list)),
+            source,
+        })?;
     // The whole list is checked before anything is written, a page at a time; the
     // pages are read again as their files are written.
     let mut checker = layout::Checker::new(&record)?;
-    for page in &list.pages {
-        checker.add_page(repo.file_list_page(page).await?)?;
+    for (i, page) in list.pages.iter().enumerate() {
+        checker.add_page(read_page(repo, &record.id, i, list.pages.len(), page).await?)?;
     }
     let layout = checker.finish(list)?;
     let targets = check_targets(&record, request)?;
+    let timelines = timelines(repo, stanza, &record).await?;
     Ok(Prepared {
         record,
         layout: Arc::new(layout),
         targets,
         restore_command: request.restore_command.clone(),
+        archive_mode: request.archive_mode,
+        timelines,
+        skipped,
         sync: SyncMode::FsyncEach,
         in_flight: in_flight(),
         began,
@@ -274,23 +315,121 @@ pub async fn restore(
         .await
 }
 
-async fn pick_backup(repo: &Repo, stanza: &Stanza, id: Option<&str>) -> Result<BackupRecord> {
+/// Page `index` (of `pages`) of a backup's file list, its failures naming the backup and
+/// the page.
+async fn read_page(
+    repo: &Repo,
+    backup: &str,
+    index: usize,
+    pages: usize,
+    digest: &Digest,
+) -> Result<tidemark_store::backup::FileListPage> {
+    repo.file_list_page(digest)
+        .await
+        .map_err(|source| Error::FileList {
+            backup: backup.to_string(),
+            what: format!(
+                "page {} of {pages} of its file list ({})",
+                index + 1,
+                catalog::blob_key(digest)
+            ),
+            source,
+        })
+}
+
+/// A backup record that cannot be read, skipped when choosing the newest backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SkippedBackup {
+    /// Its id.
+    pub id: String,
+    /// Why its record cannot be read.
+    pub error: String,
+}
+
+/// The backup asked for (its record must be readable), or the newest readable one with
+/// the unreadable records that were skipped.
+async fn pick_backup(
+    repo: &Repo,
+    stanza: &Stanza,
+    id: Option<&str>,
+) -> Result<(BackupRecord, Vec<SkippedBackup>)> {
     if let Some(id) = id {
         if let Some(record) = repo.backup(stanza, id).await? {
-            return Ok(record);
+            return Ok((record, Vec::new()));
         }
     }
     let all = repo.backups(stanza).await?;
+    let skipped = all
+        .damaged
+        .iter()
+        .map(|d| SkippedBackup {
+            id: d.id.clone(),
+            error: d.error.to_string(),
+        })
+        .collect();
     match id {
-        None => all.into_iter().last().ok_or_else(|| Error::NoBackups {
-            stanza: stanza.to_string(),
-        }),
+        None => match all.records.into_iter().last() {
+            Some(newest) => Ok((newest, skipped)),
+            None => Err(Error::NoBackups {
+                stanza: stanza.to_string(),
+            }),
+        },
         Some(id) => Err(Error::UnknownBackup {
             id: id.to_string(),
             stanza: stanza.to_string(),
-            available: all.into_iter().map(|r| r.id).collect(),
+            available: all.records.into_iter().map(|r| r.id).collect(),
         }),
     }
+}
+
+/// The archive's timelines as they concern a backup (see [`RestoreReport`]).
+#[derive(Clone, Debug)]
+struct Timelines {
+    branching: Vec<BranchingTimeline>,
+    latest: u32,
+}
+
+/// Reads the archive's timeline history files above the backup's timeline (a short list:
+/// one file per promotion) and works out which branch off it, and which one PostgreSQL's
+/// `recovery_target_timeline = 'latest'` will follow.
+async fn timelines(repo: &Repo, stanza: &Stanza, record: &BackupRecord) -> Result<Timelines> {
+    use tidemark_store::pg::{parse_history, Lsn, WalFileName};
+    let own = record.timeline;
+    let listed = repo
+        .backend()
+        .list(&catalog::wal_history_prefix(stanza))
+        .await?;
+    let mut histories: BTreeMap<u32, Digest> = BTreeMap::new();
+    for meta in &listed {
+        if let Some((WalFileName::History(tli), digest)) = catalog::parse_wal_key(&meta.key) {
+            if tli.0 > own {
+                // Two contents under one name are a conflict archive-get refuses; either
+                // tells where the timeline came from.
+                histories.entry(tli.0).or_insert(digest);
+            }
+        }
+    }
+    let mut latest = own;
+    while histories.contains_key(&(latest + 1)) {
+        latest += 1;
+    }
+    let stop: Option<Lsn> = record.stop_lsn.parse().ok();
+    let mut branching = Vec::new();
+    for (tli, digest) in histories {
+        let content = repo.get_blob(&digest).await?;
+        let entries = parse_history(&content).map_err(|e| Error::BadRecord {
+            backup: record.id.clone(),
+            detail: format!("the archive's history file of timeline {tli}: {e}"),
+        })?;
+        if let Some(entry) = entries.iter().find(|e| e.parent.0 == own) {
+            branching.push(BranchingTimeline {
+                timeline: tli,
+                branched_at: entry.switchpoint.to_string(),
+                before_backup_end: stop.is_some_and(|stop| entry.switchpoint < stop),
+            });
+        }
+    }
+    Ok(Timelines { branching, latest })
 }
 
 /// True for an absolute path without `.` or `..` components.
@@ -370,13 +509,15 @@ fn check_targets(record: &BackupRecord, request: &RestoreRequest) -> Result<Vec<
     wanted
         .into_iter()
         .map(|(root, path)| {
-            let before = target_state(&path)?;
-            Ok(Target { root, path, before })
+            check_target(&path)?;
+            Ok(Target { root, path })
         })
         .collect()
 }
 
-fn target_state(path: &Path) -> Result<Before> {
+/// Checks that `path` is an empty directory (returns its mode) or absent (returns `None`)
+/// and that its nearest existing ancestor is a directory.
+fn check_target(path: &Path) -> Result<Option<u32>> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
             let mut entries = fs::read_dir(path).map_err(|e| Error::io("read", path, e))?;
@@ -385,9 +526,7 @@ fn target_state(path: &Path) -> Result<Before> {
                     path: path.to_path_buf(),
                 });
             }
-            Ok(Before::Empty {
-                mode: meta.permissions().mode() & 0o7777,
-            })
+            Ok(Some(meta.permissions().mode() & 0o7777))
         }
         Ok(_) => Err(Error::Usage(format!(
             "{} exists and is not a directory",
@@ -413,9 +552,150 @@ fn target_state(path: &Path) -> Result<Before> {
                     Err(e) => return Err(Error::io("stat", parent, e)),
                 }
             }
-            Ok(Before::Absent { top })
+            Ok(None)
         }
         Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+/// What this run created, so that a failed restore removes exactly that: never a folder
+/// that appeared between [`prepare`] and the writing (another process's, or another
+/// restore's into the same path), never an entry someone else put into a target.
+///
+/// Every target is created with a `mkdir` that fails when the path exists (and so is
+/// each missing directory above it); when it exists, it is accepted only if it is an
+/// empty directory, as in [`prepare`], and then the entries the restore creates at its
+/// top level are recorded one by one as they are created (each with a create that fails
+/// when the name is taken). Below those, everything is the restore's.
+#[derive(Debug, Default)]
+struct Ledger(Mutex<Vec<Claim>>);
+
+/// How one target was claimed, and what the restore created for it.
+#[derive(Debug)]
+struct Claim {
+    target: PathBuf,
+    /// The directories created above the target, outermost first.
+    ancestors: Vec<PathBuf>,
+    /// Whether this run created the target itself.
+    created: bool,
+    /// When the target was found empty instead: its mode before the restore, and the
+    /// entries of its top level this run created.
+    found_empty: Option<u32>,
+    entries: Vec<PathBuf>,
+}
+
+impl Ledger {
+    /// Creates `target` (and the missing directories above it) or accepts it as an
+    /// existing empty directory; records what it created as it goes.
+    fn claim(&self, target: &Path) -> Result<()> {
+        let index = {
+            let mut claims = self.0.lock().expect("ledger");
+            claims.push(Claim {
+                target: target.to_path_buf(),
+                ancestors: Vec::new(),
+                created: false,
+                found_empty: None,
+                entries: Vec::new(),
+            });
+            claims.len() - 1
+        };
+        let record = |f: &mut dyn FnMut(&mut Claim)| f(&mut self.0.lock().expect("ledger")[index]);
+        let mut missing = Vec::new();
+        let mut above = target.parent();
+        while let Some(dir) = above {
+            match fs::metadata(dir) {
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(dir),
+                Err(e) => return Err(Error::io("stat", dir, e)),
+            }
+            above = dir.parent();
+        }
+        for dir in missing.into_iter().rev() {
+            match fs::create_dir(dir) {
+                Ok(()) => record(&mut |c| c.ancestors.push(dir.to_path_buf())),
+                // Created meanwhile by someone else: usable, and not ours to remove.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                Err(e) => return Err(Error::io("create", dir, e)),
+            }
+        }
+        match fs::DirBuilder::new().mode(0o700).create(target) {
+            Ok(()) => record(&mut |c| c.created = true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // It appeared after `prepare`: as there, only an empty directory will do.
+                let Some(mode) = check_target(target)? else {
+                    return Err(Error::io("create", target, e));
+                };
+                record(&mut |c| c.found_empty = Some(mode));
+                fs::set_permissions(target, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::io("chmod", target, e))?;
+            }
+            Err(e) => return Err(Error::io("create", target, e)),
+        }
+        Ok(())
+    }
+
+    /// Records `path`, just created by this run, when it lies at the top level of a
+    /// target that was found empty (everything else is inside something the run created).
+    fn created(&self, path: &Path) {
+        let Some(parent) = path.parent() else { return };
+        let mut claims = self.0.lock().expect("ledger");
+        if let Some(claim) = claims
+            .iter_mut()
+            .find(|c| c.found_empty.is_some() && c.target == parent)
+        {
+            claim.entries.push(path.to_path_buf());
+        }
+    }
+
+    /// The directories whose entries make `target` reachable and must be fsynced: the
+    /// directories created above it and the one that holds the outermost of them (or
+    /// the target).
+    fn reachable_by(&self, target: &Path) -> Vec<PathBuf> {
+        let claims = self.0.lock().expect("ledger");
+        let mut dirs = Vec::new();
+        let mut outermost = target.to_path_buf();
+        if let Some(claim) = claims.iter().find(|c| c.target == target) {
+            dirs.extend(claim.ancestors.iter().cloned());
+            if let Some(first) = claim.ancestors.first() {
+                outermost = first.clone();
+            }
+        }
+        dirs.extend(outermost.parent().map(Path::to_path_buf));
+        dirs
+    }
+
+    /// Removes what this run created: a target it created with everything in it, the
+    /// directories it created above (only if empty: anything another process put there
+    /// stays); in a target found empty, only the entries the run created, and the
+    /// target's mode is put back. Returns the first path it could not remove.
+    fn undo(&self) -> std::result::Result<(), (PathBuf, io::Error)> {
+        let claims = self.0.lock().expect("ledger");
+        for claim in claims.iter() {
+            if claim.created {
+                remove_tree(&claim.target)?;
+            }
+            if let Some(mode) = claim.found_empty {
+                for entry in &claim.entries {
+                    remove_tree(entry)?;
+                }
+                match fs::set_permissions(&claim.target, fs::Permissions::from_mode(mode)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err((claim.target.clone(), e))
+                    }
+                    _ => {}
+                }
+            }
+            for dir in claim.ancestors.iter().rev() {
+                match fs::remove_dir(dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Someone else's files are in it now: it stays, with them.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => break,
+                    Err(e) => return Err((dir.clone(), e)),
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -423,6 +703,12 @@ impl Prepared {
     /// The backup that will be restored.
     pub fn record(&self) -> &BackupRecord {
         &self.record
+    }
+
+    /// The unreadable backup records skipped when choosing the newest backup (none when a
+    /// backup was asked for by id): the caller warns about each.
+    pub fn skipped(&self) -> &[SkippedBackup] {
+        &self.skipped
     }
 
     /// What will be created.
@@ -452,11 +738,11 @@ impl Prepared {
         progress
             .total_files
             .store(self.layout.files, Ordering::Relaxed);
-        match self.write(repo, progress).await {
-            Ok(()) => Ok(self.report(self.began.elapsed())),
+        let ledger = Arc::new(Ledger::default());
+        match self.write(repo, progress, &ledger).await {
+            Ok(removed) => Ok(self.report(self.began.elapsed(), removed)),
             Err(cause) => {
-                let targets = self.targets.clone();
-                let cleanup = tokio::task::spawn_blocking(move || undo(&targets))
+                let cleanup = tokio::task::spawn_blocking(move || ledger.undo())
                     .await
                     .expect("clean-up panicked");
                 match cleanup {
@@ -484,7 +770,7 @@ impl Prepared {
         self.root_path(Root::Data)
     }
 
-    fn report(&self, elapsed: Duration) -> RestoreReport {
+    fn report(&self, elapsed: Duration, removed_settings: Vec<String>) -> RestoreReport {
         let r = &self.record;
         RestoreReport {
             backup: r.id.clone(),
@@ -512,27 +798,26 @@ impl Prepared {
             seconds: elapsed.as_secs_f64(),
             sync: self.sync,
             restore_command: self.restore_command.clone(),
+            archive_mode: self.archive_mode,
+            removed_settings,
+            timeline: r.timeline,
+            branching_timelines: self.timelines.branching.clone(),
+            latest_timeline: self.timelines.latest,
+            skipped_backups: self.skipped.clone(),
         }
     }
 
-    async fn write(&self, repo: &Repo, progress: &Arc<Progress>) -> Result<()> {
-        // The skeleton: targets, directories (0700 while files go in), links.
+    /// Writes everything; returns the lines of `postgresql.auto.conf` it commented out.
+    async fn write(
+        &self,
+        repo: &Repo,
+        progress: &Arc<Progress>,
+        ledger: &Arc<Ledger>,
+    ) -> Result<Vec<String>> {
+        // The skeleton: targets, directories (0700 while files go in), links. Every
+        // create fails when its name is taken, so what the ledger records is this run's.
         for t in &self.targets {
-            match &t.before {
-                Before::Absent { .. } => {
-                    if let Some(parent) = t.path.parent() {
-                        fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
-                    }
-                    fs::DirBuilder::new()
-                        .mode(0o700)
-                        .create(&t.path)
-                        .map_err(|e| Error::io("create", &t.path, e))?;
-                }
-                Before::Empty { .. } => {
-                    fs::set_permissions(&t.path, fs::Permissions::from_mode(0o700))
-                        .map_err(|e| Error::io("chmod", &t.path, e))?
-                }
-            }
+            ledger.claim(&t.path)?;
         }
         for d in &self.layout.dirs {
             let path = self.root_path(d.root).join(&d.path);
@@ -540,6 +825,7 @@ impl Prepared {
                 .mode(0o700)
                 .create(&path)
                 .map_err(|e| Error::io("create", &path, e))?;
+            ledger.created(&path);
         }
         for &oid in &self.layout.links {
             let target = self.root_path(Root::Tablespace(oid));
@@ -551,6 +837,7 @@ impl Prepared {
         // PostgreSQL's manifest first: small, and a missing one fails the restore early.
         let manifest = self.pgdata().join("backup_manifest");
         let mut out = create_new(&manifest, 0o600)?;
+        ledger.created(&manifest);
         let mut written = 0;
         for (index, chunk) in self.layout.pg_manifest.chunks.iter().enumerate() {
             written += repo
@@ -575,11 +862,14 @@ impl Prepared {
 
         // The files, a page of the list at a time: memory holds one page whatever the
         // size of the backup.
-        for page in &self.layout.pages {
+        for (i, page) in self.layout.pages.iter().enumerate() {
             progress.check_interrupted()?;
-            let files = self.layout.page_files(repo.file_list_page(page).await?)?;
+            let pages = self.layout.pages.len();
+            let page = read_page(repo, &self.record.id, i, pages, page).await?;
+            let files = self.layout.page_files(page)?;
             if !files.files.is_empty() {
-                self.write_files(repo, progress, Arc::new(files)).await?;
+                self.write_files(repo, progress, ledger, Arc::new(files))
+                    .await?;
             }
         }
         progress.check_interrupted()?;
@@ -597,16 +887,24 @@ impl Prepared {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), 0o600),
             Err(e) => return Err(Error::io("read", &auto_conf, e)),
         };
-        let block =
-            autoconf::recovery_block(&self.record.id, chrono::Utc::now(), &self.restore_command);
+        let block = autoconf::recovery_block(
+            &self.record.id,
+            chrono::Utc::now(),
+            &self.restore_command,
+            self.archive_mode,
+        );
+        let (existing, removed) = autoconf::without_recovery_settings(&existing);
         let staged = self.pgdata().join("postgresql.auto.conf.tidemark");
         let mut out = create_new(&staged, mode)?;
+        ledger.created(&staged);
         out.write_all(&autoconf::append_block(&existing, &block))
             .map_err(|e| Error::io("write", &staged, e))?;
         self.finish_small_file(&staged, out)?;
         fs::rename(&staged, &auto_conf).map_err(|e| Error::io("rename", &auto_conf, e))?;
+        ledger.created(&auto_conf);
         let signal = self.pgdata().join("recovery.signal");
         let out = create_new(&signal, 0o600)?;
+        ledger.created(&signal);
         self.finish_small_file(&signal, out)?;
 
         // Directory modes and times, children before parents (a parent may become
@@ -633,16 +931,7 @@ impl Prepared {
                         dirs.push(t.path.join("pg_tblspc"));
                     }
                     // The entries that make the target itself reachable.
-                    let outermost = match &t.before {
-                        Before::Absent { top } => top.clone(),
-                        Before::Empty { .. } => t.path.clone(),
-                    };
-                    let mut p = t.path.clone();
-                    while p != outermost {
-                        p = p.parent().expect("inside outermost").to_path_buf();
-                        dirs.push(p.clone());
-                    }
-                    dirs.extend(outermost.parent().map(Path::to_path_buf));
+                    dirs.extend(ledger.reachable_by(&t.path));
                     for dir in dirs {
                         File::open(&dir)
                             .and_then(|d| d.sync_all())
@@ -664,7 +953,7 @@ impl Prepared {
                 }
             }
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Syncs a small file the restore writes itself when files are synced one by one.
@@ -680,6 +969,7 @@ impl Prepared {
         &self,
         repo: &Repo,
         progress: &Arc<Progress>,
+        ledger: &Arc<Ledger>,
         page: Arc<PageFiles>,
     ) -> Result<()> {
         let files: Arc<Vec<OpenFile>> = Arc::new(
@@ -710,7 +1000,12 @@ impl Prepared {
         // files that exist, waiting for the creator when they get ahead of it.
         let creator = Arc::new(Creator::new(jobs.iter(), files.len()));
         let creating = {
-            let (creator, files, cancelled) = (creator.clone(), files.clone(), cancelled.clone());
+            let (creator, files, cancelled, ledger) = (
+                creator.clone(),
+                files.clone(),
+                cancelled.clone(),
+                ledger.clone(),
+            );
             let sizes: Vec<(u64, bool)> = page
                 .files
                 .iter()
@@ -719,7 +1014,7 @@ impl Prepared {
                     (f.size, allocate)
                 })
                 .collect();
-            tokio::task::spawn_blocking(move || creator.run(&files, &sizes, &cancelled))
+            tokio::task::spawn_blocking(move || creator.run(&files, &sizes, &cancelled, &ledger))
         };
         // Fetching waits on the repository, decoding and writing on the cores and the
         // disk: many chunks may be fetched at once (a remote store needs that), but only
@@ -844,7 +1139,13 @@ impl Creator {
 
     /// Creates the files at their sizes (`sizes[f]`: the size, and whether to allocate
     /// the blocks too, see [`allocate_blocks`]).
-    fn run(&self, files: &[OpenFile], sizes: &[(u64, bool)], cancelled: &AtomicBool) -> Result<()> {
+    fn run(
+        &self,
+        files: &[OpenFile],
+        sizes: &[(u64, bool)],
+        cancelled: &AtomicBool,
+        ledger: &Ledger,
+    ) -> Result<()> {
         let mut result = Ok(());
         for (k, &f) in self.order.iter().enumerate() {
             if cancelled.load(Ordering::Relaxed) {
@@ -853,6 +1154,7 @@ impl Creator {
             let path = &files[f].path;
             let (size, allocate) = sizes[f];
             let created = create_new(path, 0o600).and_then(|file| {
+                ledger.created(path);
                 if allocate {
                     allocate_blocks(&file, size)
                 } else {
@@ -1441,31 +1743,6 @@ fn syncfs(dir: &File) -> io::Result<()> {
     }
 }
 
-/// Puts every target back the way it was: removes what was absent, empties what was
-/// empty (and gives it its mode back). Returns the first path it could not remove.
-fn undo(targets: &[Target]) -> std::result::Result<(), (PathBuf, io::Error)> {
-    for t in targets {
-        match &t.before {
-            Before::Absent { top } => remove_tree(top)?,
-            Before::Empty { mode } => {
-                match fs::read_dir(&t.path) {
-                    Ok(entries) => {
-                        for entry in entries {
-                            let entry = entry.map_err(|e| (t.path.clone(), e))?;
-                            remove_tree(&entry.path())?;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err((t.path.clone(), e)),
-                }
-                fs::set_permissions(&t.path, fs::Permissions::from_mode(*mode))
-                    .map_err(|e| (t.path.clone(), e))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Removes `path` and everything beneath it, never following a symbolic link, making
 /// directories writable first (the restore may have given them read-only modes).
 fn remove_tree(path: &Path) -> std::result::Result<(), (PathBuf, io::Error)> {
@@ -1593,6 +1870,7 @@ mod tests {
                 pgdata: self.path("pgdata"),
                 tablespace_map: [(TS, self.path("ts"))].into(),
                 restore_command: "/usr/bin/tidemark --repo 'file:///r' archive-get %f %p".into(),
+                archive_mode: ArchiveMode::Off,
             }
         }
 
@@ -1733,7 +2011,8 @@ mod tests {
             (
                 None,
                 "postgresql.auto.conf",
-                b"# Do not edit this file manually!\nwork_mem = '4MB'".to_vec(),
+                b"# Do not edit this file manually!\nrecovery_target = 'immediate'\nwork_mem = '4MB'"
+                    .to_vec(),
                 0o600,
             ),
             (
@@ -1800,13 +2079,20 @@ mod tests {
         let (before, block) = conf
             .split_once("\n# tidemark restore of backup 20261121T103207Z (")
             .unwrap();
+        // An earlier recovery target is commented out; the block sets every kind to ''.
         assert_eq!(
             before,
-            "# Do not edit this file manually!\nwork_mem = '4MB'"
+            "# Do not edit this file manually!\n\
+             # removed by tidemark restore: recovery_target = 'immediate'\n\
+             work_mem = '4MB'"
         );
+        assert_eq!(report.removed_settings, ["recovery_target = 'immediate'"]);
         assert!(
             block.ends_with(
-                ")\nrestore_command = '/usr/bin/tidemark --repo ''file:///r'' archive-get %f %p'\n"
+                ")\nrestore_command = '/usr/bin/tidemark --repo ''file:///r'' archive-get %f %p'\n\
+                 recovery_target = ''\nrecovery_target_name = ''\nrecovery_target_time = ''\n\
+                 recovery_target_xid = ''\nrecovery_target_lsn = ''\n\
+                 recovery_target_timeline = 'latest'\narchive_mode = off\n"
             ),
             "{conf}"
         );
@@ -1983,6 +2269,235 @@ mod tests {
         );
         // With a map the location does not matter.
         fx.restore(None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_is_skipped_by_the_default_and_fails_only_its_own_restore() {
+        let fx = Fixture::new();
+        let a = fx.file(None, "PG_VERSION", b"a", 0o600).await;
+        fx.backup("20261121T000000Z", vec![a]).await;
+        let b = fx.file(None, "PG_VERSION", b"b", 0o600).await;
+        fx.backup("20261122T000000Z", vec![b]).await;
+        let key = tidemark_store::backup::backup_key(&fx.stanza, "20261122T000000Z").unwrap();
+        let stored = fx.path("repo").join(key.as_str());
+        let mut body = fs::read(&stored).unwrap();
+        let at = body.len() - 5;
+        body[at] ^= 0x01;
+        fs::write(&stored, body).unwrap();
+
+        let prepared = prepare(&fx.repo, &fx.stanza, &fx.request(None))
+            .await
+            .unwrap();
+        assert_eq!(prepared.record().id, "20261121T000000Z");
+        assert_eq!(prepared.skipped().len(), 1);
+        assert_eq!(prepared.skipped()[0].id, "20261122T000000Z");
+        assert!(
+            prepared.skipped()[0].error.contains("checksum mismatch"),
+            "{:?}",
+            prepared.skipped()
+        );
+        let report = prepared
+            .run(&fx.repo, &Arc::new(Progress::default()))
+            .await
+            .unwrap();
+        assert_eq!(report.skipped_backups.len(), 1);
+        assert_eq!(fs::read(fx.path("pgdata/PG_VERSION")).unwrap(), b"a");
+        fs::remove_dir_all(fx.path("pgdata")).unwrap();
+        fs::remove_dir_all(fx.path("ts")).unwrap();
+
+        let err = fx.restore(Some("20261122T000000Z")).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        assert!(err.to_string().contains("20261122T000000Z"), "{err}");
+        assert!(!fx.path("pgdata").exists());
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_list_or_page_names_the_backup_and_the_part() {
+        let fx = Fixture::new();
+        let mut entries = Vec::new();
+        for i in 0..40 {
+            entries.push(fx.file(None, &format!("f{i}"), b"x", 0o600).await);
+        }
+        let record = fx.backup("20261121T103207Z", entries).await;
+        let list = fx.repo.backup_files(&record).await.unwrap();
+        assert!(list.pages.len() > 2, "{} pages", list.pages.len());
+        let page_key = catalog::blob_key(&list.pages[1]);
+        fs::remove_file(fx.path("repo").join(page_key.as_str())).unwrap();
+        let err = fx.restore(None).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("backup 20261121T103207Z: page 2 of ")
+                && text.contains(&format!("{page_key}: not found"))
+                && text.contains("is missing from the repository"),
+            "{text}"
+        );
+        assert!(!fx.path("pgdata").exists());
+
+        let list_key = catalog::blob_key(&record.file_list);
+        fs::remove_file(fx.path("repo").join(list_key.as_str())).unwrap();
+        let err = fx.restore(None).await.unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "backup 20261121T103207Z: its file list ({list_key}) is missing"
+            )),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn timelines_that_branch_off_the_backups_are_named() {
+        use tidemark_store::catalog::WalRecord;
+        use tidemark_store::pg::{TimelineId, WalFileName};
+        let fx = Fixture::new();
+        let f = fx.file(None, "PG_VERSION", b"15\n", 0o600).await;
+        // The example record: timeline 1, ending at 0/2000100.
+        fx.backup("20261121T103207Z", vec![f]).await;
+        let history = |tli: u32, text: &str| {
+            let (fx, text) = (&fx, text.to_string());
+            async move {
+                let put = fx.repo.put_blob(Bytes::from(text.clone())).await.unwrap();
+                let name = WalFileName::History(TimelineId(tli));
+                let record = WalRecord {
+                    name: name.to_string(),
+                    kind: name.kind().into(),
+                    digest: put.digest.to_hex(),
+                    raw_size: text.len() as u64,
+                    stored_size: 1,
+                    compression: tidemark_store::Compression::Lz4,
+                    archived_at: chrono::Utc::now(),
+                    system_id: None,
+                    start_lsn: None,
+                    tidemark_version: "test".into(),
+                };
+                fx.repo
+                    .put_wal_record(&fx.stanza, &name, &put.digest, &record)
+                    .await
+                    .unwrap();
+            }
+        };
+        let report = fx.restore(None).await.unwrap();
+        assert!(report.branching_timelines.is_empty());
+        assert_eq!((report.timeline, report.latest_timeline), (1, 1));
+        fs::remove_dir_all(fx.path("pgdata")).unwrap();
+        fs::remove_dir_all(fx.path("ts")).unwrap();
+
+        // 2 left 1 after the backup, 3 left 2, 5 left 1 before the backup ended; 4 is
+        // missing, so PostgreSQL's probe stops at 3.
+        history(2, "1\t0/3000000\tno recovery target specified\n").await;
+        history(3, "1\t0/3000000\tx\n2\t0/5000000\ty\n").await;
+        history(5, "1\t0/1000000\tz\n").await;
+        let report = fx.restore(None).await.unwrap();
+        assert_eq!(report.latest_timeline, 3);
+        assert_eq!(
+            report.branching_timelines,
+            [
+                BranchingTimeline {
+                    timeline: 2,
+                    branched_at: "0/3000000".into(),
+                    before_backup_end: false
+                },
+                BranchingTimeline {
+                    timeline: 3,
+                    branched_at: "0/3000000".into(),
+                    before_backup_end: false
+                },
+                BranchingTimeline {
+                    timeline: 5,
+                    branched_at: "0/1000000".into(),
+                    before_backup_end: true
+                },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_restore_into_the_same_path_leaves_the_first_intact() {
+        // Both prepared while the targets were absent; the first finishes, then the
+        // second must fail without touching what the first wrote.
+        let fx = Fixture::new();
+        let relation = content(3 * CHUNK as usize, 1);
+        let entries = vec![
+            dir("base", 0o700),
+            fx.file(None, "PG_VERSION", b"15\n", 0o600).await,
+            fx.file(None, "base/1259", &relation, 0o600).await,
+            fx.file(Some(TS), "PG_15/1", b"ts", 0o600).await,
+        ];
+        fx.backup("20261121T103207Z", entries).await;
+        let first = prepare(&fx.repo, &fx.stanza, &fx.request(None))
+            .await
+            .unwrap();
+        let second = prepare(&fx.repo, &fx.stanza, &fx.request(None))
+            .await
+            .unwrap();
+        first
+            .run(&fx.repo, &Arc::new(Progress::default()))
+            .await
+            .unwrap();
+        let err = second
+            .run(&fx.repo, &Arc::new(Progress::default()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TargetNotEmpty { .. }), "{err}");
+        assert_eq!(fs::read(fx.path("pgdata/PG_VERSION")).unwrap(), b"15\n");
+        assert_eq!(fs::read(fx.path("pgdata/base/1259")).unwrap(), relation);
+        assert!(fx.path("pgdata/recovery.signal").exists());
+        assert_eq!(fs::read(fx.path("ts/PG_15/1")).unwrap(), b"ts");
+    }
+
+    #[tokio::test]
+    async fn a_folder_that_appears_after_prepare_is_never_removed() {
+        let fx = Fixture::new();
+        let bad = fx.file(None, "base/1", b"this chunk will rot", 0o600).await;
+        fx.backup("20261121T103207Z", vec![dir("base", 0o700), bad.clone()])
+            .await;
+        let mut request = fx.request(None);
+        request.pgdata = fx.path("new/pgdata");
+
+        // The data directory itself appears, with someone's file in it: refused, kept.
+        let prepared = prepare(&fx.repo, &fx.stanza, &request).await.unwrap();
+        fs::create_dir_all(fx.path("new/pgdata")).unwrap();
+        fs::write(fx.path("new/pgdata/theirs"), b"keep me").unwrap();
+        let err = prepared
+            .run(&fx.repo, &Arc::new(Progress::default()))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TargetNotEmpty { .. }), "{err}");
+        assert_eq!(fs::read(fx.path("new/pgdata/theirs")).unwrap(), b"keep me");
+        assert!(!fx.path("ts").exists(), "nothing else was created");
+        fs::remove_dir_all(fx.path("new")).unwrap();
+
+        // A folder above it appears (with a file) and the restore fails later: what the
+        // restore created goes, the folder and the file stay.
+        fx.rot(&bad, 0);
+        let prepared = prepare(&fx.repo, &fx.stanza, &request).await.unwrap();
+        fs::create_dir(fx.path("new")).unwrap();
+        fs::write(fx.path("new/theirs"), b"keep me").unwrap();
+        let err = prepared
+            .run(&fx.repo, &Arc::new(Progress::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        assert_eq!(fs::read(fx.path("new/theirs")).unwrap(), b"keep me");
+        assert!(!fx.path("new/pgdata").exists() && !fx.path("ts").exists());
+
+        // The data directory appears empty: accepted (as in prepare), and on failure
+        // emptied of what the restore wrote, its mode given back.
+        fs::remove_dir_all(fx.path("new")).unwrap();
+        let prepared = prepare(&fx.repo, &fx.stanza, &request).await.unwrap();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(fx.path("new/pgdata"))
+            .unwrap();
+        let err = prepared
+            .run(&fx.repo, &Arc::new(Progress::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Integrity, "{err}");
+        assert_eq!(fs::read_dir(fx.path("new/pgdata")).unwrap().count(), 0);
+        assert_eq!(mode(&fx.path("new/pgdata")), 0o750);
     }
 
     #[tokio::test]

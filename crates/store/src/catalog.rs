@@ -231,8 +231,14 @@ fn wal_dir(stanza: &Stanza, name: &WalFileName) -> String {
         Some(WalSegmentName { timeline, log, .. }) => {
             format!("stanzas/{stanza}/wal/{:08X}{log:08X}", timeline.0)
         }
-        None => format!("stanzas/{stanza}/wal/history"),
+        None => wal_history_prefix(stanza).trim_end_matches('/').to_string(),
     }
+}
+
+/// The prefix of a stanza's timeline history files in the WAL index (nothing else lies
+/// under it).
+pub fn wal_history_prefix(stanza: &Stanza) -> String {
+    format!("stanzas/{stanza}/wal/history/")
 }
 
 /// The prefix under which every index entry of exactly this file name lies (and, since

@@ -664,17 +664,41 @@ impl Repo {
         }
     }
 
-    /// A stanza's backups, oldest first.
-    pub async fn backups(&self, stanza: &Stanza) -> Result<Vec<BackupRecord>> {
+    /// A stanza's backups: the readable records oldest first, and apart the records that
+    /// cannot be read (see [`Backups`]). Fails only when the listing or a read fails for
+    /// another reason than the record itself (the store is unreachable, …).
+    pub async fn backups(&self, stanza: &Stanza) -> Result<Backups> {
         let listed = self.backend.list(&backup::backups_prefix(stanza)).await?;
         use futures::{StreamExt, TryStreamExt};
-        let mut records: Vec<BackupRecord> = futures::stream::iter(&listed)
-            .map(|m| self.get_record::<BackupRecord>(&m.key))
+        let read: Vec<(Key, Option<Result<BackupRecord>>)> = futures::stream::iter(&listed)
+            .map(|m| async move {
+                match self.get_record::<BackupRecord>(&m.key).await {
+                    // Removed between the listing and the read: not a backup any more.
+                    Err(e) if e.is_not_found() => Ok((m.key.clone(), None)),
+                    Err(e) if damages_record(&e) => Ok((m.key.clone(), Some(Err(e)))),
+                    Err(e) => Err(e),
+                    Ok(record) => Ok((m.key.clone(), Some(Ok(record)))),
+                }
+            })
             .buffered(16)
             .try_collect()
             .await?;
-        records.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
-        Ok(records)
+        let mut out = Backups::default();
+        for (key, read) in read {
+            match read {
+                Some(Ok(record)) => out.records.push(record),
+                Some(Err(error)) => out.damaged.push(DamagedBackup {
+                    id: key.file_name().to_string(),
+                    key,
+                    error,
+                }),
+                None => {}
+            }
+        }
+        out.records
+            .sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+        out.damaged.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     /// One backup by id; `Ok(None)` when the stanza has no backup of that id.
@@ -738,6 +762,44 @@ impl Repo {
         let (put, added) = writer.finish(pg_manifest).await?;
         Ok((put, added + manifest_added))
     }
+}
+
+/// A stanza's backup records as [`Repo::backups`] finds them.
+#[derive(Debug, Default)]
+pub struct Backups {
+    /// The readable records, oldest first.
+    pub records: Vec<BackupRecord>,
+    /// The records that cannot be read (damaged, or written by a newer tidemark), by id:
+    /// the newest-backup choice and the backup's deduplication skip them, with a warning
+    /// naming each; `info` lists them; only a restore of that very backup fails.
+    pub damaged: Vec<DamagedBackup>,
+}
+
+impl Backups {
+    /// The newest readable backup.
+    pub fn newest(&self) -> Option<&BackupRecord> {
+        self.records.last()
+    }
+}
+
+/// A backup record that cannot be read.
+#[derive(Debug)]
+pub struct DamagedBackup {
+    /// The backup's id (the record's key's last part).
+    pub id: String,
+    /// The record's key.
+    pub key: Key,
+    /// Why it cannot be read.
+    pub error: Error,
+}
+
+/// Whether `e`, reading a record, is about the record itself (its bytes or its format)
+/// rather than about reaching it.
+fn damages_record(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Corrupt { .. } | Error::Catalog { .. } | Error::UnsupportedFormat { .. }
+    )
 }
 
 /// Stores a file list as its entries arrive: each page once it fills, the last page and
@@ -1189,6 +1251,54 @@ mod tests {
             Err(Error::AlreadyExists { .. })
         ));
         assert_eq!(repo.backend().get(&key).await.unwrap(), stored);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_backup_record_is_listed_apart() {
+        let (dir, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        let t = |s: i64| now() + chrono::Duration::seconds(s);
+        for (id, at) in [
+            ("20261121T000000Z", t(0)),
+            ("20261122T000000Z", t(1)),
+            ("20261123T000000Z", t(2)),
+        ] {
+            repo.put_backup(&stanza, &BackupRecord::example(id, at))
+                .await
+                .unwrap();
+        }
+        // One byte of the oldest and of the newest record flipped.
+        for id in ["20261121T000000Z", "20261123T000000Z"] {
+            let path = dir
+                .path()
+                .join("repo")
+                .join(backup::backup_key(&stanza, id).unwrap().as_str());
+            let mut body = std::fs::read(&path).unwrap();
+            let at = body.len() - 10;
+            body[at] ^= 0x01;
+            std::fs::write(&path, body).unwrap();
+        }
+        let listed = repo.backups(&stanza).await.unwrap();
+        let ids: Vec<&str> = listed.records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["20261122T000000Z"]);
+        assert_eq!(listed.newest().unwrap().id, "20261122T000000Z");
+        let damaged: Vec<(&str, String)> = listed
+            .damaged
+            .iter()
+            .map(|d| (d.id.as_str(), d.error.to_string()))
+            .collect();
+        assert_eq!(damaged.len(), 2, "{damaged:?}");
+        assert_eq!(damaged[0].0, "20261121T000000Z");
+        assert_eq!(damaged[1].0, "20261123T000000Z");
+        assert!(
+            damaged[0].1.contains("record checksum mismatch"),
+            "{damaged:?}"
+        );
+        // Reading that very backup still fails.
+        assert!(matches!(
+            repo.backup(&stanza, "20261121T000000Z").await,
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[tokio::test]

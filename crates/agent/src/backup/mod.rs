@@ -163,7 +163,9 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         .await?;
 
     let databases = read_databases(&target, &client).await?;
-    let known = previous_chunks(&repo, stanza, req.quiet).await?;
+    let (known, skipped) = previous_chunks(&repo, stanza, req.quiet).await?;
+    let mut warnings = warnings;
+    warnings.extend(skipped);
 
     if identity.system_id.0 != server.system_id {
         return Err(Failure::Store(tidemark_store::Error::ClusterMismatch {
@@ -358,17 +360,34 @@ async fn read_extensions(target: &PgTarget, dbname: &str) -> Result<Vec<Extensio
         .collect())
 }
 
-/// The chunks of the stanza's newest backup: the repository holds them, so they are
-/// neither compressed nor written again. Read page by page into a compact set (see
-/// [`KnownChunks`]).
+/// The chunks of the stanza's newest readable backup: the repository holds them, so they
+/// are neither compressed nor written again. Read page by page into a compact set (see
+/// [`KnownChunks`]). A backup record that cannot be read is skipped, with a warning
+/// naming it (printed unless `quiet`, and returned for the report): one damaged record
+/// must not stop every later backup.
 async fn previous_chunks(
     repo: &Repo,
     stanza: &tidemark_store::catalog::Stanza,
     quiet: bool,
-) -> Result<KnownChunks, Failure> {
+) -> Result<(KnownChunks, Vec<String>), Failure> {
     let backups = repo.backups(stanza).await?;
-    let Some(newest) = backups.last() else {
-        return Ok(KnownChunks::new());
+    let skipped: Vec<String> = backups
+        .damaged
+        .iter()
+        .map(|d| {
+            format!(
+                "backup {}'s record cannot be read ({}): skipped; `info` lists it as damaged",
+                d.id, d.error
+            )
+        })
+        .collect();
+    if !quiet {
+        for w in &skipped {
+            eprintln!("tidemark: backup: warning: {w}");
+        }
+    }
+    let Some(newest) = backups.newest() else {
+        return Ok((KnownChunks::new(), skipped));
     };
     // Sized from the record (a wrong count only costs a reallocation).
     let mut known = KnownChunks::with_capacity(newest.chunks.try_into().unwrap_or(usize::MAX));
@@ -407,7 +426,7 @@ async fn previous_chunks(
         }
     }
     known.seal();
-    Ok(known)
+    Ok((known, skipped))
 }
 
 /// What the copy phase produced.
@@ -781,10 +800,62 @@ mod tests {
             .backups(&stanza)
             .await
             .unwrap()
+            .records
             .into_iter()
             .map(|b| b.id)
             .collect();
         assert_eq!(listed, ids);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_is_skipped_by_the_deduplication_hint() {
+        let (dir, repo) = local_repo();
+        let stanza = tidemark_store::catalog::Stanza::new("main").unwrap();
+        let t = now();
+        let mut digests = Vec::new();
+        for (i, id) in ["20261121T000000Z", "20261122T000000Z"].iter().enumerate() {
+            let chunk = repo
+                .put_blob(bytes::Bytes::from(format!("chunk of {id}")))
+                .await
+                .unwrap()
+                .digest;
+            digests.push(chunk);
+            let entry = FileEntry {
+                tablespace: None,
+                path: "PG_VERSION".into(),
+                mode: 0o600,
+                size: 10,
+                mtime: 1,
+                kind: EntryKind::File {
+                    chunks: vec![chunk],
+                },
+            };
+            let (list, _) = repo
+                .put_file_list(&[entry], b"{}", CHUNK_SIZE, PAGE_BYTES)
+                .await
+                .unwrap();
+            let record = BackupRecord {
+                file_list: list.digest,
+                ..BackupRecord::example(id, t + chrono::Duration::seconds(i as i64))
+            };
+            repo.put_backup(&stanza, &record).await.unwrap();
+        }
+        // The newest record damaged: the older one's chunks are the hint, and the
+        // warning names the damaged one.
+        let key = backup::backup_key(&stanza, "20261122T000000Z").unwrap();
+        let path = dir.path().join("repo").join(key.as_str());
+        let mut body = std::fs::read(&path).unwrap();
+        let at = body.len() - 3;
+        body[at] ^= 0x01;
+        std::fs::write(&path, body).unwrap();
+        let (known, warnings) = previous_chunks(&repo, &stanza, true).await.unwrap();
+        assert!(known.contains(&digests[0]) && !known.contains(&digests[1]));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("backup 20261122T000000Z's record cannot be read")
+                && warnings[0].contains("checksum mismatch"),
+            "{warnings:?}"
+        );
     }
 
     fn member(path: &str, size: u64, kind: tar::EntryKind) -> BackupEvent {

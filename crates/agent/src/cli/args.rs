@@ -125,6 +125,11 @@ pub struct RestoreArgs {
     /// Put tablespace OID in DIR instead of its original location (repeatable).
     #[arg(long = "tablespace-map", value_name = "OID=DIR")]
     pub tablespace_map: Vec<String>,
+    /// off: the restored cluster does not archive (archive_mode = off is written into
+    /// postgresql.auto.conf); preserve: it keeps the backup's archiving settings (for the
+    /// restore that becomes the new primary).
+    #[arg(long, value_name = "MODE", default_value = "off", value_parser = ["off", "preserve"])]
+    pub archive_mode: String,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -4,6 +4,13 @@
 //! them named: a gap is a stretch of time no restore can cross. Names archived with two
 //! different contents are listed as conflicts. [`summarize`] is pure and unit-tested;
 //! [`gather`] reads the repository.
+//!
+//! Backups: a record that cannot be read is listed as damaged (`damaged_backups`); for
+//! every readable one, `info` reads its file list's index (small, verified) and checks
+//! with a size request that each page of the list and each chunk of PostgreSQL's
+//! `backup_manifest` is there ([`missing_data`]): what a restore needs before it reads
+//! a single file. The data chunks themselves are not checked (a restore reads and
+//! verifies every one; that is `verify`'s work, not a status page's).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +43,17 @@ pub struct InfoReport {
     pub quarantined: usize,
     /// Base backups, oldest first.
     pub backups: Vec<BackupInfo>,
+    /// Backup records that cannot be read, by id: no restore can use them.
+    pub damaged_backups: Vec<DamagedBackupInfo>,
+}
+
+/// A backup record that cannot be read.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DamagedBackupInfo {
+    /// Its id (the record's name).
+    pub id: String,
+    /// Why it cannot be read.
+    pub error: String,
 }
 
 /// One base backup as `info` lists it.
@@ -63,6 +81,10 @@ pub struct BackupInfo {
     pub added_ratio: f64,
     /// Why this backup deserves a look (e.g. much smaller than the one before).
     pub warnings: Vec<String>,
+    /// What a restore of it needs and the repository lacks (its file list or a page of
+    /// it, a chunk of its `backup_manifest`): empty when it is complete as far as `info`
+    /// checks (see the module doc). A restore of a backup with problems fails (exit 4).
+    pub problems: Vec<String>,
 }
 
 /// Lists backups, warning about one whose database size is under a tenth of the previous
@@ -97,9 +119,63 @@ pub fn summarize_backups(records: &[BackupRecord]) -> Vec<BackupInfo> {
                 0.0
             },
             warnings,
+            problems: Vec::new(),
         });
     }
     out
+}
+
+/// What of `record`'s file list the repository lacks (see the module doc); `Err` only
+/// when the repository cannot be read.
+pub async fn missing_data(
+    repo: &Repo,
+    record: &BackupRecord,
+) -> Result<Vec<String>, tidemark_store::Error> {
+    use tidemark_store::Error as S;
+    let list_key = catalog::blob_key(&record.file_list);
+    let list = match repo.backup_files(record).await {
+        Ok(list) => list,
+        Err(e) if e.is_not_found() => {
+            return Ok(vec![format!(
+                "its file list ({list_key}) is missing from the repository"
+            )])
+        }
+        Err(e @ (S::Corrupt { .. } | S::Catalog { .. } | S::UnsupportedFormat { .. })) => {
+            return Ok(vec![format!("its file list cannot be read: {e}")])
+        }
+        Err(e) => return Err(e),
+    };
+    let pages = list.pages.len();
+    let chunks = list.pg_manifest.chunks.len();
+    let parts = list
+        .pages
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (format!("page {} of {pages} of its file list", i + 1), *d))
+        .chain(list.pg_manifest.chunks.iter().enumerate().map(|(i, d)| {
+            (
+                format!("chunk {} of {chunks} of its backup_manifest", i + 1),
+                *d,
+            )
+        }));
+    let found: Vec<(String, Digest, Option<u64>)> = futures::stream::iter(parts)
+        .map(|(what, digest)| async move {
+            let size = repo.blob_size(&digest).await?;
+            Ok::<_, tidemark_store::Error>((what, digest, size))
+        })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    Ok(found
+        .into_iter()
+        .filter(|(_, _, size)| size.is_none())
+        .map(|(what, digest, _)| {
+            format!(
+                "{what} ({}) is missing from the repository",
+                catalog::blob_key(&digest)
+            )
+        })
+        .collect())
 }
 
 /// The cluster identity.
@@ -308,10 +384,28 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     let segment_size = cluster
         .as_ref()
         .and_then(|c| SegmentSize::new(c.wal_segment_size).ok());
-    let backups = if format.is_some() {
-        summarize_backups(&repo.backups(stanza).await?)
+    let (backups, damaged_backups) = if format.is_some() {
+        let listing = repo.backups(stanza).await?;
+        let mut backups = summarize_backups(&listing.records);
+        let problems: Vec<Vec<String>> = futures::stream::iter(&listing.records)
+            .map(|record| missing_data(&repo, record))
+            .buffered(4)
+            .try_collect()
+            .await?;
+        for (info, problems) in backups.iter_mut().zip(problems) {
+            info.problems = problems;
+        }
+        let damaged = listing
+            .damaged
+            .iter()
+            .map(|d| DamagedBackupInfo {
+                id: d.id.clone(),
+                error: d.error.to_string(),
+            })
+            .collect();
+        (backups, damaged)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     Ok(InfoReport {
         repo: settings.repo.to_string(),
@@ -325,6 +419,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
         wal: summarize(&entries, segment_size),
         quarantined,
         backups,
+        damaged_backups,
     })
 }
 
@@ -409,10 +504,12 @@ pub fn render_text(r: &InfoReport) -> String {
             r.quarantined
         ));
     }
-    if r.backups.is_empty() {
-        line("backups     none".into());
-    } else {
-        line(format!("backups     {}", r.backups.len()));
+    let damaged =
+        r.damaged_backups.len() + r.backups.iter().filter(|b| !b.problems.is_empty()).count();
+    match (r.backups.len() + r.damaged_backups.len(), damaged) {
+        (0, _) => line("backups     none".into()),
+        (n, 0) => line(format!("backups     {n}")),
+        (n, d) => line(format!("backups     {n}, {d} of them DAMAGED")),
     }
     for b in &r.backups {
         line(format!(
@@ -431,6 +528,15 @@ pub fn render_text(r: &InfoReport) -> String {
         for w in &b.warnings {
             line(format!("    WARNING: {w}"));
         }
+        for p in &b.problems {
+            line(format!("    DAMAGED: {p}: a restore of this backup fails"));
+        }
+    }
+    for d in &r.damaged_backups {
+        line(format!(
+            "  {}  DAMAGED: its record cannot be read ({}): restores skip it when choosing the newest backup; `restore --backup {}` fails",
+            d.id, d.error, d.id
+        ));
     }
     out
 }
@@ -561,8 +667,18 @@ mod tests {
             wal: WalSummary::default(),
             quarantined: 0,
             backups: list,
+            damaged_backups: vec![DamagedBackupInfo {
+                id: "e".into(),
+                error: "stanzas/main/backups/e is corrupt: record checksum mismatch".into(),
+            }],
         });
-        assert!(text.contains("backups     4"), "{text}");
+        assert!(text.contains("backups     5, 1 of them DAMAGED"), "{text}");
+        assert!(
+            text.contains(
+                "  e  DAMAGED: its record cannot be read (stanzas/main/backups/e is corrupt"
+            ),
+            "{text}"
+        );
         assert!(text.contains("WARNING: its database size"), "{text}");
     }
 }

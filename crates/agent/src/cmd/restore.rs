@@ -1,4 +1,5 @@
-//! `tidemark restore --pgdata DIR [--backup ID] [--tablespace-map OID=DIR]... [--json]`:
+//! `tidemark restore --pgdata DIR [--backup ID] [--tablespace-map OID=DIR]...
+//! [--archive-mode off|preserve] [--json]`:
 //! materializes a backup into an empty data directory, set up to replay WAL from the
 //! repository when PostgreSQL starts.
 //!
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tidemark_recovery::autoconf;
+use tidemark_recovery::autoconf::{self, ArchiveMode};
 use tidemark_recovery::restore::{prepare, Progress, RestoreReport, RestoreRequest};
 use tidemark_store::url::RepoUrl;
 
@@ -45,9 +46,21 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure>
         pgdata: absolute(pgdata)?,
         tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
         restore_command: restore_command(settings)?,
+        archive_mode: match args.archive_mode.as_str() {
+            "preserve" => ArchiveMode::Preserve,
+            _ => ArchiveMode::Off,
+        },
     };
     let repo = open_repo(settings).await?;
     let mut prepared = prepare(&repo, &settings.stanza, &request).await?;
+    for skipped in prepared.skipped() {
+        eprintln!(
+            "tidemark: restore: warning: skipping backup {}: its record cannot be read ({}); restoring the newest readable backup, {}",
+            skipped.id,
+            skipped.error,
+            prepared.record().id
+        );
+    }
     if matches!(settings.repo, RepoUrl::S3 { .. }) {
         prepared = prepared.with_in_flight(S3_IN_FLIGHT);
     }
@@ -209,21 +222,85 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
-/// The line printed on success.
+/// The lines printed on success: what was restored, whether the restored cluster
+/// archives, the recovery settings of the backup that were commented out, and the
+/// archive's timelines that PostgreSQL may follow instead of the backup's.
 pub fn summary(r: &RestoreReport) -> String {
     let rate = if r.seconds > 0.0 {
         mib(r.bytes) / r.seconds
     } else {
         0.0
     };
-    format!(
+    let mut out = format!(
         "restored backup {}: {} files, {:.1} MiB in {:.1} s ({rate:.1} MiB/s) into {}; start PostgreSQL to replay WAL from the repository",
         r.backup,
         r.files,
         mib(r.bytes),
         r.seconds,
         r.pgdata.display()
-    )
+    );
+    out.push('\n');
+    out.push_str(match r.archive_mode {
+        ArchiveMode::Off => "archiving: off in the restored cluster (archive_mode = off in postgresql.auto.conf): it does not archive into the repository; for the cluster that is to become the new primary, restore with --archive-mode preserve",
+        _ => "archiving: as backed up (--archive-mode preserve): once promoted, the restored cluster archives where the original did",
+    });
+    if !r.removed_settings.is_empty() {
+        out.push_str(&format!(
+            "\nrecovery settings of the backup commented out in postgresql.auto.conf: {}",
+            r.removed_settings
+                .iter()
+                .map(|l| l.trim())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    if !r.branching_timelines.is_empty() || r.latest_timeline != r.timeline {
+        let named: Vec<String> = r
+            .branching_timelines
+            .iter()
+            .map(|t| {
+                if t.before_backup_end {
+                    format!(
+                        "{} (at {}, before this backup ended: cannot be followed from it)",
+                        t.timeline, t.branched_at
+                    )
+                } else {
+                    format!("{} (at {})", t.timeline, t.branched_at)
+                }
+            })
+            .collect();
+        if !named.is_empty() {
+            out.push_str(&format!(
+                "\ntimelines in the archive that branch off the backup's timeline {}: {}",
+                r.timeline,
+                named.join(", ")
+            ));
+        }
+        let followed = r
+            .branching_timelines
+            .iter()
+            .find(|t| t.timeline == r.latest_timeline);
+        let outcome = if r.latest_timeline == r.timeline {
+            format!(
+                "PostgreSQL (recovery_target_timeline = 'latest') stays on timeline {}: the archive lacks the history file of timeline {}",
+                r.timeline,
+                r.timeline + 1
+            )
+        } else if followed.is_some_and(|t| !t.before_backup_end) {
+            format!(
+                "PostgreSQL (recovery_target_timeline = 'latest') will follow timeline {}, not the backup's timeline {}; to stay on it, set recovery_target_timeline = 'current' in postgresql.auto.conf before starting",
+                r.latest_timeline, r.timeline
+            )
+        } else {
+            format!(
+                "PostgreSQL (recovery_target_timeline = 'latest') will pick timeline {}, which cannot be reached from this backup, and refuse to start; set recovery_target_timeline = 'current' in postgresql.auto.conf before starting",
+                r.latest_timeline
+            )
+        };
+        out.push('\n');
+        out.push_str(&outcome);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -279,6 +356,81 @@ mod tests {
         let cmd = restore_command(&settings).unwrap();
         assert!(cmd.ends_with(" --config '/etc/tide mark.toml' --repo s3://bucket/prefix --stanza prod --s3-endpoint http://127.0.0.1:9000 --s3-path-style true archive-get %f %p"), "{cmd}");
         assert!(!cmd.contains("sekrit") && !cmd.contains("AKIA"), "{cmd}");
+    }
+
+    fn report() -> RestoreReport {
+        let at = chrono::Utc::now();
+        RestoreReport {
+            backup: "20261121T103207Z".into(),
+            label: "l".into(),
+            backup_start_time: at,
+            backup_stop_time: at,
+            start_lsn: "0/2000028".into(),
+            stop_lsn: "0/2000100".into(),
+            pgdata: "/srv/data".into(),
+            tablespaces: vec![],
+            files: 1,
+            directories: 0,
+            bytes: 0,
+            chunks: 0,
+            seconds: 0.0,
+            sync: tidemark_recovery::restore::SyncMode::FsyncEach,
+            restore_command: "c".into(),
+            archive_mode: ArchiveMode::Off,
+            removed_settings: vec![],
+            timeline: 1,
+            branching_timelines: vec![],
+            latest_timeline: 1,
+            skipped_backups: vec![],
+        }
+    }
+
+    #[test]
+    fn the_summary_says_whether_the_copy_archives_and_which_timeline_it_follows() {
+        use tidemark_recovery::restore::BranchingTimeline;
+        let mut r = report();
+        let text = summary(&r);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.lines().nth(1).unwrap().starts_with("archiving: off"),
+            "{text}"
+        );
+        r.archive_mode = ArchiveMode::Preserve;
+        r.removed_settings = vec!["recovery_target = 'immediate'".into()];
+        let text = summary(&r);
+        assert!(text.contains("archiving: as backed up"), "{text}");
+        assert!(
+            text.contains("commented out in postgresql.auto.conf: recovery_target = 'immediate'"),
+            "{text}"
+        );
+        let branch = |timeline, before_backup_end| BranchingTimeline {
+            timeline,
+            branched_at: "0/3000000".into(),
+            before_backup_end,
+        };
+        r.branching_timelines = vec![branch(2, false), branch(3, false)];
+        r.latest_timeline = 3;
+        let text = summary(&r);
+        assert!(
+            text.contains("branch off the backup's timeline 1: 2 (at 0/3000000), 3 (at 0/3000000)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("will follow timeline 3, not the backup's timeline 1"),
+            "{text}"
+        );
+        r.branching_timelines = vec![branch(2, true)];
+        r.latest_timeline = 2;
+        let text = summary(&r);
+        assert!(text.contains("before this backup ended"), "{text}");
+        assert!(text.contains("refuse to start"), "{text}");
+        r.branching_timelines = vec![branch(3, false)];
+        r.latest_timeline = 1;
+        assert!(
+            summary(&r).contains("stays on timeline 1"),
+            "{}",
+            summary(&r)
+        );
     }
 
     #[test]
