@@ -22,7 +22,11 @@
 //!   COMMIT/ABORT PREPARED under their xids; the restore points' ends are what
 //!   `pg_create_restore_point()` returned; the checkpoint record is at
 //!   `pg_control_checkpoint()`'s LSN with its redo, timeline and time; the switch record
-//!   ends where `pg_switch_wal()` said; the WAL ends with the shutdown checkpoint.
+//!   ends where `pg_switch_wal()` said; the WAL ends with the shutdown checkpoint;
+//! - a timeline switch: the cluster is then promoted as a standby without a source;
+//!   timeline 2, decoded from its first segment, holds timeline 1's copied records, then
+//!   the end-of-recovery record (1 -> 2) exactly at `00000002.history`'s switch point,
+//!   then the commit made after the promotion.
 //!
 //! Skips (or fails under `CI`) when a major's binaries are missing.
 
@@ -198,7 +202,7 @@ fn align8(l: Lsn) -> Lsn {
 }
 
 /// The checks that hold on every major (see the module documentation).
-fn check_facts(recs: &[WalRecord], end: &WalEnd, f: &Facts) {
+fn check_facts(recs: &[WalRecord], end: &WalEnd, f: &Facts, major: PgMajor) {
     let commits: Vec<_> = recs
         .iter()
         .filter_map(|r| match &r.payload {
@@ -248,10 +252,13 @@ fn check_facts(recs: &[WalRecord], end: &WalEnd, f: &Facts) {
     assert_eq!(p1.twophase_xid, Some(f.p1_xid));
     let p2 = aborts.iter().find(|a| a.xid == f.p2_xid).unwrap();
     assert_eq!(p2.kind, XactKind::Prepared);
-    assert!(
-        commits.iter().any(|c| c.dropped_rels > 0),
-        "the dropped table's commit lists its relation"
-    );
+    let drop = commits
+        .iter()
+        .find(|c| c.dropped_rels > 0)
+        .expect("the dropped table's commit lists its relation");
+    // Statistics entries to drop: 15 and later (12 bytes each, 16 in 18: the payload
+    // parser checks that the parts add up to the record's length exactly).
+    assert_eq!(drop.dropped_stats > 0, major >= PgMajor::V15, "{drop:?}");
 
     let rps: Vec<_> = recs
         .iter()
@@ -312,6 +319,65 @@ fn check_facts(recs: &[WalRecord], end: &WalEnd, f: &Facts) {
     assert!(end.incomplete_record.is_none());
 }
 
+/// Promotes the stopped cluster as a standby without a source (it replays its own
+/// `pg_wal`, then `pg_promote()` starts timeline 2), commits once more, and decodes
+/// timeline 2 from the start of its first segment: a copy of timeline 1's records up to
+/// the switch point, then the record that marks the switch, exactly at the switch point
+/// `00000002.history` names.
+fn timeline_switch(c: &mut Cluster, major: PgMajor) {
+    let signal = c.data_dir().join("standby.signal");
+    std::fs::write(&signal, b"").unwrap();
+    crate::harness::pg::chown_to_user(&signal);
+    c.start();
+    assert_eq!(c.psql("select pg_promote(true, 60)"), "t");
+    c.psql("insert into tm_marks values (txid_current(), 'tl2')");
+    let xid: u32 = c
+        .psql("select xid from tm_marks where pad = 'tl2'")
+        .parse()
+        .unwrap();
+    c.stop();
+    let history = std::fs::read_to_string(c.pg_wal().join("00000002.history")).unwrap();
+    let switch_point = lsn(history.lines().last().unwrap().split('\t').nth(1).unwrap());
+    let segs: Vec<_> = segments(&c.pg_wal())
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("00000002"))
+        .collect();
+    let (recs, _, _) = decode(&segs, &[5000]);
+    let switch: Vec<_> = recs
+        .iter()
+        .filter_map(|r| r.payload.timeline_switch().map(|s| (r.lsn, s, r)))
+        .collect();
+    assert_eq!(switch.len(), 1, "one timeline switch: {switch:?}");
+    let (at, sw, rec) = switch[0];
+    assert_eq!((sw.from, sw.to), (1, 2));
+    assert_eq!(
+        at, switch_point,
+        "the switch record is at the history file's switch point"
+    );
+    assert!(
+        recs.iter().any(|r| r.lsn < at && r.timeline == 1),
+        "timeline 1's copy before it"
+    );
+    let after = recs
+        .iter()
+        .find_map(|r| r.payload.xact_completion().filter(|x| x.xid == xid))
+        .expect("the commit on timeline 2");
+    assert!(after.time.unix_micros() > 0);
+    if let Payload::EndOfRecovery(e) = &rec.payload {
+        // wal_level joined xl_end_of_recovery in 17 (replica = 1).
+        let expected = (major >= PgMajor::V17).then_some(1);
+        assert_eq!(e.wal_level, expected, "{major}: {e:?}");
+    }
+    eprintln!(
+        "timeline switch 1 -> 2 at {at} ({}), {} records decoded on timeline 2",
+        match rec.payload {
+            Payload::EndOfRecovery(_) => "XLOG_END_OF_RECOVERY",
+            _ => "end-of-recovery checkpoint",
+        },
+        recs.len()
+    );
+}
+
 /// What [`run`] leaves for further checks: the test folder (the cluster's `pg_wal`), the
 /// segments read, the records and the end.
 struct Run {
@@ -328,13 +394,18 @@ fn run(major: PgMajor, bin: Option<PathBuf>) -> Run {
     let facts = workload(&c);
     c.stop();
     let segs = segments(&c.pg_wal());
+    let segs: Vec<_> = segs
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("00000001"))
+        .collect();
     let (recs, end, found) = decode(&segs, &[segs[0].1.len()]);
     assert_eq!(found, major, "major read from the page magic");
     // The same records when fed in uneven pieces (1 byte to more than a page).
     let (pieces, end2, _) = decode(&segs, &[1, 7, 8192, 3, 65_537, 24, 100_000]);
     assert_eq!(pieces, recs);
     assert_eq!(end2, end);
-    check_facts(&recs, &end, &facts);
+    check_facts(&recs, &end, &facts, major);
+    timeline_switch(&mut c, major);
     eprintln!(
         "{major}: {} records decoded from {} segments, end at {} ({:?})",
         recs.len(),
