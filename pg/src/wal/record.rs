@@ -69,8 +69,9 @@ impl RecordHeader {
 pub struct WalRecord {
     /// Where it starts (what `pg_waldump` prints as `lsn`).
     pub lsn: Lsn,
-    /// Where it ends: the first byte after it (what `XLogInsert` returns, e.g. the value
-    /// of `pg_create_restore_point()` and `pg_switch_wal()`).
+    /// Where it ends: the first byte after it. `XLogInsert` (and so
+    /// `pg_create_restore_point()`, `pg_switch_wal()`, `pg_logical_emit_message()`)
+    /// returns this rounded up to 8, where the next record may start.
     pub end: Lsn,
     /// The timeline of the page it starts on (`xlp_tli`).
     pub timeline: u32,

@@ -553,3 +553,49 @@ fn end_of_recovery_and_checkpoints_mark_timeline_switches() {
         Some(TimelineSwitch { from: 1, to: 2 })
     );
 }
+
+#[test]
+fn a_record_given_up_by_the_server_is_replaced_by_the_overwrite_record() {
+    // A record begins on the first page and should continue on the second; the server
+    // crashed before writing the continuation, and after recovery wrote
+    // XLOG_OVERWRITE_CONTRECORD at the second page, whose header carries
+    // XLP_FIRST_IS_OVERWRITE_CONTRECORD (0x0008) instead of a continuation.
+    let mut b = Builder::new(PgMajor::V15, SEG);
+    let (kept, _) = b.push(10, 0, 1, &[1; 50]);
+    b.fill_until(SEG - PAGE + 200);
+    let before = b.prev;
+    let rec = b.record_bytes(10, 0, 2, &[2; 1000]);
+    while b.pos() % 8 != 0 {
+        b.bytes.push(0);
+    }
+    let aborted = b.pos();
+    let room = (PAGE - aborted % PAGE) as usize;
+    b.bytes.extend_from_slice(&rec[..room]);
+    // The second page: header with the overwrite flag, then the overwrite record, whose
+    // xl_prev is the last record replayed (the one before the aborted one).
+    let mut page = Builder::new(PgMajor::V15, SEG + PAGE);
+    page.page_header(false, 0);
+    page.bytes[2] |= 0x08;
+    b.bytes.extend_from_slice(&page.bytes);
+    b.prev = before;
+    let mut body = aborted.to_le_bytes().to_vec();
+    body.extend_from_slice(&5i64.to_le_bytes());
+    let (ow, _) = b.push(0, 0xD0, 0, &body);
+    b.zero_page_rest();
+    let (recs, d) = decode_in_pieces(&b.bytes, SEG, &[1, 500]);
+    assert_eq!(recs[0].lsn, Lsn(kept));
+    let last = recs.last().unwrap();
+    assert_eq!(last.lsn, Lsn(ow));
+    assert_eq!(
+        last.payload,
+        Payload::OverwriteContrecord {
+            overwritten: Lsn(aborted),
+            time: PgTimestamp(5)
+        }
+    );
+    assert!(
+        recs.iter().all(|r| r.lsn.0 != aborted),
+        "the given-up record is not returned"
+    );
+    assert!(d.end().is_some());
+}
