@@ -384,6 +384,8 @@ impl WalDecoder {
                 return Err(self.err(start, DecodeErrorKind::ImpossibleLength(t)));
             }
             *tot_len = Some(t);
+            // Room for the record at once (capped: the length is not yet known to be valid).
+            buf.reserve_exact((t as usize).min(1 << 16) - buf.len());
         }
         if !*checked_header && buf.len() >= RECORD_HEADER_LEN {
             *checked_header = true;
