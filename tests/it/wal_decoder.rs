@@ -1,7 +1,8 @@
 //! The WAL record decoder (`tidemark-pg`, the library) on WAL written by real servers.
 //!
 //! One named workload runs on a cluster with 1 MiB segments (so that records cross
-//! segment boundaries cheaply), `track_commit_timestamp = on` and prepared transactions:
+//! segment boundaries cheaply), `track_commit_timestamp = on`, prepared transactions and
+//! compressed full-page images (`wal_compression = on`):
 //! 200 small commits (a DO loop with COMMIT), a 3 MB transaction with savepoints (two
 //! released, one rolled back) crossing segments, a prepared transaction committed and one
 //! rolled back, a dropped table (relations and statistics in the commit record), two
@@ -69,6 +70,9 @@ fn cluster(dir: &TestDir, bin: Option<PathBuf>) -> Cluster {
             settings: vec![
                 ("track_commit_timestamp".into(), "on".into()),
                 ("max_prepared_transactions".into(), "5".into()),
+                // Compressed full-page images (pglz; `on` in every major): the image
+                // header then carries a hole length, and its flag moved in 15.
+                ("wal_compression".into(), "on".into()),
             ],
             ..Default::default()
         },
@@ -309,6 +313,11 @@ fn check_facts(recs: &[WalRecord], end: &WalEnd, f: &Facts, major: PgMajor) {
         "the next record opens the next segment"
     );
     assert_eq!(after.header.prev, sw.lsn);
+
+    assert!(
+        recs.iter().any(|r| r.fpi_bytes > 0),
+        "full-page images were skipped to the main data"
+    );
 
     let last = recs.last().unwrap();
     assert!(
