@@ -29,12 +29,20 @@
 //!   the end-of-recovery record (1 -> 2) exactly at `00000002.history`'s switch point,
 //!   then the commit made after the promotion.
 //!
+//! - damage in the middle of real WAL (15): a flipped byte is a CRC error at its record's
+//!   LSN, a zeroed record header followed by written WAL on its page is an error, not an
+//!   end; a segment cut short ends inside the segment, which `WalEnd::within_segment`
+//!   says.
+//!
 //! Skips (or fails under `CI`) when a major's binaries are missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tidemark_pg::wal::{DecoderConfig, Payload, WalDecoder, WalEnd, WalRecord, XactKind};
+use tidemark_pg::wal::{
+    DecodeError, DecodeErrorKind, DecoderConfig, EndReason, Payload, WalDecoder, WalEnd, WalRecord,
+    XactKind,
+};
 use tidemark_pg::{Lsn, PgMajor};
 
 use crate::harness::pg::{pg_bin, server_bin, Cluster, ClusterOptions, TestDir};
@@ -199,6 +207,70 @@ fn decode(segs: &[(String, Vec<u8>)], sizes: &[usize]) -> (Vec<WalRecord>, WalEn
     }
     let end = *d.end().expect("the written WAL ends in pg_wal");
     (out, end, d.major().unwrap())
+}
+
+/// Decodes the segments whole; the first error, if any.
+fn try_decode(segs: &[(String, Vec<u8>)]) -> Result<Option<WalEnd>, DecodeError> {
+    let start = segment_start(&segs[0].0);
+    let mut d = WalDecoder::new(DecoderConfig::new(SEG, Lsn(start))).unwrap();
+    for (_, bytes) in segs {
+        d.feed(bytes)?;
+        if d.end().is_some() {
+            break;
+        }
+    }
+    Ok(d.end().copied())
+}
+
+/// Damage in the middle of real WAL is an error naming where, never an early end.
+fn damage_is_named(segs: &[(String, Vec<u8>)], recs: &[WalRecord]) {
+    let start = segment_start(&segs[0].0);
+    let at = |lsn: u64| ((lsn - start) / SEG) as usize;
+    let off = |lsn: u64| ((lsn - start) % SEG) as usize;
+    let page = 8192;
+
+    // A flipped byte inside a commit record: a CRC error at the record's LSN.
+    let c = recs
+        .iter()
+        .find(|r| matches!(r.payload, Payload::Commit(_)) && r.lsn.0 / page == (r.end.0 - 1) / page)
+        .unwrap();
+    let mut bad = segs.to_vec();
+    bad[at(c.lsn.0)].1[off(c.lsn.0) + 26] ^= 0x40;
+    let e = try_decode(&bad).unwrap_err();
+    assert_eq!(e.lsn, c.lsn);
+    assert!(matches!(e.kind, DecodeErrorKind::CrcMismatch { .. }), "{e}");
+
+    // A zeroed record header with written WAL after it on the page: not an end of WAL.
+    let (r, _) = recs
+        .windows(2)
+        .map(|w| (&w[0], &w[1]))
+        .find(|(r, next)| {
+            r.lsn.0 % page > 100
+                && next.lsn.0 / page == r.lsn.0 / page
+                && next.end.0 / page == r.lsn.0 / page
+        })
+        .unwrap();
+    let mut bad = segs.to_vec();
+    let o = off(r.lsn.0);
+    bad[at(r.lsn.0)].1[o..o + 24].fill(0);
+    let e = try_decode(&bad).unwrap_err();
+    assert_eq!(e.kind, DecodeErrorKind::NonZeroAfterEnd, "{e}");
+    assert!(e.lsn > r.lsn && e.lsn.0 / page == r.lsn.0 / page, "{e}");
+
+    // A segment whose second half is zeros (a truncated copy): the decoder sees the end of
+    // WAL there, and says it lies inside the segment, which a caller holding a complete
+    // archived segment treats as damage.
+    let mut bad = segs.to_vec();
+    bad[1].1[(SEG / 2) as usize..].fill(0);
+    let end = try_decode(&bad).unwrap().expect("an end");
+    let half = segment_start(&segs[1].0) + SEG / 2;
+    assert_eq!(end.reason, EndReason::ZeroPage);
+    // At the zero page, or at the start of the record it cut (which never completed).
+    assert!(
+        end.at.0 == half || end.incomplete_record == Some(end.at),
+        "{end:?}"
+    );
+    assert!(end.within_segment(SEG));
 }
 
 fn align8(l: Lsn) -> Lsn {
@@ -526,6 +598,7 @@ fn decodes_postgres_15_wal_as_pg_waldump_does() {
         .map(parse_dump_line)
         .collect();
     assert_eq!(lines.len(), recs.len(), "as many records as pg_waldump");
+    damage_is_named(&segs, &recs);
     let (mut times, mut names, mut subx) = (0, 0, 0);
     for (r, l) in recs.iter().zip(&lines) {
         let ours = DumpLine {
