@@ -51,6 +51,12 @@ impl DecoderConfig {
         self.major = Some(major);
         self
     }
+
+    /// The start of the record before `start`, to check the first record's `xl_prev`.
+    pub fn with_prev_record(mut self, prev: Lsn) -> DecoderConfig {
+        self.prev_record = Some(prev);
+        self
+    }
 }
 
 /// Why the decoder says the written WAL ended.

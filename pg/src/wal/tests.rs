@@ -599,3 +599,29 @@ fn a_record_given_up_by_the_server_is_replaced_by_the_overwrite_record() {
     );
     assert!(d.end().is_some());
 }
+
+#[test]
+fn starting_mid_page_at_a_known_record() {
+    let (b, at) = sample();
+    let (second, _) = at[1];
+    let bytes = &b.bytes[(second - b.start) as usize..];
+    // Without the major, a start inside a page is refused (no page header to read it from).
+    let e = WalDecoder::new(DecoderConfig::new(SEG, Lsn(second))).unwrap_err();
+    assert!(matches!(e.kind, DecodeErrorKind::BadStart(_)));
+    let cfg = DecoderConfig::new(SEG, Lsn(second))
+        .with_major(PgMajor::V15)
+        .with_prev_record(Lsn(at[0].0));
+    let mut d = WalDecoder::new(cfg).unwrap();
+    let recs = d.feed(bytes).unwrap();
+    assert_eq!(recs[0].lsn, Lsn(second));
+    assert_eq!(
+        recs.len(),
+        at.len() - 1 + recs.iter().filter(|r| r.main_data == [7u8; 100]).count()
+    );
+    // A wrong previous record is caught on the first one.
+    let cfg = DecoderConfig::new(SEG, Lsn(second))
+        .with_major(PgMajor::V15)
+        .with_prev_record(Lsn(8));
+    let e = WalDecoder::new(cfg).unwrap().feed(bytes).unwrap_err();
+    assert!(matches!(e.kind, DecodeErrorKind::PrevMismatch { .. }));
+}
