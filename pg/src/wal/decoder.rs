@@ -13,7 +13,9 @@ const SHORT_PHD: usize = 24;
 const LONG_PHD: usize = 40;
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
-/// 0x0008 in 13 to 18 (0x0004 is `XLP_BKP_REMOVABLE` there).
+/// 0x0008 in 13 to 18 (0x0004 is `XLP_BKP_REMOVABLE` there). PostgreSQL's development
+/// branch (magic 0xD120) dropped `XLP_BKP_REMOVABLE` and moved this flag to 0x0004: a
+/// new major needs this checked again.
 const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
 const XLP_ALL_FLAGS: u16 = 0x000F;
 /// `MaxAllocSize`: no record can be longer (16 and later cap them lower still,

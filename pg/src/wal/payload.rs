@@ -22,7 +22,8 @@ const XLOG_CHECKPOINT_ONLINE: u8 = 0x10;
 const XLOG_SWITCH: u8 = 0x40;
 const XLOG_RESTORE_POINT: u8 = 0x70;
 const XLOG_END_OF_RECOVERY: u8 = 0x90;
-/// 0xD0 (13.4+ and 14+, back-patched; 0xC0 is unused).
+/// 0xD0: new in 15, back-patched to 13 and 14 in their late-2021 minor releases (the
+/// 13.23 and 14.23 servers the tests run know it).
 const XLOG_OVERWRITE_CONTRECORD: u8 = 0xD0;
 
 // xact.h
