@@ -17,3 +17,5 @@ mod replication;
 mod s3_conformance;
 
 mod tls;
+
+mod wal_decoder;

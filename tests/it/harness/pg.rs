@@ -298,8 +298,9 @@ impl Cluster {
         let mut cmd = cluster.pg_command("initdb");
         cmd.arg("-D")
             .arg(cluster.data_dir())
-            .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync"])
-            .arg("--no-instructions");
+            // No `--no-instructions`: PostgreSQL 13's initdb lacks it (the output is
+            // captured anyway).
+            .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync"]);
         if let Some(mb) = opts.wal_segsize_mb {
             cmd.arg(format!("--wal-segsize={mb}"));
         }

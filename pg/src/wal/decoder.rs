@@ -1,0 +1,600 @@
+//! [`WalDecoder`]: reassembles records from pages fed in pieces of any size. Sans-IO.
+//!
+//! The decoder walks the bytes as PostgreSQL laid them out: a header at every 8 KiB page
+//! (long on a segment's first page), records at MAXALIGN (8) boundaries, a record's bytes
+//! continuing after the next page's header when it does not fit. See the module
+//! documentation of [`crate::wal`] for what ends decoding and what is an error.
+
+use super::record::{self, RecordHeader, RECORD_HEADER_LEN};
+use super::{DecodeError, DecodeErrorKind, WalRecord, XLOG_BLCKSZ};
+use crate::types::{Lsn, PgMajor};
+
+const SHORT_PHD: usize = 24;
+const LONG_PHD: usize = 40;
+const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
+const XLP_LONG_HEADER: u16 = 0x0002;
+/// 0x0008 in 13 to 18 (0x0004 is `XLP_BKP_REMOVABLE` there). PostgreSQL's development
+/// branch (magic 0xD120) dropped `XLP_BKP_REMOVABLE` and moved this flag to 0x0004: a
+/// new major needs this checked again.
+const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
+const XLP_ALL_FLAGS: u16 = 0x000F;
+/// `MaxAllocSize`: no record can be longer (16 and later cap them lower still,
+/// `XLogRecordMaxSize`, 1020 MiB).
+const MAX_RECORD_LEN: u32 = 0x3FFF_FFFF;
+
+/// How a decoder starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecoderConfig {
+    /// The WAL segment size in bytes (a power of two, 1 MiB to 1 GiB).
+    pub segment_size: u64,
+    /// The LSN of the first byte that will be fed: a page start (typically a segment
+    /// start), or a record start known to the caller (then `major` is required).
+    pub start: Lsn,
+    /// The PostgreSQL major; `None`: taken from the first page header's magic.
+    pub major: Option<PgMajor>,
+    /// The start of the record before `start`, when known: checked against the first
+    /// record's `xl_prev`.
+    pub prev_record: Option<Lsn>,
+}
+
+impl DecoderConfig {
+    /// Starts at `start` in WAL of `segment_size`-byte segments, major from the WAL.
+    pub fn new(segment_size: u64, start: Lsn) -> DecoderConfig {
+        DecoderConfig {
+            segment_size,
+            start,
+            major: None,
+            prev_record: None,
+        }
+    }
+
+    /// Expects (and requires) this major's WAL.
+    pub fn with_major(mut self, major: PgMajor) -> DecoderConfig {
+        self.major = Some(major);
+        self
+    }
+
+    /// The start of the record before `start`, to check the first record's `xl_prev`.
+    pub fn with_prev_record(mut self, prev: Lsn) -> DecoderConfig {
+        self.prev_record = Some(prev);
+        self
+    }
+}
+
+/// Why the decoder says the written WAL ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// A record header with `xl_tot_len` 0 at a record boundary.
+    ZeroRecordHeader,
+    /// An all-zero page header.
+    ZeroPage,
+    /// A page header with a valid magic but another page's address: a recycled segment.
+    RecycledPage {
+        /// `xlp_pageaddr` found.
+        found: Lsn,
+    },
+}
+
+/// The end of the written WAL (not an error; see [`crate::wal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalEnd {
+    /// Where no further record was found: the record boundary, the page, or the start of
+    /// a record begun on an earlier page whose continuation was never written.
+    pub at: Lsn,
+    /// The end of the last complete record (the decoder's start when there was none).
+    pub last_record_end: Lsn,
+    /// Why.
+    pub reason: EndReason,
+    /// The start of a record begun but never completed, if any.
+    pub incomplete_record: Option<Lsn>,
+}
+
+impl WalEnd {
+    /// Whether the end lies before the last byte of its segment: impossible in a
+    /// complete archived segment, where it means damage (see [`crate::wal`]).
+    pub fn within_segment(&self, segment_size: u64) -> bool {
+        self.at.0 % segment_size != 0
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// The next content byte starts a record.
+    Boundary,
+    /// Alignment bytes before the next record.
+    Padding { remaining: u64 },
+    /// A record being reassembled.
+    Record {
+        start: u64,
+        timeline: u32,
+        buf: Vec<u8>,
+        tot_len: Option<u32>,
+        checked_header: bool,
+    },
+    /// The rest of a record that began before the decoder's start.
+    SkipContinuation { remaining: u64 },
+    /// After `XLOG_SWITCH`: the rest of the segment.
+    SkipSegment,
+    /// The written WAL ended; bytes up to `check_until` must be zero.
+    Ended { check_until: u64 },
+    /// Failed: the error repeats.
+    Failed(DecodeError),
+}
+
+/// The incremental WAL record decoder (see [`crate::wal`]).
+#[derive(Debug)]
+pub struct WalDecoder {
+    seg_size: u64,
+    major: Option<PgMajor>,
+    system_id: Option<u64>,
+    /// The LSN of the next byte to be fed.
+    pos: u64,
+    /// The page whose header has been read (content bytes may follow).
+    header_page: Option<u64>,
+    /// A page header being collected.
+    hdr: Vec<u8>,
+    /// `xlp_tli` of the current page.
+    page_tli: u32,
+    state: State,
+    /// The start of the last complete record (what the next `xl_prev` must be).
+    prev: Option<u64>,
+    last_end: u64,
+    /// No page header seen yet: a continuation there belongs to a record that began
+    /// before the start, and is skipped.
+    first_page: bool,
+    end: Option<WalEnd>,
+    skipped_continuation: Option<(Lsn, u32)>,
+}
+
+impl WalDecoder {
+    /// A decoder for bytes starting at `config.start`.
+    pub fn new(config: DecoderConfig) -> Result<WalDecoder, DecodeError> {
+        let bad = |s: &str| DecodeError {
+            lsn: config.start,
+            kind: DecodeErrorKind::BadStart(s.to_string()),
+        };
+        let seg = config.segment_size;
+        if !seg.is_power_of_two() || !(1 << 20..=1 << 30).contains(&seg) {
+            return Err(bad(&format!(
+                "segment size {seg} is not a power of two from 1 MiB to 1 GiB"
+            )));
+        }
+        let start = config.start.0;
+        if start % 8 != 0 {
+            return Err(bad("not 8-byte aligned"));
+        }
+        let page = start - start % XLOG_BLCKSZ;
+        let mid_page = start != page;
+        if mid_page && config.major.is_none() {
+            return Err(bad("a start inside a page needs the PostgreSQL major"));
+        }
+        if mid_page && start - page < SHORT_PHD as u64 {
+            return Err(bad("inside a page header"));
+        }
+        Ok(WalDecoder {
+            seg_size: seg,
+            major: config.major,
+            system_id: None,
+            pos: start,
+            header_page: mid_page.then_some(page),
+            hdr: Vec::with_capacity(LONG_PHD),
+            page_tli: 0,
+            state: State::Boundary,
+            prev: config.prev_record.map(|l| l.0),
+            last_end: start,
+            first_page: !mid_page,
+            end: None,
+            skipped_continuation: None,
+        })
+    }
+
+    /// Feeds the next bytes; returns the records they completed, in order.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<WalRecord>, DecodeError> {
+        let mut out = Vec::new();
+        self.feed_into(bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`feed`](Self::feed), appending to `out` (records completed before an error
+    /// are kept there).
+    pub fn feed_into(&mut self, bytes: &[u8], out: &mut Vec<WalRecord>) -> Result<(), DecodeError> {
+        let mut input = bytes;
+        while !input.is_empty() {
+            if let State::Failed(e) = &self.state {
+                return Err(e.clone());
+            }
+            if let Err(e) = self.step(&mut input, out) {
+                self.state = State::Failed(e.clone());
+                return Err(e);
+            }
+        }
+        if let State::Failed(e) = &self.state {
+            return Err(e.clone());
+        }
+        Ok(())
+    }
+
+    /// The end of the written WAL, once found.
+    pub fn end(&self) -> Option<&WalEnd> {
+        self.end.as_ref()
+    }
+
+    /// The LSN of the next byte to be fed.
+    pub fn position(&self) -> Lsn {
+        Lsn(self.pos)
+    }
+
+    /// The major, once known.
+    pub fn major(&self) -> Option<PgMajor> {
+        self.major
+    }
+
+    /// The system identifier from the long page headers, once seen.
+    pub fn system_identifier(&self) -> Option<u64> {
+        self.system_id
+    }
+
+    /// The end of the last complete record.
+    pub fn last_record_end(&self) -> Lsn {
+        Lsn(self.last_end)
+    }
+
+    /// The start of a record begun but not yet complete: when the input ends here, it
+    /// continues in bytes not fed (the next segment).
+    pub fn pending_record(&self) -> Option<Lsn> {
+        match &self.state {
+            State::Record { start, buf, .. } if !buf.is_empty() => Some(Lsn(*start)),
+            _ => None,
+        }
+    }
+
+    /// The continuation skipped at the start (a record that began before the first
+    /// byte fed): the page where it was found and its `xlp_rem_len`.
+    pub fn skipped_continuation(&self) -> Option<(Lsn, u32)> {
+        self.skipped_continuation
+    }
+
+    fn err(&self, lsn: u64, kind: DecodeErrorKind) -> DecodeError {
+        DecodeError {
+            lsn: Lsn(lsn),
+            kind,
+        }
+    }
+
+    fn finish_end(&mut self, at: u64, reason: EndReason, check_until: u64) {
+        let incomplete = match &self.state {
+            State::Record { start, .. } => Some(Lsn(*start)),
+            _ => None,
+        };
+        self.end = Some(WalEnd {
+            at: Lsn(at),
+            last_record_end: Lsn(self.last_end),
+            reason,
+            incomplete_record: incomplete,
+        });
+        self.state = State::Ended { check_until };
+    }
+
+    fn step(&mut self, input: &mut &[u8], out: &mut Vec<WalRecord>) -> Result<(), DecodeError> {
+        match self.state {
+            State::Ended { check_until } => {
+                let n = (check_until.saturating_sub(self.pos) as usize).min(input.len());
+                if let Some(i) = input[..n].iter().position(|&b| b != 0) {
+                    return Err(self.err(self.pos + i as u64, DecodeErrorKind::NonZeroAfterEnd));
+                }
+                self.pos += input.len() as u64;
+                *input = &[];
+                return Ok(());
+            }
+            State::SkipSegment => {
+                let seg_end = (self.pos / self.seg_size + 1) * self.seg_size;
+                let n = ((seg_end - self.pos) as usize).min(input.len());
+                self.pos += n as u64;
+                *input = &input[n..];
+                if self.pos % self.seg_size == 0 {
+                    self.state = State::Boundary;
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let page = self.pos - self.pos % XLOG_BLCKSZ;
+        if self.header_page != Some(page) {
+            return self.collect_page_header(page, input);
+        }
+        let page_end = page + XLOG_BLCKSZ;
+        let room = (page_end - self.pos) as usize;
+        match &mut self.state {
+            State::Boundary => {
+                self.state = State::Record {
+                    start: self.pos,
+                    timeline: self.page_tli,
+                    buf: Vec::new(),
+                    tot_len: None,
+                    checked_header: false,
+                };
+                Ok(())
+            }
+            State::Padding { remaining } => {
+                let n = (*remaining as usize).min(input.len());
+                *remaining -= n as u64;
+                if *remaining == 0 {
+                    self.state = State::Boundary;
+                }
+                self.pos += n as u64;
+                *input = &input[n..];
+                Ok(())
+            }
+            State::SkipContinuation { remaining } => {
+                let n = (*remaining as usize).min(input.len()).min(room);
+                *remaining -= n as u64;
+                let done = *remaining == 0;
+                self.pos += n as u64;
+                *input = &input[n..];
+                if done {
+                    self.after_record();
+                }
+                Ok(())
+            }
+            State::Record { .. } => self.record_bytes(input, room, out),
+            State::SkipSegment | State::Ended { .. } | State::Failed(_) => unreachable!(),
+        }
+    }
+
+    /// Alignment to the next record after a record (or skipped continuation) ended at `pos`.
+    fn after_record(&mut self) {
+        let next = (self.pos + 7) & !7;
+        self.state = if next == self.pos {
+            State::Boundary
+        } else {
+            State::Padding {
+                remaining: next - self.pos,
+            }
+        };
+    }
+
+    fn record_bytes(
+        &mut self,
+        input: &mut &[u8],
+        room: usize,
+        out: &mut Vec<WalRecord>,
+    ) -> Result<(), DecodeError> {
+        let State::Record {
+            start,
+            timeline,
+            buf,
+            tot_len,
+            checked_header,
+        } = &mut self.state
+        else {
+            unreachable!()
+        };
+        let start = *start;
+        let target = match tot_len {
+            // Up to the length first, so that a zero header ends the WAL right away.
+            None if buf.len() < 4 => 4,
+            None => RECORD_HEADER_LEN,
+            Some(t) => *t as usize,
+        };
+        let n = (target - buf.len()).min(room).min(input.len());
+        buf.extend_from_slice(&input[..n]);
+        self.pos += n as u64;
+        *input = &input[n..];
+        if tot_len.is_none() && buf.len() >= 4 {
+            let t = u32::from_le_bytes(buf[0..4].try_into().unwrap());
+            if t == 0 {
+                let page_end = self.pos - self.pos % XLOG_BLCKSZ + XLOG_BLCKSZ;
+                self.state = State::Boundary;
+                self.finish_end(start, EndReason::ZeroRecordHeader, page_end);
+                return Ok(());
+            }
+            if t < RECORD_HEADER_LEN as u32 || t > MAX_RECORD_LEN {
+                return Err(self.err(start, DecodeErrorKind::ImpossibleLength(t)));
+            }
+            *tot_len = Some(t);
+            // Room for the record at once (capped: the length is not yet known to be valid).
+            buf.reserve_exact((t as usize).min(1 << 16) - buf.len());
+        }
+        if !*checked_header && buf.len() >= RECORD_HEADER_LEN {
+            *checked_header = true;
+            let h = RecordHeader::parse(buf);
+            if let Some(prev) = self.prev {
+                if h.prev.0 != prev {
+                    let kind = DecodeErrorKind::PrevMismatch {
+                        expected: Lsn(prev),
+                        found: h.prev,
+                    };
+                    return Err(DecodeError {
+                        lsn: Lsn(start),
+                        kind,
+                    });
+                }
+            }
+        }
+        if tot_len.is_some_and(|t| buf.len() == t as usize) {
+            let major = self.major.expect("known once a page header was read");
+            let mut rec =
+                record::decode(Lsn(start), *timeline, buf, major).map_err(|kind| DecodeError {
+                    lsn: Lsn(start),
+                    kind,
+                })?;
+            rec.end = Lsn(self.pos);
+            self.prev = Some(start);
+            self.last_end = self.pos;
+            let switch = matches!(rec.payload, super::Payload::Switch);
+            out.push(rec);
+            if switch && self.pos % self.seg_size != 0 {
+                self.state = State::SkipSegment;
+            } else {
+                self.after_record();
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_page_header(&mut self, page: u64, input: &mut &[u8]) -> Result<(), DecodeError> {
+        let need = if self.hdr.len() >= SHORT_PHD
+            && u16::from_le_bytes([self.hdr[2], self.hdr[3]]) & XLP_LONG_HEADER != 0
+        {
+            LONG_PHD
+        } else {
+            SHORT_PHD
+        };
+        let n = (need - self.hdr.len()).min(input.len());
+        self.hdr.extend_from_slice(&input[..n]);
+        self.pos += n as u64;
+        *input = &input[n..];
+        if self.hdr.len() < SHORT_PHD {
+            return Ok(());
+        }
+        let info = u16::from_le_bytes([self.hdr[2], self.hdr[3]]);
+        if info & XLP_LONG_HEADER != 0 && self.hdr.len() < LONG_PHD {
+            return Ok(());
+        }
+        let hdr = std::mem::take(&mut self.hdr);
+        self.page_header(page, &hdr)
+    }
+
+    fn page_header(&mut self, page: u64, h: &[u8]) -> Result<(), DecodeError> {
+        // Where a record in progress began: an end there means it was never completed.
+        let at = match &self.state {
+            State::Record { start, .. } => *start,
+            _ => page,
+        };
+        if h[..SHORT_PHD].iter().all(|&b| b == 0) {
+            self.finish_end(at, EndReason::ZeroPage, 0);
+            return Ok(());
+        }
+        let magic = u16::from_le_bytes([h[0], h[1]]);
+        let info = u16::from_le_bytes([h[2], h[3]]);
+        let tli = u32::from_le_bytes(h[4..8].try_into().unwrap());
+        let pageaddr = u64::from_le_bytes(h[8..16].try_into().unwrap());
+        let rem_len = u32::from_le_bytes(h[16..20].try_into().unwrap());
+        let Some(found) = PgMajor::from_page_magic(magic) else {
+            return Err(self.err(page, DecodeErrorKind::UnknownPageMagic(magic)));
+        };
+        match self.major {
+            Some(m) if m != found => {
+                return Err(self.err(
+                    page,
+                    DecodeErrorKind::PageMagicMismatch {
+                        expected: m,
+                        found: magic,
+                    },
+                ))
+            }
+            _ => self.major = Some(found),
+        }
+        if info & !XLP_ALL_FLAGS != 0 {
+            return Err(self.err(page, DecodeErrorKind::BadPageFlags(info)));
+        }
+        if pageaddr != page {
+            self.finish_end(
+                at,
+                EndReason::RecycledPage {
+                    found: Lsn(pageaddr),
+                },
+                0,
+            );
+            return Ok(());
+        }
+        if page % self.seg_size == 0 && info & XLP_LONG_HEADER == 0 {
+            return Err(self.err(page, DecodeErrorKind::MissingLongHeader));
+        }
+        if info & XLP_LONG_HEADER != 0 {
+            let sysid = u64::from_le_bytes(h[24..32].try_into().unwrap());
+            let seg_size = u32::from_le_bytes(h[32..36].try_into().unwrap());
+            let blcksz = u32::from_le_bytes(h[36..40].try_into().unwrap());
+            if u64::from(seg_size) != self.seg_size {
+                return Err(self.err(
+                    page,
+                    DecodeErrorKind::SegmentSizeMismatch {
+                        expected: self.seg_size,
+                        found: seg_size,
+                    },
+                ));
+            }
+            if u64::from(blcksz) != XLOG_BLCKSZ {
+                return Err(self.err(page, DecodeErrorKind::BlockSizeMismatch(blcksz)));
+            }
+            match self.system_id {
+                Some(s) if s != sysid => {
+                    return Err(self.err(
+                        page,
+                        DecodeErrorKind::SystemIdMismatch {
+                            expected: s,
+                            found: sysid,
+                        },
+                    ))
+                }
+                _ => self.system_id = Some(sysid),
+            }
+        }
+        self.header_page = Some(page);
+        self.page_tli = tli;
+        let first_page = std::mem::replace(&mut self.first_page, false);
+        let cont = info & XLP_FIRST_IS_CONTRECORD != 0;
+        let overwrite = info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0;
+        match &mut self.state {
+            State::Record { buf, tot_len, .. } => {
+                if overwrite {
+                    // The server gave this record up (its continuation was never
+                    // written); the record starting here replaces it and names it.
+                    self.state = State::Boundary;
+                    return Ok(());
+                }
+                if !cont {
+                    return Err(
+                        self.err(at, DecodeErrorKind::MissingContinuation { page: Lsn(page) })
+                    );
+                }
+                let t = tot_len.expect("the length is on the record's first page");
+                let expected = u64::from(t) - buf.len() as u64;
+                if u64::from(rem_len) != expected {
+                    return Err(self.err(
+                        at,
+                        DecodeErrorKind::ContinuationLengthMismatch {
+                            expected,
+                            found: rem_len,
+                        },
+                    ));
+                }
+            }
+            State::SkipContinuation { remaining } => {
+                let remaining = *remaining;
+                if overwrite {
+                    self.state = State::Boundary;
+                } else if !cont || u64::from(rem_len) != remaining {
+                    return Err(self.err(
+                        page,
+                        DecodeErrorKind::ContinuationLengthMismatch {
+                            expected: remaining,
+                            found: if cont { rem_len } else { 0 },
+                        },
+                    ));
+                }
+            }
+            State::Boundary | State::Padding { .. } => {
+                self.state = State::Boundary;
+                if cont && !overwrite {
+                    if !first_page {
+                        return Err(
+                            self.err(page, DecodeErrorKind::UnexpectedContinuation { rem_len })
+                        );
+                    }
+                    self.skipped_continuation = Some((Lsn(page), rem_len));
+                    self.state = State::SkipContinuation {
+                        remaining: u64::from(rem_len),
+                    };
+                    // The record before the first one is unknown.
+                    self.prev = None;
+                    if rem_len == 0 {
+                        self.after_record();
+                    }
+                }
+            }
+            State::SkipSegment | State::Ended { .. } | State::Failed(_) => unreachable!(),
+        }
+        Ok(())
+    }
+}
