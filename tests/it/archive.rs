@@ -114,6 +114,7 @@ fn archiving_cluster(
             ..Default::default()
         },
     );
+    tm.init_stanza(&c);
     c.start();
     c
 }
@@ -495,6 +496,7 @@ fn archive_push_killed_mid_write_leaves_no_trace() {
     let name = WalSegmentName::from_segment_number(TimelineId(1), 3, size);
     let wal = t.mkdir("wal").join(name.to_string());
     write_synthetic_segment(&wal, &name, size, 0x7312_0000_dead_beef);
+    tm.init_synthetic(&t, "fake-pg", 0x7312_0000_dead_beef, size);
     let name = name.to_string();
     let wal_arg = wal.display().to_string();
 
@@ -583,6 +585,7 @@ impl Archived {
         let t = TestDir::new(name);
         let (tm, repo) = local_tidemark(&t);
         let (cluster, spool, names) = spooling_cluster(&t, "pg", 3);
+        tm.init_stanza(&cluster);
         for n in &names[..2] {
             tm.ok(&["archive-push", &spool.join(n).display().to_string()]);
         }
@@ -1075,6 +1078,106 @@ fn init_records_the_cluster_over_scram_and_refuses_another() {
         as_decimal(&tm.info()["cluster"]["system_identifier"]),
         a.system_identifier()
     );
+}
+
+/// `init --offline` reads from `global/pg_control` exactly what `pg_controldata` prints
+/// and what the server says over SQL, for every PostgreSQL version at hand (15 always;
+/// 14, 16, 17, 18 when `TIDEMARK_PG<major>_BIN` or `/opt/tidemark/pg<major>` has them).
+#[test]
+fn init_offline_reads_what_pg_controldata_prints() {
+    need_pg!();
+    let t = TestDir::new("init-offline");
+    // PostgreSQL 15 with 4 MiB segments, checked against pg_controldata.
+    let c = Cluster::init(
+        &t,
+        "pg15",
+        ClusterOptions {
+            wal_segsize_mb: Some(4),
+            ..Default::default()
+        },
+    );
+    let tm = Tidemark::new(&t).with_args([
+        "--repo",
+        &format!("file://{}", t.mkdir("repo15").display()),
+    ]);
+    let out = tm.ok(&[
+        "--pgdata",
+        &c.data_dir().display().to_string(),
+        "init",
+        "--offline",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let controldata = c.program("pg_controldata").arg(c.data_dir()).output().unwrap();
+    assert!(controldata.status.success(), "{controldata:?}");
+    let text = String::from_utf8_lossy(&controldata.stdout).to_string();
+    let field = |label: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} in pg_controldata's output:\n{text}"))
+            .trim_start_matches(':')
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        as_decimal(&report["system_identifier"]),
+        field("Database system identifier"),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["catalog_version"].to_string(),
+        field("Catalog version number"),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["wal_segment_size"].to_string(),
+        field("Bytes per WAL segment"),
+        "{report:#}"
+    );
+    assert_eq!(report["pg_version"], 15, "{report:#}");
+    assert_eq!(report["created"], true, "{report:#}");
+    assert!(report.get("replication").is_none(), "{report:#}");
+
+    // Every other version at hand: what the offline init records is what the online one
+    // (the server, over SQL) records.
+    for major in [14, 16, 17, 18] {
+        let Some(bin) = crate::harness::pg::server_bin(major) else {
+            eprintln!("PostgreSQL {major} not at hand: skipped");
+            continue;
+        };
+        let mut c = Cluster::init(
+            &t,
+            &format!("pg{major}"),
+            ClusterOptions {
+                bin: Some(bin),
+                wal_segsize_mb: Some(2),
+                ..Default::default()
+            },
+        );
+        let offline = Tidemark::new(&t).with_args([
+            "--repo",
+            &format!("file://{}", t.mkdir(&format!("off{major}")).display()),
+        ]);
+        let online = Tidemark::new(&t).with_args([
+            "--repo",
+            &format!("file://{}", t.mkdir(&format!("on{major}")).display()),
+        ]);
+        offline.init_stanza(&c);
+        c.start();
+        online.ok(&[
+            "init",
+            "--pg-host",
+            &c.socket_dir().display().to_string(),
+            "--pg-port",
+            &c.port().to_string(),
+            "--pg-user",
+            "postgres",
+        ]);
+        let (a, b) = (offline.info(), online.info());
+        assert_eq!(a["cluster"], b["cluster"], "PostgreSQL {major}");
+        assert_eq!(a["cluster"]["pg_version"], major, "{a:#}");
+        assert_eq!(a["cluster"]["wal_segment_size"], 2 * MIB, "{a:#}");
+    }
 }
 
 /// Asynchronous archiving through the spool.

@@ -74,6 +74,9 @@ fn cluster(t: &TestDir, name: &str, archive: Option<&Tidemark>) -> Cluster {
             ..Default::default()
         },
     );
+    if let Some(tm) = archive {
+        tm.init_stanza(&c);
+    }
     c.start();
     c
 }
@@ -492,6 +495,7 @@ fn backup_refusals_are_specific_and_list_nothing() {
 
     // WAL that never reaches this stanza: the backup waits, then gives up.
     let third = tm.clone().with_args(["--stanza", "third"]);
+    third.init_stanza(&second);
     let run = backup(&third, &second, &["--wal-timeout", "3"]);
     assert_fails_with(&run, 1, "did not reach the repository within 3 s");
     assert!(listed_backups(&third).is_empty());
@@ -519,6 +523,7 @@ fn postgresql_14_backups_restore() {
             ..Default::default()
         },
     );
+    tm.init_stanza(&c);
     c.start();
     assert!(c.psql("show server_version").starts_with("14."));
     let ts_dir = create_tablespace(&t, &c);
