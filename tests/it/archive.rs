@@ -437,16 +437,10 @@ fn assert_repository_consistent(
             panic!("{rel} is listed but does not decode: {e}");
         }
     }
-    // An empty repository (killed before the format marker) has nothing to describe.
-    let info = if repo.join("repository").exists() {
-        tm.info()
-    } else {
-        Value::Null
-    };
+    let info = tm.info();
     let indexed = objects_under(&repo.join("stanzas/main/wal"))
         .iter()
         .any(|p| p.file_name().unwrap().to_string_lossy().starts_with(name));
-    let has_cluster = !objects_under(&repo.join("stanzas/main/cluster")).is_empty();
     let dest = t.path().join("restore").join(name);
     let run = tm.run(&["archive-get", name, &dest.display().to_string()]);
     if indexed {
@@ -459,16 +453,12 @@ fn assert_repository_consistent(
             "{name} indexed with other content"
         );
         std::fs::remove_file(&dest).unwrap();
-    } else if has_cluster {
+    } else {
         assert_eq!(
             run.code, 1,
             "{name} not indexed: archive-get should say not found: {run:?}\n{info:#}"
         );
         assert_eq!(run.stderr, "", "not found is quiet");
-    } else {
-        // Killed before the cluster record: the stanza does not exist yet.
-        assert_eq!(run.code, 128, "empty stanza: {run:?}");
-        assert!(run.stderr.contains("does not exist"), "{run:?}");
     }
     assert!(!dest.exists());
 }
@@ -1080,6 +1070,130 @@ fn init_records_the_cluster_over_scram_and_refuses_another() {
     );
 }
 
+#[test]
+fn only_init_creates_a_repository_or_a_stanza() {
+    need_pg!();
+    let t = TestDir::new("only-init");
+    let (c, wal, names) = spooling_cluster(&t, "pg", 2);
+    let segment = wal.join(&names[0]).display().to_string();
+    let absent = t.path().join("mnt/repo");
+    let empty = t.mkdir("empty");
+    let spool = t.mkdir("spool");
+    let at = |place: &Path| {
+        Tidemark::new(&t).with_args(["--repo", &format!("file://{}", place.display())])
+    };
+    let asynchronous = |tm: Tidemark| {
+        tm.with_args([
+            "--archive-async",
+            "true",
+            "--spool-drainer",
+            "manual",
+            "--spool-path",
+            &spool.display().to_string(),
+        ])
+    };
+
+    // archive-push (synchronous and asynchronous), spool drain and backup into an absent
+    // path or an empty folder: refused with one line that says to run init (exit 2, so
+    // that PostgreSQL keeps the segment in pg_wal), and nothing created.
+    for place in [&absent, &empty] {
+        let url = format!("file://{}", place.display());
+        for (what, tm, args) in [
+            ("push", at(place), vec!["archive-push", segment.as_str()]),
+            (
+                "async push",
+                asynchronous(at(place)),
+                vec!["archive-push", segment.as_str()],
+            ),
+            ("drain", asynchronous(at(place)), vec!["spool", "drain"]),
+        ] {
+            let run = tm.run(&args);
+            assert_eq!(run.code, 2, "{what} into {url}: {run:?}");
+            assert_one_tidemark_line(&run, "holds no tidemark repository");
+            assert_one_tidemark_line(&run, "run `tidemark init`");
+            assert_one_tidemark_line(&run, &url);
+        }
+        assert!(!absent.exists(), "{} was created", absent.display());
+        assert!(
+            repo_snapshot(&empty).is_empty(),
+            "written into the empty folder: {:?}",
+            repo_snapshot(&empty)
+        );
+        assert_eq!(
+            repo_snapshot(&spool.join("main/wal"))
+                .keys()
+                .filter(|k| !k.starts_with(".tmp-"))
+                .count(),
+            0,
+            "the refused push was spooled"
+        );
+    }
+    assert!(
+        !t.path().join("mnt").exists(),
+        "the absent path's parent was created"
+    );
+
+    // init --offline on a folder that is not a data directory: refused, nothing created.
+    let not_pgdata = t.mkdir("not-pgdata");
+    let run = at(&absent).run(&[
+        "--pgdata",
+        &not_pgdata.display().to_string(),
+        "init",
+        "--offline",
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_one_tidemark_line(&run, "not a PostgreSQL data directory");
+    assert!(!absent.exists());
+    let run = at(&absent).run(&["init", "--offline"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_one_tidemark_line(&run, "--pgdata");
+    assert!(!absent.exists());
+
+    // init --offline with the server running, then pushes work, synchronous and not.
+    let tm = at(&absent);
+    let out = tm.init_stanza(&c);
+    assert!(out.contains("recorded in"), "{out}");
+    tm.ok(&["archive-push", &segment]);
+    let info = tm.info();
+    assert_eq!(
+        as_decimal(&info["cluster"]["system_identifier"]),
+        c.system_identifier(),
+        "{info:#}"
+    );
+    assert_eq!(info["wal"]["segments"], 1, "{info:#}");
+    let spooled = asynchronous(tm.clone());
+    spooled.ok(&["archive-push", &wal.join(&names[1]).display().to_string()]);
+    spooled.ok(&["spool", "drain"]);
+    assert_eq!(tm.info()["wal"]["segments"], 2);
+    assert!(tm.init_stanza(&c).contains("already recorded"));
+
+    // A repository without the stanza: refused the same way, naming the stanza.
+    let before = repo_snapshot(&absent);
+    let other = tm.clone().with_args(["--stanza", "other"]);
+    for (what, tm, args) in [
+        (
+            "push",
+            other.clone(),
+            vec!["archive-push", segment.as_str()],
+        ),
+        (
+            "async push",
+            asynchronous(other.clone()),
+            vec!["archive-push", segment.as_str()],
+        ),
+        ("info", other.clone(), vec!["info"]),
+    ] {
+        let run = tm.run(&args);
+        assert_eq!(run.code, 2, "{what}: {run:?}");
+        assert_one_tidemark_line(&run, "stanza \"other\" does not exist");
+        assert_one_tidemark_line(&run, "run `tidemark init`");
+    }
+    assert_eq!(
+        snapshot_diff(&before, &repo_snapshot(&absent)),
+        Vec::<String>::new()
+    );
+}
+
 /// `init --offline` reads from `global/pg_control` exactly what `pg_controldata` prints
 /// and what the server says over SQL, for every PostgreSQL version at hand (15 always;
 /// 14, 16, 17, 18 when `TIDEMARK_PG<major>_BIN` or `/opt/tidemark/pg<major>` has them).
@@ -1096,10 +1210,8 @@ fn init_offline_reads_what_pg_controldata_prints() {
             ..Default::default()
         },
     );
-    let tm = Tidemark::new(&t).with_args([
-        "--repo",
-        &format!("file://{}", t.mkdir("repo15").display()),
-    ]);
+    let tm =
+        Tidemark::new(&t).with_args(["--repo", &format!("file://{}", t.mkdir("repo15").display())]);
     let out = tm.ok(&[
         "--pgdata",
         &c.data_dir().display().to_string(),
@@ -1108,7 +1220,11 @@ fn init_offline_reads_what_pg_controldata_prints() {
         "--json",
     ]);
     let report: Value = serde_json::from_str(&out).unwrap();
-    let controldata = c.program("pg_controldata").arg(c.data_dir()).output().unwrap();
+    let controldata = c
+        .program("pg_controldata")
+        .arg(c.data_dir())
+        .output()
+        .unwrap();
     assert!(controldata.status.success(), "{controldata:?}");
     let text = String::from_utf8_lossy(&controldata.stdout).to_string();
     let field = |label: &str| -> String {

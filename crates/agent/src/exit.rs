@@ -64,7 +64,11 @@ fn store_code(e: &tidemark_store::Error) -> u8 {
     match e {
         S::ClusterMismatch { .. } => CLUSTER_MISMATCH,
         S::Corrupt { .. } | S::Catalog { .. } => INTEGRITY,
-        S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => USAGE,
+        S::UnsupportedFormat { .. }
+        | S::BadUrl { .. }
+        | S::BadStanza(_)
+        | S::NoRepository { .. }
+        | S::NoStanza { .. } => USAGE,
         _ => FAILED,
     }
 }

@@ -234,7 +234,12 @@ impl Tidemark {
         let control = control::synthetic(15, system_id, 202_209_061, segment_size);
         let path = dir.write(&format!("{name}/{}", control::CONTROL_FILE_PATH), &control);
         let pgdata = path.parent().unwrap().parent().unwrap();
-        self.ok(&["--pgdata", &pgdata.display().to_string(), "init", "--offline"])
+        self.ok(&[
+            "--pgdata",
+            &pgdata.display().to_string(),
+            "init",
+            "--offline",
+        ])
     }
 
     /// `info --json`, parsed.

@@ -4,8 +4,8 @@
 //! 1. an SQL connection reads who the server is and whether it archives WAL (a backup
 //!    without its WAL cannot be restored, so a server that does not archive is refused
 //!    before any work), and the databases with their extensions;
-//! 2. the stanza's cluster record is created or checked: another cluster's backup is
-//!    refused;
+//! 2. the stanza's cluster record is checked: a repository or stanza that does not
+//!    exist (only `tidemark init` creates them) and another cluster's backup are refused;
 //! 3. `BASE_BACKUP` (with the server's manifest) streams over a replication connection;
 //!    every file is cut into chunks that the [`chunks`] pipeline hashes, deduplicates,
 //!    compresses and stores with bounded parallelism and memory;
@@ -28,8 +28,8 @@ use tidemark_store::backup::{
     TablespaceRecord, CHUNK_SIZE, PAGE_BYTES,
 };
 use tidemark_store::pg::{Lsn, SegmentSize, TimelineId};
-use tidemark_store::repo::now;
 use tidemark_store::repo::FileListWriter;
+use tidemark_store::repo::{check_same_cluster, now};
 use tidemark_store::{Digest, Repo};
 
 use crate::cli::config::Settings;
@@ -157,10 +157,10 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let segment_size = SegmentSize::new(server.segment_size)
         .map_err(|e| Failure::Postgres(format!("the server's WAL segment size: {e}")))?;
 
+    // The stanza must exist (only `init` creates it) and be this server's.
     let repo = open_repo(settings).await?;
-    repo.ensure_format().await?;
-    repo.ensure_cluster(stanza, &server.cluster_record("backup"))
-        .await?;
+    let cluster = repo.require_cluster(stanza).await?;
+    check_same_cluster(stanza, &cluster, &server.cluster_record("backup"))?;
 
     let databases = read_databases(&target, &client).await?;
     let known = previous_chunks(&repo, stanza, req.quiet).await?;

@@ -270,12 +270,10 @@ pub fn summarize(entries: &[Entry], segment_size: Option<SegmentSize>) -> WalSum
 pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     let repo: Repo = open_repo(settings).await?;
     let stanza = &settings.stanza;
+    // A location without a repository, or a repository without this stanza, is refused
+    // like everywhere else: it is a wrong setting, or `init` was not run.
+    let cluster: Option<ClusterRecord> = Some(repo.require_cluster(stanza).await?);
     let format = repo.format().await?;
-    let cluster: Option<ClusterRecord> = if format.is_some() {
-        repo.cluster(stanza).await?
-    } else {
-        None
-    };
     let index = if format.is_some() {
         repo.wal_index(stanza).await?
     } else {

@@ -47,6 +47,7 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure>
         restore_command: restore_command(settings)?,
     };
     let repo = open_repo(settings).await?;
+    repo.require_cluster(&settings.stanza).await?;
     let mut prepared = prepare(&repo, &settings.stanza, &request).await?;
     if matches!(settings.repo, RepoUrl::S3 { .. }) {
         prepared = prepared.with_in_flight(S3_IN_FLIGHT);

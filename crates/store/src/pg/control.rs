@@ -144,12 +144,10 @@ pub fn parse_control_file(bytes: &[u8]) -> Result<ControlFile, ControlFileError>
         )));
     }
     let seg = u32_at(bytes, OFF_XLOG_SEG_SIZE);
-    let wal_segment_size = SegmentSize::new(u64::from(seg))
-        .map_err(|e| ControlFileError::BadValue(e.to_string()))?;
+    let wal_segment_size =
+        SegmentSize::new(u64::from(seg)).map_err(|e| ControlFileError::BadValue(e.to_string()))?;
     Ok(ControlFile {
-        system_id: SystemId(u64::from_le_bytes(
-            bytes[0..8].try_into().expect("8 bytes"),
-        )),
+        system_id: SystemId(u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"))),
         pg_control_version: version,
         catalog_version: u32_at(bytes, OFF_CATALOG_VERSION),
         wal_page_size,
