@@ -121,6 +121,11 @@ pub struct BackupArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Record the backup even when the server reports pages whose data checksum fails
+    /// (by default such a backup fails and is not recorded). The count of the server's
+    /// warnings is kept in the record, and `info` shows it.
+    #[arg(long)]
+    pub ignore_checksum_failures: bool,
 }
 
 /// `tidemark restore`'s arguments (the data directory is the `--pgdata` setting).
