@@ -629,7 +629,7 @@ impl Repo {
             None => {
                 self.put_record(&catalog::cluster_key(stanza, proposed.system_id), proposed)
                     .await?;
-                // Read back: a concurrent first push of another cluster shows up here.
+                // Read back: a concurrent init of another cluster shows up here.
                 self.cluster(stanza).await?.ok_or_else(|| Error::Catalog {
                     what: format!("stanza {stanza:?}"),
                     detail: "cluster record vanished right after it was written".into(),

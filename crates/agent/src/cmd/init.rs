@@ -157,6 +157,7 @@ async fn run_offline(settings: &Settings) -> Result<InitReport, Failure> {
 }
 
 /// What a data directory says about its cluster.
+#[derive(Debug)]
 struct DataDirectoryFacts {
     control_path: PathBuf,
     control: ControlFile,
@@ -217,7 +218,7 @@ async fn read_data_directory(pgdata: &Path) -> Result<DataDirectoryFacts, Failur
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             Err(e @ ControlFileError::UnknownVersion(_)) => {
-                return Err(not_pgdata(format!("{}: {e}", control_path.display())))
+                return Err(ConfigError(format!("{}: {e}", control_path.display())).into())
             }
             Err(e) => {
                 return Err(Failure::Postgres(format!(
@@ -301,4 +302,66 @@ async fn identify(target: &PgTarget) -> Result<IdentifySystem, ReplError> {
     }
     conn.close().await?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_store::pg::control::synthetic;
+    use tidemark_store::pg::SegmentSize;
+
+    fn data_directory(version: &str, control: Option<Vec<u8>>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), version).unwrap();
+        if let Some(control) = control {
+            std::fs::create_dir(dir.path().join("global")).unwrap();
+            std::fs::write(dir.path().join(CONTROL_FILE_PATH), control).unwrap();
+        }
+        dir
+    }
+
+    #[tokio::test]
+    async fn the_identity_comes_from_pg_control_and_pg_version_must_agree() {
+        let size = SegmentSize::new(4 << 20).unwrap();
+        let dir = data_directory("16\n", Some(synthetic(16, 42, 202_307_071, size)));
+        let facts = read_data_directory(dir.path()).await.unwrap();
+        let record = facts.cluster_record("test");
+        assert_eq!(
+            (record.system_id, record.pg_major, record.wal_segment_size),
+            (42, 16, 4 << 20)
+        );
+        assert_eq!(record.wal_page_size, 8192);
+
+        // PostgreSQL 17 does not write the 13-16 layout.
+        let dir = data_directory("17\n", Some(synthetic(16, 42, 1, size)));
+        let err = read_data_directory(dir.path()).await.unwrap_err();
+        assert_eq!(err.code(), crate::exit::FAILED, "{err}");
+        assert!(err.to_string().contains("says PostgreSQL 17"), "{err}");
+
+        // Damaged: exit 1, after reading it again a few times.
+        let mut damaged = synthetic(15, 42, 1, size);
+        damaged[50] ^= 1;
+        let dir = data_directory("15\n", Some(damaged));
+        let err = read_data_directory(dir.path()).await.unwrap_err();
+        assert_eq!(err.code(), crate::exit::FAILED, "{err}");
+        assert!(err.to_string().contains("damaged"), "{err}");
+
+        // Not a data directory, or another version's: configuration errors (exit 2).
+        let dir = data_directory("15\n", None);
+        let err = read_data_directory(dir.path()).await.unwrap_err();
+        assert_eq!(err.code(), crate::exit::USAGE, "{err}");
+        assert!(
+            err.to_string().contains("not a PostgreSQL data directory"),
+            "{err}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let err = read_data_directory(empty.path()).await.unwrap_err();
+        assert!(err.to_string().contains("no PG_VERSION"), "{err}");
+        let mut old = synthetic(15, 42, 1, size);
+        old[8..12].copy_from_slice(&1201u32.to_le_bytes());
+        let dir = data_directory("12\n", Some(old));
+        let err = read_data_directory(dir.path()).await.unwrap_err();
+        assert_eq!(err.code(), crate::exit::USAGE, "{err}");
+        assert!(err.to_string().contains("1201"), "{err}");
+    }
 }
