@@ -510,14 +510,31 @@ fn backup_refusals_are_specific_and_list_nothing() {
 fn server_warnings_are_counted_and_checksum_failures_fail_the_backup() {
     need_pg!();
     let t = TestDir::new("backup-notices");
-    let tm = local_tidemark(&t);
+    notices_and_checksum_failures(&t, None);
+}
+
+/// The same on PostgreSQL 14, whose reply has one CopyOut per archive (the closing error
+/// comes after the last one).
+#[test]
+fn server_warnings_are_counted_and_checksum_failures_fail_the_backup_on_14() {
+    need_pg!();
+    let Some(bin14) = server_bin(14) else {
+        skip_or_fail!("PostgreSQL 14 binaries not found (scripts/fetch-postgres.sh 14.23.0-beta.17 /opt/tidemark/pg14)");
+    };
+    let t = TestDir::new("backup-notices-14");
+    notices_and_checksum_failures(&t, Some(bin14));
+}
+
+fn notices_and_checksum_failures(t: &TestDir, bin: Option<PathBuf>) {
+    let tm = local_tidemark(t);
     let mut c = Cluster::init(
-        &t,
+        t,
         "pg",
         ClusterOptions {
             password: Some(PASSWORD.into()),
             archive_command: Some(format!("{} archive-push %p", tm.shell_prefix())),
             data_checksums: true,
+            bin,
             ..Default::default()
         },
     );
