@@ -118,6 +118,9 @@ def run_mode(args, user, segs, mode, base, s3):
     tm = [args.tidemark] + repo_args + ["--stanza", "main"]
     if mode == "tidemark-async":
         tm += ["--archive-async", "true", "--spool-path", spool]
+    if mode != "pgbackrest-async":
+        # Only init creates a repository (and the stanza), from the data directory's pg_control.
+        sh(tm + ["--pgdata", pgdata, "init", "--offline"], user)
     pgbr = [shutil.which("pgbackrest"), f"--config={work}/pgbackrest.conf", "--stanza=main"]
     if mode == "pgbackrest-async":
         with open(f"{work}/pgbackrest.conf", "w") as f:

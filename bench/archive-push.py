@@ -198,6 +198,11 @@ def run_round(args, user, segs, tools, rnd):
             f"--repo1-path={repos.get('pgbackrest')}", "--stanza=main"]
     if "pgbackrest" in tools:
         sh(pgbr + ["--no-online", "stanza-create"], user)
+    if "tidemark" in tools:
+        # Only init creates a repository; --offline reads the cluster from pg_control, as
+        # pgBackRest's --no-online does.
+        sh([args.tidemark, "--repo", f"file://{repos['tidemark']}", "--stanza", "main",
+            "--pgdata", f"{args.workdir}/pg", "init", "--offline"], user)
     commands = {
         "tidemark": lambda s: [args.tidemark, "--repo", f"file://{repos['tidemark']}",
                                "--stanza", "main", "archive-push", s],

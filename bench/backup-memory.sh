@@ -37,6 +37,8 @@ stop
 as_user "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start \
   -o "-k $work/sock -p $port -c listen_addresses=127.0.0.1 -c autovacuum=off" >/dev/null
 tm="$scratch/tidemark --repo file://$scratch/repo --stanza main"
+# Only init creates a repository (and the stanza): before archive_command points at it.
+runuser -u "$user" -- $tm --pgdata "$work/pg" init --offline >/dev/null
 psql_() { as_user psql -h "$work/sock" -p "$port" -qAt -c "$1" postgres; }
 psql_ "alter system set archive_command = '$tm archive-push %p'"
 psql_ "select pg_reload_conf()" >/dev/null

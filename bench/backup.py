@@ -131,6 +131,8 @@ class Bench:
         for d in (tm_repo, pgbr_repo):
             os.makedirs(d)
             shutil.chown(d, self.user)
+        # Only init creates a repository: before archive_command points at it.
+        self.sh(self.tidemark(tm_repo, "--pgdata", self.data, "init", "--offline"))
         self.archive_to(tm_repo, pgbr_repo)
         self.sh(self.pgbr(pgbr_repo, "stanza-create"))
         self.warm_paths = [self.data, tm_repo, pgbr_repo, self.args.tidemark,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tidemark's main job on the embedded default, end to end on a throwaway cluster:
 #   1. initdb a PostgreSQL cluster whose archive_command is `tidemark archive-push %p`
-#      into a local repository (file:///…);
+#      into a local repository (file:///…), created first by `tidemark init --offline`
+#      from the data directory (only init creates a repository);
 #   2. run a pgbench workload and switch WAL a few times;
 #   3. wait until PostgreSQL reports every segment archived;
 #   4. fetch each archived segment back with `tidemark archive-get` and compare bytes;
@@ -48,6 +49,8 @@ archive_mode = on
 archive_command = '$work/tidemark --repo $repo archive-push %p'
 wal_keep_size = '1GB'
 CONF
+echo "-- tidemark init --offline: the repository and the stanza, from the data directory"
+tm --pgdata "$work/data" init --offline
 "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$work/data" -l "$work/postgres.log" -w start >/dev/null
 
 echo "-- workload: pgbench, then WAL switches"

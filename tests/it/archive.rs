@@ -114,6 +114,7 @@ fn archiving_cluster(
             ..Default::default()
         },
     );
+    tm.init_stanza(&c);
     c.start();
     c
 }
@@ -436,16 +437,10 @@ fn assert_repository_consistent(
             panic!("{rel} is listed but does not decode: {e}");
         }
     }
-    // An empty repository (killed before the format marker) has nothing to describe.
-    let info = if repo.join("repository").exists() {
-        tm.info()
-    } else {
-        Value::Null
-    };
+    let info = tm.info();
     let indexed = objects_under(&repo.join("stanzas/main/wal"))
         .iter()
         .any(|p| p.file_name().unwrap().to_string_lossy().starts_with(name));
-    let has_cluster = !objects_under(&repo.join("stanzas/main/cluster")).is_empty();
     let dest = t.path().join("restore").join(name);
     let run = tm.run(&["archive-get", name, &dest.display().to_string()]);
     if indexed {
@@ -458,16 +453,12 @@ fn assert_repository_consistent(
             "{name} indexed with other content"
         );
         std::fs::remove_file(&dest).unwrap();
-    } else if has_cluster {
+    } else {
         assert_eq!(
             run.code, 1,
             "{name} not indexed: archive-get should say not found: {run:?}\n{info:#}"
         );
         assert_eq!(run.stderr, "", "not found is quiet");
-    } else {
-        // Killed before the cluster record: the stanza does not exist yet.
-        assert_eq!(run.code, 128, "empty stanza: {run:?}");
-        assert!(run.stderr.contains("does not exist"), "{run:?}");
     }
     assert!(!dest.exists());
 }
@@ -495,6 +486,7 @@ fn archive_push_killed_mid_write_leaves_no_trace() {
     let name = WalSegmentName::from_segment_number(TimelineId(1), 3, size);
     let wal = t.mkdir("wal").join(name.to_string());
     write_synthetic_segment(&wal, &name, size, 0x7312_0000_dead_beef);
+    tm.init_synthetic(&t, "fake-pg", 0x7312_0000_dead_beef, size);
     let name = name.to_string();
     let wal_arg = wal.display().to_string();
 
@@ -583,6 +575,7 @@ impl Archived {
         let t = TestDir::new(name);
         let (tm, repo) = local_tidemark(&t);
         let (cluster, spool, names) = spooling_cluster(&t, "pg", 3);
+        tm.init_stanza(&cluster);
         for n in &names[..2] {
             tm.ok(&["archive-push", &spool.join(n).display().to_string()]);
         }
@@ -1114,6 +1107,232 @@ fn init_records_the_cluster_over_scram_and_refuses_another() {
         as_decimal(&tm.info()["cluster"]["system_identifier"]),
         a.system_identifier()
     );
+}
+
+#[test]
+fn only_init_creates_a_repository_or_a_stanza() {
+    need_pg!();
+    let t = TestDir::new("only-init");
+    let (c, wal, names) = spooling_cluster(&t, "pg", 2);
+    let segment = wal.join(&names[0]).display().to_string();
+    let absent = t.path().join("mnt/repo");
+    let empty = t.mkdir("empty");
+    let spool = t.mkdir("spool");
+    let at = |place: &Path| {
+        Tidemark::new(&t).with_args(["--repo", &format!("file://{}", place.display())])
+    };
+    let asynchronous = |tm: Tidemark| {
+        tm.with_args([
+            "--archive-async",
+            "true",
+            "--spool-drainer",
+            "manual",
+            "--spool-path",
+            &spool.display().to_string(),
+        ])
+    };
+
+    // archive-push (synchronous and asynchronous), spool drain and backup into an absent
+    // path or an empty folder: refused with one line that says to run init (exit 2, so
+    // that PostgreSQL keeps the segment in pg_wal), and nothing created.
+    for place in [&absent, &empty] {
+        let url = format!("file://{}", place.display());
+        for (what, tm, args) in [
+            ("push", at(place), vec!["archive-push", segment.as_str()]),
+            (
+                "async push",
+                asynchronous(at(place)),
+                vec!["archive-push", segment.as_str()],
+            ),
+            ("drain", asynchronous(at(place)), vec!["spool", "drain"]),
+        ] {
+            let run = tm.run(&args);
+            assert_eq!(run.code, 2, "{what} into {url}: {run:?}");
+            assert_one_tidemark_line(&run, "holds no tidemark repository");
+            assert_one_tidemark_line(&run, "run `tidemark init`");
+            assert_one_tidemark_line(&run, &url);
+        }
+        assert!(!absent.exists(), "{} was created", absent.display());
+        assert!(
+            repo_snapshot(&empty).is_empty(),
+            "written into the empty folder: {:?}",
+            repo_snapshot(&empty)
+        );
+        assert_eq!(
+            repo_snapshot(&spool.join("main/wal"))
+                .keys()
+                .filter(|k| !k.starts_with(".tmp-"))
+                .count(),
+            0,
+            "the refused push was spooled"
+        );
+    }
+    assert!(
+        !t.path().join("mnt").exists(),
+        "the absent path's parent was created"
+    );
+
+    // init --offline on a folder that is not a data directory: refused, nothing created.
+    let not_pgdata = t.mkdir("not-pgdata");
+    let run = at(&absent).run(&[
+        "--pgdata",
+        &not_pgdata.display().to_string(),
+        "init",
+        "--offline",
+    ]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_one_tidemark_line(&run, "not a PostgreSQL data directory");
+    assert!(!absent.exists());
+    let run = at(&absent).run(&["init", "--offline"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_one_tidemark_line(&run, "--pgdata");
+    assert!(!absent.exists());
+
+    // init --offline with the server running, then pushes work, synchronous and not.
+    let tm = at(&absent);
+    let out = tm.init_stanza(&c);
+    assert!(out.contains("recorded in"), "{out}");
+    tm.ok(&["archive-push", &segment]);
+    let info = tm.info();
+    assert_eq!(
+        as_decimal(&info["cluster"]["system_identifier"]),
+        c.system_identifier(),
+        "{info:#}"
+    );
+    assert_eq!(info["wal"]["segments"], 1, "{info:#}");
+    let spooled = asynchronous(tm.clone());
+    spooled.ok(&["archive-push", &wal.join(&names[1]).display().to_string()]);
+    spooled.ok(&["spool", "drain"]);
+    assert_eq!(tm.info()["wal"]["segments"], 2);
+    assert!(tm.init_stanza(&c).contains("already recorded"));
+
+    // A repository without the stanza: refused the same way, naming the stanza.
+    let before = repo_snapshot(&absent);
+    let other = tm.clone().with_args(["--stanza", "other"]);
+    for (what, tm, args) in [
+        (
+            "push",
+            other.clone(),
+            vec!["archive-push", segment.as_str()],
+        ),
+        (
+            "async push",
+            asynchronous(other.clone()),
+            vec!["archive-push", segment.as_str()],
+        ),
+        ("info", other.clone(), vec!["info"]),
+    ] {
+        let run = tm.run(&args);
+        assert_eq!(run.code, 2, "{what}: {run:?}");
+        assert_one_tidemark_line(&run, "stanza \"other\" does not exist");
+        assert_one_tidemark_line(&run, "run `tidemark init`");
+    }
+    assert_eq!(
+        snapshot_diff(&before, &repo_snapshot(&absent)),
+        Vec::<String>::new()
+    );
+}
+
+/// `init --offline` reads from `global/pg_control` exactly what `pg_controldata` prints
+/// and what the server says over SQL, for every PostgreSQL version at hand (15 always;
+/// 14, 16, 17, 18 when `TIDEMARK_PG<major>_BIN` or `/opt/tidemark/pg<major>` has them).
+#[test]
+fn init_offline_reads_what_pg_controldata_prints() {
+    need_pg!();
+    let t = TestDir::new("init-offline");
+    // PostgreSQL 15 with 4 MiB segments, checked against pg_controldata.
+    let c = Cluster::init(
+        &t,
+        "pg15",
+        ClusterOptions {
+            wal_segsize_mb: Some(4),
+            ..Default::default()
+        },
+    );
+    let tm =
+        Tidemark::new(&t).with_args(["--repo", &format!("file://{}", t.mkdir("repo15").display())]);
+    let out = tm.ok(&[
+        "--pgdata",
+        &c.data_dir().display().to_string(),
+        "init",
+        "--offline",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let controldata = c
+        .program("pg_controldata")
+        .arg(c.data_dir())
+        .output()
+        .unwrap();
+    assert!(controldata.status.success(), "{controldata:?}");
+    let text = String::from_utf8_lossy(&controldata.stdout).to_string();
+    let field = |label: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} in pg_controldata's output:\n{text}"))
+            .trim_start_matches(':')
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        as_decimal(&report["system_identifier"]),
+        field("Database system identifier"),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["catalog_version"].to_string(),
+        field("Catalog version number"),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["wal_segment_size"].to_string(),
+        field("Bytes per WAL segment"),
+        "{report:#}"
+    );
+    assert_eq!(report["pg_version"], 15, "{report:#}");
+    assert_eq!(report["created"], true, "{report:#}");
+    assert!(report.get("replication").is_none(), "{report:#}");
+
+    // Every other version at hand: what the offline init records is what the online one
+    // (the server, over SQL) records.
+    for major in [14, 16, 17, 18] {
+        let Some(bin) = crate::harness::pg::server_bin(major) else {
+            eprintln!("PostgreSQL {major} not at hand: skipped");
+            continue;
+        };
+        let mut c = Cluster::init(
+            &t,
+            &format!("pg{major}"),
+            ClusterOptions {
+                bin: Some(bin),
+                wal_segsize_mb: Some(2),
+                ..Default::default()
+            },
+        );
+        let offline = Tidemark::new(&t).with_args([
+            "--repo",
+            &format!("file://{}", t.mkdir(&format!("off{major}")).display()),
+        ]);
+        let online = Tidemark::new(&t).with_args([
+            "--repo",
+            &format!("file://{}", t.mkdir(&format!("on{major}")).display()),
+        ]);
+        offline.init_stanza(&c);
+        c.start();
+        online.ok(&[
+            "init",
+            "--pg-host",
+            &c.socket_dir().display().to_string(),
+            "--pg-port",
+            &c.port().to_string(),
+            "--pg-user",
+            "postgres",
+        ]);
+        let (a, b) = (offline.info(), online.info());
+        assert_eq!(a["cluster"], b["cluster"], "PostgreSQL {major}");
+        assert_eq!(a["cluster"]["pg_version"], major, "{a:#}");
+        assert_eq!(a["cluster"]["wal_segment_size"], 2 * MIB, "{a:#}");
+    }
 }
 
 /// Asynchronous archiving through the spool.

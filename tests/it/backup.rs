@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::pg::{pg_bin, server_bin, Cluster, ClusterOptions, TestDir};
+use crate::harness::pg::{chown_to_user, pg_bin, server_bin, Cluster, ClusterOptions, TestDir};
 use crate::harness::s3::{unique_prefix, S3Server};
 use crate::harness::tidemark::{Run, Tidemark};
 use crate::skip_or_fail;
@@ -79,6 +79,9 @@ fn cluster(t: &TestDir, name: &str, archive: Option<&Tidemark>) -> Cluster {
             ..Default::default()
         },
     );
+    if let Some(tm) = archive {
+        tm.init_stanza(&c);
+    }
     c.start();
     c
 }
@@ -497,10 +500,126 @@ fn backup_refusals_are_specific_and_list_nothing() {
 
     // WAL that never reaches this stanza: the backup waits, then gives up.
     let third = tm.clone().with_args(["--stanza", "third"]);
+    third.init_stanza(&second);
     let run = backup(&third, &second, &["--wal-timeout", "3"]);
     assert_fails_with(&run, 1, "did not reach the repository within 3 s");
     assert!(listed_backups(&third).is_empty());
     assert!(listed_backups(&tm).is_empty());
+}
+
+/// The server's warnings during BASE_BACKUP are logged, counted in the record and shown
+/// by `info`: a special file it skips (a FIFO in the data directory), and pages whose data
+/// checksum fails, which fail the backup (exit 4, nothing recorded) unless
+/// `--ignore-checksum-failures`.
+#[test]
+fn server_warnings_are_counted_and_checksum_failures_fail_the_backup() {
+    need_pg!();
+    let t = TestDir::new("backup-notices");
+    notices_and_checksum_failures(&t, None);
+}
+
+/// The same on PostgreSQL 14, whose reply has one CopyOut per archive (the closing error
+/// comes after the last one).
+#[test]
+fn server_warnings_are_counted_and_checksum_failures_fail_the_backup_on_14() {
+    need_pg!();
+    let Some(bin14) = server_bin(14) else {
+        skip_or_fail!("PostgreSQL 14 binaries not found (scripts/fetch-postgres.sh 14.23.0-beta.17 /opt/tidemark/pg14)");
+    };
+    let t = TestDir::new("backup-notices-14");
+    notices_and_checksum_failures(&t, Some(bin14));
+}
+
+fn notices_and_checksum_failures(t: &TestDir, bin: Option<PathBuf>) {
+    let tm = local_tidemark(t);
+    let mut c = Cluster::init(
+        t,
+        "pg",
+        ClusterOptions {
+            password: Some(PASSWORD.into()),
+            archive_command: Some(format!("{} archive-push %p", tm.shell_prefix())),
+            data_checksums: true,
+            bin,
+            ..Default::default()
+        },
+    );
+    tm.init_stanza(&c);
+    c.start();
+    // A named pipe in the data directory: the server skips it with a warning.
+    let fifo = c.data_dir().join("a-fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    chown_to_user(&fifo);
+    let run = backup(&tm, &c, &["--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["notices"], 1, "{report:#}\n{}", run.stderr);
+    let listed = listed_backups(&tm);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["notices"], 1, "{listed:#?}");
+    let text = tm.ok(&["info"]);
+    assert!(text.contains("the server sent 1 warning(s)"), "{text}");
+    let run = backup(&tm, &c, &[]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("skipping special file") && run.stderr.contains("a-fifo"),
+        "the skipped file is not logged: {:?}",
+        run.stderr
+    );
+    std::fs::remove_file(&fifo).unwrap();
+
+    // A damaged page: written, checkpointed, then one byte flipped with the server down.
+    c.psql("create table t(id int, pad text)");
+    c.psql("insert into t select g, repeat('x', 100) from generate_series(1, 1000) g");
+    let file = c
+        .data_dir()
+        .join(c.psql("select pg_relation_filepath('t')"));
+    c.psql("checkpoint");
+    c.stop();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[4000] ^= 0xFF;
+    std::fs::write(&file, &bytes).unwrap();
+    c.start();
+
+    let run = backup(&tm, &c, &[]);
+    assert_eq!(run.code, 4, "{run:?}");
+    let last = run
+        .stderr_lines()
+        .last()
+        .copied()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.starts_with("tidemark: backup: ") && last.contains("data checksum fails"),
+        "{run:?}"
+    );
+    assert!(last.contains("--ignore-checksum-failures"), "{last}");
+    assert!(
+        run.stderr.contains("checksum verification failed"),
+        "the damaged page is not named: {:?}",
+        run.stderr
+    );
+    assert_eq!(
+        listed_backups(&tm).len(),
+        2,
+        "a backup with checksum failures was recorded"
+    );
+
+    let report = backup_ok(&tm, &c, &["--ignore-checksum-failures"]);
+    assert_eq!(report["checksum_failures_ignored"], true, "{report:#}");
+    let notices = report["notices"].as_u64().unwrap();
+    assert!(
+        notices >= 2,
+        "a page warning and the closing error: {report:#}"
+    );
+    let listed = listed_backups(&tm);
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2]["notices"], notices, "{listed:#?}");
+    let warnings = listed[2]["warnings"].to_string();
+    assert!(warnings.contains("data checksum failures"), "{warnings}");
 }
 
 /// PostgreSQL 13–14 send one CopyOut per tablespace instead of 15's typed messages: a
@@ -524,6 +643,7 @@ fn postgresql_14_backups_restore() {
             ..Default::default()
         },
     );
+    tm.init_stanza(&c);
     c.start();
     assert!(c.psql("show server_version").starts_with("14."));
     let ts_dir = create_tablespace(&t, &c);

@@ -67,6 +67,8 @@ struct Seen {
     dirs: usize,
     symlinks: usize,
     manifest_bytes: usize,
+    /// The server's warnings, as logged.
+    notices: Vec<String>,
 }
 
 /// Streams a base backup into `dir` (files, directories, symlinks with their modes, and
@@ -164,6 +166,7 @@ async fn backup_into(conn: &mut ReplicationConn, dir: &Path, label: &str) -> See
             }
             BackupEvent::Progress(done) => seen.progress.push(done),
             BackupEvent::Finished(end) => seen.end = Some(end),
+            BackupEvent::Notice(notice) => seen.notices.push(notice.to_string()),
         }
     }
     seen

@@ -38,6 +38,10 @@ pub enum Failure {
     /// restore.
     #[error(transparent)]
     Recovery(#[from] tidemark_recovery::Error),
+    /// The server's data is damaged (backup: pages whose data checksum fails): a person
+    /// must look.
+    #[error("{0}")]
+    DataCorrupted(String),
 }
 
 impl Failure {
@@ -47,6 +51,7 @@ impl Failure {
         match self {
             Failure::Config(_) => USAGE,
             Failure::Postgres(_) => FAILED,
+            Failure::DataCorrupted(_) => INTEGRITY,
             Failure::Archive(e) => match e.kind() {
                 K::Input | K::Repository => FAILED,
                 K::Config => USAGE,
@@ -64,7 +69,11 @@ fn store_code(e: &tidemark_store::Error) -> u8 {
     match e {
         S::ClusterMismatch { .. } | S::ClusterDiffers { .. } => CLUSTER_MISMATCH,
         S::Corrupt { .. } | S::Catalog { .. } => INTEGRITY,
-        S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => USAGE,
+        S::UnsupportedFormat { .. }
+        | S::BadUrl { .. }
+        | S::BadStanza(_)
+        | S::NoRepository { .. }
+        | S::NoStanza { .. } => USAGE,
         _ => FAILED,
     }
 }

@@ -108,8 +108,8 @@ fn main() -> ExitCode {
             Command::ArchiveGet { name, dest } => cmd::archive_get::run(&settings, name, dest)
                 .await
                 .map(|found| if found { exit::OK } else { exit::FAILED }),
-            Command::Init { json } => {
-                let r = cmd::init::run(&settings).await?;
+            Command::Init { json, offline } => {
+                let r = cmd::init::run(&settings, *offline).await?;
                 if *json {
                     println!(
                         "{}",
@@ -129,13 +129,18 @@ fn main() -> ExitCode {
                         },
                         r.repo
                     );
-                    let rep = &r.replication;
-                    match (&rep.error, &rep.system_identifier, rep.timeline, &rep.xlogpos) {
-                        (None, Some(id), Some(tli), Some(pos)) if rep.ok => {
-                            println!("replication: ok (system identifier {id}, timeline {tli}, at {pos})")
-                        }
-                        (Some(e), ..) => println!("replication: {e}"),
-                        _ => println!("replication: ok"),
+                    match &r.replication {
+                        Some(rep) => match (&rep.error, &rep.system_identifier, rep.timeline, &rep.xlogpos) {
+                            (None, Some(id), Some(tli), Some(pos)) if rep.ok => {
+                                println!("replication: ok (system identifier {id}, timeline {tli}, at {pos})")
+                            }
+                            (Some(e), ..) => println!("replication: {e}"),
+                            _ => println!("replication: ok"),
+                        },
+                        None => println!(
+                            "identity read from {}; no server contacted",
+                            r.identity_from
+                        ),
                     }
                     for w in &r.warnings {
                         println!("warning: {w}");

@@ -23,23 +23,34 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Runs `info` against a repository that holds no stanza, which it refuses (exit 2) with
+/// a line naming both the stanza and the repository it was given: "<repo> <stanza>".
 fn info_repo(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut all = vec!["info", "--json"];
     all.extend_from_slice(args);
     let out = tidemark(&all, env);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("info --json prints JSON");
-    assert_eq!(
-        v["format"],
-        serde_json::Value::Null,
-        "a repository that does not exist is empty"
-    );
-    format!(
-        "{} {}",
-        v["repo"].as_str().unwrap(),
-        v["stanza"].as_str().unwrap()
-    )
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(out.stdout.is_empty(), "{err}");
+    let (stanza, repo) = err
+        .trim()
+        .strip_prefix("tidemark: info: stanza \"")
+        .and_then(|rest| rest.split_once("\" does not exist in repository "))
+        .unwrap_or_else(|| panic!("unexpected refusal: {err}"));
+    let repo = repo.split(':').take(2).collect::<Vec<_>>().join(":");
+    format!("{repo} {stanza}")
+}
+
+/// An empty repository (format marker only) at `path`, as `tidemark init` starts one.
+fn empty_repository(path: &Path) {
+    use std::sync::Arc;
+    use tidemark_store::backend::local::LocalBackend;
+    use tidemark_store::{Compression, Repo};
+    let repo = Repo::new(Arc::new(LocalBackend::new(path).unwrap()), Compression::Lz4);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(repo.ensure_format())
+        .unwrap();
 }
 
 #[test]
@@ -172,32 +183,84 @@ fn bad_settings_exit_2_with_the_setting_named() {
 #[test]
 fn flags_beat_environment_beats_file() {
     let dir = tempfile::tempdir().unwrap();
+    let url = |name: &str| {
+        let path = dir.path().join(name);
+        empty_repository(&path);
+        format!("file://{}", path.display())
+    };
+    let (from_file, from_env, from_flag) = (url("from-file"), url("from-env"), url("from-flag"));
     let conf = dir.path().join("tidemark.toml");
-    std::fs::write(&conf, "repo = 'file:///from/file'\nstanza = 'filestanza'\n").unwrap();
+    std::fs::write(
+        &conf,
+        format!("repo = '{from_file}'\nstanza = 'filestanza'\n"),
+    )
+    .unwrap();
     let c = conf.to_str().unwrap();
     assert_eq!(
         info_repo(&["--config", c], &[]),
-        "file:///from/file filestanza"
+        format!("{from_file} filestanza")
     );
     assert_eq!(
-        info_repo(&["--config", c], &[("TIDEMARK_REPO", "file:///from/env")]),
-        "file:///from/env filestanza"
+        info_repo(&["--config", c], &[("TIDEMARK_REPO", &from_env)]),
+        format!("{from_env} filestanza")
     );
     assert_eq!(
         info_repo(
-            &["--config", c, "--repo", "file:///from/flag"],
-            &[("TIDEMARK_REPO", "file:///from/env")]
+            &["--config", c, "--repo", &from_flag],
+            &[("TIDEMARK_REPO", &from_env)]
         ),
-        "file:///from/flag filestanza"
+        format!("{from_flag} filestanza")
     );
     // Global flags work before the subcommand too, and TIDEMARK_CONFIG names the file.
-    let out = tidemark(
-        &["--stanza", "early", "info", "--json"],
-        &[("TIDEMARK_CONFIG", c)],
+    assert_eq!(
+        info_repo(&["--stanza", "early"], &[("TIDEMARK_CONFIG", c)]),
+        format!("{from_file} early")
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["stanza"], "early");
-    assert_eq!(v["repo"], "file:///from/file");
+}
+
+#[test]
+fn commands_refuse_a_location_without_a_repository_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let absent = dir.path().join("absent");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let wal = dir.path().join("000000010000000000000001");
+    std::fs::write(&wal, vec![0u8; 16 << 20]).unwrap();
+    let dest = dir.path().join("restored");
+    for place in [&absent, &empty] {
+        let url = format!("file://{}", place.display());
+        let cases: Vec<(Vec<&str>, i32)> = vec![
+            (vec!["info"], 2),
+            (vec!["info", "--json"], 2),
+            (vec!["spool", "drain"], 2),
+            (vec!["restore", "--pgdata", dest.to_str().unwrap()], 2),
+            // restore_command: anything but "restored" or "not found" stops recovery.
+            (vec!["archive-get", "000000010000000000000001", "x"], 128),
+        ];
+        for (args, code) in cases {
+            let mut all = vec!["--repo", &url, "--spool-path"];
+            let spool = dir.path().join("spool");
+            let spool = spool.to_str().unwrap();
+            all.push(spool);
+            all.extend(&args);
+            let out = tidemark(&all, &[]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+            assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+            assert!(
+                err.contains("holds no tidemark repository") && err.contains("tidemark init"),
+                "{args:?}: {err}"
+            );
+            assert!(err.contains(&url), "{args:?}: {err}");
+        }
+        assert_eq!(
+            std::fs::read_dir(&empty).unwrap().count(),
+            0,
+            "something was written into the empty folder"
+        );
+        assert!(!absent.exists(), "the absent folder was created");
+        assert!(!dest.exists(), "restore created its target");
+    }
 }
 
 #[test]
@@ -250,6 +313,20 @@ async fn crafted_backup_at(
 
     let repo = Repo::new(Arc::new(LocalBackend::new(repo).unwrap()), Compression::Lz4);
     repo.ensure_format().await.unwrap();
+    let stanza = Stanza::new("main").unwrap();
+    repo.ensure_cluster(
+        &stanza,
+        &tidemark_store::catalog::ClusterRecord {
+            system_id: 7,
+            pg_major: 15,
+            wal_segment_size: 16 << 20,
+            wal_page_size: 8192,
+            created_at: chrono::Utc::now(),
+            created_by: "test".into(),
+        },
+    )
+    .await
+    .unwrap();
     let chunk = repo
         .put_blob(bytes::Bytes::copy_from_slice(content))
         .await
@@ -281,9 +358,7 @@ async fn crafted_backup_at(
         chunks_added: 1,
         ..BackupRecord::example(&tidemark_store::backup::backup_id(at), at)
     };
-    repo.put_backup(&Stanza::new("main").unwrap(), &record)
-        .await
-        .unwrap();
+    repo.put_backup(&stanza, &record).await.unwrap();
     record
 }
 

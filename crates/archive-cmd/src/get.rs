@@ -36,24 +36,13 @@ pub enum GetOutcome {
     NotFound,
 }
 
-/// Fetches `file_name` from `stanza` into `dest`. `repo_url` only names the repository
-/// in messages.
-pub async fn get(
-    repo: &Repo,
-    repo_url: &str,
-    stanza: &Stanza,
-    file_name: &str,
-    dest: &Path,
-) -> Result<GetOutcome> {
+/// Fetches `file_name` from `stanza` into `dest`.
+pub async fn get(repo: &Repo, stanza: &Stanza, file_name: &str, dest: &Path) -> Result<GetOutcome> {
     let name: WalFileName = file_name
         .parse()
         .map_err(|_| Error::Wal(WalError::BadFileName(file_name.to_string())))?;
-    if repo.format().await?.is_none() || repo.cluster(stanza).await?.is_none() {
-        return Err(Error::NoSuchStanza {
-            stanza: stanza.to_string(),
-            repo: repo_url.to_string(),
-        });
-    }
+    // A wrong repo or stanza setting must not read as "not in the archive".
+    repo.require_cluster(stanza).await?;
     let digests = repo.wal_digests(stanza, &name).await?;
     let digest = match digests.as_slice() {
         [] => return Ok(GetOutcome::NotFound),

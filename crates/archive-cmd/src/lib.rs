@@ -117,17 +117,6 @@ pub enum Error {
         /// Its error.
         error: String,
     },
-    /// Nothing has ever been archived for this stanza: a wrong `stanza` or `repo` setting
-    /// would otherwise look like "file not in the archive" and end recovery early.
-    #[error(
-        "stanza {stanza:?} does not exist in repository {repo}: check the repo and stanza settings"
-    )]
-    NoSuchStanza {
-        /// The stanza.
-        stanza: String,
-        /// The repository URL.
-        repo: String,
-    },
 }
 
 /// What kind of failure an [`Error`] is, for exit codes and log levels.
@@ -141,7 +130,8 @@ pub enum ErrorKind {
     Integrity,
     /// The repository or the local file system failed.
     Repository,
-    /// Settings that cannot work (no such stanza, unknown format).
+    /// Settings that cannot work: no repository or no such stanza at the configured
+    /// place (`tidemark init` not run, or a wrong setting), an unknown format.
     Config,
 }
 
@@ -156,13 +146,14 @@ impl Error {
             | Error::Ambiguous { .. }
             | Error::QueuedConflict { .. }
             | Error::SpoolStuck { .. } => ErrorKind::Integrity,
-            Error::NoSuchStanza { .. } => ErrorKind::Config,
             Error::Store(e) => match e {
                 S::ClusterMismatch { .. } | S::ClusterDiffers { .. } => ErrorKind::ClusterMismatch,
                 S::Corrupt { .. } | S::Catalog { .. } => ErrorKind::Integrity,
-                S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => {
-                    ErrorKind::Config
-                }
+                S::UnsupportedFormat { .. }
+                | S::BadUrl { .. }
+                | S::BadStanza(_)
+                | S::NoRepository { .. }
+                | S::NoStanza { .. } => ErrorKind::Config,
                 _ => ErrorKind::Repository,
             },
         }

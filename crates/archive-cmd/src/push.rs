@@ -7,8 +7,10 @@
 //!    segment size and truncation; history and backup files for their shape. Nothing in
 //!    the repository has changed yet (a staged body is a hidden temporary file, removed
 //!    when the push fails), so bad input leaves it exactly as it was;
-//! 2. check (or on first contact record) the stanza's cluster identity from the
-//!    segment's long page header: another cluster's WAL is refused;
+//! 2. check that the repository and the stanza exist (only `tidemark init` creates them:
+//!    a push pointed at a typo or an unmounted mount point must fail, so that the WAL
+//!    waits in `pg_wal`, rather than start a repository there), and the stanza's cluster
+//!    identity against the segment's long page header: another cluster's WAL is refused;
 //! 3. if the name is already indexed with the same digest: success, nothing written (the
 //!    archiver retries after crashes and must not fail on its own earlier success); with
 //!    another digest: the new bytes are kept in quarantine and the push fails;
@@ -31,7 +33,7 @@ use tidemark_store::codec::Hasher;
 use tidemark_store::pg::{
     self, PageScan, SegmentIdentity, TimelineId, WalError, WalFileName, WalSegmentName,
 };
-use tidemark_store::repo::{now, BlobPut, EncodedBlob, IN_MEMORY_MAX};
+use tidemark_store::repo::{check_same_cluster, now, BlobPut, EncodedBlob, IN_MEMORY_MAX};
 use tidemark_store::{Compression, Digest, Repo};
 
 use crate::{Error, Result};
@@ -121,10 +123,10 @@ pub(crate) async fn store_checked(
     identity: Option<SegmentIdentity>,
     compression: Compression,
 ) -> Result<PushOutcome> {
-    // 2. The repository and the cluster's identity.
-    repo.ensure_format().await?;
+    // 2. The repository and the cluster's identity: checked, never created here.
+    let cluster = repo.require_cluster(stanza).await?;
     if let Some(id) = &identity {
-        repo.ensure_cluster(stanza, &cluster_record(id)).await?;
+        check_same_cluster(stanza, &cluster, &cluster_record(id))?;
     }
 
     // 3. Already there?

@@ -517,8 +517,9 @@ impl Queue {
 
 /// `archive-push` in asynchronous mode: checks the file exactly as a synchronous push
 /// does, then makes it durable in the spool. Nothing reaches the repository here,
-/// except on the stanza's first contact, when the cluster record is read (or written)
-/// there once and then cached.
+/// except on the stanza's first contact, when the cluster record is read there once and
+/// then cached. A repository or stanza that does not exist is refused as a synchronous
+/// push refuses it (only `tidemark init` creates them), whatever the file.
 pub async fn push_to_spool(
     spool: &Spool,
     repo: &Repo,
@@ -553,20 +554,20 @@ pub async fn push_to_spool(
     };
     let digest = blob.digest.to_hex();
     let mut queue = spool.lock_queue().await?;
-    if let Some(id) = &identity {
-        let proposed = push::cluster_record(id);
-        match queue.cached_cluster(&spool.inner.repo_id)? {
-            Some(record) => check_same_cluster(stanza, &record, &proposed)?,
-            None => {
-                // First contact: the repository has the record (or gets this one). The
-                // queue is not held meanwhile: a slow store must not hold up other users.
-                drop(queue);
-                repo.ensure_format().await?;
-                let record = repo.ensure_cluster(stanza, &proposed).await?;
-                queue = spool.lock_queue().await?;
-                queue.cache_cluster(&spool.inner.repo_id, &record)?;
-            }
+    let record = match queue.cached_cluster(&spool.inner.repo_id)? {
+        Some(record) => record,
+        None => {
+            // First contact: the repository must have the stanza's record (`init` wrote
+            // it). The queue is not held meanwhile: a slow store must not hold up others.
+            drop(queue);
+            let record = repo.require_cluster(stanza).await?;
+            queue = spool.lock_queue().await?;
+            queue.cache_cluster(&spool.inner.repo_id, &record)?;
+            record
         }
+    };
+    if let Some(id) = &identity {
+        check_same_cluster(stanza, &record, &push::cluster_record(id))?;
     }
     if let Some(queued) = queue.get(&name.to_string())? {
         if queued.digest != digest {
@@ -652,6 +653,9 @@ pub async fn drain(
     stanza: &Stanza,
     options: &DrainOptions,
 ) -> Result<Option<DrainReport>> {
+    // The repository must exist before anything is moved (only `init` creates it): a
+    // drain pointed at the wrong place fails at once, and the spool keeps every file.
+    repo.require_cluster(stanza).await?;
     let Some(mut lock) = spool.try_lock_drain()? else {
         return Ok(None);
     };

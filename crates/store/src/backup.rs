@@ -92,6 +92,15 @@ pub struct BackupRecord {
     pub stored_added: u64,
     /// The tidemark version that took it.
     pub tidemark_version: String,
+    /// How many warnings (`NoticeResponse`) the server sent during `BASE_BACKUP`: a file
+    /// it skipped, a page whose data checksum failed. `None` in records written before
+    /// tidemark counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notices: Option<u64>,
+    /// True when the server reported data checksum failures and the backup was recorded
+    /// anyway (`backup --ignore-checksum-failures`): it holds damaged pages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checksum_failures_ignored: bool,
 }
 
 #[cfg(any(test, feature = "test-support"))]
@@ -123,6 +132,8 @@ impl BackupRecord {
             chunks_added: 0,
             stored_added: 0,
             tidemark_version: "test".into(),
+            notices: None,
+            checksum_failures_ignored: false,
         }
     }
 }

@@ -131,6 +131,26 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// The location holds no repository. Only `tidemark init` creates one: a command
+    /// pointed at a typo, or at an unmounted mount point, must not start a repository
+    /// there and acknowledge WAL onto the wrong disk.
+    #[error(
+        "{location} holds no tidemark repository: check the repo setting, or run `tidemark init` to create one"
+    )]
+    NoRepository {
+        /// The repository URL (or a description of the location).
+        location: String,
+    },
+    /// The repository has no such stanza (only `tidemark init` creates one).
+    #[error(
+        "stanza {stanza:?} does not exist in repository {location}: check the stanza setting, or run `tidemark init` to create it"
+    )]
+    NoStanza {
+        /// The stanza.
+        stanza: String,
+        /// The repository URL (or a description of the location).
+        location: String,
+    },
     /// The stanza belongs to another cluster.
     #[error(
         "stanza {stanza:?} belongs to the cluster with system identifier {expected}, not {found}"
@@ -160,6 +180,12 @@ impl Error {
     /// True when retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
+    }
+
+    /// True when the location holds no repository, or the repository no such stanza:
+    /// a setting points at the wrong place, or `tidemark init` was not run.
+    pub fn is_not_initialized(&self) -> bool {
+        matches!(self, Error::NoRepository { .. } | Error::NoStanza { .. })
     }
 
     /// True for `NotFound`.

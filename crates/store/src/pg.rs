@@ -18,6 +18,8 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+pub mod control;
+
 /// A write-ahead-log position, displayed as PostgreSQL does (`16/B374D848`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);

@@ -265,6 +265,8 @@ fn write_or_drop(sink: &mut Option<&mut (dyn Write + Send)>, bytes: &[u8]) {
 pub struct Repo {
     backend: Arc<dyn Backend>,
     compression: Compression,
+    /// How messages name this repository (its URL, when the caller gives it).
+    location: Arc<str>,
 }
 
 impl Repo {
@@ -273,7 +275,19 @@ impl Repo {
         Repo {
             backend,
             compression,
+            location: Arc::from("this location"),
         }
+    }
+
+    /// Names the repository in messages (its URL): "file:///x holds no repository".
+    pub fn with_location(mut self, location: impl Into<String>) -> Repo {
+        self.location = Arc::from(location.into());
+        self
+    }
+
+    /// How messages name this repository.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// The backend underneath.
@@ -302,8 +316,18 @@ impl Repo {
         }
     }
 
-    /// Checks the format, writing the marker first if the repository is empty. Every write
-    /// path calls this before writing anything else.
+    /// The repository's format; [`Error::NoRepository`] when the location holds none.
+    /// Every command but `init` calls this (or [`Repo::require_cluster`]) before it
+    /// writes anything: only `init` creates a repository.
+    pub async fn require_format(&self) -> Result<u32> {
+        self.format().await?.ok_or_else(|| Error::NoRepository {
+            location: self.location.to_string(),
+        })
+    }
+
+    /// Checks the format, writing the marker first if the repository is empty. Creates a
+    /// repository: only `tidemark init` calls this (and tests that set one up); every
+    /// other path uses [`Repo::require_format`].
     pub async fn ensure_format(&self) -> Result<()> {
         if self.format().await?.is_some() {
             return Ok(());
@@ -581,8 +605,20 @@ impl Repo {
         }
     }
 
+    /// The stanza's cluster record, in a repository that exists: [`Error::NoRepository`]
+    /// or [`Error::NoStanza`] otherwise. What every command but `init` checks first.
+    pub async fn require_cluster(&self, stanza: &Stanza) -> Result<ClusterRecord> {
+        self.require_format().await?;
+        self.cluster(stanza).await?.ok_or_else(|| Error::NoStanza {
+            stanza: stanza.to_string(),
+            location: self.location.to_string(),
+        })
+    }
+
     /// Records `proposed` as the stanza's cluster if it has none; otherwise checks that it
-    /// is the same cluster. Returns the record in force.
+    /// is the same cluster. Returns the record in force. Creates a stanza: only `tidemark
+    /// init` calls this (and tests that set one up); every other path uses
+    /// [`Repo::require_cluster`] and [`check_same_cluster`].
     pub async fn ensure_cluster(
         &self,
         stanza: &Stanza,
@@ -593,7 +629,7 @@ impl Repo {
             None => {
                 self.put_record(&catalog::cluster_key(stanza, proposed.system_id), proposed)
                     .await?;
-                // Read back: a concurrent first push of another cluster shows up here.
+                // Read back: a concurrent init of another cluster shows up here.
                 self.cluster(stanza).await?.ok_or_else(|| Error::Catalog {
                     what: format!("stanza {:?}", stanza.as_str()),
                     detail: "cluster record vanished right after it was written".into(),
@@ -1299,6 +1335,43 @@ mod tests {
             repo.backup(&stanza, "20261121T000000Z").await,
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn checks_name_a_missing_repository_or_stanza_and_create_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("absent");
+        let repo = Repo::new(
+            Arc::new(LocalBackend::new(&root).unwrap()),
+            Compression::Lz4,
+        )
+        .with_location("file:///somewhere");
+        let stanza = Stanza::new("main").unwrap();
+        let err = repo.require_format().await.unwrap_err();
+        assert!(matches!(err, Error::NoRepository { .. }), "{err}");
+        assert!(err.to_string().contains("file:///somewhere"), "{err}");
+        assert!(err.to_string().contains("tidemark init"), "{err}");
+        let err = repo.require_cluster(&stanza).await.unwrap_err();
+        assert!(matches!(err, Error::NoRepository { .. }), "{err}");
+        assert!(!root.exists(), "a check created {}", root.display());
+
+        repo.ensure_format().await.unwrap();
+        assert_eq!(repo.require_format().await.unwrap(), REPOSITORY_FORMAT);
+        let err = repo.require_cluster(&stanza).await.unwrap_err();
+        assert!(matches!(err, Error::NoStanza { .. }), "{err}");
+        assert!(err.is_not_initialized());
+        assert!(err.to_string().contains("\"main\""), "{err}");
+        assert!(!root.join("stanzas").exists());
+        let rec = ClusterRecord {
+            system_id: 7,
+            pg_major: 15,
+            wal_segment_size: 16 << 20,
+            wal_page_size: 8192,
+            created_at: now(),
+            created_by: "test".into(),
+        };
+        repo.ensure_cluster(&stanza, &rec).await.unwrap();
+        assert_eq!(repo.require_cluster(&stanza).await.unwrap().system_id, 7);
     }
 
     #[tokio::test]

@@ -232,6 +232,8 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// Server binaries to use instead of [`pg_bin`]'s (another major version).
     pub bin: Option<PathBuf>,
+    /// `initdb --data-checksums`.
+    pub data_checksums: bool,
 }
 
 /// What `pg_stat_archiver` says.
@@ -303,6 +305,9 @@ impl Cluster {
             .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C", "--no-sync"]);
         if let Some(mb) = opts.wal_segsize_mb {
             cmd.arg(format!("--wal-segsize={mb}"));
+        }
+        if opts.data_checksums {
+            cmd.arg("--data-checksums");
         }
         match &opts.password {
             Some(pw) => {

@@ -21,8 +21,10 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use tidemark_store::codec::Hasher;
+use tidemark_store::pg::control;
+use tidemark_store::pg::SegmentSize;
 
-use super::pg::{user_command, TestDir};
+use super::pg::{user_command, Cluster, TestDir};
 
 /// The built binary, before it is copied.
 fn built_binary() -> PathBuf {
@@ -232,6 +234,37 @@ impl Tidemark {
             args.iter().map(|a| a.as_ref()).collect::<Vec<_>>()
         );
         run.stdout
+    }
+
+    /// `init --offline` for `c`'s data directory: creates the repository and the stanza
+    /// from its `pg_control`, as every test must before anything archives or backs up
+    /// (only `init` creates them). Works with the cluster stopped, so that it can come
+    /// before the first start, when the archiver may already push. Returns stdout.
+    pub fn init_stanza(&self, c: &Cluster) -> String {
+        let pgdata = c.data_dir().display().to_string();
+        self.ok(&["--pgdata", &pgdata, "init", "--offline"])
+    }
+
+    /// `init --offline` for a made-up PostgreSQL 15 cluster (`system_id`, `segment_size`):
+    /// a data directory holding only `PG_VERSION` and a `global/pg_control`, in `dir/name`.
+    /// For tests that push synthetic WAL of a cluster that never ran.
+    pub fn init_synthetic(
+        &self,
+        dir: &TestDir,
+        name: &str,
+        system_id: u64,
+        segment_size: SegmentSize,
+    ) -> String {
+        dir.write(&format!("{name}/PG_VERSION"), b"15\n");
+        let control = control::synthetic(15, system_id, 202_209_061, segment_size);
+        let path = dir.write(&format!("{name}/{}", control::CONTROL_FILE_PATH), &control);
+        let pgdata = path.parent().unwrap().parent().unwrap();
+        self.ok(&[
+            "--pgdata",
+            &pgdata.display().to_string(),
+            "init",
+            "--offline",
+        ])
     }
 
     /// `info --json`, parsed.

@@ -4,11 +4,14 @@
 //! 1. an SQL connection reads who the server is and whether it archives WAL (a backup
 //!    without its WAL cannot be restored, so a server that does not archive is refused
 //!    before any work), and the databases with their extensions;
-//! 2. the stanza's cluster record is created or checked: another cluster's backup is
-//!    refused;
+//! 2. the stanza's cluster record is checked: a repository or stanza that does not
+//!    exist (only `tidemark init` creates them) and another cluster's backup are refused;
 //! 3. `BASE_BACKUP` (with the server's manifest) streams over a replication connection;
 //!    every file is cut into chunks that the [`chunks`] pipeline hashes, deduplicates,
-//!    compresses and stores with bounded parallelism and memory;
+//!    compresses and stores with bounded parallelism and memory. The server's warnings
+//!    (a skipped special file, a page whose data checksum fails) are logged and counted
+//!    into the record; its closing checksum error fails the backup unless the operator
+//!    asked to ignore it;
 //! 4. the file list is stored page by page as its entries complete (see [`Copy`]), and
 //!    PostgreSQL's `backup_manifest` chunk by chunk as it arrives, then the list's index;
 //! 5. [`wal`] waits until the WAL from the backup's start to its stop is archived;
@@ -28,8 +31,8 @@ use tidemark_store::backup::{
     TablespaceRecord, CHUNK_SIZE, PAGE_BYTES,
 };
 use tidemark_store::pg::{Lsn, SegmentSize, TimelineId};
-use tidemark_store::repo::now;
 use tidemark_store::repo::FileListWriter;
+use tidemark_store::repo::{check_same_cluster, now};
 use tidemark_store::{Digest, Repo};
 
 use crate::cli::config::Settings;
@@ -37,8 +40,8 @@ use crate::cli::pgconn::{self, describe_pg_error, PgTarget, ProcessEnv};
 use crate::cmd::open_repo;
 use crate::exit::Failure;
 use crate::progress::Progress;
-use crate::replication::conn::{BackupEvent, ReplicationConn};
-use crate::replication::proto::{BackupStart, BaseBackupOptions};
+use crate::replication::conn::{BackupEvent, ReplError, ReplicationConn};
+use crate::replication::proto::{BackupStart, BaseBackupOptions, ServerNotice, DATA_CORRUPTED};
 use crate::replication::tar;
 use crate::server::ServerFacts;
 use chunks::{chunk_count, ChunkDone, Chunker, KnownChunks, Uploader, KNOWN_MAX};
@@ -54,6 +57,8 @@ pub struct BackupRequest {
     pub wal_timeout: Duration,
     /// No progress output (for `--json`).
     pub quiet: bool,
+    /// Record the backup even when the server reports data checksum failures.
+    pub ignore_checksum_failures: bool,
 }
 
 /// What a backup did (`--json` prints it).
@@ -91,6 +96,11 @@ pub struct BackupReport {
     pub seconds: f64,
     /// Warnings about the server's settings.
     pub warnings: Vec<String>,
+    /// Warnings the server sent during the backup (each was logged on stderr).
+    pub notices: u64,
+    /// True when the server reported data checksum failures and the backup was recorded
+    /// anyway (`--ignore-checksum-failures`).
+    pub checksum_failures_ignored: bool,
 }
 
 /// What backups need of a server.
@@ -157,10 +167,10 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let segment_size = SegmentSize::new(server.segment_size)
         .map_err(|e| Failure::Postgres(format!("the server's WAL segment size: {e}")))?;
 
+    // The stanza must exist (only `init` creates it) and be this server's.
     let repo = open_repo(settings).await?;
-    repo.ensure_format().await?;
-    repo.ensure_cluster(stanza, &server.cluster_record("backup"))
-        .await?;
+    let cluster = repo.require_cluster(stanza).await?;
+    check_same_cluster(stanza, &cluster, &server.cluster_record("backup"))?;
 
     let databases = read_databases(&target, &client).await?;
     let (known, skipped) = previous_chunks(&repo, stanza, req.quiet).await?;
@@ -196,12 +206,17 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         })
         .await
         .map_err(|e| Failure::Postgres(e.to_string()))?;
+    stream.tolerate_checksum_failures(req.ignore_checksum_failures);
+    let mut notices = Notices::default();
     while let Some(event) = stream
         .next_event()
         .await
-        .map_err(|e| Failure::Postgres(format!("the backup stream failed: {e}")))?
+        .map_err(|e| notices.stream_failure(e))?
     {
-        copy.handle(event).await?;
+        match event {
+            BackupEvent::Notice(notice) => notices.note(notice),
+            event => copy.handle(event).await?,
+        }
     }
     drop(stream);
     conn.close().await.ok();
@@ -252,6 +267,8 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         chunks_added: stats.chunks_added,
         stored_added: stats.stored_added + copied.list_added,
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
+        notices: Some(notices.count),
+        checksum_failures_ignored: notices.checksum_failure,
     };
     let record = write_record(&repo, stanza, record, start_time).await?;
     let id = record.id.clone();
@@ -272,7 +289,61 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         wal_wait_seconds: wal_wait.as_secs_f64(),
         seconds: started.elapsed().as_secs_f64(),
         warnings,
+        notices: notices.count,
+        checksum_failures_ignored: notices.checksum_failure,
     })
+}
+
+/// The server's warnings during `BASE_BACKUP`: each is logged as it comes (a skipped
+/// file, a page whose data checksum failed), and counted into the backup's record. The
+/// same warning twice counts once: with `PROGRESS` the server walks the data directory
+/// twice (a size estimate first) and warns about a skipped file in both walks.
+#[derive(Debug, Default)]
+struct Notices {
+    /// How many different ones arrived.
+    count: u64,
+    /// Those seen, to tell a repeat.
+    seen: std::collections::HashSet<String>,
+    /// The first one, to name in a failure.
+    first: Option<ServerNotice>,
+    /// Whether the server reported data checksum failures (and they were tolerated).
+    checksum_failure: bool,
+}
+
+impl Notices {
+    fn note(&mut self, notice: ServerNotice) {
+        if !self.seen.insert(format!("{notice} [{}]", notice.code)) {
+            return;
+        }
+        tracing::warn!("the server, during the backup: {notice}");
+        self.count += 1;
+        if notice.is_checksum_failure() {
+            self.checksum_failure = true;
+        }
+        self.first.get_or_insert(notice);
+    }
+
+    /// The failure for a stream that broke; the server's checksum verdict gets a message
+    /// of its own, since it means the cluster's data (not tidemark, not the network) is
+    /// damaged.
+    fn stream_failure(&self, e: ReplError) -> Failure {
+        match &e {
+            ReplError::Server { code, message } if code == DATA_CORRUPTED => {
+                let first = self
+                    .first
+                    .as_ref()
+                    .map(|n| format!(" (first: {})", n.message))
+                    .unwrap_or_default();
+                Failure::DataCorrupted(format!(
+                    "the server found pages whose data checksum fails: {message}{first}; \
+                     the backup is not recorded. Find the damaged pages in the warnings above \
+                     (or with pg_checksums), or take the backup with --ignore-checksum-failures \
+                     to record it with the pages as they are"
+                ))
+            }
+            _ => Failure::Postgres(format!("the backup stream failed: {e}")),
+        }
+    }
 }
 
 /// Writes the record under the id of its start time; when a backup that started in the
@@ -630,7 +701,8 @@ impl Copy {
                     self.store_manifest_chunk(data).await?;
                 }
             }
-            BackupEvent::Progress(_) => {}
+            // Counted and logged by the caller (`Notices`) before events reach here.
+            BackupEvent::Progress(_) | BackupEvent::Notice(_) => {}
             BackupEvent::Finished(end) => {
                 self.stop = Some((end.end_lsn, end.timeline, now()));
             }

@@ -39,11 +39,18 @@ pub enum Command {
         /// Where PostgreSQL wants it written (%p).
         dest: PathBuf,
     },
-    /// Create or check the stanza's cluster record by connecting to PostgreSQL.
+    /// Create the repository and the stanza (or check them): the only command that does.
+    ///
+    /// Reads the cluster's identity by connecting to PostgreSQL, or with --offline from
+    /// global/pg_control in the data directory (--pgdata), with the server up or down.
     Init {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Read the cluster's identity from <pgdata>/global/pg_control instead of
+        /// connecting to the server (which may be down).
+        #[arg(long)]
+        offline: bool,
     },
     /// Take a base backup over the replication protocol into the repository.
     ///
@@ -114,6 +121,11 @@ pub struct BackupArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Record the backup even when the server reports pages whose data checksum fails
+    /// (by default such a backup fails and is not recorded). The count of the server's
+    /// warnings is kept in the record, and `info` shows it.
+    #[arg(long)]
+    pub ignore_checksum_failures: bool,
 }
 
 /// `tidemark restore`'s arguments (the data directory is the `--pgdata` setting).

@@ -12,8 +12,7 @@ use crate::exit::Failure;
 /// constantly and which is not worth more than a debug line.
 pub async fn run(settings: &Settings, name: &str, dest: &Path) -> Result<bool, Failure> {
     let repo = open_repo(settings).await?;
-    let url = settings.repo.to_string();
-    match tidemark_archive_cmd::get(&repo, &url, &settings.stanza, name, dest).await? {
+    match tidemark_archive_cmd::get(&repo, &settings.stanza, name, dest).await? {
         GetOutcome::Restored { len, .. } => {
             tracing::info!("restored {name} ({len} bytes) to {}", dest.display());
             Ok(true)

@@ -17,6 +17,7 @@ pub async fn run(settings: &Settings, args: &BackupArgs) -> Result<u8, Failure> 
             fast_checkpoint: args.checkpoint == "fast",
             wal_timeout: Duration::from_secs(args.wal_timeout),
             quiet: args.json,
+            ignore_checksum_failures: args.ignore_checksum_failures,
         },
     )
     .await?;
@@ -43,6 +44,17 @@ pub async fn run(settings: &Settings, args: &BackupArgs) -> Result<u8, Failure> 
             report.stop_lsn,
             report.timeline
         );
+        if report.notices > 0 {
+            println!(
+                "the server sent {} warning(s) during the backup (logged above){}",
+                report.notices,
+                if report.checksum_failures_ignored {
+                    ", among them data checksum failures, ignored as asked: the backup holds the damaged pages"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     Ok(exit::OK)
 }

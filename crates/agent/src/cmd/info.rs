@@ -79,6 +79,9 @@ pub struct BackupInfo {
     pub stored_added: u64,
     /// `stored_added / size`: what it cost, as a share of what it holds.
     pub added_ratio: f64,
+    /// Warnings the server sent while the backup was taken (skipped files, data checksum
+    /// failures); `null` for backups recorded before tidemark counted them.
+    pub notices: Option<u64>,
     /// Why this backup deserves a look (e.g. much smaller than the one before).
     pub warnings: Vec<String>,
     /// What a restore of it needs and the repository lacks (its file list or a page of
@@ -103,6 +106,18 @@ pub fn summarize_backups(records: &[BackupRecord]) -> Vec<BackupInfo> {
                 ));
             }
         }
+        if b.checksum_failures_ignored {
+            warnings.push(
+                "the server reported data checksum failures, ignored when it was taken \
+                 (--ignore-checksum-failures): it holds damaged pages"
+                    .to_string(),
+            );
+        }
+        if let Some(n) = b.notices.filter(|n| *n > 0) {
+            warnings.push(format!(
+                "the server sent {n} warning(s) while it was taken, logged by the backup (a file it skipped is not in the backup)"
+            ));
+        }
         out.push(BackupInfo {
             id: b.id.clone(),
             label: b.label.clone(),
@@ -118,6 +133,7 @@ pub fn summarize_backups(records: &[BackupRecord]) -> Vec<BackupInfo> {
             } else {
                 0.0
             },
+            notices: b.notices,
             warnings,
             problems: Vec::new(),
         });
@@ -346,12 +362,10 @@ pub fn summarize(entries: &[Entry], segment_size: Option<SegmentSize>) -> WalSum
 pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     let repo: Repo = open_repo(settings).await?;
     let stanza = &settings.stanza;
+    // A location without a repository, or a repository without this stanza, is refused
+    // like everywhere else: it is a wrong setting, or `init` was not run.
+    let cluster: Option<ClusterRecord> = Some(repo.require_cluster(stanza).await?);
     let format = repo.format().await?;
-    let cluster: Option<ClusterRecord> = if format.is_some() {
-        repo.cluster(stanza).await?
-    } else {
-        None
-    };
     let index = if format.is_some() {
         repo.wal_index(stanza).await?
     } else {
@@ -680,5 +694,54 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("WARNING: its database size"), "{text}");
+    }
+
+    #[test]
+    fn the_servers_warnings_during_a_backup_are_counted_and_shown() {
+        // A record from before notices were counted reads as "unknown", without warnings.
+        let old = backup("old", 100, 100);
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(
+            !json.contains("notices") && !json.contains("checksum"),
+            "{json}"
+        );
+        let read: BackupRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            (read.notices, read.checksum_failures_ignored),
+            (None, false)
+        );
+        let clean = BackupRecord {
+            notices: Some(0),
+            ..backup("clean", 100, 100)
+        };
+        let noisy = BackupRecord {
+            notices: Some(3),
+            checksum_failures_ignored: true,
+            ..backup("noisy", 100, 100)
+        };
+        let list = summarize_backups(&[read, clean, noisy]);
+        assert_eq!(
+            list.iter().map(|b| b.notices).collect::<Vec<_>>(),
+            [None, Some(0), Some(3)]
+        );
+        assert!(list[0].warnings.is_empty() && list[1].warnings.is_empty());
+        assert_eq!(list[2].warnings.len(), 2, "{:?}", list[2].warnings);
+        let json = serde_json::to_value(&list[2]).unwrap();
+        assert_eq!(json["notices"], 3);
+        let text = render_text(&InfoReport {
+            repo: "file:///r".into(),
+            stanza: "main".into(),
+            format: Some(1),
+            cluster: None,
+            wal: WalSummary::default(),
+            quarantined: 0,
+            backups: list,
+            damaged_backups: Vec::new(),
+        });
+        assert!(
+            text.contains("WARNING: the server sent 3 warning(s)"),
+            "{text}"
+        );
+        assert!(text.contains("data checksum failures"), "{text}");
     }
 }

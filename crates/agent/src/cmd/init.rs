@@ -1,17 +1,27 @@
-//! `tidemark init`: records (or checks) the stanza's cluster by asking the server.
+//! `tidemark init`: creates the repository and the stanza (or checks them). It is the
+//! only command that does: every other one refuses a location without a repository, so
+//! that a typo or an unmounted mount point cannot start a repository in the wrong place.
 //!
-//! The first archive-push would record the cluster from a WAL segment's header anyway;
-//! `init` does it up front, and checks that the server's archiving settings point at
-//! tidemark, so that a wrong repository or stanza shows up before the first segment.
-//! It also opens a replication connection, as base backups will, and reports whether that
-//! works (a missing `pg_hba.conf` line, a role without `REPLICATION`): a warning, not a
-//! failure, since archiving does not need it.
+//! The cluster's identity (system identifier, PostgreSQL major version, WAL segment and
+//! page size) comes from the server, or with `--offline` from `global/pg_control` in the
+//! data directory, so that a stanza can be created while the server is down (as
+//! pgBackRest's `stanza-create --no-online` does). Online, `init` also checks that the
+//! server's archiving settings point at tidemark, and opens a replication connection, as
+//! base backups will, and reports whether that works (a missing `pg_hba.conf` line, a
+//! role without `REPLICATION`): a warning, not a failure, since archiving does not need it.
+
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tidemark_store::catalog::ClusterRecord;
+use tidemark_store::pg::control::{
+    parse_control_file, ControlFile, ControlFileError, CONTROL_FILE_PATH,
+};
 use tidemark_store::pg::{parse_history, TimelineId};
+use tidemark_store::repo::now;
 
 use super::open_repo;
-use crate::cli::config::Settings;
+use crate::cli::config::{ConfigError, Settings};
 use crate::cli::pgconn::{self, PgTarget, ProcessEnv};
 use crate::exit::Failure;
 use crate::replication::conn::{ReplError, ReplicationConn};
@@ -35,8 +45,15 @@ pub struct InitReport {
     pub created: bool,
     /// Server settings worth a look (archive_mode off, archive_command not tidemark).
     pub warnings: Vec<String>,
-    /// Whether a replication connection (what base backups use) works.
-    pub replication: ReplicationCheck,
+    /// Whether a replication connection (what base backups use) works; absent with
+    /// `--offline`, which contacts no server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationCheck>,
+    /// Where the identity came from: `server`, or the `pg_control` file read.
+    pub identity_from: String,
+    /// `pg_control`'s catalog version (with `--offline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog_version: Option<u32>,
 }
 
 /// What a replication connection's `IDENTIFY_SYSTEM` said, or why it failed.
@@ -58,8 +75,12 @@ pub struct ReplicationCheck {
     pub error: Option<String>,
 }
 
-/// Connects, reads the identity, records or checks it.
-pub async fn run(settings: &Settings) -> Result<InitReport, Failure> {
+/// Reads the identity (from the server, or from `pg_control` when `offline`), then
+/// creates or checks the repository and the stanza.
+pub async fn run(settings: &Settings, offline: bool) -> Result<InitReport, Failure> {
+    if offline {
+        return run_offline(settings).await;
+    }
     let target = pgconn::resolve(&settings.pg, &ProcessEnv).map_err(Failure::Postgres)?;
     let client = pgconn::connect(&target).await.map_err(Failure::Postgres)?;
     let server = ServerFacts::read(&client).await?;
@@ -74,11 +95,7 @@ pub async fn run(settings: &Settings) -> Result<InitReport, Failure> {
         ));
     }
 
-    let repo = open_repo(settings).await?;
-    repo.ensure_format().await?;
-    let existed = repo.cluster(&settings.stanza).await?.is_some();
-    let proposed = server.cluster_record("init");
-    let record = repo.ensure_cluster(&settings.stanza, &proposed).await?;
+    let (record, created) = record(settings, &server.cluster_record("init")).await?;
     let replication = check_replication(&target, server.system_id).await;
     Ok(InitReport {
         stanza: settings.stanza.to_string(),
@@ -86,9 +103,145 @@ pub async fn run(settings: &Settings) -> Result<InitReport, Failure> {
         system_identifier: record.system_id.to_string(),
         pg_version: record.pg_major,
         wal_segment_size: record.wal_segment_size,
-        created: !existed,
+        created,
         warnings,
-        replication,
+        replication: Some(replication),
+        identity_from: "server".into(),
+        catalog_version: None,
+    })
+}
+
+/// Creates the repository (when the location holds none) and the stanza's record (when it
+/// has none), or checks `proposed` against the record there. Returns the record in force
+/// and whether this call created it.
+async fn record(
+    settings: &Settings,
+    proposed: &ClusterRecord,
+) -> Result<(ClusterRecord, bool), Failure> {
+    let repo = open_repo(settings).await?;
+    repo.ensure_format().await?;
+    let existed = repo.cluster(&settings.stanza).await?.is_some();
+    let record = repo.ensure_cluster(&settings.stanza, proposed).await?;
+    Ok((record, !existed))
+}
+
+/// How often a `pg_control` whose CRC does not match is read again: a running server
+/// rewrites it at every checkpoint, and a read can catch a write half done.
+const CONTROL_READS: u32 = 5;
+
+/// `init --offline`: the identity from `<pgdata>/global/pg_control` and `PG_VERSION`.
+async fn run_offline(settings: &Settings) -> Result<InitReport, Failure> {
+    let pgdata = settings.pgdata.as_deref().ok_or_else(|| {
+        ConfigError(
+            "init --offline reads the cluster's identity from its data directory: give --pgdata DIR \
+             (or TIDEMARK_PGDATA, or pgdata in the config file)"
+                .into(),
+        )
+    })?;
+    let facts = read_data_directory(pgdata).await?;
+    let (record, created) = record(settings, &facts.cluster_record("init --offline")).await?;
+    Ok(InitReport {
+        stanza: settings.stanza.to_string(),
+        repo: settings.repo.to_string(),
+        system_identifier: record.system_id.to_string(),
+        pg_version: record.pg_major,
+        wal_segment_size: record.wal_segment_size,
+        created,
+        warnings: vec![
+            "offline: the server's archive_mode and archive_command were not checked".into(),
+        ],
+        replication: None,
+        identity_from: facts.control_path.display().to_string(),
+        catalog_version: Some(facts.control.catalog_version),
+    })
+}
+
+/// What a data directory says about its cluster.
+#[derive(Debug)]
+struct DataDirectoryFacts {
+    control_path: PathBuf,
+    control: ControlFile,
+    pg_major: u32,
+}
+
+impl DataDirectoryFacts {
+    fn cluster_record(&self, created_by: &str) -> ClusterRecord {
+        ClusterRecord {
+            system_id: self.control.system_id.0,
+            pg_major: self.pg_major,
+            wal_segment_size: self.control.wal_segment_size.bytes(),
+            wal_page_size: self.control.wal_page_size,
+            created_at: now(),
+            created_by: created_by.into(),
+        }
+    }
+}
+
+/// Reads `global/pg_control` and `PG_VERSION` under `pgdata`, and checks that they agree.
+/// A folder that is not a data directory is a configuration error (exit 2); a
+/// `pg_control` that is damaged, or that another major version wrote than `PG_VERSION`
+/// names, fails (exit 1).
+async fn read_data_directory(pgdata: &Path) -> Result<DataDirectoryFacts, Failure> {
+    let not_pgdata = |why: String| -> Failure {
+        ConfigError(format!(
+            "{} is not a PostgreSQL data directory ({why}): check --pgdata",
+            pgdata.display()
+        ))
+        .into()
+    };
+    let version_path = pgdata.join("PG_VERSION");
+    let control_path = pgdata.join(CONTROL_FILE_PATH);
+    let version = match tokio::fs::read_to_string(&version_path).await {
+        Ok(v) => v,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_pgdata("no PG_VERSION file".into()))
+        }
+        Err(e) => return Err(not_pgdata(format!("{}: {e}", version_path.display()))),
+    };
+    let pg_major: u32 = version
+        .trim()
+        .parse()
+        .map_err(|_| not_pgdata(format!("PG_VERSION says {:?}", version.trim())))?;
+    let mut attempt = 0;
+    let control = loop {
+        attempt += 1;
+        let bytes = match tokio::fs::read(&control_path).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(not_pgdata(format!("no {CONTROL_FILE_PATH}")))
+            }
+            Err(e) => return Err(not_pgdata(format!("{}: {e}", control_path.display()))),
+        };
+        match parse_control_file(&bytes) {
+            Ok(c) => break c,
+            Err(ControlFileError::BadCrc { .. }) if attempt < CONTROL_READS => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e @ ControlFileError::UnknownVersion(_)) => {
+                return Err(ConfigError(format!("{}: {e}", control_path.display())).into())
+            }
+            Err(e) => {
+                return Err(Failure::Postgres(format!(
+                    "{}: {e}",
+                    control_path.display()
+                )))
+            }
+        }
+    };
+    if !control.majors().contains(&pg_major) {
+        return Err(Failure::Postgres(format!(
+            "{} says PostgreSQL {pg_major}, but {} has version {}, which PostgreSQL {}-{} writes",
+            version_path.display(),
+            control_path.display(),
+            control.pg_control_version,
+            control.majors().start(),
+            control.majors().end()
+        )));
+    }
+    Ok(DataDirectoryFacts {
+        control_path,
+        control,
+        pg_major,
     })
 }
 
@@ -149,4 +302,66 @@ async fn identify(target: &PgTarget) -> Result<IdentifySystem, ReplError> {
     }
     conn.close().await?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_store::pg::control::synthetic;
+    use tidemark_store::pg::SegmentSize;
+
+    fn data_directory(version: &str, control: Option<Vec<u8>>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), version).unwrap();
+        if let Some(control) = control {
+            std::fs::create_dir(dir.path().join("global")).unwrap();
+            std::fs::write(dir.path().join(CONTROL_FILE_PATH), control).unwrap();
+        }
+        dir
+    }
+
+    #[tokio::test]
+    async fn the_identity_comes_from_pg_control_and_pg_version_must_agree() {
+        let size = SegmentSize::new(4 << 20).unwrap();
+        let dir = data_directory("16\n", Some(synthetic(16, 42, 202_307_071, size)));
+        let facts = read_data_directory(dir.path()).await.unwrap();
+        let record = facts.cluster_record("test");
+        assert_eq!(
+            (record.system_id, record.pg_major, record.wal_segment_size),
+            (42, 16, 4 << 20)
+        );
+        assert_eq!(record.wal_page_size, 8192);
+
+        // PostgreSQL 17 does not write the 13-16 layout.
+        let dir = data_directory("17\n", Some(synthetic(16, 42, 1, size)));
+        let err = read_data_directory(dir.path()).await.unwrap_err();
+        assert_eq!(err.code(), crate::exit::FAILED, "{err}");
+        assert!(err.to_string().contains("says PostgreSQL 17"), "{err}");
+
+        // Damaged: exit 1, after reading it again a few times.
+        let mut damaged = synthetic(15, 42, 1, size);
+        damaged[50] ^= 1;
+        let dir = data_directory("15\n", Some(damaged));
+        let err = read_data_directory(dir.path()).await.unwrap_err();
+        assert_eq!(err.code(), crate::exit::FAILED, "{err}");
+        assert!(err.to_string().contains("damaged"), "{err}");
+
+        // Not a data directory, or another version's: configuration errors (exit 2).
+        let dir = data_directory("15\n", None);
+        let err = read_data_directory(dir.path()).await.unwrap_err();
+        assert_eq!(err.code(), crate::exit::USAGE, "{err}");
+        assert!(
+            err.to_string().contains("not a PostgreSQL data directory"),
+            "{err}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let err = read_data_directory(empty.path()).await.unwrap_err();
+        assert!(err.to_string().contains("no PG_VERSION"), "{err}");
+        let mut old = synthetic(15, 42, 1, size);
+        old[8..12].copy_from_slice(&1201u32.to_le_bytes());
+        let dir = data_directory("12\n", Some(old));
+        let err = read_data_directory(dir.path()).await.unwrap_err();
+        assert_eq!(err.code(), crate::exit::USAGE, "{err}");
+        assert!(err.to_string().contains("1201"), "{err}");
+    }
 }

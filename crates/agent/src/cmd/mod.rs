@@ -19,5 +19,6 @@ pub mod spool;
 /// Opens the configured repository (changes nothing, contacts nothing yet).
 pub async fn open_repo(settings: &Settings) -> Result<Repo, Failure> {
     let backend = tidemark_store::url::open_backend(&settings.backend_options()).await?;
-    Ok(Repo::new(Arc::clone(&backend), settings.compression))
+    Ok(Repo::new(Arc::clone(&backend), settings.compression)
+        .with_location(settings.repo.to_string()))
 }

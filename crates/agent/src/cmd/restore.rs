@@ -52,6 +52,7 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure>
         },
     };
     let repo = open_repo(settings).await?;
+    repo.require_cluster(&settings.stanza).await?;
     let mut prepared = prepare(&repo, &settings.stanza, &request).await?;
     for skipped in prepared.skipped() {
         eprintln!(

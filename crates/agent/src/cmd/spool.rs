@@ -159,13 +159,16 @@ pub struct DrainResult {
 /// starts: it quits if another is at work and never gives up on the repository.
 pub async fn drain(settings: &Settings, background: bool) -> Result<Option<DrainResult>, Failure> {
     let spool = open_spool(settings)?;
+    let repo = open_repo(settings).await?;
+    // A drain pointed at a location without the repository (or the stanza) is refused
+    // even with nothing queued: only `init` creates them, and the setting is wrong.
+    repo.require_cluster(&settings.stanza).await?;
     if !spool.exists() && !background {
         return Ok(Some(DrainResult {
             spool: spool.dir().display().to_string(),
             report: DrainReport::default(),
         }));
     }
-    let repo = open_repo(settings).await?;
     let options = DrainOptions {
         parallel: DRAIN_PARALLEL,
         linger: if background {

@@ -20,8 +20,8 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::proto::{
     self, AuthStep, Authenticator, Backend, BackupCopyData, BackupEnd, BackupMessage, BackupStart,
-    BaseBackupOptions, BaseBackupReply, IdentifySystem, ProtoError, QueryResult, SimpleQuery,
-    TimelineHistory,
+    BaseBackupOptions, BaseBackupReply, IdentifySystem, ProtoError, QueryResult, ServerNotice,
+    SimpleQuery, TimelineHistory,
 };
 use super::tar::{TarEntry, TarError, TarEvent, TarReader};
 use crate::cli::pgconn::PgTarget;
@@ -539,6 +539,9 @@ pub enum BackupEvent {
     Progress(u64),
     /// Where the backup ends: the WAL up to here makes it consistent.
     Finished(BackupEnd),
+    /// A warning the server sent (a file it skipped, a page whose data checksum failed),
+    /// or, when checksum failures are tolerated, its closing error about them.
+    Notice(ServerNotice),
 }
 
 /// A base backup in progress, from [`ReplicationConn::base_backup`].
@@ -568,6 +571,13 @@ impl std::fmt::Debug for BaseBackupStream<'_> {
 }
 
 impl BaseBackupStream<'_> {
+    /// Carries on after the server's closing "checksum verification failure" error
+    /// (reported as a [`BackupEvent::Notice`]) instead of failing: the backup is whole,
+    /// but holds the damaged pages as they are on disk.
+    pub fn tolerate_checksum_failures(&mut self, tolerate: bool) {
+        self.reply.tolerate_checksum_failures(tolerate);
+    }
+
     /// The next event, or `None` once [`BackupEvent::Finished`] has been returned and the
     /// server is ready for the next command.
     pub async fn next_event(&mut self) -> Result<Option<BackupEvent>, ReplError> {
@@ -660,6 +670,7 @@ impl BaseBackupStream<'_> {
                     self.done = true;
                     return Ok(Some(BackupEvent::Finished(end)));
                 }
+                BackupMessage::Notice(notice) => return Ok(Some(BackupEvent::Notice(notice))),
             }
         }
     }

@@ -78,6 +78,79 @@ impl ServerError {
     }
 }
 
+/// A `NoticeResponse` from the server: a warning (or notice) that does not stop the
+/// command. During `BASE_BACKUP` the server reports this way what it skipped ("skipping
+/// special file"), and every page whose data checksum failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerNotice {
+    /// The severity, untranslated when the server sends it (`WARNING`, `NOTICE`, …).
+    pub severity: String,
+    /// SQLSTATE (`01000` for a plain warning).
+    pub code: String,
+    /// The primary message.
+    pub message: String,
+    /// DETAIL, if any.
+    pub detail: Option<String>,
+}
+
+impl fmt::Display for ServerNotice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.severity, self.message)?;
+        if let Some(d) = &self.detail {
+            write!(f, " ({d})")?;
+        }
+        Ok(())
+    }
+}
+
+impl ServerNotice {
+    fn parse(mut fields: ErrorFields<'_>) -> Result<ServerNotice, ProtoError> {
+        let mut n = ServerNotice {
+            severity: String::new(),
+            code: String::new(),
+            message: String::new(),
+            detail: None,
+        };
+        let mut localized = String::new();
+        while let Some(field) = fields.next().map_err(bad_message)? {
+            let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
+            match field.type_() {
+                // `V` is never translated (PostgreSQL 9.6+); `S` may be.
+                b'V' => n.severity = value,
+                b'S' => localized = value,
+                b'C' => n.code = value,
+                b'M' => n.message = value,
+                b'D' => n.detail = Some(value),
+                _ => {}
+            }
+        }
+        if n.severity.is_empty() {
+            n.severity = localized;
+        }
+        Ok(n)
+    }
+
+    /// The same, from an error the caller chose to carry on after.
+    fn from_error(e: ServerError) -> ServerNotice {
+        ServerNotice {
+            severity: "ERROR".into(),
+            code: e.code,
+            message: e.message,
+            detail: e.detail,
+        }
+    }
+
+    /// Whether this is the server's verdict that data checksums failed: the `ERROR`
+    /// `BASE_BACKUP` ends with (SQLSTATE `XX001`, data_corrupted) after it has sent the
+    /// whole backup and its end position, once per backup with any failed page.
+    pub fn is_checksum_failure(&self) -> bool {
+        self.code == DATA_CORRUPTED
+    }
+}
+
+/// SQLSTATE data_corrupted: what `BASE_BACKUP` ends with when data checksums failed.
+pub const DATA_CORRUPTED: &str = "XX001";
+
 /// What went wrong, at the protocol level. [`super::conn::ReplError`] turns these into
 /// errors a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -817,6 +890,9 @@ pub enum BackupMessage {
     NextCopy,
     /// The end position, after `ReadyForQuery`: the command is over.
     End(BackupEnd),
+    /// A `NoticeResponse` (a warning that does not stop the backup), in any phase; or,
+    /// when checksum failures are tolerated, the error the server ends with for them.
+    Notice(ServerNotice),
 }
 
 #[derive(Debug)]
@@ -845,6 +921,9 @@ pub struct BaseBackupReply {
     query: SimpleQuery,
     /// The reply of a PostgreSQL 13–14 server (see [`BackupMessage::NextCopy`]).
     legacy: bool,
+    /// Carry on after the server's "checksum verification failure" error (it comes after
+    /// the whole backup and its end position): see [`BaseBackupReply::tolerate_checksum_failures`].
+    tolerate_checksum_failures: bool,
 }
 
 impl Default for BaseBackupReply {
@@ -860,7 +939,16 @@ impl BaseBackupReply {
             phase: ReplyPhase::Head,
             query: SimpleQuery::new(),
             legacy: false,
+            tolerate_checksum_failures: false,
         }
+    }
+
+    /// Takes the server's closing "checksum verification failure during base backup"
+    /// error (SQLSTATE `XX001`, sent after the data and the end position) as a
+    /// [`BackupMessage::Notice`] instead of a failure, so that a backup of a cluster with
+    /// damaged pages can still be completed when the operator asks for it.
+    pub fn tolerate_checksum_failures(&mut self, tolerate: bool) {
+        self.tolerate_checksum_failures = tolerate;
     }
 
     /// Waiting for the first reply of a PostgreSQL 13–14 server.
@@ -880,6 +968,26 @@ impl BaseBackupReply {
     pub fn handle(&mut self, msg: Backend) -> Result<Option<BackupMessage>, ProtoError> {
         let unexpected =
             |what: &str| ProtoError::Protocol(format!("BASE_BACKUP: unexpected {what}"));
+        // Warnings can come in any phase (a skipped file inside the stream, the checksum
+        // summary after it): every one is handed up, none is dropped.
+        if !matches!(self.phase, ReplyPhase::Done) {
+            match &msg {
+                Backend::Message(Message::NoticeResponse(body)) => {
+                    return ServerNotice::parse(body.fields())
+                        .map(|n| Some(BackupMessage::Notice(n)));
+                }
+                Backend::Message(Message::ErrorResponse(body))
+                    if self.tolerate_checksum_failures
+                        && matches!(self.phase, ReplyPhase::Between | ReplyPhase::Tail) =>
+                {
+                    let e = ServerError::parse(body.fields())?;
+                    if e.code == DATA_CORRUPTED {
+                        return Ok(Some(BackupMessage::Notice(ServerNotice::from_error(e))));
+                    }
+                }
+                _ => {}
+            }
+        }
         match self.phase {
             ReplyPhase::Done => Err(unexpected("message after the end")),
             ReplyPhase::Head => match msg {
@@ -909,9 +1017,7 @@ impl BaseBackupReply {
                     };
                     Ok(Some(BackupMessage::CopyDone))
                 }
-                Backend::Message(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => {
-                    Ok(None)
-                }
+                Backend::Message(Message::ParameterStatus(_)) => Ok(None),
                 Backend::Message(Message::ErrorResponse(body)) => {
                     // The stream is over; the error is reported at ReadyForQuery.
                     let e = ServerError::parse(body.fields())?;
@@ -1597,7 +1703,7 @@ mod tests {
             new_archive("base.tar", ""),
             copy_data(b"dtar bytes"),
             progress(10),
-            msg(b'N', b"\0"),
+            notice("WARNING", "01000", "skipping special file \"./fifo\""),
             new_archive("16384.tar", "/srv/ts"),
             copy_data(b"dmore"),
             copy_data(b"m"),
@@ -1608,6 +1714,23 @@ mod tests {
             ready(),
         ]
         .concat()
+    }
+
+    /// A NoticeResponse with untranslated severity `V`, a translated one `S`, SQLSTATE and
+    /// message, as the server sends it.
+    fn notice(severity: &str, code: &str, message: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (t, v) in [
+            (b'S', "WARNUNG"),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', message),
+        ] {
+            body.push(t);
+            body.extend(cstr(v));
+        }
+        body.push(0);
+        msg(b'N', &body)
     }
 
     /// Feeds `bytes` one byte at a time; the messages the reply produced.
@@ -1660,6 +1783,12 @@ mod tests {
                 }),
                 data(b"tar bytes"),
                 BackupMessage::Copy(BackupCopyData::Progress(10)),
+                BackupMessage::Notice(ServerNotice {
+                    severity: "WARNING".into(),
+                    code: "01000".into(),
+                    message: "skipping special file \"./fifo\"".into(),
+                    detail: None,
+                }),
                 BackupMessage::Copy(BackupCopyData::NewArchive {
                     name: "16384.tar".into(),
                     tablespace_location: Some("/srv/ts".into())
@@ -1723,6 +1852,71 @@ mod tests {
         );
         // The same bytes read as a PostgreSQL 15 reply are refused (no type byte `t`).
         assert!(run_backup_reply(&bytes).is_err());
+    }
+
+    /// Data checksum failures: a warning per damaged page inside the stream, then, after
+    /// the end position, a warning with the total and the `XX001` error. The backup fails
+    /// unless the failures are tolerated; then every warning and the error come up as
+    /// notices and the reply ends with the end position.
+    #[test]
+    fn checksum_failures_fail_the_backup_unless_tolerated() {
+        let page = notice(
+            "WARNING",
+            "01000",
+            "checksum verification failed in file \"./base/5/16384\", block 0: calculated 1 but expected 2",
+        );
+        let bytes = [
+            head("0/2000028"),
+            new_archive("base.tar", ""),
+            page.clone(),
+            copy_data(b"dtar"),
+            page,
+            msg(b'c', b""),
+            recptr_result("0/2000100", "1"),
+            notice("WARNING", "01000", "2 total checksum verification failures"),
+            error_response("XX001", "checksum verification failure during base backup"),
+            ready(),
+        ]
+        .concat();
+        let e = run_backup_reply(&bytes).unwrap_err();
+        assert!(
+            matches!(&e, ProtoError::Server(s) if s.code == DATA_CORRUPTED),
+            "{e:?}"
+        );
+        let mut tolerant = BaseBackupReply::new();
+        tolerant.tolerate_checksum_failures(true);
+        let got = run_reply(tolerant, &bytes).unwrap();
+        let notices: Vec<&ServerNotice> = got
+            .iter()
+            .filter_map(|m| match m {
+                BackupMessage::Notice(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(notices.len(), 4, "{got:?}");
+        assert!(notices[..3].iter().all(|n| n.severity == "WARNING"));
+        assert!(!notices[2].is_checksum_failure());
+        assert!(notices[3].is_checksum_failure(), "{:?}", notices[3]);
+        assert_eq!(notices[3].severity, "ERROR");
+        assert_eq!(
+            got.last(),
+            Some(&BackupMessage::End(BackupEnd {
+                end_lsn: Lsn(0x2000100),
+                timeline: TimelineId(1)
+            }))
+        );
+        // Only that error is tolerated: any other still fails the backup.
+        let other = [
+            head("0/2000028"),
+            msg(b'c', b""),
+            recptr_result("0/2000100", "1"),
+            error_response("XX000", "something else"),
+            ready(),
+        ]
+        .concat();
+        let mut tolerant = BaseBackupReply::new();
+        tolerant.tolerate_checksum_failures(true);
+        assert!(run_reply(tolerant, &other).is_err());
     }
 
     #[test]
