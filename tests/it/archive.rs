@@ -1077,5 +1077,7 @@ fn init_records_the_cluster_over_scram_and_refuses_another() {
     );
 }
 
+/// Concurrent pushes of different content under one name.
+mod race;
 /// Asynchronous archiving through the spool.
 mod spool;

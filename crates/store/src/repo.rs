@@ -622,6 +622,115 @@ impl Repo {
         Ok(digests)
     }
 
+    /// Where `name` stands in the index: what is indexed under it and, when nothing is,
+    /// what its claim names.
+    pub async fn wal_name_state(
+        &self,
+        stanza: &Stanza,
+        name: &WalFileName,
+    ) -> Result<WalNameState> {
+        let listed = self
+            .backend
+            .list(&catalog::wal_name_prefix(stanza, name))
+            .await?;
+        let claim_key = catalog::wal_claim_key(stanza, name);
+        let mut indexed: Vec<Digest> = listed
+            .iter()
+            .filter_map(|m| catalog::parse_wal_key(&m.key))
+            .filter(|(n, _)| n == name)
+            .map(|(_, d)| d)
+            .collect();
+        indexed.sort();
+        indexed.dedup();
+        // The entries are the truth: a claim matters only while nothing is indexed (a
+        // push between its claim and its entry, or one that stopped there).
+        let claimed = if indexed.is_empty() && listed.iter().any(|m| m.key == claim_key) {
+            self.wal_claim(stanza, name).await?
+        } else {
+            None
+        };
+        Ok(WalNameState { indexed, claimed })
+    }
+
+    /// The digest `name`'s claim gives it, if it has a claim.
+    async fn wal_claim(&self, stanza: &Stanza, name: &WalFileName) -> Result<Option<Digest>> {
+        let key = catalog::wal_claim_key(stanza, name);
+        match self.get_record::<WalRecord>(&key).await {
+            Ok(record) => record.digest.parse().map(Some).map_err(|_| Error::Corrupt {
+                key,
+                detail: format!("the claim names no content ({:?})", record.digest),
+            }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives `name` the content `digest` (whose blob is durable already), the way
+    /// archive-push does: creates the name's claim holding `record` (create-only), reads
+    /// it back, then creates the index entry and lists the name again.
+    ///
+    /// The claim's key carries no digest, so where the store's create is exclusive (a
+    /// local folder's `link`, S3's `If-None-Match`) exactly one of several concurrent
+    /// contents creates it, and only that one is ever indexed: the others get
+    /// [`WalCommit::Taken`] with nothing of theirs in the index. Where the store does not
+    /// honour the condition (or checks and writes in two steps), the read-back catches a
+    /// claim replaced before it, and the final listing catches the rest: two contents
+    /// indexed under one name are [`WalCommit::Ambiguous`] for the pushes that see it,
+    /// and every reader refuses the name rather than choose. An entry is never deleted
+    /// here to settle that: it may already be another push's acknowledgement.
+    pub async fn commit_wal(
+        &self,
+        stanza: &Stanza,
+        name: &WalFileName,
+        digest: &Digest,
+        record: &WalRecord,
+    ) -> Result<WalCommit> {
+        let claim_key = catalog::wal_claim_key(stanza, name);
+        // Created now, or already there (our own content's earlier push, or another's):
+        // either way the claim as stored decides.
+        self.put_record(&claim_key, record).await?;
+        self.commit_claimed_wal(stanza, name, digest, record).await
+    }
+
+    /// [`Repo::commit_wal`] once the claim has been written (or found), e.g. together
+    /// with the blob by [`Repo::put_blob_then_record`].
+    pub async fn commit_claimed_wal(
+        &self,
+        stanza: &Stanza,
+        name: &WalFileName,
+        digest: &Digest,
+        record: &WalRecord,
+    ) -> Result<WalCommit> {
+        match self.wal_claim(stanza, name).await? {
+            Some(claimed) if claimed == *digest => {}
+            Some(claimed) => {
+                let indexed = self.wal_digests(stanza, name).await?;
+                return Ok(WalCommit::Taken {
+                    claimed: indexed.is_empty().then_some(claimed),
+                    indexed,
+                });
+            }
+            None => {
+                return Err(Error::Catalog {
+                    what: format!("{name}"),
+                    detail: format!(
+                        "its claim {} vanished right after it was written",
+                        catalog::wal_claim_key(stanza, name)
+                    ),
+                })
+            }
+        }
+        let created = self
+            .put_record(&catalog::wal_key(stanza, name, digest), record)
+            .await?;
+        let indexed = self.wal_digests(stanza, name).await?;
+        if indexed.as_slice() == [*digest] {
+            Ok(WalCommit::Indexed { created })
+        } else {
+            Ok(WalCommit::Ambiguous(indexed))
+        }
+    }
+
     /// Every WAL index entry of a stanza, in key order.
     pub async fn wal_index(
         &self,
@@ -645,6 +754,37 @@ impl Repo {
         self.put_record(&catalog::wal_key(stanza, name, digest), record)
             .await
     }
+}
+
+/// Where one WAL file name stands, for archive-push ([`Repo::wal_name_state`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalNameState {
+    /// The digests indexed under exactly this name, sorted: normally none or one (more
+    /// is a conflict every reader refuses).
+    pub indexed: Vec<Digest>,
+    /// The digest the name's claim gives it, read only when nothing is indexed.
+    pub claimed: Option<Digest>,
+}
+
+/// How [`Repo::commit_wal`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalCommit {
+    /// This content is the name's one index entry: every reader hands it back.
+    Indexed {
+        /// True when this call wrote the entry (false: a push of the same content had).
+        created: bool,
+    },
+    /// Other content has the name; nothing of this content was indexed.
+    Taken {
+        /// What is indexed under the name (what readers hand back).
+        indexed: Vec<Digest>,
+        /// When nothing is indexed yet: the content whose push claimed the name and has
+        /// not written its entry (it is at work, or stopped and will be retried).
+        claimed: Option<Digest>,
+    },
+    /// Several contents are indexed under the name, this one among them: possible only
+    /// on a store whose create is not exclusive. Every reader refuses the name.
+    Ambiguous(Vec<Digest>),
 }
 
 /// Base backups.
@@ -1177,6 +1317,197 @@ mod tests {
             Err(Error::AlreadyExists { .. })
         ));
         assert_eq!(repo.backend().get(&key).await.unwrap(), stored);
+    }
+
+    /// A WAL record for `content` under `name`.
+    fn wal_record(name: &WalFileName, content: &[u8]) -> (Digest, WalRecord) {
+        let digest = Digest::of(content);
+        let record = WalRecord {
+            name: name.to_string(),
+            kind: name.kind().to_string(),
+            digest: digest.to_hex(),
+            raw_size: content.len() as u64,
+            stored_size: 0,
+            compression: Compression::Lz4,
+            archived_at: now(),
+            system_id: None,
+            start_lsn: None,
+            tidemark_version: "test".into(),
+        };
+        (digest, record)
+    }
+
+    #[tokio::test]
+    async fn of_concurrent_contents_exactly_one_is_indexed() {
+        let (_d, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        let name: WalFileName = "000000010000000000000003".parse().unwrap();
+        for round in 0..20u8 {
+            let name = match round {
+                0 => name,
+                r => format!("0000000100000000000000{:02X}", 3 + r)
+                    .parse()
+                    .unwrap(),
+            };
+            let tasks: Vec<_> = (0..4u8)
+                .map(|i| {
+                    let repo = repo.clone();
+                    let stanza = stanza.clone();
+                    tokio::spawn(async move {
+                        let (digest, record) = wal_record(&name, &[round, i]);
+                        let commit = repo.commit_wal(&stanza, &name, &digest, &record).await;
+                        (digest, commit.unwrap())
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            let mut losers = Vec::new();
+            for task in tasks {
+                let (digest, commit) = task.await.unwrap();
+                match commit {
+                    WalCommit::Indexed { created: true } => winners.push(digest),
+                    WalCommit::Taken { .. } => losers.push(digest),
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+            assert_eq!(losers.len(), 3, "round {round}");
+            assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), winners);
+            let state = repo.wal_name_state(&stanza, &name).await.unwrap();
+            assert_eq!(state.indexed, winners);
+            assert_eq!(
+                state.claimed, None,
+                "a claim is read only while nothing is indexed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_without_its_entry_holds_the_name_for_its_content() {
+        let (_d, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        let name: WalFileName = "00000002.history".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (b, rec_b) = wal_record(&name, b"b");
+        // A push of `a` that stopped after its claim.
+        repo.put_record(&catalog::wal_claim_key(&stanza, &name), &rec_a)
+            .await
+            .unwrap();
+        let state = repo.wal_name_state(&stanza, &name).await.unwrap();
+        assert_eq!((state.indexed.len(), state.claimed), (0, Some(a)));
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &b, &rec_b).await.unwrap(),
+            WalCommit::Taken {
+                indexed: vec![],
+                claimed: Some(a)
+            }
+        );
+        assert!(repo.wal_digests(&stanza, &name).await.unwrap().is_empty());
+        // Its retry completes it; the other content then finds it indexed.
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &a, &rec_a).await.unwrap(),
+            WalCommit::Indexed { created: true }
+        );
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &b, &rec_b).await.unwrap(),
+            WalCommit::Taken {
+                indexed: vec![a],
+                claimed: None
+            }
+        );
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![a]);
+    }
+
+    /// A store that ignores conditional writes (Garage ignores `If-None-Match`): every
+    /// `Create` silently overwrites.
+    #[derive(Debug)]
+    struct IgnoresCreate(LocalBackend);
+
+    #[async_trait::async_trait]
+    impl Backend for IgnoresCreate {
+        async fn put(&self, key: &Key, data: Bytes, _mode: PutMode) -> Result<()> {
+            self.0.put(key, data, PutMode::Overwrite).await
+        }
+        async fn get(&self, key: &Key) -> Result<Bytes> {
+            self.0.get(key).await
+        }
+        async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+            self.0.get_range(key, range).await
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.0.delete(key).await
+        }
+        async fn put_multipart(
+            &self,
+            key: &Key,
+            _mode: PutMode,
+        ) -> Result<Box<dyn crate::backend::Upload>> {
+            self.0.put_multipart(key, PutMode::Overwrite).await
+        }
+    }
+
+    /// What `docs/repository-format.md` says of stores without conditional writes: a push
+    /// whose claim was replaced before it read it back loses with nothing indexed; two
+    /// pushes that each read back their own claim both index, and then every reader
+    /// refuses the name (never a silent choice), and the push that sees both fails.
+    #[tokio::test]
+    async fn without_conditional_writes_a_race_is_refused_never_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalBackend::new(dir.path().join("repo")).unwrap();
+        let repo = Repo::new(Arc::new(IgnoresCreate(local)), Compression::Lz4);
+        let stanza = Stanza::new("main").unwrap();
+        let claim = |name: &WalFileName| catalog::wal_claim_key(&stanza, name);
+
+        // B's claim lands over A's before A reads it back: A loses, nothing of it indexed.
+        let name: WalFileName = "000000010000000000000003".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (b, rec_b) = wal_record(&name, b"b");
+        assert!(repo.put_record(&claim(&name), &rec_a).await.unwrap());
+        assert!(
+            repo.put_record(&claim(&name), &rec_b).await.unwrap(),
+            "the store took the second create"
+        );
+        assert_eq!(
+            repo.commit_claimed_wal(&stanza, &name, &a, &rec_a)
+                .await
+                .unwrap(),
+            WalCommit::Taken {
+                indexed: vec![],
+                claimed: Some(b)
+            }
+        );
+        assert_eq!(
+            repo.commit_claimed_wal(&stanza, &name, &b, &rec_b)
+                .await
+                .unwrap(),
+            WalCommit::Indexed { created: true }
+        );
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![b]);
+
+        // Each reads its own claim back before the other's lands: both index. The first
+        // to list sees only itself; the second sees both and fails; readers see both.
+        let name: WalFileName = "000000010000000000000004".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (b, rec_b) = wal_record(&name, b"b");
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &a, &rec_a).await.unwrap(),
+            WalCommit::Indexed { created: true }
+        );
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &b, &rec_b).await.unwrap(),
+            WalCommit::Ambiguous(both.clone())
+        );
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), both);
+        let state = repo.wal_name_state(&stanza, &name).await.unwrap();
+        assert_eq!(state.indexed, both, "every reader sees both");
     }
 
     #[tokio::test]
