@@ -593,6 +593,12 @@ pub async fn push_to_spool(
     // The body first, durable; then the entry that acknowledges it.
     let key = Spool::body_key(&name.to_string(), &digest)?;
     store_body(spool, &key, &blob, staged).await?;
+    let queued = |e: Error| async {
+        // No entry names this body (checked above, with the queue held): it is this
+        // push's, and a failed push leaves nothing behind.
+        let _ = spool.inner.bodies.delete(&key).await;
+        e
+    };
     let entry = SpoolEntry {
         name: name.to_string(),
         digest,
@@ -605,7 +611,9 @@ pub async fn push_to_spool(
         attempts: 0,
         last_error: None,
     };
-    queue.put(&entry)?;
+    if let Err(e) = queue.put(&entry) {
+        return Err(queued(e).await);
+    }
     Ok(SpoolOutcome::Queued {
         name,
         raw_len: blob.raw_len,
@@ -617,6 +625,9 @@ pub async fn push_to_spool(
 
 /// Links the staged body under `key` (or writes it from memory). A body already there
 /// under this name has this content (the name holds the digest), so it is kept.
+///
+/// Every failure here is the spool's disk (unwritable, full, failing), never the
+/// repository's: it is an [`Error::Spool`], which makes archive-push go direct.
 async fn store_body(
     spool: &Spool,
     key: &Key,
@@ -625,19 +636,20 @@ async fn store_body(
 ) -> Result<()> {
     let bodies = &spool.inner.bodies;
     let staged = staged.filter(|st| st.len() == blob.stored_len());
-    match staged {
+    let stored = match staged {
         Some(staged) => {
             bodies
                 .create_all_staged((key.clone(), staged), vec![])
-                .await?
+                .await
         }
-        None => {
-            bodies
-                .create_all(vec![(key.clone(), blob.stored())])
-                .await?
-        }
+        None => bodies.create_all(vec![(key.clone(), blob.stored())]).await,
     };
-    Ok(())
+    stored.map(|_| ()).map_err(|e| {
+        spool_err(
+            &spool.inner.dir.join("wal"),
+            format!("cannot store {key}: {e}"),
+        )
+    })
 }
 
 /// Moves queued files into the repository, oldest name first, `parallel` at a time, until

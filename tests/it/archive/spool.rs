@@ -280,3 +280,34 @@ fn the_spool_refuses_what_a_push_refuses_and_replaces_nothing() {
         "a rotten spooled body reached the repository: {run:?}"
     );
 }
+
+/// A spool whose disk fails (here its `wal/` folder is not writable for the user
+/// PostgreSQL runs as; a full disk takes the same path) makes archive-push go direct: the
+/// repository is healthy, so the file is archived there, and the spool is left as it was.
+#[test]
+fn a_failing_spool_disk_falls_back_to_a_synchronous_push() {
+    need_pg!();
+    let a = Archived::new("spool-disk");
+    let spool = a.t.mkdir("async-spool");
+    let tm = a.tm.clone().with_args([
+        "--archive-async",
+        "true",
+        "--spool-drainer",
+        "manual",
+        "--spool-path",
+        &spool.display().to_string(),
+    ]);
+    let bodies = a.t.mkdir("async-spool/main/wal");
+    std::fs::set_permissions(&bodies, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let run = tm.run(&["archive-push", &a.spooled(&a.spare).display().to_string()]);
+    std::fs::set_permissions(&bodies, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(run.code, 0, "push with an unwritable spool: {run:?}");
+    assert_archived_as(&a.t, &a.tm, &a.spare, &a.spooled(&a.spare));
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_eq!(
+        repo_snapshot(&bodies).len(),
+        0,
+        "{:?}",
+        repo_snapshot(&bodies)
+    );
+}
