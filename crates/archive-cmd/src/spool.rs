@@ -44,7 +44,7 @@ use tidemark_store::backend::local::LocalBackend;
 use tidemark_store::backend::{Backend, Staged};
 use tidemark_store::catalog::{self, ClusterRecord, Stanza};
 use tidemark_store::pg::{SegmentIdentity, SegmentSize, SystemId, WalFileName};
-use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, IN_MEMORY_MAX};
+use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, WalNameState, IN_MEMORY_MAX};
 use tidemark_store::{Compression, Digest, Key, Repo};
 
 use crate::push::{self, Content, PushOutcome};
@@ -56,6 +56,15 @@ const QUEUE_WAIT: Duration = Duration::from_secs(30);
 const STALE_TEMP: Duration = Duration::from_secs(15 * 60);
 /// The longest pause between two attempts while the repository fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long an asynchronous push waits for the repository's index before it queues the
+/// file unchecked: the archiver must not wait on a store that is down (the point of
+/// asynchronous mode), nor for `retry_timeout`.
+pub const INDEX_CHECK_WAIT: Duration = Duration::from_secs(3);
+/// After a check found the repository unreachable, pushes queue unchecked without
+/// trying for this long, so that an outage costs each push one stat, not a wait.
+const UNREACHABLE_SKIP: Duration = Duration::from_secs(30);
+/// The marker of that (its time is when a check last failed).
+const UNREACHABLE_MARKER: &str = "index-unreachable";
 
 /// One queued file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +93,11 @@ pub struct SpoolEntry {
     /// The last attempt's error.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// True when the name was checked against the repository's index before the push
+    /// was acknowledged; false when the repository did not answer in time (a conflict
+    /// with it then shows only when the file is drained).
+    #[serde(default)]
+    pub index_checked: bool,
 }
 
 /// A [`SegmentIdentity`] as a queue entry keeps it.
@@ -146,6 +160,9 @@ pub enum SpoolOutcome {
         /// The file name.
         name: WalFileName,
     },
+    /// The repository already holds the name (same content, or a conflict, which is an
+    /// error): handled as a synchronous push, nothing spooled.
+    Direct(PushOutcome),
     /// Not spooled, and nothing written: the caller pushes it synchronously.
     NotSpooled {
         /// The file name.
@@ -225,6 +242,9 @@ pub struct SpoolStatus {
     pub max_bytes: u64,
     /// When the oldest queued file was acknowledged.
     pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Files queued without a check against the repository's index (it was
+    /// unreachable): a conflict with the repository shows only when they are drained.
+    pub unchecked: u64,
     /// Whether a drainer holds the lock.
     pub draining: bool,
     /// Every queued file, in drain order.
@@ -331,6 +351,7 @@ impl Spool {
             bytes: entries.iter().map(|e| e.stored_size).sum(),
             max_bytes: self.inner.max_bytes,
             oldest_queued_at: entries.iter().map(|e| e.queued_at).min(),
+            unchecked: entries.iter().filter(|e| !e.index_checked).count() as u64,
             draining: self.draining()?,
             entries,
         })
@@ -551,6 +572,28 @@ pub async fn push_to_spool(
             reason: "the file grew past the spool's size limit while it was read".into(),
         });
     };
+    // The repository decides what a name holds: when it answers in time, a name it
+    // holds already (the same content, or a conflict) is handled exactly as a
+    // synchronous push handles it, so that conflicting content is never acknowledged.
+    let index_checked = match check_index(spool, repo, stanza, &name).await {
+        Some(state) => {
+            let fresh = match (state.indexed.as_slice(), state.claimed) {
+                ([], None) => true,
+                ([], Some(claimed)) => claimed == blob.digest,
+                _ => false,
+            };
+            if !fresh {
+                // The staged body is in the spool's folder, not the repository's.
+                drop(staged);
+                let content = Content::InMemory(blob, None);
+                return push::store_checked(repo, stanza, name, content, identity, compression)
+                    .await
+                    .map(SpoolOutcome::Direct);
+            }
+            true
+        }
+        None => false,
+    };
     let digest = blob.digest.to_hex();
     let mut queue = spool.lock_queue().await?;
     if let Some(id) = &identity {
@@ -610,6 +653,7 @@ pub async fn push_to_spool(
         queued_at: now(),
         attempts: 0,
         last_error: None,
+        index_checked,
     };
     if let Err(e) = queue.put(&entry) {
         return Err(queued(e).await);
@@ -621,6 +665,45 @@ pub async fn push_to_spool(
         queued_files: entries.len() as u64 + 1,
         queued_bytes: queued_bytes + blob.stored_len(),
     })
+}
+
+/// What the repository's index holds under `name`, or `None` when it did not answer
+/// within [`INDEX_CHECK_WAIT`] (or failed): the file is then queued unchecked, as the
+/// spool's whole point is that the archiver does not wait on the store. After such a
+/// failure, checks are skipped for [`UNREACHABLE_SKIP`].
+async fn check_index(
+    spool: &Spool,
+    repo: &Repo,
+    stanza: &Stanza,
+    name: &WalFileName,
+) -> Option<WalNameState> {
+    let marker = spool.inner.dir.join(UNREACHABLE_MARKER);
+    let failed_lately = fs::metadata(&marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < UNREACHABLE_SKIP);
+    if failed_lately {
+        tracing::info!(
+            "{name}: queued without checking the repository's index (unreachable moments ago)"
+        );
+        return None;
+    }
+    let failure =
+        match tokio::time::timeout(INDEX_CHECK_WAIT, repo.wal_name_state(stanza, name)).await {
+            Ok(Ok(state)) => {
+                let _ = fs::remove_file(&marker);
+                return Some(state);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} s", INDEX_CHECK_WAIT.as_secs()),
+        };
+    tracing::warn!(
+        "{name}: queued without checking the repository's index ({failure}); a conflict with the repository shows when it is drained"
+    );
+    // Written, not just created: its time is when this check failed.
+    let _ = fs::write(&marker, format!("{}\n", now().to_rfc3339()));
+    None
 }
 
 /// Links the staged body under `key` (or writes it from memory). A body already there

@@ -222,13 +222,30 @@ fn the_spool_refuses_what_a_push_refuses_and_replaces_nothing() {
     );
     assert_archived_as(&a.t, &a.tm, &a.spare, &spare);
 
-    // A conflict only the repository can see: the spool takes it, the drain refuses it,
-    // quarantines the bytes, and keeps the entry for a person.
+    // A conflict with the repository: refused at once, exactly as a synchronous push
+    // refuses it (exit 4, the bytes in quarantine, nothing indexed), nothing queued.
     let mut conflicting = std::fs::read(a.spooled(&more[0])).unwrap();
     let at = conflicting.len() - 100;
     conflicting[at] ^= 0xFF;
     let conflicting = a.t.write(&format!("conflicting/{}", more[0]), &conflicting);
-    assert_eq!(push(&tm, &conflicting).code, 0);
+    let run = push(&tm, &conflicting);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_one_tidemark_line(&run, "different content");
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_eq!(a.tm.info()["quarantined"], 1);
+    assert_archived_as(&a.t, &a.tm, &more[0], &a.spooled(&more[0]));
+
+    // While the repository cannot be read, the spool takes it unchecked (and says so);
+    // the drain refuses it, quarantines the bytes, and keeps the entry for a person.
+    std::fs::set_permissions(&a.repo, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let run = push(&tm, &conflicting);
+    std::fs::set_permissions(&a.repo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    let status = spool_status(&tm);
+    assert_eq!(status["unchecked"], 1, "{status:#}");
+    assert_eq!(status["entries"][0]["index_checked"], false, "{status:#}");
+    let text = tm.ok(&["spool", "status"]);
+    assert!(text.contains("1 queued unchecked"), "{text}");
     let run = tm.run(&["spool", "drain"]);
     assert_eq!(run.code, 4, "{run:?}");
     assert_one_tidemark_line(&run, "cannot be moved into the repository");
@@ -310,4 +327,75 @@ fn a_failing_spool_disk_falls_back_to_a_synchronous_push() {
         "{:?}",
         repo_snapshot(&bodies)
     );
+}
+
+/// An asynchronous push checks the name against the repository's index before it
+/// acknowledges: conflicting content exits 4 with its bytes in quarantine, as a
+/// synchronous push does, and the same content again is a success with nothing queued.
+/// With the store down, the check gives up within seconds (not `retry_timeout`), and the
+/// file is queued and listed as unchecked.
+#[test]
+fn an_async_push_checks_the_index_and_queues_unchecked_while_the_store_is_down() {
+    need_pg!();
+    let mut server = s3_server!();
+    let t = TestDir::new("spool-check");
+    let (_c, wal, names) = spooling_cluster(&t, "pg", 3);
+    let spool = t.mkdir("spool");
+    let sync = s3_tidemark(&t, &server);
+    let tm = sync.clone().with_args([
+        "--retry-timeout",
+        "60",
+        "--archive-async",
+        "true",
+        "--spool-drainer",
+        "manual",
+        "--spool-path",
+        &spool.display().to_string(),
+    ]);
+    let path = |n: &str| wal.join(n).display().to_string();
+    sync.ok(&["archive-push", &path(&names[0])]);
+
+    let mut altered = std::fs::read(wal.join(&names[0])).unwrap();
+    let at = altered.len() - 100;
+    altered[at] ^= 0xFF;
+    let altered = t.write(&format!("altered/{}", names[0]), &altered);
+    let run = tm.run(&["archive-push", &altered.display().to_string()]);
+    assert_eq!(run.code, 4, "async push of conflicting content: {run:?}");
+    assert_one_tidemark_line(&run, "different content");
+    assert!(run.stderr.contains("quarantine"), "{run:?}");
+    let info = sync.info();
+    assert_eq!(info["quarantined"], 1, "{info:#}");
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_archived_as(&t, &sync, &names[0], &wal.join(&names[0]));
+    // The archived content again: a success, nothing queued.
+    tm.ok(&["archive-push", &path(&names[0])]);
+    assert_eq!(queued(&tm), Vec::<String>::new());
+
+    // Checked and queued while the store is up.
+    tm.ok(&["archive-push", &path(&names[1])]);
+    assert_eq!(queued(&tm), vec![names[1].clone()]);
+    server.stop();
+    let started = Instant::now();
+    let run = tm.run(&["archive-push", &path(&names[2])]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "async push with the store down: {run:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the check waited {took:?} (retry_timeout is 60 s)"
+    );
+    let status = spool_status(&tm);
+    assert_eq!(status["files"], 2, "{status:#}");
+    assert_eq!(status["unchecked"], 1, "{status:#}");
+    let entries = status["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["index_checked"], true, "{status:#}");
+    assert_eq!(entries[1]["index_checked"], false, "{status:#}");
+    let text = tm.ok(&["spool", "status"]);
+    assert!(text.contains("1 queued unchecked"), "{text}");
+
+    server.start();
+    let report: Value = serde_json::from_str(&tm.ok(&["spool", "drain", "--json"])).expect("JSON");
+    assert_eq!(report["pushed"], 2, "{report:#}");
+    for name in &names {
+        assert_archived_as(&t, &sync, name, &wal.join(name));
+    }
 }
