@@ -279,20 +279,22 @@ impl Spool {
         &self.inner.dir
     }
 
-    /// True when the folder exists (something was ever spooled here).
+    /// True when the folder exists (something was ever spooled here). The bodies'
+    /// folder counts as well as the queue: a spool whose queue was lost still holds
+    /// acknowledged files, which the next drain queues again.
     pub fn exists(&self) -> bool {
-        self.inner.dir.join("queue").is_dir()
+        self.inner.dir.join("queue").is_dir() || self.inner.dir.join("wal").is_dir()
     }
 
-    /// Creates the folders (owner-only) if they are missing.
+    /// Creates the folders (owner-only) if they are missing, each fsynced into its
+    /// parent: a body made durable inside must not vanish with its folder's entry.
     fn create(&self) -> Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        let wal = self.inner.dir.join("wal");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&wal)
-            .map_err(|e| spool_err(&wal, format!("cannot create: {e}")))
+        for folder in ["wal", "queue"] {
+            let path = self.inner.dir.join(folder);
+            create_dirs_durably(&path)
+                .map_err(|e| spool_err(&path, format!("cannot create: {e}")))?;
+        }
+        Ok(())
     }
 
     fn body_key(name: &str, digest: &str) -> Result<Key> {
@@ -383,28 +385,80 @@ impl Spool {
         Ok(())
     }
 
-    /// Removes bodies no entry names (left by a push killed between linking its body and
-    /// queueing it, or a drainer killed between removing an entry and its body) and
-    /// temporary bodies of killed pushes. Runs with the queue locked, so that no push is
-    /// between those two steps meanwhile.
-    async fn remove_orphans(&self) -> Result<u64> {
+    /// Deals with bodies no entry names, and removes temporary bodies of killed pushes.
+    ///
+    /// A body no entry names was left by a push killed between linking it and queueing
+    /// it, by a drainer killed between removing an entry and its body, or by a queue
+    /// that was lost (a person removed a damaged `queue/` folder): the last holds
+    /// acknowledged files that only this spool has. So such a body is never deleted: its
+    /// file name holds its name and digest, and once it decodes to that digest it is
+    /// queued again (a file the repository holds already is then simply finished by the
+    /// drain). One that does not decode is renamed `.damaged-…` for a person, and never
+    /// uploaded. Returns how many were queued again.
+    ///
+    /// The queue is held while the bodies are listed and while entries are added, so
+    /// that no push is between linking a body and queueing it; not while the bodies are
+    /// decoded, which may take a while.
+    async fn requeue_unnamed(&self) -> Result<u64> {
         if !self.exists() {
             return Ok(0);
         }
-        let queue = self.lock_queue().await?;
-        let named: BTreeSet<String> = queue
-            .entries()?
-            .iter()
-            .map(|e| format!("wal/{}.{}", e.name, e.digest))
-            .collect();
-        let mut removed = 0;
-        for object in self.inner.bodies.list("wal/").await? {
-            if !named.contains(object.key.as_str()) {
-                self.inner.bodies.delete(&object.key).await?;
-                removed += 1;
+        let unnamed: Vec<Key> = {
+            let queue = self.lock_queue().await?;
+            let named: BTreeSet<String> = queue
+                .entries()?
+                .iter()
+                .map(|e| format!("wal/{}.{}", e.name, e.digest))
+                .collect();
+            self.inner
+                .bodies
+                .list("wal/")
+                .await?
+                .into_iter()
+                .map(|o| o.key)
+                .filter(|k| !named.contains(k.as_str()))
+                .collect()
+        };
+        // Per-file lines are `info`, as the drain's others: the background drainer logs
+        // them to its file, and a drain run by hand ends with one summary.
+        let mut found = Vec::new();
+        for key in unnamed {
+            match self.recover_entry(&key).await {
+                Ok(entry) => found.push(entry),
+                Err(e) => {
+                    let path = self.inner.dir.join(key.as_str());
+                    let aside = path.with_file_name(format!(".damaged-{}", key.file_name()));
+                    tracing::info!(
+                        "{key}: a spooled body no queue entry names does not hold what its name says ({e}); kept as {} for a person, not uploaded",
+                        aside.display()
+                    );
+                    let _ = fs::rename(&path, &aside);
+                }
             }
         }
-        drop(queue);
+        let mut requeued = 0;
+        if !found.is_empty() {
+            let queue = self.lock_queue().await?;
+            for entry in found {
+                let key = Self::body_key(&entry.name, &entry.digest)?;
+                match queue.get(&entry.name)? {
+                    None if self.inner.dir.join(key.as_str()).is_file() => {
+                        queue.put(&entry)?;
+                        tracing::info!(
+                            "{}: its body was in the spool but not in the queue (a lost queue?): queued again",
+                            entry.name
+                        );
+                        requeued += 1;
+                    }
+                    None => {}
+                    Some(other) => tracing::info!(
+                        "{key}: not queued again, {} is queued with other content (sha256 {}); kept for a person",
+                        other.name,
+                        other.digest
+                    ),
+                }
+            }
+        }
         let wal = self.inner.dir.join("wal");
         let stale = SystemTime::now() - STALE_TEMP;
         for entry in fs::read_dir(&wal)
@@ -416,12 +470,81 @@ impl Spool {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t < stale);
-            if is_temp && old && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
+            if is_temp && old {
+                let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(removed)
+        Ok(requeued)
     }
+
+    /// The queue entry of a body found without one: its name and digest from its file
+    /// name, checked by decoding it; the rest from the body and the content.
+    async fn recover_entry(&self, key: &Key) -> Result<SpoolEntry> {
+        let (name, digest) = key
+            .file_name()
+            .rsplit_once('.')
+            .ok_or_else(|| spool_err(self.dir(), format!("{key}: not <name>.<sha256>")))?;
+        let wal_name: WalFileName = name.parse()?;
+        let digest: Digest = digest.parse()?;
+        let stored = self.inner.bodies.get(key).await?;
+        let queued_at = fs::metadata(self.inner.dir.join(key.as_str()))
+            .and_then(|m| m.modified())
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_else(|_| now());
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let raw = tidemark_store::codec::decode(&key, digest, &stored)?;
+            let identity = match wal_name.segment() {
+                Some(seg) if !matches!(wal_name, WalFileName::Backup { .. }) => {
+                    Some(EntryIdentity::from(
+                        &tidemark_store::pg::check_segment_start(&seg, &raw, raw.len() as u64)?,
+                    ))
+                }
+                _ => None,
+            };
+            Ok(SpoolEntry {
+                name: wal_name.to_string(),
+                digest: digest.to_hex(),
+                raw_size: raw.len() as u64,
+                stored_size: stored.len() as u64,
+                stored_sha256: Digest::of(&stored).to_hex(),
+                identity,
+                // Byte 5 of a blob's header is its codec (decoding checked it).
+                compression: if stored[5] == 0 {
+                    Compression::None
+                } else {
+                    Compression::Lz4
+                },
+                queued_at,
+                attempts: 0,
+                last_error: None,
+                index_checked: false,
+            })
+        })
+        .await
+        .expect("checking a spooled body panicked")
+    }
+}
+
+/// `create_dir_all` that fsyncs each folder it creates into its parent.
+fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    fsync_dir(dir.parent().unwrap_or(dir))
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 impl Queue {
@@ -440,6 +563,8 @@ impl Queue {
                 format!("belongs to uid {owner}, not to this user (uid {me}): run tidemark as the spool's owner, the user PostgreSQL runs as"),
             ));
         }
+        // sled would create a missing folder without fsyncing it into its parent.
+        create_dirs_durably(&path).map_err(|e| spool_err(&path, format!("cannot create: {e}")))?;
         let deadline = Instant::now() + QUEUE_WAIT;
         let mut pause = Duration::from_millis(1);
         let db = loop {
@@ -472,11 +597,18 @@ impl Queue {
         spool_err(&self.path, e)
     }
 
-    /// Makes every change so far durable.
+    /// Makes every change so far durable. sled's flush writes its log with
+    /// `sync_file_range`, which leaves the file's metadata and the device's cache
+    /// unflushed: fsync the log and the folder too, so that an entry written (or
+    /// removed) is so after a power loss, before its body is trusted (or deleted).
     fn flush(&self) -> Result<()> {
         self.db
             .flush()
             .map_err(|e| self.err(format!("cannot flush: {e}")))?;
+        File::open(self.path.join("db"))
+            .and_then(|f| f.sync_all())
+            .and_then(|()| fsync_dir(&self.path))
+            .map_err(|e| self.err(format!("cannot fsync: {e}")))?;
         Ok(())
     }
 
@@ -750,9 +882,9 @@ pub async fn drain(
     let Some(mut lock) = spool.try_lock_drain()? else {
         return Ok(None);
     };
-    let removed = spool.remove_orphans().await?;
-    if removed > 0 {
-        tracing::info!("removed {removed} spool files no queue entry names");
+    let requeued = spool.requeue_unnamed().await?;
+    if requeued > 0 {
+        tracing::info!("queued again {requeued} spooled files the queue had lost");
     }
     let mut report = DrainReport::default();
     // Names that failed for good in this drain: not retried by it.

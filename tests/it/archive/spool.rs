@@ -10,8 +10,12 @@
 //! - a full spool pushes synchronously instead of dropping anything;
 //! - `spool drain` moves the queue; a conflict with the repository or a spooled body that
 //!   no longer decodes stays queued, is reported (exit 4), and changes no index entry;
-//!   bodies no entry names are removed; `spool forget` removes a stuck file only when the
-//!   repository holds its content.
+//!   a body no entry names is queued again when it holds what its name says (a lost
+//!   queue loses nothing), and kept aside otherwise; `spool forget` removes a stuck file
+//!   only when the repository holds its content;
+//! - an asynchronous push checks the name against the repository's index first
+//!   (conflict: exit 4, as a synchronous push), and queues unchecked, saying so, while the
+//!   store is down; a spool whose disk fails makes archive-push go direct.
 
 use super::*;
 use tidemark_store::pg::WalFileName;
@@ -286,7 +290,13 @@ fn the_spool_refuses_what_a_push_refuses_and_replaces_nothing() {
     let run = tm2.run(&["spool", "drain"]);
     assert_eq!(run.code, 4, "{run:?}");
     assert_one_tidemark_line(&run, "cannot be moved into the repository");
+    // Its content is not what its name says: kept aside for a person, never uploaded.
     assert!(!orphan.exists(), "the orphan body is still there");
+    let aside = bodies2.join(format!(
+        ".damaged-{}",
+        orphan.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(aside.is_file(), "the orphan body was not kept aside");
     assert!(body.exists(), "the queued body was removed");
     assert_eq!(queued(&tm2), vec![more[1].clone()]);
     let dest = a.t.path().join("fetched").join(&more[1]);
@@ -398,4 +408,46 @@ fn an_async_push_checks_the_index_and_queues_unchecked_while_the_store_is_down()
     for name in &names {
         assert_archived_as(&t, &sync, name, &wal.join(name));
     }
+}
+
+/// A queue folder lost (a person removed a damaged `queue/`): the next drain queues
+/// every acknowledged body again, from its file name and content, and moves it into the
+/// repository; none is deleted unarchived.
+#[test]
+fn a_lost_queue_is_rebuilt_from_the_bodies_and_nothing_is_deleted() {
+    need_pg!();
+    let a = Archived::new("spool-lost-queue");
+    let spool = a.t.mkdir("async-spool");
+    let tm = a.tm.clone().with_args([
+        "--archive-async",
+        "true",
+        "--spool-drainer",
+        "manual",
+        "--spool-path",
+        &spool.display().to_string(),
+    ]);
+    let mut names = vec![a.spare.clone()];
+    names.extend(switch_segments(&a._cluster, 2, 1000));
+    a._cluster
+        .wait_archived(names.last().unwrap(), ARCHIVE_WAIT);
+    for name in &names {
+        tm.ok(&["archive-push", &a.spooled(name).display().to_string()]);
+    }
+    assert_eq!(queued(&tm), names);
+    let bodies = spool.join("main/wal");
+    assert_eq!(repo_snapshot(&bodies).len(), names.len());
+
+    std::fs::remove_dir_all(spool.join("main/queue")).unwrap();
+    let report: Value = serde_json::from_str(&tm.ok(&["spool", "drain", "--json"])).expect("JSON");
+    assert_eq!(report["pushed"], names.len(), "{report:#}");
+    assert_eq!(report["remaining"], 0, "{report:#}");
+    for name in &names {
+        assert_archived_as(&a.t, &a.tm, name, &a.spooled(name));
+    }
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_eq!(
+        repo_snapshot(&bodies).len(),
+        0,
+        "bodies left after the drain"
+    );
 }
