@@ -768,12 +768,6 @@ pub async fn push_to_spool(
     // The body first, durable; then the entry that acknowledges it.
     let key = Spool::body_key(&name.to_string(), &digest)?;
     store_body(spool, &key, &blob, staged).await?;
-    let queued = |e: Error| async {
-        // No entry names this body (checked above, with the queue held): it is this
-        // push's, and a failed push leaves nothing behind.
-        let _ = spool.inner.bodies.delete(&key).await;
-        e
-    };
     let entry = SpoolEntry {
         name: name.to_string(),
         digest,
@@ -787,9 +781,11 @@ pub async fn push_to_spool(
         last_error: None,
         index_checked,
     };
-    if let Err(e) = queue.put(&entry) {
-        return Err(queued(e).await);
-    }
+    // A failure here (the spool's disk) leaves the body without an entry: not removed,
+    // since the entry may yet be on disk (a failed flush), and an entry must never name
+    // a missing body; the next drain queues it again (a checked body of WAL that
+    // PostgreSQL, told of the failure, pushes again anyway).
+    queue.put(&entry)?;
     Ok(SpoolOutcome::Queued {
         name,
         raw_len: blob.raw_len,

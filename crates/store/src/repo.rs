@@ -743,7 +743,9 @@ impl Repo {
             .collect())
     }
 
-    /// Writes a WAL index record. Returns false when the identical entry already existed.
+    /// Writes a WAL index record alone, without the name's claim (tools and tests):
+    /// archive-push goes through [`Repo::commit_wal`], which decides between concurrent
+    /// contents. Returns false when the identical entry already existed.
     pub async fn put_wal_record(
         &self,
         stanza: &Stanza,
