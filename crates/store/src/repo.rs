@@ -673,11 +673,12 @@ impl Repo {
     /// local folder's `link`, S3's `If-None-Match`) exactly one of several concurrent
     /// contents creates it, and only that one is ever indexed: the others get
     /// [`WalCommit::Taken`] with nothing of theirs in the index. Where the store does not
-    /// honour the condition (or checks and writes in two steps), the read-back catches a
-    /// claim replaced before it, and the final listing catches the rest: two contents
-    /// indexed under one name are [`WalCommit::Ambiguous`] for the pushes that see it,
-    /// and every reader refuses the name rather than choose. An entry is never deleted
-    /// here to settle that: it may already be another push's acknowledgement.
+    /// honour the condition, or checks and writes in two steps (s3s-fs), the read-back
+    /// catches a claim replaced before it; a push that indexed its content and then finds
+    /// another indexed too settles it by the claim as it ends up: the push whose content
+    /// the claim names waits (up to [`WAL_SETTLE`]) for the others to remove their own
+    /// entries, which they do once they read the claim naming another content twice in a
+    /// row. `docs/repository-format.md` says what that does and does not guarantee.
     pub async fn commit_wal(
         &self,
         stanza: &Stanza,
@@ -723,12 +724,48 @@ impl Repo {
         let created = self
             .put_record(&catalog::wal_key(stanza, name, digest), record)
             .await?;
-        let indexed = self.wal_digests(stanza, name).await?;
-        if indexed.as_slice() == [*digest] {
-            Ok(WalCommit::Indexed { created })
-        } else {
-            Ok(WalCommit::Ambiguous(indexed))
+        // Where the store's create is exclusive, this content is the only one indexed:
+        // the first round finds it alone and claimed. Otherwise another content may have
+        // got past its claim too, and the claim as it ends up decides: the other push
+        // backs off, removing its own entry. An entry is removed only by the push that
+        // created it, once the claim names another content in two reads in a row.
+        let deadline = tokio::time::Instant::now() + WAL_SETTLE;
+        let mut not_ours = 0;
+        let claimed = loop {
+            let indexed = self.wal_digests(stanza, name).await?;
+            let claimed = self.wal_claim(stanza, name).await?;
+            if claimed == Some(*digest) {
+                not_ours = 0;
+                if indexed.as_slice() == [*digest] {
+                    return Ok(WalCommit::Indexed { created });
+                }
+                // Others indexed under a claim that is ours: they back off, unless one
+                // was acknowledged before a late claim replaced its own (then ours goes).
+                if tokio::time::Instant::now() >= deadline {
+                    break claimed;
+                }
+            } else {
+                not_ours += 1;
+                if not_ours >= 2 {
+                    break claimed;
+                }
+            }
+            tokio::time::sleep(WAL_SETTLE_POLL).await;
+        };
+        if created {
+            self.backend
+                .delete(&catalog::wal_key(stanza, name, digest))
+                .await?;
         }
+        let indexed = self.wal_digests(stanza, name).await?;
+        if indexed.contains(digest) {
+            // Created by a push of the same content, which backs off the same way.
+            return Ok(WalCommit::Ambiguous(indexed));
+        }
+        Ok(WalCommit::Taken {
+            claimed: claimed.filter(|c| indexed.is_empty() && c != digest),
+            indexed,
+        })
     }
 
     /// Every WAL index entry of a stanza, in key order.
@@ -757,6 +794,13 @@ impl Repo {
             .await
     }
 }
+
+/// How long a push whose content a name's claim names waits for other contents indexed
+/// under that name (on a store whose create is not exclusive) to be removed by their
+/// pushes, before it gives up itself.
+pub const WAL_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The pause between two looks at such a name.
+const WAL_SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Where one WAL file name stands, for archive-push ([`Repo::wal_name_state`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1455,11 +1499,13 @@ mod tests {
     }
 
     /// What `docs/repository-format.md` says of stores without conditional writes: a push
-    /// whose claim was replaced before it read it back loses with nothing indexed; two
-    /// pushes that each read back their own claim both index, and then every reader
-    /// refuses the name (never a silent choice), and the push that sees both fails.
-    #[tokio::test]
-    async fn without_conditional_writes_a_race_is_refused_never_hidden() {
+    /// whose claim was replaced before it read it back loses with nothing indexed; a push
+    /// whose claim lands after another content was indexed and acknowledged (a late
+    /// writer: its create was not refused) indexes its content, finds the other, waits,
+    /// and removes its own entry: readers hand back the acknowledged content, and see two
+    /// entries (and refuse the name) only meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn without_conditional_writes_the_claim_settles_a_race() {
         let dir = tempfile::tempdir().unwrap();
         let local = LocalBackend::new(dir.path().join("repo")).unwrap();
         let repo = Repo::new(Arc::new(IgnoresCreate(local)), Compression::Lz4);
@@ -1492,8 +1538,8 @@ mod tests {
         );
         assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![b]);
 
-        // Each reads its own claim back before the other's lands: both index. The first
-        // to list sees only itself; the second sees both and fails; readers see both.
+        // A is indexed and acknowledged; B's claim then replaces A's (the store took the
+        // create): B indexes, finds A, waits for it, and removes its own entry.
         let name: WalFileName = "000000010000000000000004".parse().unwrap();
         let (a, rec_a) = wal_record(&name, b"a");
         let (b, rec_b) = wal_record(&name, b"b");
@@ -1501,15 +1547,101 @@ mod tests {
             repo.commit_wal(&stanza, &name, &a, &rec_a).await.unwrap(),
             WalCommit::Indexed { created: true }
         );
-        let mut both = vec![a, b];
-        both.sort();
+        let started = tokio::time::Instant::now();
         assert_eq!(
             repo.commit_wal(&stanza, &name, &b, &rec_b).await.unwrap(),
-            WalCommit::Ambiguous(both.clone())
+            WalCommit::Taken {
+                indexed: vec![a],
+                claimed: None
+            }
         );
-        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), both);
+        assert!(started.elapsed() >= WAL_SETTLE);
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![a]);
+        // The claim names B now; the entries decide, for readers and for pushes.
         let state = repo.wal_name_state(&stanza, &name).await.unwrap();
-        assert_eq!(state.indexed, both, "every reader sees both");
+        assert_eq!((state.indexed, state.claimed), (vec![a], None));
+
+        // Two contents indexed concurrently: A read its claim back before B's replaced
+        // it (here B's claim lands right after A's entry). The claim ends up naming B:
+        // A removes its own entry and loses, B waits for that and wins.
+        let name: WalFileName = "000000010000000000000005".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (b, rec_b) = wal_record(&name, b"b");
+        let late = IgnoresCreate(LocalBackend::new(dir.path().join("repo")).unwrap());
+        let after = (
+            catalog::wal_key(&stanza, &name, &a),
+            claim(&name),
+            Bytes::from(catalog::encode_record(&rec_b)),
+        );
+        let hooked = Repo::new(
+            Arc::new(AfterPut {
+                inner: late,
+                after: Mutex::new(Some(after)),
+            }),
+            Compression::Lz4,
+        );
+        let (for_a, for_b) = tokio::join!(hooked.commit_wal(&stanza, &name, &a, &rec_a), async {
+            // B goes on once its claim is in place.
+            while repo.wal_claim(&stanza, &name).await.unwrap() != Some(b) {
+                tokio::time::sleep(WAL_SETTLE_POLL).await;
+            }
+            repo.commit_claimed_wal(&stanza, &name, &b, &rec_b).await
+        });
+        // (B's entry may or may not be there yet when A lists the name last.)
+        match for_a.unwrap() {
+            WalCommit::Taken { indexed, .. } => assert!(!indexed.contains(&a), "{indexed:?}"),
+            other => panic!("A: {other:?}"),
+        }
+        assert_eq!(for_b.unwrap(), WalCommit::Indexed { created: true });
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![b]);
+    }
+
+    /// A backend that, right after one given key is written, writes another: a
+    /// concurrent writer's request landing at exactly that moment.
+    #[derive(Debug)]
+    struct AfterPut {
+        inner: IgnoresCreate,
+        after: Mutex<Option<(Key, Key, Bytes)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for AfterPut {
+        async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+            self.inner.put(key, data, mode).await?;
+            let then = {
+                let mut after = self.after.lock().unwrap();
+                match after.as_ref() {
+                    Some((trigger, _, _)) if trigger == key => after.take(),
+                    _ => None,
+                }
+            };
+            if let Some((_, other, bytes)) = then {
+                self.inner.put(&other, bytes, PutMode::Overwrite).await?;
+            }
+            Ok(())
+        }
+        async fn get(&self, key: &Key) -> Result<Bytes> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn put_multipart(
+            &self,
+            key: &Key,
+            mode: PutMode,
+        ) -> Result<Box<dyn crate::backend::Upload>> {
+            self.inner.put_multipart(key, mode).await
+        }
     }
 
     #[tokio::test]
