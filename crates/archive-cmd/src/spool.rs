@@ -245,6 +245,9 @@ pub struct SpoolStatus {
     /// Files queued without a check against the repository's index (it was
     /// unreachable): a conflict with the repository shows only when they are drained.
     pub unchecked: u64,
+    /// Spooled bodies no queue entry names (a lost queue, or a push or drain killed
+    /// midway): the next drain queues them again.
+    pub unqueued: u64,
     /// Whether a drainer holds the lock.
     pub draining: bool,
     /// Every queued file, in drain order.
@@ -342,10 +345,24 @@ impl Spool {
 
     /// The queue, in drain order, and whether a drainer is at work.
     pub async fn status(&self) -> Result<SpoolStatus> {
-        let entries = if self.exists() {
-            self.lock_queue().await?.entries()?
+        let (entries, unqueued) = if self.exists() {
+            let queue = self.lock_queue().await?;
+            let entries = queue.entries()?;
+            let named: BTreeSet<String> = entries
+                .iter()
+                .map(|e| format!("wal/{}.{}", e.name, e.digest))
+                .collect();
+            let unqueued = self
+                .inner
+                .bodies
+                .list("wal/")
+                .await?
+                .iter()
+                .filter(|o| !named.contains(o.key.as_str()))
+                .count() as u64;
+            (entries, unqueued)
         } else {
-            Vec::new()
+            (Vec::new(), 0)
         };
         Ok(SpoolStatus {
             path: self.inner.dir.clone(),
@@ -354,6 +371,7 @@ impl Spool {
             max_bytes: self.inner.max_bytes,
             oldest_queued_at: entries.iter().map(|e| e.queued_at).min(),
             unchecked: entries.iter().filter(|e| !e.index_checked).count() as u64,
+            unqueued,
             draining: self.draining()?,
             entries,
         })

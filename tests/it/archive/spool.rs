@@ -438,6 +438,12 @@ fn a_lost_queue_is_rebuilt_from_the_bodies_and_nothing_is_deleted() {
     assert_eq!(repo_snapshot(&bodies).len(), names.len());
 
     std::fs::remove_dir_all(spool.join("main/queue")).unwrap();
+    let status = spool_status(&tm);
+    assert_eq!(
+        (status["files"].as_u64(), status["unqueued"].as_u64()),
+        (Some(0), Some(names.len() as u64)),
+        "{status:#}"
+    );
     let report: Value = serde_json::from_str(&tm.ok(&["spool", "drain", "--json"])).expect("JSON");
     assert_eq!(report["pushed"], names.len(), "{report:#}");
     assert_eq!(report["remaining"], 0, "{report:#}");
