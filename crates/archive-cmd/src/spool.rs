@@ -13,13 +13,22 @@
 //!   timeline's segments). Tree `cache` holds the stanza's cluster record per repository:
 //!   the repository never changes that record, so a cached copy cannot go stale, and a
 //!   segment of another cluster is refused while the store is down;
-//! - `drain.lock`: locked (`flock`) by the one drainer at work.
+//! - `drain.lock`: locked (`flock`) by the one drainer at work;
+//! - `index-unreachable`: written when a push found the repository's index unreachable
+//!   (pushes queue unchecked, without asking, for a while after).
 //!
 //! The rules that keep an acknowledged file safe:
 //! - an entry exists only while its body does: the body is durable before the entry is
-//!   written and flushed, and the entry is removed (and flushed) before the body;
+//!   written and flushed, and the entry is removed (and flushed) before the body.
+//!   "Flushed" includes an fsync of sled's log and folder (sled's own flush does not
+//!   fsync), and every folder is fsynced into its parent when created;
+//! - a body never goes without having reached the repository: one no entry names (a lost
+//!   queue) is queued again by the next drain, from its file name and its checked
+//!   content, never deleted;
 //! - a name is never given a second content: the same content again is a success,
-//!   different content is refused and the new file stays in `pg_wal`;
+//!   different content is refused and the new file stays in `pg_wal`; the repository's
+//!   index is asked first (for [`INDEX_CHECK_WAIT`] at most), so a content that
+//!   conflicts with it is refused as a synchronous push refuses it;
 //! - the spool never takes more than `spool_max_mib`: past it, and for segments too large
 //!   to hold in memory, the caller pushes synchronously instead, so WAL waits in
 //!   `pg_wal` (PostgreSQL's own queue) rather than anything being dropped.
@@ -27,7 +36,7 @@
 //! sled lets one process at a time open a database, so each user opens it for one short
 //! step and closes it, waiting while another process holds it. Holding it also
 //! serialises what must not interleave: a push linking a body and queueing it, and the
-//! drainer removing bodies that no entry names.
+//! drainer looking for bodies that no entry names.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
