@@ -1335,5 +1335,7 @@ fn init_offline_reads_what_pg_controldata_prints() {
     }
 }
 
+/// Concurrent pushes of different content under one name.
+mod race;
 /// Asynchronous archiving through the spool.
 mod spool;

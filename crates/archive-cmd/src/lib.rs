@@ -72,6 +72,23 @@ pub enum Error {
         /// Where the refused content is recorded.
         quarantine: String,
     },
+    /// The name is claimed for different content by another push that has not indexed
+    /// it yet (one at work, or one that stopped and will be retried): nothing was
+    /// replaced, and nothing of this file was indexed.
+    #[error(
+        "{name} is already claimed by another push of different content (claimed sha256 {claimed}, not indexed yet; this file {new}); \
+         nothing was overwritten, the new bytes are kept as {quarantine}"
+    )]
+    ClaimConflict {
+        /// The file name.
+        name: String,
+        /// The claimed content's digest.
+        claimed: String,
+        /// This file's digest.
+        new: String,
+        /// Where the refused content is recorded.
+        quarantine: String,
+    },
     /// The archive holds several contents for one name (from a store that ignored a
     /// conditional write, or a race): restoring either could be wrong.
     #[error("{name} has {count} different versions in the archive ({digests}): refusing to guess which is right")]
@@ -143,6 +160,7 @@ impl Error {
             Error::Read { .. } | Error::Wal(_) => ErrorKind::Input,
             Error::Write { .. } | Error::Spool { .. } => ErrorKind::Repository,
             Error::Conflict { .. }
+            | Error::ClaimConflict { .. }
             | Error::Ambiguous { .. }
             | Error::QueuedConflict { .. }
             | Error::SpoolStuck { .. } => ErrorKind::Integrity,

@@ -13,9 +13,15 @@
 //!    identity against the segment's long page header: another cluster's WAL is refused;
 //! 3. if the name is already indexed with the same digest: success, nothing written (the
 //!    archiver retries after crashes and must not fail on its own earlier success); with
-//!    another digest: the new bytes are kept in quarantine and the push fails;
-//! 4. write the blob, then the index record, both with create-only writes;
-//! 5. list the name again: a conflicting push that raced this one is reported now.
+//!    another digest, or claimed for another digest by a push still at work: the new
+//!    bytes are kept in quarantine, nothing of them is indexed, and the push fails;
+//! 4. write the blob, then the name's claim (create-only, under a key without the
+//!    digest, so that of two concurrent pushes of different content only one creates
+//!    it);
+//! 5. read the claim back: only its content gets an index entry (create-only); the
+//!    other push quarantines its bytes and fails. The name is listed once more, so that
+//!    on a store whose create is not exclusive two indexed contents are reported rather
+//!    than acknowledged (`docs/repository-format.md` says what such stores guarantee).
 //!
 //! Segments up to [`IN_MEMORY_MAX`] are mapped, then checked, hashed and compressed in
 //! parallel, the page checks riding on the hashing thread; in a local repository the
@@ -33,7 +39,9 @@ use tidemark_store::codec::Hasher;
 use tidemark_store::pg::{
     self, PageScan, SegmentIdentity, TimelineId, WalError, WalFileName, WalSegmentName,
 };
-use tidemark_store::repo::{check_same_cluster, now, BlobPut, EncodedBlob, IN_MEMORY_MAX};
+use tidemark_store::repo::{
+    check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, IN_MEMORY_MAX,
+};
 use tidemark_store::{Compression, Digest, Repo};
 
 use crate::{Error, Result};
@@ -129,23 +137,50 @@ pub(crate) async fn store_checked(
         check_same_cluster(stanza, &cluster, &cluster_record(id))?;
     }
 
-    // 3. Already there?
+    // 3. Already there? The index entries decide; a claim only while none exists.
     let digest = content.digest();
-    let archived = repo.wal_digests(stanza, &name).await?;
-    if archived.contains(&digest) && archived.len() == 1 {
-        // Make sure the content it points at is really there (a damaged repository must
-        // not turn a retry into a silent success).
-        if repo.blob_size(&digest).await?.is_some() {
+    let state = repo.wal_name_state(stanza, &name).await?;
+    match (state.indexed.as_slice(), state.claimed) {
+        ([one], _) if *one == digest => {
+            // Make sure the content it points at is really there (a damaged repository
+            // must not turn a retry into a silent success).
+            if repo.blob_size(&digest).await?.is_none() {
+                store_blob(repo, &content).await?;
+            }
             return Ok(PushOutcome::AlreadyArchived { name, digest });
         }
-        store_blob(repo, &content).await?;
-        return Ok(PushOutcome::AlreadyArchived { name, digest });
-    }
-    if !archived.is_empty() {
-        return Err(quarantine(repo, stanza, &name, &content, digest, &archived).await);
+        // Nothing yet, or claimed for this content by a push that stopped before its
+        // entry (this one's earlier attempt, or a twin's): go on, the claim is ours.
+        ([], None) => {}
+        ([], Some(claimed)) if claimed == digest => {}
+        ([], Some(claimed)) => {
+            return Err(quarantine(
+                repo,
+                stanza,
+                &name,
+                &content,
+                digest,
+                Held::Claimed(claimed),
+            )
+            .await)
+        }
+        (indexed, _) if indexed.contains(&digest) => return Err(ambiguous(&name, indexed)),
+        (indexed, _) => {
+            return Err(quarantine(
+                repo,
+                stanza,
+                &name,
+                &content,
+                digest,
+                Held::Indexed(indexed.to_vec()),
+            )
+            .await)
+        }
     }
 
-    // 4. Blob, then index record: visible in that order, durable together.
+    // 4. Blob, then the name's claim (create-only, its key without the digest: of two
+    //    concurrent contents only one creates it), visible in that order, durable
+    //    together; then the claim read back, the index entry, and the name listed again.
     let make_record = |raw_size: u64, stored_size: u64| WalRecord {
         name: name.to_string(),
         kind: name.kind().to_string(),
@@ -163,35 +198,66 @@ pub(crate) async fn store_checked(
         },
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let index_key = catalog::wal_key(stanza, &name, &digest);
-    let put = match &mut content {
+    let claim_key = catalog::wal_claim_key(stanza, &name);
+    let (put, record) = match &mut content {
         Content::InMemory(blob, staged) => {
             let record = make_record(blob.raw_len, blob.stored_len());
-            repo.put_blob_then_record(blob, staged.take(), &index_key, &record)
-                .await?
-                .0
+            let (put, _) = repo
+                .put_blob_then_record(blob, staged.take(), &claim_key, &record)
+                .await?;
+            (put, record)
         }
         Content::Streamed { digest, path } => {
             let put = repo.put_blob_file(path, *digest).await?;
-            repo.put_record(&index_key, &make_record(put.raw_len, put.stored_len))
-                .await?;
-            put
+            let record = make_record(put.raw_len, put.stored_len);
+            repo.put_record(&claim_key, &record).await?;
+            (put, record)
         }
     };
 
-    // 5. A different content that raced us in is a conflict both sides must report.
-    let now_archived = repo.wal_digests(stanza, &name).await?;
-    if now_archived.len() > 1 {
-        let others: Vec<Digest> = now_archived.into_iter().filter(|d| *d != digest).collect();
-        return Err(quarantine(repo, stanza, &name, &content, digest, &others).await);
+    // 5. Only the claim's content is indexed; a different content that raced this one
+    //    in is reported by the push that lost.
+    match repo
+        .commit_claimed_wal(stanza, &name, &digest, &record)
+        .await?
+    {
+        WalCommit::Indexed { .. } => Ok(PushOutcome::Pushed {
+            name,
+            digest,
+            raw_len: put.raw_len,
+            stored_len: put.added(),
+        }),
+        WalCommit::Taken { indexed, claimed } => {
+            let held = match claimed {
+                Some(claimed) if indexed.is_empty() => Held::Claimed(claimed),
+                _ => Held::Indexed(indexed),
+            };
+            Err(quarantine(repo, stanza, &name, &content, digest, held).await)
+        }
+        WalCommit::Ambiguous(indexed) => Err(ambiguous(&name, &indexed)),
     }
-    let stored_len = put.added();
-    Ok(PushOutcome::Pushed {
-        name,
-        digest,
-        raw_len: put.raw_len,
-        stored_len,
-    })
+}
+
+/// What holds a name that a push found taken.
+enum Held {
+    /// These contents are indexed under it.
+    Indexed(Vec<Digest>),
+    /// Nothing is indexed, and a push of this content claimed it.
+    Claimed(Digest),
+}
+
+/// Several contents indexed under one name (a store whose create is not exclusive):
+/// every reader refuses it, so the push must not report success.
+fn ambiguous(name: &WalFileName, indexed: &[Digest]) -> Error {
+    Error::Ambiguous {
+        name: name.to_string(),
+        count: indexed.len(),
+        digests: indexed
+            .iter()
+            .map(Digest::to_hex)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 async fn store_blob(repo: &Repo, content: &Content) -> Result<BlobPut> {
@@ -208,15 +274,19 @@ async fn quarantine(
     name: &WalFileName,
     content: &Content,
     digest: Digest,
-    archived: &[Digest],
+    held: Held,
 ) -> Error {
     let key = catalog::quarantine_key(stanza, name, &digest);
+    let holders = match &held {
+        Held::Indexed(indexed) => indexed.clone(),
+        Held::Claimed(claimed) => vec![*claimed],
+    };
     let kept = async {
         let put = store_blob(repo, content).await?;
         let record = QuarantineRecord {
             name: name.to_string(),
             digest: digest.to_hex(),
-            archived_digests: archived.iter().map(Digest::to_hex).collect(),
+            archived_digests: holders.iter().map(Digest::to_hex).collect(),
             raw_size: put.raw_len,
             quarantined_at: now(),
         };
@@ -227,15 +297,26 @@ async fn quarantine(
     if let Err(e) = kept {
         return e;
     }
-    Error::Conflict {
-        name: name.to_string(),
-        archived: archived
+    let hex = |digests: &[Digest]| {
+        digests
             .iter()
             .map(Digest::to_hex)
             .collect::<Vec<_>>()
-            .join(", "),
-        new: digest.to_hex(),
-        quarantine: key.to_string(),
+            .join(", ")
+    };
+    match held {
+        Held::Indexed(indexed) => Error::Conflict {
+            name: name.to_string(),
+            archived: hex(&indexed),
+            new: digest.to_hex(),
+            quarantine: key.to_string(),
+        },
+        Held::Claimed(claimed) => Error::ClaimConflict {
+            name: name.to_string(),
+            claimed: claimed.to_hex(),
+            new: digest.to_hex(),
+            quarantine: key.to_string(),
+        },
     }
 }
 

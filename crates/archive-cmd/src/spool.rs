@@ -13,13 +13,22 @@
 //!   timeline's segments). Tree `cache` holds the stanza's cluster record per repository:
 //!   the repository never changes that record, so a cached copy cannot go stale, and a
 //!   segment of another cluster is refused while the store is down;
-//! - `drain.lock`: locked (`flock`) by the one drainer at work.
+//! - `drain.lock`: locked (`flock`) by the one drainer at work;
+//! - `index-unreachable`: written when a push found the repository's index unreachable
+//!   (pushes queue unchecked, without asking, for a while after).
 //!
 //! The rules that keep an acknowledged file safe:
 //! - an entry exists only while its body does: the body is durable before the entry is
-//!   written and flushed, and the entry is removed (and flushed) before the body;
+//!   written and flushed, and the entry is removed (and flushed) before the body.
+//!   "Flushed" includes an fsync of sled's log and folder (sled's own flush does not
+//!   fsync), and every folder is fsynced into its parent when created;
+//! - a body never goes without having reached the repository: one no entry names (a lost
+//!   queue) is queued again by the next drain, from its file name and its checked
+//!   content, never deleted;
 //! - a name is never given a second content: the same content again is a success,
-//!   different content is refused and the new file stays in `pg_wal`;
+//!   different content is refused and the new file stays in `pg_wal`; the repository's
+//!   index is asked first (for [`INDEX_CHECK_WAIT`] at most), so a content that
+//!   conflicts with it is refused as a synchronous push refuses it;
 //! - the spool never takes more than `spool_max_mib`: past it, and for segments too large
 //!   to hold in memory, the caller pushes synchronously instead, so WAL waits in
 //!   `pg_wal` (PostgreSQL's own queue) rather than anything being dropped.
@@ -27,7 +36,7 @@
 //! sled lets one process at a time open a database, so each user opens it for one short
 //! step and closes it, waiting while another process holds it. Holding it also
 //! serialises what must not interleave: a push linking a body and queueing it, and the
-//! drainer removing bodies that no entry names.
+//! drainer looking for bodies that no entry names.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -44,7 +53,7 @@ use tidemark_store::backend::local::LocalBackend;
 use tidemark_store::backend::{Backend, Staged};
 use tidemark_store::catalog::{self, ClusterRecord, Stanza};
 use tidemark_store::pg::{SegmentIdentity, SegmentSize, SystemId, WalFileName};
-use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, IN_MEMORY_MAX};
+use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, WalNameState, IN_MEMORY_MAX};
 use tidemark_store::{Compression, Digest, Key, Repo};
 
 use crate::push::{self, Content, PushOutcome};
@@ -56,6 +65,15 @@ const QUEUE_WAIT: Duration = Duration::from_secs(30);
 const STALE_TEMP: Duration = Duration::from_secs(15 * 60);
 /// The longest pause between two attempts while the repository fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long an asynchronous push waits for the repository's index before it queues the
+/// file unchecked: the archiver must not wait on a store that is down (the point of
+/// asynchronous mode), nor for `retry_timeout`.
+pub const INDEX_CHECK_WAIT: Duration = Duration::from_secs(3);
+/// After a check found the repository unreachable, pushes queue unchecked without
+/// trying for this long, so that an outage costs each push one stat, not a wait.
+const UNREACHABLE_SKIP: Duration = Duration::from_secs(30);
+/// The marker of that (its time is when a check last failed).
+const UNREACHABLE_MARKER: &str = "index-unreachable";
 
 /// One queued file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +102,11 @@ pub struct SpoolEntry {
     /// The last attempt's error.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// True when the name was checked against the repository's index before the push
+    /// was acknowledged; false when the repository did not answer in time (a conflict
+    /// with it then shows only when the file is drained).
+    #[serde(default)]
+    pub index_checked: bool,
 }
 
 /// A [`SegmentIdentity`] as a queue entry keeps it.
@@ -146,6 +169,9 @@ pub enum SpoolOutcome {
         /// The file name.
         name: WalFileName,
     },
+    /// The repository already holds the name (same content, or a conflict, which is an
+    /// error): handled as a synchronous push, nothing spooled.
+    Direct(PushOutcome),
     /// Not spooled, and nothing written: the caller pushes it synchronously.
     NotSpooled {
         /// The file name.
@@ -225,6 +251,12 @@ pub struct SpoolStatus {
     pub max_bytes: u64,
     /// When the oldest queued file was acknowledged.
     pub oldest_queued_at: Option<DateTime<Utc>>,
+    /// Files queued without a check against the repository's index (it was
+    /// unreachable): a conflict with the repository shows only when they are drained.
+    pub unchecked: u64,
+    /// Spooled bodies no queue entry names (a lost queue, or a push or drain killed
+    /// midway): the next drain queues them again.
+    pub unqueued: u64,
     /// Whether a drainer holds the lock.
     pub draining: bool,
     /// Every queued file, in drain order.
@@ -259,20 +291,22 @@ impl Spool {
         &self.inner.dir
     }
 
-    /// True when the folder exists (something was ever spooled here).
+    /// True when the folder exists (something was ever spooled here). The bodies'
+    /// folder counts as well as the queue: a spool whose queue was lost still holds
+    /// acknowledged files, which the next drain queues again.
     pub fn exists(&self) -> bool {
-        self.inner.dir.join("queue").is_dir()
+        self.inner.dir.join("queue").is_dir() || self.inner.dir.join("wal").is_dir()
     }
 
-    /// Creates the folders (owner-only) if they are missing.
+    /// Creates the folders (owner-only) if they are missing, each fsynced into its
+    /// parent: a body made durable inside must not vanish with its folder's entry.
     fn create(&self) -> Result<()> {
-        use std::os::unix::fs::DirBuilderExt;
-        let wal = self.inner.dir.join("wal");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&wal)
-            .map_err(|e| spool_err(&wal, format!("cannot create: {e}")))
+        for folder in ["wal", "queue"] {
+            let path = self.inner.dir.join(folder);
+            create_dirs_durably(&path)
+                .map_err(|e| spool_err(&path, format!("cannot create: {e}")))?;
+        }
+        Ok(())
     }
 
     fn body_key(name: &str, digest: &str) -> Result<Key> {
@@ -320,10 +354,24 @@ impl Spool {
 
     /// The queue, in drain order, and whether a drainer is at work.
     pub async fn status(&self) -> Result<SpoolStatus> {
-        let entries = if self.exists() {
-            self.lock_queue().await?.entries()?
+        let (entries, unqueued) = if self.exists() {
+            let queue = self.lock_queue().await?;
+            let entries = queue.entries()?;
+            let named: BTreeSet<String> = entries
+                .iter()
+                .map(|e| format!("wal/{}.{}", e.name, e.digest))
+                .collect();
+            let unqueued = self
+                .inner
+                .bodies
+                .list("wal/")
+                .await?
+                .iter()
+                .filter(|o| !named.contains(o.key.as_str()))
+                .count() as u64;
+            (entries, unqueued)
         } else {
-            Vec::new()
+            (Vec::new(), 0)
         };
         Ok(SpoolStatus {
             path: self.inner.dir.clone(),
@@ -331,6 +379,8 @@ impl Spool {
             bytes: entries.iter().map(|e| e.stored_size).sum(),
             max_bytes: self.inner.max_bytes,
             oldest_queued_at: entries.iter().map(|e| e.queued_at).min(),
+            unchecked: entries.iter().filter(|e| !e.index_checked).count() as u64,
+            unqueued,
             draining: self.draining()?,
             entries,
         })
@@ -362,28 +412,80 @@ impl Spool {
         Ok(())
     }
 
-    /// Removes bodies no entry names (left by a push killed between linking its body and
-    /// queueing it, or a drainer killed between removing an entry and its body) and
-    /// temporary bodies of killed pushes. Runs with the queue locked, so that no push is
-    /// between those two steps meanwhile.
-    async fn remove_orphans(&self) -> Result<u64> {
+    /// Deals with bodies no entry names, and removes temporary bodies of killed pushes.
+    ///
+    /// A body no entry names was left by a push killed between linking it and queueing
+    /// it, by a drainer killed between removing an entry and its body, or by a queue
+    /// that was lost (a person removed a damaged `queue/` folder): the last holds
+    /// acknowledged files that only this spool has. So such a body is never deleted: its
+    /// file name holds its name and digest, and once it decodes to that digest it is
+    /// queued again (a file the repository holds already is then simply finished by the
+    /// drain). One that does not decode is renamed `.damaged-…` for a person, and never
+    /// uploaded. Returns how many were queued again.
+    ///
+    /// The queue is held while the bodies are listed and while entries are added, so
+    /// that no push is between linking a body and queueing it; not while the bodies are
+    /// decoded, which may take a while.
+    async fn requeue_unnamed(&self) -> Result<u64> {
         if !self.exists() {
             return Ok(0);
         }
-        let queue = self.lock_queue().await?;
-        let named: BTreeSet<String> = queue
-            .entries()?
-            .iter()
-            .map(|e| format!("wal/{}.{}", e.name, e.digest))
-            .collect();
-        let mut removed = 0;
-        for object in self.inner.bodies.list("wal/").await? {
-            if !named.contains(object.key.as_str()) {
-                self.inner.bodies.delete(&object.key).await?;
-                removed += 1;
+        let unnamed: Vec<Key> = {
+            let queue = self.lock_queue().await?;
+            let named: BTreeSet<String> = queue
+                .entries()?
+                .iter()
+                .map(|e| format!("wal/{}.{}", e.name, e.digest))
+                .collect();
+            self.inner
+                .bodies
+                .list("wal/")
+                .await?
+                .into_iter()
+                .map(|o| o.key)
+                .filter(|k| !named.contains(k.as_str()))
+                .collect()
+        };
+        // Per-file lines are `info`, as the drain's others: the background drainer logs
+        // them to its file, and a drain run by hand ends with one summary.
+        let mut found = Vec::new();
+        for key in unnamed {
+            match self.recover_entry(&key).await {
+                Ok(entry) => found.push(entry),
+                Err(e) => {
+                    let path = self.inner.dir.join(key.as_str());
+                    let aside = path.with_file_name(format!(".damaged-{}", key.file_name()));
+                    tracing::info!(
+                        "{key}: a spooled body no queue entry names does not hold what its name says ({e}); kept as {} for a person, not uploaded",
+                        aside.display()
+                    );
+                    let _ = fs::rename(&path, &aside);
+                }
             }
         }
-        drop(queue);
+        let mut requeued = 0;
+        if !found.is_empty() {
+            let queue = self.lock_queue().await?;
+            for entry in found {
+                let key = Self::body_key(&entry.name, &entry.digest)?;
+                match queue.get(&entry.name)? {
+                    None if self.inner.dir.join(key.as_str()).is_file() => {
+                        queue.put(&entry)?;
+                        tracing::info!(
+                            "{}: its body was in the spool but not in the queue (a lost queue?): queued again",
+                            entry.name
+                        );
+                        requeued += 1;
+                    }
+                    None => {}
+                    Some(other) => tracing::info!(
+                        "{key}: not queued again, {} is queued with other content (sha256 {}); kept for a person",
+                        other.name,
+                        other.digest
+                    ),
+                }
+            }
+        }
         let wal = self.inner.dir.join("wal");
         let stale = SystemTime::now() - STALE_TEMP;
         for entry in fs::read_dir(&wal)
@@ -395,12 +497,81 @@ impl Spool {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t < stale);
-            if is_temp && old && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
+            if is_temp && old {
+                let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(removed)
+        Ok(requeued)
     }
+
+    /// The queue entry of a body found without one: its name and digest from its file
+    /// name, checked by decoding it; the rest from the body and the content.
+    async fn recover_entry(&self, key: &Key) -> Result<SpoolEntry> {
+        let (name, digest) = key
+            .file_name()
+            .rsplit_once('.')
+            .ok_or_else(|| spool_err(self.dir(), format!("{key}: not <name>.<sha256>")))?;
+        let wal_name: WalFileName = name.parse()?;
+        let digest: Digest = digest.parse()?;
+        let stored = self.inner.bodies.get(key).await?;
+        let queued_at = fs::metadata(self.inner.dir.join(key.as_str()))
+            .and_then(|m| m.modified())
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_else(|_| now());
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let raw = tidemark_store::codec::decode(&key, digest, &stored)?;
+            let identity = match wal_name.segment() {
+                Some(seg) if !matches!(wal_name, WalFileName::Backup { .. }) => {
+                    Some(EntryIdentity::from(
+                        &tidemark_store::pg::check_segment_start(&seg, &raw, raw.len() as u64)?,
+                    ))
+                }
+                _ => None,
+            };
+            Ok(SpoolEntry {
+                name: wal_name.to_string(),
+                digest: digest.to_hex(),
+                raw_size: raw.len() as u64,
+                stored_size: stored.len() as u64,
+                stored_sha256: Digest::of(&stored).to_hex(),
+                identity,
+                // Byte 5 of a blob's header is its codec (decoding checked it).
+                compression: if stored[5] == 0 {
+                    Compression::None
+                } else {
+                    Compression::Lz4
+                },
+                queued_at,
+                attempts: 0,
+                last_error: None,
+                index_checked: false,
+            })
+        })
+        .await
+        .expect("checking a spooled body panicked")
+    }
+}
+
+/// `create_dir_all` that fsyncs each folder it creates into its parent.
+fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    fsync_dir(dir.parent().unwrap_or(dir))
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 impl Queue {
@@ -419,6 +590,8 @@ impl Queue {
                 format!("belongs to uid {owner}, not to this user (uid {me}): run tidemark as the spool's owner, the user PostgreSQL runs as"),
             ));
         }
+        // sled would create a missing folder without fsyncing it into its parent.
+        create_dirs_durably(&path).map_err(|e| spool_err(&path, format!("cannot create: {e}")))?;
         let deadline = Instant::now() + QUEUE_WAIT;
         let mut pause = Duration::from_millis(1);
         let db = loop {
@@ -451,11 +624,18 @@ impl Queue {
         spool_err(&self.path, e)
     }
 
-    /// Makes every change so far durable.
+    /// Makes every change so far durable. sled's flush writes its log with
+    /// `sync_file_range`, which leaves the file's metadata and the device's cache
+    /// unflushed: fsync the log and the folder too, so that an entry written (or
+    /// removed) is so after a power loss, before its body is trusted (or deleted).
     fn flush(&self) -> Result<()> {
         self.db
             .flush()
             .map_err(|e| self.err(format!("cannot flush: {e}")))?;
+        File::open(self.path.join("db"))
+            .and_then(|f| f.sync_all())
+            .and_then(|()| fsync_dir(&self.path))
+            .map_err(|e| self.err(format!("cannot fsync: {e}")))?;
         Ok(())
     }
 
@@ -552,6 +732,28 @@ pub async fn push_to_spool(
             reason: "the file grew past the spool's size limit while it was read".into(),
         });
     };
+    // The repository decides what a name holds: when it answers in time, a name it
+    // holds already (the same content, or a conflict) is handled exactly as a
+    // synchronous push handles it, so that conflicting content is never acknowledged.
+    let index_checked = match check_index(spool, repo, stanza, &name).await {
+        Some(state) => {
+            let fresh = match (state.indexed.as_slice(), state.claimed) {
+                ([], None) => true,
+                ([], Some(claimed)) => claimed == blob.digest,
+                _ => false,
+            };
+            if !fresh {
+                // The staged body is in the spool's folder, not the repository's.
+                drop(staged);
+                let content = Content::InMemory(blob, None);
+                return push::store_checked(repo, stanza, name, content, identity, compression)
+                    .await
+                    .map(SpoolOutcome::Direct);
+            }
+            true
+        }
+        None => false,
+    };
     let digest = blob.digest.to_hex();
     let mut queue = spool.lock_queue().await?;
     let record = match queue.cached_cluster(&spool.inner.repo_id)? {
@@ -605,7 +807,12 @@ pub async fn push_to_spool(
         queued_at: now(),
         attempts: 0,
         last_error: None,
+        index_checked,
     };
+    // A failure here (the spool's disk) leaves the body without an entry: not removed,
+    // since the entry may yet be on disk (a failed flush), and an entry must never name
+    // a missing body; the next drain queues it again (a checked body of WAL that
+    // PostgreSQL, told of the failure, pushes again anyway).
     queue.put(&entry)?;
     Ok(SpoolOutcome::Queued {
         name,
@@ -616,8 +823,50 @@ pub async fn push_to_spool(
     })
 }
 
+/// What the repository's index holds under `name`, or `None` when it did not answer
+/// within [`INDEX_CHECK_WAIT`] (or failed): the file is then queued unchecked, as the
+/// spool's whole point is that the archiver does not wait on the store. After such a
+/// failure, checks are skipped for [`UNREACHABLE_SKIP`].
+async fn check_index(
+    spool: &Spool,
+    repo: &Repo,
+    stanza: &Stanza,
+    name: &WalFileName,
+) -> Option<WalNameState> {
+    let marker = spool.inner.dir.join(UNREACHABLE_MARKER);
+    let failed_lately = fs::metadata(&marker)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < UNREACHABLE_SKIP);
+    if failed_lately {
+        tracing::info!(
+            "{name}: queued without checking the repository's index (unreachable moments ago)"
+        );
+        return None;
+    }
+    let failure =
+        match tokio::time::timeout(INDEX_CHECK_WAIT, repo.wal_name_state(stanza, name)).await {
+            Ok(Ok(state)) => {
+                let _ = fs::remove_file(&marker);
+                return Some(state);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} s", INDEX_CHECK_WAIT.as_secs()),
+        };
+    tracing::warn!(
+        "{name}: queued without checking the repository's index ({failure}); a conflict with the repository shows when it is drained"
+    );
+    // Written, not just created: its time is when this check failed.
+    let _ = fs::write(&marker, format!("{}\n", now().to_rfc3339()));
+    None
+}
+
 /// Links the staged body under `key` (or writes it from memory). A body already there
 /// under this name has this content (the name holds the digest), so it is kept.
+///
+/// Every failure here is the spool's disk (unwritable, full, failing), never the
+/// repository's: it is an [`Error::Spool`], which makes archive-push go direct.
 async fn store_body(
     spool: &Spool,
     key: &Key,
@@ -626,19 +875,20 @@ async fn store_body(
 ) -> Result<()> {
     let bodies = &spool.inner.bodies;
     let staged = staged.filter(|st| st.len() == blob.stored_len());
-    match staged {
+    let stored = match staged {
         Some(staged) => {
             bodies
                 .create_all_staged((key.clone(), staged), vec![])
-                .await?
+                .await
         }
-        None => {
-            bodies
-                .create_all(vec![(key.clone(), blob.stored())])
-                .await?
-        }
+        None => bodies.create_all(vec![(key.clone(), blob.stored())]).await,
     };
-    Ok(())
+    stored.map(|_| ()).map_err(|e| {
+        spool_err(
+            &spool.inner.dir.join("wal"),
+            format!("cannot store {key}: {e}"),
+        )
+    })
 }
 
 /// Moves queued files into the repository, oldest name first, `parallel` at a time, until
@@ -659,9 +909,9 @@ pub async fn drain(
     let Some(mut lock) = spool.try_lock_drain()? else {
         return Ok(None);
     };
-    let removed = spool.remove_orphans().await?;
-    if removed > 0 {
-        tracing::info!("removed {removed} spool files no queue entry names");
+    let requeued = spool.requeue_unnamed().await?;
+    if requeued > 0 {
+        tracing::info!("queued again {requeued} spooled files the queue had lost");
     }
     let mut report = DrainReport::default();
     // Names that failed for good in this drain: not retried by it.

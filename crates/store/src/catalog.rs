@@ -7,12 +7,17 @@
 //! stanzas/<stanza>/cluster/<system-id>                cluster record
 //! stanzas/<stanza>/wal/<TTTTTTTTXXXXXXXX>/<file>.<sha256>   WAL index (segments, .partial, .backup)
 //! stanzas/<stanza>/wal/history/<TTTTTTTT>.history.<sha256>  timeline history files
+//! stanzas/<stanza>/wal/<dir>/<file>.claim                   which content a name is given
 //! stanzas/<stanza>/quarantine/<file>.<sha256>         rejected bytes kept for forensics
 //! ```
 //!
 //! Nothing here is ever overwritten, even on a store that ignores conditional writes:
 //! an index key carries its content's digest, and a cluster record key its system id, so
-//! two different contents under one name are two keys that every reader sees.
+//! two different contents under one name are two keys that every reader sees. A name's
+//! claim is the one key that does not carry the digest: archive-push creates it
+//! create-only before the index entry, so that of two concurrent pushes of different
+//! content exactly one wins where the store's create is exclusive (see
+//! [`wal_claim_key`]). Readers never use claims: the index entries are the truth.
 //!
 //! Records are JSON behind a one-line envelope `tidemark-record <format> <sha256>\n`,
 //! the digest covering the JSON bytes: a damaged record is refused, and a record from a
@@ -253,6 +258,16 @@ pub fn wal_key(stanza: &Stanza, name: &WalFileName, digest: &Digest) -> Key {
     Key::new(format!("{}/{name}.{digest}", wal_dir(stanza, name))).expect("valid")
 }
 
+/// The key of `name`'s claim: a copy of the [`WalRecord`] of the content that archive-push
+/// gave the name, created (create-only) after its blob and before its index entry. The
+/// create is what decides between two concurrent pushes of different content: only one
+/// can create it. Its key carries no digest, and `.claim` is no digest, so
+/// [`parse_wal_key`] (and so every reader of the index, this build's and older ones)
+/// never takes it for an entry.
+pub fn wal_claim_key(stanza: &Stanza, name: &WalFileName) -> Key {
+    Key::new(format!("{}/{name}.claim", wal_dir(stanza, name))).expect("valid")
+}
+
 /// Reads the file name and digest back out of an index key.
 pub fn parse_wal_key(key: &Key) -> Option<(WalFileName, Digest)> {
     let (name, digest) = key.file_name().rsplit_once('.')?;
@@ -321,8 +336,16 @@ mod tests {
             let key = wal_key(&stanza, &name, &d);
             assert!(key.as_str().starts_with(&wal_name_prefix(&stanza, &name)));
             assert_eq!(parse_wal_key(&key), Some((name, d)));
+            // A claim lies under the name's prefix, and is never taken for an entry.
+            let claim = wal_claim_key(&stanza, &name);
+            assert!(claim.as_str().starts_with(&wal_name_prefix(&stanza, &name)));
+            assert_eq!(parse_wal_key(&claim), None, "{claim}");
         }
         let seg: WalFileName = "000000010000000A000000FF".parse().unwrap();
+        assert_eq!(
+            wal_claim_key(&stanza, &seg).as_str(),
+            "stanzas/main/wal/000000010000000A/000000010000000A000000FF.claim"
+        );
         assert_eq!(
             wal_key(&stanza, &seg, &d).as_str(),
             format!("stanzas/main/wal/000000010000000A/000000010000000A000000FF.{d}")

@@ -658,6 +658,152 @@ impl Repo {
         Ok(digests)
     }
 
+    /// Where `name` stands in the index: what is indexed under it and, when nothing is,
+    /// what its claim names.
+    pub async fn wal_name_state(
+        &self,
+        stanza: &Stanza,
+        name: &WalFileName,
+    ) -> Result<WalNameState> {
+        let listed = self
+            .backend
+            .list(&catalog::wal_name_prefix(stanza, name))
+            .await?;
+        let claim_key = catalog::wal_claim_key(stanza, name);
+        let mut indexed: Vec<Digest> = listed
+            .iter()
+            .filter_map(|m| catalog::parse_wal_key(&m.key))
+            .filter(|(n, _)| n == name)
+            .map(|(_, d)| d)
+            .collect();
+        indexed.sort();
+        indexed.dedup();
+        // The entries are the truth: a claim matters only while nothing is indexed (a
+        // push between its claim and its entry, or one that stopped there).
+        let claimed = if indexed.is_empty() && listed.iter().any(|m| m.key == claim_key) {
+            self.wal_claim(stanza, name).await?
+        } else {
+            None
+        };
+        Ok(WalNameState { indexed, claimed })
+    }
+
+    /// The digest `name`'s claim gives it, if it has a claim.
+    async fn wal_claim(&self, stanza: &Stanza, name: &WalFileName) -> Result<Option<Digest>> {
+        let key = catalog::wal_claim_key(stanza, name);
+        match self.get_record::<WalRecord>(&key).await {
+            Ok(record) => record.digest.parse().map(Some).map_err(|_| Error::Corrupt {
+                key,
+                detail: format!("the claim names no content ({:?})", record.digest),
+            }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives `name` the content `digest` (whose blob is durable already), the way
+    /// archive-push does: creates the name's claim holding `record` (create-only), reads
+    /// it back, then creates the index entry and lists the name again.
+    ///
+    /// The claim's key carries no digest, so where the store's create is exclusive (a
+    /// local folder's `link`, S3's `If-None-Match`) exactly one of several concurrent
+    /// contents creates it, and only that one is ever indexed: the others get
+    /// [`WalCommit::Taken`] with nothing of theirs in the index. Where the store does not
+    /// honour the condition, or checks and writes in two steps (s3s-fs), the read-back
+    /// catches a claim replaced before it; a push that indexed its content and then finds
+    /// another indexed too settles it by the claim as it ends up: the push whose content
+    /// the claim names waits (up to [`WAL_SETTLE`]) for the others to remove their own
+    /// entries, which they do once they read the claim naming another content twice in a
+    /// row. `docs/repository-format.md` says what that does and does not guarantee.
+    pub async fn commit_wal(
+        &self,
+        stanza: &Stanza,
+        name: &WalFileName,
+        digest: &Digest,
+        record: &WalRecord,
+    ) -> Result<WalCommit> {
+        let claim_key = catalog::wal_claim_key(stanza, name);
+        // Created now, or already there (our own content's earlier push, or another's):
+        // either way the claim as stored decides.
+        self.put_record(&claim_key, record).await?;
+        self.commit_claimed_wal(stanza, name, digest, record).await
+    }
+
+    /// [`Repo::commit_wal`] once the claim has been written (or found), e.g. together
+    /// with the blob by [`Repo::put_blob_then_record`].
+    pub async fn commit_claimed_wal(
+        &self,
+        stanza: &Stanza,
+        name: &WalFileName,
+        digest: &Digest,
+        record: &WalRecord,
+    ) -> Result<WalCommit> {
+        match self.wal_claim(stanza, name).await? {
+            Some(claimed) if claimed == *digest => {}
+            Some(claimed) => {
+                let indexed = self.wal_digests(stanza, name).await?;
+                return Ok(WalCommit::Taken {
+                    claimed: indexed.is_empty().then_some(claimed),
+                    indexed,
+                });
+            }
+            None => {
+                return Err(Error::Catalog {
+                    what: format!("{name}"),
+                    detail: format!(
+                        "its claim {} vanished right after it was written",
+                        catalog::wal_claim_key(stanza, name)
+                    ),
+                })
+            }
+        }
+        let created = self
+            .put_record(&catalog::wal_key(stanza, name, digest), record)
+            .await?;
+        // Where the store's create is exclusive, this content is the only one indexed:
+        // the first round finds it alone and claimed. Otherwise another content may have
+        // got past its claim too, and the claim as it ends up decides: the other push
+        // backs off, removing its own entry. An entry is removed only by the push that
+        // created it, once the claim names another content in two reads in a row.
+        let deadline = tokio::time::Instant::now() + WAL_SETTLE;
+        let mut not_ours = 0;
+        let claimed = loop {
+            let indexed = self.wal_digests(stanza, name).await?;
+            let claimed = self.wal_claim(stanza, name).await?;
+            if claimed == Some(*digest) {
+                not_ours = 0;
+                if indexed.as_slice() == [*digest] {
+                    return Ok(WalCommit::Indexed { created });
+                }
+                // Others indexed under a claim that is ours: they back off, unless one
+                // was acknowledged before a late claim replaced its own (then ours goes).
+                if tokio::time::Instant::now() >= deadline {
+                    break claimed;
+                }
+            } else {
+                not_ours += 1;
+                if not_ours >= 2 {
+                    break claimed;
+                }
+            }
+            tokio::time::sleep(WAL_SETTLE_POLL).await;
+        };
+        if created {
+            self.backend
+                .delete(&catalog::wal_key(stanza, name, digest))
+                .await?;
+        }
+        let indexed = self.wal_digests(stanza, name).await?;
+        if indexed.contains(digest) {
+            // Created by a push of the same content, which backs off the same way.
+            return Ok(WalCommit::Ambiguous(indexed));
+        }
+        Ok(WalCommit::Taken {
+            claimed: claimed.filter(|c| indexed.is_empty() && c != digest),
+            indexed,
+        })
+    }
+
     /// Every WAL index entry of a stanza, in key order.
     pub async fn wal_index(
         &self,
@@ -670,7 +816,9 @@ impl Repo {
             .collect())
     }
 
-    /// Writes a WAL index record. Returns false when the identical entry already existed.
+    /// Writes a WAL index record alone, without the name's claim (tools and tests):
+    /// archive-push goes through [`Repo::commit_wal`], which decides between concurrent
+    /// contents. Returns false when the identical entry already existed.
     pub async fn put_wal_record(
         &self,
         stanza: &Stanza,
@@ -681,6 +829,44 @@ impl Repo {
         self.put_record(&catalog::wal_key(stanza, name, digest), record)
             .await
     }
+}
+
+/// How long a push whose content a name's claim names waits for other contents indexed
+/// under that name (on a store whose create is not exclusive) to be removed by their
+/// pushes, before it gives up itself.
+pub const WAL_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The pause between two looks at such a name.
+const WAL_SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Where one WAL file name stands, for archive-push ([`Repo::wal_name_state`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalNameState {
+    /// The digests indexed under exactly this name, sorted: normally none or one (more
+    /// is a conflict every reader refuses).
+    pub indexed: Vec<Digest>,
+    /// The digest the name's claim gives it, read only when nothing is indexed.
+    pub claimed: Option<Digest>,
+}
+
+/// How [`Repo::commit_wal`] ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalCommit {
+    /// This content is the name's one index entry: every reader hands it back.
+    Indexed {
+        /// True when this call wrote the entry (false: a push of the same content had).
+        created: bool,
+    },
+    /// Other content has the name; nothing of this content was indexed.
+    Taken {
+        /// What is indexed under the name (what readers hand back).
+        indexed: Vec<Digest>,
+        /// When nothing is indexed yet: the content whose push claimed the name and has
+        /// not written its entry (it is at work, or stopped and will be retried).
+        claimed: Option<Digest>,
+    },
+    /// Several contents are indexed under the name, this one among them: possible only
+    /// on a store whose create is not exclusive. Every reader refuses the name.
+    Ambiguous(Vec<Digest>),
 }
 
 /// Base backups.
@@ -1287,6 +1473,285 @@ mod tests {
             Err(Error::AlreadyExists { .. })
         ));
         assert_eq!(repo.backend().get(&key).await.unwrap(), stored);
+    }
+
+    /// A WAL record for `content` under `name`.
+    fn wal_record(name: &WalFileName, content: &[u8]) -> (Digest, WalRecord) {
+        let digest = Digest::of(content);
+        let record = WalRecord {
+            name: name.to_string(),
+            kind: name.kind().to_string(),
+            digest: digest.to_hex(),
+            raw_size: content.len() as u64,
+            stored_size: 0,
+            compression: Compression::Lz4,
+            archived_at: now(),
+            system_id: None,
+            start_lsn: None,
+            tidemark_version: "test".into(),
+        };
+        (digest, record)
+    }
+
+    #[tokio::test]
+    async fn of_concurrent_contents_exactly_one_is_indexed() {
+        let (_d, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        let name: WalFileName = "000000010000000000000003".parse().unwrap();
+        for round in 0..20u8 {
+            let name = match round {
+                0 => name,
+                r => format!("0000000100000000000000{:02X}", 3 + r)
+                    .parse()
+                    .unwrap(),
+            };
+            let tasks: Vec<_> = (0..4u8)
+                .map(|i| {
+                    let repo = repo.clone();
+                    let stanza = stanza.clone();
+                    tokio::spawn(async move {
+                        let (digest, record) = wal_record(&name, &[round, i]);
+                        let commit = repo.commit_wal(&stanza, &name, &digest, &record).await;
+                        (digest, commit.unwrap())
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            let mut losers = Vec::new();
+            for task in tasks {
+                let (digest, commit) = task.await.unwrap();
+                match commit {
+                    WalCommit::Indexed { created: true } => winners.push(digest),
+                    WalCommit::Taken { .. } => losers.push(digest),
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+            assert_eq!(losers.len(), 3, "round {round}");
+            assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), winners);
+            let state = repo.wal_name_state(&stanza, &name).await.unwrap();
+            assert_eq!(state.indexed, winners);
+            assert_eq!(
+                state.claimed, None,
+                "a claim is read only while nothing is indexed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claim_without_its_entry_holds_the_name_for_its_content() {
+        let (_d, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        let name: WalFileName = "00000002.history".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (b, rec_b) = wal_record(&name, b"b");
+        // A push of `a` that stopped after its claim.
+        repo.put_record(&catalog::wal_claim_key(&stanza, &name), &rec_a)
+            .await
+            .unwrap();
+        let state = repo.wal_name_state(&stanza, &name).await.unwrap();
+        assert_eq!((state.indexed.len(), state.claimed), (0, Some(a)));
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &b, &rec_b).await.unwrap(),
+            WalCommit::Taken {
+                indexed: vec![],
+                claimed: Some(a)
+            }
+        );
+        assert!(repo.wal_digests(&stanza, &name).await.unwrap().is_empty());
+        // Its retry completes it; the other content then finds it indexed.
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &a, &rec_a).await.unwrap(),
+            WalCommit::Indexed { created: true }
+        );
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &b, &rec_b).await.unwrap(),
+            WalCommit::Taken {
+                indexed: vec![a],
+                claimed: None
+            }
+        );
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![a]);
+    }
+
+    /// A store that ignores conditional writes (Garage ignores `If-None-Match`): every
+    /// `Create` silently overwrites.
+    #[derive(Debug)]
+    struct IgnoresCreate(LocalBackend);
+
+    #[async_trait::async_trait]
+    impl Backend for IgnoresCreate {
+        async fn put(&self, key: &Key, data: Bytes, _mode: PutMode) -> Result<()> {
+            self.0.put(key, data, PutMode::Overwrite).await
+        }
+        async fn get(&self, key: &Key) -> Result<Bytes> {
+            self.0.get(key).await
+        }
+        async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+            self.0.get_range(key, range).await
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.0.delete(key).await
+        }
+        async fn put_multipart(
+            &self,
+            key: &Key,
+            _mode: PutMode,
+        ) -> Result<Box<dyn crate::backend::Upload>> {
+            self.0.put_multipart(key, PutMode::Overwrite).await
+        }
+    }
+
+    /// What `docs/repository-format.md` says of stores without conditional writes: a push
+    /// whose claim was replaced before it read it back loses with nothing indexed; a push
+    /// whose claim lands after another content was indexed and acknowledged (a late
+    /// writer: its create was not refused) indexes its content, finds the other, waits,
+    /// and removes its own entry: readers hand back the acknowledged content, and see two
+    /// entries (and refuse the name) only meanwhile.
+    #[tokio::test(start_paused = true)]
+    async fn without_conditional_writes_the_claim_settles_a_race() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = LocalBackend::new(dir.path().join("repo")).unwrap();
+        let repo = Repo::new(Arc::new(IgnoresCreate(local)), Compression::Lz4);
+        let stanza = Stanza::new("main").unwrap();
+        let claim = |name: &WalFileName| catalog::wal_claim_key(&stanza, name);
+
+        // B's claim lands over A's before A reads it back: A loses, nothing of it indexed.
+        let name: WalFileName = "000000010000000000000003".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (b, rec_b) = wal_record(&name, b"b");
+        assert!(repo.put_record(&claim(&name), &rec_a).await.unwrap());
+        assert!(
+            repo.put_record(&claim(&name), &rec_b).await.unwrap(),
+            "the store took the second create"
+        );
+        assert_eq!(
+            repo.commit_claimed_wal(&stanza, &name, &a, &rec_a)
+                .await
+                .unwrap(),
+            WalCommit::Taken {
+                indexed: vec![],
+                claimed: Some(b)
+            }
+        );
+        assert_eq!(
+            repo.commit_claimed_wal(&stanza, &name, &b, &rec_b)
+                .await
+                .unwrap(),
+            WalCommit::Indexed { created: true }
+        );
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![b]);
+
+        // A is indexed and acknowledged; B's claim then replaces A's (the store took the
+        // create): B indexes, finds A, waits for it, and removes its own entry.
+        let name: WalFileName = "000000010000000000000004".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (b, rec_b) = wal_record(&name, b"b");
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &a, &rec_a).await.unwrap(),
+            WalCommit::Indexed { created: true }
+        );
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            repo.commit_wal(&stanza, &name, &b, &rec_b).await.unwrap(),
+            WalCommit::Taken {
+                indexed: vec![a],
+                claimed: None
+            }
+        );
+        assert!(started.elapsed() >= WAL_SETTLE);
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![a]);
+        // The claim names B now; the entries decide, for readers and for pushes.
+        let state = repo.wal_name_state(&stanza, &name).await.unwrap();
+        assert_eq!((state.indexed, state.claimed), (vec![a], None));
+
+        // Two contents indexed concurrently: A read its claim back before B's replaced
+        // it (here B's claim lands right after A's entry). The claim ends up naming B:
+        // A removes its own entry and loses, B waits for that and wins.
+        let name: WalFileName = "000000010000000000000005".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (b, rec_b) = wal_record(&name, b"b");
+        let late = IgnoresCreate(LocalBackend::new(dir.path().join("repo")).unwrap());
+        let after = (
+            catalog::wal_key(&stanza, &name, &a),
+            claim(&name),
+            Bytes::from(catalog::encode_record(&rec_b)),
+        );
+        let hooked = Repo::new(
+            Arc::new(AfterPut {
+                inner: late,
+                after: Mutex::new(Some(after)),
+            }),
+            Compression::Lz4,
+        );
+        let (for_a, for_b) = tokio::join!(hooked.commit_wal(&stanza, &name, &a, &rec_a), async {
+            // B goes on once its claim is in place.
+            while repo.wal_claim(&stanza, &name).await.unwrap() != Some(b) {
+                tokio::time::sleep(WAL_SETTLE_POLL).await;
+            }
+            repo.commit_claimed_wal(&stanza, &name, &b, &rec_b).await
+        });
+        // (B's entry may or may not be there yet when A lists the name last.)
+        match for_a.unwrap() {
+            WalCommit::Taken { indexed, .. } => assert!(!indexed.contains(&a), "{indexed:?}"),
+            other => panic!("A: {other:?}"),
+        }
+        assert_eq!(for_b.unwrap(), WalCommit::Indexed { created: true });
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![b]);
+    }
+
+    /// A backend that, right after one given key is written, writes another: a
+    /// concurrent writer's request landing at exactly that moment.
+    #[derive(Debug)]
+    struct AfterPut {
+        inner: IgnoresCreate,
+        after: Mutex<Option<(Key, Key, Bytes)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for AfterPut {
+        async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+            self.inner.put(key, data, mode).await?;
+            let then = {
+                let mut after = self.after.lock().unwrap();
+                match after.as_ref() {
+                    Some((trigger, _, _)) if trigger == key => after.take(),
+                    _ => None,
+                }
+            };
+            if let Some((_, other, bytes)) = then {
+                self.inner.put(&other, bytes, PutMode::Overwrite).await?;
+            }
+            Ok(())
+        }
+        async fn get(&self, key: &Key) -> Result<Bytes> {
+            self.inner.get(key).await
+        }
+        async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> Result<Bytes> {
+            self.inner.get_range(key, range).await
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn put_multipart(
+            &self,
+            key: &Key,
+            mode: PutMode,
+        ) -> Result<Box<dyn crate::backend::Upload>> {
+            self.inner.put_multipart(key, mode).await
+        }
     }
 
     #[tokio::test]

@@ -10,8 +10,12 @@
 //! - a full spool pushes synchronously instead of dropping anything;
 //! - `spool drain` moves the queue; a conflict with the repository or a spooled body that
 //!   no longer decodes stays queued, is reported (exit 4), and changes no index entry;
-//!   bodies no entry names are removed; `spool forget` removes a stuck file only when the
-//!   repository holds its content.
+//!   a body no entry names is queued again when it holds what its name says (a lost
+//!   queue loses nothing), and kept aside otherwise; `spool forget` removes a stuck file
+//!   only when the repository holds its content;
+//! - an asynchronous push checks the name against the repository's index first
+//!   (conflict: exit 4, as a synchronous push), and queues unchecked, saying so, while the
+//!   store is down; a spool whose disk fails makes archive-push go direct.
 
 use super::*;
 use tidemark_store::pg::WalFileName;
@@ -222,13 +226,30 @@ fn the_spool_refuses_what_a_push_refuses_and_replaces_nothing() {
     );
     assert_archived_as(&a.t, &a.tm, &a.spare, &spare);
 
-    // A conflict only the repository can see: the spool takes it, the drain refuses it,
-    // quarantines the bytes, and keeps the entry for a person.
+    // A conflict with the repository: refused at once, exactly as a synchronous push
+    // refuses it (exit 4, the bytes in quarantine, nothing indexed), nothing queued.
     let mut conflicting = std::fs::read(a.spooled(&more[0])).unwrap();
     let at = conflicting.len() - 100;
     conflicting[at] ^= 0xFF;
     let conflicting = a.t.write(&format!("conflicting/{}", more[0]), &conflicting);
-    assert_eq!(push(&tm, &conflicting).code, 0);
+    let run = push(&tm, &conflicting);
+    assert_eq!(run.code, 4, "{run:?}");
+    assert_one_tidemark_line(&run, "different content");
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_eq!(a.tm.info()["quarantined"], 1);
+    assert_archived_as(&a.t, &a.tm, &more[0], &a.spooled(&more[0]));
+
+    // While the repository cannot be read, the spool takes it unchecked (and says so);
+    // the drain refuses it, quarantines the bytes, and keeps the entry for a person.
+    std::fs::set_permissions(&a.repo, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let run = push(&tm, &conflicting);
+    std::fs::set_permissions(&a.repo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(run.code, 0, "{run:?}");
+    let status = spool_status(&tm);
+    assert_eq!(status["unchecked"], 1, "{status:#}");
+    assert_eq!(status["entries"][0]["index_checked"], false, "{status:#}");
+    let text = tm.ok(&["spool", "status"]);
+    assert!(text.contains("1 queued unchecked"), "{text}");
     let run = tm.run(&["spool", "drain"]);
     assert_eq!(run.code, 4, "{run:?}");
     assert_one_tidemark_line(&run, "cannot be moved into the repository");
@@ -269,7 +290,13 @@ fn the_spool_refuses_what_a_push_refuses_and_replaces_nothing() {
     let run = tm2.run(&["spool", "drain"]);
     assert_eq!(run.code, 4, "{run:?}");
     assert_one_tidemark_line(&run, "cannot be moved into the repository");
+    // Its content is not what its name says: kept aside for a person, never uploaded.
     assert!(!orphan.exists(), "the orphan body is still there");
+    let aside = bodies2.join(format!(
+        ".damaged-{}",
+        orphan.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(aside.is_file(), "the orphan body was not kept aside");
     assert!(body.exists(), "the queued body was removed");
     assert_eq!(queued(&tm2), vec![more[1].clone()]);
     let dest = a.t.path().join("fetched").join(&more[1]);
@@ -278,5 +305,155 @@ fn the_spool_refuses_what_a_push_refuses_and_replaces_nothing() {
     assert_eq!(
         run.code, 1,
         "a rotten spooled body reached the repository: {run:?}"
+    );
+}
+
+/// A spool whose disk fails (here its `wal/` folder is not writable for the user
+/// PostgreSQL runs as; a full disk takes the same path) makes archive-push go direct: the
+/// repository is healthy, so the file is archived there, and the spool is left as it was.
+#[test]
+fn a_failing_spool_disk_falls_back_to_a_synchronous_push() {
+    need_pg!();
+    let a = Archived::new("spool-disk");
+    let spool = a.t.mkdir("async-spool");
+    let tm = a.tm.clone().with_args([
+        "--archive-async",
+        "true",
+        "--spool-drainer",
+        "manual",
+        "--spool-path",
+        &spool.display().to_string(),
+    ]);
+    let bodies = a.t.mkdir("async-spool/main/wal");
+    std::fs::set_permissions(&bodies, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let run = tm.run(&["archive-push", &a.spooled(&a.spare).display().to_string()]);
+    std::fs::set_permissions(&bodies, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(run.code, 0, "push with an unwritable spool: {run:?}");
+    assert_archived_as(&a.t, &a.tm, &a.spare, &a.spooled(&a.spare));
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_eq!(
+        repo_snapshot(&bodies).len(),
+        0,
+        "{:?}",
+        repo_snapshot(&bodies)
+    );
+}
+
+/// An asynchronous push checks the name against the repository's index before it
+/// acknowledges: conflicting content exits 4 with its bytes in quarantine, as a
+/// synchronous push does, and the same content again is a success with nothing queued.
+/// With the store down, the check gives up within seconds (not `retry_timeout`), and the
+/// file is queued and listed as unchecked.
+#[test]
+fn an_async_push_checks_the_index_and_queues_unchecked_while_the_store_is_down() {
+    need_pg!();
+    let mut server = s3_server!();
+    let t = TestDir::new("spool-check");
+    let (_c, wal, names) = spooling_cluster(&t, "pg", 3);
+    let spool = t.mkdir("spool");
+    let sync = s3_tidemark(&t, &server);
+    let tm = sync.clone().with_args([
+        "--retry-timeout",
+        "60",
+        "--archive-async",
+        "true",
+        "--spool-drainer",
+        "manual",
+        "--spool-path",
+        &spool.display().to_string(),
+    ]);
+    let path = |n: &str| wal.join(n).display().to_string();
+    sync.ok(&["archive-push", &path(&names[0])]);
+
+    let mut altered = std::fs::read(wal.join(&names[0])).unwrap();
+    let at = altered.len() - 100;
+    altered[at] ^= 0xFF;
+    let altered = t.write(&format!("altered/{}", names[0]), &altered);
+    let run = tm.run(&["archive-push", &altered.display().to_string()]);
+    assert_eq!(run.code, 4, "async push of conflicting content: {run:?}");
+    assert_one_tidemark_line(&run, "different content");
+    assert!(run.stderr.contains("quarantine"), "{run:?}");
+    let info = sync.info();
+    assert_eq!(info["quarantined"], 1, "{info:#}");
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_archived_as(&t, &sync, &names[0], &wal.join(&names[0]));
+    // The archived content again: a success, nothing queued.
+    tm.ok(&["archive-push", &path(&names[0])]);
+    assert_eq!(queued(&tm), Vec::<String>::new());
+
+    // Checked and queued while the store is up.
+    tm.ok(&["archive-push", &path(&names[1])]);
+    assert_eq!(queued(&tm), vec![names[1].clone()]);
+    server.stop();
+    let started = Instant::now();
+    let run = tm.run(&["archive-push", &path(&names[2])]);
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "async push with the store down: {run:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "the check waited {took:?} (retry_timeout is 60 s)"
+    );
+    let status = spool_status(&tm);
+    assert_eq!(status["files"], 2, "{status:#}");
+    assert_eq!(status["unchecked"], 1, "{status:#}");
+    let entries = status["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["index_checked"], true, "{status:#}");
+    assert_eq!(entries[1]["index_checked"], false, "{status:#}");
+    let text = tm.ok(&["spool", "status"]);
+    assert!(text.contains("1 queued unchecked"), "{text}");
+
+    server.start();
+    let report: Value = serde_json::from_str(&tm.ok(&["spool", "drain", "--json"])).expect("JSON");
+    assert_eq!(report["pushed"], 2, "{report:#}");
+    for name in &names {
+        assert_archived_as(&t, &sync, name, &wal.join(name));
+    }
+}
+
+/// A queue folder lost (a person removed a damaged `queue/`): the next drain queues
+/// every acknowledged body again, from its file name and content, and moves it into the
+/// repository; none is deleted unarchived.
+#[test]
+fn a_lost_queue_is_rebuilt_from_the_bodies_and_nothing_is_deleted() {
+    need_pg!();
+    let a = Archived::new("spool-lost-queue");
+    let spool = a.t.mkdir("async-spool");
+    let tm = a.tm.clone().with_args([
+        "--archive-async",
+        "true",
+        "--spool-drainer",
+        "manual",
+        "--spool-path",
+        &spool.display().to_string(),
+    ]);
+    let mut names = vec![a.spare.clone()];
+    names.extend(switch_segments(&a._cluster, 2, 1000));
+    a._cluster
+        .wait_archived(names.last().unwrap(), ARCHIVE_WAIT);
+    for name in &names {
+        tm.ok(&["archive-push", &a.spooled(name).display().to_string()]);
+    }
+    assert_eq!(queued(&tm), names);
+    let bodies = spool.join("main/wal");
+    assert_eq!(repo_snapshot(&bodies).len(), names.len());
+
+    std::fs::remove_dir_all(spool.join("main/queue")).unwrap();
+    let status = spool_status(&tm);
+    assert_eq!(
+        (status["files"].as_u64(), status["unqueued"].as_u64()),
+        (Some(0), Some(names.len() as u64)),
+        "{status:#}"
+    );
+    let report: Value = serde_json::from_str(&tm.ok(&["spool", "drain", "--json"])).expect("JSON");
+    assert_eq!(report["pushed"], names.len(), "{report:#}");
+    assert_eq!(report["remaining"], 0, "{report:#}");
+    for name in &names {
+        assert_archived_as(&a.t, &a.tm, name, &a.spooled(name));
+    }
+    assert_eq!(queued(&tm), Vec::<String>::new());
+    assert_eq!(
+        repo_snapshot(&bodies).len(),
+        0,
+        "bodies left after the drain"
     );
 }

@@ -2,7 +2,9 @@
 //!
 //! Synchronous (the default): `Ok` only once the file is durable in the repository.
 //! Asynchronous (`archive_async`): `Ok` once it is durable in the local spool, and a
-//! background drainer is started if none is at work. Whatever the spool cannot take (it is
+//! background drainer is started if none is at work; a name the repository already
+//! holds (checked first, for a few seconds at most) is handled as a synchronous push,
+//! so that content conflicting with the repository is refused (exit 4), never queued. Whatever the spool cannot take (it is
 //! full, the file is too large to hold, the spool's disk fails) is pushed synchronously
 //! instead: PostgreSQL keeps the file until one of the two has it.
 
@@ -49,6 +51,12 @@ pub async fn run(settings: &Settings, path: &Path) -> Result<(), Failure> {
                 }
                 return Ok(());
             }
+            Ok(SpoolOutcome::Direct(outcome)) => {
+                // The repository already held the name with this content (a conflict is
+                // an error, exit 4, as for a synchronous push).
+                report(&outcome, started);
+                return Ok(());
+            }
             Ok(SpoolOutcome::NotSpooled { name, reason }) => {
                 tracing::warn!("{name}: pushing directly: {reason}");
                 if settings.spool_auto_drain {
@@ -61,7 +69,13 @@ pub async fn run(settings: &Settings, path: &Path) -> Result<(), Failure> {
             Err(e) => return Err(e.into()),
         }
     }
-    match tidemark_archive_cmd::push(&repo, &settings.stanza, path).await? {
+    let outcome = tidemark_archive_cmd::push(&repo, &settings.stanza, path).await?;
+    report(&outcome, started);
+    Ok(())
+}
+
+fn report(outcome: &PushOutcome, started: Instant) {
+    match outcome {
         PushOutcome::Pushed {
             name,
             raw_len,
@@ -75,5 +89,4 @@ pub async fn run(settings: &Settings, path: &Path) -> Result<(), Failure> {
             tracing::info!("{name} was already archived with identical content")
         }
     }
-    Ok(())
 }

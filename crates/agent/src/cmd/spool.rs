@@ -124,8 +124,23 @@ pub fn render_status(status: &SpoolStatus) -> String {
     } else {
         "; no drainer running\n"
     });
+    if status.unqueued > 0 {
+        out.push_str(&format!(
+            "{} spooled files are not in the queue (a lost queue?): the next drain queues them again\n",
+            status.unqueued
+        ));
+    }
+    if status.unchecked > 0 {
+        out.push_str(&format!(
+            "{} queued unchecked: the repository did not answer when they were pushed, so a conflict with what it holds shows only when they are drained\n",
+            status.unchecked
+        ));
+    }
     for e in status.entries.iter().take(20) {
         out.push_str(&format!("  {}  {} bytes", e.name, e.stored_size));
+        if !e.index_checked {
+            out.push_str("  unchecked");
+        }
         if let Some(error) = &e.last_error {
             out.push_str(&format!("  {} failed attempts, last: {error}", e.attempts));
         }

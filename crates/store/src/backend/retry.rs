@@ -13,7 +13,8 @@
 //! - an `Overwrite` put writes the same bytes again;
 //! - a `Create` put whose first attempt did land (only its answer was lost) gets
 //!   `AlreadyExists` on the retry. tidemark treats that as "deduplicated", which is correct
-//!   because everything it writes with `Create` has content determined by its key;
+//!   because everything it writes with `Create` has content determined by its key, but a
+//!   WAL name's claim, which archive-push reads back to see whose it is;
 //! - a multipart part sent again replaces the first copy (S3 keeps the last part uploaded
 //!   under a part number; the upload only counts a part once it succeeded).
 //!

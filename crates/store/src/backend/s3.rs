@@ -15,9 +15,11 @@
 //! so does s3s-fs (the test server), but there the check and the write are two steps, so
 //! concurrent creates of one key can both succeed. Some stores (Garage) ignore the header
 //! and overwrite. tidemark's repository stays correct on all of them, because every object
-//! it writes with `Create` has content determined by its key (blobs are named by the
-//! SHA-256 of their content; index keys carry the content digest): a lost race or an
-//! ignored condition writes identical bytes over identical bytes.
+//! it writes with `Create` but one has content determined by its key (blobs are named by
+//! the SHA-256 of their content; index keys carry the content digest): a lost race or an
+//! ignored condition writes identical bytes over identical bytes. The exception is a WAL
+//! name's claim, whose create decides between two contents: it is read back, and
+//! `docs/repository-format.md` says what it guarantees on stores of each kind.
 //!
 //! # Client settings
 //!
