@@ -799,6 +799,7 @@ fn recovery_settings_in_the_backup_do_not_apply() {
             ..Default::default()
         },
     );
+    tm.init_stanza(&c);
     c.start();
     c.psql("alter system set recovery_target = 'immediate'");
     c.psql("create table t(id int); insert into t values (1)");
