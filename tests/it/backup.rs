@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::harness::pg::{pg_bin, server_bin, Cluster, ClusterOptions, TestDir};
 use crate::harness::s3::{unique_prefix, S3Server};
-use crate::harness::tidemark::{Run, Tidemark};
+use crate::harness::tidemark::{sha256_file, Run, Tidemark};
 use crate::skip_or_fail;
 
 const PASSWORD: &str = "secret";
@@ -376,8 +376,29 @@ fn backups_over_tls_record_databases_and_extensions() {
     // The record (a checked envelope line, then JSON) lists every database: the ones
     // that accept connections with their extensions, template0 without.
     let id = report["id"].as_str().unwrap();
-    let text =
-        std::fs::read_to_string(t.path().join(format!("repo/stanzas/main/backups/{id}"))).unwrap();
+    // Its key is `<id>.<sha256 of its bytes>` (docs/repository-format.md).
+    let records: Vec<PathBuf> = std::fs::read_dir(t.path().join("repo/stanzas/main/backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{id}."))
+        })
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let text = std::fs::read_to_string(&records[0]).unwrap();
+    let digest = records[0]
+        .extension()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert_eq!(
+        digest,
+        sha256_file(&records[0]),
+        "the key names the record's digest"
+    );
     let (envelope, json) = text.split_once('\n').unwrap();
     assert!(envelope.starts_with("tidemark-record 2 "), "{envelope}");
     let record: Value = serde_json::from_str(json).unwrap();

@@ -274,8 +274,10 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
 }
 
 /// Writes the record under the id of its start time; when a backup that started in the
-/// same second holds that id, under the next free `<id>-<n>`. Create-only writes make
-/// the choice safe between concurrent backups.
+/// same second holds that id, under the next free `<id>-<n>`. `Repo::put_backup` makes
+/// the choice safe between concurrent backups, also on a store that ignores conditional
+/// writes, and takes a write repeated after a lost answer for what it is (not a second
+/// backup holding the id).
 async fn write_record(
     repo: &Repo,
     stanza: &tidemark_store::catalog::Stanza,
