@@ -16,4 +16,6 @@ mod replication;
 
 mod s3_conformance;
 
+mod silent_store;
+
 mod tls;
