@@ -455,7 +455,8 @@ fn a_killed_backup_leaves_nothing_listed_and_the_next_succeeds() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let killed = child.id();
+    unsafe { libc::kill(killed as i32, libc::SIGKILL) };
     let _ = child.wait();
     assert!(
         blob_count(&repo) > before,
@@ -466,10 +467,41 @@ fn a_killed_backup_leaves_nothing_listed_and_the_next_succeeds() {
         "a killed backup must not be listed"
     );
 
+    // What a killed writer leaves, once it is old: a temporary file of the killed process,
+    // last written two hours ago. Beside it, one of the same process written just now,
+    // and an old one of a process that still runs (this test): neither may be taken.
+    let plant = |name: String, age: Duration| {
+        let path = repo.join("blobs").join(name);
+        std::fs::write(&path, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        path
+    };
+    let two_hours = Duration::from_secs(2 * 3600);
+    let stale = plant(format!(".tmp-{killed}-999-1"), two_hours);
+    let fresh = plant(format!(".tmp-{killed}-999-2"), Duration::ZERO);
+    let live = plant(format!(".tmp-{}-999-3", std::process::id()), two_hours);
+    assert_eq!(
+        tm.info()["stale_temp_files"],
+        1,
+        "info counts the stale file"
+    );
+
     let report = backup_ok(&tm, &c, &[]);
     let listed = listed_backups(&tm);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], report["id"]);
+    assert!(!stale.exists(), "backup removes what a killed writer left");
+    assert!(
+        fresh.exists(),
+        "a recent temporary file may still be written"
+    );
+    assert!(live.exists(), "its writer still runs");
+    assert_eq!(tm.info()["stale_temp_files"], 0);
 }
 
 #[test]

@@ -164,6 +164,17 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
 
     let databases = read_databases(&target, &client).await?;
     let known = previous_chunks(&repo, stanza, req.quiet).await?;
+    // Temporary files that killed writers (an earlier backup, a push) left in a local
+    // repository are removed here, where the blobs they were meant to become are written;
+    // a live writer's file is never taken (docs/repository-format.md).
+    let collected = repo.backend().stale_temp_files(true).await?;
+    if collected.count > 0 {
+        tracing::info!(
+            "removed {} temporary file(s) ({} bytes) left by killed writers",
+            collected.count,
+            collected.bytes
+        );
+    }
 
     if identity.system_id.0 != server.system_id {
         return Err(Failure::Store(tidemark_store::Error::ClusterMismatch {

@@ -378,6 +378,9 @@ impl Backend for IgnoresCreate {
     async fn delete(&self, key: &Key) -> crate::Result<()> {
         self.0.delete(key).await
     }
+    async fn stale_temp_files(&self, remove: bool) -> crate::Result<super::TempFiles> {
+        self.0.stale_temp_files(remove).await
+    }
     async fn create_all(&self, items: Vec<(Key, Bytes)>) -> crate::Result<Vec<bool>> {
         let mut created = Vec::with_capacity(items.len());
         for (key, data) in items {

@@ -22,6 +22,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -116,6 +117,32 @@ fn create_dirs_durably(root: &Path, dir: &Path) -> Result<()> {
     }
     mark_durable(dir);
     Ok(())
+}
+
+/// A temporary file last written longer ago than this, whose writer's process is gone, was
+/// left by a killed writer (see [`super::TempFiles`]). Far above the time between two
+/// writes of any writer (a part of an upload, a staged body, a record), so a file still
+/// being written is never this old, even when its writer runs in another process namespace
+/// or on another machine (a shared folder), where its process id says nothing.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// The writer's process id in a temporary file's name (`.tmp-<pid>-<n>-<nanos>`, see
+/// [`temp_name`]).
+fn temp_writer(name: &str) -> Option<i32> {
+    name.strip_prefix(".tmp-")?.split('-').next()?.parse().ok()
+}
+
+/// True when a process with id `pid` may run on this machine: it exists, or exists under
+/// another user (`EPERM`). Only "no such process" (`ESRCH`) says it is gone.
+fn process_runs(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn modified(meta: &fs::Metadata) -> Option<DateTime<Utc>> {
@@ -415,6 +442,59 @@ impl LocalBackend {
         Ok(created)
     }
 
+    /// Finds (and with `remove`, removes) the temporary files in every folder of the
+    /// repository that killed writers left (see [`STALE_TEMP_AGE`]), as of `now`.
+    fn stale_temp_blocking(&self, remove: bool, now: SystemTime) -> Result<super::TempFiles> {
+        let mut found = super::TempFiles::default();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err("list", &dir, e))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| io_err("list", &entry.path(), e))?;
+                if file_type.is_dir() && !name.starts_with('.') {
+                    stack.push(entry.path());
+                    continue;
+                }
+                if !file_type.is_file() || !name.starts_with(".tmp-") {
+                    continue;
+                }
+                let path = entry.path();
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Published or removed by its writer meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err("stat", &path, e)),
+                };
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or(Duration::ZERO);
+                if age <= STALE_TEMP_AGE || temp_writer(&name).is_some_and(process_runs) {
+                    continue;
+                }
+                if remove {
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(io_err("remove", &path, e)),
+                    }
+                }
+                found.count += 1;
+                found.bytes += meta.len();
+            }
+        }
+        Ok(found)
+    }
+
     fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         // Walk from the deepest folder the prefix names entirely.
         let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
@@ -512,6 +592,11 @@ impl Backend for LocalBackend {
             return None;
         }
         Staged::create(&dir).ok()
+    }
+
+    async fn stale_temp_files(&self, remove: bool) -> Result<super::TempFiles> {
+        let this = self.clone();
+        blocking(move || this.stale_temp_blocking(remove, SystemTime::now())).await
     }
 
     async fn create_all_staged(
@@ -836,6 +921,70 @@ mod tests {
     async fn conformance_suite() {
         let (_dir, b) = backend();
         conformance::run_all(&b).await;
+    }
+
+    /// A temporary file is collected only when it is older than `STALE_TEMP_AGE` and its
+    /// writer's process is gone: a fresh one, or an old one whose writer still runs, stays.
+    #[tokio::test]
+    async fn only_temporary_files_of_gone_writers_are_collected() {
+        let (_dir, b) = backend();
+        b.put(
+            &Key::new("blobs/ab/abcd").unwrap(),
+            Bytes::from_static(b"blob"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+        // A process id that ran and is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id() as i32;
+        child.wait().unwrap();
+        assert!(!process_runs(gone));
+        let mine = std::process::id() as i32;
+        assert!(process_runs(mine));
+
+        let old = SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
+        let place = |rel: &str, body: &[u8], mtime: Option<SystemTime>| {
+            let path = b.root().join(rel);
+            std::fs::write(&path, body).unwrap();
+            if let Some(t) = mtime {
+                File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(t)
+                    .unwrap();
+            }
+            path
+        };
+        let stale = place(&format!("blobs/.tmp-{gone}-0-1"), b"left", Some(old));
+        let stale_deep = place(&format!("blobs/ab/.tmp-{gone}-1-2"), b"behind", Some(old));
+        let fresh = place(&format!("blobs/.tmp-{gone}-2-3"), b"being written", None);
+        let live = place(&format!("blobs/.tmp-{mine}-3-4"), b"slow writer", Some(old));
+
+        let counted = b.stale_temp_files(false).await.unwrap();
+        assert_eq!(counted.count, 2);
+        assert_eq!(counted.bytes, 10);
+        assert!(stale.exists(), "counting removes nothing");
+
+        let removed = b.stale_temp_files(true).await.unwrap();
+        assert_eq!(removed, counted);
+        assert!(!stale.exists() && !stale_deep.exists());
+        assert!(fresh.exists(), "a recent file may still be written");
+        assert!(live.exists(), "its writer still runs");
+        assert_eq!(
+            b.get(&Key::new("blobs/ab/abcd").unwrap()).await.unwrap(),
+            "blob"
+        );
+        assert_eq!(b.stale_temp_files(false).await.unwrap().count, 0);
+    }
+
+    #[test]
+    fn temporary_names_carry_their_writer() {
+        let name = temp_name();
+        assert_eq!(temp_writer(&name), Some(std::process::id() as i32));
+        assert_eq!(temp_writer(".tmp-x-1-2"), None);
+        assert_eq!(temp_writer("abcd"), None);
     }
 
     #[tokio::test]

@@ -46,7 +46,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Backend, ObjectMeta, PutMode, Staged, Upload};
+use super::{Backend, ObjectMeta, PutMode, Staged, TempFiles, Upload};
 use crate::{Key, Result};
 
 /// The pause before the first retry.
@@ -229,6 +229,11 @@ impl Backend for Retrying {
 
     fn stage(&self, folder: &str) -> Option<Staged> {
         self.inner.stage(folder)
+    }
+
+    async fn stale_temp_files(&self, remove: bool) -> Result<TempFiles> {
+        // Local files only: nothing transient to retry.
+        self.inner.stale_temp_files(remove).await
     }
 
     async fn create_all_staged(
