@@ -774,13 +774,12 @@ mod tests {
             .unwrap()
             .with_timezone(&chrono::Utc);
         let mut ids = Vec::new();
-        for _ in 0..3 {
-            ids.push(
-                write_record(&repo, &stanza, BackupRecord::example("", t), t)
-                    .await
-                    .unwrap()
-                    .id,
-            );
+        for i in 0..3 {
+            // Three backups: their records differ (the same record twice is one backup
+            // whose write was repeated, and keeps its id).
+            let mut record = BackupRecord::example("", t);
+            record.label = format!("backup {i}");
+            ids.push(write_record(&repo, &stanza, record, t).await.unwrap().id);
         }
         assert_eq!(
             ids,
