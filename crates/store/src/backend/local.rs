@@ -94,10 +94,11 @@ fn mark_durable(dir: &Path) {
 /// could vanish in a crash. Ancestors are handled the same way up to the repository's
 /// `root`; above it only the folders this call creates (existing ones are the user's).
 fn create_dirs_durably(root: &Path, dir: &Path) -> Result<()> {
-    if known_durable(dir) {
+    let exists = dir.is_dir();
+    // A folder removed since (by another process) is created again, durably.
+    if exists && known_durable(dir) {
         return Ok(());
     }
-    let exists = dir.is_dir();
     if exists && !dir.starts_with(root) {
         return Ok(());
     }
@@ -909,6 +910,17 @@ mod tests {
         .unwrap();
         assert_eq!(fsyncs_of(&parent), 1, "once per process");
         assert_eq!(fsyncs_of(&root), root_before + 1, "once per process");
+
+        // Removed by someone else meanwhile: created again.
+        std::fs::remove_dir_all(&left).unwrap();
+        b.put(
+            &Key::new("blobs/cd/cdeh").unwrap(),
+            Bytes::from_static(b"b"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fsyncs_of(&parent), 2, "blobs/cd created again, into blobs/");
     }
 
     fn backend() -> (tempfile::TempDir, LocalBackend) {
