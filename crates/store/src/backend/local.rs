@@ -460,8 +460,12 @@ impl LocalBackend {
                 let file_type = entry
                     .file_type()
                     .map_err(|e| io_err("list", &entry.path(), e))?;
-                if file_type.is_dir() && !name.starts_with('.') {
-                    stack.push(entry.path());
+                if file_type.is_dir() {
+                    // Only the repository's own folders: not `lost+found` at a mount point,
+                    // which another user may own (no key can name it).
+                    if Key::new(name.as_str()).is_ok() {
+                        stack.push(entry.path());
+                    }
                     continue;
                 }
                 if !file_type.is_file() || !name.starts_with(".tmp-") {
@@ -969,6 +973,9 @@ mod tests {
             }
             path
         };
+        // Not the repository's: never looked into.
+        std::fs::create_dir(b.root().join("lost+found")).unwrap();
+        let foreign = place(&format!("lost+found/.tmp-{gone}-0-0"), b"x", Some(old));
         let stale = place(&format!("blobs/.tmp-{gone}-0-1"), b"left", Some(old));
         let stale_deep = place(&format!("blobs/ab/.tmp-{gone}-1-2"), b"behind", Some(old));
         let fresh = place(&format!("blobs/.tmp-{gone}-2-3"), b"being written", None);
@@ -984,6 +991,7 @@ mod tests {
         assert!(!stale.exists() && !stale_deep.exists());
         assert!(fresh.exists(), "a recent file may still be written");
         assert!(live.exists(), "its writer still runs");
+        assert!(foreign.exists(), "outside the repository's folders");
         assert_eq!(
             b.get(&Key::new("blobs/ab/abcd").unwrap()).await.unwrap(),
             "blob"
