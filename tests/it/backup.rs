@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::harness::pg::{chown_to_user, pg_bin, server_bin, Cluster, ClusterOptions, TestDir};
 use crate::harness::s3::{unique_prefix, S3Server};
-use crate::harness::tidemark::{Run, Tidemark};
+use crate::harness::tidemark::{sha256_file, Run, Tidemark};
 use crate::skip_or_fail;
 
 const PASSWORD: &str = "secret";
@@ -384,8 +384,29 @@ fn backups_over_tls_record_databases_and_extensions() {
     // The record (a checked envelope line, then JSON) lists every database: the ones
     // that accept connections with their extensions, template0 without.
     let id = report["id"].as_str().unwrap();
-    let text =
-        std::fs::read_to_string(t.path().join(format!("repo/stanzas/main/backups/{id}"))).unwrap();
+    // Its key is `<id>.<sha256 of its bytes>` (docs/repository-format.md).
+    let records: Vec<PathBuf> = std::fs::read_dir(t.path().join("repo/stanzas/main/backups"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{id}."))
+        })
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let text = std::fs::read_to_string(&records[0]).unwrap();
+    let digest = records[0]
+        .extension()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert_eq!(
+        digest,
+        sha256_file(&records[0]),
+        "the key names the record's digest"
+    );
     let (envelope, json) = text.split_once('\n').unwrap();
     assert!(envelope.starts_with("tidemark-record 2 "), "{envelope}");
     let record: Value = serde_json::from_str(json).unwrap();
@@ -442,7 +463,8 @@ fn a_killed_backup_leaves_nothing_listed_and_the_next_succeeds() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let killed = child.id();
+    unsafe { libc::kill(killed as i32, libc::SIGKILL) };
     let _ = child.wait();
     assert!(
         blob_count(&repo) > before,
@@ -453,10 +475,41 @@ fn a_killed_backup_leaves_nothing_listed_and_the_next_succeeds() {
         "a killed backup must not be listed"
     );
 
+    // What a killed writer leaves, once it is old: a temporary file of the killed process,
+    // last written two hours ago. Beside it, one of the same process written just now,
+    // and an old one of a process that still runs (this test): neither may be taken.
+    let plant = |name: String, age: Duration| {
+        let path = repo.join("blobs").join(name);
+        std::fs::write(&path, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - age)
+            .unwrap();
+        path
+    };
+    let two_hours = Duration::from_secs(2 * 3600);
+    let stale = plant(format!(".tmp-{killed}-999-1"), two_hours);
+    let fresh = plant(format!(".tmp-{killed}-999-2"), Duration::ZERO);
+    let live = plant(format!(".tmp-{}-999-3", std::process::id()), two_hours);
+    assert_eq!(
+        tm.info()["stale_temp_files"],
+        1,
+        "info counts the stale file"
+    );
+
     let report = backup_ok(&tm, &c, &[]);
     let listed = listed_backups(&tm);
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], report["id"]);
+    assert!(!stale.exists(), "backup removes what a killed writer left");
+    assert!(
+        fresh.exists(),
+        "a recent temporary file may still be written"
+    );
+    assert!(live.exists(), "its writer still runs");
+    assert_eq!(tm.info()["stale_temp_files"], 0);
 }
 
 #[test]
@@ -829,7 +882,17 @@ fn one_damaged_record_stops_neither_backups_nor_the_default_restore() {
     let c = cluster(&t, "pg", Some(&tm));
     let first = backup_ok(&tm, &c, &[]);
     let id = first["id"].as_str().unwrap().to_string();
-    let record = t.path().join(format!("repo/stanzas/main/backups/{id}"));
+    let folder = t.path().join("repo/stanzas/main/backups");
+    let record = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{id}."))
+        })
+        .expect("the first backup's record");
     let mut body = std::fs::read(&record).unwrap();
     let at = body.len() / 2;
     body[at] ^= 0x01;

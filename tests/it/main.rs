@@ -16,6 +16,8 @@ mod replication;
 
 mod s3_conformance;
 
+mod silent_store;
+
 mod tls;
 
 mod wal_decoder;

@@ -362,6 +362,21 @@ async fn crafted_backup_at(
     record
 }
 
+/// The file of backup `id`'s record in `folder` (`<id>.<sha256>`).
+fn record_file(folder: &Path, id: &str) -> std::path::PathBuf {
+    let prefix = format!("{id}.");
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&prefix)
+        })
+        .unwrap_or_else(|| panic!("no record of backup {id} in {}", folder.display()))
+}
+
 /// `tidemark --repo REPO restore --pgdata PGDATA <extra>`.
 fn restore(repo_url: &str, pgdata: &Path, extra: &[&str]) -> Output {
     let pgdata = pgdata.to_str().unwrap();
@@ -456,7 +471,7 @@ async fn a_damaged_record_is_listed_and_skipped_and_only_its_own_restore_fails()
     )
     .await;
     // One byte of the newest record flipped.
-    let record = repo.join(format!("stanzas/main/backups/{}", new.id));
+    let record = record_file(&repo.join("stanzas/main/backups"), &new.id);
     let mut body = std::fs::read(&record).unwrap();
     let at = body.len() - 4;
     body[at] ^= 0x01;

@@ -2278,8 +2278,12 @@ mod tests {
         fx.backup("20261121T000000Z", vec![a]).await;
         let b = fx.file(None, "PG_VERSION", b"b", 0o600).await;
         fx.backup("20261122T000000Z", vec![b]).await;
-        let key = tidemark_store::backup::backup_key(&fx.stanza, "20261122T000000Z").unwrap();
-        let stored = fx.path("repo").join(key.as_str());
+        let keys = fx
+            .repo
+            .backup_keys(&fx.stanza, "20261122T000000Z")
+            .await
+            .unwrap();
+        let stored = fx.path("repo").join(keys[0].as_str());
         let mut body = fs::read(&stored).unwrap();
         let at = body.len() - 5;
         body[at] ^= 0x01;

@@ -358,12 +358,40 @@ pub fn backups_prefix(stanza: &Stanza) -> String {
     format!("stanzas/{stanza}/backups/")
 }
 
-/// A backup record's key; `None` for an id that is not a valid key segment.
+/// The key a backup record had before records carried their digest (`backups/<id>`);
+/// `None` for an id that is not a valid key segment. Still read, never written.
 pub fn backup_key(stanza: &Stanza, id: &str) -> Option<Key> {
-    if id.is_empty() || id.contains('/') {
+    if !id_ok(id) {
         return None;
     }
     Key::new(format!("{}{id}", backups_prefix(stanza))).ok()
+}
+
+/// A backup record's key: `backups/<id>.<sha256>`, the digest of the record's stored bytes.
+/// The digest makes the key depend on the content, so that a store that ignores
+/// conditional writes can never replace one record with another: two backups that chose
+/// the same id are two keys, and a create repeated after a lost answer writes the same
+/// bytes under the same key. `None` for an id that is not a valid key segment.
+pub fn backup_record_key(stanza: &Stanza, id: &str, digest: &Digest) -> Option<Key> {
+    if !id_ok(id) {
+        return None;
+    }
+    Key::new(format!("{}{id}.{digest}", backups_prefix(stanza))).ok()
+}
+
+/// Ids are one key segment without `.`, which separates the id from the digest.
+fn id_ok(id: &str) -> bool {
+    !id.is_empty() && !id.contains('/') && !id.contains('.')
+}
+
+/// The id (and the digest, for keys written since records carry it) of a key under
+/// [`backups_prefix`]; `None` for anything else.
+pub fn parse_backup_key(key: &Key) -> Option<(&str, Option<Digest>)> {
+    let name = key.file_name();
+    match name.rsplit_once('.') {
+        Some((id, digest)) => Some((id, Some(digest.parse().ok()?))),
+        None => Some((name, None)),
+    }
 }
 
 #[cfg(test)]
@@ -473,5 +501,19 @@ mod tests {
         );
         assert!(backup_key(&stanza, "../x").is_none());
         assert!(backup_key(&stanza, "").is_none());
+        let d = Digest::of(b"record");
+        let key = backup_record_key(&stanza, &id, &d).unwrap();
+        assert_eq!(
+            key.as_str(),
+            format!("stanzas/main/backups/20261121T103207Z.{d}")
+        );
+        assert_eq!(parse_backup_key(&key), Some((id.as_str(), Some(d))));
+        let old = backup_key(&stanza, "20261121T103207Z-2").unwrap();
+        assert_eq!(parse_backup_key(&old), Some(("20261121T103207Z-2", None)));
+        assert!(backup_record_key(&stanza, "a.b", &d).is_none());
+        assert_eq!(
+            parse_backup_key(&Key::new("stanzas/main/backups/x.notadigest").unwrap()),
+            None
+        );
     }
 }

@@ -871,19 +871,67 @@ pub enum WalCommit {
 
 /// Base backups.
 impl Repo {
-    /// Writes a backup's record, last, after every blob it names is durable. The id is
-    /// its start time; a record already under it is an error and is left untouched.
+    /// Writes a backup's record, last, after every blob it names is durable, under
+    /// `backups/<id>.<digest of its bytes>` ([`backup::backup_record_key`]). When another
+    /// record already holds the id, returns `AlreadyExists` and writes nothing (the caller
+    /// takes the next id). Writing the same record again (a retry after a lost answer)
+    /// succeeds without a second copy.
+    ///
+    /// Safe without conditional writes: the key depends on the content, so nothing is ever
+    /// replaced. Two backups that check the id at the same moment both write; each then
+    /// lists the id again, and one that sees another record under it removes its own
+    /// (never acknowledged) and returns `AlreadyExists`. Both may yield (each then tries
+    /// the next id); a record is never acknowledged while another one shares its id, unless
+    /// a writer was killed between its write and its removal (readers then refuse the id:
+    /// see [`Repo::backup`]).
     pub async fn put_backup(&self, stanza: &Stanza, record: &BackupRecord) -> Result<()> {
-        let key = backup::backup_key(stanza, &record.id).ok_or_else(|| Error::Catalog {
-            what: format!("backup {:?}", record.id),
-            detail: "not a valid backup id".into(),
-        })?;
-        let body = catalog::encode_record_as(record, catalog::BACKUP_RECORD_FORMAT);
-        if !self.put_if_absent(&key, Bytes::from(body)).await? {
-            Ok(())
-        } else {
-            Err(Error::AlreadyExists { key })
+        let body = Bytes::from(catalog::encode_record_as(
+            record,
+            catalog::BACKUP_RECORD_FORMAT,
+        ));
+        let key =
+            backup::backup_record_key(stanza, &record.id, &Digest::of(&body)).ok_or_else(|| {
+                Error::Catalog {
+                    what: format!("backup {:?}", record.id),
+                    detail: "not a valid backup id".into(),
+                }
+            })?;
+        let holders = self.backup_keys(stanza, &record.id).await?;
+        if let Some(other) = holders.iter().find(|k| **k != key) {
+            return Err(Error::AlreadyExists { key: other.clone() });
         }
+        if holders.is_empty() {
+            // Taken meanwhile by the same key: the same bytes, by construction.
+            self.put_if_absent(&key, body).await?;
+        }
+        let holders = self.backup_keys(stanza, &record.id).await?;
+        if let Some(other) = holders.iter().find(|k| **k != key) {
+            // A concurrent backup chose the same id: ours was never acknowledged, so it
+            // goes, and the caller takes the next id.
+            self.backend.delete(&key).await?;
+            return Err(Error::AlreadyExists { key: other.clone() });
+        }
+        if !holders.contains(&key) {
+            return Err(Error::Catalog {
+                what: format!("backup {:?}", record.id),
+                detail: format!("{key} is not listed right after it was written"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The keys of the records that hold backup id `id` (normally zero or one), whether
+    /// written with their digest or, before that, as `backups/<id>`.
+    pub async fn backup_keys(&self, stanza: &Stanza, id: &str) -> Result<Vec<Key>> {
+        let Some(old) = backup::backup_key(stanza, id) else {
+            return Ok(Vec::new());
+        };
+        let listed = self.backend.list(old.as_str()).await?;
+        Ok(listed
+            .into_iter()
+            .map(|m| m.key)
+            .filter(|k| backup::parse_backup_key(k).is_some_and(|(i, _)| i == id))
+            .collect())
     }
 
     /// A stanza's backups: the readable records oldest first, and apart the records that
@@ -910,7 +958,10 @@ impl Repo {
             match read {
                 Some(Ok(record)) => out.records.push(record),
                 Some(Err(error)) => out.damaged.push(DamagedBackup {
-                    id: key.file_name().to_string(),
+                    // The id a person uses for it: the key's name without the digest.
+                    id: backup::parse_backup_key(&key)
+                        .map_or(key.file_name(), |(id, _)| id)
+                        .to_string(),
                     key,
                     error,
                 }),
@@ -923,15 +974,26 @@ impl Repo {
         Ok(out)
     }
 
-    /// One backup by id; `Ok(None)` when the stanza has no backup of that id.
+    /// One backup by id; `Ok(None)` when the stanza has no backup of that id. Two records
+    /// under one id (a backup killed while yielding the id to a concurrent one, on a store
+    /// without conditional writes) is an error naming both: which one was acknowledged
+    /// cannot be told from the repository.
     pub async fn backup(&self, stanza: &Stanza, id: &str) -> Result<Option<BackupRecord>> {
-        let Some(key) = backup::backup_key(stanza, id) else {
-            return Ok(None);
-        };
-        match self.get_record(&key).await {
-            Ok(record) => Ok(Some(record)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
+        let keys = self.backup_keys(stanza, id).await?;
+        match keys.as_slice() {
+            [] => Ok(None),
+            [one] => self.get_record(one).await.map(Some),
+            many => Err(Error::Catalog {
+                what: format!("backup {id:?}"),
+                detail: format!(
+                    "has {} records ({}): remove the one that is not wanted",
+                    many.len(),
+                    many.iter()
+                        .map(|k| k.file_name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
         }
     }
 
@@ -1446,8 +1508,19 @@ mod tests {
         record.file_list = list.digest;
         repo.put_backup(&stanza, &record).await.unwrap();
 
-        let key = backup::backup_key(&stanza, &record.id).unwrap();
+        let listed = repo
+            .backend()
+            .list(&backup::backups_prefix(&stanza))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        let key = listed[0].key.clone();
         let stored = repo.backend().get(&key).await.unwrap();
+        assert_eq!(
+            key,
+            backup::backup_record_key(&stanza, &record.id, &Digest::of(&stored)).unwrap(),
+            "the key carries the digest of the record's bytes"
+        );
         assert!(stored.starts_with(b"tidemark-record 2 "), "{stored:?}");
         let read = repo.backup(&stanza, &record.id).await.unwrap().unwrap();
         assert_eq!(read, record);
@@ -1473,6 +1546,168 @@ mod tests {
             Err(Error::AlreadyExists { .. })
         ));
         assert_eq!(repo.backend().get(&key).await.unwrap(), stored);
+        // The same record again (a retry whose first write landed) is no second copy.
+        repo.put_backup(&stanza, &record).await.unwrap();
+        assert_eq!(
+            repo.backend()
+                .list(&backup::backups_prefix(&stanza))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    /// Records written before keys carried the digest (`backups/<id>`) are still read,
+    /// listed, and hold their id.
+    #[tokio::test]
+    async fn records_under_keys_without_a_digest_are_read_and_hold_their_id() {
+        let (_d, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        let old = BackupRecord::example("20261121T103207Z", now());
+        let key = backup::backup_key(&stanza, &old.id).unwrap();
+        let body = catalog::encode_record_as(&old, catalog::BACKUP_RECORD_FORMAT);
+        repo.backend()
+            .put(&key, Bytes::from(body), PutMode::Create)
+            .await
+            .unwrap();
+        assert_eq!(
+            repo.backup(&stanza, &old.id).await.unwrap(),
+            Some(old.clone())
+        );
+        assert_eq!(
+            repo.backups(&stanza).await.unwrap().records,
+            vec![old.clone()]
+        );
+        let mut next = BackupRecord::example(&old.id, now());
+        next.label = "another".into();
+        assert!(matches!(
+            repo.put_backup(&stanza, &next).await,
+            Err(Error::AlreadyExists { .. })
+        ));
+        next.id = format!("{}-2", old.id);
+        repo.put_backup(&stanza, &next).await.unwrap();
+        assert_eq!(repo.backup(&stanza, &old.id).await.unwrap(), Some(old));
+        assert_eq!(repo.backup(&stanza, &next.id).await.unwrap(), Some(next));
+    }
+
+    /// On a store that ignores conditional writes, a second backup under a taken id is
+    /// refused (the caller takes the next id) and the first record is untouched; two
+    /// backups racing for one id never both succeed, and what succeeded is what is read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn backup_records_survive_a_store_without_conditional_writes() {
+        use crate::backend::conformance::IgnoresCreate;
+        let dir = tempfile::tempdir().unwrap();
+        let local = Arc::new(LocalBackend::new(dir.path().join("repo")).unwrap());
+        let repo = Repo::new(Arc::new(IgnoresCreate(local)), Compression::Lz4);
+        let stanza = Stanza::new("main").unwrap();
+        let mut a = BackupRecord::example("20261121T103207Z", now());
+        a.label = "a".into();
+        let mut b = a.clone();
+        b.label = "b".into();
+        repo.put_backup(&stanza, &a).await.unwrap();
+        assert!(matches!(
+            repo.put_backup(&stanza, &b).await,
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(repo.backup(&stanza, &a.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(repo.backups(&stanza).await.unwrap().records, vec![a]);
+
+        for round in 0..50 {
+            let id = format!("20261121T1033{:02}Z", round);
+            let racers: Vec<_> = ["x", "y"]
+                .into_iter()
+                .map(|label| {
+                    let repo = repo.clone();
+                    let stanza = stanza.clone();
+                    let mut r = BackupRecord::example(&id, now());
+                    r.label = label.into();
+                    tokio::spawn(async move {
+                        let result = repo.put_backup(&stanza, &r).await;
+                        (r, result)
+                    })
+                })
+                .collect();
+            let mut won = Vec::new();
+            for racer in racers {
+                let (r, result) = racer.await.unwrap();
+                match result {
+                    Ok(()) => won.push(r),
+                    Err(Error::AlreadyExists { .. }) => {}
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+            assert!(
+                won.len() <= 1,
+                "round {round}: both writers acknowledged {id}"
+            );
+            assert_eq!(
+                repo.backup(&stanza, &id).await.unwrap(),
+                won.pop(),
+                "round {round}: what was acknowledged is what is read"
+            );
+        }
+    }
+
+    /// A create whose first attempt landed and whose answer was lost is retried; the retry
+    /// must not be taken for another backup holding the id (which made the agent write a
+    /// duplicate record under `<id>-2`).
+    #[tokio::test(start_paused = true)]
+    async fn a_retried_record_whose_first_write_landed_is_one_record() {
+        use crate::backend::retry::Retrying;
+        use crate::backend::Upload;
+        use std::ops::Range;
+
+        /// Lands the first put, then says the store was unreachable.
+        #[derive(Debug)]
+        struct LostAnswer {
+            inner: LocalBackend,
+            lost: AtomicBool,
+        }
+        #[async_trait::async_trait]
+        impl Backend for LostAnswer {
+            async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+                self.inner.put(key, data, mode).await?;
+                if self.lost.swap(true, Ordering::SeqCst) {
+                    return Ok(());
+                }
+                Err(Error::Unavailable {
+                    op: "put",
+                    key: key.to_string(),
+                    message: "connection reset".into(),
+                })
+            }
+            async fn get(&self, key: &Key) -> Result<Bytes> {
+                self.inner.get(key).await
+            }
+            async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
+                self.inner.get_range(key, range).await
+            }
+            async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+                self.inner.head(key).await
+            }
+            async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+                self.inner.list(prefix).await
+            }
+            async fn delete(&self, key: &Key) -> Result<()> {
+                self.inner.delete(key).await
+            }
+            async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
+                self.inner.put_multipart(key, mode).await
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let lossy = LostAnswer {
+            inner: LocalBackend::new(dir.path().join("repo")).unwrap(),
+            lost: AtomicBool::new(false),
+        };
+        let backend = Retrying::new(Arc::new(lossy), std::time::Duration::from_secs(10));
+        let repo = Repo::new(Arc::new(backend), Compression::Lz4);
+        let stanza = Stanza::new("main").unwrap();
+        let record = BackupRecord::example("20261121T103207Z", now());
+        repo.put_backup(&stanza, &record).await.unwrap();
+        assert_eq!(repo.backups(&stanza).await.unwrap().records, vec![record]);
     }
 
     /// A WAL record for `content` under `name`.
@@ -1770,10 +2005,8 @@ mod tests {
         }
         // One byte of the oldest and of the newest record flipped.
         for id in ["20261121T000000Z", "20261123T000000Z"] {
-            let path = dir
-                .path()
-                .join("repo")
-                .join(backup::backup_key(&stanza, id).unwrap().as_str());
+            let keys = repo.backup_keys(&stanza, id).await.unwrap();
+            let path = dir.path().join("repo").join(keys[0].as_str());
             let mut body = std::fs::read(&path).unwrap();
             let at = body.len() - 10;
             body[at] ^= 0x01;

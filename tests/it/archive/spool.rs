@@ -349,9 +349,10 @@ fn an_async_push_checks_the_index_and_queues_unchecked_while_the_store_is_down()
     need_pg!();
     let mut server = s3_server!();
     let t = TestDir::new("spool-check");
-    let (_c, wal, names) = spooling_cluster(&t, "pg", 3);
+    let (c, wal, names) = spooling_cluster(&t, "pg", 3);
     let spool = t.mkdir("spool");
     let sync = s3_tidemark(&t, &server);
+    sync.init_stanza(&c);
     let tm = sync.clone().with_args([
         "--retry-timeout",
         "60",

@@ -176,6 +176,17 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let (known, skipped) = previous_chunks(&repo, stanza, req.quiet).await?;
     let mut warnings = warnings;
     warnings.extend(skipped);
+    // Temporary files that killed writers (an earlier backup, a push) left in a local
+    // repository are removed here, where the blobs they were meant to become are written;
+    // a live writer's file is never taken (docs/repository-format.md).
+    let collected = repo.backend().stale_temp_files(true).await?;
+    if collected.count > 0 {
+        tracing::info!(
+            "removed {} temporary file(s) ({} bytes) left by killed writers",
+            collected.count,
+            collected.bytes
+        );
+    }
 
     if identity.system_id.0 != server.system_id {
         return Err(Failure::Store(tidemark_store::Error::ClusterMismatch {
@@ -347,8 +358,10 @@ impl Notices {
 }
 
 /// Writes the record under the id of its start time; when a backup that started in the
-/// same second holds that id, under the next free `<id>-<n>`. Create-only writes make
-/// the choice safe between concurrent backups.
+/// same second holds that id, under the next free `<id>-<n>`. `Repo::put_backup` makes
+/// the choice safe between concurrent backups, also on a store that ignores conditional
+/// writes, and takes a write repeated after a lost answer for what it is (not a second
+/// backup holding the id).
 async fn write_record(
     repo: &Repo,
     stanza: &tidemark_store::catalog::Stanza,
@@ -852,13 +865,12 @@ mod tests {
             .unwrap()
             .with_timezone(&chrono::Utc);
         let mut ids = Vec::new();
-        for _ in 0..3 {
-            ids.push(
-                write_record(&repo, &stanza, BackupRecord::example("", t), t)
-                    .await
-                    .unwrap()
-                    .id,
-            );
+        for i in 0..3 {
+            // Three backups: their records differ (the same record twice is one backup
+            // whose write was repeated, and keeps its id).
+            let mut record = BackupRecord::example("", t);
+            record.label = format!("backup {i}");
+            ids.push(write_record(&repo, &stanza, record, t).await.unwrap().id);
         }
         assert_eq!(
             ids,
@@ -914,8 +926,8 @@ mod tests {
         }
         // The newest record damaged: the older one's chunks are the hint, and the
         // warning names the damaged one.
-        let key = backup::backup_key(&stanza, "20261122T000000Z").unwrap();
-        let path = dir.path().join("repo").join(key.as_str());
+        let keys = repo.backup_keys(&stanza, "20261122T000000Z").await.unwrap();
+        let path = dir.path().join("repo").join(keys[0].as_str());
         let mut body = std::fs::read(&path).unwrap();
         let at = body.len() - 3;
         body[at] ^= 0x01;

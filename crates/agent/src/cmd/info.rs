@@ -41,6 +41,9 @@ pub struct InfoReport {
     pub wal: WalSummary,
     /// Refused contents kept for forensics.
     pub quarantined: usize,
+    /// Temporary files killed writers left in a local repository (the next `backup`
+    /// removes them; docs/repository-format.md).
+    pub stale_temp_files: u64,
     /// Base backups, oldest first.
     pub backups: Vec<BackupInfo>,
     /// Backup records that cannot be read, by id: no restore can use them.
@@ -395,6 +398,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     } else {
         0
     };
+    let stale_temp_files = repo.backend().stale_temp_files(false).await?.count;
     let segment_size = cluster
         .as_ref()
         .and_then(|c| SegmentSize::new(c.wal_segment_size).ok());
@@ -432,6 +436,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
         }),
         wal: summarize(&entries, segment_size),
         quarantined,
+        stale_temp_files,
         backups,
         damaged_backups,
     })
@@ -516,6 +521,12 @@ pub fn render_text(r: &InfoReport) -> String {
         line(format!(
             "  {} refused file(s) kept in quarantine",
             r.quarantined
+        ));
+    }
+    if r.stale_temp_files > 0 {
+        line(format!(
+            "  {} temporary file(s) left by killed writers (the next backup removes them)",
+            r.stale_temp_files
         ));
     }
     let damaged =
@@ -680,6 +691,7 @@ mod tests {
             cluster: None,
             wal: WalSummary::default(),
             quarantined: 0,
+            stale_temp_files: 0,
             backups: list,
             damaged_backups: vec![DamagedBackupInfo {
                 id: "e".into(),
@@ -735,6 +747,7 @@ mod tests {
             cluster: None,
             wal: WalSummary::default(),
             quarantined: 0,
+            stale_temp_files: 0,
             backups: list,
             damaged_backups: Vec::new(),
         });

@@ -350,3 +350,50 @@ pub async fn multipart_abort_leaves_nothing(b: &dyn Backend) {
     );
     assert!(b.list("conf/abort/").await.expect("list").is_empty());
 }
+
+/// A backend that ignores conditional writes, as some S3-compatible stores do (Garage):
+/// every `Create` silently replaces whatever the key held, and never reports
+/// `AlreadyExists`. The repository must stay correct on it (docs/repository-format.md:
+/// every key is determined by its content), and tests prove that with this wrapper.
+#[derive(Debug)]
+pub struct IgnoresCreate(pub std::sync::Arc<dyn Backend>);
+
+#[async_trait::async_trait]
+impl Backend for IgnoresCreate {
+    async fn put(&self, key: &Key, data: Bytes, _mode: PutMode) -> crate::Result<()> {
+        self.0.put(key, data, PutMode::Overwrite).await
+    }
+    async fn get(&self, key: &Key) -> crate::Result<Bytes> {
+        self.0.get(key).await
+    }
+    async fn get_range(&self, key: &Key, range: std::ops::Range<u64>) -> crate::Result<Bytes> {
+        self.0.get_range(key, range).await
+    }
+    async fn head(&self, key: &Key) -> crate::Result<super::ObjectMeta> {
+        self.0.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> crate::Result<Vec<super::ObjectMeta>> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &Key) -> crate::Result<()> {
+        self.0.delete(key).await
+    }
+    async fn stale_temp_files(&self, remove: bool) -> crate::Result<super::TempFiles> {
+        self.0.stale_temp_files(remove).await
+    }
+    async fn create_all(&self, items: Vec<(Key, Bytes)>) -> crate::Result<Vec<bool>> {
+        let mut created = Vec::with_capacity(items.len());
+        for (key, data) in items {
+            self.0.put(&key, data, PutMode::Overwrite).await?;
+            created.push(true);
+        }
+        Ok(created)
+    }
+    async fn put_multipart(
+        &self,
+        key: &Key,
+        _mode: PutMode,
+    ) -> crate::Result<Box<dyn super::Upload>> {
+        self.0.put_multipart(key, PutMode::Overwrite).await
+    }
+}

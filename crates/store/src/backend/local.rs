@@ -5,17 +5,24 @@
 //! is known, sits in a parent folder of the target instead), is fsynced, then becomes
 //! visible with `link` (for [`PutMode::Create`]: fails if the name exists, so nothing is
 //! ever replaced) or `rename` (for [`PutMode::Overwrite`]), and the folder itself is
-//! fsynced.
-//! Folders a write creates are fsynced into their parents too. A writer killed at any
-//! point leaves at most a `.tmp-` file, which listings never show.
+//! fsynced. A create that finds its name taken fsyncs the folder too before it answers
+//! `AlreadyExists`: the name may have been linked by a writer that crashed before its own
+//! folder fsync, and "already there" must be as durable as "created".
+//! Folders a write creates are fsynced themselves and into their parents; a folder of the
+//! repository found already there is fsynced into its parent once per process (a crashed
+//! run may have created it). A writer killed at any point leaves at most a `.tmp-` file,
+//! which listings never show.
 //!
 //! File-system calls are blocking; they run on tokio's blocking pool.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -53,30 +60,90 @@ fn temp_name() -> String {
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
+    #[cfg(test)]
+    tests::record_fsync(dir);
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_err("fsync folder", dir, e))
 }
 
-/// `create_dir_all` that also fsyncs each new folder's parent, so that a durable file is
-/// never inside a folder whose own entry could vanish in a crash.
-fn create_dirs_durably(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
+/// Folders this process has made durable (created and fsynced into their parent, or found
+/// and fsynced into their parent once): later writes skip them.
+static DURABLE_DIRS: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+fn known_durable(dir: &Path) -> bool {
+    DURABLE_DIRS
+        .lock()
+        .expect("durable folders")
+        .as_ref()
+        .is_some_and(|set| set.contains(dir))
+}
+
+fn mark_durable(dir: &Path) {
+    DURABLE_DIRS
+        .lock()
+        .expect("durable folders")
+        .get_or_insert_with(HashSet::new)
+        .insert(dir.to_path_buf());
+}
+
+/// `create_dir_all` that makes every folder on the way durable: a new folder is fsynced
+/// itself (its entries) and into its parent. A folder that already exists is fsynced into
+/// its parent too, once per process: an earlier run may have created it and crashed before
+/// its own parent fsync, and a durable file must never sit inside a folder whose entry
+/// could vanish in a crash. Ancestors are handled the same way up to the repository's
+/// `root`; above it only the folders this call creates (existing ones are the user's).
+fn create_dirs_durably(root: &Path, dir: &Path) -> Result<()> {
+    let exists = dir.is_dir();
+    // A folder removed since (by another process) is created again, durably.
+    if exists && known_durable(dir) {
+        return Ok(());
+    }
+    if exists && !dir.starts_with(root) {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dirs_durably(parent)?;
+        create_dirs_durably(root, parent)?;
     }
-    match fs::create_dir(dir) {
-        Ok(()) => {
-            if let Some(parent) = dir.parent() {
-                fsync_dir(parent)?;
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(io_err("create folder", dir, e)),
+    let created = match fs::create_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => false,
+        Err(e) => return Err(io_err("create folder", dir, e)),
+    };
+    if created {
+        fsync_dir(dir)?;
     }
+    if let Some(parent) = dir.parent() {
+        fsync_dir(parent)?;
+    }
+    mark_durable(dir);
+    Ok(())
+}
+
+/// A temporary file last written longer ago than this, whose writer's process is gone, was
+/// left by a killed writer (see [`super::TempFiles`]). Far above the time between two
+/// writes of any writer (a part of an upload, a staged body, a record), so a file still
+/// being written is never this old, even when its writer runs in another process namespace
+/// or on another machine (a shared folder), where its process id says nothing.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+
+/// The writer's process id in a temporary file's name (`.tmp-<pid>-<n>-<nanos>`, see
+/// [`temp_name`]).
+fn temp_writer(name: &str) -> Option<i32> {
+    name.strip_prefix(".tmp-")?.split('-').next()?.parse().ok()
+}
+
+/// True when a process with id `pid` may run on this machine: it exists, or exists under
+/// another user (`EPERM`). Only "no such process" (`ESRCH`) says it is gone.
+fn process_runs(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 fn modified(meta: &fs::Metadata) -> Option<DateTime<Utc>> {
@@ -98,6 +165,11 @@ fn publish(tmp: &Path, dest: &Path, key: &Key, mode: PutMode) -> Result<()> {
     };
     // After a rename the temporary name is gone already; after link (or a failure) remove it.
     let _ = fs::remove_file(tmp);
+    if let Err(Error::AlreadyExists { .. }) = result {
+        // The name may come from a writer that crashed between its link and its folder
+        // fsync: "already there" must be as durable as "created" before anyone relies on it.
+        fsync_dir(dir)?;
+    }
     result?;
     fsync_dir(dir)
 }
@@ -226,9 +298,12 @@ impl LocalBackend {
     fn put_blocking(&self, key: &Key, data: &[u8], mode: PutMode) -> Result<()> {
         let dest = self.path(key);
         let dir = dest.parent().expect("keys have a parent folder");
-        create_dirs_durably(dir)?;
+        create_dirs_durably(&self.root, dir)?;
         if mode == PutMode::Create && dest.exists() {
-            // Cheap early answer; `link` below is what makes Create exclusive.
+            // Cheap early answer; `link` below is what makes Create exclusive. The name may
+            // come from a writer that crashed between its link and its folder fsync: make it
+            // durable before answering "already there" (see `publish`).
+            fsync_dir(dir)?;
             return Err(Error::AlreadyExists { key: key.clone() });
         }
         let tmp = dir.join(temp_name());
@@ -257,6 +332,7 @@ impl LocalBackend {
             staged: Option<Staged>,
         }
         let mut pending: Vec<Option<Pending>> = Vec::with_capacity(items.len());
+        let mut existing_dirs: Vec<PathBuf> = Vec::new();
         let cleanup = |pending: &[Option<Pending>]| {
             for p in pending.iter().flatten() {
                 let _ = fs::remove_file(&p.tmp);
@@ -265,11 +341,17 @@ impl LocalBackend {
         for (key, body) in items {
             let dest = self.path(&key);
             let dir = dest.parent().expect("keys have a parent folder");
-            if let Err(e) = create_dirs_durably(dir) {
+            if let Err(e) = create_dirs_durably(&self.root, dir) {
                 cleanup(&pending);
                 return Err(e);
             }
             if dest.exists() {
+                // Already there, maybe linked by a writer that crashed before its folder
+                // fsync: the folder is fsynced below with the others (see `publish`).
+                let dir = dir.to_path_buf();
+                if !existing_dirs.contains(&dir) {
+                    existing_dirs.push(dir);
+                }
                 pending.push(None);
                 continue;
             }
@@ -323,7 +405,7 @@ impl LocalBackend {
             return Err(e);
         }
         let mut created = Vec::with_capacity(pending.len());
-        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut dirs: Vec<PathBuf> = existing_dirs;
         for (i, p) in pending.iter().enumerate() {
             let Some(p) = p else {
                 created.push(false);
@@ -337,7 +419,13 @@ impl LocalBackend {
                         dirs.push(dir);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => created.push(false),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    created.push(false);
+                    let dir = p.dest.parent().expect("parent").to_path_buf();
+                    if !dirs.contains(&dir) {
+                        dirs.push(dir);
+                    }
+                }
                 Err(e) => {
                     cleanup(&pending[i..]);
                     return Err(io_err("link", &p.dest, e));
@@ -353,6 +441,63 @@ impl LocalBackend {
                 .collect::<Result<Vec<()>>>()
         })?;
         Ok(created)
+    }
+
+    /// Finds (and with `remove`, removes) the temporary files in every folder of the
+    /// repository that killed writers left (see [`STALE_TEMP_AGE`]), as of `now`.
+    fn stale_temp_blocking(&self, remove: bool, now: SystemTime) -> Result<super::TempFiles> {
+        let mut found = super::TempFiles::default();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err("list", &dir, e))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let file_type = entry
+                    .file_type()
+                    .map_err(|e| io_err("list", &entry.path(), e))?;
+                if file_type.is_dir() {
+                    // Only the repository's own folders: not `lost+found` at a mount point,
+                    // which another user may own (no key can name it).
+                    if Key::new(name.as_str()).is_ok() {
+                        stack.push(entry.path());
+                    }
+                    continue;
+                }
+                if !file_type.is_file() || !name.starts_with(".tmp-") {
+                    continue;
+                }
+                let path = entry.path();
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Published or removed by its writer meanwhile.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err("stat", &path, e)),
+                };
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or(Duration::ZERO);
+                if age <= STALE_TEMP_AGE || temp_writer(&name).is_some_and(process_runs) {
+                    continue;
+                }
+                if remove {
+                    match fs::remove_file(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(io_err("remove", &path, e)),
+                    }
+                }
+                found.count += 1;
+                found.bytes += meta.len();
+            }
+        }
+        Ok(found)
     }
 
     fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
@@ -454,6 +599,11 @@ impl Backend for LocalBackend {
         Staged::create(&dir).ok()
     }
 
+    async fn stale_temp_files(&self, remove: bool) -> Result<super::TempFiles> {
+        let this = self.clone();
+        blocking(move || this.stale_temp_blocking(remove, SystemTime::now())).await
+    }
+
     async fn create_all_staged(
         &self,
         first: (Key, Staged),
@@ -533,9 +683,10 @@ impl Backend for LocalBackend {
     async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
         let dest = self.path(key);
         let key = key.clone();
+        let root = self.root.clone();
         blocking(move || {
             let dir = dest.parent().expect("parent").to_path_buf();
-            create_dirs_durably(&dir)?;
+            create_dirs_durably(&root, &dir)?;
             let tmp = dir.join(temp_name());
             let file = OpenOptions::new()
                 .write(true)
@@ -639,6 +790,143 @@ mod tests {
     use super::*;
     use crate::backend::conformance;
 
+    /// Every folder fsync of this test process, in order (tests run in parallel: each
+    /// looks only at the paths under its own temporary folder).
+    static FSYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(super) fn record_fsync(dir: &Path) {
+        FSYNCED.lock().unwrap().push(dir.to_path_buf());
+    }
+
+    /// How many folder fsyncs `dir` got so far.
+    fn fsyncs_of(dir: &Path) -> usize {
+        FSYNCED.lock().unwrap().iter().filter(|d| *d == dir).count()
+    }
+
+    /// A create that finds its name taken fsyncs the folder before answering: the name may
+    /// have been linked by a writer that crashed before its own folder fsync, and the
+    /// retry's "already there" must not acknowledge a link a power loss could undo. The
+    /// same for `create_all` and for a multipart upload that completes onto a taken name.
+    #[tokio::test]
+    async fn already_exists_makes_the_name_durable_first() {
+        let (_dir, b) = backend();
+        let folder = b.root().join("blobs").join("ab");
+        std::fs::create_dir_all(&folder).unwrap();
+        // What a writer killed between `link` and the folder fsync leaves.
+        std::fs::write(folder.join("abcd"), b"x").unwrap();
+        std::fs::write(folder.join("abce"), b"y").unwrap();
+        std::fs::write(folder.join("abcf"), b"z").unwrap();
+
+        let before = fsyncs_of(&folder);
+        let key = Key::new("blobs/ab/abcd").unwrap();
+        let err = b
+            .put(&key, Bytes::from_static(b"x"), PutMode::Create)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+        assert!(
+            fsyncs_of(&folder) > before,
+            "put: the folder was not fsynced"
+        );
+
+        let before = fsyncs_of(&folder);
+        let created = b
+            .create_all(vec![(
+                Key::new("blobs/ab/abce").unwrap(),
+                Bytes::from_static(b"y"),
+            )])
+            .await
+            .unwrap();
+        assert_eq!(created, [false]);
+        assert!(
+            fsyncs_of(&folder) > before,
+            "create_all: the folder was not fsynced"
+        );
+
+        let before = fsyncs_of(&folder);
+        let mut up = b
+            .put_multipart(&Key::new("blobs/ab/abcf").unwrap(), PutMode::Create)
+            .await
+            .unwrap();
+        up.put_part(Bytes::from_static(b"z")).await.unwrap();
+        assert!(matches!(
+            up.complete().await,
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert!(
+            fsyncs_of(&folder) > before,
+            "complete: the folder was not fsynced"
+        );
+    }
+
+    /// Creating the repository's folders fsyncs each new folder and its parent; a folder
+    /// found already there (an earlier run may have crashed before its parent fsync) is
+    /// fsynced into its parent too, once per process.
+    #[tokio::test]
+    async fn folders_on_the_way_are_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::new(&root).unwrap();
+        b.put(
+            &Key::new("stanzas/main/cluster/1").unwrap(),
+            Bytes::from_static(b"c"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+        for created in [
+            root.clone(),
+            root.join("stanzas"),
+            root.join("stanzas/main"),
+            root.join("stanzas/main/cluster"),
+        ] {
+            assert!(fsyncs_of(&created) >= 1, "{} itself", created.display());
+            let parent = created.parent().unwrap();
+            assert!(
+                fsyncs_of(parent) >= 1,
+                "{} into its parent",
+                created.display()
+            );
+        }
+        assert_eq!(fsyncs_of(dir.path().parent().unwrap()), 0, "above the root");
+
+        // Left by a crashed run: the folder exists, its parent's entry may not be durable.
+        let left = root.join("blobs").join("cd");
+        std::fs::create_dir_all(&left).unwrap();
+        let parent = root.join("blobs");
+        assert_eq!(fsyncs_of(&parent), 0);
+        let root_before = fsyncs_of(&root);
+        b.put(
+            &Key::new("blobs/cd/cdef").unwrap(),
+            Bytes::from_static(b"b"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fsyncs_of(&parent), 1, "blobs/cd into blobs/");
+        assert_eq!(fsyncs_of(&root), root_before + 1, "blobs/ into the root");
+        b.put(
+            &Key::new("blobs/cd/cdeg").unwrap(),
+            Bytes::from_static(b"b"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fsyncs_of(&parent), 1, "once per process");
+        assert_eq!(fsyncs_of(&root), root_before + 1, "once per process");
+
+        // Removed by someone else meanwhile: created again.
+        std::fs::remove_dir_all(&left).unwrap();
+        b.put(
+            &Key::new("blobs/cd/cdeh").unwrap(),
+            Bytes::from_static(b"b"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fsyncs_of(&parent), 2, "blobs/cd created again, into blobs/");
+    }
+
     fn backend() -> (tempfile::TempDir, LocalBackend) {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(dir.path().join("repo")).unwrap();
@@ -649,6 +937,74 @@ mod tests {
     async fn conformance_suite() {
         let (_dir, b) = backend();
         conformance::run_all(&b).await;
+    }
+
+    /// A temporary file is collected only when it is older than `STALE_TEMP_AGE` and its
+    /// writer's process is gone: a fresh one, or an old one whose writer still runs, stays.
+    #[tokio::test]
+    async fn only_temporary_files_of_gone_writers_are_collected() {
+        let (_dir, b) = backend();
+        b.put(
+            &Key::new("blobs/ab/abcd").unwrap(),
+            Bytes::from_static(b"blob"),
+            PutMode::Create,
+        )
+        .await
+        .unwrap();
+        // A process id that ran and is gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id() as i32;
+        child.wait().unwrap();
+        assert!(!process_runs(gone));
+        let mine = std::process::id() as i32;
+        assert!(process_runs(mine));
+
+        let old = SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(60);
+        let place = |rel: &str, body: &[u8], mtime: Option<SystemTime>| {
+            let path = b.root().join(rel);
+            std::fs::write(&path, body).unwrap();
+            if let Some(t) = mtime {
+                File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(t)
+                    .unwrap();
+            }
+            path
+        };
+        // Not the repository's: never looked into.
+        std::fs::create_dir(b.root().join("lost+found")).unwrap();
+        let foreign = place(&format!("lost+found/.tmp-{gone}-0-0"), b"x", Some(old));
+        let stale = place(&format!("blobs/.tmp-{gone}-0-1"), b"left", Some(old));
+        let stale_deep = place(&format!("blobs/ab/.tmp-{gone}-1-2"), b"behind", Some(old));
+        let fresh = place(&format!("blobs/.tmp-{gone}-2-3"), b"being written", None);
+        let live = place(&format!("blobs/.tmp-{mine}-3-4"), b"slow writer", Some(old));
+
+        let counted = b.stale_temp_files(false).await.unwrap();
+        assert_eq!(counted.count, 2);
+        assert_eq!(counted.bytes, 10);
+        assert!(stale.exists(), "counting removes nothing");
+
+        let removed = b.stale_temp_files(true).await.unwrap();
+        assert_eq!(removed, counted);
+        assert!(!stale.exists() && !stale_deep.exists());
+        assert!(fresh.exists(), "a recent file may still be written");
+        assert!(live.exists(), "its writer still runs");
+        assert!(foreign.exists(), "outside the repository's folders");
+        assert_eq!(
+            b.get(&Key::new("blobs/ab/abcd").unwrap()).await.unwrap(),
+            "blob"
+        );
+        assert_eq!(b.stale_temp_files(false).await.unwrap().count, 0);
+    }
+
+    #[test]
+    fn temporary_names_carry_their_writer() {
+        let name = temp_name();
+        assert_eq!(temp_writer(&name), Some(std::process::id() as i32));
+        assert_eq!(temp_writer(".tmp-x-1-2"), None);
+        assert_eq!(temp_writer("abcd"), None);
     }
 
     #[tokio::test]

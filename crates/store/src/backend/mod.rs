@@ -115,6 +115,16 @@ pub trait Backend: Send + Sync + Debug + 'static {
         self.create_all(items).await
     }
 
+    /// Temporary files that writers killed mid-write left in the repository (see
+    /// [`TempFiles`] for what counts as left behind); with `remove`, removes them too.
+    /// Only stores that keep objects in local files have any: an S3 upload that was never
+    /// completed is invisible and expires by the bucket's lifecycle rules. The default
+    /// finds none.
+    async fn stale_temp_files(&self, remove: bool) -> Result<TempFiles> {
+        let _ = remove;
+        Ok(TempFiles::default())
+    }
+
     /// Starts a write too large to hold in memory, sent in parts. Nothing is visible
     /// under `key` until [`Upload::complete`] returns; `mode` is honoured then.
     async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>>;
@@ -132,6 +142,19 @@ pub trait Upload: Send {
     async fn complete(&mut self) -> Result<()>;
     /// Drops everything written so far; may be called again after a failure.
     async fn abort(&mut self) -> Result<()>;
+}
+
+/// Temporary files left behind by killed writers, as [`Backend::stale_temp_files`] found
+/// them. The local backend counts a `.tmp-<pid>-…` file as left behind only when both hold:
+/// it was last written more than [`local::STALE_TEMP_AGE`] ago, and no process with its
+/// writer's id runs on this machine. A live writer's file is never taken: a writer that
+/// still runs keeps it however old, and a file still being written is younger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TempFiles {
+    /// How many.
+    pub count: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// S3's smallest part size (but for the last part).

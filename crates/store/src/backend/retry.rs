@@ -24,6 +24,17 @@
 //!
 //! Starting an upload, each part, completing and aborting are all retried.
 //!
+//! # The deadline
+//!
+//! Checking the time only between attempts is not enough: a store that accepts connections
+//! and never answers (a stuck proxy, a half-dead load balancer) would hold one attempt for as
+//! long as the inner backend's own timeouts allow. So each attempt runs with the operation's
+//! deadline (its start plus `retry_for`) in reach through [`deadline`], and a backend that
+//! waits on a network bounds every wait for an answer by it (the S3 backend does; see its
+//! module doc for the floor it keeps so that the last attempt, and a slow upload, get a fair
+//! chance). A store that never answers thus fails the operation about `retry_for` after it
+//! started, with the backend's "did not answer" error.
+//!
 //! The clock is tokio's, so tests can pause it.
 
 use std::future::Future;
@@ -36,7 +47,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Backend, ObjectMeta, PutMode, Staged, Upload};
+use super::{Backend, ObjectMeta, PutMode, Staged, TempFiles, Upload};
 use crate::{Key, Result};
 
 /// The pause before the first retry.
@@ -69,6 +80,18 @@ fn jittered(d: Duration) -> Duration {
     } else {
         h.finish() % quarter
     })
+}
+
+tokio::task_local! {
+    /// The deadline of the [`Retrying`] operation whose attempt this task is running.
+    static DEADLINE: Instant;
+}
+
+/// When the [`Retrying`] operation in progress on this task gives up (its start plus
+/// `retry_for`), or `None` outside of one. Backends read it to bound their waits for an
+/// answer: an attempt still waiting past it would hold the operation past `retry_for`.
+pub fn deadline() -> Option<Instant> {
+    DEADLINE.try_with(|d| *d).ok()
 }
 
 /// The retry schedule of one operation.
@@ -125,6 +148,11 @@ impl Backoff {
         Ok(())
     }
 
+    /// When the operation gives up: its start plus `retry_for`.
+    fn deadline(&self) -> Instant {
+        self.started + self.retry_for
+    }
+
     /// After a success: a success that needed retries is worth one line.
     fn succeeded(&self, op: &str, what: &str) {
         if self.attempts > 1 {
@@ -151,7 +179,7 @@ where
 {
     let mut backoff = Backoff::new(retry_for);
     loop {
-        match attempt().await {
+        match DEADLINE.scope(backoff.deadline(), attempt()).await {
             Ok(v) => {
                 backoff.succeeded(op, what);
                 return Ok(v);
@@ -202,6 +230,11 @@ impl Backend for Retrying {
 
     fn stage(&self, folder: &str) -> Option<Staged> {
         self.inner.stage(folder)
+    }
+
+    async fn stale_temp_files(&self, remove: bool) -> Result<TempFiles> {
+        // Local files only: nothing transient to retry.
+        self.inner.stale_temp_files(remove).await
     }
 
     async fn create_all_staged(
@@ -257,7 +290,10 @@ impl RetryingUpload {
     ) -> Result<()> {
         let mut backoff = Backoff::new(self.retry_for);
         loop {
-            match attempt(self.inner.as_mut()).await {
+            match DEADLINE
+                .scope(backoff.deadline(), attempt(self.inner.as_mut()))
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(e) => backoff.pause_or_fail(e, op, self.key.as_str()).await?,
             }
@@ -509,6 +545,56 @@ mod tests {
             !up.complete().await.unwrap_err().is_transient(),
             "a finished upload cannot complete again, and that is not worth retrying"
         );
+    }
+
+    /// Every attempt sees the operation's deadline (its start plus `retry_for`), so that a
+    /// backend can bound a wait for an answer by it; outside an operation there is none.
+    #[tokio::test(start_paused = true)]
+    async fn attempts_see_the_operation_deadline() {
+        #[derive(Debug)]
+        struct Records(std::sync::Mutex<Vec<Option<Instant>>>);
+        #[async_trait]
+        impl Backend for Records {
+            async fn put(&self, _: &Key, _: Bytes, _: PutMode) -> Result<()> {
+                unreachable!()
+            }
+            async fn get(&self, _: &Key) -> Result<Bytes> {
+                self.0.lock().unwrap().push(deadline());
+                Err(Error::Unavailable {
+                    op: "get",
+                    key: "k".into(),
+                    message: "the store did not answer".into(),
+                })
+            }
+            async fn get_range(&self, _: &Key, _: Range<u64>) -> Result<Bytes> {
+                unreachable!()
+            }
+            async fn head(&self, _: &Key) -> Result<ObjectMeta> {
+                unreachable!()
+            }
+            async fn list(&self, _: &str) -> Result<Vec<ObjectMeta>> {
+                unreachable!()
+            }
+            async fn delete(&self, _: &Key) -> Result<()> {
+                unreachable!()
+            }
+            async fn put_multipart(&self, _: &Key, _: PutMode) -> Result<Box<dyn Upload>> {
+                unreachable!()
+            }
+        }
+        assert_eq!(deadline(), None);
+        let inner = Arc::new(Records(std::sync::Mutex::new(Vec::new())));
+        let b = Retrying::new(inner.clone(), Duration::from_secs(3));
+        let started = Instant::now();
+        assert!(b.get(&key("a")).await.is_err());
+        let seen = inner.0.lock().unwrap().clone();
+        assert!(seen.len() > 2, "{seen:?}");
+        assert!(
+            seen.iter()
+                .all(|d| *d == Some(started + Duration::from_secs(3))),
+            "{seen:?}"
+        );
+        assert_eq!(deadline(), None);
     }
 
     #[tokio::test]

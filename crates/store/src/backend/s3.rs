@@ -27,11 +27,27 @@
 //!   (`RequestChecksumCalculation::WhenRequired`, `ResponseChecksumValidation::WhenRequired`):
 //!   the SDK's default aws-chunked bodies with CRC trailers break many S3-compatible stores,
 //!   and tidemark checks end-to-end integrity with its own SHA-256 anyway.
-//! - Connect timeout [`CONNECT_TIMEOUT`]; per-attempt timeout [`ATTEMPT_TIMEOUT`] for small
-//!   requests and [`TRANSFER_ATTEMPT_TIMEOUT`] for those that move object data (the SDK's
-//!   stalled-stream protection already fails a transfer that stops moving after a few seconds).
 //! - The SDK's own retries keep their default (3 attempts); [`super::retry::Retrying`] bounds
 //!   the total time spent on transient failures.
+//!
+//! # Timeouts: a store that accepts connections and never answers
+//!
+//! Every wait is bounded per request, never per whole transfer, so that a large object sent
+//! in parts over a slow link is not cut while it moves:
+//! - connecting (TCP and TLS): [`CONNECT_TIMEOUT`];
+//! - one attempt of a request, until the answer's headers arrive: [`ATTEMPT_TIMEOUT`], plus,
+//!   for a request that sends object data (put, one part of an upload), the time that data
+//!   takes at [`MIN_SEND_RATE`] (an 8 MiB part: 30 + 32 s). The SDK then tries again;
+//! - a response body (get) that stops moving: the SDK's stalled-stream protection fails it
+//!   after [`STALL_GRACE`] below 1 byte/s, however long the body is;
+//! - the whole request, the SDK's attempts included, under [`super::retry::Retrying`]: until
+//!   the operation's deadline ([`super::retry::deadline`], its start plus `retry_timeout`),
+//!   but never less than [`LAST_ATTEMPT_TIME`] plus the data's time at [`MIN_SEND_RATE`], so
+//!   that the last attempt (or `retry_timeout = 0`) still gets a fair chance. A store that
+//!   never answers thus fails an operation after `max(retry_timeout, 5 s)` when it sends no
+//!   data, and after at most `retry_timeout` or 5 s plus the data's time at 256 KiB/s when it
+//!   does (the client cannot tell a dead store from a slow link while its bytes sit in
+//!   buffers), with "the store did not answer within N s".
 //!
 //! # Errors
 //!
@@ -46,6 +62,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -55,6 +72,7 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -70,11 +88,17 @@ use crate::{Error, Key, Result};
 
 /// How long to wait for a TCP (and TLS) connection to the store.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long one attempt of a request without object data (head, list, delete, …) may take.
+/// How long one attempt of a request may wait for the answer's headers, beyond the time its
+/// object data takes to send at [`MIN_SEND_RATE`].
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one attempt of a request that moves object data (put, get, upload part) may take:
-/// long enough for a WAL segment or a large part over a slow link.
-pub const TRANSFER_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The slowest upload rate a request is given time for (256 KiB/s, about 2 Mbit/s): a
+/// request that sends `n` bytes may take `n / MIN_SEND_RATE` longer than one that sends none.
+pub const MIN_SEND_RATE: u64 = 256 << 10;
+/// The least time a request gets when its operation's retry deadline is near or past (the
+/// last attempt, or `retry_timeout = 0`), beyond its data's time at [`MIN_SEND_RATE`].
+pub const LAST_ATTEMPT_TIME: Duration = Duration::from_secs(5);
+/// A response body moving slower than 1 byte/s for this long fails (stalled-stream protection).
+pub const STALL_GRACE: Duration = Duration::from_secs(5);
 
 /// The region used when neither the options nor AWS's default chain name one.
 const FALLBACK_REGION: &str = "us-east-1";
@@ -121,6 +145,11 @@ impl S3Backend {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(region)
             .timeout_config(timeouts)
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(STALL_GRACE)
+                    .build(),
+            )
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         match (&opts.access_key_id, &opts.secret_access_key) {
@@ -192,7 +221,37 @@ impl S3Backend {
         }
     }
 
+    /// Waits for `request` (an SDK `send()`, its own attempts included) that sends `sent`
+    /// bytes of object data on `key`, no longer than the [`Retrying`](super::retry::Retrying)
+    /// operation's deadline allows (see the module doc): a store that never answers must not
+    /// hold the operation past `retry_timeout`. Without a deadline, only the SDK's own
+    /// timeouts apply.
+    async fn answer<T, E>(
+        &self,
+        op: &'static str,
+        key: &str,
+        sent: u64,
+        request: impl Future<Output = std::result::Result<T, SdkError<E>>>,
+    ) -> Result<std::result::Result<T, SdkError<E>>> {
+        let left = super::retry::deadline()
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        let Some(limit) = answer_limit(left, sent) else {
+            return Ok(request.await);
+        };
+        tokio::time::timeout(limit, request)
+            .await
+            .map_err(|_| Error::Unavailable {
+                op,
+                key: self.location(key),
+                message: format!(
+                    "the store did not answer within {:.0} s",
+                    limit.as_secs_f64()
+                ),
+            })
+    }
+
     async fn put_object(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+        let sent = data.len() as u64;
         let mut req = self
             .client
             .put_object()
@@ -202,20 +261,33 @@ impl S3Backend {
         if mode == PutMode::Create {
             req = req.if_none_match("*");
         }
-        req.customize()
-            .config_override(transfer_timeouts())
-            .send()
-            .await
+        let request = req.customize().config_override(send_timeouts(sent)).send();
+        self.answer("put", key.as_str(), sent, request)
+            .await?
             .map(drop)
             .map_err(|e| self.error("put", key, Some(mode), e))
     }
 }
 
-/// Per-request override for requests that move object data.
-fn transfer_timeouts() -> aws_sdk_s3::config::Builder {
+/// How long a request that sends `sent` bytes may wait for its answer when its operation
+/// has `left` until its retry deadline: the time left, but never less than
+/// [`LAST_ATTEMPT_TIME`] plus the data's time at [`MIN_SEND_RATE`]. `None` (no bound beyond
+/// the SDK's own timeouts) outside of a [`Retrying`](super::retry::Retrying) operation.
+fn answer_limit(left: Option<Duration>, sent: u64) -> Option<Duration> {
+    left.map(|left| left.max(LAST_ATTEMPT_TIME + send_time(sent)))
+}
+
+/// How long `sent` bytes take at [`MIN_SEND_RATE`].
+fn send_time(sent: u64) -> Duration {
+    Duration::from_secs_f64(sent as f64 / MIN_SEND_RATE as f64)
+}
+
+/// Per-request override for a request that sends `sent` bytes of object data: its attempts
+/// get the time that data takes at [`MIN_SEND_RATE`] on top of [`ATTEMPT_TIMEOUT`].
+fn send_timeouts(sent: u64) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default().timeout_config(
         TimeoutConfig::builder()
-            .operation_attempt_timeout(TRANSFER_ATTEMPT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT + send_time(sent))
             .build(),
     )
 }
@@ -347,15 +419,17 @@ impl Backend for S3Backend {
     }
 
     async fn get(&self, key: &Key) -> Result<Bytes> {
-        let out = self
+        // The answer's headers within the attempt timeout (and the deadline); the body then
+        // as long as it moves (stalled-stream protection): see the module doc.
+        let request = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.object_key(key.as_str()))
-            .customize()
-            .config_override(transfer_timeouts())
-            .send()
-            .await
+            .send();
+        let out = self
+            .answer("get", key.as_str(), 0, request)
+            .await?
             .map_err(|e| self.error("get", key, None, e))?;
         collect(out.body, "get", self.location(key.as_str())).await
     }
@@ -370,28 +444,30 @@ impl Backend for S3Backend {
         }
         // HTTP ranges are inclusive; S3 clamps the end to the object's size itself, and
         // answers 416 (InvalidRange, a `Backend` error) when the start is at or past it.
-        let out = self
+        let request = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(self.object_key(key.as_str()))
             .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .customize()
-            .config_override(transfer_timeouts())
-            .send()
-            .await
+            .send();
+        let out = self
+            .answer("read range", key.as_str(), 0, request)
+            .await?
             .map_err(|e| self.error("read range", key, None, e))?;
         collect(out.body, "read range", self.location(key.as_str())).await
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-        let out = self
+        let request = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(self.object_key(key.as_str()))
-            .send()
-            .await
+            .send();
+        let out = self
+            .answer("head", key.as_str(), 0, request)
+            .await?
             .map_err(|e| self.error("head", key, None, e))?;
         Ok(ObjectMeta {
             key: key.clone(),
@@ -406,14 +482,16 @@ impl Backend for S3Backend {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let page = self
+            let request = self
                 .client
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(&full)
                 .set_continuation_token(token.take())
-                .send()
-                .await
+                .send();
+            let page = self
+                .answer("list", prefix, 0, request)
+                .await?
                 .map_err(|e| classify(&e).into_error("list", self.location(prefix)))?;
             for object in page.contents() {
                 let Some(name) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
@@ -440,14 +518,13 @@ impl Backend for S3Backend {
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
-        match self
+        let request = self
             .client
             .delete_object()
             .bucket(&self.bucket)
             .key(self.object_key(key.as_str()))
-            .send()
-            .await
-        {
+            .send();
+        match self.answer("delete", key.as_str(), 0, request).await? {
             Ok(_) => Ok(()),
             Err(e) => match self.error("delete", key, None, e) {
                 // S3 answers 204 for a missing key; a store that says 404 means the same.
@@ -458,13 +535,15 @@ impl Backend for S3Backend {
     }
 
     async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
-        let out = self
+        let request = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(self.object_key(key.as_str()))
-            .send()
-            .await
+            .send();
+        let out = self
+            .answer("start upload", key.as_str(), 0, request)
+            .await?
             .map_err(|e| self.error("start upload", key, None, e))?;
         let Some(upload_id) = out.upload_id else {
             return Err(Error::Backend {
@@ -522,14 +601,16 @@ impl S3Upload {
 
     async fn abort_upload(&self, upload_id: &str) -> Result<()> {
         let b = &self.backend;
-        match b
+        let request = b
             .client
             .abort_multipart_upload()
             .bucket(&b.bucket)
             .key(b.object_key(self.key.as_str()))
             .upload_id(upload_id)
-            .send()
-            .await
+            .send();
+        match b
+            .answer("abort upload", self.key.as_str(), 0, request)
+            .await?
         {
             Ok(_) => Ok(()),
             Err(e) => match b.error("abort upload", &self.key, None, e) {
@@ -597,7 +678,7 @@ impl Upload for S3Upload {
         let len = data.len() as u64;
         let upload_id = self.open_upload_id("upload part")?;
         let b = &self.backend;
-        let out = b
+        let request = b
             .client
             .upload_part()
             .bucket(&b.bucket)
@@ -606,9 +687,11 @@ impl Upload for S3Upload {
             .part_number(number)
             .body(ByteStream::from(data))
             .customize()
-            .config_override(transfer_timeouts())
-            .send()
-            .await
+            .config_override(send_timeouts(len))
+            .send();
+        let out = b
+            .answer("upload part", self.key.as_str(), len, request)
+            .await?
             .map_err(|e| b.error("upload part", &self.key, None, e))?;
         self.parts.push(
             CompletedPart::builder()
@@ -648,11 +731,11 @@ impl Upload for S3Upload {
         if self.mode == PutMode::Create {
             req = req.if_none_match("*");
         }
-        let result = req
-            .customize()
-            .config_override(transfer_timeouts())
-            .send()
-            .await;
+        // Completing sends no object data, but the store may assemble the parts before it
+        // answers: the attempt timeout alone bounds that, as for any request.
+        let result = b
+            .answer("complete upload", self.key.as_str(), 0, req.send())
+            .await?;
         match result {
             Ok(_) => {
                 self.upload_id = None;
@@ -720,6 +803,66 @@ mod tests {
             S3Backend::new("bucket", "", &opts).await,
             Err(Error::BadUrl { .. })
         ));
+    }
+
+    #[test]
+    fn waits_are_bounded_by_the_deadline_but_leave_time_for_the_data() {
+        // Outside of a retrying operation only the SDK's timeouts apply.
+        assert_eq!(answer_limit(None, 0), None);
+        // Well before the deadline: the time left.
+        let minute = Duration::from_secs(60);
+        assert_eq!(answer_limit(Some(minute), 0), Some(minute));
+        // At or near it: the floor, plus the data's time at 256 KiB/s (an 8 MiB part: 32 s).
+        assert_eq!(
+            answer_limit(Some(Duration::ZERO), 0),
+            Some(LAST_ATTEMPT_TIME)
+        );
+        assert_eq!(
+            answer_limit(Some(Duration::from_secs(1)), 8 << 20),
+            Some(LAST_ATTEMPT_TIME + Duration::from_secs(32))
+        );
+        assert_eq!(
+            answer_limit(Some(minute), 8 << 20),
+            Some(minute),
+            "a part that fits the time left gets the time left"
+        );
+    }
+
+    /// A store that accepts connections and never answers: a request under a retrying
+    /// operation gives up at the deadline's floor with "did not answer", not after the
+    /// SDK's attempts (30 s each, three of them).
+    #[tokio::test]
+    async fn a_store_that_never_answers_fails_at_the_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut conns = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                conns.push(conn);
+            }
+        });
+        let opts = S3Options {
+            endpoint: Some(format!("http://127.0.0.1:{port}")),
+            region: Some("us-east-1".into()),
+            path_style: true,
+            access_key_id: Some("id".into()),
+            secret_access_key: Some(crate::url::Secret::new("secret")),
+        };
+        let s3 = S3Backend::new("bucket", "p", &opts).await.unwrap();
+        let b = super::super::retry::Retrying::new(std::sync::Arc::new(s3), Duration::from_secs(1));
+        let started = std::time::Instant::now();
+        let err = b.head(&Key::new("x").unwrap()).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            err.to_string().contains("did not answer within 5 s"),
+            "{err}"
+        );
+        assert!(
+            took >= LAST_ATTEMPT_TIME && took < LAST_ATTEMPT_TIME + Duration::from_secs(3),
+            "{took:?}"
+        );
+        held.abort();
     }
 
     #[tokio::test]
