@@ -545,9 +545,14 @@ impl LocalBackend {
                     }
                 } else if key.starts_with(prefix) {
                     let Ok(key) = Key::new(key) else { continue };
-                    let meta = entry
-                        .metadata()
-                        .map_err(|e| io_err("stat", &entry.path(), e))?;
+                    let meta = match entry.metadata() {
+                        Ok(meta) => meta,
+                        // Deleted between the folder read and the stat (a writer that
+                        // yielded its key, a collected file): not an object any more,
+                        // as S3 would not list it either.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(io_err("stat", &entry.path(), e)),
+                    };
                     out.push(ObjectMeta {
                         key,
                         size: meta.len(),
