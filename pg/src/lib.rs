@@ -22,7 +22,7 @@
 //! assert_eq!(decoder.end().unwrap().at, Lsn(0x0100_0000));
 //! ```
 //!
-//! `crates/store/src/pg.rs` holds an older, overlapping vocabulary (its own `Lsn`, WAL file
+//! `store/src/pg.rs` holds an older, overlapping vocabulary (its own `Lsn`, WAL file
 //! names, page-header checks); a later layout change moves it here. Until then the types
 //! here are self-contained on purpose.
 

@@ -1,6 +1,6 @@
 //! Small vocabulary types: [`Lsn`], [`PgTimestamp`], [`PgMajor`]. Pure, no IO.
 //!
-//! `crates/store/src/pg.rs` has its own `Lsn` (same representation and display); they
+//! `store/src/pg.rs` has its own `Lsn` (same representation and display); they
 //! merge when that module moves into this crate.
 
 use std::fmt;
