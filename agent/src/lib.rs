@@ -6,9 +6,10 @@
 //! - [`cmd`]: one module per subcommand, returning values or [`exit::Failure`]s;
 //! - [`exit`]: exit codes;
 //! - [`progress`]: progress lines for long work;
-//! - [`replication`]: tidemark's own replication-protocol client (`proto` has no IO);
-//! - [`server`]: what a server says about itself over SQL (identity, archiving);
-//! - [`tls`]: rustls for PostgreSQL connections, with libpq's `sslmode` rules.
+//! - [`server`]: what a server says about itself over SQL (identity, archiving).
+//!
+//! PostgreSQL connections (SQL and replication, TLS, libpq-style settings) come from the
+//! `tidemark-pgclient` crate; [`cli::config`] fills its plain settings struct.
 //!
 //! `main.rs` is the only place that prints errors or exits.
 
@@ -17,6 +18,4 @@ pub mod cli;
 pub mod cmd;
 pub mod exit;
 pub mod progress;
-pub mod replication;
 pub mod server;
-pub mod tls;

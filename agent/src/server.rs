@@ -5,8 +5,8 @@
 use tidemark_store::catalog::ClusterRecord;
 use tidemark_store::repo::now;
 
-use crate::cli::pgconn::describe_pg_error;
 use crate::exit::Failure;
+use tidemark_pgclient::sql::describe_pg_error;
 
 /// Who the server is, and how it archives.
 #[derive(Debug, Clone)]

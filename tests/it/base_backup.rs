@@ -21,11 +21,10 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use tidemark_agent::cli::pgconn::{self, PgSettings, SslMode};
-use tidemark_agent::replication::conn::{BackupEvent, ReplicationConn};
-use tidemark_agent::replication::proto::BaseBackupOptions;
-use tidemark_agent::replication::tar::EntryKind;
-use tidemark_store::url::Secret;
+use tidemark_pgclient::conn::{BackupEvent, ReplicationConn};
+use tidemark_pgclient::proto::BaseBackupOptions;
+use tidemark_pgclient::settings::{self as pgconn, PgSettings, Secret, SslMode};
+use tidemark_pgclient::tar::EntryKind;
 
 use crate::harness::pg::{chown_to_user, pg_bin, user_command, Cluster, ClusterOptions, TestDir};
 use crate::skip_or_fail;
@@ -60,8 +59,8 @@ fn inside(root: &Path, rel: &str) -> PathBuf {
 #[derive(Debug, Default)]
 struct Seen {
     archives: Vec<(String, Option<String>)>,
-    start: Option<tidemark_agent::replication::proto::BackupStart>,
-    end: Option<tidemark_agent::replication::proto::BackupEnd>,
+    start: Option<tidemark_pgclient::proto::BackupStart>,
+    end: Option<tidemark_pgclient::proto::BackupEnd>,
     progress: Vec<u64>,
     files: Vec<(String, u64)>,
     dirs: usize,
@@ -233,7 +232,7 @@ fn base_backup_streams_through_the_client_and_passes_pg_verifybackup() {
             .identify_system()
             .await
             .expect("IDENTIFY_SYSTEM after the backup");
-        assert_eq!(id.system_id.0.to_string(), c.system_identifier());
+        assert_eq!(id.system_id.to_string(), c.system_identifier());
         conn.close().await.unwrap();
         seen
     });
@@ -255,8 +254,8 @@ fn base_backup_streams_through_the_client_and_passes_pg_verifybackup() {
     );
     let start = seen.start.as_ref().expect("start position");
     let end = seen.end.as_ref().expect("end position");
-    assert_eq!(start.timeline.0, 1);
-    assert_eq!(end.timeline.0, 1);
+    assert_eq!(start.timeline, 1);
+    assert_eq!(end.timeline, 1);
     assert!(start.start_lsn <= end.end_lsn, "{start:?} {end:?}");
     assert_eq!(start.tablespaces.len(), 2, "{start:?}");
     assert_eq!(

@@ -36,15 +36,16 @@ use tidemark_store::repo::{check_same_cluster, now};
 use tidemark_store::{Digest, Repo};
 
 use crate::cli::config::Settings;
-use crate::cli::pgconn::{self, describe_pg_error, PgTarget, ProcessEnv};
 use crate::cmd::open_repo;
 use crate::exit::Failure;
 use crate::progress::Progress;
-use crate::replication::conn::{BackupEvent, ReplError, ReplicationConn};
-use crate::replication::proto::{BackupStart, BaseBackupOptions, ServerNotice, DATA_CORRUPTED};
-use crate::replication::tar;
 use crate::server::ServerFacts;
 use chunks::{chunk_count, ChunkDone, Chunker, KnownChunks, Uploader, KNOWN_MAX};
+use tidemark_pgclient::conn::{BackupEvent, ReplError, ReplicationConn};
+use tidemark_pgclient::proto::{BackupStart, BaseBackupOptions, ServerNotice, DATA_CORRUPTED};
+use tidemark_pgclient::settings::{self as pgsettings, PgTarget, ProcessEnv};
+use tidemark_pgclient::sql::{self, describe_pg_error};
+use tidemark_pgclient::tar;
 
 /// What the caller asks for.
 #[derive(Debug, Clone)]
@@ -146,7 +147,8 @@ impl ServerFacts {
 pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupReport, Failure> {
     let started = Instant::now();
     let stanza = &settings.stanza;
-    let target = pgconn::resolve(&settings.pg, &ProcessEnv).map_err(Failure::Postgres)?;
+    let target = pgsettings::resolve(&settings.pg, &ProcessEnv)
+        .map_err(|e| Failure::Postgres(e.to_string()))?;
     // Replication access first: it is what a backup needs above all, and its errors
     // (no REPLICATION attribute, no pg_hba.conf line) say exactly what to change.
     let mut conn = ReplicationConn::connect(&target)
@@ -156,7 +158,9 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         .identify_system()
         .await
         .map_err(|e| Failure::Postgres(e.to_string()))?;
-    let client = pgconn::connect(&target).await.map_err(Failure::Postgres)?;
+    let client = sql::connect(&target)
+        .await
+        .map_err(|e| Failure::Postgres(e.to_string()))?;
     let server = ServerFacts::read(&client).await?;
     let warnings = server.check_for_backup()?;
     if !req.quiet {
@@ -188,7 +192,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         );
     }
 
-    if identity.system_id.0 != server.system_id {
+    if identity.system_id != server.system_id {
         return Err(Failure::Store(tidemark_store::Error::ClusterMismatch {
             stanza: stanza.to_string(),
             expected: server.system_id.to_string(),
@@ -237,15 +241,15 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let (files, size) = (copied.files, copied.size);
 
     // The WAL that makes it consistent, before the record that makes it exist.
-    if copied.start.timeline != copied.stop_timeline {
+    if TimelineId(copied.start.timeline) != copied.stop_timeline {
         return Err(Failure::Postgres(format!(
             "the server's timeline changed during the backup ({} to {}): take it again",
             copied.start.timeline, copied.stop_timeline
         )));
     }
     let needed = wal::needed_segments(
-        copied.start.timeline,
-        copied.start.start_lsn,
+        TimelineId(copied.start.timeline),
+        Lsn(copied.start.start_lsn.0),
         copied.stop_lsn,
         segment_size,
     );
@@ -262,7 +266,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         pg_version: server.version.clone(),
         pg_major: server.pg_major(),
         wal_segment_size: server.segment_size,
-        timeline: copied.start.timeline.0,
+        timeline: copied.start.timeline,
         start_lsn: copied.start.start_lsn.to_string(),
         stop_timeline: copied.stop_timeline.0,
         stop_lsn: copied.stop_lsn.to_string(),
@@ -427,7 +431,7 @@ async fn read_databases(
 async fn read_extensions(target: &PgTarget, dbname: &str) -> Result<Vec<ExtensionRecord>, String> {
     let mut target = target.clone();
     target.dbname = dbname.to_string();
-    let client = pgconn::connect(&target).await?;
+    let client = sql::connect(&target).await.map_err(|e| e.to_string())?;
     let rows = client
         .query(
             "SELECT extname::text, extversion FROM pg_extension ORDER BY extname",
@@ -717,7 +721,8 @@ impl Copy {
             // Counted and logged by the caller (`Notices`) before events reach here.
             BackupEvent::Progress(_) | BackupEvent::Notice(_) => {}
             BackupEvent::Finished(end) => {
-                self.stop = Some((end.end_lsn, end.timeline, now()));
+                // pgclient's plain values into the repository's types.
+                self.stop = Some((Lsn(end.end_lsn.0), TimelineId(end.timeline), now()));
             }
         }
         Ok(())
@@ -841,8 +846,8 @@ fn normalize(path: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::proto::{BackupEnd, BackupTablespace};
     use bytes::Bytes;
+    use tidemark_pgclient::proto::{BackupEnd, BackupTablespace};
     use tidemark_store::backup::FileList;
 
     /// A local repository in a temporary directory.
@@ -957,8 +962,8 @@ mod tests {
     fn stream(files: &[(&str, Vec<u8>)], piece: usize, manifest: &[u8]) -> Vec<BackupEvent> {
         let mut events = vec![
             BackupEvent::Started(BackupStart {
-                start_lsn: Lsn(0x2000028),
-                timeline: TimelineId(1),
+                start_lsn: tidemark_pgclient::Lsn(0x2000028),
+                timeline: 1,
                 tablespaces: vec![BackupTablespace {
                     oid: None,
                     location: None,
@@ -984,8 +989,8 @@ mod tests {
             events.push(BackupEvent::Manifest(Bytes::copy_from_slice(part)));
         }
         events.push(BackupEvent::Finished(BackupEnd {
-            end_lsn: Lsn(0x2000100),
-            timeline: TimelineId(1),
+            end_lsn: tidemark_pgclient::Lsn(0x2000100),
+            timeline: 1,
         }));
         events
     }

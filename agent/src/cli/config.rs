@@ -14,7 +14,7 @@ use tidemark_store::url::{BackendOptions, RepoUrl, S3Options, Secret};
 use tidemark_store::Compression;
 
 use super::args::SettingArgs;
-use super::pgconn::PgSettings;
+use tidemark_pgclient::settings::PgSettings;
 
 /// The config file used when none is named and it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/tidemark/tidemark.toml";
@@ -242,10 +242,10 @@ pub fn resolve(
             .pg_password
             .clone()
             .or(file.pg_password)
-            .map(Secret::new),
+            .map(tidemark_pgclient::settings::Secret::new),
         password_file: args.pg_password_file.clone().or(file.pg_password_file),
         sslmode: match sslmode {
-            Some(m) => Some(m.parse().map_err(ConfigError)?),
+            Some(m) => Some(m.parse().map_err(|e| ConfigError(format!("{e}")))?),
             None => None,
         },
         sslrootcert: args.pg_sslrootcert.clone().or(file.pg_sslrootcert),
@@ -326,7 +326,7 @@ mod tests {
         let tls = resolve(&tls_args, None, tls_file).unwrap();
         assert_eq!(
             tls.pg.sslmode,
-            Some(crate::cli::pgconn::SslMode::VerifyFull)
+            Some(tidemark_pgclient::settings::SslMode::VerifyFull)
         );
         assert_eq!(tls.pg.sslrootcert, Some(PathBuf::from("/flag/ca.pem")));
         assert_eq!(s.retry_for, Duration::from_secs(5));

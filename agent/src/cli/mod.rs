@@ -1,6 +1,6 @@
 //! The command line: [`args`] (parsing), [`config`] (file + flags + environment →
-//! settings), [`pgconn`] (PostgreSQL connection settings the libpq way).
+//! settings, the PostgreSQL connection settings among them as
+//! `tidemark_pgclient::settings::PgSettings`, which that crate resolves the libpq way).
 
 pub mod args;
 pub mod config;
-pub mod pgconn;

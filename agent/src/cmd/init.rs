@@ -17,16 +17,16 @@ use tidemark_store::catalog::ClusterRecord;
 use tidemark_store::pg::control::{
     parse_control_file, ControlFile, ControlFileError, CONTROL_FILE_PATH,
 };
-use tidemark_store::pg::{parse_history, TimelineId};
+use tidemark_store::pg::parse_history;
 use tidemark_store::repo::now;
 
 use super::open_repo;
 use crate::cli::config::{ConfigError, Settings};
-use crate::cli::pgconn::{self, PgTarget, ProcessEnv};
 use crate::exit::Failure;
-use crate::replication::conn::{ReplError, ReplicationConn};
-use crate::replication::proto::IdentifySystem;
 use crate::server::ServerFacts;
+use tidemark_pgclient::conn::{ReplError, ReplicationConn};
+use tidemark_pgclient::proto::IdentifySystem;
+use tidemark_pgclient::settings::{self as pgsettings, PgTarget, ProcessEnv};
 
 /// What `init` found and did.
 #[derive(Debug, Serialize)]
@@ -81,8 +81,11 @@ pub async fn run(settings: &Settings, offline: bool) -> Result<InitReport, Failu
     if offline {
         return run_offline(settings).await;
     }
-    let target = pgconn::resolve(&settings.pg, &ProcessEnv).map_err(Failure::Postgres)?;
-    let client = pgconn::connect(&target).await.map_err(Failure::Postgres)?;
+    let target = pgsettings::resolve(&settings.pg, &ProcessEnv)
+        .map_err(|e| Failure::Postgres(e.to_string()))?;
+    let client = tidemark_pgclient::sql::connect(&target)
+        .await
+        .map_err(|e| Failure::Postgres(e.to_string()))?;
     let server = ServerFacts::read(&client).await?;
     let mut warnings = Vec::new();
     if server.archive_mode == "off" {
@@ -256,7 +259,7 @@ async fn check_replication(target: &PgTarget, sql_system_id: u64) -> Replication
         error: Some(error),
     };
     match identify(target).await {
-        Ok(id) if id.system_id.0 != sql_system_id => ReplicationCheck {
+        Ok(id) if id.system_id != sql_system_id => ReplicationCheck {
             system_identifier: Some(id.system_id.to_string()),
             ..failed(format!(
                 "the replication connection reached another cluster (system identifier {}, \
@@ -267,7 +270,7 @@ async fn check_replication(target: &PgTarget, sql_system_id: u64) -> Replication
         Ok(id) => ReplicationCheck {
             ok: true,
             system_identifier: Some(id.system_id.to_string()),
-            timeline: Some(id.timeline.0),
+            timeline: Some(id.timeline),
             xlogpos: Some(id.xlogpos.to_string()),
             error: None,
         },
@@ -287,9 +290,9 @@ async fn identify(target: &PgTarget) -> Result<IdentifySystem, ReplError> {
         id.xlogpos,
         id.dbname
     );
-    if id.timeline > TimelineId(1) {
+    if id.timeline > 1 {
         let history = conn.timeline_history(id.timeline).await?;
-        let expected = format!("{:08X}.history", id.timeline.0);
+        let expected = format!("{:08X}.history", id.timeline);
         if history.filename != expected {
             return Err(ReplError::Protocol(format!(
                 "TIMELINE_HISTORY {} returned {:?}, not {expected}",

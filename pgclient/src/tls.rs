@@ -13,10 +13,10 @@
 //!   which case they check the chain as `verify-ca` does (libpq: "If a root CA file is
 //!   present, verify the certificate in the same way as if verify-ca was specified").
 //!   The root certificate file is `pg_sslrootcert`, else `PGSSLROOTCERT`, else
-//!   `~/.postgresql/root.crt` (resolved in [`crate::cli::pgconn::resolve`]).
+//!   `~/.postgresql/root.crt` (resolved in [`crate::settings::resolve`]).
 //! - [`MakeRustlsConnect`] plugs that configuration into tokio-postgres; the replication
 //!   client wraps its socket itself after the SSLRequest answer (see
-//!   [`crate::replication::conn`]).
+//!   [`crate::conn`]).
 //!
 //! The crypto provider is aws-lc-rs, passed explicitly, so nothing depends on a
 //! process-wide default provider. Not supported: client certificates (`sslcert`,
@@ -40,7 +40,51 @@ use rustls::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::cli::pgconn::{PgTarget, SslMode};
+use crate::settings::{PgTarget, SslMode};
+
+/// Why TLS cannot be set up as the settings ask (before any connection is tried).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// `sslrootcert=system`, which tidemark does not support.
+    #[error("pg_sslrootcert=system (the system's CA store) is not supported: name a PEM file")]
+    SystemRootsUnsupported,
+    /// `verify-ca`/`verify-full` without a root certificate file.
+    #[error("{}", missing_root_message(*.mode, .looked.as_deref()))]
+    MissingRoots {
+        /// The mode that needs them.
+        mode: SslMode,
+        /// The file looked for, if any could be named.
+        looked: Option<PathBuf>,
+    },
+    /// The root certificate file cannot be read, or holds no certificate.
+    #[error("cannot read root certificate file {}: {reason}", path.display())]
+    RootFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refuses the root certificates.
+    #[error("root certificate file {}: {reason}", path.display())]
+    Verifier {
+        /// The file.
+        path: PathBuf,
+        /// rustls's reason.
+        reason: String,
+    },
+    /// rustls refuses the configuration.
+    #[error("TLS setup: {0}")]
+    Setup(String),
+    /// The host is not something a certificate can name.
+    #[error("{host:?} is not a host name TLS can use: {reason}")]
+    BadServerName {
+        /// The host.
+        host: String,
+        /// Why.
+        reason: String,
+    },
+}
 
 /// How the server's certificate is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +111,11 @@ pub struct Tls {
 
 impl Tls {
     /// The name rustls checks (`verify-full`) and sends as SNI (DNS names only).
-    pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
-        ServerName::try_from(host.to_string())
-            .map_err(|e| format!("{host:?} is not a host name TLS can use: {e}"))
+    pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
+        ServerName::try_from(host.to_string()).map_err(|e| TlsError::BadServerName {
+            host: host.to_string(),
+            reason: e.to_string(),
+        })
     }
 }
 
@@ -79,7 +125,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Whether and how `target` uses TLS: `None` for a plain connection (see the module doc).
-pub fn for_target(target: &PgTarget) -> Result<Option<Tls>, String> {
+pub fn for_target(target: &PgTarget) -> Result<Option<Tls>, TlsError> {
     if Path::new(&target.host).is_absolute() {
         return Ok(None);
     }
@@ -89,11 +135,7 @@ pub fn for_target(target: &PgTarget) -> Result<Option<Tls>, String> {
         SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => true,
     };
     if target.sslrootcert.as_deref() == Some(Path::new("system")) {
-        return Err(
-            "pg_sslrootcert=system (the system's CA store) is not supported: \
-                    name a PEM file"
-                .into(),
-        );
+        return Err(TlsError::SystemRootsUnsupported);
     }
     let root_file = target
         .sslrootcert
@@ -106,10 +148,10 @@ pub fn for_target(target: &PgTarget) -> Result<Option<Tls>, String> {
             Verification::Chain
         }
         (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
-            return Err(missing_root_message(
-                target.sslmode,
-                target.sslrootcert.as_deref(),
-            ))
+            return Err(TlsError::MissingRoots {
+                mode: target.sslmode,
+                looked: target.sslrootcert.clone(),
+            })
         }
         _ => Verification::None,
     };
@@ -122,7 +164,10 @@ pub fn for_target(target: &PgTarget) -> Result<Option<Tls>, String> {
             let roots = Arc::new(load_roots(file)?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
-                .map_err(|e| format!("root certificate file {}: {e}", file.display()))?;
+                .map_err(|e| TlsError::Verifier {
+                    path: file.clone(),
+                    reason: e.to_string(),
+                })?;
             if verification == Verification::Full {
                 webpki
             } else {
@@ -132,7 +177,7 @@ pub fn for_target(target: &PgTarget) -> Result<Option<Tls>, String> {
     };
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(|e| TlsError::Setup(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
@@ -163,9 +208,10 @@ fn missing_root_message(mode: SslMode, looked: Option<&Path>) -> String {
 }
 
 /// Reads every certificate of a PEM file into a root store.
-fn load_roots(file: &Path) -> Result<RootCertStore, String> {
-    let what = |e: &dyn std::fmt::Display| {
-        format!("cannot read root certificate file {}: {e}", file.display())
+fn load_roots(file: &Path) -> Result<RootCertStore, TlsError> {
+    let what = |e: &dyn std::fmt::Display| TlsError::RootFile {
+        path: file.to_path_buf(),
+        reason: e.to_string(),
     };
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(file).map_err(|e| what(&e))? {
@@ -404,17 +450,21 @@ mod tests {
         assert!(require.required);
         assert_eq!(require.verification, Verification::None);
         for mode in [SslMode::VerifyCa, SslMode::VerifyFull] {
-            let e = t("db", mode).unwrap_err();
+            let e = t("db", mode).unwrap_err().to_string();
             assert!(e.contains(&missing.display().to_string()), "{e}");
             assert!(e.contains("pg_sslrootcert"), "{e}");
         }
-        let e = for_target(&target("db", SslMode::VerifyCa, None)).unwrap_err();
+        let e = for_target(&target("db", SslMode::VerifyCa, None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("HOME"), "{e}");
-        let e = for_target(&target("db", SslMode::VerifyFull, Some("system".into()))).unwrap_err();
+        let e = for_target(&target("db", SslMode::VerifyFull, Some("system".into())))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not supported"), "{e}");
         // A file that is there but holds no certificate is named.
         std::fs::write(&missing, "not a certificate\n").unwrap();
-        let e = t("db", SslMode::Require).unwrap_err();
+        let e = t("db", SslMode::Require).unwrap_err().to_string();
         assert!(e.contains("no PEM certificate"), "{e}");
     }
 

@@ -19,7 +19,7 @@ use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{ErrorFields, Message};
 use postgres_protocol::message::frontend;
-use tidemark_store::pg::{Lsn, SystemId, TimelineId};
+use tidemark_pg::Lsn;
 // postgres-protocol's iterators implement this trait; tokio-postgres re-exports the crate
 // (the same version), which saves a dependency. Only the trait is used: no IO comes with it.
 use tokio_postgres::fallible_iterator::FallibleIterator;
@@ -544,9 +544,9 @@ fn required<'a>(command: &str, cell: Option<&'a str>, name: &str) -> Result<&'a 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentifySystem {
     /// The cluster's system identifier.
-    pub system_id: SystemId,
-    /// The current timeline.
-    pub timeline: TimelineId,
+    pub system_id: u64,
+    /// The current timeline (1 or more).
+    pub timeline: u32,
     /// The current WAL flush position.
     pub xlogpos: Lsn,
     /// The database of a logical replication connection; `None` on a physical one.
@@ -566,14 +566,13 @@ impl IdentifySystem {
         let tli = required(c, text_cell(c, row, 1, "timeline")?, "timeline")?;
         let pos = required(c, text_cell(c, row, 2, "xlogpos")?, "xlogpos")?;
         Ok(IdentifySystem {
-            system_id: SystemId(sys.parse().map_err(|_| bad("systemid", sys))?),
-            timeline: TimelineId(
-                tli.parse()
-                    .ok()
-                    .filter(|t| *t > 0)
-                    .ok_or_else(|| bad("timeline", tli))?,
-            ),
-            xlogpos: pos.parse().map_err(|_| bad("xlogpos", pos))?,
+            system_id: sys.parse().map_err(|_| bad("systemid", sys))?,
+            timeline: tli
+                .parse()
+                .ok()
+                .filter(|t| *t > 0)
+                .ok_or_else(|| bad("timeline", tli))?,
+            xlogpos: parse_lsn(pos).ok_or_else(|| bad("xlogpos", pos))?,
             dbname: text_cell(c, row, 3, "dbname")?.map(str::to_string),
         })
     }
@@ -590,8 +589,8 @@ pub struct TimelineHistory {
 
 impl TimelineHistory {
     /// The command to send for timeline `tli` (timeline 1 has no history file).
-    pub fn command(tli: TimelineId) -> String {
-        format!("TIMELINE_HISTORY {}", tli.0)
+    pub fn command(tli: u32) -> String {
+        format!("TIMELINE_HISTORY {tli}")
     }
 
     /// Parses its result: one row `filename, content`.
@@ -787,7 +786,7 @@ pub struct BackupStart {
     /// The backup's start LSN (its checkpoint's redo point).
     pub start_lsn: Lsn,
     /// The timeline it starts on.
-    pub timeline: TimelineId,
+    pub timeline: u32,
     /// The tablespaces, in the order their archives follow.
     pub tablespaces: Vec<BackupTablespace>,
 }
@@ -798,11 +797,11 @@ pub struct BackupEnd {
     /// The backup's end LSN: WAL up to here is needed for it to be consistent.
     pub end_lsn: Lsn,
     /// The timeline it ends on.
-    pub timeline: TimelineId,
+    pub timeline: u32,
 }
 
 /// Parses a `recptr, tli` result set (the start and the end position).
-fn position(what: &str, result: Option<&QueryResult>) -> Result<(Lsn, TimelineId), ProtoError> {
+fn position(what: &str, result: Option<&QueryResult>) -> Result<(Lsn, u32), ProtoError> {
     let c = "BASE_BACKUP";
     let bad = |why: String| ProtoError::Protocol(format!("{c}: {what}: {why}"));
     let result = result.ok_or_else(|| bad("missing result set".into()))?;
@@ -810,14 +809,20 @@ fn position(what: &str, result: Option<&QueryResult>) -> Result<(Lsn, TimelineId
     let lsn = required(c, text_cell(c, row, 0, "recptr")?, "recptr")?;
     let tli = required(c, text_cell(c, row, 1, "tli")?, "tli")?;
     Ok((
-        lsn.parse().map_err(|_| bad(format!("bad LSN {lsn:?}")))?,
-        TimelineId(
-            tli.parse()
-                .ok()
-                .filter(|t| *t > 0)
-                .ok_or_else(|| bad(format!("bad timeline {tli:?}")))?,
-        ),
+        parse_lsn(lsn).ok_or_else(|| bad(format!("bad LSN {lsn:?}")))?,
+        tli.parse()
+            .ok()
+            .filter(|t| *t > 0)
+            .ok_or_else(|| bad(format!("bad timeline {tli:?}")))?,
     ))
+}
+
+/// An LSN in PostgreSQL's text form (`16/B374D848`), exactly: no surrounding blanks.
+fn parse_lsn(s: &str) -> Option<Lsn> {
+    if s.trim() != s {
+        return None;
+    }
+    Lsn::parse(s)
 }
 
 impl BackupStart {
@@ -1407,8 +1412,8 @@ mod tests {
         assert_eq!(
             IdentifySystem::from_results(&results).unwrap(),
             IdentifySystem {
-                system_id: SystemId(7312345678901234567),
-                timeline: TimelineId(3),
+                system_id: 7312345678901234567,
+                timeline: 3,
                 xlogpos: Lsn(0x16_B374_D848),
                 dbname: None,
             }
@@ -1480,10 +1485,7 @@ mod tests {
                 content: content.to_vec()
             }
         );
-        assert_eq!(
-            TimelineHistory::command(TimelineId(2)),
-            "TIMELINE_HISTORY 2"
-        );
+        assert_eq!(TimelineHistory::command(2), "TIMELINE_HISTORY 2");
         let null = run_query(&[
             row_description(&["filename", "content"]),
             data_row(&[Some(b"00000002.history"), None]),
@@ -1763,7 +1765,7 @@ mod tests {
             vec![
                 BackupMessage::Start(BackupStart {
                     start_lsn: Lsn(0x2000028),
-                    timeline: TimelineId(1),
+                    timeline: 1,
                     tablespaces: vec![
                         BackupTablespace {
                             oid: None,
@@ -1799,7 +1801,7 @@ mod tests {
                 BackupMessage::CopyDone,
                 BackupMessage::End(BackupEnd {
                     end_lsn: Lsn(0x2000100),
-                    timeline: TimelineId(1)
+                    timeline: 1
                 }),
             ]
         );
@@ -1846,7 +1848,7 @@ mod tests {
                 BackupMessage::CopyDone,
                 BackupMessage::End(BackupEnd {
                     end_lsn: Lsn(0x2000100),
-                    timeline: TimelineId(1)
+                    timeline: 1
                 }),
             ]
         );
@@ -1902,7 +1904,7 @@ mod tests {
             got.last(),
             Some(&BackupMessage::End(BackupEnd {
                 end_lsn: Lsn(0x2000100),
-                timeline: TimelineId(1)
+                timeline: 1
             }))
         );
         // Only that error is tolerated: any other still fails the backup.

@@ -1,4 +1,5 @@
-//! tidemark's own client for PostgreSQL's streaming-replication protocol.
+//! tidemark's PostgreSQL client: the streaming-replication protocol, TLS, and the
+//! libpq-style connection settings.
 //!
 //! tokio-postgres cannot open replication connections (`replication=true` in the startup
 //! packet) nor speak CopyBoth, and a walsender accepts only the simple query protocol and
@@ -21,11 +22,33 @@
 //!   errors into [`conn::ReplError`]s a user can act on (a missing `pg_hba.conf` line, a
 //!   role without `REPLICATION`, a wrong password).
 //!
-//! Today `tidemark init` uses it, to check that base backups will be able to connect;
-//! [`conn::ReplicationConn::base_backup`] streams a base backup (PostgreSQL 15+) as
-//! [`conn::BackupEvent`]s, which `tidemark backup` will build on; `START_REPLICATION` comes
+//! Around them:
+//!
+//! - [`settings`]: connection settings resolved the way libpq users expect
+//!   ([`settings::PgSettings`] as configured → [`settings::PgTarget`]: host, port, user,
+//!   password, `~/.pgpass`, sslmode). A plain struct: the caller fills it from its own
+//!   flags or files; this crate has no command line;
+//! - [`tls`]: rustls with libpq's `sslmode` rules, for both kinds of connection;
+//! - [`sql`]: ordinary SQL connections through tokio-postgres, with that TLS.
+//!
+//! `tidemark init` uses the replication client to check that base backups will be able to
+//! connect; [`conn::ReplicationConn::base_backup`] streams a base backup (PostgreSQL 15+) as
+//! [`conn::BackupEvent`]s, which `tidemark backup` builds on; `START_REPLICATION` comes
 //! next.
+//!
+//! What the crate must not do: know the repository (no `tidemark-store`), parse arguments,
+//! print, or exit. PostgreSQL's formats come from `tidemark-pg`; timeline ids and system
+//! identifiers cross this crate's boundary as plain `u32` / `u64` until `tidemark-pg` has
+//! types for them.
+
+#![deny(missing_docs)]
 
 pub mod conn;
 pub mod proto;
+pub mod settings;
+pub mod sql;
 pub mod tar;
+pub mod tls;
+
+/// The WAL position type in this crate's API (`tidemark-pg`'s).
+pub use tidemark_pg::Lsn;

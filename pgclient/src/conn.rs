@@ -1,8 +1,8 @@
 //! The IO half of the replication client: [`ReplicationConn`] over a TCP or unix socket,
-//! driving [`super::proto`], and [`ReplError`], errors named for what the user can do.
+//! driving [`crate::proto`], and [`ReplError`], errors named for what the user can do.
 //!
 //! This file only moves bytes and classifies errors: framing, authentication and result
-//! parsing live in [`super::proto`]. TLS follows libpq (see [`crate::tls`] for the modes):
+//! parsing live in [`crate::proto`]. TLS follows libpq (see [`crate::tls`] for the modes):
 //! over TCP, when the mode asks for it, the client sends an SSLRequest, reads the one-byte
 //! answer and, on `S`, runs the TLS handshake on the same socket (the PostgreSQL 15/16 way;
 //! no direct TLS). Unix sockets are always plain.
@@ -18,14 +18,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::proto::{
+use crate::proto::{
     self, AuthStep, Authenticator, Backend, BackupCopyData, BackupEnd, BackupMessage, BackupStart,
     BaseBackupOptions, BaseBackupReply, IdentifySystem, ProtoError, QueryResult, ServerNotice,
     SimpleQuery, TimelineHistory,
 };
-use super::tar::{TarEntry, TarError, TarEvent, TarReader};
-use crate::cli::pgconn::PgTarget;
-use tidemark_store::pg::TimelineId;
+use crate::settings::PgTarget;
+use crate::tar::{TarEntry, TarError, TarEvent, TarReader};
+use crate::tls::TlsError;
 
 /// How long connecting and authenticating may take, as libpq's `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,7 +45,7 @@ pub enum ReplError {
     },
     /// The TLS settings cannot work (a missing or unreadable root certificate file).
     #[error("replication connection: {0}")]
-    TlsSetup(String),
+    TlsSetup(#[source] TlsError),
     /// `sslmode` requires TLS and the server answered the SSLRequest with `N`.
     #[error(
         "replication connection to {place}: the server does not accept TLS connections, and \
@@ -419,10 +419,7 @@ impl ReplicationConn {
     }
 
     /// `TIMELINE_HISTORY tli`: the history file of timeline `tli` (2 or more).
-    pub async fn timeline_history(
-        &mut self,
-        tli: TimelineId,
-    ) -> Result<TimelineHistory, ReplError> {
+    pub async fn timeline_history(&mut self, tli: u32) -> Result<TimelineHistory, ReplError> {
         let results = self.query(&TimelineHistory::command(tli)).await?;
         TimelineHistory::from_results(&results).map_err(|e| self.error(e))
     }
@@ -716,8 +713,7 @@ impl BaseBackupStream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::pgconn::SslMode;
-    use tidemark_store::url::Secret;
+    use crate::settings::{Secret, SslMode};
     use tokio::net::TcpListener;
 
     fn target(host: &str, port: u16, password: Option<&str>) -> PgTarget {
@@ -860,11 +856,11 @@ mod tests {
             .await
             .unwrap();
         let id = conn.identify_system().await.unwrap();
-        assert_eq!(id.system_id.0, 7000000000000000001);
-        assert_eq!(id.timeline, TimelineId(2));
+        assert_eq!(id.system_id, 7000000000000000001);
+        assert_eq!(id.timeline, 2);
         assert_eq!(id.xlogpos.to_string(), "0/3000148");
         assert_eq!(id.dbname, None);
-        let h = conn.timeline_history(TimelineId(2)).await.unwrap();
+        let h = conn.timeline_history(2).await.unwrap();
         assert_eq!(h.filename, "00000002.history");
         assert!(h.content.starts_with(b"1\t0/3000000"));
         assert_eq!(
@@ -1107,7 +1103,7 @@ mod tests {
 
     #[tokio::test]
     async fn base_backup_against_a_scripted_server() {
-        let mut tar = crate::replication::tar::builder::Builder::default();
+        let mut tar = crate::tar::builder::Builder::default();
         let big: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         tar.file("PG_VERSION", b"15\n").file("base/1/1259", &big);
         let archive = tar.end();
@@ -1165,7 +1161,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_truncated_archive_is_an_error() {
-        let mut tar = crate::replication::tar::builder::Builder::default();
+        let mut tar = crate::tar::builder::Builder::default();
         tar.file("PG_VERSION", b"15\n");
         let mut archive = tar.end();
         archive.truncate(archive.len() - 512);

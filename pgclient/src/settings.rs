@@ -1,16 +1,65 @@
 //! PostgreSQL connection settings, resolved the way libpq users expect.
 //!
-//! tidemark's own settings (`pg_host`, … from flags, `TIDEMARK_*` or the config file) win;
-//! then the libpq environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGSSLMODE`,
-//! `PGDATABASE`, `PGPASSFILE`, `PGSSLROOTCERT`); then `~/.pgpass` and
-//! `~/.postgresql/root.crt`; then libpq's defaults (the socket folder `/var/run/postgresql`,
-//! port 5432, the OS user, sslmode `prefer`). Ordinary SQL goes through tokio-postgres, with
-//! TLS as [`crate::tls`] decides.
+//! The caller's own settings ([`PgSettings`]: tidemark's `pg_host`, … from flags,
+//! `TIDEMARK_*` or the config file) win; then the libpq environment (`PGHOST`, `PGPORT`,
+//! `PGUSER`, `PGPASSWORD`, `PGSSLMODE`, `PGDATABASE`, `PGPASSFILE`, `PGSSLROOTCERT`); then
+//! `~/.pgpass` and `~/.postgresql/root.crt`; then libpq's defaults (the socket folder
+//! `/var/run/postgresql`, port 5432, the OS user, sslmode `prefer`). The result is a
+//! [`PgTarget`], which [`crate::sql::connect`] and [`crate::conn::ReplicationConn`] connect
+//! to, with TLS as [`crate::tls`] decides.
+//!
+//! [`PgSettings`] is plain data: whoever parses a command line or a file fills it in.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use tidemark_store::url::Secret;
+/// A password: kept out of `Debug` output (and so out of logs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Why settings do not resolve into a [`PgTarget`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// `PGPORT` is not a port number.
+    #[error("PGPORT {0:?} is not a port number")]
+    BadPort(String),
+    /// `PGSSLMODE` is not one of libpq's modes.
+    #[error(transparent)]
+    SslMode(#[from] UnknownSslMode),
+    /// The password file cannot be read.
+    #[error("cannot read pg_password_file {}: {source}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A `sslmode` that libpq does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown pg_sslmode {0:?} (disable, allow, prefer, require, verify-ca, verify-full)")]
+pub struct UnknownSslMode(pub String);
 
 /// Connection settings as configured (anything unset is looked up in [`resolve`]).
 #[derive(Debug, Clone, Default)]
@@ -50,8 +99,8 @@ pub enum SslMode {
 }
 
 impl FromStr for SslMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownSslMode;
+    fn from_str(s: &str) -> Result<Self, UnknownSslMode> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "allow" => SslMode::Allow,
@@ -59,7 +108,7 @@ impl FromStr for SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            _ => return Err(format!("unknown pg_sslmode {s:?} (disable, allow, prefer, require, verify-ca, verify-full)")),
+            _ => return Err(UnknownSslMode(s.to_string())),
         })
     }
 }
@@ -100,7 +149,7 @@ impl Env for ProcessEnv {
 }
 
 /// Resolves settings against the libpq environment and `~/.pgpass`.
-pub fn resolve(settings: &PgSettings, env: &dyn Env) -> Result<PgTarget, String> {
+pub fn resolve(settings: &PgSettings, env: &dyn Env) -> Result<PgTarget, SettingsError> {
     let host = settings
         .host
         .clone()
@@ -115,9 +164,7 @@ pub fn resolve(settings: &PgSettings, env: &dyn Env) -> Result<PgTarget, String>
     let port = match settings.port {
         Some(p) => p,
         None => match env.var("PGPORT") {
-            Some(p) => p
-                .parse()
-                .map_err(|_| format!("PGPORT {p:?} is not a port number"))?,
+            Some(p) => p.parse().map_err(|_| SettingsError::BadPort(p.clone()))?,
             None => 5432,
         },
     };
@@ -143,8 +190,10 @@ pub fn resolve(settings: &PgSettings, env: &dyn Env) -> Result<PgTarget, String>
     let password = if let Some(p) = &settings.password {
         Some(p.clone())
     } else if let Some(file) = &settings.password_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read pg_password_file {}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file).map_err(|source| SettingsError::PasswordFile {
+            path: file.clone(),
+            source,
+        })?;
         Some(Secret::new(
             text.lines().next().unwrap_or_default().to_string(),
         ))
@@ -232,109 +281,6 @@ fn split_pgpass_line(line: &str) -> Vec<String> {
         }
     }
     fields
-}
-
-/// Connects for ordinary SQL, with TLS as [`crate::tls::for_target`] decides. The
-/// connection task runs in the background.
-///
-/// Under `prefer`, a failed TLS handshake or a server error on the TLS connection is
-/// followed by one plain-text attempt, as libpq does (e.g. `hostnossl` lines in pg_hba.conf).
-pub async fn connect(target: &PgTarget) -> Result<tokio_postgres::Client, String> {
-    let tls = crate::tls::for_target(target)?;
-    let first = connect_with(target, tls.as_ref()).await;
-    let result = match (first, &tls) {
-        (Err(e), Some(t)) if !t.required && (is_tls_failure(&e) || e.as_db_error().is_some()) => {
-            tracing::debug!(
-                "sslmode=prefer: the TLS attempt failed ({}), retrying without TLS",
-                describe_pg_error(&e)
-            );
-            connect_with(target, None).await
-        }
-        (r, _) => r,
-    };
-    let (client, connection) = result.map_err(|e| {
-        let place = if target.host.starts_with('/') {
-            format!("socket {}/.s.PGSQL.{}", target.host, target.port)
-        } else {
-            format!("{}:{}", target.host, target.port)
-        };
-        let mut why = describe_pg_error(&e);
-        // tokio-postgres's words when the server answers the SSLRequest with `N`.
-        if why.ends_with("server does not support TLS") {
-            why.push_str(
-                " (pg_sslmode requires TLS: turn ssl on in postgresql.conf, or use \
-                 pg_sslmode=prefer)",
-            );
-        }
-        format!(
-            "cannot connect to PostgreSQL at {place} as {}: {why}",
-            target.user
-        )
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!("PostgreSQL connection ended: {e}");
-        }
-    });
-    Ok(client)
-}
-
-type Connection = tokio_postgres::Connection<
-    tokio_postgres::Socket,
-    crate::tls::RustlsStream<tokio_postgres::Socket>,
->;
-
-/// One attempt: with TLS (`Prefer` or `Require` in tokio-postgres's terms) or plain.
-async fn connect_with(
-    target: &PgTarget,
-    tls: Option<&crate::tls::Tls>,
-) -> Result<(tokio_postgres::Client, Connection), tokio_postgres::Error> {
-    use tokio_postgres::config::SslMode as TpSslMode;
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&target.host)
-        .port(target.port)
-        .user(&target.user)
-        .dbname(&target.dbname)
-        .application_name("tidemark")
-        .ssl_mode(match tls {
-            None => TpSslMode::Disable,
-            Some(t) if t.required => TpSslMode::Require,
-            Some(_) => TpSslMode::Prefer,
-        });
-    config.connect_timeout(std::time::Duration::from_secs(10));
-    if let Some(p) = &target.password {
-        config.password(p.expose());
-    }
-    let make = crate::tls::MakeRustlsConnect(tls.map(|t| t.config.clone()));
-    config.connect(make).await
-}
-
-/// Whether tokio-postgres failed in the TLS handshake (our connector's error).
-fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<crate::tls::HandshakeError>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// tokio-postgres's error with its cause chain on one line.
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return db.message().to_string();
-    }
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]
