@@ -4,7 +4,10 @@
 //! status above 125 from `archive_command` as a crash of the command and from
 //! `restore_command` as fatal. archive-get uses that on purpose, archive-push never.
 
+use crate::backup::BackupError;
 use crate::cli::config::ConfigError;
+use crate::cmd::init::DataDirError;
+use crate::server::ServerError;
 
 /// Success.
 pub const OK: u8 = 0;
@@ -32,16 +35,18 @@ pub enum Failure {
     /// The repository.
     #[error(transparent)]
     Store(#[from] tidemark_store::Error),
-    /// PostgreSQL (connection or query).
-    #[error("{0}")]
-    Postgres(String),
+    /// PostgreSQL over SQL (init): settings, connection, a query.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// A base backup, on the PostgreSQL side.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    /// init --offline: a `pg_control` that cannot be trusted.
+    #[error(transparent)]
+    DataDirectory(#[from] DataDirError),
     /// restore.
     #[error(transparent)]
     Recovery(#[from] tidemark_recovery::Error),
-    /// The server's data is damaged (backup: pages whose data checksum fails): a person
-    /// must look.
-    #[error("{0}")]
-    DataCorrupted(String),
 }
 
 impl Failure {
@@ -50,8 +55,8 @@ impl Failure {
         use tidemark_archive_cmd::ErrorKind as K;
         match self {
             Failure::Config(_) => USAGE,
-            Failure::Postgres(_) => FAILED,
-            Failure::DataCorrupted(_) => INTEGRITY,
+            Failure::Server(_) | Failure::DataDirectory(_) => FAILED,
+            Failure::Backup(e) => backup_code(e),
             Failure::Archive(e) => match e.kind() {
                 K::Input | K::Repository => FAILED,
                 K::Config => USAGE,
@@ -75,6 +80,29 @@ fn store_code(e: &tidemark_store::Error) -> u8 {
         | S::NoRepository { .. }
         | S::NoStanza { .. } => USAGE,
         _ => FAILED,
+    }
+}
+
+/// backup: the server's data is damaged (pages whose data checksum fails) is 4, a person
+/// must look; everything else on the PostgreSQL side (unreachable, refused, not
+/// backed up, a broken stream, WAL not archived in time) is 1. No wildcard: a new
+/// variant must be given its code here.
+fn backup_code(e: &BackupError) -> u8 {
+    use BackupError as B;
+    match e {
+        B::DataChecksums { .. } => INTEGRITY,
+        B::Server(_)
+        | B::Replication(_)
+        | B::Standby
+        | B::ArchiveModeOff
+        | B::NoArchiveCommand
+        | B::SegmentSize { .. }
+        | B::Stream(_)
+        | B::Malformed(_)
+        | B::TimelineChanged { .. }
+        | B::WalIndex(_)
+        | B::WalNotArchived { .. }
+        | B::NoFreeId { .. } => FAILED,
     }
 }
 

@@ -1,12 +1,56 @@
 //! What a server says about itself over SQL: who it is (system identifier, version, WAL
 //! segment and page size) and how it archives. `init` records it; `backup` also checks
-//! that its backups could be restored.
+//! that its backups could be restored. [`ServerError`] is what can go wrong on the way:
+//! the settings, the connection (pgclient's errors, kept as they are), or the answers.
 
+use tidemark_pgclient::settings::{self as pgsettings, PgSettings, PgTarget, ProcessEnv};
+use tidemark_pgclient::sql::{self, describe_pg_error};
 use tidemark_store::catalog::ClusterRecord;
 use tidemark_store::repo::now;
 
-use crate::exit::Failure;
-use tidemark_pgclient::sql::describe_pg_error;
+/// Why the server could not be asked (or did not answer sensibly). Exit code 1 for all
+/// (`crate::exit`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The connection settings do not resolve (a bad `PGPORT`, an unreadable password
+    /// file, …).
+    #[error(transparent)]
+    Settings(#[from] pgsettings::SettingsError),
+    /// The server cannot be reached, or refused the connection or the credentials.
+    #[error(transparent)]
+    Connect(#[from] sql::ConnectError),
+    /// A query failed.
+    #[error("{what}: {why}")]
+    Query {
+        /// What was being read (`querying the server`, `listing databases`).
+        what: &'static str,
+        /// The server's message, or tokio-postgres's error in words.
+        why: String,
+    },
+    /// The server's answer cannot be read.
+    #[error("the server reported an unreadable {0}")]
+    Unreadable(&'static str),
+}
+
+impl ServerError {
+    /// A failed query, named by what it was reading.
+    pub fn query(what: &'static str, e: &tokio_postgres::Error) -> ServerError {
+        ServerError::Query {
+            what,
+            why: describe_pg_error(e),
+        }
+    }
+}
+
+/// Resolves the connection settings the libpq way and opens an SQL connection.
+pub async fn connect(
+    settings: &PgSettings,
+) -> Result<(PgTarget, tokio_postgres::Client), ServerError> {
+    let target = pgsettings::resolve(settings, &ProcessEnv)?;
+    let client = sql::connect(&target).await?;
+    Ok((target, client))
+}
 
 /// Who the server is, and how it archives.
 #[derive(Debug, Clone)]
@@ -33,7 +77,7 @@ pub struct ServerFacts {
 
 impl ServerFacts {
     /// Reads them over an SQL connection.
-    pub async fn read(client: &tokio_postgres::Client) -> Result<ServerFacts, Failure> {
+    pub async fn read(client: &tokio_postgres::Client) -> Result<ServerFacts, ServerError> {
         let row = client
             .query_one(
                 "SELECT system_identifier::text, current_setting('server_version_num')::int, \
@@ -46,15 +90,13 @@ impl ServerFacts {
                 &[],
             )
             .await
-            .map_err(|e| {
-                Failure::Postgres(format!("querying the server: {}", describe_pg_error(&e)))
-            })?;
-        let system_id = row.get::<_, String>(0).parse().map_err(|_| {
-            Failure::Postgres("the server reported an unreadable system identifier".into())
-        })?;
-        let segment_size = parse_size(&row.get::<_, String>(3)).ok_or_else(|| {
-            Failure::Postgres("the server reported an unreadable wal_segment_size".into())
-        })?;
+            .map_err(|e| ServerError::query("querying the server", &e))?;
+        let system_id = row
+            .get::<_, String>(0)
+            .parse()
+            .map_err(|_| ServerError::Unreadable("system identifier"))?;
+        let segment_size = parse_size(&row.get::<_, String>(3))
+            .ok_or(ServerError::Unreadable("wal_segment_size"))?;
         Ok(ServerFacts {
             system_id,
             version_num: row.get(1),

@@ -17,9 +17,15 @@
 //! 5. [`wal`] waits until the WAL from the backup's start to its stop is archived;
 //! 6. only then is the backup's record written. Until that moment the backup does not
 //!    exist: an interrupted one leaves unreferenced blobs and nothing `info` lists.
+//!
+//! What fails on the PostgreSQL side is a [`BackupError`]; the repository's failures stay
+//! `tidemark_store::Error`s.
 
 pub mod chunks;
+mod error;
 pub mod wal;
+
+pub use error::BackupError;
 
 use std::collections::VecDeque;
 use std::path::{Component, Path};
@@ -39,7 +45,7 @@ use crate::cli::config::Settings;
 use crate::cmd::open_repo;
 use crate::exit::Failure;
 use crate::progress::Progress;
-use crate::server::ServerFacts;
+use crate::server::{ServerError, ServerFacts};
 use chunks::{chunk_count, ChunkDone, Chunker, KnownChunks, Uploader, KNOWN_MAX};
 use tidemark_pgclient::conn::{BackupEvent, ReplError, ReplicationConn};
 use tidemark_pgclient::proto::{BackupStart, BaseBackupOptions, ServerNotice, DATA_CORRUPTED};
@@ -107,30 +113,17 @@ pub struct BackupReport {
 /// What backups need of a server.
 impl ServerFacts {
     /// Refuses a server whose backups could not be restored; returns warnings.
-    fn check_for_backup(&self) -> Result<Vec<String>, Failure> {
+    fn check_for_backup(&self) -> Result<Vec<String>, BackupError> {
         if self.in_recovery {
-            return Err(Failure::Postgres(
-                "the server is a standby (in recovery): tidemark takes backups from the primary; \
-                 point pg_host at the primary"
-                    .into(),
-            ));
+            return Err(BackupError::Standby);
         }
         if self.archive_mode == "off" {
-            return Err(Failure::Postgres(
-                "WAL archiving is not configured (archive_mode = off): a backup cannot be restored \
-                 without its WAL; set archive_mode = on and archive_command = 'tidemark archive-push %p' \
-                 in postgresql.conf, restart PostgreSQL, and run the backup again"
-                    .into(),
-            ));
+            return Err(BackupError::ArchiveModeOff);
         }
         let command = self.archive_command.trim();
         if self.archive_library.trim().is_empty() && (command.is_empty() || command == "(disabled)")
         {
-            return Err(Failure::Postgres(
-                "WAL archiving is not configured: archive_mode is on but archive_command is empty; \
-                 set archive_command = 'tidemark archive-push %p' and reload PostgreSQL"
-                    .into(),
-            ));
+            return Err(BackupError::NoArchiveCommand);
         }
         let mut warnings = Vec::new();
         if !command.contains("tidemark") {
@@ -148,28 +141,32 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let started = Instant::now();
     let stanza = &settings.stanza;
     let target = pgsettings::resolve(&settings.pg, &ProcessEnv)
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
+        .map_err(|e| BackupError::Server(e.into()))?;
     // Replication access first: it is what a backup needs above all, and its errors
     // (no REPLICATION attribute, no pg_hba.conf line) say exactly what to change.
     let mut conn = ReplicationConn::connect(&target)
         .await
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
+        .map_err(BackupError::Replication)?;
     let identity = conn
         .identify_system()
         .await
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
+        .map_err(BackupError::Replication)?;
     let client = sql::connect(&target)
         .await
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
-    let server = ServerFacts::read(&client).await?;
+        .map_err(|e| BackupError::Server(e.into()))?;
+    let server = ServerFacts::read(&client)
+        .await
+        .map_err(BackupError::Server)?;
     let warnings = server.check_for_backup()?;
     if !req.quiet {
         for w in &warnings {
             eprintln!("tidemark: backup: warning: {w}");
         }
     }
-    let segment_size = SegmentSize::new(server.segment_size)
-        .map_err(|e| Failure::Postgres(format!("the server's WAL segment size: {e}")))?;
+    let segment_size =
+        SegmentSize::new(server.segment_size).map_err(|e| BackupError::SegmentSize {
+            reason: e.to_string(),
+        })?;
 
     // The stanza must exist (only `init` creates it) and be this server's.
     let repo = open_repo(settings).await?;
@@ -220,7 +217,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
             server_major: 0,
         })
         .await
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
+        .map_err(BackupError::Replication)?;
     stream.tolerate_checksum_failures(req.ignore_checksum_failures);
     let mut notices = Notices::default();
     while let Some(event) = stream
@@ -242,10 +239,11 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
 
     // The WAL that makes it consistent, before the record that makes it exist.
     if TimelineId(copied.start.timeline) != copied.stop_timeline {
-        return Err(Failure::Postgres(format!(
-            "the server's timeline changed during the backup ({} to {}): take it again",
-            copied.start.timeline, copied.stop_timeline
-        )));
+        return Err(BackupError::TimelineChanged {
+            start: copied.start.timeline,
+            stop: copied.stop_timeline.0,
+        }
+        .into());
     }
     let needed = wal::needed_segments(
         TimelineId(copied.start.timeline),
@@ -254,9 +252,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         segment_size,
     );
     let wal_wait =
-        wal::wait_for_segments(&repo, stanza, &needed, req.wal_timeout, &client, req.quiet)
-            .await
-            .map_err(Failure::Postgres)?;
+        wal::wait_for_segments(&repo, stanza, &needed, req.wal_timeout, &client, req.quiet).await?;
 
     let stats = copied.stats;
     let record = BackupRecord {
@@ -341,22 +337,15 @@ impl Notices {
     /// The failure for a stream that broke; the server's checksum verdict gets a message
     /// of its own, since it means the cluster's data (not tidemark, not the network) is
     /// damaged.
-    fn stream_failure(&self, e: ReplError) -> Failure {
-        match &e {
+    fn stream_failure(&self, e: ReplError) -> BackupError {
+        match e {
             ReplError::Server { code, message } if code == DATA_CORRUPTED => {
-                let first = self
-                    .first
-                    .as_ref()
-                    .map(|n| format!(" (first: {})", n.message))
-                    .unwrap_or_default();
-                Failure::DataCorrupted(format!(
-                    "the server found pages whose data checksum fails: {message}{first}; \
-                     the backup is not recorded. Find the damaged pages in the warnings above \
-                     (or with pg_checksums), or take the backup with --ignore-checksum-failures \
-                     to record it with the pages as they are"
-                ))
+                BackupError::DataChecksums {
+                    message,
+                    first: self.first.as_ref().map(|n| n.message.clone()),
+                }
             }
-            _ => Failure::Postgres(format!("the backup stream failed: {e}")),
+            e => BackupError::Stream(e),
         }
     }
 }
@@ -385,9 +374,7 @@ async fn write_record(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Failure::Postgres(format!(
-        "a hundred backups started in the second {base}: no free id left"
-    )))
+    Err(BackupError::NoFreeId { base }.into())
 }
 
 /// The databases and their extensions. A database that cannot be read (connections not
@@ -402,7 +389,7 @@ async fn read_databases(
             &[],
         )
         .await
-        .map_err(|e| Failure::Postgres(format!("listing databases: {}", describe_pg_error(&e))))?;
+        .map_err(|e| BackupError::Server(ServerError::query("listing databases", &e)))?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let oid: i64 = row.get(0);
@@ -579,7 +566,7 @@ struct Copy {
 
 /// A stream that does not follow the protocol's order.
 fn out_of_order(what: &str) -> Failure {
-    Failure::Postgres(format!("the backup stream is malformed: {what}"))
+    BackupError::Malformed(what.to_string()).into()
 }
 
 impl Copy {

@@ -13,6 +13,8 @@ use tidemark_store::catalog::Stanza;
 use tidemark_store::pg::{Lsn, SegmentSize, TimelineId, WalFileName, WalSegmentName};
 use tidemark_store::Repo;
 
+use super::BackupError;
+
 /// How soon the repository is looked at again: at first often (the last segment is
 /// usually archived within milliseconds of the backup's end), then less and less.
 const POLL_FIRST: Duration = Duration::from_millis(20);
@@ -86,7 +88,7 @@ pub async fn wait_for_segments(
     timeout: Duration,
     client: &tokio_postgres::Client,
     quiet: bool,
-) -> Result<Duration, String> {
+) -> Result<Duration, BackupError> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut next = 0;
@@ -98,7 +100,7 @@ pub async fn wait_for_segments(
             let found = repo
                 .wal_digests(stanza, &name)
                 .await
-                .map_err(|e| format!("reading the WAL index: {e}"))?;
+                .map_err(BackupError::WalIndex)?;
             if found.is_empty() {
                 break;
             }
@@ -108,18 +110,13 @@ pub async fn wait_for_segments(
             return Ok(started.elapsed());
         };
         if started.elapsed() >= timeout {
-            let archiver = ArchiverStatus::read(client)
-                .await
-                .map(|s| format!("; {}", s.describe()))
-                .unwrap_or_default();
-            return Err(format!(
-                "WAL segment {missing} (needed from {} to {}) did not reach the repository within {} s: \
-                 check that archive_mode is on and archive_command is 'tidemark archive-push %p' \
-                 with this repository and stanza{archiver}",
-                needed[0],
-                needed[needed.len() - 1],
-                timeout.as_secs()
-            ));
+            return Err(BackupError::WalNotArchived {
+                missing: missing.to_string(),
+                first: needed[0].to_string(),
+                last: needed[needed.len() - 1].to_string(),
+                seconds: timeout.as_secs(),
+                archiver: ArchiverStatus::read(client).await.map(|s| s.describe()),
+            });
         }
         if !quiet && last_report.elapsed() >= REPORT_EVERY {
             last_report = Instant::now();

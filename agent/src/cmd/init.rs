@@ -26,7 +26,7 @@ use crate::exit::Failure;
 use crate::server::ServerFacts;
 use tidemark_pgclient::conn::{ReplError, ReplicationConn};
 use tidemark_pgclient::proto::IdentifySystem;
-use tidemark_pgclient::settings::{self as pgsettings, PgTarget, ProcessEnv};
+use tidemark_pgclient::settings::PgTarget;
 
 /// What `init` found and did.
 #[derive(Debug, Serialize)]
@@ -81,11 +81,7 @@ pub async fn run(settings: &Settings, offline: bool) -> Result<InitReport, Failu
     if offline {
         return run_offline(settings).await;
     }
-    let target = pgsettings::resolve(&settings.pg, &ProcessEnv)
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
-    let client = tidemark_pgclient::sql::connect(&target)
-        .await
-        .map_err(|e| Failure::Postgres(e.to_string()))?;
+    let (target, client) = crate::server::connect(&settings.pg).await?;
     let server = ServerFacts::read(&client).await?;
     let mut warnings = Vec::new();
     if server.archive_mode == "off" {
@@ -159,6 +155,42 @@ async fn run_offline(settings: &Settings) -> Result<InitReport, Failure> {
     })
 }
 
+/// A data directory whose `pg_control` cannot be trusted (exit 1; one that is no data
+/// directory at all is a configuration error instead).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataDirError {
+    /// `pg_control` is damaged (its CRC fails on every read) or holds impossible values.
+    #[error("{}: {source}", path.display())]
+    ControlFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: ControlFileError,
+    },
+    /// `pg_control` was written by another major version than `PG_VERSION` names.
+    #[error(
+        "{} says PostgreSQL {pg_major}, but {} has version {control_version}, which PostgreSQL {}-{} writes",
+        version_path.display(),
+        control_path.display(),
+        majors.start(),
+        majors.end()
+    )]
+    VersionMismatch {
+        /// `PG_VERSION`.
+        version_path: PathBuf,
+        /// Its major version.
+        pg_major: u32,
+        /// `global/pg_control`.
+        control_path: PathBuf,
+        /// Its `pg_control_version`.
+        control_version: u32,
+        /// The major versions that write it.
+        majors: std::ops::RangeInclusive<u32>,
+    },
+}
+
 /// What a data directory says about its cluster.
 #[derive(Debug)]
 struct DataDirectoryFacts {
@@ -223,23 +255,24 @@ async fn read_data_directory(pgdata: &Path) -> Result<DataDirectoryFacts, Failur
             Err(e @ ControlFileError::UnknownVersion(_)) => {
                 return Err(ConfigError(format!("{}: {e}", control_path.display())).into())
             }
-            Err(e) => {
-                return Err(Failure::Postgres(format!(
-                    "{}: {e}",
-                    control_path.display()
-                )))
+            Err(source) => {
+                return Err(DataDirError::ControlFile {
+                    path: control_path,
+                    source,
+                }
+                .into())
             }
         }
     };
     if !control.majors().contains(&pg_major) {
-        return Err(Failure::Postgres(format!(
-            "{} says PostgreSQL {pg_major}, but {} has version {}, which PostgreSQL {}-{} writes",
-            version_path.display(),
-            control_path.display(),
-            control.pg_control_version,
-            control.majors().start(),
-            control.majors().end()
-        )));
+        return Err(DataDirError::VersionMismatch {
+            version_path,
+            pg_major,
+            control_path,
+            control_version: control.pg_control_version,
+            majors: control.majors(),
+        }
+        .into());
     }
     Ok(DataDirectoryFacts {
         control_path,
