@@ -276,7 +276,10 @@ mod tests {
         let s = || String::from("x");
         vec![
             (Error::NotFound { key: key() }, ErrorKind::NotFound),
-            (Error::AlreadyExists { key: key() }, ErrorKind::AlreadyExists),
+            (
+                Error::AlreadyExists { key: key() },
+                ErrorKind::AlreadyExists,
+            ),
             (
                 Error::Corrupt {
                     key: key(),
@@ -339,7 +342,10 @@ mod tests {
             ),
             (Error::BadDigest(s()), ErrorKind::Failed),
             (Error::BadStanza(s()), ErrorKind::Usage),
-            (Error::NoRepository { location: s() }, ErrorKind::NotInitialized),
+            (
+                Error::NoRepository { location: s() },
+                ErrorKind::NotInitialized,
+            ),
             (
                 Error::NoStanza {
                     stanza: s(),
