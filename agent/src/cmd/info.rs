@@ -23,6 +23,7 @@ use tidemark_store::pg::{SegmentSize, WalFileName, WalSegmentName};
 use tidemark_store::{Digest, Repo};
 
 use super::open_repo;
+use super::report::{json_lines, Report};
 use crate::cli::config::Settings;
 use crate::exit::Failure;
 
@@ -454,6 +455,17 @@ fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `info`: the text is [`render_text`].
+impl Report for InfoReport {
+    fn text(&self) -> String {
+        render_text(self)
+    }
+
+    fn json(&self) -> String {
+        json_lines(self)
     }
 }
 
