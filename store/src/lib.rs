@@ -264,6 +264,14 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         self.kind() == ErrorKind::NotFound
     }
+
+    /// True when an object or record was reached but cannot be used: its bytes are
+    /// damaged ([`ErrorKind::Integrity`]) or a newer tidemark wrote it. Listings report
+    /// such a record and go on (`info`, picking a backup) instead of failing whole, as
+    /// they must when the repository itself cannot be read.
+    pub fn is_unreadable_record(&self) -> bool {
+        self.kind() == ErrorKind::Integrity || matches!(self, Error::UnsupportedFormat { .. })
+    }
 }
 
 #[cfg(test)]
@@ -380,6 +388,10 @@ mod tests {
             assert_eq!(
                 error.is_not_initialized(),
                 kind == ErrorKind::NotInitialized
+            );
+            assert_eq!(
+                error.is_unreadable_record(),
+                kind == ErrorKind::Integrity || matches!(error, Error::UnsupportedFormat { .. })
             );
         }
     }

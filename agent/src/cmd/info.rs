@@ -151,7 +151,6 @@ pub async fn missing_data(
     repo: &Repo,
     record: &BackupRecord,
 ) -> Result<Vec<String>, tidemark_store::Error> {
-    use tidemark_store::Error as S;
     let list_key = catalog::blob_key(&record.file_list);
     let list = match repo.backup_files(record).await {
         Ok(list) => list,
@@ -160,7 +159,7 @@ pub async fn missing_data(
                 "its file list ({list_key}) is missing from the repository"
             )])
         }
-        Err(e @ (S::Corrupt { .. } | S::Catalog { .. } | S::UnsupportedFormat { .. })) => {
+        Err(e) if e.is_unreadable_record() => {
             return Ok(vec![format!("its file list cannot be read: {e}")])
         }
         Err(e) => return Err(e),
