@@ -70,16 +70,20 @@ impl Failure {
 }
 
 fn store_code(e: &tidemark_store::Error) -> u8 {
-    use tidemark_store::Error as S;
-    match e {
-        S::ClusterMismatch { .. } | S::ClusterDiffers { .. } => CLUSTER_MISMATCH,
-        S::Corrupt { .. } | S::Catalog { .. } => INTEGRITY,
-        S::UnsupportedFormat { .. }
-        | S::BadUrl { .. }
-        | S::BadStanza(_)
-        | S::NoRepository { .. }
-        | S::NoStanza { .. } => USAGE,
-        _ => FAILED,
+    store_kind_code(e.kind())
+}
+
+/// The exit code for each kind of store failure (the store decides the kind). An
+/// exhaustive match: a new kind does not compile until it has a code here.
+pub const fn store_kind_code(kind: tidemark_store::ErrorKind) -> u8 {
+    use tidemark_store::ErrorKind as K;
+    match kind {
+        K::ClusterMismatch => CLUSTER_MISMATCH,
+        K::Integrity => INTEGRITY,
+        // No repository or no stanza: a person must fix the setting or run `init`
+        // (docs/exit-codes.md, "No repository, or no stanza: exit 2").
+        K::Usage | K::NotInitialized => USAGE,
+        K::NotFound | K::AlreadyExists | K::Unreachable | K::Failed => FAILED,
     }
 }
 
@@ -122,4 +126,87 @@ fn recovery_code(e: &tidemark_recovery::Error) -> u8 {
 const _: () = {
     assert!(FAILED <= 125 && USAGE <= 125 && CLUSTER_MISMATCH <= 125 && INTEGRITY <= 125);
     assert!(RESTORE_FATAL > 125);
+    // Every kind of store failure has an ordinary code (archive-get alone goes above 125,
+    // by its own rule in `main`).
+    let mut i = 0;
+    while i < tidemark_store::ErrorKind::ALL.len() {
+        let code = store_kind_code(tidemark_store::ErrorKind::ALL[i]);
+        assert!(code != OK && code <= 125);
+        i += 1;
+    }
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_store::{Error as S, ErrorKind as K};
+
+    /// A store error of each kind, with the code docs/exit-codes.md gives it.
+    fn samples() -> Vec<(fn() -> S, u8)> {
+        vec![
+            (
+                || S::NotFound {
+                    key: tidemark_store::Key::new("a/b").unwrap(),
+                },
+                FAILED,
+            ),
+            (
+                || S::AlreadyExists {
+                    key: tidemark_store::Key::new("a/b").unwrap(),
+                },
+                FAILED,
+            ),
+            (
+                || S::Catalog {
+                    what: "w".into(),
+                    detail: "d".into(),
+                },
+                INTEGRITY,
+            ),
+            (
+                || S::Unavailable {
+                    op: "get",
+                    key: "k".into(),
+                    message: "timeout".into(),
+                },
+                FAILED,
+            ),
+            (|| S::BadStanza("/".into()), USAGE),
+            (
+                || S::NoRepository {
+                    location: "file:///x".into(),
+                },
+                USAGE,
+            ),
+            (
+                || S::ClusterMismatch {
+                    stanza: "main".into(),
+                    expected: "1".into(),
+                    found: "2".into(),
+                },
+                CLUSTER_MISMATCH,
+            ),
+            (
+                || S::Backend {
+                    op: "put",
+                    key: "k".into(),
+                    message: "access denied".into(),
+                },
+                FAILED,
+            ),
+        ]
+    }
+
+    #[test]
+    fn store_failures_have_their_documented_codes_directly_and_through_archive_cmd() {
+        let kinds: Vec<K> = samples().iter().map(|(e, _)| e().kind()).collect();
+        for kind in K::ALL {
+            assert!(kinds.contains(&kind), "no sample of {kind:?}");
+        }
+        for (error, code) in samples() {
+            assert_eq!(Failure::Store(error()).code(), code, "{}", error());
+            let archive = tidemark_archive_cmd::Error::Store(error());
+            assert_eq!(Failure::Archive(archive).code(), code, "{}", error());
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //!
 //! - [`backup`]: taking a base backup (stream, chunk, deduplicate, store, wait for WAL);
 //! - [`cli`]: arguments, settings (file, flags, `TIDEMARK_*`), PostgreSQL connection settings;
-//! - [`cmd`]: one module per subcommand, returning values or [`exit::Failure`]s;
+//! - [`cmd`]: one module per subcommand, returning a [`cmd::Report`] or an [`exit::Failure`];
 //! - [`exit`]: exit codes;
 //! - [`progress`]: progress lines for long work;
 //! - [`server`]: what a server says about itself over SQL (identity, archiving).

@@ -1,9 +1,9 @@
 //! The `tidemark` binary: parses arguments, loads settings, installs logging, runs one
-//! command, and turns its outcome into one line on stderr and an exit code.
+//! command, prints its report (text or JSON, rendered by the command's own
+//! `tidemark_agent::cmd::Report`) or turns its failure into one line on stderr, and exits.
 //!
-//! This is the only place that prints errors or chooses exit codes (see
-//! `tidemark_agent::exit`).
-//! Libraries return typed errors; commands return values.
+//! This is the only place that prints results and errors or chooses exit codes (see
+//! `tidemark_agent::exit`). Libraries return typed errors; commands return reports.
 
 use std::process::ExitCode;
 
@@ -11,7 +11,7 @@ use clap::Parser;
 
 use tidemark_agent::cli::args::{Cli, Command, SpoolAction};
 use tidemark_agent::cli::config::{self, Settings};
-use tidemark_agent::cmd;
+use tidemark_agent::cmd::{self, Format, Report};
 use tidemark_agent::exit::{self, Failure};
 
 fn main() -> ExitCode {
@@ -99,123 +99,45 @@ fn main() -> ExitCode {
             });
         }
     };
-    let outcome: Result<u8, Failure> = runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         inject_panic_for_tests(command_name).await;
-        match &cli.command {
-            Command::ArchivePush { path } => cmd::archive_push::run(&settings, path)
-                .await
-                .map(|()| exit::OK),
-            Command::ArchiveGet { name, dest } => cmd::archive_get::run(&settings, name, dest)
-                .await
-                .map(|found| if found { exit::OK } else { exit::FAILED }),
-            Command::Init { json, offline } => {
-                let r = cmd::init::run(&settings, *offline).await?;
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&r).expect("serializable")
-                    );
-                } else {
-                    println!(
-                        "stanza {}: cluster {} (PostgreSQL {}, {} MiB WAL segments) {} in {}",
-                        r.stanza,
-                        r.system_identifier,
-                        r.pg_version,
-                        r.wal_segment_size >> 20,
-                        if r.created {
-                            "recorded"
-                        } else {
-                            "already recorded"
-                        },
-                        r.repo
-                    );
-                    match &r.replication {
-                        Some(rep) => match (&rep.error, &rep.system_identifier, rep.timeline, &rep.xlogpos) {
-                            (None, Some(id), Some(tli), Some(pos)) if rep.ok => {
-                                println!("replication: ok (system identifier {id}, timeline {tli}, at {pos})")
-                            }
-                            (Some(e), ..) => println!("replication: {e}"),
-                            _ => println!("replication: ok"),
-                        },
-                        None => println!(
-                            "identity read from {}; no server contacted",
-                            r.identity_from
-                        ),
-                    }
-                    for w in &r.warnings {
-                        println!("warning: {w}");
-                    }
-                }
-                Ok(exit::OK)
-            }
-            Command::Backup(args) => cmd::backup::run(&settings, args).await,
-            Command::Restore(args) => cmd::restore::run(&settings, args).await,
-            Command::Spool {
-                action: SpoolAction::Status { json },
-            } => {
-                let status = cmd::spool::status(&settings).await?;
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&status).expect("serializable")
-                    );
-                } else {
-                    print!("{}", cmd::spool::render_status(&status));
-                }
-                Ok(exit::OK)
-            }
-            Command::Spool {
-                action: SpoolAction::Drain { json, background },
-            } => {
-                if let Some(result) = cmd::spool::drain(&settings, *background).await? {
-                    if *json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&result).expect("serializable")
-                        );
-                    } else {
-                        let r = &result.report;
-                        println!(
-                            "spool {}: {} files moved into the repository, {} were there already; the spool is empty",
-                            result.spool, r.pushed, r.already_archived
-                        );
-                    }
-                }
-                Ok(exit::OK)
-            }
-            Command::Spool {
-                action: SpoolAction::Forget { name },
-            } => {
-                let held = cmd::spool::forget(&settings, name).await?;
-                println!(
-                    "{name} removed from the spool; the repository holds its content {}",
-                    match held {
-                        tidemark_archive_cmd::spool::HeldAs::Archived => "under its name",
-                        tidemark_archive_cmd::spool::HeldAs::Quarantined => "in quarantine",
-                    }
-                );
-                Ok(exit::OK)
-            }
-            Command::Info { json } => {
-                let r = cmd::info::gather(&settings).await?;
-                if *json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&r).expect("serializable")
-                    );
-                } else {
-                    print!("{}", cmd::info::render_text(&r));
-                }
-                Ok(exit::OK)
-            }
-        }
+        run(&cli.command, &settings).await
     });
     // Dropping the runtime waits for blocking file-system tasks; they are all finished.
     drop(runtime);
     match outcome {
-        Ok(code) => ExitCode::from(code),
+        Ok((report, format)) => {
+            print!("{}", report.render(format));
+            ExitCode::from(report.code())
+        }
         Err(f) => report(command_name, &f, fail_code(&f)),
     }
+}
+
+/// Runs one command: its report, and how to render it.
+async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>, Format), Failure> {
+    fn boxed(report: impl Report + 'static, json: bool) -> (Box<dyn Report>, Format) {
+        (Box::new(report), Format::json_if(json))
+    }
+    Ok(match command {
+        Command::ArchivePush { path } => {
+            boxed(cmd::archive_push::run(settings, path).await?, false)
+        }
+        Command::ArchiveGet { name, dest } => {
+            boxed(cmd::archive_get::run(settings, name, dest).await?, false)
+        }
+        Command::Init { json, offline } => boxed(cmd::init::run(settings, *offline).await?, *json),
+        Command::Backup(args) => boxed(cmd::backup::run(settings, args).await?, args.json),
+        Command::Restore(args) => boxed(cmd::restore::run(settings, args).await?, args.json),
+        Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
+        Command::Spool { action } => match action {
+            SpoolAction::Status { json } => boxed(cmd::spool::status(settings).await?, *json),
+            SpoolAction::Drain { json, background } => {
+                boxed(cmd::spool::drain(settings, *background).await?, *json)
+            }
+            SpoolAction::Forget { name } => boxed(cmd::spool::forget(settings, name).await?, false),
+        },
+    })
 }
 
 /// Makes any panic, on any thread, print one line and end the process with `code`.

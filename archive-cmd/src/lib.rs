@@ -155,7 +155,6 @@ pub enum ErrorKind {
 impl Error {
     /// Classifies the error.
     pub fn kind(&self) -> ErrorKind {
-        use tidemark_store::Error as S;
         match self {
             Error::Read { .. } | Error::Wal(_) => ErrorKind::Input,
             Error::Write { .. } | Error::Spool { .. } => ErrorKind::Repository,
@@ -164,16 +163,23 @@ impl Error {
             | Error::Ambiguous { .. }
             | Error::QueuedConflict { .. }
             | Error::SpoolStuck { .. } => ErrorKind::Integrity,
-            Error::Store(e) => match e {
-                S::ClusterMismatch { .. } | S::ClusterDiffers { .. } => ErrorKind::ClusterMismatch,
-                S::Corrupt { .. } | S::Catalog { .. } => ErrorKind::Integrity,
-                S::UnsupportedFormat { .. }
-                | S::BadUrl { .. }
-                | S::BadStanza(_)
-                | S::NoRepository { .. }
-                | S::NoStanza { .. } => ErrorKind::Config,
-                _ => ErrorKind::Repository,
-            },
+            Error::Store(e) => ErrorKind::from(e.kind()),
+        }
+    }
+}
+
+/// The store decides what its errors mean; archive-push and archive-get only fold its
+/// kinds into theirs.
+impl From<tidemark_store::ErrorKind> for ErrorKind {
+    fn from(kind: tidemark_store::ErrorKind) -> ErrorKind {
+        use tidemark_store::ErrorKind as S;
+        match kind {
+            S::ClusterMismatch => ErrorKind::ClusterMismatch,
+            S::Integrity => ErrorKind::Integrity,
+            S::Usage | S::NotInitialized => ErrorKind::Config,
+            // A missing object the push or get needed (a get's own "not in the archive"
+            // is an outcome, not an error), a write refused, a store that did not answer.
+            S::NotFound | S::AlreadyExists | S::Unreachable | S::Failed => ErrorKind::Repository,
         }
     }
 }

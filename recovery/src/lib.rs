@@ -45,7 +45,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// Bad arguments or an unusable target (not empty, not a directory): fix the command.
+    /// Bad arguments or an unusable target (not empty, not a directory), or settings
+    /// the repository refuses: fix the command.
     Usage,
     /// The backup asked for does not exist.
     NotFound,
@@ -183,7 +184,7 @@ impl Error {
                 ErrorKind::Integrity
             }
             Error::Chunk { source, .. } | Error::FileList { source, .. } | Error::Store(source) => {
-                store_kind(source)
+                ErrorKind::from(source.kind())
             }
             Error::Io { .. } | Error::Interrupted => ErrorKind::Failed,
             Error::CleanupFailed { cause, .. } => cause.kind(),
@@ -217,14 +218,53 @@ fn list(ids: &[String]) -> String {
     }
 }
 
-fn store_kind(e: &tidemark_store::Error) -> ErrorKind {
-    use tidemark_store::Error as S;
-    match e {
-        S::Corrupt { .. }
-        | S::Catalog { .. }
-        | S::ClusterMismatch { .. }
-        | S::ClusterDiffers { .. } => ErrorKind::Integrity,
-        S::UnsupportedFormat { .. } | S::BadUrl { .. } | S::BadStanza(_) => ErrorKind::Usage,
-        _ => ErrorKind::Failed,
+/// The store decides what its errors mean; a restore only folds its kinds into these.
+impl From<tidemark_store::ErrorKind> for ErrorKind {
+    fn from(kind: tidemark_store::ErrorKind) -> ErrorKind {
+        use tidemark_store::ErrorKind as S;
+        match kind {
+            // A restore checks no cluster identity: records that name another cluster
+            // than the stanza's are records that cannot be trusted.
+            S::Integrity | S::ClusterMismatch => ErrorKind::Integrity,
+            // The agent checks that the repository and stanza exist before it restores
+            // (`Repo::require_cluster`), so `NotInitialized` reaches here only if they
+            // vanish meanwhile: a setting to fix, as for every other command.
+            S::Usage | S::NotInitialized => ErrorKind::Usage,
+            // A missing chunk or page is damage, decided in `Error::kind` where the
+            // context is known; elsewhere the repository failed.
+            S::NotFound | S::AlreadyExists | S::Unreachable | S::Failed => ErrorKind::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_keep_the_store_s_meaning() {
+        let store = |e: tidemark_store::Error| Error::Store(e).kind();
+        let no_stanza = tidemark_store::Error::NoStanza {
+            stanza: "main".into(),
+            location: "file:///r".into(),
+        };
+        assert_eq!(store(no_stanza), ErrorKind::Usage);
+        let other_cluster = tidemark_store::Error::ClusterMismatch {
+            stanza: "main".into(),
+            expected: "1".into(),
+            found: "2".into(),
+        };
+        assert_eq!(store(other_cluster), ErrorKind::Integrity);
+        let unreachable = tidemark_store::Error::Unavailable {
+            op: "get",
+            key: "k".into(),
+            message: "timeout".into(),
+        };
+        assert_eq!(store(unreachable), ErrorKind::Failed);
+        let corrupt = tidemark_store::Error::Catalog {
+            what: "w".into(),
+            detail: "d".into(),
+        };
+        assert_eq!(store(corrupt), ErrorKind::Integrity);
     }
 }

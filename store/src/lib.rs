@@ -11,7 +11,9 @@
 //! - [`url`]: repository URLs (`file:///…`, `s3://bucket/prefix`).
 //! - [`pg`]: PostgreSQL's vocabulary (LSN, timeline, WAL names, page headers); no IO.
 //!
-//! No printing, no exiting, no argument parsing: callers get typed [`Error`]s.
+//! No printing, no exiting, no argument parsing: callers get typed [`Error`]s, and
+//! [`Error::kind`] says once, for every crate above, what each means for the user
+//! ([`ErrorKind`]: not found, integrity, unreachable, usage, not initialized, …).
 
 #![deny(missing_docs)]
 
@@ -176,20 +178,236 @@ pub enum Error {
     },
 }
 
+/// What an [`Error`] means for the user: decided here, once, for every crate that wraps
+/// the store's errors (archive-cmd, recovery) and for the exit codes the agent chooses.
+///
+/// Deliberately not `#[non_exhaustive]`: a new kind must be a compile error in every
+/// `match` that maps kinds (to exit codes, to a wrapping crate's own kinds), so that no
+/// failure silently falls into a catch-all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The object asked for does not exist ([`Error::NotFound`]). Whether that is a
+    /// failure is the caller's call: archive-get answers "not in the archive", a restore
+    /// whose backup names a missing chunk calls it damage.
+    NotFound,
+    /// A `Create` found the name taken ([`Error::AlreadyExists`]). Writers of
+    /// content-addressed objects take it as "deduplicated"; escaping to the user, it is a
+    /// plain failure.
+    AlreadyExists,
+    /// Stored bytes or records that cannot be trusted (corrupt, contradictory): a person
+    /// must look.
+    Integrity,
+    /// The store did not answer, or answered with a transient failure: retrying may help.
+    Unreachable,
+    /// Settings or input that cannot work (a bad URL or stanza name, a repository written
+    /// by a newer tidemark): retrying alone never helps, a person must change something.
+    Usage,
+    /// No repository at the configured location, or no such stanza in it: a wrong
+    /// setting, an unmounted disk, or `tidemark init` not run. Only `init` creates them.
+    NotInitialized,
+    /// The WAL or server presented belongs to another cluster than the stanza's.
+    ClusterMismatch,
+    /// Anything else: a local IO error, a store that refused the request for good, an
+    /// invalid key.
+    Failed,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and checks that must cover them all (a new kind goes here
+    /// too; a test checks that every error's kind is listed).
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Integrity,
+        ErrorKind::Unreachable,
+        ErrorKind::Usage,
+        ErrorKind::NotInitialized,
+        ErrorKind::ClusterMismatch,
+        ErrorKind::Failed,
+    ];
+}
+
 impl Error {
+    /// What the failure means for the user: the one classification of store errors.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::Corrupt { .. } | Error::Catalog { .. } => ErrorKind::Integrity,
+            Error::Unavailable { .. } => ErrorKind::Unreachable,
+            Error::UnsupportedFormat { .. } | Error::BadUrl { .. } | Error::BadStanza(_) => {
+                ErrorKind::Usage
+            }
+            Error::NoRepository { .. } | Error::NoStanza { .. } => ErrorKind::NotInitialized,
+            Error::ClusterMismatch { .. } | Error::ClusterDiffers { .. } => {
+                ErrorKind::ClusterMismatch
+            }
+            Error::Io { .. }
+            | Error::Backend { .. }
+            | Error::BadKey { .. }
+            | Error::BadDigest(_) => ErrorKind::Failed,
+        }
+    }
+
     /// True when retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+        self.kind() == ErrorKind::Unreachable
     }
 
     /// True when the location holds no repository, or the repository no such stanza:
     /// a setting points at the wrong place, or `tidemark init` was not run.
     pub fn is_not_initialized(&self) -> bool {
-        matches!(self, Error::NoRepository { .. } | Error::NoStanza { .. })
+        self.kind() == ErrorKind::NotInitialized
     }
 
     /// True for `NotFound`.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::NotFound { .. })
+        self.kind() == ErrorKind::NotFound
+    }
+
+    /// True when an object or record was reached but cannot be used: its bytes are
+    /// damaged ([`ErrorKind::Integrity`]) or a newer tidemark wrote it. Listings report
+    /// such a record and go on (`info`, picking a backup) instead of failing whole, as
+    /// they must when the repository itself cannot be read.
+    pub fn is_unreadable_record(&self) -> bool {
+        self.kind() == ErrorKind::Integrity || matches!(self, Error::UnsupportedFormat { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of every variant, with the kind it must have.
+    fn every_variant() -> Vec<(Error, ErrorKind)> {
+        let key = || Key::new("a/b").unwrap();
+        let s = || String::from("x");
+        vec![
+            (Error::NotFound { key: key() }, ErrorKind::NotFound),
+            (
+                Error::AlreadyExists { key: key() },
+                ErrorKind::AlreadyExists,
+            ),
+            (
+                Error::Corrupt {
+                    key: key(),
+                    detail: s(),
+                },
+                ErrorKind::Integrity,
+            ),
+            (
+                Error::Catalog {
+                    what: s(),
+                    detail: s(),
+                },
+                ErrorKind::Integrity,
+            ),
+            (
+                Error::UnsupportedFormat {
+                    what: s(),
+                    found: 9,
+                    supported: 1,
+                },
+                ErrorKind::Usage,
+            ),
+            (
+                Error::Unavailable {
+                    op: "get",
+                    key: s(),
+                    message: s(),
+                },
+                ErrorKind::Unreachable,
+            ),
+            (
+                Error::Io {
+                    op: "read",
+                    path: "/x".into(),
+                    source: io::Error::other("disk"),
+                },
+                ErrorKind::Failed,
+            ),
+            (
+                Error::Backend {
+                    op: "put",
+                    key: s(),
+                    message: s(),
+                },
+                ErrorKind::Failed,
+            ),
+            (
+                Error::BadUrl {
+                    url: s(),
+                    reason: s(),
+                },
+                ErrorKind::Usage,
+            ),
+            (
+                Error::BadKey {
+                    key: s(),
+                    reason: "empty",
+                },
+                ErrorKind::Failed,
+            ),
+            (Error::BadDigest(s()), ErrorKind::Failed),
+            (Error::BadStanza(s()), ErrorKind::Usage),
+            (
+                Error::NoRepository { location: s() },
+                ErrorKind::NotInitialized,
+            ),
+            (
+                Error::NoStanza {
+                    stanza: s(),
+                    location: s(),
+                },
+                ErrorKind::NotInitialized,
+            ),
+            (
+                Error::ClusterMismatch {
+                    stanza: s(),
+                    expected: s(),
+                    found: s(),
+                },
+                ErrorKind::ClusterMismatch,
+            ),
+            (
+                Error::ClusterDiffers {
+                    stanza: s(),
+                    detail: s(),
+                },
+                ErrorKind::ClusterMismatch,
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_error_has_the_kind_the_exit_code_table_needs() {
+        for (error, kind) in every_variant() {
+            assert_eq!(error.kind(), kind, "{error:?}");
+            assert_eq!(error.is_transient(), kind == ErrorKind::Unreachable);
+            assert_eq!(error.is_not_found(), kind == ErrorKind::NotFound);
+            assert_eq!(
+                error.is_not_initialized(),
+                kind == ErrorKind::NotInitialized
+            );
+            assert_eq!(
+                error.is_unreadable_record(),
+                kind == ErrorKind::Integrity || matches!(error, Error::UnsupportedFormat { .. })
+            );
+        }
+    }
+
+    #[test]
+    fn all_lists_every_kind_once() {
+        let kinds: std::collections::HashSet<ErrorKind> = ErrorKind::ALL.into_iter().collect();
+        assert_eq!(kinds.len(), ErrorKind::ALL.len());
+        for (_, kind) in every_variant() {
+            assert!(kinds.contains(&kind), "{kind:?} missing from ALL");
+        }
+        for kind in ErrorKind::ALL {
+            assert!(
+                every_variant().iter().any(|(_, k)| *k == kind),
+                "no error has kind {kind:?}"
+            );
+        }
     }
 }

@@ -1080,10 +1080,7 @@ pub struct DamagedBackup {
 /// Whether `e`, reading a record, is about the record itself (its bytes or its format)
 /// rather than about reaching it.
 fn damages_record(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Corrupt { .. } | Error::Catalog { .. } | Error::UnsupportedFormat { .. }
-    )
+    e.is_unreadable_record()
 }
 
 /// Stores a file list as its entries arrive: each page once it fills, the last page and

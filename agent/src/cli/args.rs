@@ -10,8 +10,20 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 /// tidemark: point-in-time recovery for PostgreSQL.
+/// Archives WAL (archive-push, archive-get, spool) and base backups (backup) in a repository
+/// on disk or S3, restores a data directory from them (restore), and sets up and shows the
+/// repository (init, info).
+///
+/// (Help shows this comment's first paragraph, as written: the package description
+/// describes the crate, not the tool.)
 #[derive(Debug, Parser)]
-#[command(name = "tidemark", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "tidemark",
+    version,
+    long_about = None,
+    propagate_version = true,
+    verbatim_doc_comment
+)]
 pub struct Cli {
     /// Settings shared by every command.
     #[command(flatten)]

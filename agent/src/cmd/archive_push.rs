@@ -14,13 +14,29 @@ use std::time::Instant;
 use tidemark_archive_cmd::{Error, PushOutcome, SpoolOutcome};
 
 use super::open_repo;
+use super::report::Report;
 use super::spool::{ensure_drainer, open_spool};
 use crate::cli::config::Settings;
 use crate::exit::Failure;
 
+/// What archive-push answers PostgreSQL: exit 0, nothing on stdout (the archiver reads
+/// only the code; what happened is logged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Archived;
+
+impl Report for Archived {
+    fn text(&self) -> String {
+        String::new()
+    }
+
+    fn json(&self) -> String {
+        String::new()
+    }
+}
+
 /// Archives one file; `Ok` only once it is durable in the repository, or in the spool in
 /// asynchronous mode.
-pub async fn run(settings: &Settings, path: &Path) -> Result<(), Failure> {
+pub async fn run(settings: &Settings, path: &Path) -> Result<Archived, Failure> {
     let started = Instant::now();
     let repo = open_repo(settings).await?;
     if settings.archive_async {
@@ -42,20 +58,20 @@ pub async fn run(settings: &Settings, path: &Path) -> Result<(), Failure> {
                 if settings.spool_auto_drain {
                     ensure_drainer(settings, &spool);
                 }
-                return Ok(());
+                return Ok(Archived);
             }
             Ok(SpoolOutcome::AlreadyQueued { name }) => {
                 tracing::info!("{name} was already spooled with identical content");
                 if settings.spool_auto_drain {
                     ensure_drainer(settings, &spool);
                 }
-                return Ok(());
+                return Ok(Archived);
             }
             Ok(SpoolOutcome::Direct(outcome)) => {
                 // The repository already held the name with this content (a conflict is
                 // an error, exit 4, as for a synchronous push).
                 report(&outcome, started);
-                return Ok(());
+                return Ok(Archived);
             }
             Ok(SpoolOutcome::NotSpooled { name, reason }) => {
                 tracing::warn!("{name}: pushing directly: {reason}");
@@ -71,7 +87,7 @@ pub async fn run(settings: &Settings, path: &Path) -> Result<(), Failure> {
     }
     let outcome = tidemark_archive_cmd::push(&repo, &settings.stanza, path).await?;
     report(&outcome, started);
-    Ok(())
+    Ok(Archived)
 }
 
 fn report(outcome: &PushOutcome, started: Instant) {

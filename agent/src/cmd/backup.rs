@@ -1,16 +1,17 @@
 //! `tidemark backup [--label TEXT] [--checkpoint fast|spread]`: takes a base backup (see
-//! [`crate::backup`]) and prints what it did: one line, or the report as JSON.
+//! [`crate::backup`]) and reports what it did: one line, or the report as JSON.
 
 use std::time::Duration;
 
-use crate::backup::{self, BackupRequest};
+use super::report::{json_lines, Report};
+use crate::backup::{self, BackupReport, BackupRequest};
 use crate::cli::args::BackupArgs;
 use crate::cli::config::Settings;
-use crate::exit::{self, Failure};
+use crate::exit::Failure;
 
-/// Runs the command; prints its report and returns the exit code.
-pub async fn run(settings: &Settings, args: &BackupArgs) -> Result<u8, Failure> {
-    let report = backup::take(
+/// Runs the command; returns its report for `main` to print.
+pub async fn run(settings: &Settings, args: &BackupArgs) -> Result<BackupReport, Failure> {
+    backup::take(
         settings,
         &BackupRequest {
             label: args.label.clone(),
@@ -20,41 +21,94 @@ pub async fn run(settings: &Settings, args: &BackupArgs) -> Result<u8, Failure> 
             ignore_checksum_failures: args.ignore_checksum_failures,
         },
     )
-    .await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
-    } else {
+    .await
+}
+
+/// One line (and one more when the server sent warnings).
+impl Report for BackupReport {
+    fn text(&self) -> String {
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        println!(
+        let mut out = format!(
             "backup {} ({}): {:.0} MiB in {} files, {:.1} MiB added to the repository ({} of {} chunks new), \
-             {:.1} s ({:.0} MiB/s), WAL {} to {} on timeline {}",
-            report.id,
-            report.label,
-            mib(report.size),
-            report.files,
-            mib(report.stored_added),
-            report.chunks_added,
-            report.chunks,
-            report.seconds,
-            mib(report.size) / report.copy_seconds.max(1e-3),
-            report.start_lsn,
-            report.stop_lsn,
-            report.timeline
+             {:.1} s ({:.0} MiB/s), WAL {} to {} on timeline {}\n",
+            self.id,
+            self.label,
+            mib(self.size),
+            self.files,
+            mib(self.stored_added),
+            self.chunks_added,
+            self.chunks,
+            self.seconds,
+            mib(self.size) / self.copy_seconds.max(1e-3),
+            self.start_lsn,
+            self.stop_lsn,
+            self.timeline
         );
-        if report.notices > 0 {
-            println!(
-                "the server sent {} warning(s) during the backup (logged above){}",
-                report.notices,
-                if report.checksum_failures_ignored {
+        if self.notices > 0 {
+            out.push_str(&format!(
+                "the server sent {} warning(s) during the backup (logged above){}\n",
+                self.notices,
+                if self.checksum_failures_ignored {
                     ", among them data checksum failures, ignored as asked: the backup holds the damaged pages"
                 } else {
                     ""
                 }
-            );
+            ));
+        }
+        out
+    }
+
+    fn json(&self) -> String {
+        json_lines(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::report::Format;
+
+    fn report() -> BackupReport {
+        BackupReport {
+            repo: "file:///r".into(),
+            stanza: "main".into(),
+            id: "20260101T000000Z".into(),
+            label: "nightly".into(),
+            timeline: 1,
+            start_lsn: "0/2000028".parse().unwrap(),
+            stop_lsn: "0/2000100".parse().unwrap(),
+            files: 980,
+            size: 30 << 20,
+            chunks: 40,
+            chunks_added: 10,
+            stored_added: 3 << 19,
+            copy_seconds: 2.0,
+            wal_wait_seconds: 0.5,
+            seconds: 2.54,
+            warnings: vec![],
+            notices: 0,
+            checksum_failures_ignored: false,
         }
     }
-    Ok(exit::OK)
+
+    #[test]
+    fn the_report_is_one_line_and_one_more_for_the_server_s_warnings() {
+        let mut r = report();
+        assert_eq!(
+            r.render(Format::Text),
+            "backup 20260101T000000Z (nightly): 30 MiB in 980 files, 1.5 MiB added to the repository (10 of 40 chunks new), \
+             2.5 s (15 MiB/s), WAL 0/2000028 to 0/2000100 on timeline 1\n"
+        );
+        r.notices = 2;
+        assert!(r.text().ends_with(
+            "timeline 1\nthe server sent 2 warning(s) during the backup (logged above)\n"
+        ));
+        r.checksum_failures_ignored = true;
+        assert!(r.text().ends_with(
+            "(logged above), among them data checksum failures, ignored as asked: the backup holds the damaged pages\n"
+        ));
+        let json: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
+        assert_eq!(json["id"], "20260101T000000Z");
+        assert!(r.json().ends_with("}\n"));
+    }
 }

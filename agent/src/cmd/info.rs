@@ -23,6 +23,7 @@ use tidemark_store::pg::{SegmentSize, WalFileName, WalSegmentName};
 use tidemark_store::{Digest, Repo};
 
 use super::open_repo;
+use super::report::{json_lines, Report};
 use crate::cli::config::Settings;
 use crate::exit::Failure;
 
@@ -150,7 +151,6 @@ pub async fn missing_data(
     repo: &Repo,
     record: &BackupRecord,
 ) -> Result<Vec<String>, tidemark_store::Error> {
-    use tidemark_store::Error as S;
     let list_key = catalog::blob_key(&record.file_list);
     let list = match repo.backup_files(record).await {
         Ok(list) => list,
@@ -159,7 +159,7 @@ pub async fn missing_data(
                 "its file list ({list_key}) is missing from the repository"
             )])
         }
-        Err(e @ (S::Corrupt { .. } | S::Catalog { .. } | S::UnsupportedFormat { .. })) => {
+        Err(e) if e.is_unreadable_record() => {
             return Ok(vec![format!("its file list cannot be read: {e}")])
         }
         Err(e) => return Err(e),
@@ -454,6 +454,17 @@ fn bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `info`: the text is [`render_text`].
+impl Report for InfoReport {
+    fn text(&self) -> String {
+        render_text(self)
+    }
+
+    fn json(&self) -> String {
+        json_lines(self)
     }
 }
 

@@ -75,6 +75,52 @@ pub struct ReplicationCheck {
     pub error: Option<String>,
 }
 
+/// One line for the stanza, one for the replication check (or where the identity came
+/// from), one per warning.
+impl crate::cmd::report::Report for InitReport {
+    fn text(&self) -> String {
+        let mut out = format!(
+            "stanza {}: cluster {} (PostgreSQL {}, {} MiB WAL segments) {} in {}\n",
+            self.stanza,
+            self.system_identifier,
+            self.pg_version,
+            self.wal_segment_size >> 20,
+            if self.created {
+                "recorded"
+            } else {
+                "already recorded"
+            },
+            self.repo
+        );
+        match &self.replication {
+            Some(rep) => match (
+                &rep.error,
+                &rep.system_identifier,
+                rep.timeline,
+                &rep.xlogpos,
+            ) {
+                (None, Some(id), Some(tli), Some(pos)) if rep.ok => out.push_str(&format!(
+                    "replication: ok (system identifier {id}, timeline {tli}, at {pos})\n"
+                )),
+                (Some(e), ..) => out.push_str(&format!("replication: {e}\n")),
+                _ => out.push_str("replication: ok\n"),
+            },
+            None => out.push_str(&format!(
+                "identity read from {}; no server contacted\n",
+                self.identity_from
+            )),
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
+        out
+    }
+
+    fn json(&self) -> String {
+        crate::cmd::report::json_lines(self)
+    }
+}
+
 /// Reads the identity (from the server, or from `pg_control` when `offline`), then
 /// creates or checks the repository and the stanza.
 pub async fn run(settings: &Settings, offline: bool) -> Result<InitReport, Failure> {
@@ -399,5 +445,71 @@ mod tests {
         let err = read_data_directory(dir.path()).await.unwrap_err();
         assert_eq!(err.code(), crate::exit::USAGE, "{err}");
         assert!(err.to_string().contains("1201"), "{err}");
+    }
+
+    fn report(replication: Option<ReplicationCheck>) -> InitReport {
+        InitReport {
+            stanza: "main".into(),
+            repo: "file:///r".into(),
+            system_identifier: "7300000000000000001".into(),
+            pg_version: 16,
+            wal_segment_size: 16 << 20,
+            created: true,
+            warnings: vec!["archive_mode is off: set archive_mode = on (needs a restart)".into()],
+            replication,
+            identity_from: "server".into(),
+            catalog_version: None,
+        }
+    }
+
+    #[test]
+    fn the_report_renders_as_init_always_printed_it() {
+        use crate::cmd::report::{Format, Report};
+        let ok = ReplicationCheck {
+            ok: true,
+            system_identifier: Some("7300000000000000001".into()),
+            timeline: Some(2),
+            xlogpos: Some("0/3000060".into()),
+            error: None,
+        };
+        assert_eq!(
+            report(Some(ok)).render(Format::Text),
+            "stanza main: cluster 7300000000000000001 (PostgreSQL 16, 16 MiB WAL segments) recorded in file:///r\n\
+             replication: ok (system identifier 7300000000000000001, timeline 2, at 0/3000060)\n\
+             warning: archive_mode is off: set archive_mode = on (needs a restart)\n"
+        );
+        let failed = ReplicationCheck {
+            ok: false,
+            system_identifier: None,
+            timeline: None,
+            xlogpos: None,
+            error: Some("no pg_hba.conf line".into()),
+        };
+        let mut r = report(Some(failed));
+        r.created = false;
+        r.warnings.clear();
+        assert_eq!(
+            r.text(),
+            "stanza main: cluster 7300000000000000001 (PostgreSQL 16, 16 MiB WAL segments) already recorded in file:///r\n\
+             replication: no pg_hba.conf line\n"
+        );
+
+        let mut offline = report(None);
+        offline.identity_from = "/data/global/pg_control".into();
+        offline.catalog_version = Some(202_307_071);
+        offline.warnings.clear();
+        assert_eq!(
+            offline.text(),
+            "stanza main: cluster 7300000000000000001 (PostgreSQL 16, 16 MiB WAL segments) recorded in file:///r\n\
+             identity read from /data/global/pg_control; no server contacted\n"
+        );
+        // JSON: fields in declaration order, absent options left out, a final newline.
+        assert_eq!(
+            offline.render(Format::Json),
+            "{\n  \"stanza\": \"main\",\n  \"repo\": \"file:///r\",\n  \"system_identifier\": \"7300000000000000001\",\n  \
+             \"pg_version\": 16,\n  \"wal_segment_size\": 16777216,\n  \"created\": true,\n  \"warnings\": [],\n  \
+             \"identity_from\": \"/data/global/pg_control\",\n  \"catalog_version\": 202307071\n}\n"
+        );
+        assert_eq!(offline.code(), crate::exit::OK);
     }
 }

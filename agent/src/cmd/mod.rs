@@ -1,5 +1,7 @@
-//! One module per subcommand. Each takes resolved [`Settings`] and returns a value for
-//! `main` to print, or a [`Failure`]; none prints errors or exits itself.
+//! One module per subcommand. Each takes resolved [`Settings`] and returns a [`Report`]
+//! (its result, which renders itself as text or JSON and names its exit code) for `main`
+//! to print, or a [`Failure`]; none prints its result or errors, or exits itself.
+//! Progress and warnings on the way go to stderr (logging, `crate::progress`).
 
 use std::sync::Arc;
 
@@ -13,8 +15,11 @@ pub mod archive_push;
 pub mod backup;
 pub mod info;
 pub mod init;
+pub mod report;
 pub mod restore;
 pub mod spool;
+
+pub use report::{Format, Report};
 
 /// Opens the configured repository (changes nothing, contacts nothing yet).
 pub async fn open_repo(settings: &Settings) -> Result<Repo, Failure> {

@@ -6,7 +6,7 @@
 //! The work is `tidemark_recovery::restore` (which checks everything before writing and
 //! removes what it wrote when it fails); this module turns settings and arguments into
 //! its request, builds the `restore_command` that points back at this repository, shows
-//! progress on stderr, and prints the report.
+//! progress on stderr, and returns the report (rendered by its [`Report`] impl).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -19,9 +19,10 @@ use tidemark_recovery::restore::{prepare, Progress, RestoreReport, RestoreReques
 use tidemark_store::url::RepoUrl;
 
 use super::open_repo;
+use super::report::{json_lines, Report};
 use crate::cli::args::RestoreArgs;
 use crate::cli::config::{ConfigError, Settings};
-use crate::exit::{self, Failure};
+use crate::exit::Failure;
 
 /// How often the progress line is redrawn on a terminal.
 const TERMINAL_EVERY: Duration = Duration::from_millis(250);
@@ -34,8 +35,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// decoding stays at one chunk per core).
 const S3_IN_FLIGHT: usize = 32;
 
-/// Runs the command; prints its report and returns the exit code.
-pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure> {
+/// Runs the command (progress and warnings on stderr); returns its report for `main` to
+/// print.
+pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<RestoreReport, Failure> {
     let pgdata = settings.pgdata.as_deref().ok_or_else(|| {
         ConfigError(
             "restore needs the data directory to create: --pgdata DIR (or TIDEMARK_PGDATA, or pgdata in the config file)".into(),
@@ -67,16 +69,20 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<u8, Failure>
     }
     let progress = Arc::new(Progress::default());
     let work = prepared.run(&repo, &progress);
-    let report = drive(work, &progress, !args.json).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
-    } else {
-        println!("{}", summary(&report));
+    drive(work, &progress, !args.json).await
+}
+
+/// The text is [`summary`].
+impl Report for RestoreReport {
+    fn text(&self) -> String {
+        let mut out = summary(self);
+        out.push('\n');
+        out
     }
-    Ok(exit::OK)
+
+    fn json(&self) -> String {
+        json_lines(self)
+    }
 }
 
 /// `path` made absolute against the current directory (the restore_command and the
@@ -392,6 +398,14 @@ mod tests {
         let mut r = report();
         let text = summary(&r);
         assert_eq!(text.lines().count(), 2, "{text}");
+        // Printed as it always was: the summary and a newline, or the JSON and a newline.
+        use crate::cmd::report::Format;
+        assert_eq!(r.render(Format::Text), format!("{text}\n"));
+        let json = r.render(Format::Json);
+        assert_eq!(
+            json,
+            format!("{}\n", serde_json::to_string_pretty(&r).unwrap())
+        );
         assert!(
             text.lines().nth(1).unwrap().starts_with("archiving: off"),
             "{text}"

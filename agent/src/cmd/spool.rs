@@ -19,6 +19,7 @@ use tidemark_archive_cmd::spool::{self, DrainOptions, DrainReport, SpoolStatus};
 use tidemark_archive_cmd::{Error, Spool};
 
 use super::open_repo;
+use super::report::{json_lines, Report};
 use crate::cli::config::Settings;
 use crate::exit::Failure;
 
@@ -152,11 +153,52 @@ pub fn render_status(status: &SpoolStatus) -> String {
     out
 }
 
+/// `spool status`: the text is [`render_status`].
+impl Report for SpoolStatus {
+    fn text(&self) -> String {
+        render_status(self)
+    }
+
+    fn json(&self) -> String {
+        json_lines(self)
+    }
+}
+
 /// `tidemark spool forget NAME`: how the repository holds what was forgotten.
-pub async fn forget(settings: &Settings, name: &str) -> Result<spool::HeldAs, Failure> {
+pub async fn forget(settings: &Settings, name: &str) -> Result<Forgotten, Failure> {
     let spool = open_spool(settings)?;
     let repo = open_repo(settings).await?;
-    Ok(spool::forget(&spool, &repo, &settings.stanza, name).await?)
+    let held = spool::forget(&spool, &repo, &settings.stanza, name).await?;
+    Ok(Forgotten {
+        name: name.to_string(),
+        held,
+    })
+}
+
+/// What `spool forget` did.
+#[derive(Debug, Serialize)]
+pub struct Forgotten {
+    /// The file removed from the spool.
+    pub name: String,
+    /// How the repository holds its content.
+    pub held: spool::HeldAs,
+}
+
+impl Report for Forgotten {
+    fn text(&self) -> String {
+        format!(
+            "{} removed from the spool; the repository holds its content {}\n",
+            self.name,
+            match self.held {
+                spool::HeldAs::Archived => "under its name",
+                spool::HeldAs::Quarantined => "in quarantine",
+            }
+        )
+    }
+
+    fn json(&self) -> String {
+        json_lines(self)
+    }
 }
 
 /// What `spool drain` prints.
@@ -169,9 +211,23 @@ pub struct DrainResult {
     pub report: DrainReport,
 }
 
+impl Report for DrainResult {
+    fn text(&self) -> String {
+        format!(
+            "spool {}: {} files moved into the repository, {} were there already; the spool is empty\n",
+            self.spool, self.report.pushed, self.report.already_archived
+        )
+    }
+
+    fn json(&self) -> String {
+        json_lines(self)
+    }
+}
+
 /// `tidemark spool drain`: moves everything now (after any drainer already at work), and
 /// fails unless the spool ends empty. With `background`, the drainer `archive-push`
-/// starts: it quits if another is at work and never gives up on the repository.
+/// starts: it quits if another is at work and never gives up on the repository, and
+/// returns `None` (it prints nothing: its log is `drain.log`).
 pub async fn drain(settings: &Settings, background: bool) -> Result<Option<DrainResult>, Failure> {
     let spool = open_spool(settings)?;
     let repo = open_repo(settings).await?;
@@ -247,4 +303,105 @@ pub async fn drain(settings: &Settings, background: bool) -> Result<Option<Drain
         spool: spool.dir().display().to_string(),
         report,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::report::Format;
+
+    fn entry(name: &str, index_checked: bool, last_error: Option<&str>) -> spool::SpoolEntry {
+        spool::SpoolEntry {
+            name: name.into(),
+            digest: "d".into(),
+            raw_size: 16 << 20,
+            stored_size: 1234,
+            stored_sha256: "s".into(),
+            identity: None,
+            compression: tidemark_store::Compression::Lz4,
+            queued_at: Utc::now(),
+            attempts: 3,
+            last_error: last_error.map(Into::into),
+            index_checked,
+        }
+    }
+
+    #[test]
+    fn status_renders_one_line_then_one_per_file() {
+        let mut status = SpoolStatus {
+            path: "/var/spool/tidemark/main".into(),
+            files: 2,
+            bytes: 3 << 20,
+            max_bytes: 4096 << 20,
+            oldest_queued_at: None,
+            unchecked: 1,
+            unqueued: 2,
+            draining: false,
+            entries: vec![
+                entry("000000010000000000000001", true, None),
+                entry("000000010000000000000002", false, Some("unreachable")),
+            ],
+        };
+        assert_eq!(
+            status.render(Format::Text),
+            "spool /var/spool/tidemark/main: 2 files, 3.0 MiB of 4096 MiB; no drainer running\n\
+             2 spooled files are not in the queue (a lost queue?): the next drain queues them again\n\
+             1 queued unchecked: the repository did not answer when they were pushed, so a conflict with what it holds shows only when they are drained\n  \
+             000000010000000000000001  1234 bytes\n  \
+             000000010000000000000002  1234 bytes  unchecked  3 failed attempts, last: unreachable\n"
+        );
+        status.entries = (0..21)
+            .map(|i| entry(&format!("{i:024X}"), true, None))
+            .collect();
+        status.draining = true;
+        status.unchecked = 0;
+        status.unqueued = 0;
+        let text = status.text();
+        assert!(
+            text.starts_with("spool /var/spool/tidemark/main: 2 files, 3.0 MiB of 4096 MiB; a drainer is at work\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 22, "{text}");
+        assert!(text.ends_with("  … and 1 more\n"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&status.json()).unwrap();
+        assert_eq!(json["files"], 2);
+    }
+
+    #[test]
+    fn drain_and_forget_render_one_line() {
+        let drained = DrainResult {
+            spool: "/var/spool/tidemark/main".into(),
+            report: DrainReport {
+                pushed: 3,
+                already_archived: 1,
+                ..DrainReport::default()
+            },
+        };
+        assert_eq!(
+            drained.render(Format::Text),
+            "spool /var/spool/tidemark/main: 3 files moved into the repository, 1 were there already; the spool is empty\n"
+        );
+        // The report's fields sit beside `spool`, not under a `report` key.
+        assert_eq!(
+            drained.render(Format::Json),
+            "{\n  \"spool\": \"/var/spool/tidemark/main\",\n  \"pushed\": 3,\n  \"already_archived\": 1,\n  \
+             \"remaining\": 0,\n  \"stuck\": [],\n  \"gave_up\": null\n}\n"
+        );
+        // The background drainer prints nothing, whatever the format.
+        let background: Option<DrainResult> = None;
+        assert_eq!(background.render(Format::Json), "");
+
+        let forgotten = |held| Forgotten {
+            name: "000000010000000000000001".into(),
+            held,
+        };
+        assert_eq!(
+            forgotten(spool::HeldAs::Archived).text(),
+            "000000010000000000000001 removed from the spool; the repository holds its content under its name\n"
+        );
+        assert_eq!(
+            forgotten(spool::HeldAs::Quarantined).text(),
+            "000000010000000000000001 removed from the spool; the repository holds its content in quarantine\n"
+        );
+    }
 }
