@@ -3,6 +3,7 @@
 //! that its backups could be restored.
 
 use tidemark_store::catalog::ClusterRecord;
+use tidemark_store::pg::SystemId;
 use tidemark_store::repo::now;
 
 use crate::cli::pgconn::describe_pg_error;
@@ -76,7 +77,7 @@ impl ServerFacts {
     /// The cluster record this server would have, written by `created_by`.
     pub fn cluster_record(&self, created_by: &str) -> ClusterRecord {
         ClusterRecord {
-            system_id: self.system_id,
+            system_id: SystemId(self.system_id),
             pg_major: self.pg_major(),
             wal_segment_size: self.segment_size,
             wal_page_size: self.page_size,

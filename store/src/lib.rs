@@ -26,6 +26,7 @@ pub mod codec;
 pub mod key;
 pub mod multihash;
 pub mod repo;
+mod serde_pg;
 pub mod url;
 
 pub use codec::{Compression, Digest};

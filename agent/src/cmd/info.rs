@@ -126,9 +126,9 @@ pub fn summarize_backups(records: &[BackupRecord]) -> Vec<BackupInfo> {
             label: b.label.clone(),
             start_time: b.start_time,
             stop_time: b.stop_time,
-            start_lsn: b.start_lsn.clone(),
-            stop_lsn: b.stop_lsn.clone(),
-            timeline: b.timeline,
+            start_lsn: b.start_lsn.to_string(),
+            stop_lsn: b.stop_lsn.to_string(),
+            timeline: b.timeline.0,
             size: b.size,
             stored_added: b.stored_added,
             added_ratio: if b.size > 0 {
@@ -579,7 +579,7 @@ mod tests {
             record: WalRecord {
                 name: name.to_string(),
                 kind: name.kind().into(),
-                digest: Digest::of(content).to_hex(),
+                digest: Digest::of(content),
                 raw_size: 100,
                 stored_size: 10,
                 compression: Compression::Lz4,
