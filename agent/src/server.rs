@@ -2,8 +2,8 @@
 //! segment and page size) and how it archives. `init` records it; `backup` also checks
 //! that its backups could be restored.
 
+use tidemark_pg::SystemId;
 use tidemark_store::catalog::ClusterRecord;
-use tidemark_store::pg::SystemId;
 use tidemark_store::repo::now;
 
 use crate::cli::pgconn::describe_pg_error;

@@ -33,12 +33,12 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use tidemark_pg::{
+    self as pg, PageScan, SegmentIdentity, TimelineId, WalError, WalFileName, WalSegmentName,
+};
 use tidemark_store::backend::Staged;
 use tidemark_store::catalog::{self, ClusterRecord, QuarantineRecord, Stanza, WalRecord};
 use tidemark_store::codec::Hasher;
-use tidemark_store::pg::{
-    self, PageScan, SegmentIdentity, TimelineId, WalError, WalFileName, WalSegmentName,
-};
 use tidemark_store::repo::{
     check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, IN_MEMORY_MAX,
 };

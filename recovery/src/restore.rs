@@ -393,7 +393,7 @@ struct Timelines {
 /// one file per promotion) and works out which branch off it, and which one PostgreSQL's
 /// `recovery_target_timeline = 'latest'` will follow.
 async fn timelines(repo: &Repo, stanza: &Stanza, record: &BackupRecord) -> Result<Timelines> {
-    use tidemark_store::pg::{parse_history, WalFileName};
+    use tidemark_pg::{parse_history, WalFileName};
     let own = record.timeline.0;
     let listed = repo
         .backend()
@@ -2351,8 +2351,8 @@ mod tests {
 
     #[tokio::test]
     async fn timelines_that_branch_off_the_backups_are_named() {
+        use tidemark_pg::{TimelineId, WalFileName};
         use tidemark_store::catalog::WalRecord;
-        use tidemark_store::pg::{TimelineId, WalFileName};
         let fx = Fixture::new();
         let f = fx.file(None, "PG_VERSION", b"15\n", 0o600).await;
         // The example record: timeline 1, ending at 0/2000100.

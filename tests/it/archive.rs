@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tidemark_pg::{SegmentSize, TimelineId, WalSegmentName};
 use tidemark_store::codec::{self, Digest};
-use tidemark_store::pg::{SegmentSize, TimelineId, WalSegmentName};
 use tidemark_store::Key;
 
 use crate::harness::pg::{chown_to_user, pg_bin, Cluster, ClusterOptions, TestDir};

@@ -26,11 +26,11 @@ use std::path::{Component, Path};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tidemark_pg::{Lsn, SegmentSize, SystemId, TimelineId};
 use tidemark_store::backup::{
     self, BackupRecord, Chunked, DatabaseRecord, EntryKind, ExtensionRecord, FileEntry,
     TablespaceRecord, CHUNK_SIZE, PAGE_BYTES,
 };
-use tidemark_store::pg::{Lsn, SegmentSize, SystemId, TimelineId};
 use tidemark_store::repo::FileListWriter;
 use tidemark_store::repo::{check_same_cluster, now};
 use tidemark_store::{Digest, Repo};

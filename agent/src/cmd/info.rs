@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
+use tidemark_pg::{SegmentSize, WalFileName, WalSegmentName};
 use tidemark_store::backup::BackupRecord;
 use tidemark_store::catalog::{self, ClusterRecord, WalRecord};
-use tidemark_store::pg::{SegmentSize, WalFileName, WalSegmentName};
 use tidemark_store::{Digest, Repo};
 
 use super::open_repo;
@@ -326,7 +326,7 @@ pub fn summarize(entries: &[Entry], segment_size: Option<SegmentSize>) -> WalSum
     if let Some(size) = segment_size {
         for (tli, segnos) in per_timeline {
             let name = |n: u64| {
-                WalSegmentName::from_segment_number(tidemark_store::pg::TimelineId(tli), n, size)
+                WalSegmentName::from_segment_number(tidemark_pg::TimelineId(tli), n, size)
                     .to_string()
             };
             let run = |a: u64, b: u64| Run {

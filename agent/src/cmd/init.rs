@@ -13,11 +13,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tidemark_pg::control::{parse_control_file, ControlFile, ControlFileError, CONTROL_FILE_PATH};
+use tidemark_pg::{parse_history, TimelineId};
 use tidemark_store::catalog::ClusterRecord;
-use tidemark_store::pg::control::{
-    parse_control_file, ControlFile, ControlFileError, CONTROL_FILE_PATH,
-};
-use tidemark_store::pg::{parse_history, TimelineId};
 use tidemark_store::repo::now;
 
 use super::open_repo;
@@ -307,8 +305,8 @@ async fn identify(target: &PgTarget) -> Result<IdentifySystem, ReplError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidemark_store::pg::control::synthetic;
-    use tidemark_store::pg::{SegmentSize, SystemId};
+    use tidemark_pg::control::synthetic;
+    use tidemark_pg::{SegmentSize, SystemId};
 
     fn data_directory(version: &str, control: Option<Vec<u8>>) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
