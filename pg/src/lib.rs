@@ -29,7 +29,7 @@
 //! ```
 //!
 //! No dependencies, not even serde: the repository's JSON form of these types is the
-//! repository's format, so it lives in `tidemark-store`, and crates
+//! repository's format, so it lives in `tidemark-store` (`store/src/serde_pg.rs`), and crates
 //! that never touch the repository (the replication client) do not pay for it.
 
 #![deny(missing_docs)]
