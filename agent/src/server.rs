@@ -3,6 +3,7 @@
 //! that its backups could be restored. [`ServerError`] is what can go wrong on the way:
 //! the settings, the connection (pgclient's errors, kept as they are), or the answers.
 
+use tidemark_pg::SystemId;
 use tidemark_pgclient::settings::{self as pgsettings, PgSettings, PgTarget, ProcessEnv};
 use tidemark_pgclient::sql::{self, describe_pg_error};
 use tidemark_store::catalog::ClusterRecord;
@@ -118,7 +119,7 @@ impl ServerFacts {
     /// The cluster record this server would have, written by `created_by`.
     pub fn cluster_record(&self, created_by: &str) -> ClusterRecord {
         ClusterRecord {
-            system_id: self.system_id,
+            system_id: SystemId(self.system_id),
             pg_major: self.pg_major(),
             wal_segment_size: self.segment_size,
             wal_page_size: self.page_size,

@@ -317,7 +317,7 @@ async fn crafted_backup_at(
     repo.ensure_cluster(
         &stanza,
         &tidemark_store::catalog::ClusterRecord {
-            system_id: 7,
+            system_id: tidemark_pg::SystemId(7),
             pg_major: 15,
             wal_segment_size: 16 << 20,
             wal_page_size: 8192,

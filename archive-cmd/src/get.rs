@@ -16,8 +16,8 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use tidemark_pg::{WalError, WalFileName};
 use tidemark_store::catalog::Stanza;
-use tidemark_store::pg::{WalError, WalFileName};
 use tidemark_store::{Digest, Repo};
 
 use crate::{Error, Result};

@@ -15,7 +15,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use tidemark_store::pg::WalError;
+use tidemark_pg::WalError;
 
 pub mod get;
 mod mapped;

@@ -33,12 +33,12 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use tidemark_pg::{
+    self as pg, PageScan, SegmentIdentity, TimelineId, WalError, WalFileName, WalSegmentName,
+};
 use tidemark_store::backend::Staged;
 use tidemark_store::catalog::{self, ClusterRecord, QuarantineRecord, Stanza, WalRecord};
 use tidemark_store::codec::Hasher;
-use tidemark_store::pg::{
-    self, PageScan, SegmentIdentity, TimelineId, WalError, WalFileName, WalSegmentName,
-};
 use tidemark_store::repo::{
     check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, IN_MEMORY_MAX,
 };
@@ -184,15 +184,15 @@ pub(crate) async fn store_checked(
     let make_record = |raw_size: u64, stored_size: u64| WalRecord {
         name: name.to_string(),
         kind: name.kind().to_string(),
-        digest: digest.to_hex(),
+        digest,
         raw_size,
         stored_size,
         compression,
         archived_at: now(),
-        system_id: identity.map(|id| id.system_id.0),
+        system_id: identity.map(|id| id.system_id),
         start_lsn: match (name.segment(), identity) {
             (Some(seg), Some(id)) if !matches!(name, WalFileName::Backup { .. }) => {
-                seg.start_lsn(id.segment_size).ok().map(|l| l.to_string())
+                seg.start_lsn(id.segment_size).ok()
             }
             _ => None,
         },
@@ -285,8 +285,8 @@ async fn quarantine(
         let put = store_blob(repo, content).await?;
         let record = QuarantineRecord {
             name: name.to_string(),
-            digest: digest.to_hex(),
-            archived_digests: holders.iter().map(Digest::to_hex).collect(),
+            digest,
+            archived_digests: holders.clone(),
             raw_size: put.raw_len,
             quarantined_at: now(),
         };
@@ -323,7 +323,7 @@ async fn quarantine(
 /// The cluster record a segment's long page header implies.
 pub(crate) fn cluster_record(id: &SegmentIdentity) -> ClusterRecord {
     ClusterRecord {
-        system_id: id.system_id.0,
+        system_id: id.system_id,
         pg_major: id.pg_major,
         wal_segment_size: id.segment_size.bytes(),
         wal_page_size: id.page_size,

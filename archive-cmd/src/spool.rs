@@ -49,10 +49,10 @@ use std::time::{Duration, Instant, SystemTime};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tidemark_pg::{SegmentIdentity, SegmentSize, SystemId, WalFileName};
 use tidemark_store::backend::local::LocalBackend;
 use tidemark_store::backend::{Backend, Staged};
 use tidemark_store::catalog::{self, ClusterRecord, Stanza};
-use tidemark_store::pg::{SegmentIdentity, SegmentSize, SystemId, WalFileName};
 use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, WalNameState, IN_MEMORY_MAX};
 use tidemark_store::{Compression, Digest, Key, Repo};
 
@@ -523,9 +523,11 @@ impl Spool {
             let raw = tidemark_store::codec::decode(&key, digest, &stored)?;
             let identity = match wal_name.segment() {
                 Some(seg) if !matches!(wal_name, WalFileName::Backup { .. }) => {
-                    Some(EntryIdentity::from(
-                        &tidemark_store::pg::check_segment_start(&seg, &raw, raw.len() as u64)?,
-                    ))
+                    Some(EntryIdentity::from(&tidemark_pg::check_segment_start(
+                        &seg,
+                        &raw,
+                        raw.len() as u64,
+                    )?))
                 }
                 _ => None,
             };

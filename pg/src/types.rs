@@ -1,11 +1,18 @@
-//! Small vocabulary types: [`Lsn`], [`PgTimestamp`], [`PgMajor`]. Pure, no IO.
+//! Small vocabulary types: [`Lsn`], [`TimelineId`], [`SystemId`], [`PgTimestamp`],
+//! [`PgMajor`], and the one table from WAL page magic to major version. Pure, no IO.
 //!
-//! `store/src/pg.rs` has its own `Lsn` (same representation and display); they
-//! merge when that module moves into this crate.
+//! `Lsn`, `TimelineId` and `SystemId` came from `store::pg` (issue 13): one `Lsn` for the
+//! whole workspace.
 
 use std::fmt;
+use std::str::FromStr;
+
+use crate::walfile::WalError;
 
 /// A write-ahead-log position (`XLogRecPtr`), displayed as PostgreSQL does (`16/B374D848`).
+///
+/// Ordered as a number: `0/9000000` comes before `0/10000000`, where their text forms sort
+/// the other way round (the reason the repository's records hold `Lsn`s, not strings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);
 
@@ -16,16 +23,70 @@ impl fmt::Display for Lsn {
 }
 
 impl Lsn {
-    /// Parses PostgreSQL's text form (`16/B374D848`).
+    /// Parses PostgreSQL's text form (`16/B374D848`), ignoring surrounding white space;
+    /// `None` when it is not one. [`str::parse`] is the strict form with an error.
     pub fn parse(s: &str) -> Option<Lsn> {
-        let (hi, lo) = s.trim().split_once('/')?;
-        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
-            return None;
-        }
-        let hi = u32::from_str_radix(hi, 16).ok()?;
-        let lo = u32::from_str_radix(lo, 16).ok()?;
-        Some(Lsn((u64::from(hi) << 32) | u64::from(lo)))
+        s.trim().parse().ok()
     }
+}
+
+/// The strict text form: exactly `X/X`, each part 1 to 8 hex digits, nothing around it.
+impl FromStr for Lsn {
+    type Err = WalError;
+    fn from_str(s: &str) -> Result<Self, WalError> {
+        let bad = || WalError::BadLsn(s.to_string());
+        let (hi, lo) = s.split_once('/').ok_or_else(bad)?;
+        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
+            return Err(bad());
+        }
+        let hi = u32::from_str_radix(hi, 16).map_err(|_| bad())?;
+        let lo = u32::from_str_radix(lo, 16).map_err(|_| bad())?;
+        Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
+    }
+}
+
+/// A timeline id. Timeline 0 does not exist; the first timeline of a cluster is 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimelineId(pub u32);
+
+impl fmt::Display for TimelineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A cluster's system identifier (from `pg_control`, repeated in every WAL segment's first page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SystemId(pub u64);
+
+impl fmt::Display for SystemId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `XLOG_PAGE_MAGIC` of every PostgreSQL major version tidemark recognises, oldest first
+/// (`src/include/access/xlog_internal.h`, bumped whenever the WAL format changes).
+/// Archive-push accepts the WAL of all of them; the record decoder reads 13 and later
+/// ([`PgMajor`]). The one place a magic is mapped to a version.
+const PAGE_MAGICS: [(u16, u32); 9] = [
+    (0xD097, 10),
+    (0xD098, 11),
+    (0xD101, 12),
+    (0xD106, 13),
+    (0xD10D, 14),
+    (0xD110, 15),
+    (0xD113, 16),
+    (0xD116, 17),
+    (0xD118, 18),
+];
+
+/// The PostgreSQL major version whose WAL pages carry `magic` (10 to 18).
+pub fn major_version_of_magic(magic: u16) -> Option<u32> {
+    PAGE_MAGICS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, major)| *major)
 }
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 00:00:00 UTC).
@@ -110,19 +171,17 @@ impl PgMajor {
 
     /// The version's `XLOG_PAGE_MAGIC` (`src/include/access/xlog_internal.h`).
     pub fn page_magic(self) -> u16 {
-        match self {
-            PgMajor::V13 => 0xD106,
-            PgMajor::V14 => 0xD10D,
-            PgMajor::V15 => 0xD110,
-            PgMajor::V16 => 0xD113,
-            PgMajor::V17 => 0xD116,
-            PgMajor::V18 => 0xD118,
-        }
+        let n = self.number();
+        PAGE_MAGICS
+            .iter()
+            .find(|(_, major)| *major == n)
+            .map(|(magic, _)| *magic)
+            .expect("every PgMajor has a page magic")
     }
 
-    /// The version whose WAL pages carry `magic`.
+    /// The version whose WAL pages carry `magic`, if the decoder reads it.
     pub fn from_page_magic(magic: u16) -> Option<PgMajor> {
-        PgMajor::ALL.into_iter().find(|m| m.page_magic() == magic)
+        major_version_of_magic(magic).and_then(PgMajor::from_number)
     }
 
     /// The major version number (13..=18).
@@ -185,6 +244,11 @@ mod tests {
             assert_eq!(PgMajor::from_page_magic(m.page_magic()), Some(m));
             assert_eq!(PgMajor::from_number(m.number()), Some(m));
         }
+        // 12's magic is a known version, but not one the decoder reads.
+        assert_eq!(major_version_of_magic(0xD101), Some(12));
         assert_eq!(PgMajor::from_page_magic(0xD101), None);
+        assert_eq!(PgMajor::V15.page_magic(), 0xD110);
+        assert_eq!(PgMajor::V18.page_magic(), 0xD118);
+        assert_eq!(major_version_of_magic(0xD000), None);
     }
 }

@@ -393,8 +393,8 @@ struct Timelines {
 /// one file per promotion) and works out which branch off it, and which one PostgreSQL's
 /// `recovery_target_timeline = 'latest'` will follow.
 async fn timelines(repo: &Repo, stanza: &Stanza, record: &BackupRecord) -> Result<Timelines> {
-    use tidemark_store::pg::{parse_history, Lsn, WalFileName};
-    let own = record.timeline;
+    use tidemark_pg::{parse_history, WalFileName};
+    let own = record.timeline.0;
     let listed = repo
         .backend()
         .list(&catalog::wal_history_prefix(stanza))
@@ -413,7 +413,6 @@ async fn timelines(repo: &Repo, stanza: &Stanza, record: &BackupRecord) -> Resul
     while histories.contains_key(&(latest + 1)) {
         latest += 1;
     }
-    let stop: Option<Lsn> = record.stop_lsn.parse().ok();
     let mut branching = Vec::new();
     for (tli, digest) in histories {
         let content = repo.get_blob(&digest).await?;
@@ -425,7 +424,7 @@ async fn timelines(repo: &Repo, stanza: &Stanza, record: &BackupRecord) -> Resul
             branching.push(BranchingTimeline {
                 timeline: tli,
                 branched_at: entry.switchpoint.to_string(),
-                before_backup_end: stop.is_some_and(|stop| entry.switchpoint < stop),
+                before_backup_end: entry.switchpoint < record.stop_lsn,
             });
         }
     }
@@ -777,8 +776,8 @@ impl Prepared {
             label: r.label.clone(),
             backup_start_time: r.start_time,
             backup_stop_time: r.stop_time,
-            start_lsn: r.start_lsn.clone(),
-            stop_lsn: r.stop_lsn.clone(),
+            start_lsn: r.start_lsn.to_string(),
+            stop_lsn: r.stop_lsn.to_string(),
             pgdata: self.pgdata().to_path_buf(),
             tablespaces: self
                 .targets
@@ -800,7 +799,7 @@ impl Prepared {
             restore_command: self.restore_command.clone(),
             archive_mode: self.archive_mode,
             removed_settings,
-            timeline: r.timeline,
+            timeline: r.timeline.0,
             branching_timelines: self.timelines.branching.clone(),
             latest_timeline: self.timelines.latest,
             skipped_backups: self.skipped.clone(),
@@ -2352,8 +2351,8 @@ mod tests {
 
     #[tokio::test]
     async fn timelines_that_branch_off_the_backups_are_named() {
+        use tidemark_pg::{TimelineId, WalFileName};
         use tidemark_store::catalog::WalRecord;
-        use tidemark_store::pg::{TimelineId, WalFileName};
         let fx = Fixture::new();
         let f = fx.file(None, "PG_VERSION", b"15\n", 0o600).await;
         // The example record: timeline 1, ending at 0/2000100.
@@ -2366,7 +2365,7 @@ mod tests {
                 let record = WalRecord {
                     name: name.to_string(),
                     kind: name.kind().into(),
-                    digest: put.digest.to_hex(),
+                    digest: put.digest,
                     raw_size: text.len() as u64,
                     stored_size: 1,
                     compression: tidemark_store::Compression::Lz4,

@@ -31,6 +31,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{self, Stanza};
+use crate::pg::{Lsn, SystemId, TimelineId};
+use crate::serde_pg;
 use crate::{Digest, Error, Key, Result};
 
 /// The size of the chunks files are cut into (the last chunk of a file is shorter).
@@ -53,7 +55,8 @@ pub struct BackupRecord {
     /// The label it was taken with.
     pub label: String,
     /// The cluster's system identifier.
-    pub system_id: u64,
+    #[serde(with = "serde_pg::system_id")]
+    pub system_id: SystemId,
     /// The server's `server_version`, as it reported it.
     pub pg_version: String,
     /// The server's major version.
@@ -61,13 +64,17 @@ pub struct BackupRecord {
     /// WAL segment size of the cluster.
     pub wal_segment_size: u64,
     /// The timeline the backup starts on.
-    pub timeline: u32,
-    /// Where WAL replay must start (the backup checkpoint's redo point), `X/X`.
-    pub start_lsn: String,
+    #[serde(with = "serde_pg::timeline")]
+    pub timeline: TimelineId,
+    /// Where WAL replay must start (the backup checkpoint's redo point), stored as `X/X`.
+    #[serde(with = "serde_pg::lsn")]
+    pub start_lsn: Lsn,
     /// The timeline the backup ends on.
-    pub stop_timeline: u32,
-    /// Where the backup becomes consistent, `X/X`.
-    pub stop_lsn: String,
+    #[serde(with = "serde_pg::timeline")]
+    pub stop_timeline: TimelineId,
+    /// Where the backup becomes consistent, stored as `X/X`.
+    #[serde(with = "serde_pg::lsn")]
+    pub stop_lsn: Lsn,
     /// When the backup started (before `BASE_BACKUP` was sent).
     pub start_time: DateTime<Utc>,
     /// When the server finished sending it.
@@ -112,14 +119,14 @@ impl BackupRecord {
         BackupRecord {
             id: id.to_string(),
             label: format!("test {id}"),
-            system_id: 1,
+            system_id: SystemId(1),
             pg_version: "15.8".into(),
             pg_major: 15,
             wal_segment_size: 16 << 20,
-            timeline: 1,
-            start_lsn: "0/2000028".into(),
-            stop_timeline: 1,
-            stop_lsn: "0/2000100".into(),
+            timeline: TimelineId(1),
+            start_lsn: Lsn(0x200_0028),
+            stop_timeline: TimelineId(1),
+            stop_lsn: Lsn(0x200_0100),
             start_time: at,
             stop_time: at,
             tablespaces: vec![],

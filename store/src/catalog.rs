@@ -31,7 +31,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{Compression, Digest};
-use crate::pg::{WalFileName, WalSegmentName};
+use crate::pg::{Lsn, SystemId, WalFileName, WalSegmentName};
+use crate::serde_pg;
 use crate::{Error, Key, Result};
 
 /// The repository format this build writes, and the newest it reads.
@@ -147,7 +148,8 @@ pub struct RepositoryRecord {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ClusterRecord {
     /// `pg_control`'s system identifier.
-    pub system_id: u64,
+    #[serde(with = "serde_pg::system_id")]
+    pub system_id: SystemId,
     /// PostgreSQL major version (15, 16, …).
     pub pg_major: u32,
     /// WAL segment size in bytes.
@@ -168,7 +170,7 @@ pub struct WalRecord {
     /// `segment`, `partial`, `backup` or `history`.
     pub kind: String,
     /// SHA-256 of the raw content (also in the key).
-    pub digest: String,
+    pub digest: Digest,
     /// Raw size in bytes.
     pub raw_size: u64,
     /// Bytes the blob takes in the repository.
@@ -178,11 +180,19 @@ pub struct WalRecord {
     /// When it was archived.
     pub archived_at: DateTime<Utc>,
     /// The cluster's system id, for segment-shaped files.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system_id: Option<u64>,
-    /// Where the file starts in WAL, for segments and partials (`X/X`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_lsn: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_pg::opt_system_id"
+    )]
+    pub system_id: Option<SystemId>,
+    /// Where the file starts in WAL, for segments and partials (stored as `X/X`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "serde_pg::opt_lsn"
+    )]
+    pub start_lsn: Option<Lsn>,
     /// The tidemark version that archived it.
     pub tidemark_version: String,
 }
@@ -193,9 +203,9 @@ pub struct QuarantineRecord {
     /// The file name.
     pub name: String,
     /// SHA-256 of the refused content; its blob holds the bytes.
-    pub digest: String,
+    pub digest: Digest,
     /// The digests already archived under this name.
-    pub archived_digests: Vec<String>,
+    pub archived_digests: Vec<Digest>,
     /// Raw size of the refused content.
     pub raw_size: u64,
     /// When it was refused.
@@ -222,7 +232,7 @@ pub fn cluster_prefix(stanza: &Stanza) -> String {
 }
 
 /// A cluster record's key.
-pub fn cluster_key(stanza: &Stanza, system_id: u64) -> Key {
+pub fn cluster_key(stanza: &Stanza, system_id: SystemId) -> Key {
     Key::new(format!("stanzas/{stanza}/cluster/{system_id}")).expect("valid")
 }
 
@@ -292,7 +302,7 @@ mod tests {
     fn records_round_trip_and_refuse_damage() {
         let key = Key::new("stanzas/main/cluster/1").unwrap();
         let rec = ClusterRecord {
-            system_id: u64::MAX - 1,
+            system_id: SystemId(u64::MAX - 1),
             pg_major: 15,
             wal_segment_size: 16 << 20,
             wal_page_size: 8192,

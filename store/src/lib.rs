@@ -9,7 +9,8 @@
 //! - [`backup`]: base backups: the backup record, its file list, fixed-size chunks.
 //! - [`catalog`]: the records: repository format, cluster identity, WAL index, quarantine.
 //! - [`url`]: repository URLs (`file:///…`, `s3://bucket/prefix`).
-//! - [`pg`]: PostgreSQL's vocabulary (LSN, timeline, WAL names, page headers); no IO.
+//! - [`pg`]: the `tidemark-pg` crate, re-exported: PostgreSQL's formats (LSN, timeline,
+//!   WAL names, page headers, history files, `pg_control`); no IO.
 //!
 //! No printing, no exiting, no argument parsing: callers get typed [`Error`]s, and
 //! [`Error::kind`] says once, for every crate above, what each means for the user
@@ -26,13 +27,16 @@ pub mod catalog;
 pub mod codec;
 pub mod key;
 pub mod multihash;
-pub mod pg;
 pub mod repo;
+mod serde_pg;
 pub mod url;
 
 pub use codec::{Compression, Digest};
 pub use key::Key;
 pub use repo::Repo;
+/// PostgreSQL's formats (the `tidemark-pg` crate), re-exported so that the repository's
+/// callers name one vocabulary (`tidemark_store::pg::Lsn` is `tidemark_pg::Lsn`).
+pub use tidemark_pg as pg;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

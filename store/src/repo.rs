@@ -692,10 +692,9 @@ impl Repo {
     async fn wal_claim(&self, stanza: &Stanza, name: &WalFileName) -> Result<Option<Digest>> {
         let key = catalog::wal_claim_key(stanza, name);
         match self.get_record::<WalRecord>(&key).await {
-            Ok(record) => record.digest.parse().map(Some).map_err(|_| Error::Corrupt {
-                key,
-                detail: format!("the claim names no content ({:?})", record.digest),
-            }),
+            // A claim whose digest is not one fails to decode: `WalRecord::digest` is a
+            // `Digest`.
+            Ok(record) => Ok(Some(record.digest)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -1208,6 +1207,7 @@ fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize>
 mod tests {
     use super::*;
     use crate::backend::local::LocalBackend;
+    use crate::pg::SystemId;
 
     fn repo() -> (tempfile::TempDir, Repo) {
         let dir = tempfile::tempdir().unwrap();
@@ -1713,7 +1713,7 @@ mod tests {
         let record = WalRecord {
             name: name.to_string(),
             kind: name.kind().to_string(),
-            digest: digest.to_hex(),
+            digest,
             raw_size: content.len() as u64,
             stored_size: 0,
             compression: Compression::Lz4,
@@ -2058,7 +2058,7 @@ mod tests {
         assert!(err.to_string().contains("\"main\""), "{err}");
         assert!(!root.join("stanzas").exists());
         let rec = ClusterRecord {
-            system_id: 7,
+            system_id: SystemId(7),
             pg_major: 15,
             wal_segment_size: 16 << 20,
             wal_page_size: 8192,
@@ -2066,7 +2066,10 @@ mod tests {
             created_by: "test".into(),
         };
         repo.ensure_cluster(&stanza, &rec).await.unwrap();
-        assert_eq!(repo.require_cluster(&stanza).await.unwrap().system_id, 7);
+        assert_eq!(
+            repo.require_cluster(&stanza).await.unwrap().system_id,
+            SystemId(7)
+        );
     }
 
     #[tokio::test]
@@ -2074,7 +2077,7 @@ mod tests {
         let (_d, repo) = repo();
         let stanza = Stanza::new("main").unwrap();
         let rec = ClusterRecord {
-            system_id: 7,
+            system_id: SystemId(7),
             pg_major: 15,
             wal_segment_size: 16 << 20,
             wal_page_size: 8192,
@@ -2083,14 +2086,14 @@ mod tests {
         };
         assert_eq!(
             repo.ensure_cluster(&stanza, &rec).await.unwrap().system_id,
-            7
+            SystemId(7)
         );
         assert_eq!(
             repo.ensure_cluster(&stanza, &rec).await.unwrap().system_id,
-            7
+            SystemId(7)
         );
         let other = ClusterRecord {
-            system_id: 8,
+            system_id: SystemId(8),
             ..rec.clone()
         };
         assert!(matches!(
@@ -2117,7 +2120,7 @@ mod tests {
              this is PostgreSQL 15 with 1 MiB segments"
         );
         // A second record (a store that ignored Create, or a race) makes every reader stop.
-        repo.put_record(&catalog::cluster_key(&stanza, 8), &other)
+        repo.put_record(&catalog::cluster_key(&stanza, SystemId(8)), &other)
             .await
             .unwrap();
         assert!(matches!(

@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tidemark_pg::{SegmentSize, TimelineId, WalSegmentName};
 use tidemark_store::codec::{self, Digest};
-use tidemark_store::pg::{SegmentSize, TimelineId, WalSegmentName};
 use tidemark_store::Key;
 
 use crate::harness::pg::{chown_to_user, pg_bin, Cluster, ClusterOptions, TestDir};
@@ -350,7 +350,7 @@ fn s3_outage_while_archiving_loses_nothing() {
     assert_info_counts(&tm, &c, &done, 16 * MIB);
 }
 
-/// Writes a segment-shaped file for PostgreSQL 15 (as `store/src/pg.rs`'s tests do):
+/// Writes a segment-shaped file for PostgreSQL 15 (as `pg/src/walfile.rs`'s tests do):
 /// every 8 KiB page has a header with its own address, page 0 the long header, and the
 /// rest of each page is pseudo-random, so that it does not compress and takes time.
 fn write_synthetic_segment(path: &Path, name: &WalSegmentName, size: SegmentSize, sysid: u64) {

@@ -32,11 +32,11 @@ use std::path::{Component, Path};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tidemark_pg::{Lsn, SegmentSize, SystemId, TimelineId};
 use tidemark_store::backup::{
     self, BackupRecord, Chunked, DatabaseRecord, EntryKind, ExtensionRecord, FileEntry,
     TablespaceRecord, CHUNK_SIZE, PAGE_BYTES,
 };
-use tidemark_store::pg::{Lsn, SegmentSize, TimelineId};
 use tidemark_store::repo::FileListWriter;
 use tidemark_store::repo::{check_same_cluster, now};
 use tidemark_store::{Digest, Repo};
@@ -258,14 +258,14 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let record = BackupRecord {
         id: String::new(),
         label: label.clone(),
-        system_id: server.system_id,
+        system_id: SystemId(server.system_id),
         pg_version: server.version.clone(),
         pg_major: server.pg_major(),
         wal_segment_size: server.segment_size,
-        timeline: copied.start.timeline,
-        start_lsn: copied.start.start_lsn.to_string(),
-        stop_timeline: copied.stop_timeline.0,
-        stop_lsn: copied.stop_lsn.to_string(),
+        timeline: TimelineId(copied.start.timeline),
+        start_lsn: copied.start.start_lsn,
+        stop_timeline: copied.stop_timeline,
+        stop_lsn: copied.stop_lsn,
         start_time,
         stop_time: copied.stop_time,
         tablespaces: copied.tablespaces,
@@ -288,9 +288,9 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         stanza: stanza.to_string(),
         id,
         label,
-        timeline: record.timeline,
-        start_lsn: record.start_lsn,
-        stop_lsn: record.stop_lsn,
+        timeline: record.timeline.0,
+        start_lsn: record.start_lsn.to_string(),
+        stop_lsn: record.stop_lsn.to_string(),
         files,
         size,
         chunks: record.chunks,

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use tidemark_pg::{Lsn, SegmentSize, TimelineId, WalFileName, WalSegmentName};
 use tidemark_store::catalog::Stanza;
-use tidemark_store::pg::{Lsn, SegmentSize, TimelineId, WalFileName, WalSegmentName};
 use tidemark_store::Repo;
 
 use super::BackupError;

@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
+use tidemark_pg::{SegmentSize, WalFileName, WalSegmentName};
 use tidemark_store::backup::BackupRecord;
 use tidemark_store::catalog::{self, ClusterRecord, WalRecord};
-use tidemark_store::pg::{SegmentSize, WalFileName, WalSegmentName};
 use tidemark_store::{Digest, Repo};
 
 use super::open_repo;
@@ -127,9 +127,9 @@ pub fn summarize_backups(records: &[BackupRecord]) -> Vec<BackupInfo> {
             label: b.label.clone(),
             start_time: b.start_time,
             stop_time: b.stop_time,
-            start_lsn: b.start_lsn.clone(),
-            stop_lsn: b.stop_lsn.clone(),
-            timeline: b.timeline,
+            start_lsn: b.start_lsn.to_string(),
+            stop_lsn: b.stop_lsn.to_string(),
+            timeline: b.timeline.0,
             size: b.size,
             stored_added: b.stored_added,
             added_ratio: if b.size > 0 {
@@ -326,7 +326,7 @@ pub fn summarize(entries: &[Entry], segment_size: Option<SegmentSize>) -> WalSum
     if let Some(size) = segment_size {
         for (tli, segnos) in per_timeline {
             let name = |n: u64| {
-                WalSegmentName::from_segment_number(tidemark_store::pg::TimelineId(tli), n, size)
+                WalSegmentName::from_segment_number(tidemark_pg::TimelineId(tli), n, size)
                     .to_string()
             };
             let run = |a: u64, b: u64| Run {
@@ -590,7 +590,7 @@ mod tests {
             record: WalRecord {
                 name: name.to_string(),
                 kind: name.kind().into(),
-                digest: Digest::of(content).to_hex(),
+                digest: Digest::of(content),
                 raw_size: 100,
                 stored_size: 10,
                 compression: Compression::Lz4,

@@ -13,11 +13,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tidemark_pg::control::{parse_control_file, ControlFile, ControlFileError, CONTROL_FILE_PATH};
+use tidemark_pg::parse_history;
 use tidemark_store::catalog::ClusterRecord;
-use tidemark_store::pg::control::{
-    parse_control_file, ControlFile, ControlFileError, CONTROL_FILE_PATH,
-};
-use tidemark_store::pg::parse_history;
 use tidemark_store::repo::now;
 
 use super::open_repo;
@@ -248,7 +246,7 @@ struct DataDirectoryFacts {
 impl DataDirectoryFacts {
     fn cluster_record(&self, created_by: &str) -> ClusterRecord {
         ClusterRecord {
-            system_id: self.control.system_id.0,
+            system_id: self.control.system_id,
             pg_major: self.pg_major,
             wal_segment_size: self.control.wal_segment_size.bytes(),
             wal_page_size: self.control.wal_page_size,
@@ -389,8 +387,8 @@ async fn identify(target: &PgTarget) -> Result<IdentifySystem, ReplError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidemark_store::pg::control::synthetic;
-    use tidemark_store::pg::SegmentSize;
+    use tidemark_pg::control::synthetic;
+    use tidemark_pg::{SegmentSize, SystemId};
 
     fn data_directory(version: &str, control: Option<Vec<u8>>) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -410,7 +408,7 @@ mod tests {
         let record = facts.cluster_record("test");
         assert_eq!(
             (record.system_id, record.pg_major, record.wal_segment_size),
-            (42, 16, 4 << 20)
+            (SystemId(42), 16, 4 << 20)
         );
         assert_eq!(record.wal_page_size, 8192);
 

@@ -18,7 +18,7 @@
 //!   store is down; a spool whose disk fails makes archive-push go direct.
 
 use super::*;
-use tidemark_store::pg::WalFileName;
+use tidemark_pg::WalFileName;
 
 /// `spool status --json`, parsed.
 fn spool_status(tm: &Tidemark) -> Value {

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use tidemark_pg::control;
+use tidemark_pg::SegmentSize;
 use tidemark_store::codec::Hasher;
-use tidemark_store::pg::control;
-use tidemark_store::pg::SegmentSize;
 
 use super::pg::{user_command, Cluster, TestDir};
 

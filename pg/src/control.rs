@@ -7,7 +7,7 @@
 //!
 //! The layout is `ControlFileData` in PostgreSQL's `src/include/catalog/pg_control.h`,
 //! written in the server's native byte order and alignment (tidemark runs on
-//! little-endian 64-bit machines, like the WAL code in [`super`]). Every field tidemark
+//! little-endian 64-bit machines, like the WAL code in [`crate::walfile`]). Every field tidemark
 //! reads sits at the same offset from PostgreSQL 13 to 18: `CheckPoint` kept its size
 //! when 17 put `wal_level` into the padding after `fullPageWrites`, and 18's new
 //! `default_char_signedness` comes after the WAL sizes. What moves is the CRC, which
@@ -22,11 +22,13 @@
 //! (Checked against `initdb` output of 14, 15, 17 and 18, and against `pg_controldata`;
 //! see the integration test `init_offline_reads_what_pg_controldata_prints`.) Other
 //! versions are refused rather than guessed at. The CRC is CRC-32C, as PostgreSQL's
-//! `pg_crc32c`.
+//! `pg_crc32c` ([`crate::crc32c`]).
 
-use thiserror::Error;
+use std::fmt;
 
-use super::{SegmentSize, SystemId};
+use crate::crc32c::crc32c;
+use crate::types::SystemId;
+use crate::walfile::SegmentSize;
 
 /// The file's path inside a data directory.
 pub const CONTROL_FILE_PATH: &str = "global/pg_control";
@@ -86,20 +88,14 @@ fn crc_offset(pg_control_version: u32) -> Option<usize> {
 }
 
 /// Why bytes are not a `pg_control` tidemark can read.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ControlFileError {
     /// Too short to hold the fields.
-    #[error("pg_control is {0} bytes, too short to be one")]
     TooShort(usize),
     /// A control-file version tidemark does not know (another major, or not pg_control).
-    #[error(
-        "pg_control has version {0}, not one of PostgreSQL 13-18's (1300, 1700, 1800): \
-         another PostgreSQL version, or not a pg_control file"
-    )]
     UnknownVersion(u32),
     /// The stored CRC does not match the content.
-    #[error("pg_control is damaged: its CRC is {stored:08x}, its content gives {computed:08x}")]
     BadCrc {
         /// The CRC in the file.
         stored: u32,
@@ -107,9 +103,33 @@ pub enum ControlFileError {
         computed: u32,
     },
     /// A field holds a value PostgreSQL never writes.
-    #[error("pg_control holds an impossible value: {0}")]
     BadValue(String),
 }
+
+// Written by hand: `pg` has no dependencies. The messages are thiserror's were, word for word.
+impl fmt::Display for ControlFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlFileError::TooShort(n) => {
+                write!(f, "pg_control is {n} bytes, too short to be one")
+            }
+            ControlFileError::UnknownVersion(v) => write!(
+                f,
+                "pg_control has version {v}, not one of PostgreSQL 13-18's (1300, 1700, 1800): \
+                 another PostgreSQL version, or not a pg_control file"
+            ),
+            ControlFileError::BadCrc { stored, computed } => write!(
+                f,
+                "pg_control is damaged: its CRC is {stored:08x}, its content gives {computed:08x}"
+            ),
+            ControlFileError::BadValue(what) => {
+                write!(f, "pg_control holds an impossible value: {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ControlFileError {}
 
 fn u32_at(bytes: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4 bytes"))
@@ -156,36 +176,6 @@ pub fn parse_control_file(bytes: &[u8]) -> Result<ControlFile, ControlFileError>
     })
 }
 
-/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), as PostgreSQL's `pg_crc32c`
-/// computes it: initial value and final XOR all ones. A small table, built at compile
-/// time; pg_control is 300 bytes, so speed does not matter.
-pub fn crc32c(bytes: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut crc = i as u32;
-            let mut bit = 0;
-            while bit < 8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0x82F6_3B78
-                } else {
-                    crc >> 1
-                };
-                bit += 1;
-            }
-            table[i] = crc;
-            i += 1;
-        }
-        table
-    };
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc = TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    crc ^ 0xFFFF_FFFF
-}
-
 /// A `pg_control` file as PostgreSQL `major` (13-18) would write it, with the fields
 /// tidemark reads set and the rest zero, for tests that need a cluster's identity
 /// without a cluster (synthetic WAL of a made-up system identifier).
@@ -220,13 +210,6 @@ pub fn synthetic(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn crc32c_matches_the_standard_check_value() {
-        // The CRC-32C of "123456789" (RFC 3720, appendix B.4).
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-        assert_eq!(crc32c(b""), 0);
-    }
 
     #[test]
     fn every_known_layout_round_trips() {

@@ -1,4 +1,5 @@
-//! PostgreSQL's WAL vocabulary: LSNs, timelines, WAL file names and WAL page headers.
+//! WAL files: segment sizes, WAL file names and their arithmetic, WAL page headers, and
+//! the checks that a segment is the WAL its name says. Moved from `store::pg` (issue 13).
 //!
 //! Pure and std-only: no IO happens here. Callers hand in bytes they read; this module
 //! says what they are. Everything follows `src/include/access/xlog_internal.h`:
@@ -16,53 +17,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use thiserror::Error;
-
-pub mod control;
-
-/// A write-ahead-log position, displayed as PostgreSQL does (`16/B374D848`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lsn(pub u64);
-
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
-    }
-}
-
-impl FromStr for Lsn {
-    type Err = WalError;
-    fn from_str(s: &str) -> Result<Self, WalError> {
-        let bad = || WalError::BadLsn(s.to_string());
-        let (hi, lo) = s.split_once('/').ok_or_else(bad)?;
-        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
-            return Err(bad());
-        }
-        let hi = u32::from_str_radix(hi, 16).map_err(|_| bad())?;
-        let lo = u32::from_str_radix(lo, 16).map_err(|_| bad())?;
-        Ok(Lsn((u64::from(hi) << 32) | u64::from(lo)))
-    }
-}
-
-/// A timeline id. Timeline 0 does not exist; the first timeline of a cluster is 1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TimelineId(pub u32);
-
-impl fmt::Display for TimelineId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// A cluster's system identifier (from `pg_control`, repeated in every WAL segment's first page).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SystemId(pub u64);
-
-impl fmt::Display for SystemId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+use crate::types::{major_version_of_magic, Lsn, SystemId, TimelineId};
 
 /// A WAL segment size that PostgreSQL allows: a power of two from 1 MiB to 1 GiB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -246,23 +201,6 @@ impl FromStr for WalFileName {
         }
         parse_segment(s).map(WalFileName::Segment).ok_or_else(bad)
     }
-}
-
-/// The PostgreSQL major version a WAL page magic belongs to (`XLOG_PAGE_MAGIC` in
-/// `xlog_internal.h`, bumped whenever the WAL format changes).
-pub fn major_version_of_magic(magic: u16) -> Option<u32> {
-    Some(match magic {
-        0xD097 => 10,
-        0xD098 => 11,
-        0xD101 => 12,
-        0xD106 => 13,
-        0xD10D => 14,
-        0xD110 => 15,
-        0xD113 => 16,
-        0xD116 => 17,
-        0xD118 => 18,
-        _ => return None,
-    })
 }
 
 /// `XLP_LONG_HEADER`: the page carries the long header (first page of a segment).
@@ -533,67 +471,17 @@ pub fn check_pages(
     Ok(())
 }
 
-/// One entry of a timeline history file: `parent_tli <TAB> switchpoint <TAB> reason`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HistoryEntry {
-    /// The timeline that was left.
-    pub parent: TimelineId,
-    /// Where the new timeline branched off.
-    pub switchpoint: Lsn,
-    /// PostgreSQL's free-text reason.
-    pub reason: String,
-}
-
-/// Parses a `.history` file as PostgreSQL writes it (`writeTimeLineHistory`): comment
-/// lines start with `#`, blank lines are allowed, parent timelines strictly increase.
-pub fn parse_history(content: &[u8]) -> Result<Vec<HistoryEntry>, WalError> {
-    let text =
-        std::str::from_utf8(content).map_err(|_| WalError::BadHistory("not UTF-8 text".into()))?;
-    let mut entries: Vec<HistoryEntry> = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut fields = line.split_whitespace();
-        let bad = || WalError::BadHistory(format!("unreadable line {line:?}"));
-        let parent: u32 = fields.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
-        let switchpoint: Lsn = fields.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
-        let reason = fields.collect::<Vec<_>>().join(" ");
-        if let Some(prev) = entries.last() {
-            if parent <= prev.parent.0 {
-                return Err(WalError::BadHistory(format!(
-                    "timeline {parent} does not follow {}",
-                    prev.parent
-                )));
-            }
-        }
-        entries.push(HistoryEntry {
-            parent: TimelineId(parent),
-            switchpoint,
-            reason,
-        });
-    }
-    Ok(entries)
-}
-
 /// Why bytes or a name are not the WAL they claim to be.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WalError {
     /// Not a name PostgreSQL gives WAL, history, partial or backup files.
-    #[error("{0:?} is not a WAL file name (segment, .history, .partial or .backup)")]
     BadFileName(String),
     /// Not an LSN in `X/X` form.
-    #[error("{0:?} is not an LSN (expected the form 16/B374D848)")]
     BadLsn(String),
     /// Not a segment size PostgreSQL allows.
-    #[error(
-        "{0} is not a WAL segment size PostgreSQL allows (a power of two from 1 MiB to 1 GiB)"
-    )]
     BadSegmentSize(u64),
     /// The name's segment part is impossible at this segment size.
-    #[error("{name} cannot exist with {segment_size}-byte segments")]
     NameSizeMismatch {
         /// The file name.
         name: String,
@@ -601,7 +489,6 @@ pub enum WalError {
         segment_size: u64,
     },
     /// The bytes are not WAL at all.
-    #[error("{name} is not a WAL segment: {detail}")]
     NotWal {
         /// The file name.
         name: String,
@@ -609,7 +496,6 @@ pub enum WalError {
         detail: String,
     },
     /// The segment is shorter than its header's segment size.
-    #[error("{name} is truncated: {len} bytes, a segment has {expected}")]
     Truncated {
         /// The file name.
         name: String,
@@ -619,7 +505,6 @@ pub enum WalError {
         expected: u64,
     },
     /// WAL, but not the segment the name says.
-    #[error("{name} does not hold the WAL its name says: {detail}")]
     WrongSegment {
         /// The file name.
         name: String,
@@ -627,9 +512,43 @@ pub enum WalError {
         detail: String,
     },
     /// A `.history` file that PostgreSQL could not have written.
-    #[error("not a timeline history file: {0}")]
     BadHistory(String),
 }
+
+// Written by hand: `pg` has no dependencies (DESIGN.md, "Crates"). The messages are the
+// ones `store::pg` printed through thiserror, word for word.
+impl fmt::Display for WalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalError::BadFileName(name) => write!(
+                f,
+                "{name:?} is not a WAL file name (segment, .history, .partial or .backup)"
+            ),
+            WalError::BadLsn(s) => {
+                write!(f, "{s:?} is not an LSN (expected the form 16/B374D848)")
+            }
+            WalError::BadSegmentSize(n) => write!(
+                f,
+                "{n} is not a WAL segment size PostgreSQL allows (a power of two from 1 MiB to 1 GiB)"
+            ),
+            WalError::NameSizeMismatch { name, segment_size } => {
+                write!(f, "{name} cannot exist with {segment_size}-byte segments")
+            }
+            WalError::NotWal { name, detail } => write!(f, "{name} is not a WAL segment: {detail}"),
+            WalError::Truncated {
+                name,
+                len,
+                expected,
+            } => write!(f, "{name} is truncated: {len} bytes, a segment has {expected}"),
+            WalError::WrongSegment { name, detail } => {
+                write!(f, "{name} does not hold the WAL its name says: {detail}")
+            }
+            WalError::BadHistory(detail) => write!(f, "not a timeline history file: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for WalError {}
 
 #[cfg(test)]
 mod tests {
@@ -814,18 +733,5 @@ mod tests {
             check_pages(&name, &id, (i * 8192 * 7) as u64, piece, &mut scan).unwrap();
         }
         assert_eq!(scan.ended_at(), Some(8192 * 10));
-    }
-
-    #[test]
-    fn history_files_parse() {
-        let h =
-            b"1\t0/3000000\tno recovery target specified\n\n2\t0/5000160\tat restore point \"x\"\n";
-        let entries = parse_history(h).unwrap();
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[1].parent, TimelineId(2));
-        assert_eq!(entries[1].switchpoint, Lsn(0x5000160));
-        assert!(parse_history(b"2\t0/1\tx\n1\t0/2\ty\n").is_err());
-        assert!(parse_history(b"garbage\n").is_err());
-        assert!(parse_history(&[0xff, 0xfe]).is_err());
     }
 }
