@@ -247,7 +247,7 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     }
     let needed = wal::needed_segments(
         TimelineId(copied.start.timeline),
-        Lsn(copied.start.start_lsn.0),
+        copied.start.start_lsn,
         copied.stop_lsn,
         segment_size,
     );
@@ -709,7 +709,7 @@ impl Copy {
             BackupEvent::Progress(_) | BackupEvent::Notice(_) => {}
             BackupEvent::Finished(end) => {
                 // pgclient's plain values into the repository's types.
-                self.stop = Some((Lsn(end.end_lsn.0), TimelineId(end.timeline), now()));
+                self.stop = Some((end.end_lsn, TimelineId(end.timeline), now()));
             }
         }
         Ok(())
