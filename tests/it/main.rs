@@ -10,6 +10,8 @@ mod archive;
 
 mod backup;
 
+mod layout;
+
 mod base_backup;
 
 mod replication;
