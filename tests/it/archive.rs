@@ -75,10 +75,14 @@ fn local_tidemark(t: &TestDir) -> (Tidemark, PathBuf) {
 
 /// A runner for a fresh prefix of `server`'s bucket.
 fn s3_tidemark(t: &TestDir, server: &S3Server) -> Tidemark {
-    let prefix = unique_prefix("archive");
+    s3_tidemark_at(t, server, &unique_prefix("archive"))
+}
+
+/// A runner for the repository under `prefix` in `server`'s bucket.
+fn s3_tidemark_at(t: &TestDir, server: &S3Server, prefix: &str) -> Tidemark {
     Tidemark::new(t).with_args([
         "--repo",
-        &server.url(&prefix),
+        &server.url(prefix),
         "--s3-endpoint",
         &server.endpoint(),
         "--s3-path-style",

@@ -182,20 +182,7 @@ fn concurrent_pushes_of_different_content_have_one_winner_s3() {
     let t = TestDir::new("race-s3");
     race(&t, "s3", |trial| {
         let prefix = unique_prefix("race");
-        let tm = Tidemark::new(&t).with_args([
-            "--repo",
-            &server.url(&prefix),
-            "--s3-endpoint",
-            &server.endpoint(),
-            "--s3-path-style",
-            "true",
-            "--s3-region",
-            "us-east-1",
-            "--s3-access-key-id",
-            server.access_key(),
-            "--s3-secret-access-key",
-            server.secret_key(),
-        ]);
+        let tm = s3_tidemark_at(&t, &server, &prefix);
         init_fake_cluster(&t, &tm, trial);
         (tm, server.data_dir().join(server.bucket()).join(prefix))
     });
