@@ -412,6 +412,26 @@ fn chain(err: &(dyn StdError + 'static)) -> String {
     parts.join(": ")
 }
 
+impl S3Backend {
+    /// GET of a whole object, or of an HTTP `range` of it: the answer's headers within the
+    /// attempt timeout (and the deadline); the body then as long as it moves
+    /// (stalled-stream protection): see the module doc.
+    async fn read(&self, op: &'static str, key: &Key, range: Option<String>) -> Result<Bytes> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key.as_str()))
+            .set_range(range)
+            .send();
+        let out = self
+            .answer(op, key.as_str(), 0, request)
+            .await?
+            .map_err(|e| self.error(op, key, None, e))?;
+        collect(out.body, op, self.location(key.as_str())).await
+    }
+}
+
 #[async_trait]
 impl Backend for S3Backend {
     async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
@@ -419,19 +439,7 @@ impl Backend for S3Backend {
     }
 
     async fn get(&self, key: &Key) -> Result<Bytes> {
-        // The answer's headers within the attempt timeout (and the deadline); the body then
-        // as long as it moves (stalled-stream protection): see the module doc.
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(key.as_str()))
-            .send();
-        let out = self
-            .answer("get", key.as_str(), 0, request)
-            .await?
-            .map_err(|e| self.error("get", key, None, e))?;
-        collect(out.body, "get", self.location(key.as_str())).await
+        self.read("get", key, None).await
     }
 
     async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
@@ -444,18 +452,8 @@ impl Backend for S3Backend {
         }
         // HTTP ranges are inclusive; S3 clamps the end to the object's size itself, and
         // answers 416 (InvalidRange, a `Backend` error) when the start is at or past it.
-        let request = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(self.object_key(key.as_str()))
-            .range(format!("bytes={}-{}", range.start, range.end - 1))
-            .send();
-        let out = self
-            .answer("read range", key.as_str(), 0, request)
-            .await?
-            .map_err(|e| self.error("read range", key, None, e))?;
-        collect(out.body, "read range", self.location(key.as_str())).await
+        let range = format!("bytes={}-{}", range.start, range.end - 1);
+        self.read("read range", key, Some(range)).await
     }
 
     async fn head(&self, key: &Key) -> Result<ObjectMeta> {
