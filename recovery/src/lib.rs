@@ -36,6 +36,7 @@ use std::path::PathBuf;
 
 pub mod autoconf;
 pub mod layout;
+pub mod plan;
 pub mod restore;
 
 /// `Result` with this crate's [`Error`].

@@ -57,12 +57,17 @@
 mod decoder;
 mod payload;
 mod record;
+mod summary;
 
 pub use decoder::{DecoderConfig, EndReason, WalDecoder, WalEnd};
 pub use payload::{
     Checkpoint, EndOfRecovery, Payload, RestorePoint, TimelineSwitch, XactCompletion, XactKind,
 };
 pub use record::{rmgr_name, RecordHeader, WalRecord};
+pub use summary::{
+    join_crossing, summarize_segment, CrossingEnd, CrossingStart, RestorePointAt, SegmentSummary,
+    TimelineSwitchAt, XactStats, CROSSING_BYTES_MAX, RESTORE_POINTS_MAX,
+};
 
 use std::fmt;
 
