@@ -30,7 +30,7 @@ use crate::harness::s3::{unique_prefix, S3Server};
 use crate::harness::tidemark::{sha256_file, Run, Tidemark};
 use crate::skip_or_fail;
 
-const PASSWORD: &str = "secret";
+pub(crate) const PASSWORD: &str = "secret";
 
 macro_rules! need_pg {
     () => {
@@ -43,7 +43,7 @@ macro_rules! need_pg {
 }
 
 /// A runner over a fresh local repository, with the cluster password in its environment.
-fn local_tidemark(t: &TestDir) -> Tidemark {
+pub(crate) fn local_tidemark(t: &TestDir) -> Tidemark {
     let repo = t.mkdir("repo");
     Tidemark::new(t)
         .with_args(["--repo", &format!("file://{}", repo.display())])
@@ -52,7 +52,7 @@ fn local_tidemark(t: &TestDir) -> Tidemark {
 
 /// A runner over a fresh prefix of `server`'s bucket, configured by a config file (the
 /// restored server's restore_command names the file, and finds the credentials in it).
-fn s3_tidemark(t: &TestDir, server: &S3Server) -> Tidemark {
+pub(crate) fn s3_tidemark(t: &TestDir, server: &S3Server) -> Tidemark {
     let config = format!(
         "repo = \"{}\"\ns3_endpoint = \"{}\"\ns3_region = \"us-east-1\"\ns3_path_style = true\n\
          s3_access_key_id = \"{}\"\ns3_secret_access_key = \"{}\"\n",
@@ -99,7 +99,7 @@ fn pg_args_as(c: &Cluster, user: &str) -> Vec<String> {
 }
 
 /// Connection flags for `c` over TCP as the superuser.
-fn pg_args(c: &Cluster) -> Vec<String> {
+pub(crate) fn pg_args(c: &Cluster) -> Vec<String> {
     pg_args_as(c, "postgres")
 }
 
@@ -116,7 +116,7 @@ fn backup(tm: &Tidemark, c: &Cluster, args: &[&str]) -> Run {
     backup_as(tm, c, "postgres", args)
 }
 
-fn backup_ok(tm: &Tidemark, c: &Cluster, args: &[&str]) -> Value {
+pub(crate) fn backup_ok(tm: &Tidemark, c: &Cluster, args: &[&str]) -> Value {
     let run = backup(tm, c, &[args, &["--json"]].concat());
     assert_eq!(run.code, 0, "backup failed: {run:?}\n{}", c.log_tail(20));
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
@@ -174,7 +174,7 @@ fn fingerprint(c: &Cluster) -> Vec<String> {
     ]
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");

@@ -12,6 +12,8 @@ mod backup;
 
 mod layout;
 
+mod pitr;
+
 mod base_backup;
 
 mod replication;
