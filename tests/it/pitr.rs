@@ -396,6 +396,7 @@ impl Bench<'_> {
         } else {
             self.plan_and_restore(&name, case, history, target);
         }
+        assert_other_targets_backed_up(&self.t.path().join(&name).join("data"));
         let got = self.start_and_read(&name, case.action);
         assert_eq!(
             got,
@@ -527,21 +528,49 @@ impl Bench<'_> {
         let plan = self.tm.run(&plan_args);
         assert_refusal(label, "plan", &plan, needles);
 
-        let pgdata = self.t.path().join(format!("refused-{label}"));
-        let mut args = vec![
-            "restore".to_string(),
-            "--pgdata".into(),
-            pgdata.display().to_string(),
-        ];
-        args.extend(target.iter().cloned());
-        let run = self.tm.run(&args);
-        assert_refusal(label, "restore", &run, needles);
+        // Into an absent data directory (it stays absent) and an empty one (it stays empty).
+        let absent = self.t.path().join(format!("refused-{label}"));
+        let empty = self.t.mkdir(&format!("refused-{label}-empty"));
+        for pgdata in [&absent, &empty] {
+            let mut args = vec![
+                "restore".to_string(),
+                "--pgdata".into(),
+                pgdata.display().to_string(),
+            ];
+            args.extend(target.iter().cloned());
+            let run = self.tm.run(&args);
+            assert_refusal(label, "restore", &run, needles);
+        }
         assert!(
-            !pgdata.exists(),
+            !absent.exists(),
             "{label}: a refused restore left {}",
-            pgdata.display()
+            absent.display()
+        );
+        let left: Vec<_> = std::fs::read_dir(&empty).unwrap().collect();
+        assert!(left.is_empty(), "{label}: a refused restore wrote {left:?}");
+    }
+}
+
+/// The premise of the settings check: the restored copy carries the other recovery
+/// settings [`archiving_cluster`] gave the original (tidemark does not edit
+/// `postgresql.conf`; `postgresql.auto.conf` keeps its line, commented out or not).
+fn assert_other_targets_backed_up(pgdata: &Path) {
+    let read = |f: &str| {
+        std::fs::read_to_string(pgdata.join(f))
+            .unwrap_or_else(|e| panic!("read {f} of {}: {e}", pgdata.display()))
+    };
+    let conf = read("postgresql.conf");
+    for line in OTHER_RECOVERY_SETTINGS {
+        assert!(
+            conf.lines().any(|l| l == line),
+            "{line} is not in the restored postgresql.conf"
         );
     }
+    let auto = read("postgresql.auto.conf");
+    assert!(
+        auto.contains("recovery_target_name = 'rp-one'"),
+        "the restored postgresql.auto.conf lost the backed-up target: {auto}"
+    );
 }
 
 /// The refusal code and one line naming the problem and the nearest reachable point.
@@ -584,6 +613,15 @@ fn marker_ids(c: &Cluster) -> Vec<u32> {
         .collect()
 }
 
+/// Recovery settings in the original's `postgresql.conf`: applied by a restore, each
+/// would change where replay stops or what happens there (a name never created, every
+/// target exclusive, a shutdown at the target).
+const OTHER_RECOVERY_SETTINGS: [&str; 3] = [
+    "recovery_target_name = 'nope'",
+    "recovery_target_inclusive = off",
+    "recovery_target_action = 'shutdown'",
+];
+
 /// A started cluster with 1 MiB segments archiving through `tm`, commit timestamps on, and
 /// the recovery settings of the module doc in `postgresql.conf`, which no restore of it
 /// may apply.
@@ -596,12 +634,12 @@ fn archiving_cluster(t: &TestDir, tm: &Tidemark, bin: Option<PathBuf>) -> Cluste
             password: Some(PASSWORD.into()),
             archive_command: Some(format!("{} archive-push %p", tm.shell_prefix())),
             bin,
-            settings: vec![
-                ("track_commit_timestamp".into(), "on".into()),
-                ("recovery_target_name".into(), "'nope'".into()),
-                ("recovery_target_inclusive".into(), "off".into()),
-                ("recovery_target_action".into(), "'shutdown'".into()),
-            ],
+            settings: std::iter::once(("track_commit_timestamp".into(), "on".into()))
+                .chain(OTHER_RECOVERY_SETTINGS.iter().map(|line| {
+                    let (k, v) = line.split_once(" = ").unwrap();
+                    (k.to_string(), v.to_string())
+                }))
+                .collect(),
             ..Default::default()
         },
     );
@@ -692,6 +730,7 @@ fn oracle_refusals(b: &Bench, h: &History, repo: Option<&Path>) {
     let m = |id| marker(h, id);
     let last = h.markers.last().unwrap();
     let first_backup = &h.backups[0].id;
+    let untouched = repo.map(repo_snapshot);
 
     // Before the first backup's consistent point: between markers 2 and 3.
     let before = Aim::between(m(2), m(3));
@@ -716,6 +755,8 @@ fn oracle_refusals(b: &Bench, h: &History, repo: Option<&Path>) {
     );
 
     let Some(repo) = repo else { return };
+    let diff = snapshot_diff(untouched.as_ref().unwrap(), &repo_snapshot(repo));
+    assert!(diff.is_empty(), "refusals changed the repository: {diff:?}");
     // A segment missing in the middle: the one holding markers 13 and 14, between the
     // second backup and the target.
     let copy = b.t.path().join("repo-gap");
