@@ -724,13 +724,13 @@ fn oracle_cases(h: &History) -> Vec<Case> {
     ]
 }
 
-/// The refusals the oracle's repository must give (see the module doc); the missing
-/// segment is taken out of a copy of the local repository at `repo`, when given.
-fn oracle_refusals(b: &Bench, h: &History, repo: Option<&Path>) {
+/// The refusals the oracle's repository must give (see the module doc), none of which
+/// changes the repository.
+fn oracle_refusals(b: &Bench, h: &History, store: &Store) {
     let m = |id| marker(h, id);
     let last = h.markers.last().unwrap();
     let first_backup = &h.backups[0].id;
-    let untouched = repo.map(repo_snapshot);
+    let untouched = repo_snapshot(&store.folder());
 
     // Before the first backup's consistent point: between markers 2 and 3.
     let before = Aim::between(m(2), m(3));
@@ -754,31 +754,28 @@ fn oracle_refusals(b: &Bench, h: &History, repo: Option<&Path>) {
         &[],
     );
 
-    let Some(repo) = repo else { return };
-    let diff = snapshot_diff(untouched.as_ref().unwrap(), &repo_snapshot(repo));
+    let diff = snapshot_diff(&untouched, &repo_snapshot(&store.folder()));
     assert!(diff.is_empty(), "refusals changed the repository: {diff:?}");
+
     // A segment missing in the middle: the one holding markers 13 and 14, between the
-    // second backup and the target.
-    let copy = b.t.path().join("repo-gap");
-    copy_dir(repo, &copy);
+    // second backup and the target. Its index entry goes, from a copy of a local
+    // repository, in place on S3 (the last use of that repository).
     let missing = segment_name(1, m(13).lsn_after);
-    let index = copy.join("stanzas/main/wal").join(&missing[..16]);
-    let entries: Vec<PathBuf> = std::fs::read_dir(&index)
-        .unwrap_or_else(|e| panic!("read {}: {e}", index.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let n = p.file_name().unwrap().to_string_lossy().to_string();
-            n.starts_with(&format!("{missing}.")) && !n.ends_with(".claim")
-        })
-        .collect();
-    assert!(!entries.is_empty(), "no index entry for {missing}");
-    for e in &entries {
-        std::fs::remove_file(e).unwrap();
-    }
-    let before = repo_snapshot(&copy);
-    let gap_tm = Tidemark::new(b.t)
-        .with_args(["--repo", &format!("file://{}", copy.display())])
-        .with_env("PGPASSWORD", PASSWORD);
+    let (gap_tm, folder) = match store {
+        Store::Local(repo) => {
+            let copy = b.t.path().join("repo-gap");
+            copy_dir(repo, &copy);
+            (local_runner(b.t, &copy), copy)
+        }
+        Store::S3(server) => (b.tm.clone(), server.data_dir()),
+    };
+    assert_eq!(
+        remove_index_entries(&folder, &missing),
+        1,
+        "{missing}'s index entry in {}",
+        folder.display()
+    );
+    let before = repo_snapshot(&folder);
     let gap = Bench {
         t: b.t,
         tm: &gap_tm,
@@ -789,8 +786,54 @@ fn oracle_refusals(b: &Bench, h: &History, repo: Option<&Path>) {
         &Aim::between(m(15), m(16)).args(h),
         &[&missing],
     );
-    let diff = snapshot_diff(&before, &repo_snapshot(&copy));
+    let diff = snapshot_diff(&before, &repo_snapshot(&folder));
     assert!(diff.is_empty(), "refusals changed the repository: {diff:?}");
+}
+
+/// Where a test's repository is, for the checks that look at it or damage it.
+enum Store<'a> {
+    /// A local repository: its folder.
+    Local(&'a Path),
+    /// Under a prefix of this server's bucket.
+    S3(&'a S3Server),
+}
+
+impl Store<'_> {
+    /// The folder holding the repository's files (for S3: everything the server holds).
+    fn folder(&self) -> PathBuf {
+        match self {
+            Store::Local(repo) => repo.to_path_buf(),
+            Store::S3(server) => server.data_dir(),
+        }
+    }
+}
+
+/// A runner over the local repository at `repo`.
+fn local_runner(t: &TestDir, repo: &Path) -> Tidemark {
+    Tidemark::new(t)
+        .with_args(["--repo", &format!("file://{}", repo.display())])
+        .with_env("PGPASSWORD", PASSWORD)
+}
+
+/// Removes the WAL index entries (`<name>.<sha256>`, not the claim) of WAL file `name`
+/// found anywhere under `root` (a repository's folder, or an S3 server's); returns how many.
+fn remove_index_entries(root: &Path, name: &str) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(root).unwrap_or_else(|e| panic!("read {}: {e}", root.display()))
+    {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        if path.is_dir() {
+            removed += remove_index_entries(&path, name);
+        } else if file.starts_with(&format!("{name}."))
+            && !file.ends_with(".claim")
+            && path.parent().unwrap().to_string_lossy().contains("/wal/")
+        {
+            std::fs::remove_file(&path).unwrap();
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The name of the 1 MiB segment holding `lsn` on `timeline`.
@@ -811,9 +854,9 @@ fn copy_dir(from: &Path, to: &Path) {
     assert!(out.status.success(), "cp -a: {out:?}");
 }
 
-/// The workload on `bin`'s major through `tm`, then every oracle target and the
-/// refusals (the missing segment only on a local repository).
-fn run_oracle(t: &TestDir, tm: &Tidemark, bin: Option<PathBuf>) {
+/// The workload on `bin`'s major through `tm` into `store`, then every oracle target
+/// and the refusals.
+fn run_oracle(t: &TestDir, tm: &Tidemark, store: &Store, bin: Option<PathBuf>) {
     let started = std::time::Instant::now();
     let c = archiving_cluster(t, tm, bin.clone());
     let history = oracle_workload(&c, tm);
@@ -825,8 +868,7 @@ fn run_oracle(t: &TestDir, tm: &Tidemark, bin: Option<PathBuf>) {
         bench.check(&case, &history);
         eprintln!("{}: {:.1} s", case.label, started.elapsed().as_secs_f64());
     }
-    let repo = t.path().join("repo");
-    oracle_refusals(&bench, &history, repo.is_dir().then_some(repo.as_path()));
+    oracle_refusals(&bench, &history, store);
 }
 
 macro_rules! need_pg {
@@ -845,10 +887,10 @@ fn pitr_oracle_local() {
     need_pg!();
     let t = TestDir::new("pitr-oracle");
     let tm = local_tidemark(&t);
-    run_oracle(&t, &tm, None);
+    run_oracle(&t, &tm, &Store::Local(&t.path().join("repo")), None);
 }
 
-/// The oracle and the refusals that need no repository copy, on S3.
+/// The oracle and the refusals on S3.
 #[test]
 fn pitr_oracle_s3() {
     need_pg!();
@@ -859,7 +901,7 @@ fn pitr_oracle_s3() {
     };
     let t = TestDir::new("pitr-oracle-s3");
     let tm = s3_tidemark(&t, &server);
-    run_oracle(&t, &tm, None);
+    run_oracle(&t, &tm, &Store::S3(&server), None);
 }
 
 /// The oracle and the refusals on another major.
@@ -870,7 +912,7 @@ fn oracle_on_major(major: u32) {
     };
     let t = TestDir::new(&format!("pitr-oracle-{major}"));
     let tm = local_tidemark(&t);
-    run_oracle(&t, &tm, Some(bin));
+    run_oracle(&t, &tm, &Store::Local(&t.path().join("repo")), Some(bin));
 }
 
 #[test]
@@ -960,21 +1002,8 @@ fn pitr_timelines() {
     // A missing history file: timeline 2's, from a copy of the repository.
     let copy_repo = t.path().join("repo-no-history");
     copy_dir(&t.path().join("repo"), &copy_repo);
-    let histories = copy_repo.join("stanzas/main/wal/history");
-    let mut removed = 0;
-    for e in std::fs::read_dir(&histories).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        // Its index entry (`.<sha256>`); the claim is no entry (repository-format.md).
-        if name.starts_with("00000002.history.") && !name.ends_with(".claim") {
-            std::fs::remove_file(p).unwrap();
-            removed += 1;
-        }
-    }
-    assert_eq!(removed, 1, "00000002.history in the repository");
-    let hole_tm = Tidemark::new(&t)
-        .with_args(["--repo", &format!("file://{}", copy_repo.display())])
-        .with_env("PGPASSWORD", PASSWORD);
+    assert_eq!(remove_index_entries(&copy_repo, "00000002.history"), 1);
+    let hole_tm = local_runner(&t, &copy_repo);
     let hole = Bench {
         t: &t,
         tm: &hole_tm,
