@@ -219,15 +219,20 @@ impl<'a> Planner<'a> {
             .cloned()
             .expect("a backup on the path was tried");
         let mut chosen = chosen;
-        if chosen.kind == RefusalKind::BeforeFirstBackup && self.request.backup.is_none() {
+        if chosen.kind == RefusalKind::BeforeFirstBackup {
             let oldest = on_path.last().expect("non-empty");
-            chosen.nearest.insert(
-                0,
+            let line = if self.request.backup.is_some() {
+                format!(
+                    "{}; without --backup the planner looks for an older one",
+                    self.describe_backup(oldest)
+                )
+            } else {
                 format!(
                     "earliest consistent point: {}",
                     self.describe_backup(oldest)
-                ),
-            );
+                )
+            };
+            chosen.nearest.insert(0, line);
         }
         Err(Halt::Refused(chosen))
     }
@@ -269,7 +274,17 @@ impl<'a> Planner<'a> {
             TimelineRequest::Current => candidates.first().map_or(1, |b| b.timeline),
         };
         let path = TimelinePath::of(self.snapshot, target);
+        let mut kind = RefusalKind::UnknownTimeline;
         let message = match (candidates.len(), reasons.first()) {
+            // PostgreSQL takes a timeline without history file for one without parents.
+            _ if target > 1 && !self.snapshot.histories.contains_key(&target) => {
+                kind = RefusalKind::HistoryHole;
+                format!(
+                    "history file {} is missing from the archive: timeline {target}'s ancestry is \
+                     unknown and no backup lies on timeline {target} itself",
+                    history_name(target)
+                )
+            }
             (1, Some(why)) => why.clone(),
             _ => format!(
                 "no backup lies on timeline {target}'s history ({}): {}",
@@ -288,7 +303,7 @@ impl<'a> Planner<'a> {
             })
             .collect();
         nearest.dedup();
-        refusal(RefusalKind::UnknownTimeline, message, nearest)
+        refusal(kind, message, nearest)
     }
 
     fn prove(&self, backup: &'a BackupPoint, path: TimelinePath) -> Proven<'a> {
@@ -470,10 +485,22 @@ impl<'a> Planner<'a> {
             if let Some(t) = walk.latest_completion() {
                 nearest.push(format!("latest commit or abort archived: {t}"));
             }
-            nearest.push("--target latest recovers everything archived".into());
             return Err(self.walk_failure(backup, &path, &walk, &format!("a {what}"), nearest));
         };
         let hit = hit.clone();
+        if let Some(at_lsn) = hit.lsn.filter(|l| *l < backup.stop_lsn) {
+            // Only when a commit before the consistent point is later than the backup's
+            // stop time (clocks apart): the decode shows what PostgreSQL would do.
+            return Err(Failure::Rejected(refusal(
+                RefusalKind::BeforeFirstBackup,
+                format!(
+                    "the first commit or abort past the target is at {at_lsn}, before backup {}'s \
+                     consistent point {}: PostgreSQL would stop there and fail",
+                    backup.id, backup.stop_lsn
+                ),
+                Vec::new(),
+            )));
+        }
         let seg = *walk.visited.last().expect("found in a visited segment");
         let exact = match (hit.lsn, hit.xid, hit.time) {
             (Some(lsn), Some(xid), Some(time)) => format!(
@@ -524,14 +551,13 @@ impl<'a> Planner<'a> {
                 if seg.segno != holder {
                     return Verdict::NotHere;
                 }
+                // A record at or after the target that also completes here; the first
+                // such is the segment's first record when that one is at or after it.
                 match seg.summary() {
-                    Some(s) if s.first_record.is_some_and(|r| r >= lsn) => Verdict::Found(Hit {
-                        lsn: s.first_record,
+                    Some(s) if s.last_record.is_some_and(|r| r >= lsn) => Verdict::Found(Hit {
+                        lsn: s.first_record.filter(|r| *r >= lsn),
                         ..Hit::default()
                     }),
-                    Some(s) if s.last_record.is_some_and(|r| r >= lsn) => {
-                        Verdict::Found(Hit::default())
-                    }
                     _ => Verdict::NotHere,
                 }
             },
@@ -949,6 +975,9 @@ impl<'a> Planner<'a> {
             if !nearest.iter().any(|n| n.starts_with("latest commit")) {
                 nearest.push(latest);
             }
+        }
+        if kind == RefusalKind::BeyondArchive {
+            nearest.push("--target latest recovers all the archived WAL".into());
         }
         Failure::Rejected(refusal(kind, message, nearest))
     }

@@ -492,6 +492,21 @@ fn a_stop_record_that_may_cross_into_a_missing_segment_is_read_first() {
     assert_eq!(p.wal[0].last, name(1, 11));
 }
 
+#[test]
+fn a_decoded_commit_before_the_consistent_point_past_the_target_moves_to_an_older_backup() {
+    // Segment 6 (inside b6's backup) holds a commit stamped after b6's stop time: clocks
+    // apart. Replay from b6 would stop there, before consistency.
+    let cat = simple().decode(
+        1,
+        6,
+        &[(0x1000, 650, 5, true), (0x2000, 651, 80, true)],
+        &[],
+    );
+    let p = ok(cat.plan(time(tm(7, 10))));
+    assert_eq!(p.backup.id, "b2");
+    assert_eq!(p.stop.lsn, Some(lsn(6, 0x2000)));
+}
+
 // ----- xid targets -----
 
 #[test]
@@ -729,6 +744,24 @@ fn lsn_target_after_a_segments_last_record_needs_the_next_segment() {
         exclusive: false,
     }));
     assert_eq!(p.wal[0].last, name(1, 10));
+    // The last record that starts in 9 continues into 10: 10 is needed and archived.
+    let cat = simple().edit(1, 9, |s| {
+        s.last_record = Some(lsn(9, SEG - 0x800));
+        s.crossing_start = Some(CrossingStart {
+            lsn: lsn(9, SEG - 0x80),
+            total_len: Some(400),
+            rmid: Some(1),
+            info: Some(0),
+            xid: None,
+            bytes: None,
+        });
+    });
+    let p = ok(cat.plan(Target::Lsn {
+        lsn: lsn(9, SEG - 0x100),
+        exclusive: false,
+    }));
+    assert_eq!(p.wal[0].last, name(1, 10));
+    assert_eq!(p.stop.lsn, None);
     // Not indexed and the last: read it.
     let cat = simple().not_indexed(1, 10);
     assert_eq!(
@@ -862,6 +895,7 @@ fn a_chosen_backup_consistent_after_the_target_is_refused() {
         RefusalKind::BeforeFirstBackup,
     );
     assert!(r.message.contains("b6"));
+    assert!(r.nearest[0].contains("without --backup"), "{:?}", r.nearest);
 }
 
 #[test]
@@ -1031,6 +1065,17 @@ fn a_timeline_without_a_history_file_is_a_hole_too() {
     let cat = promoted().segs(3, 9..=10);
     let r = refused(cat.plan(Target::Latest), RefusalKind::HistoryHole);
     assert!(r.message.contains("00000003.history"));
+}
+
+#[test]
+fn an_explicit_timeline_without_history_file_and_backup_is_a_hole() {
+    let cat = promoted().segs(3, 9..=10);
+    let r = refused(
+        cat.plan_with(Target::Latest, |r| r.timeline = TimelineRequest::Exact(3)),
+        RefusalKind::HistoryHole,
+    );
+    assert!(r.message.contains("00000003.history"), "{}", r.message);
+    assert!(r.nearest.iter().any(|n| n.contains("--target-timeline 1")));
 }
 
 #[test]
