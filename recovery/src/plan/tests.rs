@@ -1001,6 +1001,23 @@ fn a_backup_started_after_the_fork_is_not_on_the_new_timelines_path() {
 }
 
 #[test]
+fn a_partial_file_is_not_the_segment_replay_asks_for() {
+    // Timeline 1's last segment before the promotion, archived as .partial by the old
+    // primary: recovering timeline 1 past the fork cannot use it.
+    let mut cat = promoted().drop_seg(1, 6).drop_seg(1, 7).drop_seg(1, 8);
+    cat.0.segments.get_mut(&(1, 5)).unwrap().name = format!("{}.partial", name(1, 5));
+    let p = ok(cat.plan_with(Target::Latest, |r| r.timeline = TimelineRequest::Exact(1)));
+    assert_eq!(p.wal[0].last, name(1, 4));
+    let r = refused(
+        cat.plan_with(time(tm(5, 30)), |r| r.timeline = TimelineRequest::Exact(1)),
+        RefusalKind::BeyondArchive,
+    );
+    assert!(r.nearest[0].contains(&name(1, 4)), "{:?}", r.nearest);
+    // Timeline 2 reads its own file of segment 5.
+    ok(cat.plan(Target::Latest));
+}
+
+#[test]
 fn a_backup_on_the_new_timeline_is_preferred_when_newer() {
     let cat = promoted().backup("b7", 2, 7);
     let p = ok(cat.plan(time(tm(8, 30))));

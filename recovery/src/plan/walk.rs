@@ -45,12 +45,14 @@ impl<'a> Archive<'a> {
         WalSegmentName::from_segment_number(TimelineId(tli), segno, self.size).to_string()
     }
 
-    /// The archived segment `segno` replay reads on `path`, if archived.
+    /// The archived segment `segno` replay reads on `path`, if archived. A `.partial`
+    /// file does not count: PostgreSQL never asks `restore_command` for one.
     pub fn on_path(&self, path: &TimelinePath, segno: u64) -> Option<Seg<'a>> {
         let tli = path.file_timeline(segno);
         self.snapshot
             .segments
             .get(&(tli, segno))
+            .filter(|facts| !facts.name.ends_with(".partial"))
             .map(|facts| Seg { tli, segno, facts })
     }
 
