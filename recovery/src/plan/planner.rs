@@ -39,8 +39,9 @@ use super::timelines::{
 };
 use super::walk::{walk, Archive, Seg, Verdict, Walk, WalkEnd};
 use super::{
-    BackupPoint, Branch, CatalogSnapshot, Outcome, Plan, PlanRequest, Refusal, RefusalKind,
-    SegmentContent, StopPoint, Target, TimelineRequest, TimelineStep, WalRange,
+    BackupPoint, Branch, CatalogSnapshot, Completion, DecodedSegment, Outcome, Plan, PlanRequest,
+    Refusal, RefusalKind, SegmentContent, StopPoint, Target, TimelineRequest, TimelineStep,
+    WalRange,
 };
 
 /// Why planning stopped without a plan.
@@ -440,19 +441,7 @@ impl<'a> Planner<'a> {
         let matters_from = self.archive.segment_of(backup.stop_lsn);
         let walk = walk(&self.archive, &path, start, None, |seg| {
             if let Some(decoded) = seg.decoded() {
-                return match decoded
-                    .completions
-                    .iter()
-                    .find(|c| c.lsn >= start && passes(c.time))
-                {
-                    Some(c) => Verdict::Found(Hit {
-                        lsn: Some(c.lsn),
-                        time: Some(c.time),
-                        xid: Some(c.xid),
-                        commit: Some(c.commit),
-                    }),
-                    None => Verdict::NotHere,
-                };
+                return first_completion(decoded, start, |c| passes(c.time));
             }
             match seg.summary() {
                 Some(s) => match s.xacts {
@@ -626,19 +615,7 @@ impl<'a> Planner<'a> {
         let start = backup.start_lsn;
         let walk = walk(&self.archive, &path, start, None, |seg| {
             if let Some(decoded) = seg.decoded() {
-                return match decoded
-                    .completions
-                    .iter()
-                    .find(|c| c.lsn >= start && c.xid == xid)
-                {
-                    Some(c) => Verdict::Found(Hit {
-                        lsn: Some(c.lsn),
-                        time: Some(c.time),
-                        xid: Some(c.xid),
-                        commit: Some(c.commit),
-                    }),
-                    None => Verdict::NotHere,
-                };
+                return first_completion(decoded, start, |c| c.xid == xid);
             }
             match seg.summary() {
                 Some(s) => match s.xacts {
@@ -1112,6 +1089,28 @@ impl<'a> Planner<'a> {
             }
         }
         branches
+    }
+}
+
+/// The first completion of a decoded segment at or after `start` that `stops` says
+/// replay stops at.
+fn first_completion(
+    decoded: &DecodedSegment,
+    start: Lsn,
+    stops: impl Fn(&Completion) -> bool,
+) -> Verdict<Hit> {
+    match decoded
+        .completions
+        .iter()
+        .find(|c| c.lsn >= start && stops(c))
+    {
+        Some(c) => Verdict::Found(Hit {
+            lsn: Some(c.lsn),
+            time: Some(c.time),
+            xid: Some(c.xid),
+            commit: Some(c.commit),
+        }),
+        None => Verdict::NotHere,
     }
 }
 

@@ -235,6 +235,34 @@ fn time_excl(t: PgTimestamp) -> Target {
     }
 }
 
+fn xid(xid: u32) -> Target {
+    Target::Xid {
+        xid,
+        exclusive: false,
+    }
+}
+
+fn xid_excl(xid: u32) -> Target {
+    Target::Xid {
+        xid,
+        exclusive: true,
+    }
+}
+
+fn at_lsn(lsn: Lsn) -> Target {
+    Target::Lsn {
+        lsn,
+        exclusive: false,
+    }
+}
+
+fn at_lsn_excl(lsn: Lsn) -> Target {
+    Target::Lsn {
+        lsn,
+        exclusive: true,
+    }
+}
+
 #[track_caller]
 fn ok(o: Outcome) -> Plan {
     match o {
@@ -513,23 +541,14 @@ fn a_decoded_commit_before_the_consistent_point_past_the_target_moves_to_an_olde
 fn xid_target_asks_for_candidate_segments_then_finds_the_exact_record() {
     let cat = simple();
     // Xid 850 is in segment 8's range only.
-    assert_eq!(
-        needs(cat.plan(Target::Xid {
-            xid: 850,
-            exclusive: false
-        })),
-        vec![(1, 8)]
-    );
+    assert_eq!(needs(cat.plan(xid(850))), vec![(1, 8)]);
     let cat = cat.decode(
         1,
         8,
         &[(0x1000, 849, 10, true), (0x2000, 850, 12, true)],
         &[],
     );
-    let p = ok(cat.plan(Target::Xid {
-        xid: 850,
-        exclusive: false,
-    }));
+    let p = ok(cat.plan(xid(850)));
     assert_eq!(p.stop.lsn, Some(lsn(8, 0x2000)));
     assert_eq!(p.stop.time, Some(tm(8, 12)));
     assert!(p
@@ -538,10 +557,7 @@ fn xid_target_asks_for_candidate_segments_then_finds_the_exact_record() {
         .starts_with("after the commit of xid 850"));
     assert_eq!(setting(&p, "recovery_target_xid"), "850");
     assert_eq!(setting(&p, "recovery_target_inclusive"), "on");
-    let p = ok(cat.plan(Target::Xid {
-        xid: 850,
-        exclusive: true,
-    }));
+    let p = ok(cat.plan(xid_excl(850)));
     assert!(p.stop.description.starts_with("before"));
     assert_eq!(setting(&p, "recovery_target_inclusive"), "off");
 }
@@ -549,10 +565,7 @@ fn xid_target_asks_for_candidate_segments_then_finds_the_exact_record() {
 #[test]
 fn xid_target_that_aborted_warns() {
     let cat = simple().decode(1, 8, &[(0x2000, 850, 12, false)], &[]);
-    let p = ok(cat.plan(Target::Xid {
-        xid: 850,
-        exclusive: false,
-    }));
+    let p = ok(cat.plan(xid(850)));
     assert!(
         p.warnings.iter().any(|w| w.contains("aborted")),
         "{:?}",
@@ -562,13 +575,7 @@ fn xid_target_that_aborted_warns() {
 
 #[test]
 fn xid_target_not_archived_is_beyond_the_archive() {
-    let r = refused(
-        simple().plan(Target::Xid {
-            xid: 5000,
-            exclusive: false,
-        }),
-        RefusalKind::BeyondArchive,
-    );
+    let r = refused(simple().plan(xid(5000)), RefusalKind::BeyondArchive);
     assert!(r.message.contains("transaction 5000"));
     assert!(
         r.nearest.iter().any(|n| n.contains("xids 600 to 1099")),
@@ -582,20 +589,11 @@ fn xid_completed_before_the_newest_backups_consistent_point_uses_an_older_backup
     // Xid 650 completes in segment 6 (b6 starts there, is consistent in 7): PostgreSQL would
     // stop before b6 is consistent; b2 reaches it.
     let cat = simple().decode(1, 6, &[(0x1000, 650, 5, true)], &[]);
-    let p = ok(cat.plan(Target::Xid {
-        xid: 650,
-        exclusive: false,
-    }));
+    let p = ok(cat.plan(xid(650)));
     assert_eq!(p.backup.id, "b2");
     // Forced to b6, it is refused.
     let r = refused(
-        cat.plan_with(
-            Target::Xid {
-                xid: 650,
-                exclusive: false,
-            },
-            |r| r.backup = Some("b6".into()),
-        ),
+        cat.plan_with(xid(650), |r| r.backup = Some("b6".into())),
         RefusalKind::BeforeFirstBackup,
     );
     assert!(r.message.contains("consistent point"));
@@ -604,13 +602,7 @@ fn xid_completed_before_the_newest_backups_consistent_point_uses_an_older_backup
 #[test]
 fn xid_before_the_newest_backups_start_asks_for_the_older_backups_segments() {
     // Xid 450 (segment 4): from b6 there is no candidate; from b2, segment 4 is one.
-    assert_eq!(
-        needs(simple().plan(Target::Xid {
-            xid: 450,
-            exclusive: false
-        })),
-        vec![(1, 4)]
-    );
+    assert_eq!(needs(simple().plan(xid(450))), vec![(1, 4)]);
 }
 
 // ----- name targets -----
@@ -710,20 +702,14 @@ fn omitted_restore_points_and_unindexed_segments_are_read_for_a_name() {
 
 #[test]
 fn lsn_target_is_proven_by_a_record_at_or_after_it() {
-    let p = ok(simple().plan(Target::Lsn {
-        lsn: lsn(8, 0x1234),
-        exclusive: false,
-    }));
+    let p = ok(simple().plan(at_lsn(lsn(8, 0x1234))));
     assert_eq!(p.backup.id, "b6");
     assert_eq!(p.wal[0].last, name(1, 8));
     assert_eq!(
         setting(&p, "recovery_target_lsn"),
         lsn(8, 0x1234).to_string()
     );
-    let p = ok(simple().plan(Target::Lsn {
-        lsn: lsn(8, 0x1234),
-        exclusive: true,
-    }));
+    let p = ok(simple().plan(at_lsn_excl(lsn(8, 0x1234))));
     assert!(p.stop.description.starts_with("before"));
     assert_eq!(setting(&p, "recovery_target_inclusive"), "off");
 }
@@ -732,17 +718,11 @@ fn lsn_target_is_proven_by_a_record_at_or_after_it() {
 fn lsn_target_after_a_segments_last_record_needs_the_next_segment() {
     // After segment 10's last record: the stop record is in 11, not archived.
     let r = refused(
-        simple().plan(Target::Lsn {
-            lsn: lsn(10, SEG - 0x80),
-            exclusive: false,
-        }),
+        simple().plan(at_lsn(lsn(10, SEG - 0x80))),
         RefusalKind::BeyondArchive,
     );
     assert!(r.message.contains("LSN"));
-    let p = ok(simple().plan(Target::Lsn {
-        lsn: lsn(9, SEG - 0x80),
-        exclusive: false,
-    }));
+    let p = ok(simple().plan(at_lsn(lsn(9, SEG - 0x80))));
     assert_eq!(p.wal[0].last, name(1, 10));
     // The last record that starts in 9 continues into 10: 10 is needed and archived.
     let cat = simple().edit(1, 9, |s| {
@@ -756,35 +736,20 @@ fn lsn_target_after_a_segments_last_record_needs_the_next_segment() {
             bytes: None,
         });
     });
-    let p = ok(cat.plan(Target::Lsn {
-        lsn: lsn(9, SEG - 0x100),
-        exclusive: false,
-    }));
+    let p = ok(cat.plan(at_lsn(lsn(9, SEG - 0x100))));
     assert_eq!(p.wal[0].last, name(1, 10));
     assert_eq!(p.stop.lsn, None);
     // Not indexed and the last: read it.
     let cat = simple().not_indexed(1, 10);
-    assert_eq!(
-        needs(cat.plan(Target::Lsn {
-            lsn: lsn(10, 0x1000),
-            exclusive: false
-        })),
-        vec![(1, 10)]
-    );
+    assert_eq!(needs(cat.plan(at_lsn(lsn(10, 0x1000)))), vec![(1, 10)]);
 }
 
 #[test]
 fn lsn_target_before_the_consistent_point_uses_an_older_backup_or_is_refused() {
-    let p = ok(simple().plan(Target::Lsn {
-        lsn: lsn(7, 0x50),
-        exclusive: false,
-    }));
+    let p = ok(simple().plan(at_lsn(lsn(7, 0x50))));
     assert_eq!(p.backup.id, "b2");
     let r = refused(
-        simple().plan(Target::Lsn {
-            lsn: lsn(3, 0x50),
-            exclusive: false,
-        }),
+        simple().plan(at_lsn(lsn(3, 0x50))),
         RefusalKind::BeforeFirstBackup,
     );
     assert!(r.nearest[0].contains("b2"));
