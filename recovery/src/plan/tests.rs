@@ -535,6 +535,28 @@ fn a_decoded_commit_before_the_consistent_point_past_the_target_moves_to_an_olde
     assert_eq!(p.stop.lsn, Some(lsn(6, 0x2000)));
 }
 
+#[test]
+fn unindexed_segments_are_asked_for_in_batches_in_replay_order() {
+    // An archive from before the content index: 40 segments, none indexed.
+    let mut cat = Cat::new().segs(1, 1..=40).backup("b1", 1, 1);
+    for segno in 1..=40 {
+        cat = cat.not_indexed(1, segno);
+    }
+    let first = needs(cat.plan(time(tm(30, 30))));
+    assert_eq!(first, (2..=17).map(|n| (1, n)).collect::<Vec<_>>());
+    // Decoded, the next batch; never the same segment twice.
+    for segno in 2..=17 {
+        cat = cat.decode(1, segno, &[(0x200, 1, 1, true), (0x300, 2, 59, true)], &[]);
+    }
+    let second = needs(cat.plan(time(tm(30, 30))));
+    assert_eq!(second, (18..=33).map(|n| (1, n)).collect::<Vec<_>>());
+    for segno in 18..=33 {
+        cat = cat.decode(1, segno, &[(0x200, 1, 1, true), (0x300, 2, 59, true)], &[]);
+    }
+    let p = ok(cat.plan(time(tm(30, 30))));
+    assert_eq!(p.stop.lsn, Some(lsn(30, 0x300)));
+}
+
 // ----- xid targets -----
 
 #[test]

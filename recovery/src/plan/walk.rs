@@ -6,13 +6,18 @@
 //! A judge answers per segment: found, not here, or "cannot tell from the index" (a
 //! segment archived before the content index, or a summary that cannot answer). The
 //! walk collects those last ones up to the point where it stops, and the planner asks
-//! for them in full ([`super::Outcome::NeedsSegments`]) before concluding anything.
+//! for them in full ([`super::Outcome::NeedsSegments`]) before concluding anything, at
+//! most [`UNDECIDED_BATCH`] at a time: the first of them may settle the question, and a
+//! repository archived before the content index can hold thousands.
 
 use tidemark_pg::wal::{DecodeError, SegmentSummary};
 use tidemark_pg::{Lsn, SegmentSize, TimelineId, WalSegmentName};
 
 use super::timelines::TimelinePath;
 use super::{CatalogSnapshot, DecodedSegment, SegmentContent, SegmentFacts};
+
+/// The most undecided segments one walk collects before it stops to ask for them.
+pub(super) const UNDECIDED_BATCH: usize = 16;
 
 /// The snapshot with its segment arithmetic.
 #[derive(Clone, Copy)]
@@ -158,6 +163,8 @@ pub(super) enum WalkEnd<T> {
     Damaged(DecodeError),
     /// The written WAL ends inside the last visited segment.
     Ended,
+    /// [`UNDECIDED_BATCH`] segments wait to be read in full.
+    Undecided,
 }
 
 /// A finished walk.
@@ -204,7 +211,12 @@ pub(super) fn walk<'a, T>(
         visited.push(seg);
         match judge(&seg) {
             Verdict::Found(found) => break WalkEnd::Found(found),
-            Verdict::Unknown => unknown.push(seg.key()),
+            Verdict::Unknown => {
+                unknown.push(seg.key());
+                if unknown.len() == UNDECIDED_BATCH {
+                    break WalkEnd::Undecided;
+                }
+            }
             Verdict::NotHere => {}
         }
         if let Some(summary) = seg.summary() {
