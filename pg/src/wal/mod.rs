@@ -160,6 +160,9 @@ pub enum DecodeErrorKind {
     BadPayload(String),
     /// Non-zero bytes after the end of WAL on the same page.
     NonZeroAfterEnd,
+    /// A failure found earlier and kept as its text (a segment summary read back from
+    /// the repository's index says where the segment was damaged when it was archived).
+    Recorded(String),
 }
 
 impl fmt::Display for DecodeErrorKind {
@@ -214,6 +217,7 @@ impl fmt::Display for DecodeErrorKind {
             BadBlockHeaders(s) => write!(f, "invalid block references: {s}"),
             BadPayload(s) => write!(f, "invalid payload: {s}"),
             NonZeroAfterEnd => write!(f, "non-zero bytes after the end of WAL on its page"),
+            Recorded(s) => f.write_str(s),
         }
     }
 }
