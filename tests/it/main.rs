@@ -12,9 +12,9 @@ mod backup;
 
 mod layout;
 
-mod pitr;
-
 mod base_backup;
+
+mod pitr;
 
 mod replication;
 

@@ -62,9 +62,6 @@ use crate::skip_or_fail;
 /// several segments, so that one can go missing in the middle.
 const SEGMENT_MB: u64 = 1;
 
-// TODO(oracle): the cli helper's constant.
-const REFUSED: u8 = exit::INTEGRITY;
-
 /// How long a restored server may take to reach its target.
 const RECOVERY_WITHIN: Duration = Duration::from_secs(120);
 
@@ -577,7 +574,7 @@ fn assert_other_targets_backed_up(pgdata: &Path) {
 fn assert_refusal(label: &str, command: &str, run: &Run, needles: &[&str]) {
     assert_eq!(
         run.code,
-        i32::from(REFUSED),
+        i32::from(exit::TARGET_UNREACHABLE),
         "{label}: {command} did not refuse: {run:?}"
     );
     let text = run.stderr.to_lowercase();
