@@ -49,6 +49,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde_json::Value;
 use tidemark_agent::exit;
 use tidemark_pg::{Lsn, PgTimestamp};
 
@@ -301,6 +302,25 @@ impl Aim {
         }
     }
 
+    /// For a time or xid target: the marker whose commit record replay stops at (before it
+    /// or after it), with the marker before it (`None` for the first). Between two markers
+    /// nothing else commits, so the first commit past a time is a marker's.
+    fn stop_commit<'h>(&self, history: &'h History) -> Option<(Option<&'h Marker>, &'h Marker)> {
+        let kept = self.kept(history);
+        let at = match self {
+            Aim::Time { .. } => kept,
+            Aim::Xid {
+                exclusive: false, ..
+            } => kept - 1,
+            Aim::Xid {
+                exclusive: true, ..
+            } => kept,
+            _ => return None,
+        };
+        let stop = history.markers.get(at)?;
+        Some((at.checked_sub(1).map(|i| &history.markers[i]), stop))
+    }
+
     /// The marker ids the restored cluster must hold.
     fn expected(&self, history: &History) -> Vec<u32> {
         history.markers[..self.kept(history)]
@@ -357,6 +377,8 @@ struct Case {
     action: Action,
     /// More restore options (`--target-timeline 1`).
     extra: Vec<String>,
+    /// The timeline the plan must follow.
+    timeline: u32,
 }
 
 impl Case {
@@ -366,6 +388,7 @@ impl Case {
             aim,
             action,
             extra: Vec::new(),
+            timeline: 1,
         }
     }
 }
@@ -411,18 +434,23 @@ impl Bench<'_> {
     /// `plan --json` (exit 0, naming the backup), then `restore` into `<dir>/<name>/data`
     /// with the target, which must restore that backup.
     fn plan_and_restore(&self, name: &str, case: &Case, history: &History, target: Vec<String>) {
+        let label = case.label;
         let backup = case.aim.backup(history);
         let mut plan_args = vec!["plan".to_string(), "--json".into()];
         plan_args.extend(target.iter().cloned());
-        let plan = self.tm.run(&plan_args);
-        assert_eq!(plan.code, 0, "{}: plan failed: {plan:?}", case.label);
-        assert!(
-            plan.stdout.contains(&backup.id),
-            "{}: the plan does not name backup {}: {}",
-            case.label,
-            backup.id,
-            plan.stdout
+        let run = self.tm.run(&plan_args);
+        assert_eq!(run.code, 0, "{label}: plan failed: {run:?}");
+        let plan: Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{label}: plan --json is not JSON ({e}): {run:?}"));
+        assert_eq!(
+            plan["backup"]["id"],
+            backup.id.as_str(),
+            "{label}: {plan:#}"
         );
+        assert_eq!(plan["timeline"], case.timeline, "{label}: {plan:#}");
+        if let Some((after, stop)) = case.aim.stop_commit(history) {
+            assert_stop_is_commit(label, &plan["stop"], after, stop);
+        }
 
         let pgdata = self.t.path().join(name).join("data");
         let mut args = vec![
@@ -434,14 +462,21 @@ impl Bench<'_> {
         ];
         args.extend(target);
         let run = self.tm.run(&args);
-        assert_eq!(run.code, 0, "{}: restore failed: {run:?}", case.label);
+        assert_eq!(run.code, 0, "{label}: restore failed: {run:?}");
         assert!(
             run.stdout
                 .contains(&format!("restored backup {}", backup.id)),
-            "{}: expected backup {} to be restored: {}",
-            case.label,
+            "{label}: expected backup {} to be restored: {}",
             backup.id,
             run.stdout
+        );
+        let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+        assert!(
+            auto.contains(&format!(
+                "\nrecovery_target_timeline = '{}'\n",
+                case.timeline
+            )),
+            "{label}: the timeline is not written as a number: {auto}"
         );
     }
 
@@ -545,6 +580,31 @@ impl Bench<'_> {
         );
         let left: Vec<_> = std::fs::read_dir(&empty).unwrap().collect();
         assert!(left.is_empty(), "{label}: a refused restore wrote {left:?}");
+    }
+}
+
+/// The plan's stop point, where it names one (a summary from the content index may only
+/// name the segment), is `stop`'s commit record: its time, and an LSN between the marker
+/// before it and the end of its commit.
+fn assert_stop_is_commit(label: &str, planned: &Value, before: Option<&Marker>, stop: &Marker) {
+    if let Some(time) = planned["time"].as_str() {
+        assert_eq!(
+            time,
+            stop.commit.to_string(),
+            "{label}: the plan stops elsewhere than marker {}'s commit: {planned:#}",
+            stop.id
+        );
+    }
+    if let Some(lsn) = planned["lsn"].as_str() {
+        let lsn = Lsn::parse(lsn).unwrap_or_else(|| panic!("{label}: stop LSN {lsn:?}"));
+        let after = before.map_or(Lsn(0), |m| m.lsn_after);
+        assert!(
+            after < lsn && lsn < stop.lsn_after,
+            "{label}: the plan's stop {lsn} is not marker {}'s commit (between {after} and {}): \
+             {planned:#}",
+            stop.id,
+            stop.lsn_after
+        );
     }
 }
 
@@ -982,11 +1042,12 @@ fn pitr_timelines() {
     copy.stop();
     drop(c);
 
-    let on2 = Case::new(
+    let mut on2 = Case::new(
         "timeline-2",
         Aim::between(marker(&timeline2, 101), marker(&timeline2, 102)),
         Action::Pause,
     );
+    on2.timeline = 2;
     bench.check(&on2, &timeline2);
     let mut on1 = Case::new(
         "timeline-1-after-fork",
