@@ -217,6 +217,23 @@ fn rfc3339(t: PgTimestamp) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
 }
 
+/// An RFC 3339 UTC instant written with `Z` and without trailing zeros in its fraction,
+/// so that two spellings of one instant compare equal.
+fn rfc3339_normalized(text: &str) -> String {
+    let utc = text
+        .strip_suffix("+00:00")
+        .map_or(text.to_string(), |t| format!("{t}Z"));
+    let Some((whole, fraction)) = utc.strip_suffix('Z').and_then(|t| t.split_once('.')) else {
+        return utc;
+    };
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.is_empty() {
+        format!("{whole}Z")
+    } else {
+        format!("{whole}.{fraction}Z")
+    }
+}
+
 impl Aim {
     /// A time target written as RFC 3339 in UTC.
     fn time(at: PgTimestamp, exclusive: bool) -> Aim {
@@ -589,8 +606,8 @@ impl Bench<'_> {
 fn assert_stop_is_commit(label: &str, planned: &Value, before: Option<&Marker>, stop: &Marker) {
     if let Some(time) = planned["time"].as_str() {
         assert_eq!(
-            time,
-            stop.commit.to_string(),
+            rfc3339_normalized(time),
+            rfc3339_normalized(&rfc3339(stop.commit)),
             "{label}: the plan stops elsewhere than marker {}'s commit: {planned:#}",
             stop.id
         );
