@@ -806,6 +806,12 @@ fn oracle_refusals(b: &Bench, h: &History, store: &Store) {
     let first_backup = &h.backups[0].id;
     let untouched = repo_snapshot(&store.folder());
 
+    // The nearest points each refusal must name, from the workload's facts: the first
+    // backup (before it), the last archived segment (the final switch completed the one
+    // holding the last marker) and the last commit's time (beyond it).
+    let last_segment = segment_name(1, last.lsn_after);
+    let last_commit = last.commit.to_string();
+
     // Before the first backup's consistent point: between markers 2 and 3.
     let before = Aim::between(m(2), m(3));
     b.refused(
@@ -815,17 +821,17 @@ fn oracle_refusals(b: &Bench, h: &History, store: &Store) {
     );
     // Beyond the archived WAL: 64 MiB past the last LSN the workload saw.
     let beyond = Aim::Lsn(Lsn(last.lsn_after.0 + (64 << 20)));
-    b.refused("beyond-archive", &beyond.args(h), &[]);
+    b.refused("beyond-archive", &beyond.args(h), &[&last_segment]);
     // A time with no later commit: the last commit's own time, inclusive, and later.
     b.refused(
         "no-later-commit",
         &Aim::time(last.commit, false).args(h),
-        &[],
+        &[&last_segment],
     );
     b.refused(
         "time-after-last-commit",
         &Aim::time(PgTimestamp(last.commit.0 + 1_000_000), false).args(h),
-        &[],
+        &[&last_segment, &last_commit],
     );
 
     let diff = snapshot_diff(&untouched, &repo_snapshot(&store.folder()));
@@ -855,10 +861,11 @@ fn oracle_refusals(b: &Bench, h: &History, store: &Store) {
         tm: &gap_tm,
         bin: b.bin.clone(),
     };
+    // Named: the missing segment, and the last one replay reads before it.
     gap.refused(
         "missing-segment",
         &Aim::between(m(15), m(16)).args(h),
-        &[&missing],
+        &[&missing, &segment_name(1, m(12).lsn_after)],
     );
     let diff = snapshot_diff(&before, &repo_snapshot(&folder));
     assert!(diff.is_empty(), "refusals changed the repository: {diff:?}");
