@@ -396,6 +396,8 @@ struct Case {
     extra: Vec<String>,
     /// The timeline the plan must follow.
     timeline: u32,
+    /// `TZ` for tidemark (a time target written without offset is read in it).
+    zone: Option<&'static str>,
 }
 
 impl Case {
@@ -406,6 +408,7 @@ impl Case {
             action,
             extra: Vec::new(),
             timeline: 1,
+            zone: None,
         }
     }
 }
@@ -453,9 +456,13 @@ impl Bench<'_> {
     fn plan_and_restore(&self, name: &str, case: &Case, history: &History, target: Vec<String>) {
         let label = case.label;
         let backup = case.aim.backup(history);
+        let tm = match case.zone {
+            Some(zone) => self.tm.clone().with_env("TZ", zone),
+            None => self.tm.clone(),
+        };
         let mut plan_args = vec!["plan".to_string(), "--json".into()];
         plan_args.extend(target.iter().cloned());
-        let run = self.tm.run(&plan_args);
+        let run = tm.run(&plan_args);
         assert_eq!(run.code, 0, "{label}: plan failed: {run:?}");
         let plan: Value = serde_json::from_str(&run.stdout)
             .unwrap_or_else(|e| panic!("{label}: plan --json is not JSON ({e}): {run:?}"));
@@ -468,6 +475,29 @@ impl Bench<'_> {
         if let Some((after, stop)) = case.aim.stop_commit(history) {
             assert_stop_is_commit(label, &plan["stop"], after, stop);
         }
+        if let Aim::Time { at, .. } = &case.aim {
+            let resolved = plan["target"]["resolved_utc"].as_str().unwrap_or_default();
+            assert_eq!(
+                rfc3339_normalized(resolved),
+                rfc3339_normalized(&rfc3339(*at)),
+                "{label}: the plan shows another instant: {plan:#}"
+            );
+        }
+        if let Aim::Name(name) = &case.aim {
+            // A name that repeats is warned about; one that does not, not.
+            let repeats = history
+                .restore_points
+                .iter()
+                .filter(|rp| &rp.name == name)
+                .count()
+                > 1;
+            let warned = plan["warnings"]
+                .as_array()
+                .expect("warnings")
+                .iter()
+                .any(|w| w.as_str().unwrap_or_default().contains(name.as_str()));
+            assert_eq!(warned, repeats, "{label}: repeated {repeats}: {plan:#}");
+        }
 
         let pgdata = self.t.path().join(name).join("data");
         let mut args = vec![
@@ -478,7 +508,7 @@ impl Bench<'_> {
             case.action.arg().into(),
         ];
         args.extend(target);
-        let run = self.tm.run(&args);
+        let run = tm.run(&args);
         assert_eq!(run.code, 0, "{label}: restore failed: {run:?}");
         assert!(
             run.stdout
@@ -774,6 +804,11 @@ fn oracle_cases(h: &History) -> Vec<Case> {
             },
             Pause,
         ),
+        Case {
+            // Without an offset: read in tidemark's local zone (India: +05:30, no DST).
+            zone: Some("Asia/Kolkata"),
+            ..Case::new("time-local-zone", local_time(m(13), m(14), 330), Pause)
+        },
         Case::new("lsn", Aim::Lsn(m(8).lsn_after), Pause),
         Case::new(
             "xid",
@@ -796,6 +831,20 @@ fn oracle_cases(h: &History) -> Vec<Case> {
         Case::new("immediate", Aim::Immediate(0), Pause),
         Case::new("latest", Aim::Latest, Promote),
     ]
+}
+
+/// A time target halfway between two markers' commits, written as the local time of a
+/// zone `offset_minutes` east of UTC, without offset.
+fn local_time(a: &Marker, b: &Marker, offset_minutes: i64) -> Aim {
+    let Aim::Time { at, .. } = Aim::between(a, b) else {
+        unreachable!()
+    };
+    let local = rfc3339(PgTimestamp(at.0 + offset_minutes * 60_000_000));
+    Aim::Time {
+        at,
+        text: local.trim_end_matches('Z').replace('T', " "),
+        exclusive: false,
+    }
 }
 
 /// The refusals the oracle's repository must give (see the module doc), none of which
