@@ -23,28 +23,41 @@
 //! whose consistent point precedes the target).
 //!
 //! What is proven:
-//! - the oracle: times strictly between commits, exact commit times inclusive and
-//!   exclusive, an LSN, an xid inclusive and exclusive, a restore point, a repeated
-//!   restore-point name (replay stops at the first), `immediate`, `latest`: on PostgreSQL
-//!   15 (local repository), on S3 (s3s-fs), and on PostgreSQL 16, 17 and 18;
+//! - the oracle: times strictly between commits (RFC 3339 in UTC, PostgreSQL's own
+//!   `timestamptz` text, and a local time without offset read in tidemark's `TZ`), exact
+//!   commit times inclusive and exclusive, an LSN, an xid inclusive and exclusive, a
+//!   restore point, a repeated restore-point name (replay stops at the first),
+//!   `immediate`, `latest`: on PostgreSQL 15 (local repository), on S3 (s3s-fs), and on
+//!   PostgreSQL 16, 17 and 18. For each, `plan --json` chooses that backup and timeline,
+//!   shows a time target's UTC instant, names (where it knows it) the very commit record a
+//!   time or xid target stops at, and warns about a restore-point name only when it
+//!   repeats; `restore` restores that backup and writes the timeline as a number;
 //! - settings: the oracle's cluster carries other recovery settings when it is backed up
 //!   (`recovery_target_name = 'nope'`, `recovery_target_inclusive = off` and
 //!   `recovery_target_action = 'shutdown'` in `postgresql.conf`, `recovery_target_name =
-//!   'rp-one'` in `postgresql.auto.conf` through `ALTER SYSTEM`), so every target above
-//!   also proves that they change neither where replay stops nor what happens there;
-//! - refusals, each with the refusal exit code, a message naming the problem and a nearest
-//!   reachable point, and no data directory left behind: a target before the first
-//!   backup's consistent point, beyond the archived WAL, a time with no later commit, a
-//!   segment missing in the middle (its index entry removed from a copy of the repository),
-//!   and a missing history file;
+//!   'rp-one'` in `postgresql.auto.conf` through `ALTER SYSTEM`; each restored copy is
+//!   checked to still carry them), so every target above also proves that they change
+//!   neither where replay stops nor what happens there;
+//! - refusals, from `plan` and from `restore` alike: the refusal exit code, a message
+//!   naming the problem and a nearest reachable point taken from the workload's facts, an
+//!   absent data directory left absent and an empty one empty, the repository unchanged:
+//!   a target before the first backup's consistent point, beyond the archived WAL, a time
+//!   with no later commit (the last commit's own time, inclusive, and a second later), a
+//!   segment missing in the middle (its index entry removed: from a copy of a local
+//!   repository, in place on S3), and a missing history file (with `--target-timeline 2`
+//!   and with the default `latest`);
 //! - timelines: a restore promoted onto timeline 2 archives into the stanza and writes
 //!   markers while the original goes on writing on timeline 1; a target on timeline 2 holds
 //!   timeline 1's markers up to the fork and timeline 2's up to the target, and a target
 //!   on timeline 1 after the fork (`--target-timeline 1`) holds only timeline 1's.
 //!
-//! Cost: every restore materializes a small backup and replays a few MiB; a test shares
-//! its workload and repository between its targets. Skips (or fails under `CI`) when a
-//! major's binaries or s3s-fs are missing.
+//! When a test fails, `TIDEMARK_PITR_SELF_CHECK=1` runs the same workload and targets
+//! with recovery settings written by hand instead of `plan` and the target options (see
+//! [`self_check`]): if that passes, PostgreSQL agrees with the oracle and tidemark is wrong.
+//!
+//! Cost: every restore materializes a small backup and replays a few MiB (about 2 s with
+//! the server start); a test shares its workload and repository between its targets.
+//! Skips (or fails under `CI`) when a major's binaries or s3s-fs are missing.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
