@@ -165,6 +165,7 @@ impl<'a> Workload<'a> {
         });
     }
 
+    /// Creates restore point `name`.
     fn restore_point(&mut self, name: &str) {
         self.c
             .psql(&format!("select pg_create_restore_point('{name}')"));
@@ -360,8 +361,9 @@ impl Aim {
     }
 
     /// The backup the planner must choose: the one named for `immediate`, else the newest
-    /// whose consistent point precedes the target (no marker commits during a backup, so
-    /// that is the newest taken before the last kept marker's successor).
+    /// whose consistent point precedes the target. No marker commits during a backup, and
+    /// no target here lies between a backup and the marker before it, so that is the
+    /// newest taken when at most the kept markers were committed.
     fn backup<'h>(&self, history: &'h History) -> &'h BackupFact {
         if let Aim::Immediate(b) = self {
             return &history.backups[*b];
