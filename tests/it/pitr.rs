@@ -105,6 +105,8 @@ struct BackupFact {
 #[derive(Clone, Debug)]
 struct RestorePoint {
     name: String,
+    /// The end of its record, as `pg_create_restore_point` returned it.
+    end: Lsn,
     /// Markers committed before it.
     markers_before: usize,
 }
@@ -167,10 +169,12 @@ impl<'a> Workload<'a> {
 
     /// Creates restore point `name`.
     fn restore_point(&mut self, name: &str) {
-        self.c
+        let end = self
+            .c
             .psql(&format!("select pg_create_restore_point('{name}')"));
         self.history.restore_points.push(RestorePoint {
             name: name.to_string(),
+            end: Lsn::parse(&end).expect("LSN"),
             markers_before: self.history.markers.len(),
         });
     }
@@ -333,23 +337,40 @@ impl Aim {
         }
     }
 
-    /// For a time or xid target: the marker whose commit record replay stops at (before it
-    /// or after it), with the marker before it (`None` for the first). Between two markers
-    /// nothing else commits, so the first commit past a time is a marker's.
-    fn stop_commit<'h>(&self, history: &'h History) -> Option<(Option<&'h Marker>, &'h Marker)> {
+    /// The record replay stops at, as far as the facts place it: for a time or xid
+    /// target a marker's commit record (its time, and its start between the marker before
+    /// it and the LSN after it; between two markers nothing else commits, so the first
+    /// commit past a time is a marker's), for a name the FIRST restore point of that name
+    /// (its start between the marker before it and the end it was created with).
+    fn stop_record(&self, history: &History) -> Option<StopRecord> {
         let kept = self.kept(history);
-        let at = match self {
-            Aim::Time { .. } => kept,
-            Aim::Xid {
-                exclusive: false, ..
-            } => kept - 1,
-            Aim::Xid {
-                exclusive: true, ..
-            } => kept,
-            _ => return None,
+        let after = |n: usize| {
+            n.checked_sub(1)
+                .map_or(Lsn(0), |i| history.markers[i].lsn_after)
         };
-        let stop = history.markers.get(at)?;
-        Some((at.checked_sub(1).map(|i| &history.markers[i]), stop))
+        let commit = |at: usize| {
+            let m = history.markers.get(at)?;
+            Some(StopRecord {
+                what: format!("marker {}'s commit", m.id),
+                after: after(at),
+                before: m.lsn_after,
+                time: Some(m.commit),
+            })
+        };
+        match self {
+            Aim::Time { .. } => commit(kept),
+            Aim::Xid { exclusive, .. } => commit(if *exclusive { kept } else { kept - 1 }),
+            Aim::Name(name) => {
+                let rp = history.restore_points.iter().find(|rp| &rp.name == name)?;
+                Some(StopRecord {
+                    what: format!("the first restore point {name}"),
+                    after: after(rp.markers_before),
+                    before: rp.end,
+                    time: None,
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The marker ids the restored cluster must hold.
@@ -487,8 +508,8 @@ impl Bench<'_> {
             "{label}: {plan:#}"
         );
         assert_eq!(plan["timeline"], case.timeline, "{label}: {plan:#}");
-        if let Some((after, stop)) = case.aim.stop_commit(history) {
-            assert_stop_is_commit(label, &plan["stop"], after, stop);
+        if let Some(stop) = case.aim.stop_record(history) {
+            stop.assert_planned(label, &plan["stop"]);
         }
         if let Aim::Time { at, .. } = &case.aim {
             let resolved = plan["target"]["resolved_utc"].as_str().unwrap_or_default();
@@ -645,28 +666,41 @@ impl Bench<'_> {
     }
 }
 
-/// The plan's stop point, where it names one (a summary from the content index may only
-/// name the segment), is `stop`'s commit record: its time, and an LSN between the marker
-/// before it and the end of its commit.
-fn assert_stop_is_commit(label: &str, planned: &Value, before: Option<&Marker>, stop: &Marker) {
-    if let Some(time) = planned["time"].as_str() {
-        assert_eq!(
-            rfc3339_normalized(time),
-            rfc3339_normalized(&rfc3339(stop.commit)),
-            "{label}: the plan stops elsewhere than marker {}'s commit: {planned:#}",
-            stop.id
-        );
-    }
-    if let Some(lsn) = planned["lsn"].as_str() {
-        let lsn = Lsn::parse(lsn).unwrap_or_else(|| panic!("{label}: stop LSN {lsn:?}"));
-        let after = before.map_or(Lsn(0), |m| m.lsn_after);
-        assert!(
-            after < lsn && lsn < stop.lsn_after,
-            "{label}: the plan's stop {lsn} is not marker {}'s commit (between {after} and {}): \
-             {planned:#}",
-            stop.id,
-            stop.lsn_after
-        );
+/// Where the facts place the record replay stops at.
+#[derive(Debug)]
+struct StopRecord {
+    /// Which record, in words.
+    what: String,
+    /// Its start lies after this LSN…
+    after: Lsn,
+    /// …and before this one.
+    before: Lsn,
+    /// Its time, for a commit.
+    time: Option<PgTimestamp>,
+}
+
+impl StopRecord {
+    /// The plan's stop point, where it names one (a summary from the content index may
+    /// only name the segment), is this record.
+    fn assert_planned(&self, label: &str, planned: &Value) {
+        if let (Some(time), Some(expected)) = (planned["time"].as_str(), self.time) {
+            assert_eq!(
+                rfc3339_normalized(time),
+                rfc3339_normalized(&rfc3339(expected)),
+                "{label}: the plan stops elsewhere than {}: {planned:#}",
+                self.what
+            );
+        }
+        if let Some(lsn) = planned["lsn"].as_str() {
+            let lsn = Lsn::parse(lsn).unwrap_or_else(|| panic!("{label}: stop LSN {lsn:?}"));
+            assert!(
+                self.after < lsn && lsn < self.before,
+                "{label}: the plan's stop {lsn} is not {} (between {} and {}): {planned:#}",
+                self.what,
+                self.after,
+                self.before
+            );
+        }
     }
 }
 
