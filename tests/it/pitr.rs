@@ -671,7 +671,7 @@ impl Bench<'_> {
 struct StopRecord {
     /// Which record, in words.
     what: String,
-    /// Its start lies after this LSN…
+    /// Its start lies at or after this LSN…
     after: Lsn,
     /// …and before this one.
     before: Lsn,
@@ -694,8 +694,8 @@ impl StopRecord {
         if let Some(lsn) = planned["lsn"].as_str() {
             let lsn = Lsn::parse(lsn).unwrap_or_else(|| panic!("{label}: stop LSN {lsn:?}"));
             assert!(
-                self.after < lsn && lsn < self.before,
-                "{label}: the plan's stop {lsn} is not {} (between {} and {}): {planned:#}",
+                self.after <= lsn && lsn < self.before,
+                "{label}: the plan's stop {lsn} is not {} (from {} to before {}): {planned:#}",
                 self.what,
                 self.after,
                 self.before
