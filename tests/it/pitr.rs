@@ -733,7 +733,13 @@ fn assert_refusal(label: &str, command: &str, run: &Run, needles: &[&str]) {
         i32::from(exit::TARGET_UNREACHABLE),
         "{label}: {command} did not refuse: {run:?}"
     );
-    let text = run.stderr.to_lowercase();
+    let lines = run.stderr_lines();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(&format!("tidemark: {command}: ")),
+        "{label}: {command}'s refusal is not one line of its own: {}",
+        run.stderr
+    );
+    let text = lines[0].to_lowercase();
     assert!(
         text.contains("nearest"),
         "{label}: {command} names no nearest point: {}",
@@ -748,6 +754,7 @@ fn assert_refusal(label: &str, command: &str, run: &Run, needles: &[&str]) {
     }
 }
 
+/// Waits for `what` on the restored server `r`; on a timeout, fails with its log.
 fn wait_until_or_log(r: &Cluster, what: &str, ok: impl FnMut() -> bool) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         wait_until(what, RECOVERY_WITHIN, ok)
