@@ -59,6 +59,7 @@
 //! the server start); a test shares its workload and repository between its targets.
 //! Skips (or fails under `CI`) when a major's binaries or s3s-fs are missing.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -1087,6 +1088,11 @@ fn pitr_oracle_s3() {
     };
     let t = TestDir::new("pitr-oracle-s3");
     let tm = s3_tidemark(&t, &server);
+    // The config holds the S3 secret: readable by its owner only, or every command warns
+    // (and a refusal is to be one line).
+    let config = t.path().join("tidemark.toml");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", config.display()));
     run_oracle(&t, &tm, &Store::S3(&server), None);
 }
 
