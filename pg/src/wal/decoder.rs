@@ -35,6 +35,10 @@ pub struct DecoderConfig {
     /// The start of the record before `start`, when known: checked against the first
     /// record's `xl_prev`.
     pub prev_record: Option<Lsn>,
+    /// Keep the bytes of a continuation skipped at the start (a record begun before
+    /// `start`) when its `xlp_rem_len` is at most this many: see
+    /// [`WalDecoder::skipped_continuation_bytes`]. 0: not kept.
+    pub keep_continuation: u32,
 }
 
 impl DecoderConfig {
@@ -45,6 +49,7 @@ impl DecoderConfig {
             start,
             major: None,
             prev_record: None,
+            keep_continuation: 0,
         }
     }
 
@@ -57,6 +62,12 @@ impl DecoderConfig {
     /// The start of the record before `start`, to check the first record's `xl_prev`.
     pub fn with_prev_record(mut self, prev: Lsn) -> DecoderConfig {
         self.prev_record = Some(prev);
+        self
+    }
+
+    /// Keeps a skipped continuation's bytes when it is at most `max` bytes long.
+    pub fn keeping_continuation(mut self, max: u32) -> DecoderConfig {
+        self.keep_continuation = max;
         self
     }
 }
@@ -144,6 +155,12 @@ pub struct WalDecoder {
     first_page: bool,
     end: Option<WalEnd>,
     skipped_continuation: Option<(Lsn, u32)>,
+    /// See [`DecoderConfig::keep_continuation`].
+    keep_continuation: u32,
+    /// The skipped continuation's bytes, while they are collected (only when kept).
+    continuation: Option<Vec<u8>>,
+    /// All of the kept continuation was read.
+    continuation_complete: bool,
 }
 
 impl WalDecoder {
@@ -185,6 +202,9 @@ impl WalDecoder {
             first_page: !mid_page,
             end: None,
             skipped_continuation: None,
+            keep_continuation: config.keep_continuation,
+            continuation: None,
+            continuation_complete: false,
         })
     }
 
@@ -252,6 +272,39 @@ impl WalDecoder {
     /// byte fed): the page where it was found and its `xlp_rem_len`.
     pub fn skipped_continuation(&self) -> Option<(Lsn, u32)> {
         self.skipped_continuation
+    }
+
+    /// The bytes of that continuation (the record's content, page headers removed), once
+    /// all of them were fed, when [`DecoderConfig::keep_continuation`] allowed keeping them.
+    /// A continuation given up by the server (`XLP_FIRST_IS_OVERWRITE_CONTRECORD`) is never
+    /// complete.
+    pub fn skipped_continuation_bytes(&self) -> Option<&[u8]> {
+        match &self.continuation {
+            Some(b) if self.continuation_complete => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The record still being reassembled when the input stopped (it continues in bytes
+    /// not fed, typically the next segment): its start, the timeline of the page it
+    /// starts on, and its bytes so far (page headers removed; the 24-byte header is
+    /// complete when there are at least 24). `None` at a record boundary, after the end of
+    /// the WAL or an error.
+    pub fn pending_record_bytes(&self) -> Option<(Lsn, u32, &[u8])> {
+        match &self.state {
+            State::Record {
+                start,
+                timeline,
+                buf,
+                ..
+            } if !buf.is_empty() => Some((Lsn(*start), *timeline, buf)),
+            _ => None,
+        }
+    }
+
+    /// `xlp_tli` of the last page header read (`None` before the first).
+    pub fn page_timeline(&self) -> Option<u32> {
+        (self.page_tli != 0).then_some(self.page_tli)
     }
 
     fn err(&self, lsn: u64, kind: DecodeErrorKind) -> DecodeError {
@@ -329,9 +382,13 @@ impl WalDecoder {
                 let n = (*remaining as usize).min(input.len()).min(room);
                 *remaining -= n as u64;
                 let done = *remaining == 0;
+                if let Some(kept) = &mut self.continuation {
+                    kept.extend_from_slice(&input[..n]);
+                }
                 self.pos += n as u64;
                 *input = &input[n..];
                 if done {
+                    self.continuation_complete = self.continuation.is_some();
                     self.after_record();
                 }
                 Ok(())
@@ -586,9 +643,13 @@ impl WalDecoder {
                     self.state = State::SkipContinuation {
                         remaining: u64::from(rem_len),
                     };
+                    if self.keep_continuation > 0 && rem_len <= self.keep_continuation {
+                        self.continuation = Some(Vec::with_capacity(rem_len as usize));
+                    }
                     // The record before the first one is unknown.
                     self.prev = None;
                     if rem_len == 0 {
+                        self.continuation_complete = self.continuation.is_some();
                         self.after_record();
                     }
                 }
