@@ -35,6 +35,9 @@ pub struct DecoderConfig {
     /// The start of the record before `start`, when known: checked against the first
     /// record's `xl_prev`.
     pub prev_record: Option<Lsn>,
+    /// Keep [`WalRecord::main_data`] of the records without a typed payload
+    /// ([`super::Payload::Other`]): true by default.
+    pub untyped_main_data: bool,
     /// Keep the bytes of a continuation skipped at the start (a record begun before
     /// `start`) when its `xlp_rem_len` is at most this many: see
     /// [`WalDecoder::skipped_continuation_bytes`]. 0: not kept.
@@ -49,6 +52,7 @@ impl DecoderConfig {
             start,
             major: None,
             prev_record: None,
+            untyped_main_data: true,
             keep_continuation: 0,
         }
     }
@@ -62,6 +66,14 @@ impl DecoderConfig {
     /// The start of the record before `start`, to check the first record's `xl_prev`.
     pub fn with_prev_record(mut self, prev: Lsn) -> DecoderConfig {
         self.prev_record = Some(prev);
+        self
+    }
+
+    /// Leaves [`WalRecord::main_data`] empty for records without a typed payload: an
+    /// allocation and a copy saved per record, for a caller that needs only the typed
+    /// payloads (a segment's summary).
+    pub fn without_untyped_main_data(mut self) -> DecoderConfig {
+        self.untyped_main_data = false;
         self
     }
 
@@ -132,6 +144,18 @@ enum State {
     Failed(DecodeError),
 }
 
+/// Checks `xl_prev` in a record's header against the previous record's start (when known).
+fn prev_matches(prev: Option<u64>, header: &[u8]) -> Result<(), DecodeErrorKind> {
+    let found = RecordHeader::parse(header).prev;
+    match prev {
+        Some(expected) if found.0 != expected => Err(DecodeErrorKind::PrevMismatch {
+            expected: Lsn(expected),
+            found,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The incremental WAL record decoder (see [`crate::wal`]).
 #[derive(Debug)]
 pub struct WalDecoder {
@@ -155,12 +179,17 @@ pub struct WalDecoder {
     first_page: bool,
     end: Option<WalEnd>,
     skipped_continuation: Option<(Lsn, u32)>,
+    /// See [`DecoderConfig::untyped_main_data`].
+    untyped_main_data: bool,
     /// See [`DecoderConfig::keep_continuation`].
     keep_continuation: u32,
     /// The skipped continuation's bytes, while they are collected (only when kept).
     continuation: Option<Vec<u8>>,
     /// All of the kept continuation was read.
     continuation_complete: bool,
+    /// The buffer of the last record that needed one (crossing a page or a piece of
+    /// input), kept for the next: one allocation per decoder, not per record.
+    spare: Vec<u8>,
 }
 
 impl WalDecoder {
@@ -202,9 +231,11 @@ impl WalDecoder {
             first_page: !mid_page,
             end: None,
             skipped_continuation: None,
+            untyped_main_data: config.untyped_main_data,
             keep_continuation: config.keep_continuation,
             continuation: None,
             continuation_complete: false,
+            spare: Vec::new(),
         })
     }
 
@@ -218,12 +249,23 @@ impl WalDecoder {
     /// Like [`feed`](Self::feed), appending to `out` (records completed before an error
     /// are kept there).
     pub fn feed_into(&mut self, bytes: &[u8], out: &mut Vec<WalRecord>) -> Result<(), DecodeError> {
+        self.feed_with(bytes, |record| out.push(record))
+    }
+
+    /// Like [`feed`](Self::feed), handing each record to `sink` as it completes (records
+    /// completed before an error have been handed over): the fastest way, nothing is
+    /// collected.
+    pub fn feed_with(
+        &mut self,
+        bytes: &[u8],
+        mut sink: impl FnMut(WalRecord),
+    ) -> Result<(), DecodeError> {
         let mut input = bytes;
         while !input.is_empty() {
             if let State::Failed(e) = &self.state {
                 return Err(e.clone());
             }
-            if let Err(e) = self.step(&mut input, out) {
+            if let Err(e) = self.step(&mut input, &mut sink) {
                 self.state = State::Failed(e.clone());
                 return Err(e);
             }
@@ -328,7 +370,7 @@ impl WalDecoder {
         self.state = State::Ended { check_until };
     }
 
-    fn step(&mut self, input: &mut &[u8], out: &mut Vec<WalRecord>) -> Result<(), DecodeError> {
+    fn step(&mut self, input: &mut &[u8], out: &mut dyn FnMut(WalRecord)) -> Result<(), DecodeError> {
         match self.state {
             State::Ended { check_until } => {
                 let n = (check_until.saturating_sub(self.pos) as usize).min(input.len());
@@ -359,10 +401,26 @@ impl WalDecoder {
         let room = (page_end - self.pos) as usize;
         match &mut self.state {
             State::Boundary => {
+                let whole: &[u8] = input;
+                let avail = room.min(whole.len());
+                if avail >= RECORD_HEADER_LEN {
+                    let t = u32::from_le_bytes(whole[0..4].try_into().unwrap()) as usize;
+                    if (RECORD_HEADER_LEN..=avail).contains(&t) {
+                        // The whole record is on this page and in this input (most
+                        // records are): decoded where it lies, without copying it.
+                        let start = self.pos;
+                        self.check_prev(start, &whole[..RECORD_HEADER_LEN])?;
+                        self.pos += t as u64;
+                        *input = &whole[t..];
+                        return self.complete_record(start, self.page_tli, &whole[..t], out);
+                    }
+                }
+                let mut buf = std::mem::take(&mut self.spare);
+                buf.clear();
                 self.state = State::Record {
                     start: self.pos,
                     timeline: self.page_tli,
-                    buf: Vec::new(),
+                    buf,
                     tot_len: None,
                     checked_header: false,
                 };
@@ -414,7 +472,7 @@ impl WalDecoder {
         &mut self,
         input: &mut &[u8],
         room: usize,
-        out: &mut Vec<WalRecord>,
+        out: &mut dyn FnMut(WalRecord),
     ) -> Result<(), DecodeError> {
         let State::Record {
             start,
@@ -454,37 +512,51 @@ impl WalDecoder {
         }
         if !*checked_header && buf.len() >= RECORD_HEADER_LEN {
             *checked_header = true;
-            let h = RecordHeader::parse(buf);
-            if let Some(prev) = self.prev {
-                if h.prev.0 != prev {
-                    let kind = DecodeErrorKind::PrevMismatch {
-                        expected: Lsn(prev),
-                        found: h.prev,
-                    };
-                    return Err(DecodeError {
-                        lsn: Lsn(start),
-                        kind,
-                    });
-                }
+            let header = &buf[..RECORD_HEADER_LEN];
+            let prev = self.prev;
+            if let Err(kind) = prev_matches(prev, header) {
+                return Err(self.err(start, kind));
             }
         }
         if tot_len.is_some_and(|t| buf.len() == t as usize) {
-            let major = self.major.expect("known once a page header was read");
-            let mut rec =
-                record::decode(Lsn(start), *timeline, buf, major).map_err(|kind| DecodeError {
-                    lsn: Lsn(start),
-                    kind,
-                })?;
-            rec.end = Lsn(self.pos);
-            self.prev = Some(start);
-            self.last_end = self.pos;
-            let switch = matches!(rec.payload, super::Payload::Switch);
-            out.push(rec);
-            if switch && self.pos % self.seg_size != 0 {
-                self.state = State::SkipSegment;
-            } else {
-                self.after_record();
-            }
+            let timeline = *timeline;
+            let buf = std::mem::take(buf);
+            let done = self.complete_record(start, timeline, &buf, out);
+            // The buffer serves the next record that needs one.
+            self.spare = buf;
+            return done;
+        }
+        Ok(())
+    }
+
+    /// `xl_prev` of a record starting at `start` (its first 24 bytes in `header`) must be
+    /// the previous record's start, when known.
+    fn check_prev(&self, start: u64, header: &[u8]) -> Result<(), DecodeError> {
+        prev_matches(self.prev, header).map_err(|kind| self.err(start, kind))
+    }
+
+    /// Decodes the complete record `rec` that started at `start` and ended at `self.pos`,
+    /// and moves on to the next.
+    fn complete_record(
+        &mut self,
+        start: u64,
+        timeline: u32,
+        rec: &[u8],
+        out: &mut dyn FnMut(WalRecord),
+    ) -> Result<(), DecodeError> {
+        let major = self.major.expect("known once a page header was read");
+        let mut record =
+            record::decode_keeping(Lsn(start), timeline, rec, major, self.untyped_main_data)
+            .map_err(|kind| self.err(start, kind))?;
+        record.end = Lsn(self.pos);
+        self.prev = Some(start);
+        self.last_end = self.pos;
+        let switch = matches!(record.payload, super::Payload::Switch);
+        out(record);
+        if switch && self.pos % self.seg_size != 0 {
+            self.state = State::SkipSegment;
+        } else {
+            self.after_record();
         }
         Ok(())
     }

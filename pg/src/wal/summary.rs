@@ -154,10 +154,6 @@ pub struct CrossingEnd {
 /// The size of the long page header that opens every segment (`SizeOfXLogLongPHD`).
 const LONG_PAGE_HEADER: usize = 40;
 
-/// How much of a segment is fed to the decoder at once: the records completed by one
-/// piece are summarised before the next, so that they never pile up.
-const FEED_PIECE: usize = 64 * 1024;
-
 // join_crossing relies on both halves of a joinable record lying on one page each: the
 // start on the last page of its segment, the end on the first page of the next.
 const _: () = assert!(CROSSING_BYTES_MAX <= XLOG_BLCKSZ as usize - LONG_PAGE_HEADER);
@@ -191,7 +187,9 @@ pub fn summarize_segment(
 
 /// [`summarize_segment`], and every record decoded in full passed to `on_record`, in LSN
 /// order: for a caller that needs more than the summary (every commit and abort, when
-/// the planner asks for a segment to be decoded in full).
+/// the planner asks for a segment to be decoded in full). The records' typed payloads
+/// are complete; [`WalRecord::main_data`] is left empty for the untyped ones
+/// ([`Payload::Other`]), which nothing here needs.
 ///
 /// `following` are the next segments' bytes, in order (may be empty): the record that
 /// crosses out of this segment is completed from them and passed to `on_record` last. The
@@ -212,7 +210,8 @@ pub fn summarize_segment_with(
         kind: DecodeErrorKind::BadStart(why),
     };
     let mut config = DecoderConfig::new(segment_size, segment_start)
-        .keeping_continuation(CROSSING_BYTES_MAX as u32);
+        .keeping_continuation(CROSSING_BYTES_MAX as u32)
+        .without_untyped_main_data();
     if let Some(m) = major {
         config = config.with_major(m);
     }
@@ -235,10 +234,9 @@ pub fn summarize_segment_with(
             bytes.len()
         )));
     }
-    let mut completed = Vec::new();
     // The first page header alone: it gives the timeline, or says that nothing here
     // can be read.
-    decoder.feed_into(&bytes[..LONG_PAGE_HEADER], &mut completed)?;
+    decoder.feed_with(&bytes[..LONG_PAGE_HEADER], |_| {})?;
     if let Some(end) = decoder.end() {
         return Err(bad(match end.reason {
             super::EndReason::RecycledPage { found } => {
@@ -251,16 +249,12 @@ pub fn summarize_segment_with(
         unreachable!("a page header was read");
     };
     let mut summary = SegmentSummary::new(segment_start, timeline, major);
-    for piece in bytes[LONG_PAGE_HEADER..].chunks(FEED_PIECE) {
-        let fed = decoder.feed_into(piece, &mut completed);
-        for record in completed.drain(..) {
-            summary.count_own(&record);
-            on_record(&record);
-        }
-        if let Err(e) = fed {
-            summary.damage = Some(e);
-            break;
-        }
+    let fed = decoder.feed_with(&bytes[LONG_PAGE_HEADER..], |record| {
+        summary.count_own(&record);
+        on_record(&record);
+    });
+    if let Err(e) = fed {
+        summary.damage = Some(e);
     }
     if let Some((_, remaining)) = decoder.skipped_continuation() {
         summary.crossing_end = Some(CrossingEnd {
