@@ -370,7 +370,11 @@ impl WalDecoder {
         self.state = State::Ended { check_until };
     }
 
-    fn step(&mut self, input: &mut &[u8], out: &mut dyn FnMut(WalRecord)) -> Result<(), DecodeError> {
+    fn step(
+        &mut self,
+        input: &mut &[u8],
+        out: &mut dyn FnMut(WalRecord),
+    ) -> Result<(), DecodeError> {
         match self.state {
             State::Ended { check_until } => {
                 let n = (check_until.saturating_sub(self.pos) as usize).min(input.len());
@@ -547,7 +551,7 @@ impl WalDecoder {
         let major = self.major.expect("known once a page header was read");
         let mut record =
             record::decode_keeping(Lsn(start), timeline, rec, major, self.untyped_main_data)
-            .map_err(|kind| self.err(start, kind))?;
+                .map_err(|kind| self.err(start, kind))?;
         record.end = Lsn(self.pos);
         self.prev = Some(start);
         self.last_end = self.pos;
