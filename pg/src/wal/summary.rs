@@ -18,7 +18,19 @@
 //!
 //! The statistics of a summary cover the records that **start** in the segment and
 //! complete in it: the crossing record is counted only once joined
-//! ([`SegmentSummary::absorb`]).
+//! ([`SegmentSummary::absorb`]). A caller that needs every commit and abort of a
+//! segment (the planner's "decode these segments") uses [`summarize_segment_with`], which
+//! hands over every record and completes the crossing one from the following segments.
+//!
+//! # Damage and the end of WAL
+//!
+//! Invalid WAL after the first page header never fails the summary and is never skipped:
+//! the summary covers the records before it and [`SegmentSummary::damage`] names it
+//! (PostgreSQL's replay stops there). The end of the written WAL inside the segment is a
+//! fact, [`SegmentSummary::ended_at`], whose meaning depends on the file, which only the
+//! caller knows: normal in a `.partial` file, damage in a segment archived as complete
+//! (see [`crate::wal`]). [`SegmentSummary::defect`] gives the verdict for either, so the
+//! planner asks one question: "is this segment usable to its end?".
 
 use super::record::{self, RecordHeader, RECORD_HEADER_LEN};
 use super::XLOG_BLCKSZ;
@@ -37,7 +49,7 @@ pub const RESTORE_POINTS_MAX: usize = 16;
 pub struct SegmentSummary {
     /// The LSN of the segment's first byte.
     pub segment_start: Lsn,
-    /// The timeline in the page headers (`xlp_tli`).
+    /// The timeline in the first page header (`xlp_tli`).
     pub timeline: u32,
     /// The PostgreSQL major of its page magic.
     pub major: PgMajor,
@@ -45,14 +57,18 @@ pub struct SegmentSummary {
     pub first_record: Option<Lsn>,
     /// The start of the last record that starts and completes in this segment.
     pub last_record: Option<Lsn>,
-    /// The end of that record (where the next record starts, before alignment).
+    /// The end of that record (where the next record starts, before alignment); the
+    /// segment's start when no record completes in it.
     pub end_of_records: Lsn,
     /// Records that start and complete in this segment.
     pub records: u64,
     /// The segment ends with `XLOG_SWITCH` (the rest is padding).
     pub switched: bool,
     /// The written WAL ended inside the segment (a `.partial` file, or the server's
-    /// last segment read from `pg_wal`): where. `None` for a complete segment.
+    /// last segment read from `pg_wal`): where. `None` for a complete segment and after
+    /// `XLOG_SWITCH`. For a segment archived as complete this is damage
+    /// ([`defect`](Self::defect)). For bytes shorter than a segment, where the known WAL
+    /// stops.
     pub ended_at: Option<Lsn>,
     /// Commits and aborts (plain and prepared) that start in this segment.
     pub xacts: Option<XactStats>,
