@@ -197,6 +197,7 @@ pub(crate) async fn store_checked(
             _ => None,
         },
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
+        content: None,
     };
     let claim_key = catalog::wal_claim_key(stanza, &name);
     let (put, record) = match &mut content {

@@ -2373,6 +2373,7 @@ mod tests {
                     system_id: None,
                     start_lsn: None,
                     tidemark_version: "test".into(),
+                    content: None,
                 };
                 fx.repo
                     .put_wal_record(&fx.stanza, &name, &put.digest, &record)

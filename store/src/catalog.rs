@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{Compression, Digest};
 use crate::pg::{Lsn, SystemId, WalFileName, WalSegmentName};
 use crate::serde_pg;
+use crate::wal_content::WalContent;
 use crate::{Error, Key, Result};
 
 /// The repository format this build writes, and the newest it reads.
@@ -195,6 +196,12 @@ pub struct WalRecord {
     pub start_lsn: Option<Lsn>,
     /// The tidemark version that archived it.
     pub tidemark_version: String,
+    /// What the segment holds for the recovery planner (the WAL content index; see
+    /// [`crate::wal_content`]). `None` for files archived before the index existed (then
+    /// `tidemark reindex` writes it beside the entry), for history and backup-label files,
+    /// and for segments the decoder could not read at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<WalContent>,
 }
 
 /// Bytes refused for a name that already holds other content, kept for forensics.

@@ -8,6 +8,8 @@
 //! - [`repo`]: the content-addressed repository over a backend (blobs, records).
 //! - [`backup`]: base backups: the backup record, its file list, fixed-size chunks.
 //! - [`catalog`]: the records: repository format, cluster identity, WAL index, quarantine.
+//! - [`wal_content`]: the WAL content index: what each archived segment holds for the
+//!   recovery planner, in the index entry or in a sidecar written by `reindex`.
 //! - [`url`]: repository URLs (`file:///…`, `s3://bucket/prefix`).
 //! - [`pg`]: the `tidemark-pg` crate, re-exported: PostgreSQL's formats (LSN, timeline,
 //!   WAL names, page headers, history files, `pg_control`); no IO.
@@ -30,6 +32,7 @@ pub mod multihash;
 pub mod repo;
 mod serde_pg;
 pub mod url;
+pub mod wal_content;
 
 pub use codec::{Compression, Digest};
 pub use key::Key;

@@ -815,6 +815,60 @@ impl Repo {
             .collect())
     }
 
+    /// Every WAL index entry of a stanza with its record and content summary, in key
+    /// order: one listing, then the records read concurrently; a sidecar written by
+    /// `reindex` supplies the content of an entry archived without one. An entry removed
+    /// between the listing and its read is left out. A record or sidecar that cannot be
+    /// read fails the whole call (the planner must not plan over a catalog it cannot
+    /// read); a content summary this build cannot read (a newer format) is left `None`
+    /// and named in [`IndexedWal::content_error`].
+    pub async fn wal_catalog(&self, stanza: &Stanza) -> Result<Vec<IndexedWal>> {
+        use futures::{StreamExt, TryStreamExt};
+        let listed = self.backend.list(&catalog::wal_prefix(stanza)).await?;
+        let sidecars: std::collections::BTreeSet<(WalFileName, Digest)> = listed
+            .iter()
+            .filter_map(|m| crate::wal_content::parse_wal_content_key(&m.key))
+            .collect();
+        let entries: Vec<(WalFileName, Digest, Key)> = listed
+            .iter()
+            .filter_map(|m| catalog::parse_wal_key(&m.key).map(|(n, d)| (n, d, m.key.clone())))
+            .collect();
+        let read: Vec<Option<IndexedWal>> = futures::stream::iter(entries)
+            .map(|(name, digest, key)| {
+                let sidecar = sidecars.contains(&(name, digest));
+                async move {
+                    let record: WalRecord = match self.get_record(&key).await {
+                        Err(e) if e.is_not_found() => return Ok(None),
+                        other => other?,
+                    };
+                    let mut content = record.content.clone();
+                    if content.is_none() && sidecar {
+                        let key = crate::wal_content::wal_content_key(stanza, &name, &digest);
+                        content = match self.get_record(&key).await {
+                            Err(e) if e.is_not_found() => None,
+                            other => Some(other?),
+                        };
+                    }
+                    let (content, content_error) = match content.map(|c| c.to_summary()) {
+                        None => (None, None),
+                        Some(Ok(summary)) => (Some(summary), None),
+                        Some(Err(error)) => (None, Some(error)),
+                    };
+                    Ok(Some(IndexedWal {
+                        name,
+                        digest,
+                        record,
+                        content,
+                        content_error,
+                    }))
+                }
+            })
+            .buffered(32)
+            .try_collect()
+            .await?;
+        Ok(read.into_iter().flatten().collect())
+    }
+
     /// Writes a WAL index record alone, without the name's claim (tools and tests):
     /// archive-push goes through [`Repo::commit_wal`], which decides between concurrent
     /// contents. Returns false when the identical entry already existed.
@@ -1045,6 +1099,23 @@ impl Repo {
         let (put, added) = writer.finish(pg_manifest).await?;
         Ok((put, added + manifest_added))
     }
+}
+
+/// One WAL index entry as [`Repo::wal_catalog`] reads it.
+#[derive(Clone, Debug)]
+pub struct IndexedWal {
+    /// The file name.
+    pub name: WalFileName,
+    /// Its content's digest.
+    pub digest: Digest,
+    /// The index record.
+    pub record: WalRecord,
+    /// What the segment holds for the planner: from the record, else from the sidecar
+    /// `reindex` wrote; `None` when neither has it (archived before the index, or not a
+    /// segment).
+    pub content: Option<crate::pg::wal::SegmentSummary>,
+    /// Why a content summary that is there could not be read (a newer format).
+    pub content_error: Option<String>,
 }
 
 /// A stanza's backup records as [`Repo::backups`] finds them.
@@ -1721,8 +1792,72 @@ mod tests {
             system_id: None,
             start_lsn: None,
             tidemark_version: "test".into(),
+            content: None,
         };
         (digest, record)
+    }
+
+    #[tokio::test]
+    async fn the_wal_catalog_takes_content_from_the_entry_then_the_sidecar() {
+        use crate::pg::wal::SegmentSummary;
+        use crate::pg::{Lsn, PgMajor};
+        use crate::wal_content::{wal_content_key, WalContent};
+        let (_d, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        let summary = |start: u64| SegmentSummary {
+            segment_start: Lsn(start),
+            timeline: 1,
+            major: PgMajor::from_number(15).unwrap(),
+            first_record: Some(Lsn(start + 40)),
+            last_record: Some(Lsn(start + 4096)),
+            end_of_records: Lsn(start + 4200),
+            records: 7,
+            switched: true,
+            ended_at: None,
+            xacts: None,
+            restore_points: Vec::new(),
+            restore_points_omitted: 0,
+            timeline_switches: Vec::new(),
+            crossing_end: None,
+            crossing_start: None,
+            damage: None,
+        };
+        let names: Vec<WalFileName> = (1..=3)
+            .map(|n| format!("00000001000000000000000{n}").parse().unwrap())
+            .collect();
+        // 1: content in the entry; 2: archived without, reindexed (sidecar); 3: neither.
+        let (d1, mut r1) = wal_record(&names[0], b"one");
+        r1.content = Some(WalContent::from(&summary(0x0100_0000)));
+        repo.put_wal_record(&stanza, &names[0], &d1, &r1)
+            .await
+            .unwrap();
+        let (d2, r2) = wal_record(&names[1], b"two");
+        repo.put_wal_record(&stanza, &names[1], &d2, &r2)
+            .await
+            .unwrap();
+        let sidecar = WalContent::from(&summary(0x0200_0000));
+        let key = wal_content_key(&stanza, &names[1], &d2);
+        assert!(repo.put_record(&key, &sidecar).await.unwrap());
+        let (d3, r3) = wal_record(&names[2], b"three");
+        repo.put_wal_record(&stanza, &names[2], &d3, &r3)
+            .await
+            .unwrap();
+
+        let catalog = repo.wal_catalog(&stanza).await.unwrap();
+        let got: Vec<_> = catalog
+            .iter()
+            .map(|e| (e.name, e.digest, e.content.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (names[0], d1, Some(summary(0x0100_0000))),
+                (names[1], d2, Some(summary(0x0200_0000))),
+                (names[2], d3, None),
+            ]
+        );
+        // The sidecar is not an entry: the plain index still lists three.
+        assert_eq!(repo.wal_index(&stanza).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

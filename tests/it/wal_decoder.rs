@@ -52,9 +52,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tidemark_pg::wal::{
-    join_crossing, summarize_segment, summarize_segment_with, DecodeError, DecodeErrorKind,
-    DecoderConfig, EndReason, Payload, SegmentSummary, TimelineSwitchAt, WalDecoder, WalEnd,
-    WalRecord, XactKind,
+    summarize_segment, summarize_segment_with, DecodeError, DecodeErrorKind, DecoderConfig,
+    EndReason, Payload, SegmentSummary, TimelineSwitchAt, WalDecoder, WalEnd, WalRecord, XactKind,
 };
 use tidemark_pg::{Lsn, PgMajor};
 
@@ -831,15 +830,17 @@ fn check_summaries(segs: &[(String, Vec<u8>)], seen: &[Seen], cross_xids: &[u32]
     let mut joined = Vec::new();
     let mut unjoined = Vec::new();
     for i in 0..segs.len() - 1 {
-        let (Some(a), Some(b)) = (
-            sums[i].crossing_start.clone(),
-            sums[i + 1].crossing_end.clone(),
-        ) else {
+        let Some(joining) = sums[i].join_next(&sums[i + 1]) else {
             continue;
         };
-        match join_crossing(&a, &b, sums[i].major) {
+        let (a, b) = (
+            sums[i].crossing_start.clone().unwrap(),
+            sums[i + 1].crossing_end.clone().unwrap(),
+        );
+        match joining {
             Ok(r) => {
                 assert_eq!(r.lsn, a.lsn);
+                assert_eq!(r.timeline, sums[i].timeline);
                 assert_eq!(Some(r.header.prev), sums[i].last_record, "{}", r.lsn);
                 assert_eq!(
                     Seen::from_record(&r),

@@ -598,6 +598,7 @@ mod tests {
                 system_id: None,
                 start_lsn: None,
                 tidemark_version: "test".into(),
+                content: None,
             },
         }
     }

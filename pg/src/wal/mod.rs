@@ -168,6 +168,9 @@ pub enum DecodeErrorKind {
     /// The two halves of a record that crosses segments do not make a record, or were not
     /// kept in the summaries (then the caller decodes the two segments).
     Crossing(String),
+    /// A failure found earlier and kept as its text (a segment summary read back from
+    /// the repository's index says where the segment was damaged when it was archived).
+    Recorded(String),
 }
 
 impl fmt::Display for DecodeErrorKind {
@@ -227,6 +230,7 @@ impl fmt::Display for DecodeErrorKind {
                 "the WAL ends here, inside a segment archived as complete (cut short)"
             ),
             Crossing(s) => write!(f, "record crossing segments: {s}"),
+            Recorded(s) => f.write_str(s),
         }
     }
 }

@@ -49,7 +49,10 @@ pub const RESTORE_POINTS_MAX: usize = 16;
 pub struct SegmentSummary {
     /// The LSN of the segment's first byte.
     pub segment_start: Lsn,
-    /// The timeline in the first page header (`xlp_tli`).
+    /// The timeline in the last page header read (`xlp_tli`): the newest in the
+    /// segment (the first segment of a new timeline begins with pages copied from its
+    /// parent, which keep the parent's), and that of a record crossing into the next
+    /// segment.
     pub timeline: u32,
     /// The PostgreSQL major of its page magic.
     pub major: PgMajor,
@@ -142,8 +145,6 @@ pub struct TimelineSwitchAt {
 pub struct CrossingStart {
     /// The record's start.
     pub lsn: Lsn,
-    /// The timeline of the page it starts on (`xlp_tli`): the joined record's.
-    pub timeline: u32,
     /// `xl_tot_len`, when the header is complete in this segment.
     pub total_len: Option<u32>,
     /// `xl_rmid`, when the header is complete in this segment.
@@ -250,8 +251,7 @@ pub fn summarize_segment_with(
             bytes.len()
         )));
     }
-    // The first page header alone: it gives the timeline, or says that nothing here
-    // can be read.
+    // The first page header alone: it says whether anything here can be read.
     decoder.feed_with(&bytes[..LONG_PAGE_HEADER], |_| {})?;
     if let Some(end) = decoder.end() {
         return Err(bad(match end.reason {
@@ -272,6 +272,7 @@ pub fn summarize_segment_with(
     if let Err(e) = fed {
         summary.damage = Some(e);
     }
+    summary.timeline = decoder.page_timeline().unwrap_or(timeline);
     if let Some((_, remaining)) = decoder.skipped_continuation() {
         summary.crossing_end = Some(CrossingEnd {
             remaining,
@@ -287,11 +288,10 @@ pub fn summarize_segment_with(
         if !summary.switched {
             summary.ended_at = Some(decoder.pending_record().unwrap_or(decoder.position()));
         }
-    } else if let Some((lsn, timeline, so_far)) = decoder.pending_record_bytes() {
+    } else if let Some((lsn, _, so_far)) = decoder.pending_record_bytes() {
         let header = (so_far.len() >= RECORD_HEADER_LEN).then(|| RecordHeader::parse(so_far));
         summary.crossing_start = Some(CrossingStart {
             lsn,
-            timeline,
             total_len: header.map(|h| h.tot_len),
             rmid: header.map(|h| h.rmid),
             info: header.map(|h| h.info),
@@ -346,6 +346,9 @@ fn complete_crossing(
 /// ([`DecodeErrorKind::Crossing`] for what is missing or does not fit). `xl_prev` is
 /// checked only when the header was complete in segment N (by the decoder there); a
 /// caller may compare [`RecordHeader::prev`] with N's [`SegmentSummary::last_record`].
+///
+/// The record's [`timeline`](WalRecord::timeline) is 0 (`start` does not carry it):
+/// [`SegmentSummary::join_next`] sets it from segment N's summary.
 pub fn join_crossing(
     start: &CrossingStart,
     end: &CrossingEnd,
@@ -413,11 +416,10 @@ pub fn join_crossing(
             "the header differs from the one the start's summary recorded".to_string(),
         ));
     }
-    let mut joined =
-        record::decode(start.lsn, start.timeline, &bytes, major).map_err(|kind| DecodeError {
-            lsn: start.lsn,
-            kind,
-        })?;
+    let mut joined = record::decode(start.lsn, 0, &bytes, major).map_err(|kind| DecodeError {
+        lsn: start.lsn,
+        kind,
+    })?;
     joined.end = Lsn(next_segment + LONG_PAGE_HEADER as u64 + tail.len() as u64);
     Ok(joined)
 }
@@ -443,6 +445,18 @@ impl SegmentSummary {
             crossing_start: None,
             damage: None,
         }
+    }
+
+    /// Joins this segment's [`crossing_start`](Self::crossing_start) with `next`'s
+    /// [`crossing_end`](Self::crossing_end) ([`join_crossing`]), the record's timeline
+    /// set from this summary; `None` when either half is missing (no record crosses, or
+    /// `next` does not begin with its continuation).
+    pub fn join_next(&self, next: &SegmentSummary) -> Option<Result<WalRecord, DecodeError>> {
+        let (start, end) = (self.crossing_start.as_ref()?, next.crossing_end.as_ref()?);
+        Some(join_crossing(start, end, self.major).map(|mut record| {
+            record.timeline = self.timeline;
+            record
+        }))
     }
 
     /// Counts a record decoded elsewhere (a joined crossing record) as this segment's:
