@@ -35,9 +35,9 @@ pub struct DecoderConfig {
     /// The start of the record before `start`, when known: checked against the first
     /// record's `xl_prev`.
     pub prev_record: Option<Lsn>,
-    /// Keep [`WalRecord::main_data`] of the records without a typed payload
-    /// ([`super::Payload::Other`]): true by default.
-    pub untyped_main_data: bool,
+    /// Keep every record's [`WalRecord::main_data`] (true by default); the typed
+    /// [`payload`](WalRecord::payload) is decoded either way.
+    pub main_data: bool,
     /// Keep the bytes of a continuation skipped at the start (a record begun before
     /// `start`) when its `xlp_rem_len` is at most this many: see
     /// [`WalDecoder::skipped_continuation_bytes`]. 0: not kept.
@@ -52,7 +52,7 @@ impl DecoderConfig {
             start,
             major: None,
             prev_record: None,
-            untyped_main_data: true,
+            main_data: true,
             keep_continuation: 0,
         }
     }
@@ -69,11 +69,10 @@ impl DecoderConfig {
         self
     }
 
-    /// Leaves [`WalRecord::main_data`] empty for records without a typed payload: an
-    /// allocation and a copy saved per record, for a caller that needs only the typed
-    /// payloads (a segment's summary).
-    pub fn without_untyped_main_data(mut self) -> DecoderConfig {
-        self.untyped_main_data = false;
+    /// Leaves [`WalRecord::main_data`] empty: an allocation and a copy saved per record,
+    /// for a caller that needs only the typed payloads (a segment's summary).
+    pub fn without_main_data(mut self) -> DecoderConfig {
+        self.main_data = false;
         self
     }
 
@@ -179,8 +178,8 @@ pub struct WalDecoder {
     first_page: bool,
     end: Option<WalEnd>,
     skipped_continuation: Option<(Lsn, u32)>,
-    /// See [`DecoderConfig::untyped_main_data`].
-    untyped_main_data: bool,
+    /// See [`DecoderConfig::main_data`].
+    main_data: bool,
     /// See [`DecoderConfig::keep_continuation`].
     keep_continuation: u32,
     /// The skipped continuation's bytes, while they are collected (only when kept).
@@ -231,7 +230,7 @@ impl WalDecoder {
             first_page: !mid_page,
             end: None,
             skipped_continuation: None,
-            untyped_main_data: config.untyped_main_data,
+            main_data: config.main_data,
             keep_continuation: config.keep_continuation,
             continuation: None,
             continuation_complete: false,
@@ -549,9 +548,8 @@ impl WalDecoder {
         out: &mut dyn FnMut(WalRecord),
     ) -> Result<(), DecodeError> {
         let major = self.major.expect("known once a page header was read");
-        let mut record =
-            record::decode_keeping(Lsn(start), timeline, rec, major, self.untyped_main_data)
-                .map_err(|kind| self.err(start, kind))?;
+        let mut record = record::decode_keeping(Lsn(start), timeline, rec, major, self.main_data)
+            .map_err(|kind| self.err(start, kind))?;
         record.end = Lsn(self.pos);
         self.prev = Some(start);
         self.last_end = self.pos;

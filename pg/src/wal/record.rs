@@ -177,15 +177,14 @@ pub(crate) fn decode(
     decode_keeping(lsn, timeline, rec, major, true)
 }
 
-/// [`decode`]; `untyped_main_data` false leaves [`WalRecord::main_data`] empty for the
-/// records whose payload is [`Payload::Other`] (a copy and an allocation saved per record,
-/// for callers that only need the typed payloads).
+/// [`decode`]; `keep_main_data` false leaves [`WalRecord::main_data`] empty (a copy and
+/// an allocation saved per record, for callers that only need the typed payloads).
 pub(crate) fn decode_keeping(
     lsn: Lsn,
     timeline: u32,
     rec: &[u8],
     major: PgMajor,
-    untyped_main_data: bool,
+    keep_main_data: bool,
 ) -> Result<WalRecord, DecodeErrorKind> {
     let header = RecordHeader::parse(rec);
     let computed = record_crc(rec);
@@ -285,7 +284,7 @@ pub(crate) fn decode_keeping(
     }
     let main = &rec[rec.len() - main_len as usize..];
     let payload = payload::decode(major, &header, main).map_err(DecodeErrorKind::BadPayload)?;
-    let main_data = if untyped_main_data || payload != Payload::Other {
+    let main_data = if keep_main_data {
         main.to_vec()
     } else {
         Vec::new()

@@ -205,8 +205,8 @@ pub fn summarize_segment(
 /// [`summarize_segment`], and every record decoded in full passed to `on_record`, in LSN
 /// order: for a caller that needs more than the summary (every commit and abort, when
 /// the planner asks for a segment to be decoded in full). The records' typed payloads
-/// are complete; [`WalRecord::main_data`] is left empty for the untyped ones
-/// ([`Payload::Other`]), which nothing here needs.
+/// are complete; their [`WalRecord::main_data`] is left empty (nothing here needs it,
+/// and not copying it is a good part of the speed).
 ///
 /// `following` are the next segments' bytes, in order (may be empty): the record that
 /// crosses out of this segment is completed from them and passed to `on_record` last. The
@@ -228,7 +228,7 @@ pub fn summarize_segment_with(
     };
     let mut config = DecoderConfig::new(segment_size, segment_start)
         .keeping_continuation(CROSSING_BYTES_MAX as u32)
-        .without_untyped_main_data();
+        .without_main_data();
     if let Some(m) = major {
         config = config.with_major(m);
     }
