@@ -17,8 +17,9 @@ backups=${2:-50}
 rounds=${3:-5}
 cargo build --quiet --release -p tidemark-agent
 cargo build --quiet --release -p tidemark-recovery --example plan_catalog
-tm=$PWD/target/release/tidemark
-gen=$PWD/target/release/examples/plan_catalog
+target_dir=$(realpath "${CARGO_TARGET_DIR:-target}")
+tm=$target_dir/release/tidemark
+gen=$target_dir/release/examples/plan_catalog
 s3s=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
 
 work=$(mktemp -d /tmp/tidemark-plan-bench.XXXXXX)
