@@ -42,8 +42,7 @@ echo "local: $("$gen" "$local_url" "$segments" "$backups")"
 echo "s3:    $("$gen" "$s3_url" "$segments" "$backups")"
 
 # The generator's commits: one second a segment from 2026-12-01T00:00:01Z.
-mid=$(date -u -d "2026-12-01 00:00:00 UTC + $(( segments / 2 )) seconds + 500 milliseconds" \
-  '+%Y-%m-%d %H:%M:%S.%3N+00')
+mid="$(date -u -d "@$(( $(date -u -d '2026-12-01 00:00:00 UTC' +%s) + segments / 2 ))" '+%Y-%m-%d %H:%M:%S').5+00"
 point=point-$(( (segments - 1) / 100 * 100 - 50 ))
 targets=("--target-time=$mid" "--target-name=$point" "--target=latest")
 
