@@ -144,9 +144,16 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
 ///
 /// The process ends in the hook itself, before unwinding: a panic on a worker thread
 /// (a tokio task, a scoped hashing thread) must not be caught and turned into some other
-/// exit, and nothing after a broken invariant should go on writing.
+/// exit, and nothing after a broken invariant should go on writing. The one exception is
+/// the WAL decoder, pure code with no state to break, whose panic is contained where it
+/// runs and turned into a warning.
 fn exit_on_panic(code: u8) {
     std::panic::set_hook(Box::new(move |info| {
+        // The WAL decoder's panics are caught where it runs and become a warning (its
+        // failure must never fail a push: `tidemark_archive_cmd::content`).
+        if tidemark_archive_cmd::content::panic_is_contained() {
+            return;
+        }
         let payload = info.payload();
         let message = payload
             .downcast_ref::<&str>()

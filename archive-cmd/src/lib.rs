@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use tidemark_pg::WalError;
 
+pub mod content;
 pub mod get;
 mod mapped;
 pub mod push;

@@ -42,6 +42,7 @@ use tidemark_store::codec::Hasher;
 use tidemark_store::repo::{
     check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, IN_MEMORY_MAX,
 };
+use tidemark_store::wal_content::WalContent;
 use tidemark_store::{Compression, Digest, Repo};
 
 use crate::{Error, Result};
@@ -101,9 +102,9 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
     let started = std::time::Instant::now();
     // 1. Everything about the input is checked before the repository is touched.
     let compression = repo.compression();
-    let (content, identity) = check_file(path, name, compression, repo.stage_blob()).await?;
+    let checked = check_file(path, name, compression, repo.stage_blob()).await?;
     let encoded_at = started.elapsed();
-    let outcome = store_checked(repo, stanza, name, content, identity, compression).await?;
+    let outcome = store_checked(repo, stanza, name, checked, compression).await?;
     tracing::debug!(
         "{name}: read, checked and encoded in {} ms, stored in {} ms",
         encoded_at.as_millis(),
@@ -121,16 +122,31 @@ pub(crate) fn file_name_of(path: &Path) -> Result<WalFileName> {
     Ok(file_name.parse()?)
 }
 
+/// A file checked and encoded, ready to be stored.
+pub(crate) struct Checked {
+    /// Its content.
+    pub(crate) content: Content,
+    /// What a segment's first page says about its cluster.
+    pub(crate) identity: Option<SegmentIdentity>,
+    /// A segment's content summary for the index (`None`: not a segment, or the decoder
+    /// gave none; see [`crate::content`]).
+    pub(crate) wal_content: Option<WalContent>,
+}
+
 /// Steps 2 to 5 for content already checked: the cluster's identity, the index, the
 /// blob and its record. `compression` is the one the content is encoded with.
 pub(crate) async fn store_checked(
     repo: &Repo,
     stanza: &Stanza,
     name: WalFileName,
-    mut content: Content,
-    identity: Option<SegmentIdentity>,
+    checked: Checked,
     compression: Compression,
 ) -> Result<PushOutcome> {
+    let Checked {
+        mut content,
+        identity,
+        wal_content,
+    } = checked;
     // 2. The repository and the cluster's identity: checked, never created here.
     let cluster = repo.require_cluster(stanza).await?;
     if let Some(id) = &identity {
@@ -197,31 +213,30 @@ pub(crate) async fn store_checked(
             _ => None,
         },
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
-        content: None,
+        // The claim is a copy of the entry, content included.
+        content: wal_content.clone(),
     };
-    let claim_key = catalog::wal_claim_key(stanza, &name);
-    let (put, record) = match &mut content {
+    //    Where the store's create is exclusive (a local folder), blob, claim and entry
+    //    are created in one round that stops at a claim found taken (`Repo::put_wal`).
+    let (put, commit) = match &mut content {
         Content::InMemory(blob, staged) => {
             let record = make_record(blob.raw_len, blob.stored_len());
-            let (put, _) = repo
-                .put_blob_then_record(blob, staged.take(), &claim_key, &record)
+            let (put, commit) = repo
+                .put_wal(stanza, &name, Some((blob, staged.take())), &record)
                 .await?;
-            (put, record)
+            (put.expect("the blob was given"), commit)
         }
         Content::Streamed { digest, path } => {
             let put = repo.put_blob_file(path, *digest).await?;
             let record = make_record(put.raw_len, put.stored_len);
-            repo.put_record(&claim_key, &record).await?;
-            (put, record)
+            let (_, commit) = repo.put_wal(stanza, &name, None, &record).await?;
+            (put, commit)
         }
     };
 
     // 5. Only the claim's content is indexed; a different content that raced this one
     //    in is reported by the push that lost.
-    match repo
-        .commit_claimed_wal(stanza, &name, &digest, &record)
-        .await?
-    {
+    match commit {
         WalCommit::Indexed { .. } => Ok(PushOutcome::Pushed {
             name,
             digest,
@@ -340,14 +355,14 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// [`read_and_check`] on a blocking thread: the file is mapped, checked, hashed and
-/// compressed there, off the async runtime.
+/// [`read_and_check`] on a blocking thread: the file is mapped, checked, hashed,
+/// compressed and (segments) decoded for the content index there, off the async runtime.
 pub(crate) async fn check_file(
     path: &Path,
     name: WalFileName,
     compression: Compression,
     staged: Option<Staged>,
-) -> Result<(Content, Option<SegmentIdentity>)> {
+) -> Result<Checked> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || read_and_check(&path, &name, compression, staged))
         .await
@@ -355,38 +370,57 @@ pub(crate) async fn check_file(
 }
 
 /// Reads and validates a file; returns its content and, for segment-shaped files, the
-/// identity its first page carries.
+/// identity its first page carries and the content summary of segments and partials.
 ///
 /// A segment held in memory streams its stored body into `staged` meanwhile, when given
-/// one; the content then carries it.
+/// one; the content then carries it. The decoding for the content index runs on a
+/// thread of its own beside the page checks, hashing and compression, over the same
+/// mapping: it adds CPU, not a pass of its own.
 fn read_and_check(
     path: &Path,
     name: &WalFileName,
     compression: Compression,
     mut staged: Option<Staged>,
-) -> Result<(Content, Option<SegmentIdentity>)> {
+) -> Result<Checked> {
     let mut file = open_regular(path)?;
     let meta = file.metadata().map_err(read_err(path))?;
     let len = meta.len();
     match name {
         WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
-            if len <= IN_MEMORY_MAX {
-                let mapped = crate::mapped::MappedFile::map(&file, len).map_err(read_err(path))?;
-                let (blob, id) = encode_segment(seg, mapped.bytes(), compression, staged.as_mut())?;
-                Ok((Content::InMemory(blob, staged), Some(id)))
-            } else {
-                let (digest, id) = check_segment_streaming(seg, &mut file, len, path)?;
-                let path = path.to_path_buf();
-                Ok((Content::Streamed { digest, path }, Some(id)))
-            }
+            let mapped = crate::mapped::MappedFile::map(&file, len).map_err(read_err(path))?;
+            let bytes = mapped.bytes();
+            let id = pg::check_segment_start(seg, bytes, len)?;
+            let summarize = || crate::content::summarize(name, bytes, &id);
+            let (content, summary) = std::thread::scope(|s| {
+                let summary = s.spawn(summarize);
+                let content = if len <= IN_MEMORY_MAX {
+                    encode_segment(seg, &id, bytes, compression, staged.as_mut())
+                        .map(|blob| Content::InMemory(blob, staged))
+                } else {
+                    check_segment_streaming(seg, &mut file, len, path).map(|(digest, _)| {
+                        Content::Streamed {
+                            digest,
+                            path: path.to_path_buf(),
+                        }
+                    })
+                };
+                // The decoder contains its own panics: a panic here is a bug elsewhere.
+                (content, summary.join().expect("the WAL decoding thread"))
+            });
+            Ok(Checked {
+                content: content?,
+                identity: Some(id),
+                wal_content: summary.and_then(crate::content::Summarized::into_content),
+            })
         }
         WalFileName::History(tli) => {
             let buf = read_small(&mut file, len, path, name)?;
             check_history(*tli, &buf)?;
-            Ok((
-                Content::InMemory(EncodedBlob::encode(&buf, compression), None),
-                None,
-            ))
+            Ok(Checked {
+                content: Content::InMemory(EncodedBlob::encode(&buf, compression), None),
+                identity: None,
+                wal_content: None,
+            })
         }
         WalFileName::Backup { .. } => {
             let buf = read_small(&mut file, len, path, name)?;
@@ -397,10 +431,11 @@ fn read_and_check(
                 }
                 .into());
             }
-            Ok((
-                Content::InMemory(EncodedBlob::encode(&buf, compression), None),
-                None,
-            ))
+            Ok(Checked {
+                content: Content::InMemory(EncodedBlob::encode(&buf, compression), None),
+                identity: None,
+                wal_content: None,
+            })
         }
     }
 }
@@ -489,16 +524,20 @@ fn check_history(tli: TimelineId, content: &[u8]) -> Result<()> {
 /// which removes it, so the repository is as it was.
 fn encode_segment(
     seg: &WalSegmentName,
+    id: &SegmentIdentity,
     bytes: &[u8],
     compression: Compression,
     staged: Option<&mut Staged>,
-) -> Result<(EncodedBlob, SegmentIdentity)> {
-    let id = pg::check_segment_start(seg, bytes, bytes.len() as u64)?;
+) -> Result<EncodedBlob> {
     let mut scan = PageScan::default();
-    let check = |offset: u64, piece: &[u8]| pg::check_pages(seg, &id, offset, piece, &mut scan);
+    let check = |offset: u64, piece: &[u8]| pg::check_pages(seg, id, offset, piece, &mut scan);
     let sink = staged.map(|st| st as &mut (dyn std::io::Write + Send));
-    let blob = EncodedBlob::encode_checked(bytes, compression, check, sink)?;
-    Ok((blob, id))
+    Ok(EncodedBlob::encode_checked(
+        bytes,
+        compression,
+        check,
+        sink,
+    )?)
 }
 
 /// First pass over a segment too large to hold: page checks and hashing, frame by frame.

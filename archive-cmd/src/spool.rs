@@ -54,6 +54,7 @@ use tidemark_store::backend::local::LocalBackend;
 use tidemark_store::backend::{Backend, Staged};
 use tidemark_store::catalog::{self, ClusterRecord, Stanza};
 use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, WalNameState, IN_MEMORY_MAX};
+use tidemark_store::wal_content::WalContent;
 use tidemark_store::{Compression, Digest, Key, Repo};
 
 use crate::push::{self, Content, PushOutcome};
@@ -107,6 +108,11 @@ pub struct SpoolEntry {
     /// with it then shows only when the file is drained).
     #[serde(default)]
     pub index_checked: bool,
+    /// The segment's content summary for the repository's index, decoded when it was
+    /// queued (`None`: not a segment, the decoder gave none, or queued by a build from
+    /// before the index, in which case the drainer decodes the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<WalContent>,
 }
 
 /// A [`SegmentIdentity`] as a queue entry keeps it.
@@ -548,6 +554,7 @@ impl Spool {
                 attempts: 0,
                 last_error: None,
                 index_checked: false,
+                content: entry_content(&wal_name, &raw, identity),
             })
         })
         .await
@@ -726,8 +733,9 @@ pub async fn push_to_spool(
     spool.create()?;
     let compression = repo.compression();
     let staged = spool.inner.bodies.stage("wal");
-    let (content, identity) = push::check_file(path, name, compression, staged).await?;
-    let Content::InMemory(blob, staged) = content else {
+    let checked = push::check_file(path, name, compression, staged).await?;
+    let (identity, wal_content) = (checked.identity, checked.wal_content);
+    let Content::InMemory(blob, staged) = checked.content else {
         // Grew past IN_MEMORY_MAX since it was measured: streamed, so pushed directly.
         return Ok(SpoolOutcome::NotSpooled {
             name,
@@ -747,8 +755,12 @@ pub async fn push_to_spool(
             if !fresh {
                 // The staged body is in the spool's folder, not the repository's.
                 drop(staged);
-                let content = Content::InMemory(blob, None);
-                return push::store_checked(repo, stanza, name, content, identity, compression)
+                let checked = push::Checked {
+                    content: Content::InMemory(blob, None),
+                    identity,
+                    wal_content,
+                };
+                return push::store_checked(repo, stanza, name, checked, compression)
                     .await
                     .map(SpoolOutcome::Direct);
             }
@@ -810,6 +822,7 @@ pub async fn push_to_spool(
         attempts: 0,
         last_error: None,
         index_checked,
+        content: wal_content,
     };
     // A failure here (the spool's disk) leaves the body without an entry: not removed,
     // since the entry may yet be on disk (a failed flush), and an entry must never name
@@ -1129,14 +1142,39 @@ async fn move_one(
         .identity
         .map(EntryIdentity::to_segment_identity)
         .transpose()?;
+    let wal_content = match (&entry.content, identity) {
+        (Some(content), _) => Some(content.clone()),
+        // Queued by a build from before the content index: decoded from the body now.
+        (None, Some(_)) if matches!(name, WalFileName::Segment(_) | WalFileName::Partial(_)) => {
+            let key = Spool::body_key(&entry.name, &entry.digest)?;
+            let stored = body.clone();
+            let raw = tokio::task::spawn_blocking(move || {
+                tidemark_store::codec::decode(&key, digest, &stored)
+            })
+            .await
+            .expect("decoding a spooled body panicked")?;
+            let queued = EntryIdentity::from(&identity.expect("matched"));
+            tokio::task::spawn_blocking(move || entry_content(&name, &raw, Some(queued)))
+                .await
+                .expect("the WAL decoder contains its panics")
+        }
+        (None, _) => None,
+    };
     let blob = EncodedBlob::from_stored(digest, entry.raw_size, body);
-    push::store_checked(
-        repo,
-        stanza,
-        name,
-        Content::InMemory(blob, None),
+    let checked = push::Checked {
+        content: Content::InMemory(blob, None),
         identity,
-        entry.compression,
-    )
-    .await
+        wal_content,
+    };
+    push::store_checked(repo, stanza, name, checked, entry.compression).await
+}
+
+/// The content summary of a spooled segment's raw bytes (see [`crate::content`]).
+fn entry_content(
+    name: &WalFileName,
+    raw: &[u8],
+    identity: Option<EntryIdentity>,
+) -> Option<WalContent> {
+    let id = identity?.to_segment_identity().ok()?;
+    crate::content::summarize(name, raw, &id)?.into_content()
 }

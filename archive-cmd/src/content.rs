@@ -1,0 +1,141 @@
+//! The WAL content index, as archive-push and `reindex` make it: a segment's bytes
+//! decoded into the [`WalContent`] its index entry (or sidecar) carries.
+//!
+//! The decoder must never cost WAL. PostgreSQL hands a segment to `archive_command`
+//! until it exits 0, and never again after: a push that failed because the decoder
+//! could not read the segment would stop archiving for good (the same segment is
+//! handed over and over), and a segment refused as damaged would never be archived at
+//! all. So whatever the decoder does, the segment is stored:
+//!
+//! - a summary that ends in damage (invalid WAL inside the segment) is kept, damage
+//!   included, so that the planner knows where replay would stop; a warning names the
+//!   LSN;
+//! - a decoder that gives no summary at all (an error before any record) or panics (a
+//!   bug) leaves the content out (`None`), with a warning naming the file and the LSN:
+//!   the planner then reads the segment itself, and `tidemark reindex` can try again.
+//!
+//! A panic is contained with [`contain`]: the `tidemark` binary's panic hook, which
+//! otherwise ends the process at once, lets a panic inside it unwind (see
+//! [`panic_is_contained`]). The decoder is pure (no IO, no shared state), so nothing is
+//! left half-done by it.
+
+use std::cell::Cell;
+
+use tidemark_pg::wal::summarize_segment;
+use tidemark_pg::{PgMajor, SegmentIdentity, WalFileName};
+use tidemark_store::wal_content::WalContent;
+
+thread_local! {
+    /// Set while this thread runs code whose panics [`contain`] catches.
+    static CONTAINED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True while the calling thread is inside [`contain`]: a process-wide panic hook that
+/// ends the process must let such a panic unwind instead (it is caught and turned into a
+/// warning).
+pub fn panic_is_contained() -> bool {
+    CONTAINED.with(Cell::get)
+}
+
+/// Runs `f`, turning a panic inside it into `Err` with the panic's message.
+fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CONTAINED.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CONTAINED.with(|c| c.replace(true)));
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into())
+    })
+}
+
+/// How decoding one segment ended, for the caller's counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Summarized {
+    /// Decoded to its end.
+    Whole(WalContent),
+    /// Decoded up to invalid WAL: the content records where (a warning was logged).
+    Damaged(WalContent),
+    /// No summary (the reason was logged as a warning).
+    Failed(String),
+}
+
+impl Summarized {
+    /// The content to record, if any.
+    pub fn content(&self) -> Option<&WalContent> {
+        match self {
+            Summarized::Whole(c) | Summarized::Damaged(c) => Some(c),
+            Summarized::Failed(_) => None,
+        }
+    }
+
+    /// [`Summarized::content`], owned.
+    pub fn into_content(self) -> Option<WalContent> {
+        match self {
+            Summarized::Whole(c) | Summarized::Damaged(c) => Some(c),
+            Summarized::Failed(_) => None,
+        }
+    }
+}
+
+/// Decodes a segment or `.partial` file (`bytes`, whole) whose first page carries `id`.
+/// Never fails: see the module doc. `None` for files that are not segment-shaped.
+pub fn summarize(name: &WalFileName, bytes: &[u8], id: &SegmentIdentity) -> Option<Summarized> {
+    let seg = match name {
+        WalFileName::Segment(seg) | WalFileName::Partial(seg) => seg,
+        WalFileName::History(_) | WalFileName::Backup { .. } => return None,
+    };
+    let start = match seg.start_lsn(id.segment_size) {
+        Ok(start) => start,
+        Err(e) => return Some(failed(name, format!("no start LSN: {e}"))),
+    };
+    let major = PgMajor::from_number(id.pg_major);
+    let decoded = contain(|| summarize_segment(bytes, id.segment_size.bytes(), start, major));
+    Some(match decoded {
+        Ok(Ok(summary)) => {
+            let content = WalContent::from(&summary);
+            match &summary.damage {
+                Some(damage) => {
+                    tracing::warn!(
+                        "{name}: invalid WAL at {}: {}; archived as it is, and its content index says where replay would stop",
+                        damage.lsn,
+                        damage.kind
+                    );
+                    Summarized::Damaged(content)
+                }
+                None => Summarized::Whole(content),
+            }
+        }
+        Ok(Err(e)) => failed(name, format!("cannot decode at LSN {}: {}", e.lsn, e.kind)),
+        Err(panic) => failed(
+            name,
+            format!("the decoder failed (a bug in tidemark; please report it) on the segment starting at LSN {start}: {panic}"),
+        ),
+    })
+}
+
+fn failed(name: &WalFileName, why: String) -> Summarized {
+    tracing::warn!("{name}: content not indexed, {why}; the file is archived all the same");
+    Summarized::Failed(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_is_an_error_and_the_flag_is_restored() {
+        assert!(!panic_is_contained());
+        let inside = contain(|| panic_is_contained()).unwrap();
+        assert!(inside);
+        let err = contain(|| -> u32 { panic!("decoder bug at {}", 7) }).unwrap_err();
+        assert_eq!(err, "decoder bug at 7");
+        assert!(!panic_is_contained());
+    }
+}
