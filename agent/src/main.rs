@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Command::Backup(_) => "backup",
         Command::Restore(_) => "restore",
         Command::Spool { .. } => "spool",
+        Command::Reindex { .. } => "reindex",
     };
     let background_drainer = matches!(
         cli.command,
@@ -130,6 +131,7 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::Backup(args) => boxed(cmd::backup::run(settings, args).await?, args.json),
         Command::Restore(args) => boxed(cmd::restore::run(settings, args).await?, args.json),
         Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
+        Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
         Command::Spool { action } => match action {
             SpoolAction::Status { json } => boxed(cmd::spool::status(settings).await?, *json),
             SpoolAction::Drain { json, background } => {

@@ -21,10 +21,12 @@ pub mod content;
 pub mod get;
 mod mapped;
 pub mod push;
+pub mod reindex;
 pub mod spool;
 
 pub use get::{get, GetOutcome};
 pub use push::{push, PushOutcome};
+pub use reindex::{reindex, ReindexReport};
 pub use spool::{push_to_spool, Spool, SpoolOutcome};
 
 /// `Result` with this crate's [`Error`].
