@@ -8,11 +8,14 @@
 //! all. So whatever the decoder does, the segment is stored:
 //!
 //! - a summary that ends in damage (invalid WAL inside the segment) is kept, damage
-//!   included, so that the planner knows where replay would stop; a warning names the
-//!   LSN;
+//!   included, so that the planner knows where replay would stop;
 //! - a decoder that gives no summary at all (an error before any record) or panics (a
-//!   bug) leaves the content out (`None`), with a warning naming the file and the LSN:
-//!   the planner then reads the segment itself, and `tidemark reindex` can try again.
+//!   bug) leaves the content out (`None`): the planner then reads the segment itself,
+//!   and `tidemark reindex` can try again.
+//!
+//! Either way the caller logs [`Summarized::warning`] (naming the file and the LSN) once
+//! the file is stored: not before, since a push refused for another reason stores
+//! nothing.
 //!
 //! A panic is contained with [`contain`]: the `tidemark` binary's panic hook, which
 //! otherwise ends the process at once, lets a panic inside it unwind (see
@@ -60,13 +63,30 @@ fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 pub enum Summarized {
     /// Decoded to its end.
     Whole(WalContent),
-    /// Decoded up to invalid WAL: the content records where (a warning was logged).
+    /// Decoded up to invalid WAL: the content records where.
     Damaged(WalContent),
-    /// No summary (the reason was logged as a warning).
+    /// No summary: why.
     Failed(String),
 }
 
 impl Summarized {
+    /// What to warn of once the file named `name` is stored, if anything.
+    pub fn warning(&self, name: &WalFileName) -> Option<String> {
+        match self {
+            Summarized::Whole(_) => None,
+            Summarized::Damaged(content) => {
+                let damage = content.to_summary().ok()?.damage?;
+                Some(format!(
+                    "{name}: invalid WAL at {}: {}; archived as it is, and its content index says where replay would stop",
+                    damage.lsn, damage.kind
+                ))
+            }
+            Summarized::Failed(why) => Some(format!(
+                "{name}: content not indexed, {why}; the file is archived all the same"
+            )),
+        }
+    }
+
     /// The content to record, if any.
     pub fn content(&self) -> Option<&WalContent> {
         match self {
@@ -93,36 +113,20 @@ pub fn summarize(name: &WalFileName, bytes: &[u8], id: &SegmentIdentity) -> Opti
     };
     let start = match seg.start_lsn(id.segment_size) {
         Ok(start) => start,
-        Err(e) => return Some(failed(name, format!("no start LSN: {e}"))),
+        Err(e) => return Some(Summarized::Failed(format!("no start LSN: {e}"))),
     };
     let major = PgMajor::from_number(id.pg_major);
     let decoded = contain(|| summarize_segment(bytes, id.segment_size.bytes(), start, major));
     Some(match decoded {
-        Ok(Ok(summary)) => {
-            let content = WalContent::from(&summary);
-            match &summary.damage {
-                Some(damage) => {
-                    tracing::warn!(
-                        "{name}: invalid WAL at {}: {}; archived as it is, and its content index says where replay would stop",
-                        damage.lsn,
-                        damage.kind
-                    );
-                    Summarized::Damaged(content)
-                }
-                None => Summarized::Whole(content),
-            }
-        }
-        Ok(Err(e)) => failed(name, format!("cannot decode at LSN {}: {}", e.lsn, e.kind)),
-        Err(panic) => failed(
-            name,
-            format!("the decoder failed (a bug in tidemark; please report it) on the segment starting at LSN {start}: {panic}"),
-        ),
+        Ok(Ok(summary)) => match summary.damage {
+            Some(_) => Summarized::Damaged(WalContent::from(&summary)),
+            None => Summarized::Whole(WalContent::from(&summary)),
+        },
+        Ok(Err(e)) => Summarized::Failed(format!("cannot decode at LSN {}: {}", e.lsn, e.kind)),
+        Err(panic) => Summarized::Failed(format!(
+            "the decoder failed (a bug in tidemark; please report it) on the segment starting at LSN {start}: {panic}"
+        )),
     })
-}
-
-fn failed(name: &WalFileName, why: String) -> Summarized {
-    tracing::warn!("{name}: content not indexed, {why}; the file is archived all the same");
-    Summarized::Failed(why)
 }
 
 #[cfg(test)]

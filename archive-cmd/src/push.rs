@@ -42,7 +42,8 @@ use tidemark_store::codec::Hasher;
 use tidemark_store::repo::{
     check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, IN_MEMORY_MAX,
 };
-use tidemark_store::wal_content::WalContent;
+
+use crate::content::Summarized;
 use tidemark_store::{Compression, Digest, Repo};
 
 use crate::{Error, Result};
@@ -128,9 +129,9 @@ pub(crate) struct Checked {
     pub(crate) content: Content,
     /// What a segment's first page says about its cluster.
     pub(crate) identity: Option<SegmentIdentity>,
-    /// A segment's content summary for the index (`None`: not a segment, or the decoder
-    /// gave none; see [`crate::content`]).
-    pub(crate) wal_content: Option<WalContent>,
+    /// A segment's content summary for the index (`None`: not a segment; see
+    /// [`crate::content`]).
+    pub(crate) summary: Option<Summarized>,
 }
 
 /// Steps 2 to 5 for content already checked: the cluster's identity, the index, the
@@ -145,8 +146,9 @@ pub(crate) async fn store_checked(
     let Checked {
         mut content,
         identity,
-        wal_content,
+        summary,
     } = checked;
+    let wal_content = summary.as_ref().and_then(Summarized::content).cloned();
     // 2. The repository and the cluster's identity: checked, never created here.
     let cluster = repo.require_cluster(stanza).await?;
     if let Some(id) = &identity {
@@ -237,12 +239,17 @@ pub(crate) async fn store_checked(
     // 5. Only the claim's content is indexed; a different content that raced this one
     //    in is reported by the push that lost.
     match commit {
-        WalCommit::Indexed { .. } => Ok(PushOutcome::Pushed {
-            name,
-            digest,
-            raw_len: put.raw_len,
-            stored_len: put.added(),
-        }),
+        WalCommit::Indexed { .. } => {
+            if let Some(warning) = summary.and_then(|s| s.warning(&name)) {
+                tracing::warn!("{warning}");
+            }
+            Ok(PushOutcome::Pushed {
+                name,
+                digest,
+                raw_len: put.raw_len,
+                stored_len: put.added(),
+            })
+        }
         WalCommit::Taken { indexed, claimed } => {
             let held = match claimed {
                 Some(claimed) if indexed.is_empty() => Held::Claimed(claimed),
@@ -410,7 +417,7 @@ fn read_and_check(
             Ok(Checked {
                 content: content?,
                 identity: Some(id),
-                wal_content: summary.and_then(crate::content::Summarized::into_content),
+                summary,
             })
         }
         WalFileName::History(tli) => {
@@ -419,7 +426,7 @@ fn read_and_check(
             Ok(Checked {
                 content: Content::InMemory(EncodedBlob::encode(&buf, compression), None),
                 identity: None,
-                wal_content: None,
+                summary: None,
             })
         }
         WalFileName::Backup { .. } => {
@@ -434,7 +441,7 @@ fn read_and_check(
             Ok(Checked {
                 content: Content::InMemory(EncodedBlob::encode(&buf, compression), None),
                 identity: None,
-                wal_content: None,
+                summary: None,
             })
         }
     }

@@ -28,7 +28,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tidemark_pg::WalFileName;
 use tidemark_store::catalog::{self, Stanza, WalRecord};
-use tidemark_store::wal_content::{parse_wal_content_key, wal_content_key};
+use tidemark_store::wal_content::{parse_wal_content_key, wal_content_key, WalContent};
 use tidemark_store::{Digest, ErrorKind as StoreKind, Key, Repo};
 
 use crate::content::Summarized;
@@ -226,11 +226,16 @@ async fn reindex_one(
         }
     };
     let content = summarized.into_content().expect("whole or damaged");
-    let created = repo
-        .put_record(&wal_content_key(stanza, &name, &digest), &content)
-        .await?;
+    let sidecar = wal_content_key(stanza, &name, &digest);
+    let mut created = repo.put_record(&sidecar, &content).await?;
+    if !created {
+        // Already there: a retried create whose first attempt landed (its answer lost,
+        // which S3 clients retry on their own), or another run meanwhile. Ours if it
+        // holds what this run decoded.
+        let found: WalContent = repo.get_record(&sidecar).await?;
+        created = found == content;
+    }
     Ok(match (created, damaged) {
-        // Another run wrote it meanwhile (the same bytes).
         (false, _) => Done::Already,
         (true, Some(d)) => Done::Damaged(d),
         (true, None) => Done::Indexed,

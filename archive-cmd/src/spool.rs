@@ -57,6 +57,7 @@ use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, WalNameState, I
 use tidemark_store::wal_content::WalContent;
 use tidemark_store::{Compression, Digest, Key, Repo};
 
+use crate::content::Summarized;
 use crate::push::{self, Content, PushOutcome};
 use crate::{Error, ErrorKind, Result};
 
@@ -554,7 +555,10 @@ impl Spool {
                 attempts: 0,
                 last_error: None,
                 index_checked: false,
-                content: entry_content(&wal_name, &raw, identity),
+                content: entry_summary(&wal_name, &raw, identity)
+                    .as_ref()
+                    .and_then(Summarized::content)
+                    .cloned(),
             })
         })
         .await
@@ -734,7 +738,7 @@ pub async fn push_to_spool(
     let compression = repo.compression();
     let staged = spool.inner.bodies.stage("wal");
     let checked = push::check_file(path, name, compression, staged).await?;
-    let (identity, wal_content) = (checked.identity, checked.wal_content);
+    let (identity, summary) = (checked.identity, checked.summary);
     let Content::InMemory(blob, staged) = checked.content else {
         // Grew past IN_MEMORY_MAX since it was measured: streamed, so pushed directly.
         return Ok(SpoolOutcome::NotSpooled {
@@ -758,7 +762,7 @@ pub async fn push_to_spool(
                 let checked = push::Checked {
                     content: Content::InMemory(blob, None),
                     identity,
-                    wal_content,
+                    summary,
                 };
                 return push::store_checked(repo, stanza, name, checked, compression)
                     .await
@@ -822,13 +826,16 @@ pub async fn push_to_spool(
         attempts: 0,
         last_error: None,
         index_checked,
-        content: wal_content,
+        content: summary.as_ref().and_then(Summarized::content).cloned(),
     };
     // A failure here (the spool's disk) leaves the body without an entry: not removed,
     // since the entry may yet be on disk (a failed flush), and an entry must never name
     // a missing body; the next drain queues it again (a checked body of WAL that
     // PostgreSQL, told of the failure, pushes again anyway).
     queue.put(&entry)?;
+    if let Some(warning) = summary.and_then(|s| s.warning(&name)) {
+        tracing::warn!("{warning}");
+    }
     Ok(SpoolOutcome::Queued {
         name,
         raw_len: blob.raw_len,
@@ -1142,8 +1149,9 @@ async fn move_one(
         .identity
         .map(EntryIdentity::to_segment_identity)
         .transpose()?;
-    let wal_content = match (&entry.content, identity) {
-        (Some(content), _) => Some(content.clone()),
+    let summary = match (&entry.content, identity) {
+        // Decoded when it was queued; its damage, if any, was reported then.
+        (Some(content), _) => Some(Summarized::Whole(content.clone())),
         // Queued by a build from before the content index: decoded from the body now.
         (None, Some(_)) if matches!(name, WalFileName::Segment(_) | WalFileName::Partial(_)) => {
             let key = Spool::body_key(&entry.name, &entry.digest)?;
@@ -1154,7 +1162,7 @@ async fn move_one(
             .await
             .expect("decoding a spooled body panicked")?;
             let queued = EntryIdentity::from(&identity.expect("matched"));
-            tokio::task::spawn_blocking(move || entry_content(&name, &raw, Some(queued)))
+            tokio::task::spawn_blocking(move || entry_summary(&name, &raw, Some(queued)))
                 .await
                 .expect("the WAL decoder contains its panics")
         }
@@ -1164,17 +1172,17 @@ async fn move_one(
     let checked = push::Checked {
         content: Content::InMemory(blob, None),
         identity,
-        wal_content,
+        summary,
     };
     push::store_checked(repo, stanza, name, checked, entry.compression).await
 }
 
 /// The content summary of a spooled segment's raw bytes (see [`crate::content`]).
-fn entry_content(
+fn entry_summary(
     name: &WalFileName,
     raw: &[u8],
     identity: Option<EntryIdentity>,
-) -> Option<WalContent> {
+) -> Option<Summarized> {
     let id = identity?.to_segment_identity().ok()?;
-    crate::content::summarize(name, raw, &id)?.into_content()
+    crate::content::summarize(name, raw, &id)
 }
