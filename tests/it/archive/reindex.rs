@@ -331,3 +331,59 @@ fn an_interrupted_reindex_loses_nothing_and_the_next_run_completes_it() {
     assert_eq!(sidecars(&repo_b).len(), n);
     rt.block_on(assert_sidecars_match(&b, &stanza, &pushed));
 }
+
+/// Asynchronous archiving records the same content: the summary taken when the file is
+/// spooled reaches the index entry (and the claim) when the drainer moves it.
+#[test]
+fn the_spool_records_what_a_synchronous_push_records() {
+    need_pg!();
+    let t = TestDir::new("content-spool");
+    let (c, wal, names) = spooling_cluster(&t, "pg", 3);
+    let runner = |dir: &str| {
+        let repo = t.mkdir(dir);
+        let tm = Tidemark::new(&t).with_args(["--repo", &format!("file://{}", repo.display())]);
+        tm.init_stanza(&c);
+        (tm, repo)
+    };
+    let (tm_sync, repo_sync) = runner("repo-sync");
+    let (tm_async, repo_async) = runner("repo-async");
+    let spool = t.mkdir("spool");
+    let tm_async = tm_async.with_args([
+        "--archive-async",
+        "true",
+        "--spool-drainer",
+        "manual",
+        "--spool-path",
+        &spool.display().to_string(),
+    ]);
+    for name in &names {
+        let path = wal.join(name).display().to_string();
+        tm_sync.ok(&["archive-push", &path]);
+        tm_async.ok(&["archive-push", &path]);
+    }
+    assert!(
+        std::fs::read_dir(&repo_async.join("stanzas/main"))
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name() != "wal"),
+        "the asynchronous pushes wrote into the repository before the drain"
+    );
+    // The summary is taken when the file is spooled, and waits in its queue entry.
+    let status: Value = serde_json::from_str(&tm_async.ok(&["spool", "status", "--json"])).unwrap();
+    let entries = status["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), names.len(), "{status:#}");
+    assert!(
+        entries.iter().all(|e| e["content"]["format"] == 1),
+        "{status:#}"
+    );
+    tm_async.ok(&["spool", "drain"]);
+    let stanza = Stanza::new("main").unwrap();
+    let rt = runtime();
+    let sync = rt.block_on(pushed_contents(&local_repo(&repo_sync), &stanza));
+    let spooled = rt.block_on(pushed_contents(&local_repo(&repo_async), &stanza));
+    let contents = |m: &BTreeMap<String, (WalRecord, WalContent)>| -> Vec<(String, WalContent)> {
+        m.iter().map(|(n, (_, c))| (n.clone(), c.clone())).collect()
+    };
+    assert_eq!(contents(&spooled), contents(&sync));
+    assert_eq!(sync.len(), names.len());
+}
