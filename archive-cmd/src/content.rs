@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn a_panic_inside_is_an_error_and_the_flag_is_restored() {
         assert!(!panic_is_contained());
-        let inside = contain(|| panic_is_contained()).unwrap();
+        let inside = contain(panic_is_contained).unwrap();
         assert!(inside);
         let err = contain(|| -> u32 { panic!("decoder bug at {}", 7) }).unwrap_err();
         assert_eq!(err, "decoder bug at 7");

@@ -362,7 +362,7 @@ fn the_spool_records_what_a_synchronous_push_records() {
         tm_async.ok(&["archive-push", &path]);
     }
     assert!(
-        std::fs::read_dir(&repo_async.join("stanzas/main"))
+        std::fs::read_dir(repo_async.join("stanzas/main"))
             .unwrap()
             .flatten()
             .all(|e| e.file_name() != "wal"),
