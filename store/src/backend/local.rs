@@ -1114,36 +1114,41 @@ mod tests {
         assert_eq!(temporaries(), 0);
     }
 
+    /// A local folder behind the trait's defaults: only the base operations are
+    /// forwarded, so staging, `create_all`, `create_chain` and `create_is_exclusive` are
+    /// the trait's own (what a store that takes bytes, one `put` at a time, gets).
+    #[derive(Debug)]
+    struct BytesOnly(LocalBackend);
+
+    #[async_trait]
+    impl Backend for BytesOnly {
+        async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+            self.0.put(key, data, mode).await
+        }
+        async fn get(&self, key: &Key) -> Result<Bytes> {
+            self.0.get(key).await
+        }
+        async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
+            self.0.get_range(key, range).await
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.0.delete(key).await
+        }
+        async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
+            self.0.put_multipart(key, mode).await
+        }
+    }
+
     #[tokio::test]
     async fn other_stores_read_a_staged_body_back() {
         // The trait's default, used by stores that take bytes: `Retrying` forwards
         // staging to what it wraps, so check the default on a wrapper that does not.
-        #[derive(Debug)]
-        struct BytesOnly(LocalBackend);
-        #[async_trait]
-        impl Backend for BytesOnly {
-            async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
-                self.0.put(key, data, mode).await
-            }
-            async fn get(&self, key: &Key) -> Result<Bytes> {
-                self.0.get(key).await
-            }
-            async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
-                self.0.get_range(key, range).await
-            }
-            async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-                self.0.head(key).await
-            }
-            async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-                self.0.list(prefix).await
-            }
-            async fn delete(&self, key: &Key) -> Result<()> {
-                self.0.delete(key).await
-            }
-            async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
-                self.0.put_multipart(key, mode).await
-            }
-        }
         let (_dir, local) = backend();
         std::fs::create_dir_all(local.root().join("blobs")).unwrap();
         let mut staged = local.stage("blobs").unwrap();
@@ -1165,37 +1170,7 @@ mod tests {
     #[tokio::test]
     async fn a_chain_stops_at_a_taken_gate_and_leaves_nothing_after_it() {
         let (_dir, local) = backend();
-        struct InTurn(LocalBackend);
-        impl std::fmt::Debug for InTurn {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("InTurn")
-            }
-        }
-        #[async_trait]
-        impl Backend for InTurn {
-            async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
-                self.0.put(key, data, mode).await
-            }
-            async fn get(&self, key: &Key) -> Result<Bytes> {
-                self.0.get(key).await
-            }
-            async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
-                self.0.get_range(key, range).await
-            }
-            async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-                self.0.head(key).await
-            }
-            async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-                self.0.list(prefix).await
-            }
-            async fn delete(&self, key: &Key) -> Result<()> {
-                self.0.delete(key).await
-            }
-            async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
-                self.0.put_multipart(key, mode).await
-            }
-        }
-        let in_turn = InTurn(local.clone());
+        let in_turn = BytesOnly(local.clone());
         assert!(local.create_is_exclusive());
         assert!(!in_turn.create_is_exclusive());
         let key = |k: &str| Key::new(k).unwrap();
