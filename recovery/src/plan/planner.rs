@@ -378,8 +378,7 @@ impl<'a> Planner<'a> {
             (
                 WalkEnd::Missing {
                     more_after: false, ..
-                }
-                | WalkEnd::Ended,
+                },
                 Some(last),
             ) if last.end_of_wal(&self.archive) >= backup.stop_lsn => {
                 let end = last.end_of_wal(&self.archive);

@@ -459,6 +459,23 @@ fn damage_before_the_stop_is_refused_and_after_it_is_not() {
 }
 
 #[test]
+fn a_complete_segment_whose_wal_ends_early_is_damage_not_the_end_of_the_archive() {
+    // Segment 7 is archived complete, yet its WAL stops at 0x8000: PostgreSQL would end
+    // recovery there and open a copy that silently lacks segments 8-10.
+    let cat = simple().edit(1, 7, |s| {
+        s.ended_at = Some(lsn(7, 0x8000));
+        s.xacts = None;
+    });
+    let r = refused(cat.plan(time(tm(8, 30))), RefusalKind::DamagedWal);
+    assert!(
+        r.message.contains(&lsn(7, 0x8000).to_string()),
+        "{}",
+        r.message
+    );
+    refused(cat.plan(Target::Latest), RefusalKind::DamagedWal);
+}
+
+#[test]
 fn unindexed_segments_are_asked_for_only_where_the_stop_may_lie() {
     // 7 (b6's consistent point is in 7) and 8 may hold the stop; 6 cannot; 10 is after it.
     let cat = simple()

@@ -161,8 +161,6 @@ pub(super) enum WalkEnd<T> {
     },
     /// The last visited segment is damaged: replay stops there.
     Damaged(DecodeError),
-    /// The written WAL ends inside the last visited segment.
-    Ended,
     /// [`UNDECIDED_BATCH`] segments wait to be read in full.
     Undecided,
 }
@@ -220,11 +218,10 @@ pub(super) fn walk<'a, T>(
             Verdict::NotHere => {}
         }
         if let Some(summary) = seg.summary() {
-            if let Some(damage) = &summary.damage {
-                break WalkEnd::Damaged(damage.clone());
-            }
-            if summary.ended_at.is_some() {
-                break WalkEnd::Ended;
+            // Every segment on the path is a complete one (`.partial` files are not on
+            // it): WAL that ends before its last byte is damage, as much as a bad record.
+            if let Some(defect) = summary.defect(false) {
+                break WalkEnd::Damaged(defect);
             }
         }
         if until == Some(segno) {
