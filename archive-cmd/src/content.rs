@@ -25,7 +25,7 @@
 use std::cell::Cell;
 
 use tidemark_pg::wal::summarize_segment;
-use tidemark_pg::{PgMajor, SegmentIdentity, WalFileName};
+use tidemark_pg::{Lsn, PgMajor, SegmentIdentity, WalFileName};
 use tidemark_store::wal_content::WalContent;
 
 thread_local! {
@@ -63,8 +63,18 @@ fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 pub enum Summarized {
     /// Decoded to its end.
     Whole(WalContent),
-    /// Decoded up to invalid WAL: the content records where.
-    Damaged(WalContent),
+    /// Decoded up to invalid WAL, or (a complete segment) WAL that ends before the
+    /// segment does: the content records it ([`SegmentSummary::defect`]).
+    ///
+    /// [`SegmentSummary::defect`]: tidemark_pg::wal::SegmentSummary::defect
+    Damaged {
+        /// The summary, damage included.
+        content: WalContent,
+        /// Where replay would stop.
+        lsn: Lsn,
+        /// Why.
+        reason: String,
+    },
     /// No summary: why.
     Failed(String),
 }
@@ -74,13 +84,9 @@ impl Summarized {
     pub fn warning(&self, name: &WalFileName) -> Option<String> {
         match self {
             Summarized::Whole(_) => None,
-            Summarized::Damaged(content) => {
-                let damage = content.to_summary().ok()?.damage?;
-                Some(format!(
-                    "{name}: invalid WAL at {}: {}; archived as it is, and its content index says where replay would stop",
-                    damage.lsn, damage.kind
-                ))
-            }
+            Summarized::Damaged { lsn, reason, .. } => Some(format!(
+                "{name}: invalid WAL at {lsn}: {reason}; archived as it is, and its content index says where replay would stop"
+            )),
             Summarized::Failed(why) => Some(format!(
                 "{name}: content not indexed, {why}; the file is archived all the same"
             )),
@@ -90,15 +96,7 @@ impl Summarized {
     /// The content to record, if any.
     pub fn content(&self) -> Option<&WalContent> {
         match self {
-            Summarized::Whole(c) | Summarized::Damaged(c) => Some(c),
-            Summarized::Failed(_) => None,
-        }
-    }
-
-    /// [`Summarized::content`], owned.
-    pub fn into_content(self) -> Option<WalContent> {
-        match self {
-            Summarized::Whole(c) | Summarized::Damaged(c) => Some(c),
+            Summarized::Whole(content) | Summarized::Damaged { content, .. } => Some(content),
             Summarized::Failed(_) => None,
         }
     }
@@ -116,10 +114,15 @@ pub fn summarize(name: &WalFileName, bytes: &[u8], id: &SegmentIdentity) -> Opti
         Err(e) => return Some(Summarized::Failed(format!("no start LSN: {e}"))),
     };
     let major = PgMajor::from_number(id.pg_major);
+    let partial = matches!(name, WalFileName::Partial(_));
     let decoded = contain(|| summarize_segment(bytes, id.segment_size.bytes(), start, major));
     Some(match decoded {
-        Ok(Ok(summary)) => match summary.damage {
-            Some(_) => Summarized::Damaged(WalContent::from(&summary)),
+        Ok(Ok(summary)) => match summary.defect(partial) {
+            Some(defect) => Summarized::Damaged {
+                content: WalContent::from(&summary),
+                lsn: defect.lsn,
+                reason: defect.kind.to_string(),
+            },
             None => Summarized::Whole(WalContent::from(&summary)),
         },
         Ok(Err(e)) => Summarized::Failed(format!("cannot decode at LSN {}: {}", e.lsn, e.kind)),

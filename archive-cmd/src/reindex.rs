@@ -209,23 +209,22 @@ async fn reindex_one(
         Ok(s) => s,
         Err(e) => return failed(e, false),
     };
-    let damaged = match &summarized {
-        Summarized::Failed(why) => return failed(why.clone(), false),
-        Summarized::Whole(_) => None,
-        Summarized::Damaged(content) => {
-            let damage = content
-                .to_summary()
-                .ok()
-                .and_then(|s| s.damage)
-                .expect("a damaged summary records its damage");
+    let (content, damaged) = match summarized {
+        Summarized::Failed(why) => return failed(why, false),
+        Summarized::Whole(content) => (content, None),
+        Summarized::Damaged {
+            content,
+            lsn,
+            reason,
+        } => (
+            content,
             Some(DamagedSegment {
                 name: name.to_string(),
-                lsn: damage.lsn.to_string(),
-                reason: damage.kind.to_string(),
-            })
-        }
+                lsn: lsn.to_string(),
+                reason,
+            }),
+        ),
     };
-    let content = summarized.into_content().expect("whole or damaged");
     let sidecar = wal_content_key(stanza, &name, &digest);
     let mut created = repo.put_record(&sidecar, &content).await?;
     if !created {
