@@ -115,7 +115,10 @@ pub fn summarize(name: &WalFileName, bytes: &[u8], id: &SegmentIdentity) -> Opti
     };
     let major = PgMajor::from_number(id.pg_major);
     let partial = matches!(name, WalFileName::Partial(_));
-    let decoded = contain(|| summarize_segment(bytes, id.segment_size.bytes(), start, major));
+    let decoded = contain(|| {
+        inject_panic_for_tests();
+        summarize_segment(bytes, id.segment_size.bytes(), start, major)
+    });
     Some(match decoded {
         Ok(Ok(summary)) => match summary.defect(partial) {
             Some(defect) => Summarized::Damaged {
@@ -130,6 +133,16 @@ pub fn summarize(name: &WalFileName, bytes: &[u8], id: &SegmentIdentity) -> Opti
             "the decoder failed (a bug in tidemark; please report it) on the segment starting at LSN {start}: {panic}"
         )),
     })
+}
+
+/// Debug builds only: `TIDEMARK_TEST_PANIC=wal-decoder` makes the decoder panic, so that
+/// tests can prove what a decoder bug does to a push (the `tidemark` binary's switch for
+/// the commands themselves is in its `main`). Release builds have no such switch.
+fn inject_panic_for_tests() {
+    #[cfg(debug_assertions)]
+    if std::env::var("TIDEMARK_TEST_PANIC").is_ok_and(|wanted| wanted == "wal-decoder") {
+        panic!("injected by TIDEMARK_TEST_PANIC");
+    }
 }
 
 #[cfg(test)]

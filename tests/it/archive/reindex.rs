@@ -14,7 +14,12 @@
 //! - a second `reindex` is a no-op: it counts every segment as already indexed and
 //!   changes nothing in the repository;
 //! - a `reindex` killed (SIGKILL) after some sidecars leaves only whole ones, and the
-//!   next run indexes exactly the rest.
+//!   next run indexes exactly the rest;
+//! - asynchronous archiving (the spool and its drainer) records the same content as a
+//!   synchronous push;
+//! - a segment with a damaged record is archived byte for byte (exit 0) with one warning
+//!   naming the LSN and the damage in its summary; a decoder that panics (injected) never
+//!   fails a push: the file is archived without content, and `reindex` indexes it.
 
 use std::sync::Arc;
 
@@ -386,4 +391,111 @@ fn the_spool_records_what_a_synchronous_push_records() {
     };
     assert_eq!(contents(&spooled), contents(&sync));
     assert_eq!(sync.len(), names.len());
+}
+
+/// A runner for a fresh local repository `dir` in the test folder, its stanza created for `c`.
+fn initialised(t: &TestDir, c: &Cluster, dir: &str) -> (Tidemark, PathBuf) {
+    let repo = t.mkdir(dir);
+    let tm = Tidemark::new(t).with_args(["--repo", &format!("file://{}", repo.display())]);
+    tm.init_stanza(c);
+    (tm, repo)
+}
+
+/// The index entry of `name` in the local repository `repo`.
+fn entry_of(repo: &Path, name: &str) -> WalRecord {
+    let stanza = Stanza::new("main").unwrap();
+    let wal_name: tidemark_pg::WalFileName = name.parse().unwrap();
+    let r = local_repo(repo);
+    runtime().block_on(async {
+        let digests = r.wal_digests(&stanza, &wal_name).await.unwrap();
+        assert_eq!(digests.len(), 1, "{name}: {digests:?}");
+        r.get_record(&catalog::wal_key(&stanza, &wal_name, &digests[0]))
+            .await
+            .unwrap()
+    })
+}
+
+/// A segment with a damaged record is archived as it is (PostgreSQL will not hand it over
+/// again): exit 0, its bytes back from archive-get, one warning naming the LSN, and the
+/// damage in its content summary.
+#[test]
+fn a_damaged_segment_is_archived_with_its_damage_and_a_warning() {
+    need_pg!();
+    let t = TestDir::new("content-damaged");
+    let (c, wal, names) = spooling_cluster(&t, "pg", 2);
+    let (tm, repo) = initialised(&t, &c, "repo");
+    // The second segment starts right after a WAL switch: its first record is right
+    // after the long page header, at byte 40. Its xid (bytes 4-7) is under the CRC.
+    let name = &names[1];
+    let mut bytes = std::fs::read(wal.join(name)).unwrap();
+    bytes[40 + 4] ^= 0x55;
+    let damaged = t.write(&format!("damaged/{name}"), &bytes);
+    let wal_name: tidemark_pg::WalFileName = name.parse().unwrap();
+    let lsn = wal_name
+        .segment()
+        .unwrap()
+        .start_lsn(SegmentSize::new(16 * MIB).unwrap())
+        .unwrap()
+        .0
+        + 40;
+    let lsn_text = format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF);
+
+    let run = tm.run(&["archive-push", &damaged.display().to_string()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines = run.stderr_lines();
+    assert_eq!(lines.len(), 1, "{run:?}");
+    assert!(
+        lines[0].contains("WARN")
+            && lines[0].contains(name.as_str())
+            && lines[0].contains(&format!("invalid WAL at {lsn_text}")),
+        "{run:?}"
+    );
+    let content = entry_of(&repo, name)
+        .content
+        .expect("content with its damage")
+        .to_summary()
+        .unwrap();
+    let damage = content.damage.clone().expect("the damage is recorded");
+    assert_eq!(damage.lsn.to_string(), lsn_text);
+    assert_eq!(content.records, 0, "{content:?}");
+    let back = t.mkdir("back").join(name);
+    tm.ok(&["archive-get", name, &back.display().to_string()]);
+    assert!(
+        same_content(&back, &damaged),
+        "archive-get changed the bytes"
+    );
+}
+
+/// A decoder that fails (here a panic injected into it, as a bug would) never fails a
+/// push: the file is archived without content, with one warning, and `reindex` indexes it
+/// later.
+#[test]
+fn a_decoder_failure_never_fails_a_push_and_reindex_catches_up() {
+    need_pg!();
+    let t = TestDir::new("content-panic");
+    let (c, wal, names) = spooling_cluster(&t, "pg", 1);
+    let (tm, repo) = initialised(&t, &c, "repo");
+    let path = wal.join(&names[0]).display().to_string();
+    let run = tm
+        .clone()
+        .with_env("TIDEMARK_TEST_PANIC", "wal-decoder")
+        .run(&["archive-push", &path]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines = run.stderr_lines();
+    assert_eq!(lines.len(), 1, "{run:?}");
+    assert!(
+        lines[0].contains("content not indexed")
+            && lines[0].contains("injected by TIDEMARK_TEST_PANIC")
+            && lines[0].contains("archived all the same"),
+        "{run:?}"
+    );
+    assert_eq!(entry_of(&repo, &names[0]).content, None);
+    assert_eq!(tm.info()["segments_not_indexed"], 1);
+    let back = t.mkdir("back").join(&names[0]);
+    tm.ok(&["archive-get", &names[0], &back.display().to_string()]);
+    assert!(same_content(&back, &wal.join(&names[0])));
+
+    let report = reindex_json(&tm);
+    assert_eq!(report["indexed"], 1, "{report:#}");
+    assert_eq!(tm.info()["segments_not_indexed"], 0);
 }
