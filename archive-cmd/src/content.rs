@@ -17,7 +17,7 @@
 //! the file is stored: not before, since a push refused for another reason stores
 //! nothing.
 //!
-//! A panic is contained with [`contain`]: the `tidemark` binary's panic hook, which
+//! A panic is contained (`contain`): the `tidemark` binary's panic hook, which
 //! otherwise ends the process at once, lets a panic inside it unwind (see
 //! [`panic_is_contained`]). The decoder is pure (no IO, no shared state), so nothing is
 //! left half-done by it.
@@ -33,7 +33,7 @@ thread_local! {
     static CONTAINED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// True while the calling thread is inside [`contain`]: a process-wide panic hook that
+/// True while the calling thread is inside `contain`: a process-wide panic hook that
 /// ends the process must let such a panic unwind instead (it is caught and turned into a
 /// warning).
 pub fn panic_is_contained() -> bool {

@@ -22,13 +22,22 @@
 //!    other push quarantines its bytes and fails. The name is listed once more, so that
 //!    on a store whose create is not exclusive two indexed contents are reported rather
 //!    than acknowledged (`docs/repository-format.md` says what such stores guarantee).
+//!    Where the store's create is exclusive (a local folder), 4 and 5 are one round:
+//!    blob, claim and entry are made durable together, the entry linked only if this
+//!    push created the claim ([`Repo::put_wal`]).
+//!
+//! The index entry (and the claim, its copy) carries the segment's content summary for
+//! the recovery planner ([`crate::content`]): segments and `.partial` files are decoded
+//! while they are checked, on a thread of their own; whatever the decoder finds or
+//! fails at, the file is stored.
 //!
 //! Segments up to [`IN_MEMORY_MAX`] are mapped, then checked, hashed and compressed in
 //! parallel, the page checks riding on the hashing thread; in a local repository the
 //! compressed body streams into a staged file meanwhile, so that its fsync overlaps the
 //! compression (`docs/performance.md` has the figures). Larger ones (up to 1 GiB) are
 //! checked and hashed in a first streaming pass and sent in a second, so memory stays
-//! bounded.
+//! bounded; the decoder reads them through a read-only mapping (the page cache, not
+//! memory of the process's own).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -42,10 +51,9 @@ use tidemark_store::codec::Hasher;
 use tidemark_store::repo::{
     check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, IN_MEMORY_MAX,
 };
-
-use crate::content::Summarized;
 use tidemark_store::{Compression, Digest, Repo};
 
+use crate::content::Summarized;
 use crate::{Error, Result};
 
 /// Largest `.history` or `.backup` file accepted (they are a few hundred bytes).
