@@ -19,7 +19,8 @@
 //!   synchronous push;
 //! - a segment with a damaged record is archived byte for byte (exit 0) with one warning
 //!   naming the LSN and the damage in its summary; a decoder that panics (injected) never
-//!   fails a push: the file is archived without content, and `reindex` indexes it.
+//!   fails a push: the file is archived without content, and `reindex` indexes it;
+//! - a `.partial` file's early end is no damage; the same bytes as a complete segment are.
 
 use std::sync::Arc;
 
@@ -498,4 +499,52 @@ fn a_decoder_failure_never_fails_a_push_and_reindex_catches_up() {
     let report = reindex_json(&tm);
     assert_eq!(report["indexed"], 1, "{report:#}");
     assert_eq!(tm.info()["segments_not_indexed"], 0);
+}
+
+/// A `.partial` file's WAL ends early, which is normal: archived without a warning, its
+/// summary saying where the WAL ends. The same bytes under the complete segment's name
+/// are damage (a complete segment is archived only once the server wrote past it): still
+/// archived, with a warning.
+#[test]
+fn a_partial_file_ends_early_without_damage_and_a_complete_segment_does_not() {
+    need_pg!();
+    let t = TestDir::new("content-partial");
+    let (c, _, _) = spooling_cluster(&t, "pg", 1);
+    c.workload(200);
+    let current = c.psql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let current = current.trim();
+    c.psql("CHECKPOINT");
+    let bytes = std::fs::read(c.pg_wal().join(current)).unwrap();
+    let partial = t.write(&format!("partial/{current}.partial"), &bytes);
+    let complete = t.write(&format!("complete/{current}"), &bytes);
+
+    let (tm, repo) = initialised(&t, &c, "repo");
+    let run = tm.run(&["archive-push", &partial.display().to_string()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr_lines().is_empty(), "{run:?}");
+    let summary = entry_of(&repo, &format!("{current}.partial"))
+        .content
+        .expect("content")
+        .to_summary()
+        .unwrap();
+    assert!(summary.ended_at.is_some(), "{summary:?}");
+    assert!(
+        summary.damage.is_none() && summary.records > 0,
+        "{summary:?}"
+    );
+
+    let run = tm.run(&["archive-push", &complete.display().to_string()]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let lines = run.stderr_lines();
+    let ended = summary.ended_at.unwrap().to_string();
+    assert!(
+        lines.len() == 1 && lines[0].contains(&format!("invalid WAL at {ended}")),
+        "{run:?}"
+    );
+    assert_eq!(
+        entry_of(&repo, current)
+            .content
+            .map(|c| c.to_summary().unwrap()),
+        Some(summary)
+    );
 }
