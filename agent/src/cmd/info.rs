@@ -442,7 +442,8 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     })
 }
 
-fn bytes(n: u64) -> String {
+/// `n` bytes for a person (`1.5 MiB`).
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -15,6 +15,7 @@ pub mod archive_push;
 pub mod backup;
 pub mod info;
 pub mod init;
+pub mod plan;
 pub mod report;
 pub mod restore;
 pub mod spool;

@@ -1,0 +1,639 @@
+//! `tidemark plan [--target-… ] [--target-timeline T] [--target-action A]
+//! [--target-exclusive] [--backup ID] [--pg-bin DIR] [--json]`: how a recovery target
+//! would be reached, or why it cannot be, before anything is written.
+//!
+//! The work is `tidemark_recovery::snapshot` (reads the catalog, runs the planner, decodes
+//! the segments it asks for) and `tidemark_recovery::plan` (pure). This module turns the
+//! arguments into a [`PlanRequest`] ([`request`]), finds the extensions of `--pg-bin`
+//! ([`available_extensions`]), and renders the plan ([`PlanReport`]) or the refusal
+//! ([`Unreachable`], exit 5). `restore` plans through [`make_plan`] before it creates
+//! anything.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use tidemark_pg::PgTimestamp;
+use tidemark_recovery::autoconf::TargetSettings;
+use tidemark_recovery::plan::{
+    Outcome, Plan, PlanRequest, Refusal, RefusalKind, Target, TargetAction, TimelineRequest,
+};
+use tidemark_recovery::snapshot;
+use tidemark_store::Repo;
+
+use super::info::bytes;
+use super::report::{json_lines, Report};
+use crate::cli::args::{PlanArgs, TargetArgs};
+use crate::cli::config::{ConfigError, Settings};
+use crate::exit::Failure;
+
+/// The planner refused the target (exit 5, [`crate::exit::TARGET_UNREACHABLE`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.line())]
+pub struct Unreachable {
+    /// Why, by kind (`docs/recovery.md` has a section for each).
+    pub kind: RefusalKind,
+    /// What and why.
+    pub message: String,
+    /// The reachable points nearest the target.
+    pub nearest: Vec<String>,
+    /// What the catalog itself says about the names in the message (a conflict).
+    pub notes: Vec<String>,
+}
+
+impl Unreachable {
+    fn line(&self) -> String {
+        let mut out = format!(
+            "target unreachable ({}): {}",
+            kind_name(self.kind),
+            self.message
+        );
+        for note in &self.notes {
+            out.push_str(&format!(" ({note})"));
+        }
+        if self.nearest.is_empty() {
+            out.push_str("; nothing is reachable");
+        } else {
+            out.push_str(&format!("; nearest reachable: {}", self.nearest.join("; ")));
+        }
+        out.push_str("; nothing was written");
+        out
+    }
+}
+
+/// The refusal kinds as `docs/recovery.md` names them.
+pub fn kind_name(kind: RefusalKind) -> &'static str {
+    match kind {
+        RefusalKind::NoBackup => "no-backup",
+        RefusalKind::BeforeFirstBackup => "before-first-backup",
+        RefusalKind::BeyondArchive => "beyond-archive",
+        RefusalKind::WalGap => "wal-gap",
+        RefusalKind::DamagedWal => "damaged-wal",
+        RefusalKind::UnknownTimeline => "unknown-timeline",
+        RefusalKind::HistoryHole => "history-hole",
+        _ => "unreachable",
+    }
+}
+
+/// Runs `plan`.
+pub async fn run(settings: &Settings, args: &PlanArgs) -> Result<PlanReport, Failure> {
+    let repo = super::open_repo(settings).await?;
+    make_plan(&repo, settings, &args.target, args.backup.clone()).await
+}
+
+/// Plans `target` (from `backup` when given) on the stanza's catalog: the report, or the
+/// refusal as a [`Failure::Unreachable`]. Reads only.
+pub async fn make_plan(
+    repo: &Repo,
+    settings: &Settings,
+    target: &TargetArgs,
+    backup: Option<String>,
+) -> Result<PlanReport, Failure> {
+    let (request, asked) = request(target, backup, chrono::Local::now().fixed_offset())?;
+    let stanza = &settings.stanza;
+    repo.require_cluster(stanza).await?;
+    let mut loaded = snapshot::load(repo, stanza).await?;
+    if let Some(id) = &request.backup {
+        if loaded.damaged_backups.contains(id) {
+            // Restoring it would fail on its record: say so now, as damage (exit 4).
+            repo.backup(stanza, id).await?;
+        }
+    }
+    match snapshot::plan(repo, &mut loaded, &request).await? {
+        Outcome::Plan(plan) => PlanReport::new(stanza.to_string(), asked, &request, plan),
+        Outcome::Refused(refusal) => Err(refused(refusal, &loaded.conflicts).into()),
+        Outcome::NeedsSegments(_) => unreachable!("snapshot::plan decodes what is needed"),
+    }
+}
+
+/// The refusal, with a note when it names a WAL file that is archived twice.
+fn refused(refusal: Refusal, conflicts: &[String]) -> Unreachable {
+    let notes = conflicts
+        .iter()
+        .filter(|name| refusal.message.contains(name.as_str()))
+        .map(|name| {
+            format!("{name} is archived with two different contents: a person must decide which is right; see `tidemark info`")
+        })
+        .collect();
+    Unreachable {
+        kind: refusal.kind,
+        message: refusal.message,
+        nearest: refusal.nearest,
+        notes,
+    }
+}
+
+/// The target as the user gave it, for the report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AskedTarget {
+    /// `time`, `lsn`, `xid`, `name`, `immediate` or `latest`.
+    pub kind: &'static str,
+    /// The text given (`null` for immediate and latest).
+    pub given: Option<String>,
+    /// For a time: the instant it was read as, in UTC.
+    pub resolved_utc: Option<DateTime<Utc>>,
+    /// Whether the time carried no zone and was read in the local one.
+    pub local_zone: bool,
+}
+
+/// Turns the arguments into the planner's request; `now` gives the local zone a time
+/// without one is read in (pure).
+pub fn request(
+    args: &TargetArgs,
+    backup: Option<String>,
+    now: DateTime<chrono::FixedOffset>,
+) -> Result<(PlanRequest, AskedTarget), ConfigError> {
+    let exclusive = args.target_exclusive;
+    let usage = |s: String| ConfigError(s);
+    let (target, asked) = if let Some(text) = &args.target_time {
+        let (at, local) =
+            parse_time(text, now).map_err(|e| usage(format!("--target-time {text:?}: {e}")))?;
+        (
+            Target::Time { at, exclusive },
+            AskedTarget {
+                kind: "time",
+                given: Some(text.clone()),
+                resolved_utc: Some(at),
+                local_zone: local,
+            },
+        )
+    } else if let Some(text) = &args.target_lsn {
+        let lsn = parse_lsn(text).map_err(|e| usage(format!("--target-lsn {text:?}: {e}")))?;
+        (Target::Lsn { lsn, exclusive }, asked("lsn", text))
+    } else if let Some(text) = &args.target_xid {
+        let xid = parse_xid(text).map_err(|e| usage(format!("--target-xid {text:?}: {e}")))?;
+        (Target::Xid { xid, exclusive }, asked("xid", text))
+    } else if let Some(text) = &args.target_name {
+        let name = parse_name(text).map_err(|e| usage(format!("--target-name {text:?}: {e}")))?;
+        (Target::Name(name), asked("name", text))
+    } else if args.target.as_deref() == Some("immediate") {
+        (Target::Immediate, fixed("immediate"))
+    } else {
+        (Target::Latest, fixed("latest"))
+    };
+    if exclusive
+        && !matches!(
+            target,
+            Target::Time { .. } | Target::Lsn { .. } | Target::Xid { .. }
+        )
+    {
+        return Err(usage(
+            "--target-exclusive applies to --target-time, --target-lsn and --target-xid only"
+                .into(),
+        ));
+    }
+    let timeline = match args.target_timeline.as_deref() {
+        None | Some("latest") => TimelineRequest::Latest,
+        Some("current") => TimelineRequest::Current,
+        Some(n) => match n.parse::<u32>() {
+            Ok(n) if n >= 1 => TimelineRequest::Exact(n),
+            _ => {
+                return Err(usage(format!(
+                    "--target-timeline {n:?}: expected latest, current or a timeline number (1 or more)"
+                )))
+            }
+        },
+    };
+    let action = match args.target_action.as_str() {
+        "promote" => TargetAction::Promote,
+        "shutdown" => TargetAction::Shutdown,
+        _ => TargetAction::Pause,
+    };
+    let available_extensions = match &args.pg_bin {
+        Some(dir) => Some(available_extensions(dir)?),
+        None => None,
+    };
+    Ok((
+        PlanRequest {
+            target,
+            timeline,
+            action,
+            backup,
+            available_extensions,
+        },
+        asked,
+    ))
+}
+
+// Interim parsers, until the planner's land (then these go).
+fn parse_time(
+    text: &str,
+    now: DateTime<chrono::FixedOffset>,
+) -> Result<(DateTime<Utc>, bool), String> {
+    use chrono::{NaiveDateTime, TimeZone};
+    let t = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(t) {
+        return Ok((at.with_timezone(&Utc), false));
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
+        if let Ok(at) = DateTime::parse_from_str(t, f) {
+            return Ok((at.with_timezone(&Utc), false));
+        }
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(t, f) {
+            let _ = now;
+            return match chrono::Local.from_local_datetime(&naive) {
+                chrono::LocalResult::Single(at) => Ok((at.with_timezone(&Utc), true)),
+                _ => Err(
+                    "this local time is ambiguous or does not exist (a clock change): give a zone"
+                        .into(),
+                ),
+            };
+        }
+    }
+    Err("not a time: give '2026-11-21 10:32:07+00' or RFC 3339".into())
+}
+
+fn parse_lsn(text: &str) -> Result<tidemark_pg::Lsn, String> {
+    tidemark_pg::Lsn::parse(text.trim()).ok_or_else(|| "not an LSN (X/X, hexadecimal)".to_string())
+}
+
+fn parse_xid(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse::<u64>()
+        .map(|x| x as u32)
+        .map_err(|_| "not a transaction id".to_string())
+}
+
+fn parse_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() >= 64 {
+        return Err("a restore point name has 1 to 63 bytes".into());
+    }
+    Ok(text.to_string())
+}
+
+fn asked(kind: &'static str, text: &str) -> AskedTarget {
+    AskedTarget {
+        kind,
+        given: Some(text.to_string()),
+        resolved_utc: None,
+        local_zone: false,
+    }
+}
+
+fn fixed(kind: &'static str) -> AskedTarget {
+    AskedTarget {
+        kind,
+        given: None,
+        resolved_utc: None,
+        local_zone: false,
+    }
+}
+
+/// The extensions the binaries in `bin` provide: the names of the `*.control` files in
+/// their share directory's `extension` folder. The share directory is what
+/// `bin/pg_config --sharedir` says when it runs, else `bin/../share/postgresql` or
+/// `bin/../share` (the layouts of PostgreSQL's own install and of packaged builds).
+pub fn available_extensions(bin: &Path) -> Result<BTreeSet<String>, ConfigError> {
+    let bad = |why: String| ConfigError(format!("--pg-bin {}: {why}", bin.display()));
+    if !bin.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    let pg_config = bin.join("pg_config");
+    if pg_config.is_file() {
+        if let Ok(out) = std::process::Command::new(&pg_config)
+            .arg("--sharedir")
+            .output()
+        {
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !text.is_empty() {
+                candidates.push(PathBuf::from(text));
+            }
+        }
+    }
+    candidates.push(bin.join("../share/postgresql"));
+    candidates.push(bin.join("../share"));
+    let Some(folder) = candidates
+        .iter()
+        .map(|share| share.join("extension"))
+        .find(|f| f.is_dir())
+    else {
+        return Err(bad(format!(
+            "no extension folder found (looked in {})",
+            candidates
+                .iter()
+                .map(|c| c.join("extension").display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let entries = std::fs::read_dir(&folder)
+        .map_err(|e| bad(format!("cannot list {}: {e}", folder.display())))?;
+    let mut names = BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| bad(format!("cannot list {}: {e}", folder.display())))?;
+        let name = entry.file_name();
+        if let Some(ext) = name.to_str().and_then(|n| n.strip_suffix(".control")) {
+            names.insert(ext.to_string());
+        }
+    }
+    Ok(names)
+}
+
+/// A plan, as `plan` prints it (`--json` prints this object; docs/recovery.md lists its
+/// fields).
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanReport {
+    /// The stanza.
+    pub stanza: String,
+    /// The target as given.
+    pub target: AskedTarget,
+    /// `true`: the target excludes the stop record (`recovery_target_inclusive = off`).
+    pub exclusive: bool,
+    /// The backup to restore.
+    pub backup: PlannedBackup,
+    /// The target timeline, as a number.
+    pub timeline: u32,
+    /// The timelines replay walks, with where each is left.
+    pub timeline_path: Vec<PathStep>,
+    /// Timelines branching off the path after the backup that are not followed.
+    pub other_branches: Vec<BranchView>,
+    /// The WAL replay reads, per timeline.
+    pub wal: Vec<WalRangeView>,
+    /// What restore and replay fetch from the repository.
+    pub fetch: FetchView,
+    /// Where replay stops.
+    pub stop: StopView,
+    /// What PostgreSQL does there.
+    pub action: &'static str,
+    /// The recovery settings restore writes into `postgresql.auto.conf`.
+    pub settings: TargetSettings,
+    /// What the operator should know, one line each.
+    pub warnings: Vec<String>,
+}
+
+/// The backup of a plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlannedBackup {
+    /// Its id.
+    pub id: String,
+    /// The timeline it starts on.
+    pub timeline: u32,
+    /// Where replay starts.
+    pub start_lsn: String,
+    /// Where it is consistent.
+    pub stop_lsn: String,
+    /// When it started.
+    pub start_time: DateTime<Utc>,
+    /// When it ended.
+    pub stop_time: DateTime<Utc>,
+    /// Bytes of data.
+    pub size: u64,
+}
+
+/// A timeline on the replay path.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathStep {
+    /// The timeline.
+    pub timeline: u32,
+    /// Where replay leaves it (`null` for the target timeline).
+    pub until: Option<String>,
+}
+
+/// A timeline not followed.
+#[derive(Clone, Debug, Serialize)]
+pub struct BranchView {
+    /// The timeline.
+    pub timeline: u32,
+    /// The timeline it left.
+    pub parent: u32,
+    /// Where.
+    pub fork: String,
+}
+
+/// Segments of one timeline.
+#[derive(Clone, Debug, Serialize)]
+pub struct WalRangeView {
+    /// The timeline.
+    pub timeline: u32,
+    /// The first segment.
+    pub first: String,
+    /// The last segment.
+    pub last: String,
+    /// How many.
+    pub segments: u64,
+}
+
+/// Bytes to fetch.
+#[derive(Clone, Debug, Serialize)]
+pub struct FetchView {
+    /// The backup's data.
+    pub backup_bytes: u64,
+    /// The WAL segments (as stored in the repository).
+    pub wal_bytes: u64,
+    /// How many segments.
+    pub wal_segments: u64,
+}
+
+/// Where replay stops.
+#[derive(Clone, Debug, Serialize)]
+pub struct StopView {
+    /// The stop record's start, when known.
+    pub lsn: Option<String>,
+    /// Its time, when it has one.
+    pub time: Option<DateTime<Utc>>,
+    /// In words.
+    pub description: String,
+}
+
+/// A PostgreSQL timestamp as a UTC instant (`None` outside chrono's range).
+pub fn pg_time(t: PgTimestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(t.unix_micros())
+}
+
+impl PlanReport {
+    /// The report of `plan`; fails when the planner's settings do not pass
+    /// [`TargetSettings::new`] (a bug: nothing is written with them).
+    pub fn new(
+        stanza: String,
+        target: AskedTarget,
+        request: &PlanRequest,
+        plan: Plan,
+    ) -> Result<PlanReport, Failure> {
+        let settings = TargetSettings::new(&plan.settings).map_err(|e| {
+            tidemark_recovery::Error::Planner(format!("the plan's recovery settings: {e}"))
+        })?;
+        let exclusive = matches!(
+            plan.target,
+            Target::Time {
+                exclusive: true,
+                ..
+            } | Target::Lsn {
+                exclusive: true,
+                ..
+            } | Target::Xid {
+                exclusive: true,
+                ..
+            }
+        );
+        let b = &plan.backup;
+        Ok(PlanReport {
+            stanza,
+            target,
+            exclusive,
+            backup: PlannedBackup {
+                id: b.id.clone(),
+                timeline: b.timeline,
+                start_lsn: b.start_lsn.to_string(),
+                stop_lsn: b.stop_lsn.to_string(),
+                start_time: b.start_time,
+                stop_time: b.stop_time,
+                size: b.size,
+            },
+            timeline: plan.timeline,
+            timeline_path: plan
+                .timeline_path
+                .iter()
+                .map(|s| PathStep {
+                    timeline: s.timeline,
+                    until: s.until.map(|l| l.to_string()),
+                })
+                .collect(),
+            other_branches: plan
+                .other_branches
+                .iter()
+                .map(|b| BranchView {
+                    timeline: b.timeline,
+                    parent: b.parent,
+                    fork: b.fork.to_string(),
+                })
+                .collect(),
+            wal: plan
+                .wal
+                .iter()
+                .map(|w| WalRangeView {
+                    timeline: w.timeline,
+                    first: w.first.clone(),
+                    last: w.last.clone(),
+                    segments: w.segments,
+                })
+                .collect(),
+            fetch: FetchView {
+                backup_bytes: b.size,
+                wal_bytes: plan.wal_bytes,
+                wal_segments: plan.wal_segments,
+            },
+            stop: StopView {
+                lsn: plan.stop.lsn.map(|l| l.to_string()),
+                time: plan.stop.time.and_then(pg_time),
+                description: plan.stop.description.clone(),
+            },
+            action: match request.action {
+                TargetAction::Pause => "pause",
+                TargetAction::Promote => "promote",
+                TargetAction::Shutdown => "shutdown",
+            },
+            settings,
+            warnings: plan.warnings,
+        })
+    }
+
+    /// The lines for a person.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let t = &self.target;
+        let target = match (&t.given, t.resolved_utc) {
+            (Some(given), Some(at)) => format!(
+                "{} {given:?} = {}{}{}",
+                t.kind,
+                at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                if t.local_zone {
+                    " (no zone given: read in the local zone)"
+                } else {
+                    ""
+                },
+                if self.exclusive { ", exclusive" } else { "" }
+            ),
+            (Some(given), None) => format!(
+                "{} {given}{}",
+                t.kind,
+                if self.exclusive { ", exclusive" } else { "" }
+            ),
+            (None, _) => match t.kind {
+                "immediate" => "immediate: the end of the backup (its consistent point)".into(),
+                _ => "latest: the end of the archived WAL".into(),
+            },
+        };
+        out.push(format!("target      {target}"));
+        let b = &self.backup;
+        out.push(format!(
+            "backup      {} (timeline {}, WAL from {}, consistent at {}, {}), {}",
+            b.id,
+            b.timeline,
+            b.start_lsn,
+            b.stop_lsn,
+            b.stop_time.to_rfc3339_opts(SecondsFormat::Secs, true),
+            bytes(b.size)
+        ));
+        let path: Vec<String> = self
+            .timeline_path
+            .iter()
+            .map(|s| match &s.until {
+                Some(until) => format!("{} (until {until})", s.timeline),
+                None => s.timeline.to_string(),
+            })
+            .collect();
+        out.push(format!(
+            "timelines   {} (recovery_target_timeline = {})",
+            path.join(" -> "),
+            self.timeline
+        ));
+        for br in &self.other_branches {
+            out.push(format!(
+                "            not followed: timeline {} (off {} at {})",
+                br.timeline, br.parent, br.fork
+            ));
+        }
+        for w in &self.wal {
+            out.push(format!(
+                "wal         timeline {}: {} .. {} ({} segments)",
+                w.timeline, w.first, w.last, w.segments
+            ));
+        }
+        out.push(format!(
+            "fetch       {} of data, {} of WAL ({} segments)",
+            bytes(self.fetch.backup_bytes),
+            bytes(self.fetch.wal_bytes),
+            self.fetch.wal_segments
+        ));
+        let mut stop = self.stop.description.clone();
+        if let Some(lsn) = &self.stop.lsn {
+            stop.push_str(&format!(" (at {lsn})"));
+        }
+        out.push(format!("stops at    {stop}; then {}", self.action));
+        out.push(format!(
+            "settings    {}",
+            self.settings
+                .settings()
+                .iter()
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| format!("{name} = '{value}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+                + " (every other recovery_target* = '')"
+        ));
+        for w in &self.warnings {
+            out.push(format!("WARNING: {w}"));
+        }
+        out
+    }
+}
+
+/// `plan`: the text is [`PlanReport::lines`].
+impl Report for PlanReport {
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for line in self.lines() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn json(&self) -> String {
+        json_lines(self)
+    }
+}

@@ -1,0 +1,508 @@
+//! Loading the catalog snapshot the planner reads, and running the planner to a plan or a
+//! refusal: the IO around [`crate::plan`], which is pure.
+//!
+//! [`load`] reads a stanza's catalog once: the cluster record, the backup records
+//! ([`Repo::backups`]), the WAL index with each segment's content summary
+//! ([`Repo::wal_catalog`]) and the archived history files (read and parsed). It then joins
+//! the records that cross from one segment into the next from the two summaries
+//! ([`join_crossing`], [`SegmentSummary::absorb`]); when a summary kept too few bytes of
+//! such a record and both segments are archived, it reads the two segments and decodes the
+//! record itself. What the catalog holds that a restore cannot use is said, not hidden:
+//!
+//! - a backup record that cannot be read is left out, with a warning naming it (a plan
+//!   that asks for it by `--backup` fails as damaged data);
+//! - a WAL name archived with two contents (a conflict, which `archive-get` refuses to
+//!   serve) is left out of the snapshot, as if it were missing, and named in
+//!   [`Loaded::conflicts`]: a plan whose path crosses it is refused;
+//! - a history file that cannot be parsed is left out the same way, with a warning.
+//!
+//! [`plan`] asks the planner, and when it answers [`Outcome::NeedsSegments`], reads and
+//! decodes those segments in full ([`SegmentContent::Decoded`], a bounded number at a
+//! time) and asks again, until it has a plan or a refusal.
+//!
+//! The decoding of one segment, and of one crossing record, is pure ([`decode_segment`],
+//! [`decode_crossing`]) and unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::{StreamExt, TryStreamExt};
+use tidemark_pg::wal::{
+    join_crossing, summarize_segment, DecodeError, DecoderConfig, Payload, WalDecoder, WalRecord,
+};
+use tidemark_pg::{parse_history, Lsn, PgMajor, SegmentSize, WalFileName, WalSegmentName};
+use tidemark_store::catalog::Stanza;
+use tidemark_store::{Digest, Repo};
+
+use crate::plan::{
+    self, BackupPoint, CatalogSnapshot, Completion, DecodedSegment, Outcome, PlanRequest,
+    SegmentContent, SegmentFacts,
+};
+use crate::{Error, Result};
+
+/// Segments read and decoded at once when the planner needs them (each holds one
+/// segment, and at most the next one, in memory: 16 MiB each by default).
+const DECODE_AT_ONCE: usize = 4;
+
+/// The catalog as the planner reads it, and what it takes to read segments on demand.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What the planner reads.
+    pub snapshot: CatalogSnapshot,
+    /// What the operator should know about the catalog itself (damaged backup records,
+    /// unreadable history files), one line each: the plan's warnings start with these.
+    pub warnings: Vec<String>,
+    /// WAL names archived with more than one content: left out of the snapshot.
+    pub conflicts: Vec<String>,
+    /// The backup records that cannot be read, by id.
+    pub damaged_backups: Vec<String>,
+    /// Each archived segment's content digest.
+    digests: BTreeMap<(u32, u64), Digest>,
+}
+
+/// Reads the stanza's catalog (see the module doc). Fails when the repository cannot be
+/// read, or the stanza has no cluster record.
+pub async fn load(repo: &Repo, stanza: &Stanza) -> Result<Loaded> {
+    let cluster = repo.require_cluster(stanza).await?;
+    let size = SegmentSize::new(cluster.wal_segment_size).map_err(|e| Error::WalContent {
+        name: format!("stanza {stanza}"),
+        detail: format!("the cluster record's WAL segment size: {e}"),
+    })?;
+    let major = PgMajor::from_number(cluster.pg_major).ok_or_else(|| Error::WalContent {
+        name: format!("stanza {stanza}"),
+        detail: format!(
+            "the cluster record names PostgreSQL {}, which tidemark cannot decode",
+            cluster.pg_major
+        ),
+    })?;
+    let mut warnings = Vec::new();
+
+    let listing = repo.backups(stanza).await?;
+    let damaged_backups: Vec<String> = listing.damaged.iter().map(|d| d.id.clone()).collect();
+    for d in &listing.damaged {
+        warnings.push(format!(
+            "backup {} is left out: its record cannot be read ({})",
+            d.id, d.error
+        ));
+    }
+    let mut backups = Vec::with_capacity(listing.records.len());
+    for r in &listing.records {
+        if r.system_id != cluster.system_id {
+            warnings.push(format!(
+                "backup {} is left out: it is of system {}, the stanza's cluster is {}",
+                r.id, r.system_id, cluster.system_id
+            ));
+            continue;
+        }
+        let mut extensions = BTreeSet::new();
+        for db in &r.databases {
+            match &db.extensions {
+                Some(list) => extensions.extend(list.iter().map(|e| e.name.clone())),
+                None => warnings.push(format!(
+                    "backup {}: the extensions of database {:?} are unknown (it could not be read when the backup was taken)",
+                    r.id, db.name
+                )),
+            }
+        }
+        backups.push(BackupPoint {
+            id: r.id.clone(),
+            timeline: r.timeline.0,
+            start_lsn: r.start_lsn,
+            stop_timeline: r.stop_timeline.0,
+            stop_lsn: r.stop_lsn,
+            start_time: r.start_time,
+            stop_time: r.stop_time,
+            size: r.size,
+            extensions,
+        });
+    }
+
+    // Every index entry, grouped by name: more than one content is a conflict.
+    let mut by_name: BTreeMap<String, Vec<tidemark_store::repo::IndexedWal>> = BTreeMap::new();
+    for entry in repo.wal_catalog(stanza).await? {
+        by_name
+            .entry(entry.name.to_string())
+            .or_default()
+            .push(entry);
+    }
+    let mut conflicts = Vec::new();
+    let mut segments = BTreeMap::new();
+    let mut digests = BTreeMap::new();
+    let mut history_digests = BTreeMap::new();
+    for (name, mut entries) in by_name {
+        entries.dedup_by(|a, b| a.digest == b.digest);
+        if entries.len() > 1 {
+            conflicts.push(name);
+            continue;
+        }
+        let entry = entries.pop().expect("a name has an entry");
+        if let Some(why) = &entry.content_error {
+            warnings.push(format!(
+                "{name}: its content summary cannot be read ({why}): it is decoded when the plan needs it"
+            ));
+        }
+        match entry.name {
+            WalFileName::Segment(seg) => {
+                let Ok(segno) = seg.segment_number(size) else {
+                    continue;
+                };
+                let key = (seg.timeline.0, segno);
+                digests.insert(key, entry.digest);
+                segments.insert(
+                    key,
+                    SegmentFacts {
+                        name,
+                        stored_size: entry.record.stored_size,
+                        content: match entry.content {
+                            Some(summary) => SegmentContent::Summary(Box::new(summary)),
+                            None => SegmentContent::NotIndexed,
+                        },
+                    },
+                );
+            }
+            WalFileName::History(tli) => {
+                history_digests.insert(tli.0, entry.digest);
+            }
+            // restore_command is never asked for these.
+            WalFileName::Partial(_) | WalFileName::Backup { .. } => {}
+        }
+    }
+    for name in &conflicts {
+        warnings.push(format!(
+            "{name} is archived with two different contents (a conflict archive-get refuses to serve): treated as missing"
+        ));
+    }
+
+    // History files are few (one per promotion) and small.
+    let read: Vec<(u32, Vec<u8>)> = futures::stream::iter(history_digests)
+        .map(|(tli, digest)| async move { Ok::<_, Error>((tli, repo.get_blob(&digest).await?)) })
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let mut histories = BTreeMap::new();
+    for (tli, bytes) in read {
+        match parse_history(&bytes) {
+            Ok(entries) => {
+                histories.insert(tli, entries);
+            }
+            Err(e) => warnings.push(format!(
+                "the history file of timeline {tli} cannot be parsed ({e}): treated as missing"
+            )),
+        }
+    }
+
+    let mut loaded = Loaded {
+        snapshot: CatalogSnapshot {
+            system_id: cluster.system_id,
+            segment_size: size.bytes(),
+            pg_major: major,
+            backups,
+            histories,
+            segments,
+        },
+        warnings,
+        conflicts,
+        damaged_backups,
+        digests,
+    };
+    loaded.join_crossing_records(repo).await?;
+    Ok(loaded)
+}
+
+/// What joining the neighbours' halves left to do.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Joined {
+    /// Segments whose crossing record needs the bytes of both segments.
+    need_bytes: Vec<(u32, u64)>,
+}
+
+impl Loaded {
+    /// Joins every record that crosses from an indexed segment into the next archived one
+    /// (see the module doc): from the summaries when both halves are there, else from the
+    /// two segments' bytes.
+    async fn join_crossing_records(&mut self, repo: &Repo) -> Result<()> {
+        let joined = join_from_summaries(&mut self.snapshot);
+        let size = self.snapshot.segment_size;
+        let major = self.snapshot.pg_major;
+        let work: Vec<((u32, u64), Digest, Digest, Lsn)> = joined
+            .need_bytes
+            .iter()
+            .filter_map(|&(tli, segno)| {
+                let here = *self.digests.get(&(tli, segno))?;
+                let next = *self.digests.get(&(tli, segno + 1))?;
+                let lsn = match &self.snapshot.segments.get(&(tli, segno))?.content {
+                    SegmentContent::Summary(s) => s.crossing_start.as_ref()?.lsn,
+                    _ => return None,
+                };
+                Some(((tli, segno), here, next, lsn))
+            })
+            .collect();
+        let decoded: Vec<((u32, u64), std::result::Result<WalRecord, DecodeError>)> =
+            futures::stream::iter(work)
+                .map(|(key, here, next, lsn)| async move {
+                    let a = repo.get_blob(&here).await?;
+                    let b = repo.get_blob(&next).await?;
+                    let record = tokio::task::spawn_blocking(move || {
+                        decode_crossing(&a, &b, lsn, size, major)
+                    })
+                    .await
+                    .expect("decoding panicked");
+                    Ok::<_, Error>((key, record))
+                })
+                .buffer_unordered(DECODE_AT_ONCE)
+                .try_collect()
+                .await?;
+        for (key, record) in decoded {
+            if let Some(SegmentFacts {
+                content: SegmentContent::Summary(summary),
+                ..
+            }) = self.snapshot.segments.get_mut(&key)
+            {
+                match record {
+                    Ok(record) => summary.absorb(&record),
+                    // Replay stops there too: the planner must see the damage.
+                    Err(e) => {
+                        if summary.damage.is_none() {
+                            summary.damage = Some(e);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Joins the crossing records whose two halves the summaries of segment N and N+1 both
+/// kept (absorbed into N's summary; a record that fails its CRC marks N as damaged).
+/// Returns the segments whose crossing record needs the segments' bytes. Pure.
+fn join_from_summaries(snapshot: &mut CatalogSnapshot) -> Joined {
+    let mut joined = Joined::default();
+    let keys: Vec<(u32, u64)> = snapshot.segments.keys().copied().collect();
+    for key in keys {
+        let next = (key.0, key.1 + 1);
+        let end = match snapshot.segments.get(&next).map(|s| &s.content) {
+            Some(SegmentContent::Summary(s)) => s.crossing_end.clone(),
+            Some(SegmentContent::NotIndexed) => None,
+            // Decoded segments come later, from `plan`; a missing one cannot be joined.
+            Some(SegmentContent::Decoded(_)) | None => continue,
+        };
+        let Some(SegmentFacts {
+            content: SegmentContent::Summary(summary),
+            ..
+        }) = snapshot.segments.get_mut(&key)
+        else {
+            continue;
+        };
+        let Some(start) = summary.crossing_start.clone() else {
+            continue;
+        };
+        match end {
+            Some(end) if start.bytes.is_some() && end.bytes.is_some() => {
+                match join_crossing(&start, &end, summary.major) {
+                    Ok(record) => summary.absorb(&record),
+                    Err(e) => {
+                        if summary.damage.is_none() {
+                            summary.damage = Some(e);
+                        }
+                    }
+                }
+            }
+            _ => joined.need_bytes.push(key),
+        }
+    }
+    joined
+}
+
+/// Decodes the record that starts at `lsn` in segment `here` and ends in `next` (the
+/// following segment). Pure.
+pub fn decode_crossing(
+    here: &[u8],
+    next: &[u8],
+    lsn: Lsn,
+    segment_size: u64,
+    major: PgMajor,
+) -> std::result::Result<WalRecord, DecodeError> {
+    let offset = (lsn.0 % segment_size) as usize;
+    let incomplete = || DecodeError {
+        lsn,
+        kind: tidemark_pg::wal::DecodeErrorKind::BadPayload(
+            "the record does not complete in the next segment".into(),
+        ),
+    };
+    if offset >= here.len() {
+        return Err(incomplete());
+    }
+    let mut decoder = WalDecoder::new(DecoderConfig::new(segment_size, lsn).with_major(major))?;
+    let mut records = decoder.feed(&here[offset..])?;
+    for piece in next.chunks(64 << 10) {
+        if !records.is_empty() || decoder.end().is_some() {
+            break;
+        }
+        records = decoder.feed(piece)?;
+    }
+    records
+        .into_iter()
+        .find(|r| r.lsn == lsn)
+        .ok_or_else(incomplete)
+}
+
+/// Decodes segment `here` (starting at `start`) in full: its summary and every commit and
+/// abort that starts in it, the one that crosses into `next` (the following segment, when
+/// archived) included. Damage in the middle of the segment ends the list there (the
+/// summary says where). Pure.
+pub fn decode_segment(
+    here: &[u8],
+    next: Option<&[u8]>,
+    start: Lsn,
+    segment_size: u64,
+    major: PgMajor,
+) -> std::result::Result<DecodedSegment, DecodeError> {
+    let mut summary = summarize_segment(here, segment_size, start, Some(major))?;
+    let end = Lsn(start.0 + segment_size);
+    let mut completions = Vec::new();
+    let mut crossing = None;
+    let mut decoder = WalDecoder::new(DecoderConfig::new(segment_size, start).with_major(major))?;
+    let mut keep = |records: Vec<WalRecord>, crossing: &mut Option<WalRecord>| {
+        for r in records {
+            if r.lsn < start || r.lsn >= end {
+                continue;
+            }
+            if r.end > end {
+                *crossing = Some(r.clone());
+            }
+            if let Some(x) = r.payload.xact_completion() {
+                completions.push(Completion {
+                    lsn: r.lsn,
+                    xid: x.xid,
+                    time: x.time,
+                    commit: matches!(r.payload, Payload::Commit(_)),
+                });
+            }
+        }
+    };
+    match decoder.feed(here) {
+        Ok(records) => {
+            keep(records, &mut crossing);
+            if let (Some(next), Some(pending)) = (next, decoder.pending_record()) {
+                if pending < end {
+                    for piece in next.chunks(64 << 10) {
+                        match decoder.feed(piece) {
+                            Ok(records) => {
+                                let done = records.iter().any(|r| r.lsn == pending);
+                                keep(records, &mut crossing);
+                                if done || decoder.end().is_some() {
+                                    break;
+                                }
+                            }
+                            // The crossing record is damaged: replay stops there.
+                            Err(e) => {
+                                if summary.damage.is_none() {
+                                    summary.damage = Some(e);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The summary says where (its `damage`); the completions before it count.
+        Err(_) => {}
+    }
+    if let Some(record) = &crossing {
+        if summary.crossing_start.is_some() {
+            summary.absorb(record);
+        }
+    }
+    completions.sort_by_key(|c| c.lsn);
+    Ok(DecodedSegment {
+        summary,
+        completions,
+    })
+}
+
+/// Plans `request` on `loaded`, decoding the segments the planner asks for (at most
+/// [`DECODE_AT_ONCE`] at a time) until it answers with a plan or a refusal. The loader's
+/// warnings come first among the plan's.
+pub async fn plan(repo: &Repo, loaded: &mut Loaded, request: &PlanRequest) -> Result<Outcome> {
+    let mut asked: BTreeSet<(u32, u64)> = BTreeSet::new();
+    loop {
+        match plan::plan(&loaded.snapshot, request) {
+            Outcome::NeedsSegments(wanted) => {
+                for key in &wanted {
+                    if !asked.insert(*key) || !loaded.digests.contains_key(key) {
+                        return Err(Error::Planner(format!(
+                            "the planner asked for segment {} of timeline {} {}",
+                            key.1,
+                            key.0,
+                            if loaded.digests.contains_key(key) {
+                                "twice"
+                            } else {
+                                "which is not archived"
+                            }
+                        )));
+                    }
+                }
+                loaded.decode(repo, &wanted).await?;
+            }
+            Outcome::Plan(mut p) => {
+                let mut warnings = loaded.warnings.clone();
+                warnings.append(&mut p.warnings);
+                p.warnings = warnings;
+                return Ok(Outcome::Plan(p));
+            }
+            refused @ Outcome::Refused(_) => return Ok(refused),
+        }
+    }
+}
+
+impl Loaded {
+    /// Reads and decodes `wanted` in full, replacing their content in the snapshot.
+    async fn decode(&mut self, repo: &Repo, wanted: &[(u32, u64)]) -> Result<()> {
+        let size = self.snapshot.segment_size;
+        let major = self.snapshot.pg_major;
+        let work: Vec<((u32, u64), Digest, Option<Digest>, String)> = wanted
+            .iter()
+            .map(|&key| {
+                let name = self.snapshot.segments[&key].name.clone();
+                let next = self.digests.get(&(key.0, key.1 + 1)).copied();
+                (key, self.digests[&key], next, name)
+            })
+            .collect();
+        let decoded: Vec<((u32, u64), DecodedSegment)> = futures::stream::iter(work)
+            .map(|(key, here, next, name)| async move {
+                let a = repo.get_blob(&here).await?;
+                let b = match next {
+                    Some(d) => Some(repo.get_blob(&d).await?),
+                    None => None,
+                };
+                let start = Lsn(key.1 * size);
+                let decoded = tokio::task::spawn_blocking(move || {
+                    decode_segment(&a, b.as_deref(), start, size, major)
+                })
+                .await
+                .expect("decoding panicked")
+                .map_err(|e| Error::WalContent {
+                    name,
+                    detail: format!("cannot be decoded: {e}"),
+                })?;
+                Ok::<_, Error>((key, decoded))
+            })
+            .buffer_unordered(DECODE_AT_ONCE)
+            .try_collect()
+            .await?;
+        for (key, d) in decoded {
+            if let Some(facts) = self.snapshot.segments.get_mut(&key) {
+                facts.content = SegmentContent::Decoded(Box::new(d));
+            }
+        }
+        Ok(())
+    }
+
+    /// The name of segment `segno` of `timeline`.
+    pub fn segment_name(&self, timeline: u32, segno: u64) -> String {
+        let size = SegmentSize::new(self.snapshot.segment_size).expect("checked when loaded");
+        WalSegmentName::from_segment_number(tidemark_pg::TimelineId(timeline), segno, size)
+            .to_string()
+    }
+}
