@@ -30,7 +30,8 @@ use tidemark_pg::wal::{
     join_crossing, summarize_segment, DecodeError, DecoderConfig, Payload, WalDecoder, WalRecord,
 };
 use tidemark_pg::{parse_history, Lsn, PgMajor, SegmentSize, WalFileName, WalSegmentName};
-use tidemark_store::catalog::Stanza;
+use tidemark_store::catalog::{ClusterRecord, Stanza};
+use tidemark_store::repo::{Backups, IndexedWal};
 use tidemark_store::{Digest, Repo};
 
 use crate::plan::{
@@ -63,6 +64,21 @@ pub struct Loaded {
 /// read, or the stanza has no cluster record.
 pub async fn load(repo: &Repo, stanza: &Stanza) -> Result<Loaded> {
     let cluster = repo.require_cluster(stanza).await?;
+    let listing = repo.backups(stanza).await?;
+    let wal = repo.wal_catalog(stanza).await?;
+    build(repo, stanza, &cluster, &listing, &wal).await
+}
+
+/// [`load`] from what the caller already read (`info` reads the same records for its own
+/// report): the cluster record, the backups and the WAL index. Reads the history files,
+/// and the segments a crossing record needs.
+pub async fn build(
+    repo: &Repo,
+    stanza: &Stanza,
+    cluster: &ClusterRecord,
+    listing: &Backups,
+    wal: &[IndexedWal],
+) -> Result<Loaded> {
     let size = SegmentSize::new(cluster.wal_segment_size).map_err(|e| Error::WalContent {
         name: format!("stanza {stanza}"),
         detail: format!("the cluster record's WAL segment size: {e}"),
@@ -76,7 +92,6 @@ pub async fn load(repo: &Repo, stanza: &Stanza) -> Result<Loaded> {
     })?;
     let mut warnings = Vec::new();
 
-    let listing = repo.backups(stanza).await?;
     let damaged_backups: Vec<String> = listing.damaged.iter().map(|d| d.id.clone()).collect();
     for d in &listing.damaged {
         warnings.push(format!(
@@ -117,8 +132,8 @@ pub async fn load(repo: &Repo, stanza: &Stanza) -> Result<Loaded> {
     }
 
     // Every index entry, grouped by name: more than one content is a conflict.
-    let mut by_name: BTreeMap<String, Vec<tidemark_store::repo::IndexedWal>> = BTreeMap::new();
-    for entry in repo.wal_catalog(stanza).await? {
+    let mut by_name: BTreeMap<String, Vec<&IndexedWal>> = BTreeMap::new();
+    for entry in wal {
         by_name
             .entry(entry.name.to_string())
             .or_default()
@@ -152,8 +167,8 @@ pub async fn load(repo: &Repo, stanza: &Stanza) -> Result<Loaded> {
                     SegmentFacts {
                         name,
                         stored_size: entry.record.stored_size,
-                        content: match entry.content {
-                            Some(summary) => SegmentContent::Summary(Box::new(summary)),
+                        content: match &entry.content {
+                            Some(summary) => SegmentContent::Summary(Box::new(summary.clone())),
                             None => SegmentContent::NotIndexed,
                         },
                     },
@@ -380,34 +395,33 @@ pub fn decode_segment(
             }
         }
     };
-    match decoder.feed(here) {
-        Ok(records) => {
-            keep(records, &mut crossing);
-            if let (Some(next), Some(pending)) = (next, decoder.pending_record()) {
-                if pending < end {
-                    for piece in next.chunks(64 << 10) {
-                        match decoder.feed(piece) {
-                            Ok(records) => {
-                                let done = records.iter().any(|r| r.lsn == pending);
-                                keep(records, &mut crossing);
-                                if done || decoder.end().is_some() {
-                                    break;
-                                }
-                            }
-                            // The crossing record is damaged: replay stops there.
-                            Err(e) => {
-                                if summary.damage.is_none() {
-                                    summary.damage = Some(e);
-                                }
+    // On an error the summary says where (its `damage`); the completions before it count.
+    let mut records = Vec::new();
+    let fed = decoder.feed_into(here, &mut records);
+    keep(records, &mut crossing);
+    if fed.is_ok() {
+        if let (Some(next), Some(pending)) = (next, decoder.pending_record()) {
+            if pending < end {
+                for piece in next.chunks(64 << 10) {
+                    match decoder.feed(piece) {
+                        Ok(records) => {
+                            let done = records.iter().any(|r| r.lsn == pending);
+                            keep(records, &mut crossing);
+                            if done || decoder.end().is_some() {
                                 break;
                             }
+                        }
+                        // The crossing record is damaged: replay stops there.
+                        Err(e) => {
+                            if summary.damage.is_none() {
+                                summary.damage = Some(e);
+                            }
+                            break;
                         }
                     }
                 }
             }
         }
-        // The summary says where (its `damage`); the completions before it count.
-        Err(_) => {}
     }
     if let Some(record) = &crossing {
         if summary.crossing_start.is_some() {
@@ -461,7 +475,8 @@ impl Loaded {
     async fn decode(&mut self, repo: &Repo, wanted: &[(u32, u64)]) -> Result<()> {
         let size = self.snapshot.segment_size;
         let major = self.snapshot.pg_major;
-        let work: Vec<((u32, u64), Digest, Option<Digest>, String)> = wanted
+        type Work = ((u32, u64), Digest, Option<Digest>, String);
+        let work: Vec<Work> = wanted
             .iter()
             .map(|&key| {
                 let name = self.snapshot.segments[&key].name.clone();

@@ -30,7 +30,7 @@ use crate::harness::s3::{unique_prefix, S3Server};
 use crate::harness::tidemark::{sha256_file, Run, Tidemark};
 use crate::skip_or_fail;
 
-const PASSWORD: &str = "secret";
+pub(crate) const PASSWORD: &str = "secret";
 
 macro_rules! need_pg {
     () => {
@@ -43,7 +43,7 @@ macro_rules! need_pg {
 }
 
 /// A runner over a fresh local repository, with the cluster password in its environment.
-fn local_tidemark(t: &TestDir) -> Tidemark {
+pub(crate) fn local_tidemark(t: &TestDir) -> Tidemark {
     let repo = t.mkdir("repo");
     Tidemark::new(t)
         .with_args(["--repo", &format!("file://{}", repo.display())])
@@ -52,7 +52,7 @@ fn local_tidemark(t: &TestDir) -> Tidemark {
 
 /// A runner over a fresh prefix of `server`'s bucket, configured by a config file (the
 /// restored server's restore_command names the file, and finds the credentials in it).
-fn s3_tidemark(t: &TestDir, server: &S3Server) -> Tidemark {
+pub(crate) fn s3_tidemark(t: &TestDir, server: &S3Server) -> Tidemark {
     let config = format!(
         "repo = \"{}\"\ns3_endpoint = \"{}\"\ns3_region = \"us-east-1\"\ns3_path_style = true\n\
          s3_access_key_id = \"{}\"\ns3_secret_access_key = \"{}\"\n",
@@ -69,7 +69,7 @@ fn s3_tidemark(t: &TestDir, server: &S3Server) -> Tidemark {
 
 /// A started scram-sha-256 cluster archiving through `archive` (a tidemark runner; `None`
 /// leaves archiving off).
-fn cluster(t: &TestDir, name: &str, archive: Option<&Tidemark>) -> Cluster {
+pub(crate) fn cluster(t: &TestDir, name: &str, archive: Option<&Tidemark>) -> Cluster {
     let mut c = Cluster::init(
         t,
         name,
@@ -116,7 +116,7 @@ fn backup(tm: &Tidemark, c: &Cluster, args: &[&str]) -> Run {
     backup_as(tm, c, "postgres", args)
 }
 
-fn backup_ok(tm: &Tidemark, c: &Cluster, args: &[&str]) -> Value {
+pub(crate) fn backup_ok(tm: &Tidemark, c: &Cluster, args: &[&str]) -> Value {
     let run = backup(tm, c, &[args, &["--json"]].concat());
     assert_eq!(run.code, 0, "backup failed: {run:?}\n{}", c.log_tail(20));
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
@@ -174,7 +174,7 @@ fn fingerprint(c: &Cluster) -> Vec<String> {
     ]
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
@@ -741,7 +741,7 @@ fn restore_ok(t: &TestDir, tm: &Tidemark, name: &str, extra: &[&str]) -> String 
 
 /// Starts the copy restored at `<dir>/<name>/data` with nothing added to its settings
 /// (as an operator would: `pg_ctl start`), and waits until it has promoted.
-fn start_copy(t: &TestDir, name: &str) -> Cluster {
+pub(crate) fn start_copy(t: &TestDir, name: &str) -> Cluster {
     let mut r = Cluster::adopt(t, name, None, Some(PASSWORD), &[]);
     r.start();
     wait_until("the end of recovery", Duration::from_secs(120), || {
@@ -784,7 +784,10 @@ fn a_restored_cluster_does_not_archive_unless_asked() {
         out.contains("archiving: off in the restored cluster"),
         "{out}"
     );
-    assert!(!out.contains("branch off"), "no other timeline yet: {out}");
+    assert!(
+        !out.contains("not followed"),
+        "no other timeline yet: {out}"
+    );
     let mut copy = start_copy(&t, "copy");
     assert_eq!(copy.psql("select count(*) from t"), "2");
     assert_eq!(copy.psql("show archive_mode"), "off");
@@ -824,13 +827,19 @@ fn a_restored_cluster_does_not_archive_unless_asked() {
     );
     primary.stop();
 
-    // PostgreSQL's default would follow timeline 2 from now on: the restore says so.
+    // The default target timeline (latest) is timeline 2 from now on: the restore's plan
+    // says so, and writes its number.
     let out = restore_ok(&t, &tm, "later", &[]);
+    assert!(out.contains("timelines   1 (until "), "{out}");
     assert!(
-        out.contains("timelines in the archive that branch off the backup's timeline 1: 2 (at "),
+        out.contains(") -> 2 (recovery_target_timeline = 2)"),
         "{out}"
     );
-    assert!(out.contains("will follow timeline 2"), "{out}");
+    let conf = std::fs::read_to_string(t.path().join("later/data/postgresql.auto.conf")).unwrap();
+    assert!(
+        conf.contains("\nrecovery_target_timeline = '2'\n"),
+        "{conf}"
+    );
 }
 
 /// Issue 12, item 2: a cluster with `recovery_target = 'immediate'` in its

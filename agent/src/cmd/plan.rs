@@ -99,6 +99,21 @@ pub async fn make_plan(
             // Restoring it would fail on its record: say so now, as damage (exit 4).
             repo.backup(stanza, id).await?;
         }
+        if !loaded.snapshot.backups.iter().any(|b| &b.id == id) {
+            // A wrong id is a typo to fix (exit 1, as restore always said), not a target
+            // that the archive cannot reach.
+            return Err(tidemark_recovery::Error::UnknownBackup {
+                id: id.clone(),
+                stanza: stanza.to_string(),
+                available: loaded
+                    .snapshot
+                    .backups
+                    .iter()
+                    .map(|b| b.id.clone())
+                    .collect(),
+            }
+            .into());
+        }
     }
     match snapshot::plan(repo, &mut loaded, &request).await? {
         Outcome::Plan(plan) => PlanReport::new(stanza.to_string(), asked, &request, plan),

@@ -1,0 +1,416 @@
+//! `tidemark plan`, `tidemark restore --target-…` and `tidemark info`'s recoverable
+//! windows, through the binary, on a real PostgreSQL 15 archive, local and on S3.
+//! (The PITR oracle, restoring to many targets and checking the rows, is `pitr.rs`.)
+//!
+//! What is proven here:
+//! - `plan` prints the chosen backup, the timeline, the WAL range, the bytes to fetch and
+//!   the stop point, as text and as `--json`, and picks the backup that precedes the
+//!   target (the older one when the target lies between two backups), local and on S3;
+//! - a time without a zone is read in the local zone (`TZ`), and the plan shows the UTC
+//!   instant it resolved to, which is also what is written (with an explicit offset);
+//! - a target before the first backup and one beyond the archive are refused with exit 5
+//!   and one line naming the kind and the nearest reachable point; `restore` then leaves
+//!   its target directory absent, or as it was when it existed (empty, its mode kept);
+//! - `restore --target-…` writes exactly the plan's settings into
+//!   `postgresql.auto.conf` (one target, every other kind `''`, the timeline as a
+//!   number, the action, the inclusiveness), the restore of the plan's backup, and a
+//!   server started on it stops where the plan said;
+//! - `info` shows each timeline's recoverable window.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::backup::{backup_ok, cluster, local_tidemark, s3_tidemark, start_copy};
+use crate::harness::pg::{pg_bin, Cluster, TestDir};
+use crate::harness::s3::S3Server;
+use crate::harness::tidemark::{Run, Tidemark};
+use crate::skip_or_fail;
+
+macro_rules! need_pg {
+    () => {
+        if pg_bin().is_none() {
+            skip_or_fail!(
+                "PostgreSQL server binaries not found (/usr/lib/postgresql/15/bin, or set PG_BIN)"
+            );
+        }
+    };
+}
+
+/// What the archive of [`history`] holds.
+struct History {
+    /// The two backups' ids, oldest first.
+    backups: [String; 2],
+    /// A moment between the first backup's end and row 2's commit (rows: 1).
+    between: DateTime<Utc>,
+    /// The insert position after row 3's commit, before row 4's (rows: 1, 2, 3).
+    lsn_after_3: String,
+    /// The restore point created after row 4 (rows: 1 to 4).
+    restore_point: &'static str,
+}
+
+/// A cluster archiving into `tm`: backup A, row 1, [between], row 2, backup B, row 3,
+/// [lsn_after_3], row 4, restore point, row 5, and the last segment archived. Each row
+/// its own transaction, a second apart.
+fn history(t: &TestDir, tm: &Tidemark) -> (Cluster, History) {
+    let c = cluster(t, "pg", Some(tm));
+    c.psql("create table marks(id int primary key, at timestamptz default clock_timestamp())");
+    let first = backup_ok(tm, &c, &["--label", "a"]);
+    let insert = |id: u32| {
+        c.psql(&format!("insert into marks(id) values ({id})"));
+        std::thread::sleep(Duration::from_millis(1100));
+    };
+    insert(1);
+    let between: DateTime<Utc> = c
+        .psql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    insert(2);
+    let second = backup_ok(tm, &c, &["--label", "b"]);
+    insert(3);
+    let lsn_after_3 = c.psql("select pg_current_wal_insert_lsn()");
+    insert(4);
+    c.psql("select pg_create_restore_point('before-five')");
+    insert(5);
+    let last = c.switch_wal();
+    c.wait_archived(&last, Duration::from_secs(60));
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    (
+        c,
+        History {
+            backups: [id(&first), id(&second)],
+            between,
+            lsn_after_3,
+            restore_point: "before-five",
+        },
+    )
+}
+
+/// `tidemark plan --json <args>`, which must succeed; parsed.
+fn plan_json(tm: &Tidemark, args: &[&str]) -> Value {
+    let mut all = vec!["plan", "--json"];
+    all.extend_from_slice(args);
+    let run = tm.run(&all);
+    assert_eq!(run.code, 0, "plan failed: {run:?}");
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
+}
+
+/// Asserts `run` was refused as unreachable: exit 5, one line on stderr naming the kind
+/// and the nearest reachable point, nothing on stdout.
+fn assert_unreachable(run: &Run, command: &str, kind: &str) {
+    assert_eq!(run.code, 5, "{run:?}");
+    let lines = run.stderr_lines();
+    assert_eq!(lines.len(), 1, "one line expected: {run:?}");
+    let prefix = format!("tidemark: {command}: target unreachable ({kind}): ");
+    assert!(lines[0].starts_with(&prefix), "{:?}", lines[0]);
+    assert!(lines[0].contains("; nearest reachable: "), "{:?}", lines[0]);
+    assert!(run.stdout.is_empty(), "{run:?}");
+}
+
+/// The settings of `postgresql.auto.conf`'s last tidemark block, as `name = value` lines.
+fn restore_block(pgdata: &Path) -> Vec<String> {
+    let conf = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
+    let (_, block) = conf
+        .rsplit_once("# tidemark restore of backup ")
+        .unwrap_or_else(|| panic!("no tidemark block: {conf}"));
+    block.lines().skip(1).map(str::to_string).collect()
+}
+
+/// The plan's text and JSON on one archive; see the module doc.
+fn plan_text_and_json(t: &TestDir, tm: &Tidemark) {
+    let (_c, h) = history(t, tm);
+
+    // Between the backups: the older backup is the one that reaches it.
+    let at = h.between.to_rfc3339();
+    let plan = plan_json(tm, &["--target-time", &at]);
+    assert_eq!(plan["backup"]["id"], h.backups[0].as_str(), "{plan}");
+    assert_eq!(plan["timeline"], 1, "{plan}");
+    assert_eq!(plan["target"]["kind"], "time");
+    assert_eq!(
+        plan["target"]["resolved_utc"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        h.between
+    );
+    let settings = &plan["settings"];
+    let written = settings["recovery_target_time"].as_str().unwrap();
+    assert!(!written.is_empty(), "{plan}");
+    for other in [
+        "recovery_target",
+        "recovery_target_name",
+        "recovery_target_xid",
+        "recovery_target_lsn",
+    ] {
+        assert_eq!(settings[other], "", "{plan}");
+    }
+    assert_eq!(settings["recovery_target_timeline"], "1", "{plan}");
+    assert_eq!(settings["recovery_target_action"], "pause", "{plan}");
+    assert_eq!(settings["recovery_target_inclusive"], "on", "{plan}");
+    assert_eq!(plan["wal"][0]["timeline"], 1, "{plan}");
+    assert!(plan["wal"][0]["segments"].as_u64().unwrap() >= 1, "{plan}");
+    assert!(
+        plan["fetch"]["backup_bytes"].as_u64().unwrap() > 0,
+        "{plan}"
+    );
+    assert!(plan["fetch"]["wal_bytes"].as_u64().unwrap() > 0, "{plan}");
+    assert!(
+        !plan["stop"]["description"].as_str().unwrap().is_empty(),
+        "{plan}"
+    );
+    // The stop record is row 2's commit, after the target.
+    let stop_time: DateTime<Utc> = plan["stop"]["time"].as_str().unwrap().parse().unwrap();
+    assert!(stop_time > h.between, "{plan}");
+
+    // After the second backup: the newer one.
+    let plan = plan_json(tm, &["--target-lsn", &h.lsn_after_3, "--target-exclusive"]);
+    assert_eq!(plan["backup"]["id"], h.backups[1].as_str(), "{plan}");
+    assert_eq!(
+        plan["settings"]["recovery_target_lsn"],
+        h.lsn_after_3.as_str()
+    );
+    assert_eq!(plan["settings"]["recovery_target_inclusive"], "off");
+    assert_eq!(plan["settings"]["recovery_target_time"], "");
+
+    // The same plan as text: every part named.
+    let text = tm.ok(&[
+        "plan",
+        "--target-name",
+        h.restore_point,
+        "--target-action",
+        "promote",
+    ]);
+    for needle in [
+        "target      name before-five".to_string(),
+        format!("backup      {} (timeline 1", h.backups[1]),
+        "timelines   1 (recovery_target_timeline = 1)".to_string(),
+        "wal         timeline 1: 000000010000000000000".to_string(),
+        "fetch       ".to_string(),
+        "stops at    ".to_string(),
+        "; then promote".to_string(),
+        "settings    recovery_target_name = 'before-five'".to_string(),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} not in:\n{text}");
+    }
+    // A backup chosen by id.
+    let plan = plan_json(tm, &["--target", "immediate", "--backup", &h.backups[0]]);
+    assert_eq!(plan["backup"]["id"], h.backups[0].as_str(), "{plan}");
+    assert_eq!(plan["settings"]["recovery_target"], "immediate", "{plan}");
+}
+
+#[test]
+fn plan_text_and_json_local() {
+    need_pg!();
+    let t = TestDir::new("plan-local");
+    let tm = local_tidemark(&t);
+    plan_text_and_json(&t, &tm);
+}
+
+#[test]
+fn plan_text_and_json_s3() {
+    need_pg!();
+    let Some(server) = S3Server::start_new() else {
+        skip_or_fail!(
+            "s3s-fs not found (install: cargo install s3s-fs@0.14.1 --features binary --locked)"
+        );
+    };
+    let t = TestDir::new("plan-s3");
+    let tm = s3_tidemark(&t, &server);
+    plan_text_and_json(&t, &tm);
+}
+
+/// Refusals exit 5 and write nothing; a time without a zone is read in the local one;
+/// `restore --target-…` writes exactly the plan's settings and replay stops there.
+#[test]
+fn refusals_write_nothing_and_restore_writes_the_plan() {
+    need_pg!();
+    let t = TestDir::new("plan-restore");
+    let tm = local_tidemark(&t);
+    let (c, h) = history(&t, &tm);
+
+    // Before the first backup: refused by plan and by restore, which creates nothing.
+    let before = "2001-02-03 04:05:06+00";
+    assert_unreachable(
+        &tm.run(&["plan", "--target-time", before]),
+        "plan",
+        "before-first-backup",
+    );
+    let absent = t.path().join("absent/data");
+    let run = tm.run(&[
+        "restore",
+        "--pgdata",
+        absent.to_str().unwrap(),
+        "--target-time",
+        before,
+    ]);
+    assert_unreachable(&run, "restore", "before-first-backup");
+    assert!(!t.path().join("absent").exists());
+    // Beyond the archive (no commit after it): refused; an empty target stays as it was.
+    let empty = t.mkdir("empty");
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let future = (Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let run = tm.run(&[
+        "restore",
+        "--pgdata",
+        empty.to_str().unwrap(),
+        "--target-time",
+        &future,
+    ]);
+    assert_unreachable(&run, "restore", "beyond-archive");
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().permissions().mode() & 0o7777,
+        0o750
+    );
+    // A restore point name never created: refused too.
+    assert_unreachable(
+        &tm.run(&["plan", "--target-name", "never-created"]),
+        "plan",
+        "beyond-archive",
+    );
+
+    // A local time (no zone) in the zone TZ names: the UTC instant is shown and written.
+    let tokyo = tm.clone().with_env("TZ", "Asia/Tokyo");
+    let local = (h.between + chrono::Duration::hours(9))
+        .format("%Y-%m-%d %H:%M:%S%.6f")
+        .to_string();
+    let plan = plan_json(&tokyo, &["--target-time", &local]);
+    assert_eq!(plan["target"]["local_zone"], true, "{plan}");
+    assert_eq!(
+        plan["target"]["resolved_utc"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        h.between,
+        "{plan}"
+    );
+    let written = plan["settings"]["recovery_target_time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = tokyo.ok(&["plan", "--target-time", &local]);
+    assert!(
+        text.contains("(no zone given: read in the local zone)"),
+        "{text}"
+    );
+
+    // restore writes exactly the plan's settings, from the plan's (older) backup.
+    let pgdata = t.path().join("copy/data");
+    let out = tokyo.ok(&[
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-time",
+        &local,
+        "--target-action",
+        "promote",
+    ]);
+    assert!(
+        out.contains(&format!("restored backup {}:", h.backups[0])),
+        "{out}"
+    );
+    let block = restore_block(&pgdata);
+    assert_eq!(
+        block[1..],
+        [
+            "recovery_target = ''".to_string(),
+            "recovery_target_name = ''".to_string(),
+            format!("recovery_target_time = '{written}'"),
+            "recovery_target_xid = ''".to_string(),
+            "recovery_target_lsn = ''".to_string(),
+            "recovery_target_inclusive = 'on'".to_string(),
+            "recovery_target_timeline = '1'".to_string(),
+            "recovery_target_action = 'promote'".to_string(),
+            "archive_mode = off".to_string(),
+        ],
+        "{block:#?}"
+    );
+    assert!(block[0].starts_with("restore_command = '"), "{block:#?}");
+    assert!(pgdata.join("recovery.signal").exists());
+    // PostgreSQL stops there: row 1 only.
+    let mut copy = start_copy(&t, "copy");
+    assert_eq!(
+        copy.psql("select string_agg(id::text, ',' order by id) from marks"),
+        "1"
+    );
+    copy.stop();
+
+    // An LSN target, exclusive, and a restore point: each written alone.
+    let pgdata = t.path().join("lsn/data");
+    tm.ok(&[
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-lsn",
+        &h.lsn_after_3,
+        "--target-exclusive",
+        "--target-action",
+        "shutdown",
+    ]);
+    let block = restore_block(&pgdata);
+    assert!(
+        block.contains(&format!("recovery_target_lsn = '{}'", h.lsn_after_3)),
+        "{block:#?}"
+    );
+    assert!(
+        block.contains(&"recovery_target_inclusive = 'off'".to_string()),
+        "{block:#?}"
+    );
+    assert!(
+        block.contains(&"recovery_target_action = 'shutdown'".to_string()),
+        "{block:#?}"
+    );
+    assert!(
+        block.contains(&"recovery_target_time = ''".to_string()),
+        "{block:#?}"
+    );
+    let pgdata = t.path().join("named/data");
+    tm.ok(&[
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target-name",
+        h.restore_point,
+        "--target-action",
+        "promote",
+    ]);
+    let mut named = start_copy(&t, "named");
+    assert_eq!(
+        named.psql("select string_agg(id::text, ',' order by id) from marks"),
+        "1,2,3,4"
+    );
+    named.stop();
+    drop(c);
+}
+
+/// `info` shows timeline 1's recoverable window: from the first backup's consistent
+/// point to the end of the archived WAL, with times.
+#[test]
+fn info_shows_the_recoverable_window() {
+    need_pg!();
+    let t = TestDir::new("plan-info");
+    let tm = local_tidemark(&t);
+    let (_c, h) = history(&t, &tm);
+    let info = tm.info();
+    let windows = &info["recovery"]["timelines"];
+    let t1 = windows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["timeline"] == 1)
+        .unwrap_or_else(|| panic!("no window for timeline 1: {info}"));
+    let w = &t1["windows"][0];
+    let from: DateTime<Utc> = w["from_time"].as_str().unwrap().parse().unwrap();
+    assert!(from < h.between, "{info}");
+    let to: DateTime<Utc> = w["to_time"].as_str().unwrap().parse().unwrap();
+    assert!(to > h.between, "{info}");
+    assert!(w["gap_at"].is_null(), "{info}");
+    let text = tm.ok(&["info"]);
+    assert!(text.contains("recoverable"), "{text}");
+}
