@@ -124,8 +124,13 @@ pub const TARGET_COMPANIONS: [&str; 3] = [
 /// Values are unquoted; [`recovery_block`] quotes them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetSettings {
-    /// `(name, value)` in the order they are written: [`TARGET_KINDS`], then
-    /// [`TARGET_COMPANIONS`].
+    /// `(name, value)` in the order they are written: the [`TARGET_KINDS`] set to `''`,
+    /// then the one set (if any), then [`TARGET_COMPANIONS`]. The set one must come after
+    /// the empty ones: PostgreSQL applies the settings in file order, and each target
+    /// kind's assign hook fails with "multiple recovery targets specified" when another
+    /// kind is already set, even when its own value is empty (`assign_recovery_target_*`
+    /// in xlogrecovery.c, PostgreSQL 13 to 18; seen on 15: `recovery_target_xid = ''`
+    /// after `recovery_target_time = '…'` stops the server at start).
     settings: Vec<(String, String)>,
 }
 
@@ -147,13 +152,19 @@ impl TargetSettings {
                 return Err(format!("{name} is given twice"));
             }
         }
-        let mut ordered = Vec::with_capacity(TARGET_KINDS.len() + TARGET_COMPANIONS.len());
         for name in TARGET_KINDS.iter().chain(TARGET_COMPANIONS.iter()) {
-            let value = by_name
-                .get(name)
-                .ok_or_else(|| format!("{name} is missing"))?;
-            ordered.push((name.to_string(), value.to_string()));
+            if !by_name.contains_key(name) {
+                return Err(format!("{name} is missing"));
+            }
         }
+        // The empty kinds, the set one, the companions (see `settings`).
+        let empty = TARGET_KINDS.iter().filter(|k| by_name[*k].is_empty());
+        let set_kind = TARGET_KINDS.iter().filter(|k| !by_name[*k].is_empty());
+        let ordered: Vec<(String, String)> = empty
+            .chain(set_kind)
+            .chain(TARGET_COMPANIONS.iter())
+            .map(|name| (name.to_string(), by_name[name].to_string()))
+            .collect();
         let set: Vec<&str> = TARGET_KINDS
             .iter()
             .copied()
@@ -394,9 +405,9 @@ mod tests {
              restore_command = '/bin/tidemark --repo ''a b'' archive-get %f %p'\n\
              recovery_target = ''\n\
              recovery_target_name = ''\n\
-             recovery_target_time = '2026-11-21 10:32:07.5+00'\n\
              recovery_target_xid = ''\n\
              recovery_target_lsn = ''\n\
+             recovery_target_time = '2026-11-21 10:32:07.5+00'\n\
              recovery_target_inclusive = 'off'\n\
              recovery_target_timeline = '3'\n\
              recovery_target_action = 'promote'\n\
@@ -420,8 +431,11 @@ mod tests {
             ArchiveMode::Off,
         );
         assert!(
-            block.contains("recovery_target_name = 'before ''the'' migration'\n"),
-            "{block}"
+            block.contains(
+                "recovery_target_lsn = ''\nrecovery_target_name = 'before ''the'' migration'\n\
+                 recovery_target_inclusive"
+            ),
+            "the set kind comes after every empty one: {block}"
         );
         // No target: every kind empty, the timeline still a number.
         let end = TargetSettings::end_of_archive(2);
