@@ -2,8 +2,11 @@
 //!
 //! Reflected polynomial `0x82F63B78`, initial value `0xFFFFFFFF`, final complement: the
 //! same function as SSE4.2's `crc32` instruction and PostgreSQL's software fallback.
-//! Table-driven, eight bytes per step ("slicing by 8"); the tables are built at compile
-//! time. Pure: no IO.
+//! Where the CPU has an instruction for it (SSE 4.2 on x86-64, the CRC extension on
+//! AArch64, detected at run time) it is used: archive-push checks every record of every
+//! segment it stores, and the instruction is about five times as fast as the tables.
+//! Elsewhere, table-driven, eight bytes per step ("slicing by 8"); the tables are built at
+//! compile time. Pure: no IO.
 
 const POLY: u32 = 0x82F6_3B78;
 
@@ -53,6 +56,22 @@ impl Crc32c {
 
     /// Adds `bytes` (`COMP_CRC32C`).
     pub fn update(&mut self, bytes: &[u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("sse4.2") {
+            // SAFETY: the CPU has SSE 4.2, checked just above.
+            self.0 = unsafe { hardware::update(self.0, bytes) };
+            return;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("crc") {
+            // SAFETY: the CPU has the CRC extension, checked just above.
+            self.0 = unsafe { hardware::update(self.0, bytes) };
+            return;
+        }
+        self.update_with_tables(bytes);
+    }
+
+    fn update_with_tables(&mut self, bytes: &[u8]) {
         let t = &TABLES;
         let mut crc = self.0;
         let mut chunks = bytes.chunks_exact(8);
@@ -76,6 +95,58 @@ impl Crc32c {
     /// The checksum (`FIN_CRC32C`).
     pub fn finish(self) -> u32 {
         !self.0
+    }
+}
+
+/// The CPU's CRC-32C instruction, eight bytes at a time (the same polynomial and bit
+/// order as the tables: the running value goes in and out unchanged).
+#[cfg(target_arch = "x86_64")]
+mod hardware {
+    use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+
+    /// # Safety
+    /// The CPU must have SSE 4.2.
+    #[target_feature(enable = "sse4.2")]
+    pub(super) unsafe fn update(crc: u32, bytes: &[u8]) -> u32 {
+        let mut chunks = bytes.chunks_exact(8);
+        let mut wide = u64::from(crc);
+        for c in &mut chunks {
+            wide = _mm_crc32_u64(wide, u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        // The rest (under 8 bytes; a record header's 20 leave 4) in at most three steps.
+        let mut crc = wide as u32;
+        let mut rest = chunks.remainder();
+        if rest.len() >= 4 {
+            crc = _mm_crc32_u32(crc, u32::from_le_bytes(rest[..4].try_into().unwrap()));
+            rest = &rest[4..];
+        }
+        if rest.len() >= 2 {
+            crc = _mm_crc32_u16(crc, u16::from_le_bytes(rest[..2].try_into().unwrap()));
+            rest = &rest[2..];
+        }
+        if let [b] = rest {
+            crc = _mm_crc32_u8(crc, *b);
+        }
+        crc
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod hardware {
+    use std::arch::aarch64::{__crc32cb, __crc32cd};
+
+    /// # Safety
+    /// The CPU must have the CRC extension.
+    #[target_feature(enable = "crc")]
+    pub(super) unsafe fn update(mut crc: u32, bytes: &[u8]) -> u32 {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            crc = __crc32cd(crc, u64::from_le_bytes(c.try_into().unwrap()));
+        }
+        for &b in chunks.remainder() {
+            crc = __crc32cb(crc, b);
+        }
+        crc
     }
 }
 
@@ -113,6 +184,18 @@ mod tests {
         assert_eq!(crc32c(&[0xFFu8; 32]), 0x62A8_AB43);
         let inc: Vec<u8> = (0u8..32).collect();
         assert_eq!(crc32c(&inc), 0x46DD_794E);
+    }
+
+    #[test]
+    fn the_tables_agree_with_the_instruction() {
+        // `update` uses the CPU's instruction where there is one: both ways must agree.
+        let data: Vec<u8> = (0..4099u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        for len in [0, 1, 5, 8, 13, 64, 100, 4099] {
+            let mut tables = Crc32c::new();
+            tables.update_with_tables(&data[..len]);
+            assert_eq!(tables.finish(), crc32c(&data[..len]), "len {len}");
+            assert_eq!(tables.finish(), bitwise(&data[..len]), "len {len}");
+        }
     }
 
     #[test]

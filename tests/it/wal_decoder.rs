@@ -7,8 +7,10 @@
 //! released, one rolled back) crossing segments, a prepared transaction committed and one
 //! rolled back, a dropped table (relations and statistics in the commit record), two
 //! restore points with the same name, a checkpoint, a 2.5 MB non-transactional logical
-//! message (one record over three segments), `pg_switch_wal()`, more commits, then a
-//! clean shutdown. Every segment in `pg_wal` is then decoded, whole and in uneven pieces.
+//! message (one record over three segments), `pg_switch_wal()`, more commits, three
+//! commits of 150 subtransactions each placed (by padding the WAL with logical messages)
+//! so that they cross a segment boundary, then a clean shutdown. Every segment in
+//! `pg_wal` is then decoded, whole and in uneven pieces.
 //!
 //! What is proven:
 //! - PostgreSQL 15: every record `pg_waldump` prints for the same segments, with the same
@@ -24,10 +26,20 @@
 //!   `pg_create_restore_point()` returned; the checkpoint record is at
 //!   `pg_control_checkpoint()`'s LSN with its redo, timeline and time; the switch record
 //!   ends where `pg_switch_wal()` said; the WAL ends with the shutdown checkpoint;
+//! - segment summaries (`summarize_segment`, every major; against `pg_waldump`'s lines on
+//!   15, against the decoder's records elsewhere): each segment summarised alone has the
+//!   records, commits and aborts (numbers, first and last LSN and time, earliest and
+//!   latest time, xid range), restore points and switch of that segment; records
+//!   crossing a boundary are joined from the two summaries (`join_crossing`), among them
+//!   at least one of the placed commits, and counted (`absorb`); only the last segment
+//!   ends inside; decoding each segment in full with the next ones
+//!   (`summarize_segment_with`) hands over every commit and abort once; a flipped byte in
+//!   a commit is damage at its LSN with the records before it summarised;
 //! - a timeline switch: the cluster is then promoted as a standby without a source;
 //!   timeline 2, decoded from its first segment, holds timeline 1's copied records, then
-//!   the end-of-recovery record (1 -> 2) exactly at `00000002.history`'s switch point,
-//!   then the commit made after the promotion.
+//!   the end-of-recovery record (1 -> 2) exactly at `00000002.history`'s switch point
+//!   (which the segment's summary lists as its timeline switch), then the commit made
+//!   after the promotion.
 //!
 //! - damage in the middle of real WAL (15): a flipped byte is a CRC error at its record's
 //!   LSN, a zeroed record header followed by written WAL on its page is an error, not an
@@ -40,8 +52,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tidemark_pg::wal::{
-    DecodeError, DecodeErrorKind, DecoderConfig, EndReason, Payload, WalDecoder, WalEnd, WalRecord,
-    XactKind,
+    summarize_segment, summarize_segment_with, DecodeError, DecodeErrorKind, DecoderConfig,
+    EndReason, Payload, SegmentSummary, TimelineSwitchAt, WalDecoder, WalEnd, WalRecord, XactKind,
 };
 use tidemark_pg::{Lsn, PgMajor};
 
@@ -62,6 +74,8 @@ struct Facts {
     checkpoint: (Lsn, Lsn, u32, i64),
     switch_end: Lsn,
     message_end: Lsn,
+    /// Transactions whose commit record was placed across a segment boundary.
+    cross_xids: Vec<u32>,
 }
 
 fn lsn(s: &str) -> Lsn {
@@ -137,6 +151,7 @@ fn workload(c: &Cluster) -> Facts {
            insert into tm_marks values (txid_current(), 'after' || i); commit; \
          end loop; end $$",
     );
+    f.cross_xids = commits_across_segments(c);
     let rows = c.psql(
         "select xid, to_char(pg_xact_commit_timestamp(xid::text::xid) at time zone 'UTC', \
          'YYYY-MM-DD HH24:MI:SS.US') from tm_marks where pad like 'small%' or pad like 'after%' \
@@ -155,6 +170,37 @@ fn workload(c: &Cluster) -> Facts {
         .parse()
         .unwrap();
     f
+}
+
+/// Three transactions whose commit record (about 650 bytes: 150 subtransactions) starts
+/// 100 to 500 bytes before a segment boundary: each pads the WAL with non-transactional
+/// logical messages until the insert position is there, then commits. Other backends
+/// may write in between (the background writer's snapshots): the caller checks which
+/// commits did cross. Their xids.
+fn commits_across_segments(c: &Cluster) -> Vec<u32> {
+    for i in 0..3 {
+        c.psql(&format!(
+            "begin; \
+             do $$ begin for i in 1..150 loop \
+               begin insert into tm_marks values (txid_current(), 'cross-sub'); \
+               exception when others then null; end; \
+             end loop; end $$; \
+             insert into tm_marks values (txid_current(), 'cross-{i}'); \
+             do $$ declare d bigint; n bigint; begin \
+               for k in 1..20 loop \
+                 d := {SEG} - (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint % {SEG}; \
+                 exit when d between 100 and 500; \
+                 n := case when d > 400 then d - 300 else d + {SEG} - 300 end; \
+                 n := n - 80 - 24 * (n / 8192 + 1); \
+                 perform pg_logical_emit_message(false, 'tm-pad', repeat('p', greatest(n, 1)::int)); \
+               end loop; end $$; \
+             commit"
+        ));
+    }
+    c.psql("select xid from tm_marks where pad like 'cross-_' order by pad")
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
 }
 
 /// The WAL segment files in `pg_wal`, sorted.
@@ -431,6 +477,17 @@ fn timeline_switch(c: &mut Cluster, major: PgMajor) {
     assert_eq!(switch.len(), 1, "one timeline switch: {switch:?}");
     let (at, sw, rec) = switch[0];
     assert_eq!((sw.from, sw.to), (1, 2));
+    let summary = summarize_segment(&segs[0].1, SEG, Lsn(segment_start(&segs[0].0)), None)
+        .unwrap_or_else(|e| panic!("{}: {e}", segs[0].0));
+    assert_eq!(
+        summary.timeline_switches,
+        vec![TimelineSwitchAt {
+            lsn: at,
+            from: 1,
+            to: 2
+        }],
+        "the summary of timeline 2's first segment"
+    );
     assert_eq!(
         at, switch_point,
         "the switch record is at the history file's switch point"
@@ -466,6 +523,8 @@ struct Run {
     segs: Vec<(String, Vec<u8>)>,
     recs: Vec<WalRecord>,
     end: WalEnd,
+    /// [`Facts::cross_xids`].
+    cross_xids: Vec<u32>,
 }
 
 /// Runs the workload on a cluster of `major` and decodes its WAL.
@@ -486,6 +545,8 @@ fn run(major: PgMajor, bin: Option<PathBuf>) -> Run {
     assert_eq!(pieces, recs);
     assert_eq!(end2, end);
     check_facts(&recs, &end, &facts, major);
+    let seen: Vec<Seen> = recs.iter().map(Seen::from_record).collect();
+    check_summaries(&segs, &seen, &facts.cross_xids);
     timeline_switch(&mut c, major);
     eprintln!(
         "{major}: {} records decoded from {} segments, end at {} ({:?})",
@@ -499,6 +560,7 @@ fn run(major: PgMajor, bin: Option<PathBuf>) -> Run {
         segs,
         recs,
         end,
+        cross_xids: facts.cross_xids,
     }
 }
 
@@ -571,6 +633,7 @@ fn decodes_postgres_15_wal_as_pg_waldump_does() {
         segs,
         recs,
         end,
+        cross_xids,
     } = run(PgMajor::V15, None);
     let wal = dir.path().join("pg/data/pg_wal");
     let out = Command::new(&waldump)
@@ -633,6 +696,9 @@ fn decodes_postgres_15_wal_as_pg_waldump_does() {
         "matched {} records against pg_waldump ({times} commit/abort times, {subx} subxacts, {names} restore points)",
         recs.len()
     );
+    // The segments' summaries, against pg_waldump's lines this time.
+    let seen: Vec<Seen> = lines.iter().map(Seen::from_dump).collect();
+    check_summaries(&segs, &seen, &cross_xids);
 }
 
 fn other_major(n: u32) {
@@ -669,4 +735,258 @@ fn decodes_postgres_17_wal() {
 #[test]
 fn decodes_postgres_18_wal() {
     other_major(18);
+}
+
+/// A record as a segment summary must see it (from `pg_waldump`'s line, or from the
+/// decoder's record).
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    lsn: Lsn,
+    what: SeenKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum SeenKind {
+    /// A commit (true) or abort: the xid a target names, the time as `pg_waldump` prints
+    /// it (UTC, microseconds).
+    Completion(bool, u32, String),
+    RestorePoint(String),
+    Switch,
+    Other,
+}
+
+impl Seen {
+    fn from_dump(l: &DumpLine) -> Seen {
+        let word = l.desc.split_whitespace().next().unwrap_or("");
+        let time = || waldump_time(&l.desc).unwrap_or_else(|| panic!("a time in {l:?}"));
+        let what = match (l.rmgr.as_str(), word) {
+            ("Transaction", "COMMIT" | "ABORT") => {
+                SeenKind::Completion(word == "COMMIT", l.xid, time().to_string())
+            }
+            // COMMIT PREPARED / ABORT PREPARED: "<two-phase xid>: <time>…".
+            ("Transaction", "COMMIT_PREPARED" | "ABORT_PREPARED") => {
+                let xid = l.desc[word.len()..]
+                    .trim_start()
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("a two-phase xid in {l:?}"));
+                SeenKind::Completion(word == "COMMIT_PREPARED", xid, time().to_string())
+            }
+            ("XLOG", "RESTORE_POINT") => {
+                SeenKind::RestorePoint(l.desc["RESTORE_POINT ".len()..].to_string())
+            }
+            ("XLOG", "SWITCH") => SeenKind::Switch,
+            _ => SeenKind::Other,
+        };
+        Seen { lsn: l.lsn, what }
+    }
+
+    fn from_record(r: &WalRecord) -> Seen {
+        let what = match &r.payload {
+            Payload::Commit(x) | Payload::Abort(x) => SeenKind::Completion(
+                matches!(r.payload, Payload::Commit(_)),
+                x.xid,
+                x.time.to_string()[..26].to_string(),
+            ),
+            Payload::RestorePoint(rp) => SeenKind::RestorePoint(rp.name.clone()),
+            Payload::Switch => SeenKind::Switch,
+            _ => SeenKind::Other,
+        };
+        Seen { lsn: r.lsn, what }
+    }
+}
+
+/// Summarises every segment alone, joins the records that cross from one to the next
+/// from the two summaries, and checks each summary against `seen` (every record of the
+/// same segments, in order): counts, first and last record, commits and aborts (number,
+/// first and last LSN and time, earliest and latest time, xid range), restore points,
+/// the switch, and where the WAL ends. At least one of the commits of `cross_xids` must
+/// have crossed and been joined. Then decodes each segment in full with the next two
+/// (`summarize_segment_with`): every commit and abort once, crossing ones included; and a
+/// flipped byte in a commit is damage at that commit. Returns how many records were
+/// joined.
+fn check_summaries(segs: &[(String, Vec<u8>)], seen: &[Seen], cross_xids: &[u32]) -> usize {
+    let start = |i: usize| Lsn(segment_start(&segs[i].0));
+    let seg_of = |l: Lsn| {
+        segs.iter()
+            .position(|(n, _)| l.0 / SEG == segment_start(n) / SEG)
+    };
+    let mut sums: Vec<SegmentSummary> = segs
+        .iter()
+        .enumerate()
+        .map(|(i, (name, bytes))| {
+            let s = summarize_segment(bytes, SEG, start(i), None)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(s.damage, None, "{name}");
+            s
+        })
+        .collect();
+    let completion = |s: &Seen| matches!(s.what, SeenKind::Completion(..));
+
+    // Join what crosses; a crossing completion that cannot be joined (a half longer than
+    // a summary keeps) is left out of the expected statistics.
+    let mut joined = Vec::new();
+    let mut unjoined = Vec::new();
+    for i in 0..segs.len() - 1 {
+        let Some(joining) = sums[i].join_next(&sums[i + 1]) else {
+            continue;
+        };
+        let (a, b) = (
+            sums[i].crossing_start.clone().unwrap(),
+            sums[i + 1].crossing_end.clone().unwrap(),
+        );
+        match joining {
+            Ok(r) => {
+                assert_eq!(r.lsn, a.lsn);
+                assert_eq!(r.timeline, sums[i].timeline);
+                assert_eq!(Some(r.header.prev), sums[i].last_record, "{}", r.lsn);
+                assert_eq!(
+                    Seen::from_record(&r),
+                    *seen.iter().find(|s| s.lsn == r.lsn).unwrap(),
+                    "the joined record is the one pg_waldump shows"
+                );
+                sums[i].absorb(&r);
+                joined.push(r);
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e.kind, DecodeErrorKind::Crossing(_))
+                        && (a.bytes.is_none() || b.bytes.is_none()),
+                    "{}: {e}",
+                    segs[i].0
+                );
+                unjoined.push(a.lsn);
+            }
+        }
+    }
+
+    for (i, s) in sums.iter().enumerate() {
+        let name = &segs[i].0;
+        let here: Vec<&Seen> = seen.iter().filter(|r| seg_of(r.lsn) == Some(i)).collect();
+        let crossing = s.crossing_start.as_ref().map(|c| c.lsn);
+        let own: Vec<&&Seen> = here.iter().filter(|r| Some(r.lsn) != crossing).collect();
+        assert_eq!(s.records, own.len() as u64, "{name}");
+        assert_eq!(s.first_record, own.first().map(|r| r.lsn), "{name}");
+        assert_eq!(s.last_record, own.last().map(|r| r.lsn), "{name}");
+        assert_eq!(
+            s.switched,
+            own.iter().any(|r| r.what == SeenKind::Switch),
+            "{name}"
+        );
+        let xacts: Vec<(Lsn, bool, u32, String)> = here
+            .iter()
+            .filter(|r| !unjoined.contains(&r.lsn))
+            .filter_map(|r| match &r.what {
+                SeenKind::Completion(c, x, t) => Some((r.lsn, *c, *x, t.clone())),
+                _ => None,
+            })
+            .collect();
+        match &s.xacts {
+            None => assert!(xacts.is_empty(), "{name}: {xacts:?}"),
+            Some(x) => {
+                let t = |t: tidemark_pg::PgTimestamp| t.to_string()[..26].to_string();
+                let commits = xacts.iter().filter(|c| c.1).count() as u64;
+                assert_eq!(
+                    (x.commits, x.aborts),
+                    (commits, xacts.len() as u64 - commits)
+                );
+                let (first, last) = (xacts.first().unwrap(), xacts.last().unwrap());
+                assert_eq!((x.first_lsn, t(x.first_time)), (first.0, first.3.clone()));
+                assert_eq!((x.last_lsn, t(x.last_time)), (last.0, last.3.clone()));
+                let times = xacts.iter().map(|c| c.3.clone());
+                assert_eq!(t(x.min_time), times.clone().min().unwrap(), "{name}");
+                assert_eq!(t(x.max_time), times.max().unwrap(), "{name}");
+                let xids = xacts.iter().map(|c| c.2);
+                assert_eq!(
+                    (x.min_xid, x.max_xid),
+                    (xids.clone().min().unwrap(), xids.max().unwrap())
+                );
+            }
+        }
+        let rps: Vec<(Lsn, &str)> = here
+            .iter()
+            .filter_map(|r| match &r.what {
+                SeenKind::RestorePoint(n) => Some((r.lsn, n.as_str())),
+                _ => None,
+            })
+            .collect();
+        let ours: Vec<(Lsn, &str)> = s
+            .restore_points
+            .iter()
+            .map(|r| (r.lsn, r.name.as_str()))
+            .collect();
+        assert_eq!((ours, s.restore_points_omitted), (rps, 0), "{name}");
+        // pg_wal's last segment is where the server stopped writing: like a `.partial`.
+        let last = i == segs.len() - 1;
+        assert_eq!(s.ended_at.is_some(), last, "{name}");
+        assert_eq!(s.defect(true), None, "{name}");
+        assert_eq!(s.defect(false).is_some(), last, "{name}");
+    }
+
+    let crossed: Vec<u32> = cross_xids
+        .iter()
+        .copied()
+        .filter(|x| {
+            joined.iter().any(|r| {
+                r.payload
+                    .xact_completion()
+                    .is_some_and(|c| c.xid == *x && matches!(r.payload, Payload::Commit(_)))
+            })
+        })
+        .collect();
+    assert!(
+        !crossed.is_empty(),
+        "a commit of {cross_xids:?} crossed a segment boundary and was joined"
+    );
+
+    // In full: every commit and abort once, in order, crossing ones included.
+    let mut all = Vec::new();
+    for (i, (_, bytes)) in segs.iter().enumerate() {
+        let next: Vec<&[u8]> = segs[i + 1..(i + 3).min(segs.len())]
+            .iter()
+            .map(|(_, b)| &b[..])
+            .collect();
+        let s = summarize_segment_with(bytes, SEG, start(i), None, &next, |r| {
+            let s = Seen::from_record(r);
+            if matches!(s.what, SeenKind::Completion(..)) {
+                all.push(s);
+            }
+        })
+        .unwrap();
+        assert_eq!(s.damage, None);
+    }
+    let expected: Vec<Seen> = seen.iter().filter(|s| completion(s)).cloned().collect();
+    assert_eq!(all, expected);
+
+    // A flipped byte inside a commit that lies within one segment: damage there, the
+    // records before it summarised.
+    let (i, victim) = seen
+        .iter()
+        .filter(|r| completion(r) && r.lsn.0 % SEG > 8192 && r.lsn.0 % 8192 < 8000)
+        .find_map(|r| {
+            let i = seg_of(r.lsn)?;
+            (sums[i].crossing_start.as_ref().map(|c| c.lsn) != Some(r.lsn)).then_some((i, r))
+        })
+        .unwrap();
+    let mut bytes = segs[i].1.clone();
+    bytes[(victim.lsn.0 % SEG) as usize + 26] ^= 0x40;
+    let s = summarize_segment(&bytes, SEG, start(i), None).unwrap();
+    let damage = s.damage.clone().expect("damage");
+    assert_eq!(damage.lsn, victim.lsn);
+    assert!(matches!(damage.kind, DecodeErrorKind::CrcMismatch { .. }));
+    let before = seen
+        .iter()
+        .filter(|r| seg_of(r.lsn) == Some(i) && r.lsn < victim.lsn)
+        .count();
+    assert_eq!(s.records, before as u64);
+    assert_eq!(s.defect(true), Some(damage));
+    eprintln!(
+        "summaries of {} segments agree; {} crossing records joined (commits {crossed:?}), {} not joinable",
+        segs.len(),
+        joined.len(),
+        unjoined.len()
+    );
+    joined.len()
 }

@@ -35,6 +35,13 @@ pub struct DecoderConfig {
     /// The start of the record before `start`, when known: checked against the first
     /// record's `xl_prev`.
     pub prev_record: Option<Lsn>,
+    /// Keep every record's [`WalRecord::main_data`] (true by default); the typed
+    /// [`payload`](WalRecord::payload) is decoded either way.
+    pub main_data: bool,
+    /// Keep the bytes of a continuation skipped at the start (a record begun before
+    /// `start`) when its `xlp_rem_len` is at most this many: see
+    /// [`WalDecoder::skipped_continuation_bytes`]. 0: not kept.
+    pub keep_continuation: u32,
 }
 
 impl DecoderConfig {
@@ -45,6 +52,8 @@ impl DecoderConfig {
             start,
             major: None,
             prev_record: None,
+            main_data: true,
+            keep_continuation: 0,
         }
     }
 
@@ -57,6 +66,19 @@ impl DecoderConfig {
     /// The start of the record before `start`, to check the first record's `xl_prev`.
     pub fn with_prev_record(mut self, prev: Lsn) -> DecoderConfig {
         self.prev_record = Some(prev);
+        self
+    }
+
+    /// Leaves [`WalRecord::main_data`] empty: an allocation and a copy saved per record,
+    /// for a caller that needs only the typed payloads (a segment's summary).
+    pub fn without_main_data(mut self) -> DecoderConfig {
+        self.main_data = false;
+        self
+    }
+
+    /// Keeps a skipped continuation's bytes when it is at most `max` bytes long.
+    pub fn keeping_continuation(mut self, max: u32) -> DecoderConfig {
+        self.keep_continuation = max;
         self
     }
 }
@@ -121,6 +143,18 @@ enum State {
     Failed(DecodeError),
 }
 
+/// Checks `xl_prev` in a record's header against the previous record's start (when known).
+fn prev_matches(prev: Option<u64>, header: &[u8]) -> Result<(), DecodeErrorKind> {
+    let found = RecordHeader::parse(header).prev;
+    match prev {
+        Some(expected) if found.0 != expected => Err(DecodeErrorKind::PrevMismatch {
+            expected: Lsn(expected),
+            found,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The incremental WAL record decoder (see [`crate::wal`]).
 #[derive(Debug)]
 pub struct WalDecoder {
@@ -144,6 +178,17 @@ pub struct WalDecoder {
     first_page: bool,
     end: Option<WalEnd>,
     skipped_continuation: Option<(Lsn, u32)>,
+    /// See [`DecoderConfig::main_data`].
+    main_data: bool,
+    /// See [`DecoderConfig::keep_continuation`].
+    keep_continuation: u32,
+    /// The skipped continuation's bytes, while they are collected (only when kept).
+    continuation: Option<Vec<u8>>,
+    /// All of the kept continuation was read.
+    continuation_complete: bool,
+    /// The buffer of the last record that needed one (crossing a page or a piece of
+    /// input), kept for the next: one allocation per decoder, not per record.
+    spare: Vec<u8>,
 }
 
 impl WalDecoder {
@@ -185,6 +230,11 @@ impl WalDecoder {
             first_page: !mid_page,
             end: None,
             skipped_continuation: None,
+            main_data: config.main_data,
+            keep_continuation: config.keep_continuation,
+            continuation: None,
+            continuation_complete: false,
+            spare: Vec::new(),
         })
     }
 
@@ -198,12 +248,23 @@ impl WalDecoder {
     /// Like [`feed`](Self::feed), appending to `out` (records completed before an error
     /// are kept there).
     pub fn feed_into(&mut self, bytes: &[u8], out: &mut Vec<WalRecord>) -> Result<(), DecodeError> {
+        self.feed_with(bytes, |record| out.push(record))
+    }
+
+    /// Like [`feed`](Self::feed), handing each record to `sink` as it completes (records
+    /// completed before an error have been handed over): the fastest way, nothing is
+    /// collected.
+    pub fn feed_with(
+        &mut self,
+        bytes: &[u8],
+        mut sink: impl FnMut(WalRecord),
+    ) -> Result<(), DecodeError> {
         let mut input = bytes;
         while !input.is_empty() {
             if let State::Failed(e) = &self.state {
                 return Err(e.clone());
             }
-            if let Err(e) = self.step(&mut input, out) {
+            if let Err(e) = self.step(&mut input, &mut sink) {
                 self.state = State::Failed(e.clone());
                 return Err(e);
             }
@@ -254,6 +315,39 @@ impl WalDecoder {
         self.skipped_continuation
     }
 
+    /// The bytes of that continuation (the record's content, page headers removed), once
+    /// all of them were fed, when [`DecoderConfig::keep_continuation`] allowed keeping them.
+    /// A continuation given up by the server (`XLP_FIRST_IS_OVERWRITE_CONTRECORD`) is never
+    /// complete.
+    pub fn skipped_continuation_bytes(&self) -> Option<&[u8]> {
+        match &self.continuation {
+            Some(b) if self.continuation_complete => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The record still being reassembled when the input stopped (it continues in bytes
+    /// not fed, typically the next segment): its start, the timeline of the page it
+    /// starts on, and its bytes so far (page headers removed; the 24-byte header is
+    /// complete when there are at least 24). `None` at a record boundary, after the end of
+    /// the WAL or an error.
+    pub fn pending_record_bytes(&self) -> Option<(Lsn, u32, &[u8])> {
+        match &self.state {
+            State::Record {
+                start,
+                timeline,
+                buf,
+                ..
+            } if !buf.is_empty() => Some((Lsn(*start), *timeline, buf)),
+            _ => None,
+        }
+    }
+
+    /// `xlp_tli` of the last page header read (`None` before the first).
+    pub fn page_timeline(&self) -> Option<u32> {
+        (self.page_tli != 0).then_some(self.page_tli)
+    }
+
     fn err(&self, lsn: u64, kind: DecodeErrorKind) -> DecodeError {
         DecodeError {
             lsn: Lsn(lsn),
@@ -275,7 +369,11 @@ impl WalDecoder {
         self.state = State::Ended { check_until };
     }
 
-    fn step(&mut self, input: &mut &[u8], out: &mut Vec<WalRecord>) -> Result<(), DecodeError> {
+    fn step(
+        &mut self,
+        input: &mut &[u8],
+        out: &mut dyn FnMut(WalRecord),
+    ) -> Result<(), DecodeError> {
         match self.state {
             State::Ended { check_until } => {
                 let n = (check_until.saturating_sub(self.pos) as usize).min(input.len());
@@ -306,10 +404,26 @@ impl WalDecoder {
         let room = (page_end - self.pos) as usize;
         match &mut self.state {
             State::Boundary => {
+                let whole: &[u8] = input;
+                let avail = room.min(whole.len());
+                if avail >= RECORD_HEADER_LEN {
+                    let t = u32::from_le_bytes(whole[0..4].try_into().unwrap()) as usize;
+                    if (RECORD_HEADER_LEN..=avail).contains(&t) {
+                        // The whole record is on this page and in this input (most
+                        // records are): decoded where it lies, without copying it.
+                        let start = self.pos;
+                        self.check_prev(start, &whole[..RECORD_HEADER_LEN])?;
+                        self.pos += t as u64;
+                        *input = &whole[t..];
+                        return self.complete_record(start, self.page_tli, &whole[..t], out);
+                    }
+                }
+                let mut buf = std::mem::take(&mut self.spare);
+                buf.clear();
                 self.state = State::Record {
                     start: self.pos,
                     timeline: self.page_tli,
-                    buf: Vec::new(),
+                    buf,
                     tot_len: None,
                     checked_header: false,
                 };
@@ -329,9 +443,13 @@ impl WalDecoder {
                 let n = (*remaining as usize).min(input.len()).min(room);
                 *remaining -= n as u64;
                 let done = *remaining == 0;
+                if let Some(kept) = &mut self.continuation {
+                    kept.extend_from_slice(&input[..n]);
+                }
                 self.pos += n as u64;
                 *input = &input[n..];
                 if done {
+                    self.continuation_complete = self.continuation.is_some();
                     self.after_record();
                 }
                 Ok(())
@@ -357,7 +475,7 @@ impl WalDecoder {
         &mut self,
         input: &mut &[u8],
         room: usize,
-        out: &mut Vec<WalRecord>,
+        out: &mut dyn FnMut(WalRecord),
     ) -> Result<(), DecodeError> {
         let State::Record {
             start,
@@ -397,37 +515,50 @@ impl WalDecoder {
         }
         if !*checked_header && buf.len() >= RECORD_HEADER_LEN {
             *checked_header = true;
-            let h = RecordHeader::parse(buf);
-            if let Some(prev) = self.prev {
-                if h.prev.0 != prev {
-                    let kind = DecodeErrorKind::PrevMismatch {
-                        expected: Lsn(prev),
-                        found: h.prev,
-                    };
-                    return Err(DecodeError {
-                        lsn: Lsn(start),
-                        kind,
-                    });
-                }
+            let header = &buf[..RECORD_HEADER_LEN];
+            let prev = self.prev;
+            if let Err(kind) = prev_matches(prev, header) {
+                return Err(self.err(start, kind));
             }
         }
         if tot_len.is_some_and(|t| buf.len() == t as usize) {
-            let major = self.major.expect("known once a page header was read");
-            let mut rec =
-                record::decode(Lsn(start), *timeline, buf, major).map_err(|kind| DecodeError {
-                    lsn: Lsn(start),
-                    kind,
-                })?;
-            rec.end = Lsn(self.pos);
-            self.prev = Some(start);
-            self.last_end = self.pos;
-            let switch = matches!(rec.payload, super::Payload::Switch);
-            out.push(rec);
-            if switch && self.pos % self.seg_size != 0 {
-                self.state = State::SkipSegment;
-            } else {
-                self.after_record();
-            }
+            let timeline = *timeline;
+            let buf = std::mem::take(buf);
+            let done = self.complete_record(start, timeline, &buf, out);
+            // The buffer serves the next record that needs one.
+            self.spare = buf;
+            return done;
+        }
+        Ok(())
+    }
+
+    /// `xl_prev` of a record starting at `start` (its first 24 bytes in `header`) must be
+    /// the previous record's start, when known.
+    fn check_prev(&self, start: u64, header: &[u8]) -> Result<(), DecodeError> {
+        prev_matches(self.prev, header).map_err(|kind| self.err(start, kind))
+    }
+
+    /// Decodes the complete record `rec` that started at `start` and ended at `self.pos`,
+    /// and moves on to the next.
+    fn complete_record(
+        &mut self,
+        start: u64,
+        timeline: u32,
+        rec: &[u8],
+        out: &mut dyn FnMut(WalRecord),
+    ) -> Result<(), DecodeError> {
+        let major = self.major.expect("known once a page header was read");
+        let mut record = record::decode_keeping(Lsn(start), timeline, rec, major, self.main_data)
+            .map_err(|kind| self.err(start, kind))?;
+        record.end = Lsn(self.pos);
+        self.prev = Some(start);
+        self.last_end = self.pos;
+        let switch = matches!(record.payload, super::Payload::Switch);
+        out(record);
+        if switch && self.pos % self.seg_size != 0 {
+            self.state = State::SkipSegment;
+        } else {
+            self.after_record();
         }
         Ok(())
     }
@@ -586,9 +717,13 @@ impl WalDecoder {
                     self.state = State::SkipContinuation {
                         remaining: u64::from(rem_len),
                     };
+                    if self.keep_continuation > 0 && rem_len <= self.keep_continuation {
+                        self.continuation = Some(Vec::with_capacity(rem_len as usize));
+                    }
                     // The record before the first one is unknown.
                     self.prev = None;
                     if rem_len == 0 {
+                        self.continuation_complete = self.continuation.is_some();
                         self.after_record();
                     }
                 }

@@ -65,8 +65,9 @@ pub use payload::{
 };
 pub use record::{rmgr_name, RecordHeader, WalRecord};
 pub use summary::{
-    join_crossing, summarize_segment, CrossingEnd, CrossingStart, RestorePointAt, SegmentSummary,
-    TimelineSwitchAt, XactStats, CROSSING_BYTES_MAX, RESTORE_POINTS_MAX,
+    join_crossing, summarize_segment, summarize_segment_with, CrossingEnd, CrossingStart,
+    RestorePointAt, SegmentSummary, TimelineSwitchAt, XactStats, CROSSING_BYTES_MAX,
+    RESTORE_POINTS_MAX,
 };
 
 use std::fmt;
@@ -160,6 +161,13 @@ pub enum DecodeErrorKind {
     BadPayload(String),
     /// Non-zero bytes after the end of WAL on the same page.
     NonZeroAfterEnd,
+    /// The written WAL ends inside a segment archived as complete (not `.partial`, and
+    /// not after `XLOG_SWITCH`): it was cut short. See
+    /// [`SegmentSummary::defect`].
+    EndsInsideSegment,
+    /// The two halves of a record that crosses segments do not make a record, or were not
+    /// kept in the summaries (then the caller decodes the two segments).
+    Crossing(String),
     /// A failure found earlier and kept as its text (a segment summary read back from
     /// the repository's index says where the segment was damaged when it was archived).
     Recorded(String),
@@ -217,6 +225,11 @@ impl fmt::Display for DecodeErrorKind {
             BadBlockHeaders(s) => write!(f, "invalid block references: {s}"),
             BadPayload(s) => write!(f, "invalid payload: {s}"),
             NonZeroAfterEnd => write!(f, "non-zero bytes after the end of WAL on its page"),
+            EndsInsideSegment => write!(
+                f,
+                "the WAL ends here, inside a segment archived as complete (cut short)"
+            ),
+            Crossing(s) => write!(f, "record crossing segments: {s}"),
             Recorded(s) => f.write_str(s),
         }
     }

@@ -174,6 +174,18 @@ pub(crate) fn decode(
     rec: &[u8],
     major: PgMajor,
 ) -> Result<WalRecord, DecodeErrorKind> {
+    decode_keeping(lsn, timeline, rec, major, true)
+}
+
+/// [`decode`]; `keep_main_data` false leaves [`WalRecord::main_data`] empty (a copy and
+/// an allocation saved per record, for callers that only need the typed payloads).
+pub(crate) fn decode_keeping(
+    lsn: Lsn,
+    timeline: u32,
+    rec: &[u8],
+    major: PgMajor,
+    keep_main_data: bool,
+) -> Result<WalRecord, DecodeErrorKind> {
     let header = RecordHeader::parse(rec);
     let computed = record_crc(rec);
     if computed != header.crc {
@@ -270,9 +282,13 @@ pub(crate) fn decode(
             "headers announce {datatotal} bytes of data, the record holds {remaining}"
         )));
     }
-    let main_data = rec[rec.len() - main_len as usize..].to_vec();
-    let payload =
-        payload::decode(major, &header, &main_data).map_err(DecodeErrorKind::BadPayload)?;
+    let main = &rec[rec.len() - main_len as usize..];
+    let payload = payload::decode(major, &header, main).map_err(DecodeErrorKind::BadPayload)?;
+    let main_data = if keep_main_data {
+        main.to_vec()
+    } else {
+        Vec::new()
+    };
     Ok(WalRecord {
         lsn,
         end: Lsn(lsn.0), // set by the decoder, which knows where the record ended

@@ -625,3 +625,384 @@ fn starting_mid_page_at_a_known_record() {
     let e = WalDecoder::new(cfg).unwrap().feed(bytes).unwrap_err();
     assert!(matches!(e.kind, DecodeErrorKind::PrevMismatch { .. }));
 }
+
+// ---- Segment summaries (summary.rs) ----
+
+/// The bytes of segment `n` (counting from the builder's start), zero-padded to a full
+/// segment as PostgreSQL's files are.
+fn segment_of(b: &Builder, n: u64) -> Vec<u8> {
+    let from = (n * SEG) as usize;
+    let mut seg = b.bytes[from.min(b.bytes.len())..].to_vec();
+    seg.truncate(SEG as usize);
+    seg.resize(SEG as usize, 0);
+    seg
+}
+
+fn summarize(b: &Builder, n: u64) -> SegmentSummary {
+    summarize_segment(&segment_of(b, n), SEG, Lsn(b.start + n * SEG), None).unwrap()
+}
+
+/// `xl_xact_commit` with `xinfo` (dbinfo, subxacts, two-phase xid when `twophase`).
+fn xact_body(time: i64, subxacts: u32, twophase: Option<u32>) -> Vec<u8> {
+    let mut xinfo = 0x1 | 0x2;
+    if twophase.is_some() {
+        xinfo |= 0x10;
+    }
+    let mut d = time.to_le_bytes().to_vec();
+    d.extend_from_slice(&(xinfo as u32).to_le_bytes());
+    d.extend_from_slice(&5u32.to_le_bytes());
+    d.extend_from_slice(&1663u32.to_le_bytes());
+    d.extend_from_slice(&subxacts.to_le_bytes());
+    for x in 0..subxacts {
+        d.extend_from_slice(&(10_000 + x).to_le_bytes());
+    }
+    if let Some(x) = twophase {
+        d.extend_from_slice(&x.to_le_bytes());
+    }
+    d
+}
+
+const COMMIT: u8 = 0x80;
+const ABORT: u8 = 0x20 | 0x80;
+const COMMIT_PREPARED: u8 = 0x30 | 0x80;
+const ABORT_PREPARED: u8 = 0x40 | 0x80;
+
+/// Segment 1 ends inside a 1.3 KB commit (a few hundred bytes in each segment); segment 2
+/// holds the rest of it and two more records, then the WAL ends.
+fn crossing_commit() -> (Builder, (u64, u64)) {
+    let mut b = Builder::new(PgMajor::V16, SEG);
+    b.push(1, COMMIT, 700, &xact_body(1_000, 0, None));
+    b.fill_until(500);
+    let left = SEG - b.pos() % SEG;
+    assert!((372..500).contains(&left), "{left} bytes left");
+    let crossing = b.push(1, COMMIT, 901, &xact_body(2_000, 300, None));
+    assert_eq!(crossing.0 / SEG, 1, "starts in segment 1");
+    assert_eq!(crossing.1 / SEG, 2, "ends in segment 2");
+    b.push(10, 0, 1, &[1; 50]);
+    b.push(1, ABORT, 902, &xact_body(3_000, 0, None));
+    b.zero_page_rest();
+    (b, crossing)
+}
+
+#[test]
+fn a_record_crossing_segments_is_joined_from_the_two_summaries() {
+    let (b, (lsn, end)) = crossing_commit();
+    let mut first = summarize(&b, 0);
+    let second = summarize(&b, 1);
+
+    let start = first
+        .crossing_start
+        .clone()
+        .expect("segment 1 ends inside a record");
+    assert_eq!(start.lsn, Lsn(lsn));
+    assert_eq!((start.rmid, start.xid), (Some(1), Some(901)));
+    let head = start.bytes.as_ref().expect("short: kept");
+    assert_eq!(
+        lsn + head.len() as u64,
+        2 * SEG,
+        "its bytes up to the segment's end"
+    );
+    let tail_len = end - 2 * SEG - 40;
+    let stop = second
+        .crossing_end
+        .clone()
+        .expect("segment 2 begins with the rest");
+    assert_eq!(u64::from(stop.remaining), tail_len);
+    assert_eq!(stop.bytes.as_ref().map(Vec::len), Some(tail_len as usize));
+    assert_eq!(start.total_len, Some((head.len() as u64 + tail_len) as u32));
+
+    // Neither summary counts it; each counts what starts and completes in it.
+    let xacts = first.xacts.unwrap();
+    assert_eq!((xacts.commits, xacts.aborts), (1, 0));
+    assert!(first.last_record.unwrap().0 < lsn);
+    let later = second.xacts.unwrap();
+    assert_eq!((later.commits, later.aborts, later.min_xid), (0, 1, 902));
+    assert_eq!(second.first_record.unwrap().0, end.next_multiple_of(8));
+
+    assert_eq!(
+        join_crossing(&start, &stop, PgMajor::V16).unwrap().timeline,
+        0
+    );
+    let joined = first.join_next(&second).unwrap().unwrap();
+    assert_eq!(joined.timeline, 1);
+    assert_eq!((joined.lsn, joined.end), (Lsn(lsn), Lsn(end)));
+    assert_eq!(joined.header.prev, first.last_record.unwrap());
+    let Payload::Commit(c) = &joined.payload else {
+        panic!("{:?}", joined.payload)
+    };
+    assert_eq!(
+        (c.xid, c.time, c.subxacts.len()),
+        (901, PgTimestamp(2_000), 300)
+    );
+    // The decoder reading both segments in a row finds the same record.
+    let (all, _) = decode_in_pieces(&b.bytes, SEG, &[SEG as usize]);
+    let whole = all.iter().find(|r| r.lsn == Lsn(lsn)).unwrap();
+    assert_eq!(&joined, whole);
+
+    first.absorb(&joined);
+    let xacts = first.xacts.unwrap();
+    assert_eq!((xacts.commits, xacts.last_lsn), (2, Lsn(lsn)));
+    assert_eq!((xacts.max_xid, xacts.last_time), (901, PgTimestamp(2_000)));
+
+    // One flipped byte in either half: a CRC error at the record.
+    let mut bad = stop.clone();
+    bad.bytes.as_mut().unwrap()[100] ^= 1;
+    let e = join_crossing(&start, &bad, PgMajor::V16).unwrap_err();
+    assert_eq!(e.lsn, Lsn(lsn));
+    assert!(matches!(e.kind, DecodeErrorKind::CrcMismatch { .. }), "{e}");
+    // A half that does not fit: an error naming the record, not a panic.
+    let mut short = stop.clone();
+    short.bytes.as_mut().unwrap().pop();
+    short.remaining -= 1;
+    let e = join_crossing(&start, &short, PgMajor::V16).unwrap_err();
+    assert_eq!(e.lsn, Lsn(lsn));
+    assert!(matches!(e.kind, DecodeErrorKind::Crossing(_)), "{e}");
+}
+
+#[test]
+fn decoding_in_full_hands_over_every_record_and_completes_the_crossing_one() {
+    let (b, (lsn, _)) = crossing_commit();
+    let (seg1, seg2) = (segment_of(&b, 0), segment_of(&b, 1));
+    let mut seen = Vec::new();
+    let summary = summarize_segment_with(&seg1, SEG, Lsn(SEG), None, &[&seg2], |r| {
+        seen.push((r.lsn, r.payload.xact_completion().map(|x| x.xid)))
+    })
+    .unwrap();
+    assert_eq!(summary, summarize(&b, 0), "the same summary");
+    assert_eq!(seen.len() as u64, summary.records + 1);
+    assert_eq!(
+        seen.last(),
+        Some(&(Lsn(lsn), Some(901))),
+        "the crossing one last"
+    );
+    assert_eq!(seen[0], (Lsn(SEG + 40), Some(700)));
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "in LSN order");
+    // Without the next segment it is not handed over.
+    let mut n = 0;
+    summarize_segment_with(&seg1, SEG, Lsn(SEG), None, &[], |_| n += 1).unwrap();
+    assert_eq!(n, summary.records);
+    // A damaged continuation: the crossing record is damage, named at its start.
+    let mut bad2 = seg2.clone();
+    bad2[60] ^= 0x10;
+    let s = summarize_segment_with(&seg1, SEG, Lsn(SEG), None, &[&bad2], |_| {}).unwrap();
+    let e = s.damage.expect("the record cannot be completed");
+    assert_eq!(e.lsn, Lsn(lsn));
+    assert!(matches!(e.kind, DecodeErrorKind::CrcMismatch { .. }), "{e}");
+}
+
+#[test]
+fn a_crossing_record_longer_than_the_cap_keeps_no_bytes() {
+    let (b, at) = sample();
+    let (big, big_end) = at[6]; // 30 KB, about 12 KB of it in the first segment
+    let first = summarize(&b, 0);
+    let second = summarize(&b, 1);
+    let start = first.crossing_start.clone().unwrap();
+    assert_eq!(start.lsn, Lsn(big));
+    assert_eq!(start.total_len, Some(24 + 5 + 30_000));
+    assert_eq!(start.rmid, Some(21));
+    assert_eq!(
+        start.bytes, None,
+        "more than CROSSING_BYTES_MAX in the first segment"
+    );
+    let stop = second.crossing_end.clone().unwrap();
+    assert!(stop.remaining as usize > CROSSING_BYTES_MAX);
+    assert_eq!(stop.bytes, None);
+    let e = join_crossing(&start, &stop, PgMajor::V15).unwrap_err();
+    assert_eq!(e.lsn, Lsn(big));
+    assert!(matches!(e.kind, DecodeErrorKind::Crossing(_)), "{e}");
+    // The caller that needs it decodes the two segments.
+    let mut got = None;
+    let (seg1, seg2) = (segment_of(&b, 0), segment_of(&b, 1));
+    summarize_segment_with(&seg1, SEG, Lsn(SEG), None, &[&seg2], |r| {
+        if r.lsn == Lsn(big) {
+            got = Some((r.end, r.header.tot_len));
+        }
+    })
+    .unwrap();
+    assert_eq!(got, Some((Lsn(big_end), 24 + 5 + 30_000)));
+    // The second segment: the commit and the restore point after the continuation.
+    assert_eq!(second.xacts.unwrap().commits, 1);
+    assert_eq!(second.restore_points.len(), 1);
+    assert_eq!(second.restore_points[0].name, "before-upgrade");
+    assert_eq!(second.first_record, Some(Lsn(big_end.next_multiple_of(8))));
+    assert!(
+        second.ended_at.is_some(),
+        "the WAL ends in the second segment"
+    );
+}
+
+#[test]
+fn invalid_wal_mid_segment_is_damage_with_the_records_before_it_summarised() {
+    let mut b = Builder::new(PgMajor::V15, SEG);
+    let mut commits = Vec::new();
+    for i in 0..5 {
+        b.push(10, 0, 1, &[1; 300]);
+        commits.push(b.push(1, COMMIT, 800 + i, &xact_body(100 + i as i64, 2, None)));
+    }
+    b.zero_page_rest();
+    let (bad, _) = commits[3];
+    let mut seg = segment_of(&b, 0);
+    seg[(bad - SEG) as usize + 30] ^= 0x04;
+    let s = summarize_segment(&seg, SEG, Lsn(SEG), Some(PgMajor::V15)).unwrap();
+    let e = s.damage.clone().expect("damage reported");
+    assert_eq!(e.lsn, Lsn(bad));
+    assert!(matches!(e.kind, DecodeErrorKind::CrcMismatch { .. }), "{e}");
+    assert_eq!(s.records, 7, "the records before it");
+    let x = s.xacts.unwrap();
+    assert_eq!(
+        (x.commits, x.last_lsn, x.max_xid),
+        (3, Lsn(commits[2].0), 802)
+    );
+    assert_eq!((s.ended_at, s.crossing_start.clone()), (None, None));
+    assert_eq!(s.defect(true), Some(e.clone()), "damage whatever the file");
+
+    // Without damage the same segment ends inside: normal for a .partial only.
+    let s = summarize(&b, 0);
+    assert_eq!(s.damage, None);
+    assert_eq!(s.xacts.unwrap().commits, 5);
+    let at = s.ended_at.expect("the WAL ends inside");
+    assert_eq!(at, Lsn(commits[4].1.next_multiple_of(8)));
+    assert_eq!(s.defect(true), None);
+    let cut = s.defect(false).expect("a complete segment cut short");
+    assert_eq!(
+        (cut.lsn, cut.kind),
+        (at, DecodeErrorKind::EndsInsideSegment)
+    );
+
+    // Nothing decodable at all: an error.
+    let mut seg = segment_of(&b, 0);
+    seg[0] = 0x99;
+    let e = summarize_segment(&seg, SEG, Lsn(SEG), None).unwrap_err();
+    assert!(
+        matches!(e.kind, DecodeErrorKind::UnknownPageMagic(_)),
+        "{e}"
+    );
+    let zeros = vec![0u8; SEG as usize];
+    let e = summarize_segment(&zeros, SEG, Lsn(SEG), None).unwrap_err();
+    assert!(e.to_string().contains("all zeros"), "{e}");
+    let seg = segment_of(&b, 0);
+    let recycled = summarize_segment(&seg, SEG, Lsn(3 * SEG), None).unwrap_err();
+    assert!(recycled.to_string().contains("recycled"), "{recycled}");
+    let e = summarize_segment(&seg, SEG, Lsn(SEG + 8192), None).unwrap_err();
+    assert!(matches!(e.kind, DecodeErrorKind::BadStart(_)), "{e}");
+    let e = summarize_segment(&[seg.clone(), vec![0]].concat(), SEG, Lsn(SEG), None);
+    assert!(e.is_err(), "more than a segment");
+    let e = summarize_segment(&seg, SEG, Lsn(SEG), Some(PgMajor::V17)).unwrap_err();
+    assert!(matches!(e.kind, DecodeErrorKind::PageMagicMismatch { .. }));
+}
+
+#[test]
+fn restore_points_beyond_the_cap_are_counted_not_listed() {
+    let mut b = Builder::new(PgMajor::V17, SEG);
+    let mut lsns = Vec::new();
+    for i in 0..RESTORE_POINTS_MAX + 3 {
+        let name = format!("rp-{i}");
+        lsns.push(
+            b.push(0, 0x70, 0, &restore_point_body(50 + i as i64, &name))
+                .0,
+        );
+    }
+    b.zero_page_rest();
+    let mut s = summarize(&b, 0);
+    assert_eq!(s.restore_points.len(), RESTORE_POINTS_MAX);
+    assert_eq!(s.restore_points_omitted, 3);
+    for (i, rp) in s.restore_points.iter().enumerate() {
+        assert_eq!(rp.name, format!("rp-{i}"));
+        assert_eq!(
+            (rp.lsn, rp.time),
+            (Lsn(lsns[i]), PgTimestamp(50 + i as i64))
+        );
+    }
+    // An absorbed earlier one takes its place in LSN order; the last listed is counted.
+    let mut early = Builder::new(PgMajor::V17, SEG);
+    early.push(0, 0x70, 0, &restore_point_body(7, "early"));
+    let (recs, _) = decode_in_pieces(&early.bytes, SEG, &[8192]);
+    let mut rec = recs[0].clone();
+    rec.lsn = Lsn(SEG + 8);
+    s.absorb(&rec);
+    assert_eq!(s.restore_points.len(), RESTORE_POINTS_MAX);
+    assert_eq!(s.restore_points[0].name, "early");
+    assert_eq!(s.restore_points_omitted, 4);
+    assert_eq!(
+        s.restore_points.last().unwrap().name,
+        format!("rp-{}", RESTORE_POINTS_MAX - 2)
+    );
+}
+
+#[test]
+fn prepared_completions_count_the_two_phase_xid() {
+    let mut b = Builder::new(PgMajor::V15, SEG);
+    // Times out of LSN order, as sessions write them.
+    let plain = b.push(1, COMMIT, 900, &xact_body(5_000, 0, None)).0;
+    b.push(1, ABORT, 901, &xact_body(4_000, 0, None));
+    // COMMIT/ABORT PREPARED are written by the session that finishes them, whose own
+    // xl_xid is not the prepared transaction's.
+    b.push(1, COMMIT_PREPARED, 7, &xact_body(6_000, 1, Some(4242)));
+    let last = b
+        .push(1, ABORT_PREPARED, 7, &xact_body(4_500, 0, Some(4243)))
+        .0;
+    b.push(1, 0x10, 4244, &[0; 40]); // PREPARE: not a completion
+    b.zero_page_rest();
+    let s = summarize(&b, 0);
+    let x = s.xacts.unwrap();
+    assert_eq!((x.commits, x.aborts), (2, 2));
+    assert_eq!((x.min_xid, x.max_xid), (900, 4243));
+    assert_eq!(
+        (x.first_lsn, x.first_time),
+        (Lsn(plain), PgTimestamp(5_000))
+    );
+    assert_eq!((x.last_lsn, x.last_time), (Lsn(last), PgTimestamp(4_500)));
+    assert_eq!(
+        (x.min_time, x.max_time),
+        (PgTimestamp(4_000), PgTimestamp(6_000))
+    );
+    assert_eq!(s.records, 5);
+}
+
+#[test]
+fn timeline_switches_and_wal_switches_are_summarised() {
+    let mut b = Builder::new(PgMajor::V18, SEG);
+    let mut eor = 77i64.to_le_bytes().to_vec();
+    eor.extend_from_slice(&3u32.to_le_bytes());
+    eor.extend_from_slice(&2u32.to_le_bytes());
+    eor.extend_from_slice(&1i32.to_le_bytes());
+    eor.extend_from_slice(&[0; 4]);
+    let at = b.push(0, 0x90, 0, &eor).0;
+    let mut online = vec![0u8; 88];
+    online[8..12].copy_from_slice(&3u32.to_le_bytes());
+    online[12..16].copy_from_slice(&3u32.to_le_bytes());
+    b.push(0, 0x10, 0, &online); // same timeline: not a switch
+    let (sw, sw_end) = b.push(0, 0x40, 0, &[]);
+    b.bytes.resize(SEG as usize, 0);
+    let s = summarize(&b, 0);
+    assert_eq!(
+        s.timeline_switches,
+        vec![TimelineSwitchAt {
+            lsn: Lsn(at),
+            from: 2,
+            to: 3
+        }]
+    );
+    assert!(s.switched);
+    assert_eq!(
+        (s.last_record, s.end_of_records),
+        (Some(Lsn(sw)), Lsn(sw_end))
+    );
+    assert_eq!((s.ended_at, s.crossing_start.clone()), (None, None));
+    assert_eq!(s.defect(false), None, "a switched segment is complete");
+    assert_eq!((s.major, s.timeline, s.records), (PgMajor::V18, 1, 3));
+
+    // A copy cut short (not a whole file): where the known WAL stops, nothing crossing.
+    let cut = &segment_of(&b, 0)[..20_000];
+    let s = summarize_segment(cut, SEG, Lsn(SEG), None).unwrap();
+    assert!(s.switched && s.ended_at.is_none());
+    let (b2, (lsn, _)) = crossing_commit();
+    let s = summarize_segment(
+        &segment_of(&b2, 0)[..(lsn - SEG) as usize + 100],
+        SEG,
+        Lsn(SEG),
+        None,
+    )
+    .unwrap();
+    assert_eq!((s.ended_at, s.crossing_start), (Some(Lsn(lsn)), None));
+}

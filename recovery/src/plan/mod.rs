@@ -10,12 +10,36 @@
 //! read to find the exact commit, a segment archived before the content index existed):
 //! it then answers [`Outcome::NeedsSegments`], the caller decodes those segments fully
 //! into [`SegmentContent::Decoded`] and asks again. It never asks twice for one segment.
+//!
+//! The parts:
+//! - [`parse`]: the target flags read into these types (times with their zone);
+//! - `timelines`: a timeline's ancestry, which timeline's file replay reads, the
+//!   `latest` probe;
+//! - `walk`: reading the archived segments along a path as replay does;
+//! - `planner`: the rules per target and the plan;
+//! - `windows`: what `info` shows;
+//! - [`synthetic`]: large made-up catalogs for the benchmark.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use tidemark_pg::wal::SegmentSummary;
+use tidemark_pg::wal::{RestorePointAt, SegmentSummary};
 use tidemark_pg::{HistoryEntry, Lsn, PgMajor, PgTimestamp, SystemId};
+
+pub mod parse;
+mod planner;
+pub mod synthetic;
+mod timelines;
+mod walk;
+mod windows;
+
+#[cfg(test)]
+mod tests;
+
+pub use parse::{
+    parse_target_action, parse_target_keyword, parse_target_lsn, parse_target_time,
+    parse_target_timeline, parse_target_xid, time_setting, TargetParseError,
+};
 
 /// Where recovery should stop (one kind, as PostgreSQL allows one).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,6 +164,12 @@ pub struct DecodedSegment {
     pub summary: SegmentSummary,
     /// Every commit and abort that starts in it (the crossing one included), in LSN order.
     pub completions: Vec<Completion>,
+    /// Every restore point that starts in it, in LSN order (the summary lists at most
+    /// [`tidemark_pg::wal::RESTORE_POINTS_MAX`]).
+    pub restore_points: Vec<RestorePointAt>,
+    /// The content index held a summary of it (false: archived before the index, decoded
+    /// on the fly; the plan says so).
+    pub indexed: bool,
 }
 
 /// A commit or abort record.
@@ -294,8 +324,7 @@ pub enum RefusalKind {
 
 /// Plans `request` on `snapshot` (see the module doc).
 pub fn plan(snapshot: &CatalogSnapshot, request: &PlanRequest) -> Outcome {
-    let _ = (snapshot, request);
-    todo!("issue 14 item 3")
+    planner::plan(snapshot, request)
 }
 
 /// What `info` shows per timeline: the recoverable window(s).
@@ -320,12 +349,12 @@ pub struct Window {
     pub to_lsn: Lsn,
     /// The last commit time there, when the index knows it.
     pub to_time: Option<DateTime<Utc>>,
-    /// The first missing segment after it, if the archive continues past a gap.
+    /// The first missing segment after it, if the archive continues past a gap (or the
+    /// damaged segment where replay stops).
     pub gap_at: Option<String>,
 }
 
 /// The recoverable windows per timeline.
 pub fn windows(snapshot: &CatalogSnapshot) -> Vec<TimelineWindow> {
-    let _ = snapshot;
-    todo!("issue 14 item 5")
+    windows::windows(snapshot)
 }
