@@ -5,7 +5,7 @@
 //! ([`Repo::backups`]), the WAL index with each segment's content summary
 //! ([`Repo::wal_catalog`]) and the archived history files (read and parsed). It then joins
 //! the records that cross from one segment into the next from the two summaries
-//! ([`join_crossing`], [`SegmentSummary::absorb`]); when a summary kept too few bytes of
+//! ([`SegmentSummary::join_next`], [`SegmentSummary::absorb`]); when a summary kept too few bytes of
 //! such a record and both segments are archived, it reads the two segments and decodes the
 //! record itself. What the catalog holds that a restore cannot use is said, not hidden:
 //!
@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use futures::{StreamExt, TryStreamExt};
 use tidemark_pg::wal::{
-    join_crossing, summarize_segment, DecodeError, DecoderConfig, Payload, WalDecoder, WalRecord,
+    summarize_segment_with, DecodeError, DecodeErrorKind, Payload, RestorePointAt, SegmentSummary,
+    WalRecord,
 };
 use tidemark_pg::{parse_history, Lsn, PgMajor, SegmentSize, WalFileName, WalSegmentName};
 use tidemark_store::catalog::{ClusterRecord, Stanza};
@@ -111,6 +112,8 @@ pub async fn build(
         let mut extensions = BTreeSet::new();
         for db in &r.databases {
             match &db.extensions {
+                // template0 takes no connections, and holds what initdb put there.
+                None if db.name == "template0" => {}
                 Some(list) => extensions.extend(list.iter().map(|e| e.name.clone())),
                 None => warnings.push(format!(
                     "backup {}: the extensions of database {:?} are unknown (it could not be read when the backup was taken)",
@@ -256,8 +259,9 @@ impl Loaded {
                 .map(|(key, here, next, lsn)| async move {
                     let a = repo.get_blob(&here).await?;
                     let b = repo.get_blob(&next).await?;
+                    let start = Lsn(key.1 * size);
                     let record = tokio::task::spawn_blocking(move || {
-                        decode_crossing(&a, &b, lsn, size, major)
+                        decode_crossing(&a, &b, start, lsn, size, major)
                     })
                     .await
                     .expect("decoding panicked");
@@ -295,8 +299,8 @@ fn join_from_summaries(snapshot: &mut CatalogSnapshot) -> Joined {
     let keys: Vec<(u32, u64)> = snapshot.segments.keys().copied().collect();
     for key in keys {
         let next = (key.0, key.1 + 1);
-        let end = match snapshot.segments.get(&next).map(|s| &s.content) {
-            Some(SegmentContent::Summary(s)) => s.crossing_end.clone(),
+        let next = match snapshot.segments.get(&next).map(|s| &s.content) {
+            Some(SegmentContent::Summary(s)) => Some(s.clone()),
             Some(SegmentContent::NotIndexed) => None,
             // Decoded segments come later, from `plan`; a missing one cannot be joined.
             Some(SegmentContent::Decoded(_)) | None => continue,
@@ -308,83 +312,84 @@ fn join_from_summaries(snapshot: &mut CatalogSnapshot) -> Joined {
         else {
             continue;
         };
-        let Some(start) = summary.crossing_start.clone() else {
+        let Some(start) = &summary.crossing_start else {
             continue;
         };
-        match end {
-            Some(end) if start.bytes.is_some() && end.bytes.is_some() => {
-                match join_crossing(&start, &end, summary.major) {
-                    Ok(record) => summary.absorb(&record),
-                    Err(e) => {
-                        if summary.damage.is_none() {
-                            summary.damage = Some(e);
-                        }
-                    }
-                }
-            }
+        let both_kept = |next: &SegmentSummary| {
+            start.bytes.is_some()
+                && next
+                    .crossing_end
+                    .as_ref()
+                    .is_some_and(|end| end.bytes.is_some())
+        };
+        match next {
+            Some(next) if both_kept(&next) => match summary.join_next(&next) {
+                Some(Ok(record)) => summary.absorb(&record),
+                // The first damage is where replay stops.
+                Some(Err(e)) if summary.damage.is_none() => summary.damage = Some(e),
+                Some(Err(_)) | None => {}
+            },
             _ => joined.need_bytes.push(key),
         }
     }
     joined
 }
 
-/// Decodes the record that starts at `lsn` in segment `here` and ends in `next` (the
-/// following segment). Pure.
+/// Decodes the record that starts at `lsn` in segment `here` (which starts at
+/// `segment_start`) and ends in `next`, the following segment. Pure.
 pub fn decode_crossing(
     here: &[u8],
     next: &[u8],
+    segment_start: Lsn,
     lsn: Lsn,
     segment_size: u64,
     major: PgMajor,
 ) -> std::result::Result<WalRecord, DecodeError> {
-    let offset = (lsn.0 % segment_size) as usize;
-    let incomplete = || DecodeError {
-        lsn,
-        kind: tidemark_pg::wal::DecodeErrorKind::BadPayload(
-            "the record does not complete in the next segment".into(),
-        ),
-    };
-    if offset >= here.len() {
-        return Err(incomplete());
+    let mut found = None;
+    let summary = summarize_segment_with(
+        here,
+        segment_size,
+        segment_start,
+        Some(major),
+        &[next],
+        |r| {
+            if r.lsn == lsn {
+                found = Some(r.clone());
+            }
+        },
+    )?;
+    match (found, summary.damage) {
+        (Some(record), _) => Ok(record),
+        (None, Some(damage)) => Err(damage),
+        (None, None) => Err(DecodeError {
+            lsn,
+            kind: DecodeErrorKind::Crossing(
+                "the record does not complete in the next segment".into(),
+            ),
+        }),
     }
-    let mut decoder = WalDecoder::new(DecoderConfig::new(segment_size, lsn).with_major(major))?;
-    let mut records = decoder.feed(&here[offset..])?;
-    for piece in next.chunks(64 << 10) {
-        if !records.is_empty() || decoder.end().is_some() {
-            break;
-        }
-        records = decoder.feed(piece)?;
-    }
-    records
-        .into_iter()
-        .find(|r| r.lsn == lsn)
-        .ok_or_else(incomplete)
 }
 
-/// Decodes segment `here` (starting at `start`) in full: its summary and every commit and
-/// abort that starts in it, the one that crosses into `next` (the following segment, when
-/// archived) included. Damage in the middle of the segment ends the list there (the
-/// summary says where). Pure.
+/// Decodes segment `here` (starting at `start`) in full: its summary and every commit,
+/// abort and restore point that starts in it, the record that crosses into `next` (the
+/// following segment, when archived) included and counted in the summary. Damage in the
+/// middle of the segment ends the lists there (the summary says where). `indexed`: the
+/// content index had a summary of it. Pure.
 pub fn decode_segment(
     here: &[u8],
     next: Option<&[u8]>,
     start: Lsn,
     segment_size: u64,
     major: PgMajor,
+    indexed: bool,
 ) -> std::result::Result<DecodedSegment, DecodeError> {
-    let mut summary = summarize_segment(here, segment_size, start, Some(major))?;
     let end = Lsn(start.0 + segment_size);
     let mut completions = Vec::new();
+    let mut restore_points = Vec::new();
     let mut crossing = None;
-    let mut decoder = WalDecoder::new(DecoderConfig::new(segment_size, start).with_major(major))?;
-    let mut keep = |records: Vec<WalRecord>, crossing: &mut Option<WalRecord>| {
-        for r in records {
-            if r.lsn < start || r.lsn >= end {
-                continue;
-            }
-            if r.end > end {
-                *crossing = Some(r.clone());
-            }
+    let following: Vec<&[u8]> = next.into_iter().collect();
+    let mut summary =
+        summarize_segment_with(here, segment_size, start, Some(major), &following, |r| {
             if let Some(x) = r.payload.xact_completion() {
                 completions.push(Completion {
                     lsn: r.lsn,
@@ -393,45 +398,25 @@ pub fn decode_segment(
                     commit: matches!(r.payload, Payload::Commit(_)),
                 });
             }
-        }
-    };
-    // On an error the summary says where (its `damage`); the completions before it count.
-    let mut records = Vec::new();
-    let fed = decoder.feed_into(here, &mut records);
-    keep(records, &mut crossing);
-    if fed.is_ok() {
-        if let (Some(next), Some(pending)) = (next, decoder.pending_record()) {
-            if pending < end {
-                for piece in next.chunks(64 << 10) {
-                    match decoder.feed(piece) {
-                        Ok(records) => {
-                            let done = records.iter().any(|r| r.lsn == pending);
-                            keep(records, &mut crossing);
-                            if done || decoder.end().is_some() {
-                                break;
-                            }
-                        }
-                        // The crossing record is damaged: replay stops there.
-                        Err(e) => {
-                            if summary.damage.is_none() {
-                                summary.damage = Some(e);
-                            }
-                            break;
-                        }
-                    }
-                }
+            if let Payload::RestorePoint(rp) = &r.payload {
+                restore_points.push(RestorePointAt {
+                    lsn: r.lsn,
+                    time: rp.time,
+                    name: rp.name.clone(),
+                });
             }
-        }
-    }
+            if r.end > end {
+                crossing = Some(r.clone());
+            }
+        })?;
     if let Some(record) = &crossing {
-        if summary.crossing_start.is_some() {
-            summary.absorb(record);
-        }
+        summary.absorb(record);
     }
-    completions.sort_by_key(|c| c.lsn);
     Ok(DecodedSegment {
         summary,
         completions,
+        restore_points,
+        indexed,
     })
 }
 
@@ -475,17 +460,18 @@ impl Loaded {
     async fn decode(&mut self, repo: &Repo, wanted: &[(u32, u64)]) -> Result<()> {
         let size = self.snapshot.segment_size;
         let major = self.snapshot.pg_major;
-        type Work = ((u32, u64), Digest, Option<Digest>, String);
+        type Work = ((u32, u64), Digest, Option<Digest>, String, bool);
         let work: Vec<Work> = wanted
             .iter()
             .map(|&key| {
-                let name = self.snapshot.segments[&key].name.clone();
+                let facts = &self.snapshot.segments[&key];
+                let indexed = !matches!(facts.content, SegmentContent::NotIndexed);
                 let next = self.digests.get(&(key.0, key.1 + 1)).copied();
-                (key, self.digests[&key], next, name)
+                (key, self.digests[&key], next, facts.name.clone(), indexed)
             })
             .collect();
         let decoded: Vec<((u32, u64), DecodedSegment)> = futures::stream::iter(work)
-            .map(|(key, here, next, name)| async move {
+            .map(|(key, here, next, name, indexed)| async move {
                 let a = repo.get_blob(&here).await?;
                 let b = match next {
                     Some(d) => Some(repo.get_blob(&d).await?),
@@ -493,7 +479,7 @@ impl Loaded {
                 };
                 let start = Lsn(key.1 * size);
                 let decoded = tokio::task::spawn_blocking(move || {
-                    decode_segment(&a, b.as_deref(), start, size, major)
+                    decode_segment(&a, b.as_deref(), start, size, major, indexed)
                 })
                 .await
                 .expect("decoding panicked")
@@ -519,5 +505,106 @@ impl Loaded {
         let size = SegmentSize::new(self.snapshot.segment_size).expect("checked when loaded");
         WalSegmentName::from_segment_number(tidemark_pg::TimelineId(timeline), segno, size)
             .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_pg::wal::{CrossingEnd, CrossingStart};
+    use tidemark_pg::SystemId;
+
+    const SEG: u64 = 16 << 20;
+
+    fn summary(segno: u64) -> SegmentSummary {
+        SegmentSummary::new(Lsn(segno * SEG), 1, PgMajor::V15)
+    }
+
+    fn start(segno: u64, bytes: Option<Vec<u8>>) -> CrossingStart {
+        CrossingStart {
+            lsn: Lsn(segno * SEG + SEG - 40),
+            total_len: Some(100),
+            rmid: Some(1),
+            info: Some(0),
+            xid: Some(745),
+            bytes,
+        }
+    }
+
+    fn end(bytes: Option<Vec<u8>>) -> CrossingEnd {
+        CrossingEnd {
+            remaining: 60,
+            bytes,
+        }
+    }
+
+    fn snapshot(segments: Vec<(u64, SegmentContent)>) -> CatalogSnapshot {
+        CatalogSnapshot {
+            system_id: SystemId(1),
+            segment_size: SEG,
+            pg_major: PgMajor::V15,
+            backups: Vec::new(),
+            histories: BTreeMap::new(),
+            segments: segments
+                .into_iter()
+                .map(|(segno, content)| {
+                    (
+                        (1, segno),
+                        SegmentFacts {
+                            name: format!("{segno}"),
+                            stored_size: 1,
+                            content,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn indexed(s: SegmentSummary) -> SegmentContent {
+        SegmentContent::Summary(Box::new(s))
+    }
+
+    #[test]
+    fn crossing_records_are_joined_from_summaries_or_left_to_the_segments_bytes() {
+        // 2 -> 3: the start's bytes were not kept: the segments must be read.
+        let mut s2 = summary(2);
+        s2.crossing_start = Some(start(2, None));
+        let mut s3 = summary(3);
+        s3.crossing_end = Some(end(Some(vec![0; 60])));
+        // 4 -> 5: 5 was archived before the index: the segments must be read.
+        let mut s4 = summary(4);
+        s4.crossing_start = Some(start(4, Some(vec![0; 40])));
+        // 6 -> (7 missing): nothing to join: the planner sees the gap.
+        let mut s6 = summary(6);
+        s6.crossing_start = Some(start(6, Some(vec![0; 40])));
+        // 8 -> 9: both halves kept, but they do not make a record: damage at its start.
+        let mut s8 = summary(8);
+        s8.crossing_start = Some(start(8, Some(vec![0xAB; 40])));
+        let mut s9 = summary(9);
+        s9.crossing_end = Some(end(Some(vec![0xCD; 60])));
+        let mut snap = snapshot(vec![
+            (2, indexed(s2)),
+            (3, indexed(s3)),
+            (4, indexed(s4)),
+            (5, SegmentContent::NotIndexed),
+            (6, indexed(s6)),
+            (8, indexed(s8)),
+            (9, indexed(s9)),
+        ]);
+        let joined = join_from_summaries(&mut snap);
+        assert_eq!(joined.need_bytes, [(1, 2), (1, 4)]);
+        let SegmentContent::Summary(s8) = &snap.segments[&(1, 8)].content else {
+            panic!("still a summary")
+        };
+        let damage = s8.damage.as_ref().expect("the bad join is damage");
+        assert_eq!(damage.lsn, Lsn(8 * SEG + SEG - 40));
+        for segno in [2, 4, 6] {
+            let SegmentContent::Summary(s) = &snap.segments[&(1, segno)].content else {
+                panic!("still a summary")
+            };
+            assert_eq!(s.damage, None, "segment {segno}");
+            assert_eq!(s.xacts, None, "nothing absorbed into {segno}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tidemark_pg::PgTimestamp;
 use tidemark_recovery::autoconf::TargetSettings;
 use tidemark_recovery::plan::{
-    Outcome, Plan, PlanRequest, Refusal, RefusalKind, Target, TargetAction, TimelineRequest,
+    self, Outcome, Plan, PlanRequest, Refusal, RefusalKind, Target, TargetAction, TimelineRequest,
 };
 use tidemark_recovery::snapshot;
 use tidemark_store::Repo;
@@ -90,7 +90,7 @@ pub async fn make_plan(
     target: &TargetArgs,
     backup: Option<String>,
 ) -> Result<PlanReport, Failure> {
-    let (request, asked) = request(target, backup, chrono::Local::now().fixed_offset())?;
+    let (request, asked) = request(target, backup, &chrono::Local)?;
     let stanza = &settings.stanza;
     repo.require_cluster(stanza).await?;
     let mut loaded = snapshot::load(repo, stanza).await?;
@@ -152,18 +152,18 @@ pub struct AskedTarget {
     pub local_zone: bool,
 }
 
-/// Turns the arguments into the planner's request; `now` gives the local zone a time
-/// without one is read in (pure).
-pub fn request(
+/// Turns the arguments into the planner's request; a time without a zone is read in
+/// `local` (pure, but for `--pg-bin`, which lists a folder).
+pub fn request<Tz: chrono::TimeZone>(
     args: &TargetArgs,
     backup: Option<String>,
-    now: DateTime<chrono::FixedOffset>,
+    local: &Tz,
 ) -> Result<(PlanRequest, AskedTarget), ConfigError> {
     let exclusive = args.target_exclusive;
     let usage = |s: String| ConfigError(s);
     let (target, asked) = if let Some(text) = &args.target_time {
         let (at, local) =
-            parse_time(text, now).map_err(|e| usage(format!("--target-time {text:?}: {e}")))?;
+            parse_time(text, local).map_err(|e| usage(format!("--target-time: {e}")))?;
         (
             Target::Time { at, exclusive },
             AskedTarget {
@@ -174,10 +174,10 @@ pub fn request(
             },
         )
     } else if let Some(text) = &args.target_lsn {
-        let lsn = parse_lsn(text).map_err(|e| usage(format!("--target-lsn {text:?}: {e}")))?;
+        let lsn = plan::parse_target_lsn(text).map_err(|e| usage(format!("--target-lsn: {e}")))?;
         (Target::Lsn { lsn, exclusive }, asked("lsn", text))
     } else if let Some(text) = &args.target_xid {
-        let xid = parse_xid(text).map_err(|e| usage(format!("--target-xid {text:?}: {e}")))?;
+        let xid = plan::parse_target_xid(text).map_err(|e| usage(format!("--target-xid: {e}")))?;
         (Target::Xid { xid, exclusive }, asked("xid", text))
     } else if let Some(text) = &args.target_name {
         let name = parse_name(text).map_err(|e| usage(format!("--target-name {text:?}: {e}")))?;
@@ -198,23 +198,13 @@ pub fn request(
                 .into(),
         ));
     }
-    let timeline = match args.target_timeline.as_deref() {
-        None | Some("latest") => TimelineRequest::Latest,
-        Some("current") => TimelineRequest::Current,
-        Some(n) => match n.parse::<u32>() {
-            Ok(n) if n >= 1 => TimelineRequest::Exact(n),
-            _ => {
-                return Err(usage(format!(
-                    "--target-timeline {n:?}: expected latest, current or a timeline number (1 or more)"
-                )))
-            }
-        },
+    let timeline = match &args.target_timeline {
+        None => TimelineRequest::Latest,
+        Some(text) => plan::parse_target_timeline(text)
+            .map_err(|e| usage(format!("--target-timeline: {e}")))?,
     };
-    let action = match args.target_action.as_str() {
-        "promote" => TargetAction::Promote,
-        "shutdown" => TargetAction::Shutdown,
-        _ => TargetAction::Pause,
-    };
+    let action = plan::parse_target_action(&args.target_action)
+        .map_err(|e| usage(format!("--target-action: {e}")))?;
     let available_extensions = match &args.pg_bin {
         Some(dir) => Some(available_extensions(dir)?),
         None => None,
@@ -231,52 +221,25 @@ pub fn request(
     ))
 }
 
-// Interim parsers, until the planner's land (then these go).
-fn parse_time(
-    text: &str,
-    now: DateTime<chrono::FixedOffset>,
-) -> Result<(DateTime<Utc>, bool), String> {
-    use chrono::{NaiveDateTime, TimeZone};
-    let t = text.trim();
-    if let Ok(at) = DateTime::parse_from_rfc3339(t) {
-        return Ok((at.with_timezone(&Utc), false));
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
-        if let Ok(at) = DateTime::parse_from_str(t, f) {
-            return Ok((at.with_timezone(&Utc), false));
-        }
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(t, f) {
-            let _ = now;
-            return match chrono::Local.from_local_datetime(&naive) {
-                chrono::LocalResult::Single(at) => Ok((at.with_timezone(&Utc), true)),
-                _ => Err(
-                    "this local time is ambiguous or does not exist (a clock change): give a zone"
-                        .into(),
-                ),
-            };
-        }
-    }
-    Err("not a time: give '2026-11-21 10:32:07+00' or RFC 3339".into())
-}
-
-fn parse_lsn(text: &str) -> Result<tidemark_pg::Lsn, String> {
-    tidemark_pg::Lsn::parse(text.trim()).ok_or_else(|| "not an LSN (X/X, hexadecimal)".to_string())
-}
-
-fn parse_xid(text: &str) -> Result<u32, String> {
-    text.trim()
-        .parse::<u64>()
-        .map(|x| x as u32)
-        .map_err(|_| "not a transaction id".to_string())
-}
-
+/// A restore point name as `pg_create_restore_point` takes it: 1 to 63 bytes
+/// (`MAXFNAMELEN` - 1); PostgreSQL refuses a longer `recovery_target_name`.
 fn parse_name(text: &str) -> Result<String, String> {
     if text.is_empty() || text.len() >= 64 {
         return Err("a restore point name has 1 to 63 bytes".into());
     }
     Ok(text.to_string())
+}
+
+/// `--target-time` in `local` when it has no zone: the instant, and whether the local
+/// zone was used (the same text read in two zones an hour apart gives two instants).
+fn parse_time<Tz: chrono::TimeZone>(
+    text: &str,
+    local: &Tz,
+) -> Result<(DateTime<Utc>, bool), plan::TargetParseError> {
+    let at = plan::parse_target_time(text, local)?;
+    let east = chrono::FixedOffset::east_opt(3600).expect("one hour is an offset");
+    let zoneless = plan::parse_target_time(text, &Utc)? != plan::parse_target_time(text, &east)?;
+    Ok((at, zoneless))
 }
 
 fn asked(kind: &'static str, text: &str) -> AskedTarget {
@@ -615,7 +578,12 @@ impl PlanReport {
             self.fetch.wal_segments
         ));
         let mut stop = self.stop.description.clone();
-        if let Some(lsn) = &self.stop.lsn {
+        if let Some(lsn) = self
+            .stop
+            .lsn
+            .as_ref()
+            .filter(|l| !stop.contains(l.as_str()))
+        {
             stop.push_str(&format!(" (at {lsn})"));
         }
         out.push(format!("stops at    {stop}; then {}", self.action));
@@ -650,5 +618,155 @@ impl Report for PlanReport {
 
     fn json(&self) -> String {
         json_lines(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> TargetArgs {
+        TargetArgs {
+            target_action: "pause".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_time_without_a_zone_is_read_in_the_local_one_and_said_so() {
+        let tokyo = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+        let mut a = args();
+        a.target_time = Some("2026-11-21 19:32:07.5".into());
+        let (req, asked) = request(&a, None, &tokyo).unwrap();
+        let at: DateTime<Utc> = "2026-11-21T10:32:07.5Z".parse().unwrap();
+        assert_eq!(
+            req.target,
+            Target::Time {
+                at,
+                exclusive: false
+            }
+        );
+        assert_eq!(
+            (asked.kind, asked.resolved_utc, asked.local_zone),
+            ("time", Some(at), true)
+        );
+        // With a zone, the local one does not matter.
+        a.target_time = Some("2026-11-21 11:32:07.5+01".into());
+        let (req, asked) = request(&a, None, &tokyo).unwrap();
+        assert_eq!(asked.resolved_utc, Some(at));
+        assert!(!asked.local_zone);
+        assert_eq!(req.timeline, TimelineRequest::Latest);
+        assert_eq!(req.action, TargetAction::Pause);
+        assert_eq!(req.available_extensions, None);
+    }
+
+    #[test]
+    fn bad_targets_are_usage_errors_naming_the_flag() {
+        let utc = Utc;
+        let refused = |a: TargetArgs, needle: &str| {
+            let e = request(&a, None, &utc).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        };
+        let mut a = args();
+        a.target_time = Some("yesterday".into());
+        refused(a, "--target-time: ");
+        let mut a = args();
+        a.target_lsn = Some("0/XYZ".into());
+        refused(a, "--target-lsn: ");
+        let mut a = args();
+        a.target_name = Some("n".repeat(64));
+        refused(a, "1 to 63 bytes");
+        let mut a = args();
+        a.target_name = Some("before".into());
+        a.target_exclusive = true;
+        refused(a, "--target-exclusive applies to");
+        let mut a = args();
+        a.target_timeline = Some("newest".into());
+        refused(a, "--target-timeline: ");
+        let mut a = args();
+        a.pg_bin = Some("/nonexistent/bin".into());
+        refused(a, "--pg-bin /nonexistent/bin: not a directory");
+
+        // No target: latest. A timeline number and an action are passed on.
+        let mut a = args();
+        a.target_timeline = Some("3".into());
+        a.target_action = "promote".into();
+        let (req, asked) = request(&a, Some("B".into()), &utc).unwrap();
+        assert_eq!(req.target, Target::Latest);
+        assert_eq!(asked.kind, "latest");
+        assert_eq!(req.timeline, TimelineRequest::Exact(3));
+        assert_eq!(req.action, TargetAction::Promote);
+        assert_eq!(req.backup.as_deref(), Some("B"));
+    }
+
+    #[test]
+    fn extensions_come_from_the_binaries_share_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("pg/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        // Without pg_config: ../share/postgresql/extension.
+        let ext = dir.path().join("pg/share/postgresql/extension");
+        std::fs::create_dir_all(&ext).unwrap();
+        for f in [
+            "plpgsql.control",
+            "hstore.control",
+            "hstore--1.8.sql",
+            "README",
+        ] {
+            std::fs::write(ext.join(f), b"").unwrap();
+        }
+        let found = available_extensions(&bin).unwrap();
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["hstore", "plpgsql"]);
+        // pg_config --sharedir wins when it runs.
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("extension")).unwrap();
+        std::fs::write(elsewhere.join("extension/postgis.control"), b"").unwrap();
+        let script = bin.join("pg_config");
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho {}\n", elsewhere.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let found = available_extensions(&bin).unwrap();
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["postgis"]);
+        // Nothing anywhere: said, with where it looked.
+        let empty = dir.path().join("empty/bin");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = available_extensions(&empty).unwrap_err().to_string();
+        assert!(e.contains("no extension folder found (looked in "), "{e}");
+    }
+
+    #[test]
+    fn a_refusal_is_one_line_with_its_kind_and_the_nearest_points() {
+        let refusal = Refusal {
+            kind: RefusalKind::WalGap,
+            message: "segment 000000010000000000000005 is missing".into(),
+            nearest: vec!["0/4FFFFF8 (2026-11-21 10:00:00+00)".into(), "latest".into()],
+        };
+        let conflicts = vec!["000000010000000000000005".to_string()];
+        let line = refused(refusal, &conflicts).to_string();
+        assert_eq!(
+            line,
+            "target unreachable (wal-gap): segment 000000010000000000000005 is missing \
+             (000000010000000000000005 is archived with two different contents: a person must \
+             decide which is right; see `tidemark info`); nearest reachable: 0/4FFFFF8 \
+             (2026-11-21 10:00:00+00); latest; nothing was written"
+        );
+        assert!(!line.contains('\n'));
+        let failure: Failure = refused(
+            Refusal {
+                kind: RefusalKind::NoBackup,
+                message: "no backup".into(),
+                nearest: vec![],
+            },
+            &[],
+        )
+        .into();
+        assert_eq!(failure.code(), crate::exit::TARGET_UNREACHABLE);
+        assert!(failure
+            .to_string()
+            .ends_with("; nothing is reachable; nothing was written"));
     }
 }
