@@ -565,6 +565,121 @@ mod tests {
         SegmentContent::Summary(Box::new(s))
     }
 
+    /// A local repository with stanza `main` of a PostgreSQL 15 cluster (system 1).
+    async fn repo(dir: &std::path::Path) -> (Repo, Stanza) {
+        use std::sync::Arc;
+        let backend = Arc::new(tidemark_store::backend::local::LocalBackend::new(dir).unwrap());
+        let repo = Repo::new(backend, tidemark_store::Compression::Lz4);
+        let stanza = Stanza::new("main").unwrap();
+        repo.ensure_format().await.unwrap();
+        let cluster = ClusterRecord {
+            system_id: SystemId(1),
+            pg_major: 15,
+            wal_segment_size: SEG,
+            wal_page_size: 8192,
+            created_at: chrono::Utc::now(),
+            created_by: "test".into(),
+        };
+        repo.ensure_cluster(&stanza, &cluster).await.unwrap();
+        (repo, stanza)
+    }
+
+    /// Indexes `content` under `name` (no content summary).
+    async fn archive(repo: &Repo, stanza: &Stanza, name: &str, content: &[u8]) {
+        let name: WalFileName = name.parse().unwrap();
+        let put = repo
+            .put_blob(bytes::Bytes::copy_from_slice(content))
+            .await
+            .unwrap();
+        let record = tidemark_store::catalog::WalRecord {
+            name: name.to_string(),
+            kind: name.kind().into(),
+            digest: put.digest,
+            raw_size: content.len() as u64,
+            stored_size: 7,
+            compression: tidemark_store::Compression::Lz4,
+            archived_at: chrono::Utc::now(),
+            system_id: None,
+            start_lsn: None,
+            tidemark_version: "test".into(),
+            content: None,
+        };
+        repo.put_wal_record(stanza, &name, &put.digest, &record)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn what_a_restore_cannot_use_is_left_out_and_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, stanza) = repo(dir.path()).await;
+        let at = chrono::Utc::now();
+        let mut backup = tidemark_store::backup::BackupRecord::example("20261121T103207Z", at);
+        backup.databases = vec![
+            tidemark_store::backup::DatabaseRecord {
+                name: "template0".into(),
+                oid: 4,
+                extensions: None,
+            },
+            tidemark_store::backup::DatabaseRecord {
+                name: "shop".into(),
+                oid: 16384,
+                extensions: Some(vec![tidemark_store::backup::ExtensionRecord {
+                    name: "hstore".into(),
+                    version: "1.8".into(),
+                }]),
+            },
+            tidemark_store::backup::DatabaseRecord {
+                name: "locked".into(),
+                oid: 16385,
+                extensions: None,
+            },
+        ];
+        repo.put_backup(&stanza, &backup).await.unwrap();
+        let mut other = tidemark_store::backup::BackupRecord::example("20261121T113207Z", at);
+        other.system_id = SystemId(2);
+        repo.put_backup(&stanza, &other).await.unwrap();
+        archive(&repo, &stanza, "000000010000000000000002", b"two").await;
+        archive(&repo, &stanza, "000000010000000000000003", b"three").await;
+        archive(&repo, &stanza, "000000010000000000000003", b"three, again").await;
+        archive(&repo, &stanza, "000000010000000000000004.partial", b"p").await;
+        archive(&repo, &stanza, "00000002.history", b"not a history file").await;
+        archive(
+            &repo,
+            &stanza,
+            "00000003.history",
+            b"1\t0/3000000\tx\n2\t0/5000000\ty\n",
+        )
+        .await;
+
+        let loaded = load(&repo, &stanza).await.unwrap();
+        let snap = &loaded.snapshot;
+        // The backup of another cluster is left out; the other's extensions are known.
+        assert_eq!(snap.backups.len(), 1);
+        assert_eq!(
+            snap.backups[0].extensions.iter().collect::<Vec<_>>(),
+            ["hstore"]
+        );
+        // The conflict is missing from the snapshot, the partial file is not a segment.
+        assert_eq!(snap.segments.keys().collect::<Vec<_>>(), [&(1, 2)]);
+        assert_eq!(snap.segments[&(1, 2)].content, SegmentContent::NotIndexed);
+        assert_eq!(snap.segments[&(1, 2)].stored_size, 7);
+        assert_eq!(loaded.conflicts, ["000000010000000000000003"]);
+        assert_eq!(snap.histories.keys().collect::<Vec<_>>(), [&3]);
+        assert_eq!(snap.histories[&3].len(), 2);
+        let warnings = loaded.warnings.join("\n");
+        for needle in [
+            "backup 20261121T113207Z is left out: it is of system 2",
+            "the extensions of database \"locked\" are unknown",
+            "000000010000000000000003 is archived with two different contents",
+            "the history file of timeline 2 cannot be parsed",
+        ] {
+            assert!(warnings.contains(needle), "{needle:?} not in {warnings}");
+        }
+        assert!(!warnings.contains("template0"), "{warnings}");
+        assert_eq!(loaded.warnings.len(), 4, "{warnings}");
+    }
+
     #[test]
     fn crossing_records_are_joined_from_summaries_or_left_to_the_segments_bytes() {
         // 2 -> 3: the start's bytes were not kept: the segments must be read.
