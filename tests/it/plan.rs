@@ -99,6 +99,13 @@ fn plan_json(tm: &Tidemark, args: &[&str]) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
 }
 
+/// The UTC instant a plan's time target was read as.
+fn resolved_utc(plan: &Value) -> DateTime<Utc> {
+    let text = plan["target"]["resolved_utc"].as_str();
+    text.and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no resolved_utc: {plan}"))
+}
+
 /// Asserts `run` was refused as unreachable: exit 5, one line on stderr naming the kind
 /// and the nearest reachable point, nothing on stdout.
 fn assert_unreachable(run: &Run, command: &str, kind: &str) {
@@ -109,6 +116,20 @@ fn assert_unreachable(run: &Run, command: &str, kind: &str) {
     assert!(lines[0].starts_with(&prefix), "{:?}", lines[0]);
     assert!(lines[0].contains("; nearest reachable: "), "{:?}", lines[0]);
     assert!(run.stdout.is_empty(), "{run:?}");
+}
+
+/// `tidemark restore --pgdata <pgdata> <args>` (not checked).
+fn restore(tm: &Tidemark, pgdata: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["restore", "--pgdata", pgdata.to_str().unwrap()];
+    all.extend_from_slice(args);
+    tm.run(&all)
+}
+
+/// [`restore`], which must succeed; its stdout.
+fn restore_ok(tm: &Tidemark, pgdata: &Path, args: &[&str]) -> String {
+    let run = restore(tm, pgdata, args);
+    assert_eq!(run.code, 0, "restore failed: {run:?}");
+    run.stdout
 }
 
 /// The settings of `postgresql.auto.conf`'s last tidemark block, as `name = value` lines.
@@ -130,14 +151,7 @@ fn plan_text_and_json(t: &TestDir, tm: &Tidemark) {
     assert_eq!(plan["backup"]["id"], h.backups[0].as_str(), "{plan}");
     assert_eq!(plan["timeline"], 1, "{plan}");
     assert_eq!(plan["target"]["kind"], "time");
-    assert_eq!(
-        plan["target"]["resolved_utc"]
-            .as_str()
-            .unwrap()
-            .parse::<DateTime<Utc>>()
-            .unwrap(),
-        h.between
-    );
+    assert_eq!(resolved_utc(&plan), h.between, "{plan}");
     let settings = &plan["settings"];
     let written = settings["recovery_target_time"].as_str().unwrap();
     assert!(!written.is_empty(), "{plan}");
@@ -241,26 +255,14 @@ fn refusals_write_nothing_and_restore_writes_the_plan() {
         "before-first-backup",
     );
     let absent = t.path().join("absent/data");
-    let run = tm.run(&[
-        "restore",
-        "--pgdata",
-        absent.to_str().unwrap(),
-        "--target-time",
-        before,
-    ]);
+    let run = restore(&tm, &absent, &["--target-time", before]);
     assert_unreachable(&run, "restore", "before-first-backup");
     assert!(!t.path().join("absent").exists());
     // Beyond the archive (no commit after it): refused; an empty target stays as it was.
     let empty = t.mkdir("empty");
     std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o750)).unwrap();
     let future = (Utc::now() + chrono::Duration::days(1)).to_rfc3339();
-    let run = tm.run(&[
-        "restore",
-        "--pgdata",
-        empty.to_str().unwrap(),
-        "--target-time",
-        &future,
-    ]);
+    let run = restore(&tm, &empty, &["--target-time", &future]);
     assert_unreachable(&run, "restore", "beyond-archive");
     assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
     assert_eq!(
@@ -281,15 +283,7 @@ fn refusals_write_nothing_and_restore_writes_the_plan() {
         .to_string();
     let plan = plan_json(&tokyo, &["--target-time", &local]);
     assert_eq!(plan["target"]["local_zone"], true, "{plan}");
-    assert_eq!(
-        plan["target"]["resolved_utc"]
-            .as_str()
-            .unwrap()
-            .parse::<DateTime<Utc>>()
-            .unwrap(),
-        h.between,
-        "{plan}"
-    );
+    assert_eq!(resolved_utc(&plan), h.between, "{plan}");
     let written = plan["settings"]["recovery_target_time"]
         .as_str()
         .unwrap()
@@ -302,15 +296,11 @@ fn refusals_write_nothing_and_restore_writes_the_plan() {
 
     // restore writes exactly the plan's settings, from the plan's (older) backup.
     let pgdata = t.path().join("copy/data");
-    let out = tokyo.ok(&[
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--target-time",
-        &local,
-        "--target-action",
-        "promote",
-    ]);
+    let out = restore_ok(
+        &tokyo,
+        &pgdata,
+        &["--target-time", &local, "--target-action", "promote"],
+    );
     assert!(
         out.contains(&format!("restored backup {}:", h.backups[0])),
         "{out}"
@@ -345,43 +335,31 @@ fn refusals_write_nothing_and_restore_writes_the_plan() {
 
     // An LSN target, exclusive, and a restore point: each written alone.
     let pgdata = t.path().join("lsn/data");
-    tm.ok(&[
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
+    let lsn_target = [
         "--target-lsn",
         &h.lsn_after_3,
         "--target-exclusive",
         "--target-action",
         "shutdown",
-    ]);
+    ];
+    restore_ok(&tm, &pgdata, &lsn_target);
     let block = restore_block(&pgdata);
-    assert!(
-        block.contains(&format!("recovery_target_lsn = '{}'", h.lsn_after_3)),
-        "{block:#?}"
-    );
-    assert!(
-        block.contains(&"recovery_target_inclusive = 'off'".to_string()),
-        "{block:#?}"
-    );
-    assert!(
-        block.contains(&"recovery_target_action = 'shutdown'".to_string()),
-        "{block:#?}"
-    );
-    assert!(
-        block.contains(&"recovery_target_time = ''".to_string()),
-        "{block:#?}"
-    );
+    for line in [
+        "recovery_target_time = ''".to_string(),
+        format!("recovery_target_lsn = '{}'", h.lsn_after_3),
+        "recovery_target_inclusive = 'off'".to_string(),
+        "recovery_target_action = 'shutdown'".to_string(),
+    ] {
+        assert!(block.contains(&line), "{line:?} not in {block:#?}");
+    }
     let pgdata = t.path().join("named/data");
-    tm.ok(&[
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
+    let name_target = [
         "--target-name",
         h.restore_point,
         "--target-action",
         "promote",
-    ]);
+    ];
+    restore_ok(&tm, &pgdata, &name_target);
     let mut named = start_copy(&t, "named");
     assert_eq!(
         named.psql("select string_agg(id::text, ',' order by id) from marks"),
@@ -446,13 +424,7 @@ fn timelines_are_drawn_as_a_tree_and_followed_as_asked() {
     let (c, _h) = history(&t, &tm);
     drop(c);
     let pgdata = t.path().join("primary/data");
-    tm.ok(&[
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--archive-mode",
-        "preserve",
-    ]);
+    restore_ok(&tm, &pgdata, &["--archive-mode", "preserve"]);
     let mut primary = start_copy(&t, "primary");
     primary.psql("insert into marks(id) values (6)");
     let last = primary.switch_wal();
