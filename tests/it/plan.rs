@@ -177,9 +177,11 @@ fn plan_text_and_json(t: &TestDir, tm: &Tidemark) {
         !plan["stop"]["description"].as_str().unwrap().is_empty(),
         "{plan}"
     );
-    // The stop record is row 2's commit, after the target.
-    let stop_time: DateTime<Utc> = plan["stop"]["time"].as_str().unwrap().parse().unwrap();
-    assert!(stop_time > h.between, "{plan}");
+    // The stop record is row 2's commit, after the target (when the plan names the
+    // record: from the content index it may know only the segment).
+    if let Some(stop) = plan["stop"]["time"].as_str() {
+        assert!(stop.parse::<DateTime<Utc>>().unwrap() > h.between, "{plan}");
+    }
 
     // After the second backup: the newer one.
     let plan = plan_json(tm, &["--target-lsn", &h.lsn_after_3, "--target-exclusive"]);
