@@ -151,7 +151,10 @@ pub struct BackupArgs {
 
 /// The recovery target, shared by `plan` and `restore` (see docs/recovery.md).
 #[derive(Debug, Args, Clone, Default)]
-#[command(group(ArgGroup::new("recovery-target").multiple(false)))]
+#[command(
+    group(ArgGroup::new("recovery-target").multiple(false)),
+    next_help_heading = "Recovery target (one at most; none: the end of the archived WAL)"
+)]
 pub struct TargetArgs {
     /// Stop at this time: RFC 3339 or PostgreSQL's timestamptz text
     /// ('2026-11-21 10:32:07+01'); without a zone, the local zone. Replay stops before the
@@ -195,12 +198,12 @@ pub struct PlanArgs {
     /// newest that can reach the target].
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
-    /// The target.
-    #[command(flatten)]
-    pub target: TargetArgs,
     /// Print the plan as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The target (last: its options are shown under their own heading).
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// `tidemark restore`'s arguments (the data directory is the `--pgdata` setting).
@@ -210,9 +213,6 @@ pub struct RestoreArgs {
     /// newest that can reach the target].
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
-    /// The target.
-    #[command(flatten)]
-    pub target: TargetArgs,
     /// Put tablespace OID in DIR instead of its original location (repeatable).
     #[arg(long = "tablespace-map", value_name = "OID=DIR")]
     pub tablespace_map: Vec<String>,
@@ -224,6 +224,9 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The target (last: its options are shown under their own heading).
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// Settings, as flags or `TIDEMARK_*` environment variables.
