@@ -14,7 +14,11 @@
 //! - a WAL name archived with two contents (a conflict, which `archive-get` refuses to
 //!   serve) is left out of the snapshot, as if it were missing, and named in
 //!   [`Loaded::conflicts`]: a plan whose path crosses it is refused;
-//! - a history file that cannot be parsed is left out the same way, with a warning.
+//! - a history file that cannot be read or parsed is left out the same way, with a
+//!   warning;
+//! - a segment whose stored content is missing or fails its checks is damaged from its
+//!   first byte: the planner refuses to replay across it (and names the nearest
+//!   reachable points) instead of the command failing.
 //!
 //! [`plan`] asks the planner, and when it answers [`Outcome::NeedsSegments`], reads and
 //! decodes those segments in full ([`SegmentContent::Decoded`], a bounded number at a
@@ -191,13 +195,25 @@ pub async fn build(
     }
 
     // History files are few (one per promotion) and small.
-    let read: Vec<(u32, Vec<u8>)> = futures::stream::iter(history_digests)
-        .map(|(tli, digest)| async move { Ok::<_, Error>((tli, repo.get_blob(&digest).await?)) })
+    let read: Vec<(u32, Option<Vec<u8>>)> = futures::stream::iter(history_digests)
+        .map(|(tli, digest)| async move {
+            match repo.get_blob(&digest).await {
+                Ok(bytes) => Ok((tli, Some(bytes))),
+                Err(e) if unreadable(&e) => Ok((tli, None)),
+                Err(e) => Err(Error::from(e)),
+            }
+        })
         .buffered(16)
         .try_collect()
         .await?;
     let mut histories = BTreeMap::new();
     for (tli, bytes) in read {
+        let Some(bytes) = bytes else {
+            warnings.push(format!(
+                "the history file of timeline {tli} cannot be read from the repository (missing or damaged): treated as missing"
+            ));
+            continue;
+        };
         match parse_history(&bytes) {
             Ok(entries) => {
                 histories.insert(tli, entries);
@@ -224,6 +240,32 @@ pub async fn build(
     };
     loaded.join_crossing_records(repo).await?;
     Ok(loaded)
+}
+
+/// Whether a read failed because of the stored object itself (missing, or failing its
+/// checks), rather than because the repository could not be reached: the planner then
+/// treats what it holds as damaged, and refuses with the nearest reachable points.
+fn unreadable(e: &tidemark_store::Error) -> bool {
+    e.is_not_found() || e.kind() == tidemark_store::ErrorKind::Integrity
+}
+
+/// A WAL file's bytes, or, when its stored object is missing or damaged, the damage to
+/// record at `at` (where replay would stop).
+async fn read_wal(
+    repo: &Repo,
+    digest: &Digest,
+    at: Lsn,
+) -> Result<std::result::Result<Vec<u8>, DecodeError>> {
+    match repo.get_blob(digest).await {
+        Ok(bytes) => Ok(Ok(bytes)),
+        Err(e) if unreadable(&e) => Ok(Err(DecodeError {
+            lsn: at,
+            kind: DecodeErrorKind::Recorded(format!(
+                "its content cannot be read from the repository: {e}"
+            )),
+        })),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What joining the neighbours' halves left to do.
@@ -257,8 +299,14 @@ impl Loaded {
         let decoded: Vec<((u32, u64), std::result::Result<WalRecord, DecodeError>)> =
             futures::stream::iter(work)
                 .map(|(key, here, next, lsn)| async move {
-                    let a = repo.get_blob(&here).await?;
-                    let b = repo.get_blob(&next).await?;
+                    // Either segment unreadable: replay cannot get past the record.
+                    let (a, b) = match (
+                        read_wal(repo, &here, lsn).await?,
+                        read_wal(repo, &next, lsn).await?,
+                    ) {
+                        (Ok(a), Ok(b)) => (a, b),
+                        (Err(damage), _) | (_, Err(damage)) => return Ok((key, Err(damage))),
+                    };
                     let start = Lsn(key.1 * size);
                     let record = tokio::task::spawn_blocking(move || {
                         decode_crossing(&a, &b, start, lsn, size, major)
@@ -472,12 +520,28 @@ impl Loaded {
             .collect();
         let decoded: Vec<((u32, u64), DecodedSegment)> = futures::stream::iter(work)
             .map(|(key, here, next, name, indexed)| async move {
-                let a = repo.get_blob(&here).await?;
+                let start = Lsn(key.1 * size);
+                let a = match read_wal(repo, &here, start).await? {
+                    Ok(a) => a,
+                    // Damaged from its first byte: the planner refuses to cross it.
+                    Err(damage) => {
+                        let mut summary = SegmentSummary::new(start, key.0, major);
+                        summary.damage = Some(damage);
+                        let decoded = DecodedSegment {
+                            summary,
+                            completions: Vec::new(),
+                            restore_points: Vec::new(),
+                            indexed,
+                        };
+                        return Ok((key, decoded));
+                    }
+                };
+                // The next segment only completes this one's last record: unreadable, it
+                // is left out here (the planner meets its damage when it gets there).
                 let b = match next {
-                    Some(d) => Some(repo.get_blob(&d).await?),
+                    Some(d) => read_wal(repo, &d, Lsn(start.0 + size)).await?.ok(),
                     None => None,
                 };
-                let start = Lsn(key.1 * size);
                 let decoded = tokio::task::spawn_blocking(move || {
                     decode_segment(&a, b.as_deref(), start, size, major, indexed)
                 })
@@ -678,6 +742,60 @@ mod tests {
         }
         assert!(!warnings.contains("template0"), "{warnings}");
         assert_eq!(loaded.warnings.len(), 4, "{warnings}");
+    }
+
+    #[tokio::test]
+    async fn a_segment_whose_content_is_gone_is_damage_the_planner_refuses() {
+        use crate::plan::{PlanRequest, RefusalKind, Target};
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, stanza) = repo(dir.path()).await;
+        let at = chrono::Utc::now();
+        let backup = tidemark_store::backup::BackupRecord::example("20261121T103207Z", at);
+        repo.put_backup(&stanza, &backup).await.unwrap();
+        // The backup's segment (0/2000028 .. 0/2000100), archived before the index: the
+        // planner must read it, and its blob is gone.
+        archive(&repo, &stanza, "000000010000000000000002", b"two").await;
+        let digest = tidemark_store::Digest::of(b"two");
+        let key = tidemark_store::catalog::blob_key(&digest);
+        std::fs::remove_file(dir.path().join(key.as_str())).unwrap();
+        archive(&repo, &stanza, "00000002.history", b"1\t0/3000000\tx\n").await;
+        let history =
+            tidemark_store::catalog::blob_key(&tidemark_store::Digest::of(b"1\t0/3000000\tx\n"));
+        std::fs::remove_file(dir.path().join(history.as_str())).unwrap();
+
+        let mut loaded = load(&repo, &stanza).await.unwrap();
+        assert!(loaded.snapshot.histories.is_empty());
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .any(|w| w
+                    .contains("the history file of timeline 2 cannot be read from the repository")),
+            "{:?}",
+            loaded.warnings
+        );
+        // The end of the archive: the planner reads the segment to find where it ends.
+        let request = PlanRequest {
+            target: Target::Latest,
+            timeline: crate::plan::TimelineRequest::Current,
+            action: Default::default(),
+            backup: None,
+            available_extensions: None,
+        };
+        let outcome = plan(&repo, &mut loaded, &request).await.unwrap();
+        let Outcome::Refused(refusal) = outcome else {
+            panic!("not refused: {outcome:?}")
+        };
+        assert_eq!(refusal.kind, RefusalKind::DamagedWal, "{refusal:?}");
+        assert!(
+            refusal.message.contains("000000010000000000000002"),
+            "{refusal:?}"
+        );
+        let SegmentContent::Decoded(d) = &loaded.snapshot.segments[&(1, 2)].content else {
+            panic!("decoded")
+        };
+        assert!(!d.indexed);
+        assert_eq!(d.summary.damage.as_ref().unwrap().lsn, Lsn(2 * SEG));
     }
 
     #[test]

