@@ -343,8 +343,26 @@ fn refusals_write_nothing_and_restore_writes_the_plan() {
         "--target-exclusive",
         "--target-action",
         "shutdown",
+        "--json",
     ];
-    restore_ok(&tm, &pgdata, &lsn_target);
+    // --json: the restore's report, the settings written, and the plan it followed.
+    let report: Value = serde_json::from_str(&restore_ok(&tm, &pgdata, &lsn_target)).unwrap();
+    assert_eq!(report["backup"], h.backups[1].as_str(), "{report}");
+    assert_eq!(
+        report["plan"]["backup"]["id"],
+        h.backups[1].as_str(),
+        "{report}"
+    );
+    assert_eq!(
+        report["recovery_target"]["recovery_target_lsn"],
+        h.lsn_after_3.as_str(),
+        "{report}"
+    );
+    assert_eq!(
+        report["recovery_target"], report["plan"]["settings"],
+        "{report}"
+    );
+    assert_eq!(report["archive_mode"], "off", "{report}");
     let block = restore_block(&pgdata);
     for line in [
         "recovery_target_time = ''".to_string(),
