@@ -567,15 +567,18 @@ impl PlanReport {
         }
         for w in &self.wal {
             out.push(format!(
-                "wal         timeline {}: {} .. {} ({} segments)",
-                w.timeline, w.first, w.last, w.segments
+                "wal         timeline {}: {} .. {} ({})",
+                w.timeline,
+                w.first,
+                w.last,
+                segments(w.segments)
             ));
         }
         out.push(format!(
-            "fetch       {} of data, {} of WAL ({} segments)",
+            "fetch       {} of data, {} of WAL ({})",
             bytes(self.fetch.backup_bytes),
             bytes(self.fetch.wal_bytes),
-            self.fetch.wal_segments
+            segments(self.fetch.wal_segments)
         ));
         let mut stop = self.stop.description.clone();
         if let Some(lsn) = self
@@ -602,6 +605,15 @@ impl PlanReport {
             out.push(format!("WARNING: {w}"));
         }
         out
+    }
+}
+
+/// `n segments`, or `1 segment`.
+fn segments(n: u64) -> String {
+    if n == 1 {
+        "1 segment".into()
+    } else {
+        format!("{n} segments")
     }
 }
 
@@ -736,6 +748,133 @@ mod tests {
         std::fs::create_dir_all(&empty).unwrap();
         let e = available_extensions(&empty).unwrap_err().to_string();
         assert!(e.contains("no extension folder found (looked in "), "{e}");
+    }
+
+    /// A plan from timeline 1 to 2 for a local time, exclusive, with a branch not
+    /// followed and a warning.
+    fn sample_plan() -> (PlanRequest, AskedTarget, Plan) {
+        use tidemark_pg::Lsn;
+        use tidemark_recovery::plan::{BackupPoint, Branch, StopPoint, TimelineStep, WalRange};
+        let tokyo = chrono::FixedOffset::east_opt(9 * 3600).unwrap();
+        let mut a = args();
+        a.target_time = Some("2026-11-21 19:32:07".into());
+        a.target_exclusive = true;
+        a.target_action = "promote".into();
+        let (req, asked) = request(&a, None, &tokyo).unwrap();
+        let at: DateTime<Utc> = "2026-11-21T10:00:00Z".parse().unwrap();
+        let settings = [
+            ("recovery_target_time", "2026-11-21 10:32:07.000000+00"),
+            ("recovery_target", ""),
+            ("recovery_target_name", ""),
+            ("recovery_target_xid", ""),
+            ("recovery_target_lsn", ""),
+            ("recovery_target_timeline", "2"),
+            ("recovery_target_action", "promote"),
+            ("recovery_target_inclusive", "off"),
+        ];
+        let plan = Plan {
+            backup: BackupPoint {
+                id: "20261121T100000Z".into(),
+                timeline: 1,
+                start_lsn: Lsn(0x200_0028),
+                stop_timeline: 1,
+                stop_lsn: Lsn(0x200_0100),
+                start_time: at,
+                stop_time: at,
+                size: 3 << 20,
+                extensions: BTreeSet::new(),
+            },
+            target: req.target.clone(),
+            timeline: 2,
+            timeline_path: vec![
+                TimelineStep {
+                    timeline: 1,
+                    until: Some(Lsn(0x300_0000)),
+                },
+                TimelineStep {
+                    timeline: 2,
+                    until: None,
+                },
+            ],
+            other_branches: vec![Branch {
+                timeline: 3,
+                parent: 1,
+                fork: Lsn(0x280_0000),
+            }],
+            wal: vec![WalRange {
+                timeline: 1,
+                first: "000000010000000000000002".into(),
+                last: "000000010000000000000002".into(),
+                segments: 1,
+            }],
+            wal_segments: 1,
+            wal_bytes: 1 << 20,
+            stop: StopPoint {
+                lsn: Some(Lsn(0x300_1FA0)),
+                time: None,
+                description: "before commit of xid 745".into(),
+            },
+            settings: settings
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            warnings: vec!["extension postgis is missing".into()],
+        };
+        (req, asked, plan)
+    }
+
+    #[test]
+    fn the_plan_reads_line_by_line() {
+        let (req, asked, plan) = sample_plan();
+        let report = PlanReport::new("main".into(), asked, &req, plan).unwrap();
+        assert_eq!(
+            report.lines(),
+            [
+                "target      time \"2026-11-21 19:32:07\" = 2026-11-21T10:32:07Z (no zone given: read in the local zone), exclusive",
+                "backup      20261121T100000Z (timeline 1, WAL from 0/2000028, consistent at 0/2000100, 2026-11-21T10:00:00Z), 3.0 MiB",
+                "timelines   1 (until 0/3000000) -> 2 (recovery_target_timeline = 2)",
+                "            not followed: timeline 3 (off 1 at 0/2800000)",
+                "wal         timeline 1: 000000010000000000000002 .. 000000010000000000000002 (1 segment)",
+                "fetch       3.0 MiB of data, 1.0 MiB of WAL (1 segment)",
+                "stops at    before commit of xid 745 (at 0/3001FA0); then promote",
+                "settings    recovery_target_time = '2026-11-21 10:32:07.000000+00', recovery_target_inclusive = 'off', recovery_target_timeline = '2', recovery_target_action = 'promote' (every other recovery_target* = '')",
+                "WARNING: extension postgis is missing",
+            ]
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.json()).unwrap();
+        assert_eq!(json["exclusive"], true);
+        assert_eq!(json["action"], "promote");
+        assert_eq!(json["timeline_path"][0]["until"], "0/3000000");
+        assert_eq!(json["timeline_path"][1]["until"], serde_json::Value::Null);
+        assert_eq!(json["other_branches"][0]["fork"], "0/2800000");
+        assert_eq!(json["fetch"]["wal_bytes"], 1 << 20);
+        assert_eq!(json["stop"]["lsn"], "0/3001FA0");
+        assert_eq!(json["target"]["resolved_utc"], "2026-11-21T10:32:07Z");
+        // The settings in the order they are written: the set kind after the empty ones.
+        let text = report.json();
+        let at = |name: &str| text.find(&format!("\"{name}\": ")).unwrap();
+        assert!(
+            at("recovery_target_lsn") < at("recovery_target_time"),
+            "{text}"
+        );
+        assert!(
+            at("recovery_target_time") < at("recovery_target_action"),
+            "{text}"
+        );
+        assert_eq!(json["settings"]["recovery_target_inclusive"], "off");
+    }
+
+    #[test]
+    fn settings_a_plan_must_not_write_fail_the_report() {
+        let (req, asked, mut plan) = sample_plan();
+        plan.settings.retain(|(n, _)| n != "recovery_target_xid");
+        let e = PlanReport::new("main".into(), asked, &req, plan).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the plan's recovery settings: recovery_target_xid is missing"),
+            "{e}"
+        );
+        assert_eq!(e.code(), crate::exit::FAILED);
     }
 
     #[test]
