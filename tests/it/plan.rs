@@ -492,3 +492,96 @@ fn timelines_are_drawn_as_a_tree_and_followed_as_asked() {
         "{text}"
     );
 }
+
+/// A commit record too long for the segment summaries to keep both halves (700
+/// subtransactions: about 2.8 KiB, most of it in the next segment) is decoded by the
+/// loader from the two segments: `decode_crossing` gives the commit, and
+/// `decode_segment` lists it among the first segment's completions and counts it.
+#[test]
+fn a_long_commit_across_segments_is_decoded_from_both() {
+    use tidemark_pg::wal::{summarize_segment, Payload, CROSSING_BYTES_MAX};
+    use tidemark_pg::{Lsn, PgMajor};
+    use tidemark_recovery::snapshot::{decode_crossing, decode_segment};
+    need_pg!();
+    let t = TestDir::new("plan-long-commit");
+    let mut c = Cluster::init(
+        &t,
+        "pg",
+        crate::harness::pg::ClusterOptions {
+            wal_segsize_mb: Some(1),
+            ..Default::default()
+        },
+    );
+    c.start();
+    c.psql("create table tm_marks(xid bigint, pad text)");
+    let xids = crate::wal_decoder::commits_across_segments(&c, 700);
+    c.psql("select pg_switch_wal()");
+    c.stop();
+    let seg = crate::wal_decoder::SEG;
+    let mut files: Vec<(u64, Vec<u8>)> = std::fs::read_dir(c.pg_wal())
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let segno = u64::from_str_radix(name.get(8..24)?, 16).ok()?;
+            (name.len() == 24).then(|| {
+                let (log, low) = (segno >> 32, segno & 0xFFFF_FFFF);
+                (
+                    log * (0x1_0000_0000 / seg) + low,
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+        })
+        .collect();
+    files.sort_by_key(|(n, _)| *n);
+    let mut proven = 0;
+    for pair in files.windows(2) {
+        let ((n, here), (next_n, next)) = (&pair[0], &pair[1]);
+        if *next_n != n + 1 {
+            continue;
+        }
+        let start = Lsn(n * seg);
+        let Ok(summary) = summarize_segment(here, seg, start, Some(PgMajor::V15)) else {
+            continue;
+        };
+        let Some(crossing) = &summary.crossing_start else {
+            continue;
+        };
+        // Ours, and its end too long for the next segment's summary to keep.
+        let next_summary = summarize_segment(next, seg, Lsn(next_n * seg), Some(PgMajor::V15));
+        let end_kept = next_summary
+            .ok()
+            .and_then(|s| s.crossing_end)
+            .is_none_or(|end| end.bytes.is_some());
+        if !crossing.xid.is_some_and(|x| xids.contains(&x)) || end_kept {
+            continue;
+        }
+        assert!(crossing.total_len.unwrap() as usize > CROSSING_BYTES_MAX);
+        let xid = crossing.xid.unwrap();
+        let record = decode_crossing(here, next, start, crossing.lsn, seg, PgMajor::V15).unwrap();
+        let Payload::Commit(commit) = &record.payload else {
+            panic!("not a commit: {record:?}")
+        };
+        assert_eq!((record.lsn, commit.xid), (crossing.lsn, xid));
+        assert_eq!(commit.subxacts.len(), 700);
+        let decoded = decode_segment(here, Some(next), start, seg, PgMajor::V15, true).unwrap();
+        let last = decoded.completions.last().unwrap();
+        assert_eq!((last.lsn, last.xid, last.commit), (crossing.lsn, xid, true));
+        let xacts = decoded.summary.xacts.unwrap();
+        assert_eq!(xacts.last_lsn, crossing.lsn);
+        let alone = summary.xacts.map_or(0, |x| x.commits);
+        assert_eq!(
+            xacts.commits,
+            alone + 1,
+            "the crossing commit is counted once"
+        );
+        // Without the next segment the record cannot be completed: not counted.
+        let cut = decode_segment(here, None, start, seg, PgMajor::V15, true).unwrap();
+        assert!(cut.completions.iter().all(|c| c.lsn != crossing.lsn));
+        proven += 1;
+    }
+    assert!(
+        proven > 0,
+        "none of the commits {xids:?} crossed a segment boundary with more than the summaries keep"
+    );
+}
