@@ -160,8 +160,9 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
-    /// An archived WAL file, or the cluster record, cannot be used by the planner
-    /// (a segment it needs cannot be decoded at all).
+    /// The stanza's cluster record names what the planner cannot use (a WAL segment size
+    /// or a PostgreSQL major it does not know). A damaged segment is not an error: the
+    /// planner refuses to replay across it.
     #[error("{name} {detail}")]
     WalContent {
         /// The file (or `stanza NAME` for the cluster record).

@@ -508,33 +508,33 @@ impl Loaded {
     async fn decode(&mut self, repo: &Repo, wanted: &[(u32, u64)]) -> Result<()> {
         let size = self.snapshot.segment_size;
         let major = self.snapshot.pg_major;
-        type Work = ((u32, u64), Digest, Option<Digest>, String, bool);
+        type Work = ((u32, u64), Digest, Option<Digest>, bool);
         let work: Vec<Work> = wanted
             .iter()
             .map(|&key| {
                 let facts = &self.snapshot.segments[&key];
                 let indexed = !matches!(facts.content, SegmentContent::NotIndexed);
                 let next = self.digests.get(&(key.0, key.1 + 1)).copied();
-                (key, self.digests[&key], next, facts.name.clone(), indexed)
+                (key, self.digests[&key], next, indexed)
             })
             .collect();
         let decoded: Vec<((u32, u64), DecodedSegment)> = futures::stream::iter(work)
-            .map(|(key, here, next, name, indexed)| async move {
+            .map(|(key, here, next, indexed)| async move {
                 let start = Lsn(key.1 * size);
+                // Damaged from its first byte: the planner refuses to cross it.
+                let damaged = |damage: DecodeError| {
+                    let mut summary = SegmentSummary::new(start, key.0, major);
+                    summary.damage = Some(damage);
+                    DecodedSegment {
+                        summary,
+                        completions: Vec::new(),
+                        restore_points: Vec::new(),
+                        indexed,
+                    }
+                };
                 let a = match read_wal(repo, &here, start).await? {
                     Ok(a) => a,
-                    // Damaged from its first byte: the planner refuses to cross it.
-                    Err(damage) => {
-                        let mut summary = SegmentSummary::new(start, key.0, major);
-                        summary.damage = Some(damage);
-                        let decoded = DecodedSegment {
-                            summary,
-                            completions: Vec::new(),
-                            restore_points: Vec::new(),
-                            indexed,
-                        };
-                        return Ok((key, decoded));
-                    }
+                    Err(damage) => return Ok((key, damaged(damage))),
                 };
                 // The next segment only completes this one's last record: unreadable, it
                 // is left out here (the planner meets its damage when it gets there).
@@ -546,12 +546,9 @@ impl Loaded {
                     decode_segment(&a, b.as_deref(), start, size, major, indexed)
                 })
                 .await
-                .expect("decoding panicked")
-                .map_err(|e| Error::WalContent {
-                    name,
-                    detail: format!("cannot be decoded: {e}"),
-                })?;
-                Ok::<_, Error>((key, decoded))
+                .expect("decoding panicked");
+                // Nothing in it can be read (its first page header): damaged from its start.
+                Ok::<_, Error>((key, decoded.unwrap_or_else(damaged)))
             })
             .buffer_unordered(DECODE_AT_ONCE)
             .try_collect()
