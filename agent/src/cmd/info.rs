@@ -453,7 +453,17 @@ async fn recovery_windows(
     listing: &tidemark_store::repo::Backups,
     catalog: &[tidemark_store::repo::IndexedWal],
 ) -> Result<RecoveryInfo, Failure> {
-    let loaded = snapshot::build(repo, stanza, cluster, listing, catalog).await?;
+    let loaded = match snapshot::build(repo, stanza, cluster, listing, catalog).await {
+        Ok(loaded) => loaded,
+        // A cluster record the planner cannot use: said here, the rest of info stands.
+        Err(e @ tidemark_recovery::Error::WalContent { .. }) => {
+            return Ok(RecoveryInfo {
+                timelines: Vec::new(),
+                warnings: vec![format!("cannot tell what a restore can reach: {e}")],
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     let timelines = plan::windows(&loaded.snapshot)
         .into_iter()
         .map(|t| TimelineWindowInfo {
@@ -664,7 +674,9 @@ pub fn recovery_lines(r: &RecoveryInfo) -> Vec<String> {
     let mut out = vec![
         "recovery    what a restore can reach (prove a target with `tidemark plan`)".to_string(),
     ];
-    if r.timelines.iter().all(|t| t.windows.is_empty()) {
+    // (No timeline at all with a warning: the windows could not be worked out.)
+    let unknown = r.timelines.is_empty() && !r.warnings.is_empty();
+    if !unknown && r.timelines.iter().all(|t| t.windows.is_empty()) {
         out.push("  nothing yet: no backup with the WAL to make it consistent".into());
     }
     let known: BTreeSet<u32> = r.timelines.iter().map(|t| t.timeline).collect();
