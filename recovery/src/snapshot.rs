@@ -45,9 +45,15 @@ use crate::plan::{
 };
 use crate::{Error, Result};
 
-/// Segments read and decoded at once when the planner needs them (each holds one
-/// segment, and at most the next one, in memory: 16 MiB each by default).
-const DECODE_AT_ONCE: usize = 4;
+/// The memory the segments being decoded may take: each task holds one segment and at
+/// most the next one (16 MiB each by default, so four at a time; with 1 GiB segments,
+/// one).
+const DECODE_MEMORY: u64 = 128 << 20;
+
+/// Segments read and decoded at once, within [`DECODE_MEMORY`] (at least one).
+fn decode_at_once(segment_size: u64) -> usize {
+    (DECODE_MEMORY / (2 * segment_size.max(1))).clamp(1, 4) as usize
+}
 
 /// The catalog as the planner reads it, and what it takes to read segments on demand.
 #[derive(Debug)]
@@ -315,7 +321,7 @@ impl Loaded {
                     .expect("decoding panicked");
                     Ok::<_, Error>((key, record))
                 })
-                .buffer_unordered(DECODE_AT_ONCE)
+                .buffer_unordered(decode_at_once(size))
                 .try_collect()
                 .await?;
         for (key, record) in decoded {
@@ -469,7 +475,7 @@ pub fn decode_segment(
 }
 
 /// Plans `request` on `loaded`, decoding the segments the planner asks for (at most
-/// [`DECODE_AT_ONCE`] at a time) until it answers with a plan or a refusal. The loader's
+/// [`decode_at_once`] at a time) until it answers with a plan or a refusal. The loader's
 /// warnings come first among the plan's.
 pub async fn plan(repo: &Repo, loaded: &mut Loaded, request: &PlanRequest) -> Result<Outcome> {
     let mut asked: BTreeSet<(u32, u64)> = BTreeSet::new();
@@ -550,7 +556,7 @@ impl Loaded {
                 // Nothing in it can be read (its first page header): damaged from its start.
                 Ok::<_, Error>((key, decoded.unwrap_or_else(damaged)))
             })
-            .buffer_unordered(DECODE_AT_ONCE)
+            .buffer_unordered(decode_at_once(size))
             .try_collect()
             .await?;
         for (key, d) in decoded {
@@ -793,6 +799,14 @@ mod tests {
         };
         assert!(!d.indexed);
         assert_eq!(d.summary.damage.as_ref().unwrap().lsn, Lsn(2 * SEG));
+    }
+
+    #[test]
+    fn decoding_stays_within_its_memory() {
+        assert_eq!(decode_at_once(16 << 20), 4);
+        assert_eq!(decode_at_once(32 << 20), 2);
+        assert_eq!(decode_at_once(1 << 30), 1);
+        assert_eq!(decode_at_once(1 << 20), 4);
     }
 
     #[test]
