@@ -17,8 +17,9 @@ backups=${2:-50}
 rounds=${3:-5}
 cargo build --quiet --release -p tidemark-agent
 cargo build --quiet --release -p tidemark-recovery --example plan_catalog
-tm=$PWD/target/release/tidemark
-gen=$PWD/target/release/examples/plan_catalog
+target_dir=$(realpath "${CARGO_TARGET_DIR:-target}")
+tm=$target_dir/release/tidemark
+gen=$target_dir/release/examples/plan_catalog
 s3s=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
 
 work=$(mktemp -d /tmp/tidemark-plan-bench.XXXXXX)
@@ -41,8 +42,7 @@ echo "local: $("$gen" "$local_url" "$segments" "$backups")"
 echo "s3:    $("$gen" "$s3_url" "$segments" "$backups")"
 
 # The generator's commits: one second a segment from 2026-12-01T00:00:01Z.
-mid=$(date -u -d "2026-12-01 00:00:00 UTC + $(( segments / 2 )) seconds + 500 milliseconds" \
-  '+%Y-%m-%d %H:%M:%S.%3N+00')
+mid="$(date -u -d "@$(( $(date -u -d '2026-12-01 00:00:00 UTC' +%s) + segments / 2 ))" '+%Y-%m-%d %H:%M:%S').5+00"
 point=point-$(( (segments - 1) / 100 * 100 - 50 ))
 targets=("--target-time=$mid" "--target-name=$point" "--target=latest")
 

@@ -240,6 +240,32 @@ impl<'a> Data<'a> {
     }
 }
 
+/// Whether a record of this resource manager and `xl_info` is one the recovery planner
+/// reads (a transaction commit or abort, a restore point, a checkpoint, an end of
+/// recovery, a WAL switch, an overwritten continuation): [`Payload::Other`] for every
+/// record for which this is false.
+pub(crate) fn matters_to_recovery(rmid: u8, info: u8) -> bool {
+    match rmid {
+        RM_XACT_ID => matches!(
+            info & XLOG_XACT_OPMASK,
+            XLOG_XACT_COMMIT
+                | XLOG_XACT_ABORT
+                | XLOG_XACT_COMMIT_PREPARED
+                | XLOG_XACT_ABORT_PREPARED
+        ),
+        RM_XLOG_ID => matches!(
+            info & 0xF0,
+            XLOG_CHECKPOINT_SHUTDOWN
+                | XLOG_CHECKPOINT_ONLINE
+                | XLOG_SWITCH
+                | XLOG_RESTORE_POINT
+                | XLOG_END_OF_RECOVERY
+                | XLOG_OVERWRITE_CONTRECORD
+        ),
+        _ => false,
+    }
+}
+
 fn at<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
     b[off..off + N].try_into().unwrap()
 }

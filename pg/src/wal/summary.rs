@@ -158,6 +158,19 @@ pub struct CrossingStart {
     pub bytes: Option<Vec<u8>>,
 }
 
+impl CrossingStart {
+    /// Whether joining this record can change what the planner concludes: true for a
+    /// commit, abort, restore point, checkpoint, end of recovery or WAL switch, and
+    /// when the header is split (its kind unknown); false for every other record (a
+    /// heap change, a full-page image), which a caller need not read two segments for.
+    pub fn may_matter_to_recovery(&self) -> bool {
+        match (self.rmid, self.info) {
+            (Some(rmid), Some(info)) => super::payload::matters_to_recovery(rmid, info),
+            _ => true,
+        }
+    }
+}
+
 /// The end of a record that began in an earlier segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrossingEnd {

@@ -1006,3 +1006,37 @@ fn timeline_switches_and_wal_switches_are_summarised() {
     .unwrap();
     assert_eq!((s.ended_at, s.crossing_start), (Some(Lsn(lsn)), None));
 }
+
+#[test]
+fn only_crossing_records_the_planner_reads_need_joining() {
+    let start = |rmid: Option<u8>, info: Option<u8>| CrossingStart {
+        lsn: Lsn(SEG - 0x40),
+        total_len: rmid.map(|_| 200),
+        rmid,
+        info,
+        xid: rmid.map(|_| 900),
+        bytes: None,
+    };
+    for (rmid, info, matters) in [
+        (1, COMMIT, true),
+        (1, ABORT, true),
+        (1, COMMIT_PREPARED, true),
+        (1, ABORT_PREPARED, true),
+        (1, 0x10, false),  // PREPARE: its commit or abort comes later
+        (1, 0x50, false),  // ASSIGNMENT
+        (0, 0x70, true),   // RESTORE_POINT
+        (0, 0x00, true),   // CHECKPOINT_SHUTDOWN
+        (0, 0x90, true),   // END_OF_RECOVERY
+        (0, 0x40, true),   // SWITCH
+        (0, 0xA0, false),  // FPI
+        (10, 0x00, false), // heap insert
+    ] {
+        assert_eq!(
+            start(Some(rmid), Some(info)).may_matter_to_recovery(),
+            matters,
+            "rmid {rmid} info {info:#04x}"
+        );
+    }
+    // A header split across the boundary: its kind is unknown, so it may matter.
+    assert!(start(None, None).may_matter_to_recovery());
+}
