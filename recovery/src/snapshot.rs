@@ -347,7 +347,9 @@ impl Loaded {
 
 /// Joins the crossing records whose two halves the summaries of segment N and N+1 both
 /// kept (absorbed into N's summary; a record that fails its CRC marks N as damaged).
-/// Returns the segments whose crossing record needs the segments' bytes. Pure.
+/// Returns the segments whose crossing record needs the segments' bytes (only records
+/// that may matter to recovery, see
+/// [`tidemark_pg::wal::CrossingStart::may_matter_to_recovery`]). Pure.
 fn join_from_summaries(snapshot: &mut CatalogSnapshot) -> Joined {
     let mut joined = Joined::default();
     let keys: Vec<(u32, u64)> = snapshot.segments.keys().copied().collect();
@@ -383,7 +385,10 @@ fn join_from_summaries(snapshot: &mut CatalogSnapshot) -> Joined {
                 Some(Err(e)) if summary.damage.is_none() => summary.damage = Some(e),
                 Some(Err(_)) | None => {}
             },
-            _ => joined.need_bytes.push(key),
+            // Reading two segments is worth it only for a record that can change the
+            // plan (a commit, a restore point, …), not for a heap change or a page image.
+            _ if start.may_matter_to_recovery() => joined.need_bytes.push(key),
+            _ => {}
         }
     }
     joined
@@ -822,6 +827,13 @@ mod tests {
         // 6 -> (7 missing): nothing to join: the planner sees the gap.
         let mut s6 = summary(6);
         s6.crossing_start = Some(start(6, Some(vec![0; 40])));
+        // 10 -> 11: a heap record too long to keep: not worth reading the segments for.
+        let mut s10 = summary(10);
+        let mut heap = start(10, None);
+        (heap.rmid, heap.info) = (Some(10), Some(0));
+        s10.crossing_start = Some(heap);
+        let mut s11 = summary(11);
+        s11.crossing_end = Some(end(None));
         // 8 -> 9: both halves kept, but they do not make a record: damage at its start.
         let mut s8 = summary(8);
         s8.crossing_start = Some(start(8, Some(vec![0xAB; 40])));
@@ -835,6 +847,8 @@ mod tests {
             (6, indexed(s6)),
             (8, indexed(s8)),
             (9, indexed(s9)),
+            (10, indexed(s10)),
+            (11, indexed(s11)),
         ]);
         let joined = join_from_summaries(&mut snap);
         assert_eq!(joined.need_bytes, [(1, 2), (1, 4)]);
