@@ -77,9 +77,6 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<RestoreOutco
         },
         targets: plan.settings.clone(),
     };
-    for warning in &plan.warnings {
-        eprintln!("tidemark: restore: warning: {warning}");
-    }
     let mut prepared = prepare(&repo, &settings.stanza, &request).await?;
     for skipped in prepared.skipped() {
         eprintln!(
