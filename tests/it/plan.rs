@@ -207,7 +207,7 @@ fn plan_text_and_json(t: &TestDir, tm: &Tidemark) {
         "timelines   1 (recovery_target_timeline = 1)".to_string(),
         "wal         timeline 1: 000000010000000000000".to_string(),
         "fetch       ".to_string(),
-        "stops at    ".to_string(),
+        "stops       ".to_string(),
         "; then promote".to_string(),
         "settings    recovery_target_name = 'before-five'".to_string(),
     ] {

@@ -589,7 +589,7 @@ impl PlanReport {
         {
             stop.push_str(&format!(" (at {lsn})"));
         }
-        out.push(format!("stops at    {stop}; then {}", self.action));
+        out.push(format!("stops       {stop}; then {}", self.action));
         out.push(format!(
             "settings    {}",
             self.settings
@@ -836,7 +836,7 @@ mod tests {
                 "            not followed: timeline 3 (off 1 at 0/2800000)",
                 "wal         timeline 1: 000000010000000000000002 .. 000000010000000000000002 (1 segment)",
                 "fetch       3.0 MiB of data, 1.0 MiB of WAL (1 segment)",
-                "stops at    before commit of xid 745 (at 0/3001FA0); then promote",
+                "stops       before commit of xid 745 (at 0/3001FA0); then promote",
                 "settings    recovery_target_time = '2026-11-21 10:32:07.000000+00', recovery_target_inclusive = 'off', recovery_target_timeline = '2', recovery_target_action = 'promote' (every other recovery_target* = '')",
                 "WARNING: extension postgis is missing",
             ]
