@@ -56,7 +56,7 @@ for round in $(seq 1 "$rounds"); do
         { echo "plan failed ($where, $target): $out" >&2; exit 1; }
       read -r secs kib <<<"$(tail -1 <<<"$out")"
       echo "round $round $where $target: ${secs}s, $(( kib / 1024 )) MiB"
-      echo "$where $target $secs $kib" >>"$results"
+      printf '%s|%s|%s|%s\n' "$where" "$target" "$secs" "$kib" >>"$results"
     done
   done
 done
@@ -65,7 +65,7 @@ echo
 printf '%-6s %-40s %10s %10s %12s\n' repo target "median s" "max s" "max RSS MiB"
 for target in "${targets[@]}"; do
   for where in local s3; do
-    awk -v w="$where" -v t="$target" '$1 == w && $2 == t { print $3, $4 }' "$results" |
+    awk -F'|' -v w="$where" -v t="$target" '$1 == w && $2 == t { print $3, $4 }' "$results" |
       sort -n | awk -v w="$where" -v t="$target" '
         { s[NR] = $1; if ($1 > max) max = $1; if ($2 > rss) rss = $2 }
         END { printf "%-6s %-40s %10.3f %10.3f %12.1f\n", w, t, s[int((NR + 1) / 2)], max, rss / 1024 }'
