@@ -54,6 +54,7 @@ fn main() -> ExitCode {
         Command::Restore(_) => "restore",
         Command::Plan(_) => "plan",
         Command::Spool { .. } => "spool",
+        Command::Reindex { .. } => "reindex",
     };
     let background_drainer = matches!(
         cli.command,
@@ -132,6 +133,7 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::Restore(args) => boxed(cmd::restore::run(settings, args).await?, args.json),
         Command::Plan(args) => boxed(cmd::plan::run(settings, args).await?, args.json),
         Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
+        Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
         Command::Spool { action } => match action {
             SpoolAction::Status { json } => boxed(cmd::spool::status(settings).await?, *json),
             SpoolAction::Drain { json, background } => {
@@ -146,9 +148,16 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
 ///
 /// The process ends in the hook itself, before unwinding: a panic on a worker thread
 /// (a tokio task, a scoped hashing thread) must not be caught and turned into some other
-/// exit, and nothing after a broken invariant should go on writing.
+/// exit, and nothing after a broken invariant should go on writing. The one exception is
+/// the WAL decoder, pure code with no state to break, whose panic is contained where it
+/// runs and turned into a warning.
 fn exit_on_panic(code: u8) {
     std::panic::set_hook(Box::new(move |info| {
+        // The WAL decoder's panics are caught where it runs and become a warning (its
+        // failure must never fail a push: `tidemark_archive_cmd::content`).
+        if tidemark_archive_cmd::content::panic_is_contained() {
+            return;
+        }
         let payload = info.payload();
         let message = payload
             .downcast_ref::<&str>()

@@ -1,4 +1,5 @@
-//! PostgreSQL's two archive hooks, as library calls that never print or exit:
+//! PostgreSQL's two archive hooks and the WAL content index, as library calls that never
+//! print or exit:
 //!
 //! - [`push`]: `archive_command = 'tidemark archive-push %p'`: validate a WAL file, store
 //!   it durably in the repository, and index it, refusing anything that would overwrite.
@@ -6,7 +7,9 @@
 //!   drainer moves into the repository (`archive_async`), so the archiver never waits on
 //!   the store;
 //! - [`get`]: `restore_command = 'tidemark archive-get %f %p'`: fetch, verify, and write a
-//!   file atomically, telling "not in the archive" apart from every real failure.
+//!   file atomically, telling "not in the archive" apart from every real failure;
+//! - [`reindex`]: the WAL content index for segments archived before it existed
+//!   ([`content`]: how a segment is decoded for it, by archive-push and by reindex).
 //!
 //! The `agent` crate maps [`Error::kind`] to exit codes.
 
@@ -17,13 +20,16 @@ use std::path::PathBuf;
 
 use tidemark_pg::WalError;
 
+pub mod content;
 pub mod get;
 mod mapped;
 pub mod push;
+pub mod reindex;
 pub mod spool;
 
 pub use get::{get, GetOutcome};
 pub use push::{push, PushOutcome};
+pub use reindex::{reindex, ReindexReport};
 pub use spool::{push_to_spool, Spool, SpoolOutcome};
 
 /// `Result` with this crate's [`Error`].

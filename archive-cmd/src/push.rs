@@ -22,13 +22,22 @@
 //!    other push quarantines its bytes and fails. The name is listed once more, so that
 //!    on a store whose create is not exclusive two indexed contents are reported rather
 //!    than acknowledged (`docs/repository-format.md` says what such stores guarantee).
+//!    Where the store's create is exclusive (a local folder), 4 and 5 are one round:
+//!    blob, claim and entry are made durable together, the entry linked only if this
+//!    push created the claim ([`Repo::put_wal`]).
+//!
+//! The index entry (and the claim, its copy) carries the segment's content summary for
+//! the recovery planner ([`crate::content`]): segments and `.partial` files are decoded
+//! while they are checked, on a thread of their own; whatever the decoder finds or
+//! fails at, the file is stored.
 //!
 //! Segments up to [`IN_MEMORY_MAX`] are mapped, then checked, hashed and compressed in
 //! parallel, the page checks riding on the hashing thread; in a local repository the
 //! compressed body streams into a staged file meanwhile, so that its fsync overlaps the
 //! compression (`docs/performance.md` has the figures). Larger ones (up to 1 GiB) are
 //! checked and hashed in a first streaming pass and sent in a second, so memory stays
-//! bounded.
+//! bounded; the decoder reads them through a read-only mapping (the page cache, not
+//! memory of the process's own).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -44,6 +53,7 @@ use tidemark_store::repo::{
 };
 use tidemark_store::{Compression, Digest, Repo};
 
+use crate::content::Summarized;
 use crate::{Error, Result};
 
 /// Largest `.history` or `.backup` file accepted (they are a few hundred bytes).
@@ -101,9 +111,9 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
     let started = std::time::Instant::now();
     // 1. Everything about the input is checked before the repository is touched.
     let compression = repo.compression();
-    let (content, identity) = check_file(path, name, compression, repo.stage_blob()).await?;
+    let checked = check_file(path, name, compression, repo.stage_blob()).await?;
     let encoded_at = started.elapsed();
-    let outcome = store_checked(repo, stanza, name, content, identity, compression).await?;
+    let outcome = store_checked(repo, stanza, name, checked, compression).await?;
     tracing::debug!(
         "{name}: read, checked and encoded in {} ms, stored in {} ms",
         encoded_at.as_millis(),
@@ -121,16 +131,32 @@ pub(crate) fn file_name_of(path: &Path) -> Result<WalFileName> {
     Ok(file_name.parse()?)
 }
 
+/// A file checked and encoded, ready to be stored.
+pub(crate) struct Checked {
+    /// Its content.
+    pub(crate) content: Content,
+    /// What a segment's first page says about its cluster.
+    pub(crate) identity: Option<SegmentIdentity>,
+    /// A segment's content summary for the index (`None`: not a segment; see
+    /// [`crate::content`]).
+    pub(crate) summary: Option<Summarized>,
+}
+
 /// Steps 2 to 5 for content already checked: the cluster's identity, the index, the
 /// blob and its record. `compression` is the one the content is encoded with.
 pub(crate) async fn store_checked(
     repo: &Repo,
     stanza: &Stanza,
     name: WalFileName,
-    mut content: Content,
-    identity: Option<SegmentIdentity>,
+    checked: Checked,
     compression: Compression,
 ) -> Result<PushOutcome> {
+    let Checked {
+        mut content,
+        identity,
+        summary,
+    } = checked;
+    let wal_content = summary.as_ref().and_then(Summarized::content).cloned();
     // 2. The repository and the cluster's identity: checked, never created here.
     let cluster = repo.require_cluster(stanza).await?;
     if let Some(id) = &identity {
@@ -197,37 +223,41 @@ pub(crate) async fn store_checked(
             _ => None,
         },
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
-        content: None,
+        // The claim is a copy of the entry, content included.
+        content: wal_content.clone(),
     };
-    let claim_key = catalog::wal_claim_key(stanza, &name);
-    let (put, record) = match &mut content {
+    //    Where the store's create is exclusive (a local folder), blob, claim and entry
+    //    are created in one round that stops at a claim found taken (`Repo::put_wal`).
+    let (put, commit) = match &mut content {
         Content::InMemory(blob, staged) => {
             let record = make_record(blob.raw_len, blob.stored_len());
-            let (put, _) = repo
-                .put_blob_then_record(blob, staged.take(), &claim_key, &record)
+            let (put, commit) = repo
+                .put_wal(stanza, &name, Some((blob, staged.take())), &record)
                 .await?;
-            (put, record)
+            (put.expect("the blob was given"), commit)
         }
         Content::Streamed { digest, path } => {
             let put = repo.put_blob_file(path, *digest).await?;
             let record = make_record(put.raw_len, put.stored_len);
-            repo.put_record(&claim_key, &record).await?;
-            (put, record)
+            let (_, commit) = repo.put_wal(stanza, &name, None, &record).await?;
+            (put, commit)
         }
     };
 
     // 5. Only the claim's content is indexed; a different content that raced this one
     //    in is reported by the push that lost.
-    match repo
-        .commit_claimed_wal(stanza, &name, &digest, &record)
-        .await?
-    {
-        WalCommit::Indexed { .. } => Ok(PushOutcome::Pushed {
-            name,
-            digest,
-            raw_len: put.raw_len,
-            stored_len: put.added(),
-        }),
+    match commit {
+        WalCommit::Indexed { .. } => {
+            if let Some(warning) = summary.and_then(|s| s.warning(&name)) {
+                tracing::warn!("{warning}");
+            }
+            Ok(PushOutcome::Pushed {
+                name,
+                digest,
+                raw_len: put.raw_len,
+                stored_len: put.added(),
+            })
+        }
         WalCommit::Taken { indexed, claimed } => {
             let held = match claimed {
                 Some(claimed) if indexed.is_empty() => Held::Claimed(claimed),
@@ -340,14 +370,14 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// [`read_and_check`] on a blocking thread: the file is mapped, checked, hashed and
-/// compressed there, off the async runtime.
+/// [`read_and_check`] on a blocking thread: the file is mapped, checked, hashed,
+/// compressed and (segments) decoded for the content index there, off the async runtime.
 pub(crate) async fn check_file(
     path: &Path,
     name: WalFileName,
     compression: Compression,
     staged: Option<Staged>,
-) -> Result<(Content, Option<SegmentIdentity>)> {
+) -> Result<Checked> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || read_and_check(&path, &name, compression, staged))
         .await
@@ -355,38 +385,57 @@ pub(crate) async fn check_file(
 }
 
 /// Reads and validates a file; returns its content and, for segment-shaped files, the
-/// identity its first page carries.
+/// identity its first page carries and the content summary of segments and partials.
 ///
 /// A segment held in memory streams its stored body into `staged` meanwhile, when given
-/// one; the content then carries it.
+/// one; the content then carries it. The decoding for the content index runs on a
+/// thread of its own beside the page checks, hashing and compression, over the same
+/// mapping: it adds CPU, not a pass of its own.
 fn read_and_check(
     path: &Path,
     name: &WalFileName,
     compression: Compression,
     mut staged: Option<Staged>,
-) -> Result<(Content, Option<SegmentIdentity>)> {
+) -> Result<Checked> {
     let mut file = open_regular(path)?;
     let meta = file.metadata().map_err(read_err(path))?;
     let len = meta.len();
     match name {
         WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
-            if len <= IN_MEMORY_MAX {
-                let mapped = crate::mapped::MappedFile::map(&file, len).map_err(read_err(path))?;
-                let (blob, id) = encode_segment(seg, mapped.bytes(), compression, staged.as_mut())?;
-                Ok((Content::InMemory(blob, staged), Some(id)))
-            } else {
-                let (digest, id) = check_segment_streaming(seg, &mut file, len, path)?;
-                let path = path.to_path_buf();
-                Ok((Content::Streamed { digest, path }, Some(id)))
-            }
+            let mapped = crate::mapped::MappedFile::map(&file, len).map_err(read_err(path))?;
+            let bytes = mapped.bytes();
+            let id = pg::check_segment_start(seg, bytes, len)?;
+            let summarize = || crate::content::summarize(name, bytes, &id);
+            let (content, summary) = std::thread::scope(|s| {
+                let summary = s.spawn(summarize);
+                let content = if len <= IN_MEMORY_MAX {
+                    encode_segment(seg, &id, bytes, compression, staged.as_mut())
+                        .map(|blob| Content::InMemory(blob, staged))
+                } else {
+                    check_segment_streaming(seg, &mut file, len, path).map(|(digest, _)| {
+                        Content::Streamed {
+                            digest,
+                            path: path.to_path_buf(),
+                        }
+                    })
+                };
+                // The decoder contains its own panics: a panic here is a bug elsewhere.
+                (content, summary.join().expect("the WAL decoding thread"))
+            });
+            Ok(Checked {
+                content: content?,
+                identity: Some(id),
+                summary,
+            })
         }
         WalFileName::History(tli) => {
             let buf = read_small(&mut file, len, path, name)?;
             check_history(*tli, &buf)?;
-            Ok((
-                Content::InMemory(EncodedBlob::encode(&buf, compression), None),
-                None,
-            ))
+            Ok(Checked {
+                content: Content::InMemory(EncodedBlob::encode(&buf, compression), None),
+                identity: None,
+                summary: None,
+            })
         }
         WalFileName::Backup { .. } => {
             let buf = read_small(&mut file, len, path, name)?;
@@ -397,10 +446,11 @@ fn read_and_check(
                 }
                 .into());
             }
-            Ok((
-                Content::InMemory(EncodedBlob::encode(&buf, compression), None),
-                None,
-            ))
+            Ok(Checked {
+                content: Content::InMemory(EncodedBlob::encode(&buf, compression), None),
+                identity: None,
+                summary: None,
+            })
         }
     }
 }
@@ -489,16 +539,20 @@ fn check_history(tli: TimelineId, content: &[u8]) -> Result<()> {
 /// which removes it, so the repository is as it was.
 fn encode_segment(
     seg: &WalSegmentName,
+    id: &SegmentIdentity,
     bytes: &[u8],
     compression: Compression,
     staged: Option<&mut Staged>,
-) -> Result<(EncodedBlob, SegmentIdentity)> {
-    let id = pg::check_segment_start(seg, bytes, bytes.len() as u64)?;
+) -> Result<EncodedBlob> {
     let mut scan = PageScan::default();
-    let check = |offset: u64, piece: &[u8]| pg::check_pages(seg, &id, offset, piece, &mut scan);
+    let check = |offset: u64, piece: &[u8]| pg::check_pages(seg, id, offset, piece, &mut scan);
     let sink = staged.map(|st| st as &mut (dyn std::io::Write + Send));
-    let blob = EncodedBlob::encode_checked(bytes, compression, check, sink)?;
-    Ok((blob, id))
+    Ok(EncodedBlob::encode_checked(
+        bytes,
+        compression,
+        check,
+        sink,
+    )?)
 }
 
 /// First pass over a segment too large to hold: page checks and hashing, frame by frame.

@@ -54,8 +54,10 @@ use tidemark_store::backend::local::LocalBackend;
 use tidemark_store::backend::{Backend, Staged};
 use tidemark_store::catalog::{self, ClusterRecord, Stanza};
 use tidemark_store::repo::{check_same_cluster, now, EncodedBlob, WalNameState, IN_MEMORY_MAX};
+use tidemark_store::wal_content::WalContent;
 use tidemark_store::{Compression, Digest, Key, Repo};
 
+use crate::content::Summarized;
 use crate::push::{self, Content, PushOutcome};
 use crate::{Error, ErrorKind, Result};
 
@@ -107,6 +109,11 @@ pub struct SpoolEntry {
     /// with it then shows only when the file is drained).
     #[serde(default)]
     pub index_checked: bool,
+    /// The segment's content summary for the repository's index, decoded when it was
+    /// queued (`None`: not a segment, the decoder gave none, or queued by a build from
+    /// before the index, in which case the drainer decodes the body).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<WalContent>,
 }
 
 /// A [`SegmentIdentity`] as a queue entry keeps it.
@@ -548,6 +555,10 @@ impl Spool {
                 attempts: 0,
                 last_error: None,
                 index_checked: false,
+                content: entry_summary(&wal_name, &raw, identity)
+                    .as_ref()
+                    .and_then(Summarized::content)
+                    .cloned(),
             })
         })
         .await
@@ -726,8 +737,9 @@ pub async fn push_to_spool(
     spool.create()?;
     let compression = repo.compression();
     let staged = spool.inner.bodies.stage("wal");
-    let (content, identity) = push::check_file(path, name, compression, staged).await?;
-    let Content::InMemory(blob, staged) = content else {
+    let checked = push::check_file(path, name, compression, staged).await?;
+    let (identity, summary) = (checked.identity, checked.summary);
+    let Content::InMemory(blob, staged) = checked.content else {
         // Grew past IN_MEMORY_MAX since it was measured: streamed, so pushed directly.
         return Ok(SpoolOutcome::NotSpooled {
             name,
@@ -747,8 +759,12 @@ pub async fn push_to_spool(
             if !fresh {
                 // The staged body is in the spool's folder, not the repository's.
                 drop(staged);
-                let content = Content::InMemory(blob, None);
-                return push::store_checked(repo, stanza, name, content, identity, compression)
+                let checked = push::Checked {
+                    content: Content::InMemory(blob, None),
+                    identity,
+                    summary,
+                };
+                return push::store_checked(repo, stanza, name, checked, compression)
                     .await
                     .map(SpoolOutcome::Direct);
             }
@@ -810,12 +826,16 @@ pub async fn push_to_spool(
         attempts: 0,
         last_error: None,
         index_checked,
+        content: summary.as_ref().and_then(Summarized::content).cloned(),
     };
     // A failure here (the spool's disk) leaves the body without an entry: not removed,
     // since the entry may yet be on disk (a failed flush), and an entry must never name
     // a missing body; the next drain queues it again (a checked body of WAL that
     // PostgreSQL, told of the failure, pushes again anyway).
     queue.put(&entry)?;
+    if let Some(warning) = summary.and_then(|s| s.warning(&name)) {
+        tracing::warn!("{warning}");
+    }
     Ok(SpoolOutcome::Queued {
         name,
         raw_len: blob.raw_len,
@@ -1129,14 +1149,40 @@ async fn move_one(
         .identity
         .map(EntryIdentity::to_segment_identity)
         .transpose()?;
+    let summary = match (&entry.content, identity) {
+        // Decoded when it was queued; its damage, if any, was reported then.
+        (Some(content), _) => Some(Summarized::Whole(content.clone())),
+        // Queued by a build from before the content index: decoded from the body now.
+        (None, Some(_)) if matches!(name, WalFileName::Segment(_) | WalFileName::Partial(_)) => {
+            let key = Spool::body_key(&entry.name, &entry.digest)?;
+            let stored = body.clone();
+            let raw = tokio::task::spawn_blocking(move || {
+                tidemark_store::codec::decode(&key, digest, &stored)
+            })
+            .await
+            .expect("decoding a spooled body panicked")?;
+            let queued = EntryIdentity::from(&identity.expect("matched"));
+            tokio::task::spawn_blocking(move || entry_summary(&name, &raw, Some(queued)))
+                .await
+                .expect("the WAL decoder contains its panics")
+        }
+        (None, _) => None,
+    };
     let blob = EncodedBlob::from_stored(digest, entry.raw_size, body);
-    push::store_checked(
-        repo,
-        stanza,
-        name,
-        Content::InMemory(blob, None),
+    let checked = push::Checked {
+        content: Content::InMemory(blob, None),
         identity,
-        entry.compression,
-    )
-    .await
+        summary,
+    };
+    push::store_checked(repo, stanza, name, checked, entry.compression).await
+}
+
+/// The content summary of a spooled segment's raw bytes (see [`crate::content`]).
+fn entry_summary(
+    name: &WalFileName,
+    raw: &[u8],
+    identity: Option<EntryIdentity>,
+) -> Option<Summarized> {
+    let id = identity?.to_segment_identity().ok()?;
+    crate::content::summarize(name, raw, &id)
 }

@@ -759,6 +759,101 @@ impl Repo {
         let created = self
             .put_record(&catalog::wal_key(stanza, name, digest), record)
             .await?;
+        self.settle_wal(stanza, name, digest, created).await
+    }
+
+    /// archive-push's whole write of one WAL file's content: the blob (when given; a
+    /// streamed blob is stored beforehand), the name's claim holding `record`, and the
+    /// index entry, deciding between concurrent contents as [`Repo::commit_wal`] does.
+    ///
+    /// Where the store's create is exclusive ([`Backend::create_is_exclusive`]: a local
+    /// folder), the three are created in one round ([`Backend::create_chain`], gated on
+    /// the claim): a claim this call creates gives the name to this content alone, so the
+    /// entry is linked right after it, and their fsyncs are one round; the claim is not
+    /// read back, and the name is listed once. A claim found there already (this
+    /// content's earlier push, or another content's) stops the chain before the entry,
+    /// and the claim is read back as elsewhere. Elsewhere, blob and claim are created
+    /// together and then [`Repo::commit_claimed_wal`] reads the claim back.
+    pub async fn put_wal(
+        &self,
+        stanza: &Stanza,
+        name: &WalFileName,
+        blob: Option<(&EncodedBlob, Option<Staged>)>,
+        record: &WalRecord,
+    ) -> Result<(Option<BlobPut>, WalCommit)> {
+        let digest = record.digest;
+        let claim_key = catalog::wal_claim_key(stanza, name);
+        let (blob, staged) = match blob {
+            Some((blob, staged)) => (Some(blob), staged),
+            None => (None, None),
+        };
+        if !self.backend.create_is_exclusive() {
+            let put = match blob {
+                Some(blob) => Some(
+                    self.put_blob_then_record(blob, staged, &claim_key, record)
+                        .await?
+                        .0,
+                ),
+                None => {
+                    self.put_record(&claim_key, record).await?;
+                    None
+                }
+            };
+            let commit = self
+                .commit_claimed_wal(stanza, name, &digest, record)
+                .await?;
+            return Ok((put, commit));
+        }
+        let encoded = Bytes::from(catalog::encode_record(record));
+        let mut items = Vec::with_capacity(3);
+        let mut first = None;
+        if let Some(blob) = blob {
+            let blob_key = catalog::blob_key(&blob.digest);
+            // A sink that failed midway took less than the whole body: write the bytes.
+            match staged.filter(|st| st.len() == blob.stored_len()) {
+                Some(staged) => first = Some((blob_key, staged)),
+                None => items.push((blob_key, blob.stored())),
+            }
+        }
+        let gate = usize::from(blob.is_some());
+        items.push((claim_key, encoded.clone()));
+        items.push((catalog::wal_key(stanza, name, &digest), encoded));
+        let created = self.backend.create_chain(first, items, gate).await?;
+        let put = blob.map(|blob| BlobPut {
+            digest: blob.digest,
+            raw_len: blob.raw_len,
+            stored_len: blob.stored_len(),
+            deduplicated: created[0] != Some(true),
+        });
+        let commit = if created[gate] == Some(true) {
+            let entry_created = created[gate + 1] == Some(true);
+            if self.wal_digests(stanza, name).await? == [digest] {
+                WalCommit::Indexed {
+                    created: entry_created,
+                }
+            } else {
+                // Another content indexed without a claim (a build from before claims,
+                // which the format forbids): settled as on any store.
+                self.settle_wal(stanza, name, &digest, entry_created)
+                    .await?
+            }
+        } else {
+            self.commit_claimed_wal(stanza, name, &digest, record)
+                .await?
+        };
+        Ok((put, commit))
+    }
+
+    /// The end of [`Repo::commit_claimed_wal`], once this content's entry is written
+    /// (`created`: by this call): lists the name until this content is its only entry,
+    /// or backs off as the claim decides.
+    async fn settle_wal(
+        &self,
+        stanza: &Stanza,
+        name: &WalFileName,
+        digest: &Digest,
+        created: bool,
+    ) -> Result<WalCommit> {
         // Where the store's create is exclusive, this content is the only one indexed:
         // the first round finds it alone and claimed. Otherwise another content may have
         // got past its claim too, and the claim as it ends up decides: the other push
@@ -1903,6 +1998,103 @@ mod tests {
                 "a claim is read only while nothing is indexed"
             );
         }
+    }
+
+    /// archive-push's one-round write (`put_wal`, on a local folder whose create is
+    /// exclusive): of four concurrent contents under one name exactly one is indexed, the
+    /// others get `Taken` with nothing of theirs indexed; the claim and the entry are the
+    /// same record; a content whose claim is already there (its own earlier push) still
+    /// gets its entry, and another content is refused while that claim holds the name.
+    #[tokio::test]
+    async fn in_one_round_exactly_one_content_is_indexed_and_its_claim_is_its_entry() {
+        let (_d, repo) = repo();
+        let stanza = Stanza::new("main").unwrap();
+        assert!(repo.backend().create_is_exclusive());
+        for round in 0..20u8 {
+            let name: WalFileName = format!("0000000100000000000000{:02X}", 3 + round)
+                .parse()
+                .unwrap();
+            let tasks: Vec<_> = (0..4u8)
+                .map(|i| {
+                    let repo = repo.clone();
+                    let stanza = stanza.clone();
+                    tokio::spawn(async move {
+                        let raw = vec![round, i, 7, 7];
+                        let blob = EncodedBlob::encode(&raw, Compression::Lz4);
+                        let (digest, record) = wal_record(&name, &raw);
+                        let (put, commit) = repo
+                            .put_wal(&stanza, &name, Some((&blob, None)), &record)
+                            .await
+                            .unwrap();
+                        assert_eq!(put.unwrap().digest, digest);
+                        (raw, record, commit)
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            let mut losers = 0;
+            for task in tasks {
+                let (raw, record, commit) = task.await.unwrap();
+                match commit {
+                    WalCommit::Indexed { created: true } => winners.push((raw, record)),
+                    WalCommit::Taken { indexed, .. } => {
+                        assert!(!indexed.contains(&record.digest), "round {round}");
+                        losers += 1;
+                    }
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+            assert_eq!((winners.len(), losers), (1, 3), "round {round}");
+            let (raw, record) = &winners[0];
+            let digest = &record.digest;
+            assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), [*digest]);
+            let entry: WalRecord = repo
+                .get_record(&catalog::wal_key(&stanza, &name, digest))
+                .await
+                .unwrap();
+            let claim: WalRecord = repo
+                .get_record(&catalog::wal_claim_key(&stanza, &name))
+                .await
+                .unwrap();
+            assert_eq!((&entry, &claim), (record, record));
+            assert_eq!(&repo.get_blob(digest).await.unwrap(), raw);
+        }
+
+        // A push that stopped after its claim: its retry completes it; meanwhile and after,
+        // other content is refused with nothing of it indexed.
+        let name: WalFileName = "000000010000000000000099".parse().unwrap();
+        let (a, rec_a) = wal_record(&name, b"a");
+        let (_, rec_b) = wal_record(&name, b"b");
+        repo.put_record(&catalog::wal_claim_key(&stanza, &name), &rec_a)
+            .await
+            .unwrap();
+        let blob_b = EncodedBlob::encode(b"b", Compression::Lz4);
+        let (_, commit) = repo
+            .put_wal(&stanza, &name, Some((&blob_b, None)), &rec_b)
+            .await
+            .unwrap();
+        assert_eq!(
+            commit,
+            WalCommit::Taken {
+                indexed: vec![],
+                claimed: Some(a)
+            }
+        );
+        let blob_a = EncodedBlob::encode(b"a", Compression::Lz4);
+        let (_, commit) = repo
+            .put_wal(&stanza, &name, Some((&blob_a, None)), &rec_a)
+            .await
+            .unwrap();
+        assert_eq!(commit, WalCommit::Indexed { created: true });
+        let (_, commit) = repo.put_wal(&stanza, &name, None, &rec_b).await.unwrap();
+        assert_eq!(
+            commit,
+            WalCommit::Taken {
+                indexed: vec![a],
+                claimed: None
+            }
+        );
+        assert_eq!(repo.wal_digests(&stanza, &name).await.unwrap(), vec![a]);
     }
 
     #[tokio::test]

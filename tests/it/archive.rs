@@ -1341,5 +1341,7 @@ fn init_offline_reads_what_pg_controldata_prints() {
 
 /// Concurrent pushes of different content under one name.
 mod race;
+/// The WAL content index: what archive-push records, and `tidemark reindex`.
+mod reindex;
 /// Asynchronous archiving through the spool.
 mod spool;

@@ -87,6 +87,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build the WAL content index (what each archived segment holds, for recovery to a
+    /// target) for segments archived before tidemark kept it. Resumable: a rerun skips
+    /// what is done.
+    Reindex {
+        /// Print the result as JSON (and no progress line).
+        #[arg(long)]
+        json: bool,
+    },
     /// The asynchronous-archiving spool: what waits in it, and moving it into the repository.
     Spool {
         /// What to do.

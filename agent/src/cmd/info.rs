@@ -41,6 +41,9 @@ pub struct InfoReport {
     pub cluster: Option<ClusterInfo>,
     /// The WAL archive.
     pub wal: WalSummary,
+    /// Segment and `.partial` files without a WAL content summary (archived before the
+    /// index existed): `tidemark reindex` builds it.
+    pub segments_not_indexed: u64,
     /// Refused contents kept for forensics.
     pub quarantined: usize,
     /// Temporary files killed writers left in a local repository (the next `backup`
@@ -436,6 +439,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
             pg_version: c.pg_major,
             wal_segment_size: c.wal_segment_size,
         }),
+        segments_not_indexed: segments_not_indexed(&repo, stanza, &entries).await?,
         wal: summarize(&entries, segment_size),
         quarantined,
         stale_temp_files,
@@ -527,6 +531,36 @@ pub struct WindowInfo {
     pub gap_at: Option<String>,
 }
 
+/// Segment and `.partial` entries with no content summary, neither in the entry nor in
+/// a sidecar `tidemark reindex` wrote. The stanza's WAL folder is listed again (for the
+/// sidecars) only when some entry lacks content: never for an archive written since the
+/// index existed.
+pub async fn segments_not_indexed(
+    repo: &Repo,
+    stanza: &tidemark_store::catalog::Stanza,
+    entries: &[Entry],
+) -> Result<u64, tidemark_store::Error> {
+    let lacking: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| matches!(e.name, WalFileName::Segment(_) | WalFileName::Partial(_)))
+        .filter(|e| e.record.content.is_none())
+        .collect();
+    if lacking.is_empty() {
+        return Ok(0);
+    }
+    let sidecars: BTreeSet<(WalFileName, Digest)> = repo
+        .backend()
+        .list(&catalog::wal_prefix(stanza))
+        .await?
+        .iter()
+        .filter_map(|m| tidemark_store::wal_content::parse_wal_content_key(&m.key))
+        .collect();
+    Ok(lacking
+        .iter()
+        .filter(|e| !sidecars.contains(&(e.name, e.digest)))
+        .count() as u64)
+}
+
 /// `n` bytes for a person (`1.5 MiB`).
 pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -612,6 +646,12 @@ pub fn render_text(r: &InfoReport) -> String {
     for c in &w.conflicts {
         line(format!(
             "  CONFLICT: {c} is archived with more than one content"
+        ));
+    }
+    if r.segments_not_indexed > 0 {
+        line(format!(
+            "  {} segments not indexed: run `tidemark reindex`",
+            r.segments_not_indexed
         ));
     }
     if r.quarantined > 0 {
@@ -913,6 +953,7 @@ mod tests {
             format: Some(1),
             cluster: None,
             wal: WalSummary::default(),
+            segments_not_indexed: 0,
             quarantined: 0,
             stale_temp_files: 0,
             backups: list,
@@ -970,6 +1011,7 @@ mod tests {
             format: Some(1),
             cluster: None,
             wal: WalSummary::default(),
+            segments_not_indexed: 0,
             quarantined: 0,
             stale_temp_files: 0,
             backups: list,
@@ -981,5 +1023,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("data checksum failures"), "{text}");
+    }
+
+    #[test]
+    fn segments_without_content_ask_for_reindex() {
+        let report = |n| InfoReport {
+            repo: "file:///r".into(),
+            stanza: "main".into(),
+            format: Some(1),
+            cluster: None,
+            wal: WalSummary::default(),
+            segments_not_indexed: n,
+            quarantined: 0,
+            stale_temp_files: 0,
+            backups: Vec::new(),
+            damaged_backups: Vec::new(),
+            recovery: None,
+        };
+        let line = "  7 segments not indexed: run `tidemark reindex`\n";
+        assert!(render_text(&report(7)).contains(line));
+        assert!(!render_text(&report(0)).contains("not indexed"));
     }
 }

@@ -16,6 +16,7 @@ pub mod backup;
 pub mod info;
 pub mod init;
 pub mod plan;
+pub mod reindex;
 pub mod report;
 pub mod restore;
 pub mod spool;

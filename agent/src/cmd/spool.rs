@@ -323,6 +323,7 @@ mod tests {
             attempts: 3,
             last_error: last_error.map(Into::into),
             index_checked,
+            content: None,
         }
     }
 

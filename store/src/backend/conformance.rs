@@ -50,6 +50,7 @@ pub async fn run_all_with(b: &dyn Backend, caps: Capabilities) {
     list_is_prefix_scoped_and_sorted(b).await;
     delete_is_idempotent(b).await;
     create_all_creates_and_reports_existing(b).await;
+    create_chain_stops_at_a_taken_gate(b).await;
     multipart_visible_only_on_complete(b).await;
     multipart_create_is_exclusive(b).await;
     multipart_abort_leaves_nothing(b).await;
@@ -282,6 +283,47 @@ pub async fn create_all_creates_and_reports_existing(b: &dyn Backend) {
         .await
         .expect("nothing to create")
         .is_empty());
+}
+
+/// `create_chain` creates in order; an item before the gate found taken is left as it is
+/// and does not stop it; the first item from the gate on found taken stops it: that
+/// item is left as it is and nothing after it is created.
+pub async fn create_chain_stops_at_a_taken_gate(b: &dyn Backend) {
+    let taken = key("conf/chain/w/claim");
+    let content = key("conf/chain/blob");
+    for (k, v) in [(&taken, "theirs"), (&content, "old")] {
+        b.put(k, Bytes::from(v), PutMode::Create)
+            .await
+            .expect("put");
+    }
+    let after = key("conf/chain/w/entry");
+    let items = vec![
+        (content.clone(), Bytes::from_static(b"new")),
+        (taken.clone(), Bytes::from_static(b"mine")),
+        (after.clone(), Bytes::from_static(b"mine")),
+    ];
+    let created = b.create_chain(None, items, 1).await.expect("create_chain");
+    assert_eq!(created, [Some(false), Some(false), None]);
+    assert_eq!(
+        b.get(&content).await.expect("get"),
+        Bytes::from_static(b"old")
+    );
+    assert_eq!(
+        b.get(&taken).await.expect("get"),
+        Bytes::from_static(b"theirs")
+    );
+    assert!(b.get(&after).await.expect_err("not created").is_not_found());
+
+    let free = [key("conf/chain/w/claim2"), key("conf/chain/w/entry2")];
+    let items = free
+        .iter()
+        .map(|k| (k.clone(), Bytes::from_static(b"mine")))
+        .collect();
+    let created = b.create_chain(None, items, 0).await.expect("create_chain");
+    assert_eq!(created, [Some(true), Some(true)]);
+    for k in &free {
+        assert_eq!(b.get(k).await.expect("get"), Bytes::from_static(b"mine"));
+    }
 }
 
 /// A multipart object appears whole on `complete`, and not before.

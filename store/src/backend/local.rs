@@ -322,8 +322,15 @@ impl LocalBackend {
     /// Several creates with one round of file fsyncs and one of folder fsyncs, run
     /// concurrently, instead of two rounds per object: the file system can commit them
     /// together. Links happen in order, so readers see each object only after the ones
-    /// before it.
-    fn create_all_blocking(&self, items: Vec<(Key, Body)>) -> Result<Vec<bool>> {
+    /// before it. With a `gate`, the links stop at the first item from that position on
+    /// whose name is taken (see [`Backend::create_chain`]): `link` is exclusive, so a
+    /// gate item linked here is this writer's alone when the items after it are linked.
+    /// Per item: created, already there, or (after a stop) not attempted.
+    fn create_all_blocking(
+        &self,
+        items: Vec<(Key, Body)>,
+        gate: Option<usize>,
+    ) -> Result<Vec<Option<bool>>> {
         /// One object on its way: its finished temporary file and its name.
         struct Pending {
             tmp: PathBuf,
@@ -404,35 +411,39 @@ impl LocalBackend {
             cleanup(&pending);
             return Err(e);
         }
-        let mut created = Vec::with_capacity(pending.len());
+        let total = pending.len();
+        let mut created = Vec::with_capacity(total);
         let mut dirs: Vec<PathBuf> = existing_dirs;
+        let stops_here = |i: usize| gate.is_some_and(|g| i >= g);
         for (i, p) in pending.iter().enumerate() {
             let Some(p) = p else {
-                created.push(false);
+                created.push(Some(false));
+                if stops_here(i) {
+                    cleanup(&pending[i..]);
+                    break;
+                }
                 continue;
             };
-            match fs::hard_link(&p.tmp, &p.dest) {
-                Ok(()) => {
-                    created.push(true);
-                    let dir = p.dest.parent().expect("parent").to_path_buf();
-                    if !dirs.contains(&dir) {
-                        dirs.push(dir);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    created.push(false);
-                    let dir = p.dest.parent().expect("parent").to_path_buf();
-                    if !dirs.contains(&dir) {
-                        dirs.push(dir);
-                    }
-                }
+            let linked = match fs::hard_link(&p.tmp, &p.dest) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
                 Err(e) => {
                     cleanup(&pending[i..]);
                     return Err(io_err("link", &p.dest, e));
                 }
+            };
+            created.push(Some(linked));
+            let dir = p.dest.parent().expect("parent").to_path_buf();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
             }
             let _ = fs::remove_file(&p.tmp);
+            if !linked && stops_here(i) {
+                cleanup(&pending[i + 1..]);
+                break;
+            }
         }
+        created.resize(total, None);
         std::thread::scope(|s| {
             let handles: Vec<_> = dirs.iter().map(|d| s.spawn(|| fsync_dir(d))).collect();
             handles
@@ -593,7 +604,28 @@ impl Backend for LocalBackend {
             .into_iter()
             .map(|(k, b)| (k, Body::Bytes(b)))
             .collect();
-        blocking(move || this.create_all_blocking(items)).await
+        let created = blocking(move || this.create_all_blocking(items, None)).await?;
+        Ok(created.into_iter().map(|c| c == Some(true)).collect())
+    }
+
+    fn create_is_exclusive(&self) -> bool {
+        // `link` fails when the name exists (see `publish`).
+        true
+    }
+
+    async fn create_chain(
+        &self,
+        staged: Option<(Key, Staged)>,
+        items: Vec<(Key, Bytes)>,
+        gate: usize,
+    ) -> Result<Vec<Option<bool>>> {
+        let this = self.clone();
+        let mut all = Vec::with_capacity(1 + items.len());
+        if let Some((key, staged)) = staged {
+            all.push((key, Body::Staged(staged)));
+        }
+        all.extend(items.into_iter().map(|(k, b)| (k, Body::Bytes(b))));
+        blocking(move || this.create_all_blocking(all, Some(gate))).await
     }
 
     fn stage(&self, folder: &str) -> Option<Staged> {
@@ -618,7 +650,8 @@ impl Backend for LocalBackend {
         let mut items = Vec::with_capacity(1 + rest.len());
         items.push((first.0, Body::Staged(first.1)));
         items.extend(rest.into_iter().map(|(k, b)| (k, Body::Bytes(b))));
-        blocking(move || this.create_all_blocking(items)).await
+        let created = blocking(move || this.create_all_blocking(items, None)).await?;
+        Ok(created.into_iter().map(|c| c == Some(true)).collect())
     }
 
     async fn get(&self, key: &Key) -> Result<Bytes> {
@@ -1081,36 +1114,41 @@ mod tests {
         assert_eq!(temporaries(), 0);
     }
 
+    /// A local folder behind the trait's defaults: only the base operations are
+    /// forwarded, so staging, `create_all`, `create_chain` and `create_is_exclusive` are
+    /// the trait's own (what a store that takes bytes, one `put` at a time, gets).
+    #[derive(Debug)]
+    struct BytesOnly(LocalBackend);
+
+    #[async_trait]
+    impl Backend for BytesOnly {
+        async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
+            self.0.put(key, data, mode).await
+        }
+        async fn get(&self, key: &Key) -> Result<Bytes> {
+            self.0.get(key).await
+        }
+        async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
+            self.0.get_range(key, range).await
+        }
+        async fn head(&self, key: &Key) -> Result<ObjectMeta> {
+            self.0.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.0.list(prefix).await
+        }
+        async fn delete(&self, key: &Key) -> Result<()> {
+            self.0.delete(key).await
+        }
+        async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
+            self.0.put_multipart(key, mode).await
+        }
+    }
+
     #[tokio::test]
     async fn other_stores_read_a_staged_body_back() {
         // The trait's default, used by stores that take bytes: `Retrying` forwards
         // staging to what it wraps, so check the default on a wrapper that does not.
-        #[derive(Debug)]
-        struct BytesOnly(LocalBackend);
-        #[async_trait]
-        impl Backend for BytesOnly {
-            async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<()> {
-                self.0.put(key, data, mode).await
-            }
-            async fn get(&self, key: &Key) -> Result<Bytes> {
-                self.0.get(key).await
-            }
-            async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
-                self.0.get_range(key, range).await
-            }
-            async fn head(&self, key: &Key) -> Result<ObjectMeta> {
-                self.0.head(key).await
-            }
-            async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-                self.0.list(prefix).await
-            }
-            async fn delete(&self, key: &Key) -> Result<()> {
-                self.0.delete(key).await
-            }
-            async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
-                self.0.put_multipart(key, mode).await
-            }
-        }
         let (_dir, local) = backend();
         std::fs::create_dir_all(local.root().join("blobs")).unwrap();
         let mut staged = local.stage("blobs").unwrap();
@@ -1124,6 +1162,83 @@ mod tests {
             .unwrap();
         assert_eq!(created, [true]);
         assert_eq!(&local.get(&key).await.unwrap()[..], b"body");
+    }
+
+    /// `create_chain` stops at a gate item found taken, leaves it as it was, creates
+    /// nothing after it and leaves no temporary file; items before the gate found taken
+    /// do not stop it. The default (one `put` after another) answers the same.
+    #[tokio::test]
+    async fn a_chain_stops_at_a_taken_gate_and_leaves_nothing_after_it() {
+        let (_dir, local) = backend();
+        let in_turn = BytesOnly(local.clone());
+        assert!(local.create_is_exclusive());
+        assert!(!in_turn.create_is_exclusive());
+        let key = |k: &str| Key::new(k).unwrap();
+        let bytes = |b: &'static [u8]| Bytes::from_static(b);
+        for (round, b) in [&local as &dyn Backend, &in_turn].into_iter().enumerate() {
+            let p = |k: &str| format!("r{round}/{k}");
+            b.put(&key(&p("blob")), bytes(b"old blob"), PutMode::Create)
+                .await
+                .unwrap();
+            b.put(&key(&p("w/claim")), bytes(b"theirs"), PutMode::Create)
+                .await
+                .unwrap();
+            let items = vec![
+                (key(&p("blob")), bytes(b"new blob")),
+                (key(&p("w/claim")), bytes(b"mine")),
+                (key(&p("w/entry")), bytes(b"mine")),
+            ];
+            let created = b.create_chain(None, items, 1).await.unwrap();
+            assert_eq!(created, [Some(false), Some(false), None], "round {round}");
+            assert_eq!(&b.get(&key(&p("blob"))).await.unwrap()[..], b"old blob");
+            assert_eq!(&b.get(&key(&p("w/claim"))).await.unwrap()[..], b"theirs");
+            assert!(b.get(&key(&p("w/entry"))).await.unwrap_err().is_not_found());
+            // A free gate: everything is created, in order.
+            let items = vec![
+                (key(&p("w/claim2")), bytes(b"mine")),
+                (key(&p("w/entry2")), bytes(b"mine")),
+            ];
+            let created = b.create_chain(None, items, 0).await.unwrap();
+            assert_eq!(created, [Some(true), Some(true)], "round {round}");
+            assert_eq!(&b.get(&key(&p("w/entry2"))).await.unwrap()[..], b"mine");
+        }
+        // A staged first body before a taken gate: the blob is created, nothing after.
+        std::fs::create_dir_all(local.root().join("blobs")).unwrap();
+        let mut staged = local.stage("blobs").unwrap();
+        staged.write_all(b"body").unwrap();
+        let items = vec![
+            (key("r0/w/claim"), bytes(b"mine")),
+            (key("r0/w/entry3"), bytes(b"mine")),
+        ];
+        let created = local
+            .create_chain(Some((key("blobs/s/t"), staged)), items, 1)
+            .await
+            .unwrap();
+        assert_eq!(created, [Some(true), Some(false), None]);
+        assert_eq!(&local.get(&key("blobs/s/t")).await.unwrap()[..], b"body");
+        let leftovers: Vec<_> = walk(local.root())
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".tmp-")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    fn walk(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            } else {
+                out.push(path);
+            }
+        }
+        out
     }
 
     #[test]

@@ -89,6 +89,57 @@ pub trait Backend: Send + Sync + Debug + 'static {
         Ok(created)
     }
 
+    /// True when a create is exclusive: of several concurrent creates of one key exactly
+    /// one succeeds, and a create never replaces what is there. The local backend's
+    /// `link` is; S3 stores differ (AWS checks `If-None-Match: *` atomically, s3s-fs
+    /// checks and then writes, Garage ignores it), so an S3 backend says false, and
+    /// callers that decide something by a create read it back there. The default is
+    /// false: a wrapper must forward it only when it keeps creates as they are.
+    fn create_is_exclusive(&self) -> bool {
+        false
+    }
+
+    /// Creates `staged` (when given: a body written beforehand, see [`Backend::stage`])
+    /// and then `items`, as [`Backend::create_all`] does (in order, each visible only
+    /// after the ones before it, all durable together on return), except that the chain
+    /// stops at the first item at position `gate` or later (counting `staged` as the
+    /// first) whose key is already taken: that item is left untouched and the items
+    /// after it are not created. Per item: `Some(true)` created, `Some(false)` already
+    /// there, `None` not attempted. An item before `gate` found taken does not stop it
+    /// (content-addressed objects: "already there" is the same content).
+    ///
+    /// Where creates are exclusive ([`Backend::create_is_exclusive`]), a gate item this
+    /// creates is this caller's alone, so what follows it may be written in the same
+    /// round. The default creates the items in turn, one `put` each.
+    async fn create_chain(
+        &self,
+        staged: Option<(Key, Staged)>,
+        items: Vec<(Key, Bytes)>,
+        gate: usize,
+    ) -> Result<Vec<Option<bool>>> {
+        let mut all = Vec::with_capacity(1 + items.len());
+        if let Some((key, staged)) = staged {
+            all.push((key, staged.read_back()?));
+        }
+        all.extend(items);
+        let total = all.len();
+        let mut created = Vec::with_capacity(total);
+        for (i, (key, data)) in all.into_iter().enumerate() {
+            match self.put(&key, data, PutMode::Create).await {
+                Ok(()) => created.push(Some(true)),
+                Err(crate::Error::AlreadyExists { .. }) => {
+                    created.push(Some(false));
+                    if i >= gate {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        created.resize(total, None);
+        Ok(created)
+    }
+
     /// A temporary file in the folder `folder` (a key prefix without its trailing `/`)
     /// to write a body into before its key is known, so that the disk starts on it while
     /// the rest is still being produced; hand it to [`Backend::create_all_staged`] once the

@@ -247,6 +247,34 @@ impl Backend for Retrying {
         self.inner.create_all_staged(first, rest).await
     }
 
+    fn create_is_exclusive(&self) -> bool {
+        // Retries change no create's meaning: a create retried after its first attempt
+        // landed finds its own object and reports it as already there.
+        self.inner.create_is_exclusive()
+    }
+
+    async fn create_chain(
+        &self,
+        staged: Option<(Key, Staged)>,
+        items: Vec<(Key, Bytes)>,
+        gate: usize,
+    ) -> Result<Vec<Option<bool>>> {
+        if staged.is_some() {
+            // As `create_all_staged`: one local file, nothing transient to retry.
+            return self.inner.create_chain(staged, items, gate).await;
+        }
+        // A retry after a partial success finds the first attempt's objects taken: the
+        // caller reads a gate item it finds taken back, and sees that it is its own.
+        let what = items
+            .first()
+            .map(|(k, _)| k.to_string())
+            .unwrap_or_default();
+        with_retries(self.retry_for, "create", &what, || {
+            self.inner.create_chain(None, items.clone(), gate)
+        })
+        .await
+    }
+
     async fn create_all(&self, items: Vec<(Key, Bytes)>) -> Result<Vec<bool>> {
         // A retry after a partial success reports the objects the first attempt created
         // as already existing: for content-addressed objects that is the same thing.
