@@ -6,19 +6,22 @@
 #   2. run a pgbench workload and switch WAL a few times;
 #   3. wait until PostgreSQL reports every segment archived;
 #   4. fetch each archived segment back with `tidemark archive-get` and compare bytes;
-#   5. take a base backup with `tidemark backup`, write more rows, archive them;
-#   6. `tidemark restore` the backup into a new folder, start a second server on it, let it
-#      replay the archive to its end, and check it holds every row the first one has;
-#   7. print `tidemark info`.
+#   5. take a base backup with `tidemark backup`, then commit marked rows 1-3, note the
+#      moment, commit rows 4-6, and archive them;
+#   6. `tidemark plan` that moment, `tidemark restore --target-time` it into a new folder,
+#      start a second server there, and check it holds exactly rows 1-3 (and everything
+#      written before the backup);
+#   7. print `tidemark info` (with the recoverable window).
 # Everything lives in one temporary folder (kept with KEEP=1) and listens on a private
 # socket only. As root, PostgreSQL runs as the unprivileged user `tidemark-test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 cargo build --quiet -p tidemark-agent
+target_dir=${CARGO_TARGET_DIR:-target}
 work=$(mktemp -d /tmp/tidemark-demo.XXXXXX)
 chmod 755 "$work"
-cp target/debug/tidemark "$work/tidemark"
+cp "$target_dir"/debug/tidemark "$work/tidemark"
 as_pg=()
 if [ "$(id -u)" = 0 ]; then
   id tidemark-test >/dev/null 2>&1 || useradd --create-home tidemark-test
@@ -80,32 +83,43 @@ done
 echo "$n segments verified"
 [ "$n" -gt 0 ]
 
-echo "-- a base backup, then more writes that only the archive holds"
+echo "-- a base backup, then marked rows, a moment, more marked rows: only the archive holds them"
 tm backup --label demo
-sql "INSERT INTO t SELECT generate_series(1, 5000)"
+sql "CREATE TABLE marks (n int PRIMARY KEY, committed_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+for n in 1 2 3; do sql "INSERT INTO marks (n) VALUES ($n)"; done
+sleep 1
+moment=$(sql "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+sleep 1
+for n in 4 5 6; do sql "INSERT INTO marks (n) VALUES ($n)"; done
 after=$(sql "SELECT pg_walfile_name(pg_switch_wal())")
 for _ in $(seq 1 120); do
   last=$(sql "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
   [ -n "$last" ] && [[ ! "$last" < "$after" ]] && break
   sleep 0.5
 done
-expected=$(sql "SELECT count(*) || ' rows in t, ' || (SELECT count(*) FROM pgbench_history) || ' in pgbench_history' FROM t")
+expected_t=$(sql "SELECT count(*) FROM t")
+expected_marks=$(sql "SELECT string_agg(n::text, ',' ORDER BY n) FROM marks WHERE committed_at <= '$moment'")
+echo "rows 1-3 committed before $moment, rows 4-6 after it"
 
-echo "-- restore it into a new folder and start a second server there"
-tm restore --pgdata "$work/restored-data"
+echo "-- tidemark plan: is that moment reachable, and how? (nothing is written)"
+tm plan --target-time "$moment"
+
+echo "-- restore the database as it was at $moment into a new folder, start a second server"
+tm restore --pgdata "$work/restored-data" --target-time "$moment" --target-action promote
 cat >> "$work/restored-data/postgresql.conf" <<CONF
 port = $port2
-archive_mode = off
 CONF
 "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$work/restored-data" -l "$work/restored.log" -w start >/dev/null
 for _ in $(seq 1 240); do
   [ "$(sql_at "$port2" "SELECT pg_is_in_recovery()" 2>/dev/null)" = f ] && break
   sleep 0.5
 done
-got=$(sql_at "$port2" "SELECT count(*) || ' rows in t, ' || (SELECT count(*) FROM pgbench_history) || ' in pgbench_history' FROM t")
-echo "original: $expected"
-echo "restored: $got"
-[ "$got" = "$expected" ] || { echo "MISMATCH after restore" >&2; exit 1; }
+got_marks=$(sql_at "$port2" "SELECT coalesce(string_agg(n::text, ',' ORDER BY n), '') FROM marks")
+got_t=$(sql_at "$port2" "SELECT count(*) FROM t")
+echo "original: marks $(sql "SELECT string_agg(n::text, ',' ORDER BY n) FROM marks"), $expected_t rows in t"
+echo "restored: marks $got_marks, $got_t rows in t (expected marks $expected_marks)"
+[ "$got_marks" = "$expected_marks" ] && [ "$got_marks" = "1,2,3" ] && [ "$got_t" = "$expected_t" ] ||
+  { echo "MISMATCH after restore to $moment" >&2; exit 1; }
 
 echo "-- tidemark info"
 tm info

@@ -19,6 +19,10 @@ pub const USAGE: u8 = 2;
 pub const CLUSTER_MISMATCH: u8 = 3;
 /// Integrity: conflicting content, corruption. A person must look.
 pub const INTEGRITY: u8 = 4;
+/// plan, restore: the recovery target cannot be reached with what the repository holds
+/// (before the first backup, beyond the archived WAL, across a gap, …); nothing was
+/// written. The message names the nearest reachable point(s).
+pub const TARGET_UNREACHABLE: u8 = 5;
 /// archive-get could not tell whether the file exists, or could not deliver it intact:
 /// PostgreSQL must stop recovery rather than end it at the wrong point.
 pub const RESTORE_FATAL: u8 = 128;
@@ -47,6 +51,9 @@ pub enum Failure {
     /// restore.
     #[error(transparent)]
     Recovery(#[from] tidemark_recovery::Error),
+    /// plan, restore: the planner refused the target.
+    #[error(transparent)]
+    Unreachable(#[from] crate::cmd::plan::Unreachable),
 }
 
 impl Failure {
@@ -65,6 +72,7 @@ impl Failure {
             },
             Failure::Store(e) => store_code(e),
             Failure::Recovery(e) => recovery_code(e),
+            Failure::Unreachable(_) => TARGET_UNREACHABLE,
         }
     }
 }
@@ -125,6 +133,26 @@ fn recovery_code(e: &tidemark_recovery::Error) -> u8 {
 // Checked at compile time: PostgreSQL reads statuses above 125 as a crash or as fatal.
 const _: () = {
     assert!(FAILED <= 125 && USAGE <= 125 && CLUSTER_MISMATCH <= 125 && INTEGRITY <= 125);
+    assert!(TARGET_UNREACHABLE <= 125);
+    // Every code means one thing: a script tells "unreachable" from every other failure.
+    let codes = [
+        OK,
+        FAILED,
+        USAGE,
+        CLUSTER_MISMATCH,
+        INTEGRITY,
+        TARGET_UNREACHABLE,
+        RESTORE_FATAL,
+    ];
+    let mut a = 0;
+    while a < codes.len() {
+        let mut b = a + 1;
+        while b < codes.len() {
+            assert!(codes[a] != codes[b]);
+            b += 1;
+        }
+        a += 1;
+    }
     assert!(RESTORE_FATAL > 125);
     // Every kind of store failure has an ordinary code (archive-get alone goes above 125,
     // by its own rule in `main`).

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Command::Info { .. } => "info",
         Command::Backup(_) => "backup",
         Command::Restore(_) => "restore",
+        Command::Plan(_) => "plan",
         Command::Spool { .. } => "spool",
         Command::Reindex { .. } => "reindex",
     };
@@ -130,6 +131,7 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::Init { json, offline } => boxed(cmd::init::run(settings, *offline).await?, *json),
         Command::Backup(args) => boxed(cmd::backup::run(settings, args).await?, args.json),
         Command::Restore(args) => boxed(cmd::restore::run(settings, args).await?, args.json),
+        Command::Plan(args) => boxed(cmd::plan::run(settings, args).await?, args.json),
         Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
         Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
         Command::Spool { action } => match action {

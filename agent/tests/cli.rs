@@ -356,10 +356,53 @@ async fn crafted_backup_at(
         size: content.len() as u64 * paths.len() as u64,
         chunks: paths.len() as u64,
         chunks_added: 1,
+        // The stanza's cluster: a backup of another is not one a restore can use.
+        system_id: tidemark_pg::SystemId(7),
         ..BackupRecord::example(&tidemark_store::backup::backup_id(at), at)
     };
     repo.put_backup(&stanza, &record).await.unwrap();
+    archive_backup_wal(&repo, &stanza, &record).await;
     record
+}
+
+/// Indexes the segment of `record`'s WAL (0/2000028 to 0/2000100, timeline 1), with a
+/// content summary that says it holds that WAL whole: restore plans before it writes,
+/// and a backup without its WAL in the archive is a target the planner refuses.
+async fn archive_backup_wal(
+    repo: &tidemark_store::Repo,
+    stanza: &tidemark_store::catalog::Stanza,
+    record: &tidemark_store::backup::BackupRecord,
+) {
+    use tidemark_pg::wal::SegmentSummary;
+    use tidemark_pg::{Lsn, PgMajor, WalFileName};
+    let segment = Lsn(record.start_lsn.0 & !((16 << 20) - 1));
+    let mut summary = SegmentSummary::new(segment, 1, PgMajor::V15);
+    summary.first_record = Some(record.start_lsn);
+    summary.last_record = Some(record.stop_lsn);
+    summary.end_of_records = Lsn(record.stop_lsn.0 + 0x50);
+    summary.records = 2;
+    let bytes = b"a stand-in for the segment's bytes";
+    let put = repo
+        .put_blob(bytes::Bytes::copy_from_slice(bytes))
+        .await
+        .unwrap();
+    let name: WalFileName = "000000010000000000000002".parse().unwrap();
+    let wal = tidemark_store::catalog::WalRecord {
+        name: name.to_string(),
+        kind: name.kind().into(),
+        digest: put.digest,
+        raw_size: 16 << 20,
+        stored_size: put.stored_len,
+        compression: tidemark_store::Compression::Lz4,
+        archived_at: chrono::Utc::now(),
+        system_id: Some(tidemark_pg::SystemId(7)),
+        start_lsn: Some(segment),
+        tidemark_version: "test".into(),
+        content: Some(tidemark_store::wal_content::WalContent::from(&summary)),
+    };
+    repo.put_wal_record(stanza, &name, &put.digest, &wal)
+        .await
+        .unwrap();
 }
 
 /// The file of backup `id`'s record in `folder` (`<id>.<sha256>`).
@@ -425,8 +468,13 @@ async fn restore_writes_the_files_and_a_restore_command_for_this_repository() {
     let out = restore(&repo_url, &pgdata, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The plan first (the backup, the end of the archived WAL), then what was restored.
     assert!(
-        stdout.starts_with("restored backup ") && stdout.contains(" 2 files"),
+        stdout.starts_with("target      latest: the end of the archived WAL\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\nrestored backup ") && stdout.contains(" 2 files"),
         "{stdout}"
     );
     assert_eq!(std::fs::read(pgdata.join("base/1/1259")).unwrap(), b"15\n");
@@ -500,15 +548,22 @@ async fn a_damaged_record_is_listed_and_skipped_and_only_its_own_restore_fails()
         "{text}"
     );
 
-    // The default restore takes the newest readable backup, with a warning naming the
+    // The default restore takes the newest readable backup, its plan warning about the
     // damaged one.
     let pgdata = dir.path().join("restored");
     let out = restore(&repo_url, &pgdata, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stderr(&out).contains(&format!("warning: skipping backup {}", new.id)),
-        "{}",
-        stderr(&out)
+        stdout.contains(&format!(
+            "WARNING: backup {} is left out: its record cannot be read",
+            new.id
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("\nrestored backup {}:", old.id)),
+        "{stdout}"
     );
     assert_eq!(std::fs::read(pgdata.join("PG_VERSION")).unwrap(), b"old\n");
     // Only a restore of that very backup fails.

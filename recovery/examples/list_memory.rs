@@ -128,6 +128,7 @@ async fn check(dir: &Path) {
         tablespace_map: Default::default(),
         restore_command: "true".into(),
         archive_mode: Default::default(),
+        targets: tidemark_recovery::autoconf::TargetSettings::end_of_archive(1),
     };
     let prepared = prepare(&repo, &stanza, &request).await.unwrap();
     let layout = prepared.layout();

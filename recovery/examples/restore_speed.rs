@@ -206,6 +206,7 @@ async fn main() {
             tablespace_map: Default::default(),
             restore_command: "tidemark archive-get %f %p".into(),
             archive_mode: Default::default(),
+            targets: tidemark_recovery::autoconf::TargetSettings::end_of_archive(1),
         };
         let progress = Arc::new(Progress::default());
         let cpu_before = cpu_seconds();

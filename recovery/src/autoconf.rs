@@ -111,15 +111,158 @@ pub const TARGET_KINDS: [&str; 5] = [
 /// The prefix of a line the restore commented out.
 pub const REMOVED_PREFIX: &str = "# removed by tidemark restore: ";
 
+/// The companions of the target kinds: written after them, in this order.
+pub const TARGET_COMPANIONS: [&str; 3] = [
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+    "recovery_target_action",
+];
+
+/// A plan's recovery target settings, checked before they are written (see
+/// [`TargetSettings::new`]): every target kind once, at most one of them set, the target
+/// timeline a number, the action and inclusiveness spelled as PostgreSQL reads them.
+/// Values are unquoted; [`recovery_block`] quotes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetSettings {
+    /// `(name, value)` in the order they are written: the [`TARGET_KINDS`] set to `''`,
+    /// then the one set (if any), then [`TARGET_COMPANIONS`]. The set one must come after
+    /// the empty ones: PostgreSQL applies the settings in file order, and each target
+    /// kind's assign hook fails with "multiple recovery targets specified" when another
+    /// kind is already set, even when its own value is empty (`assign_recovery_target_*`
+    /// in xlogrecovery.c, PostgreSQL 13 to 18; seen on 15: `recovery_target_xid = ''`
+    /// after `recovery_target_time = '…'` stops the server at start).
+    settings: Vec<(String, String)>,
+}
+
+impl TargetSettings {
+    /// Checks `settings` (a plan's, in any order) and puts them in the order they are
+    /// written. Refused: a name that is not a recovery target setting, a name given twice,
+    /// a target kind or companion missing, two target kinds set (PostgreSQL refuses to
+    /// start), a timeline that is not a number (`latest` and `current` are resolved by
+    /// the planner), an unknown action, an inclusiveness other than `on`/`off`,
+    /// `recovery_target` other than `immediate`. The error says which.
+    pub fn new(settings: &[(String, String)]) -> Result<TargetSettings, String> {
+        let known = |name: &str| TARGET_KINDS.contains(&name) || TARGET_COMPANIONS.contains(&name);
+        let mut by_name: std::collections::BTreeMap<&str, &str> = Default::default();
+        for (name, value) in settings {
+            if !known(name) {
+                return Err(format!("{name} is not a recovery target setting"));
+            }
+            if by_name.insert(name, value).is_some() {
+                return Err(format!("{name} is given twice"));
+            }
+        }
+        for name in TARGET_KINDS.iter().chain(TARGET_COMPANIONS.iter()) {
+            if !by_name.contains_key(name) {
+                return Err(format!("{name} is missing"));
+            }
+        }
+        // The empty kinds, the set one, the companions (see `settings`).
+        let empty = TARGET_KINDS.iter().filter(|k| by_name[*k].is_empty());
+        let set_kind = TARGET_KINDS.iter().filter(|k| !by_name[*k].is_empty());
+        let ordered: Vec<(String, String)> = empty
+            .chain(set_kind)
+            .chain(TARGET_COMPANIONS.iter())
+            .map(|name| (name.to_string(), by_name[name].to_string()))
+            .collect();
+        let set: Vec<&str> = TARGET_KINDS
+            .iter()
+            .copied()
+            .filter(|k| !by_name[k].is_empty())
+            .collect();
+        if set.len() > 1 {
+            return Err(format!(
+                "more than one recovery target is set ({}): PostgreSQL refuses to start",
+                set.join(", ")
+            ));
+        }
+        let target = by_name["recovery_target"];
+        if !target.is_empty() && target != "immediate" {
+            return Err(format!(
+                "recovery_target = {target:?}: only 'immediate' exists"
+            ));
+        }
+        let timeline = by_name["recovery_target_timeline"];
+        if !timeline.parse::<u32>().is_ok_and(|t| t >= 1) {
+            return Err(format!(
+                "recovery_target_timeline = {timeline:?}: a timeline number is written, never 'latest' or 'current'"
+            ));
+        }
+        let action = by_name["recovery_target_action"];
+        if !matches!(action, "pause" | "promote" | "shutdown") {
+            return Err(format!(
+                "recovery_target_action = {action:?}: not pause, promote or shutdown"
+            ));
+        }
+        let inclusive = by_name["recovery_target_inclusive"];
+        if !matches!(inclusive, "on" | "off") {
+            return Err(format!(
+                "recovery_target_inclusive = {inclusive:?}: not on or off"
+            ));
+        }
+        Ok(TargetSettings { settings: ordered })
+    }
+
+    /// Recovery to the end of the archived WAL on `timeline`, pausing there (no target:
+    /// what a restore without a plan's target writes; tools and tests).
+    pub fn end_of_archive(timeline: u32) -> TargetSettings {
+        let mut settings: Vec<(String, String)> = TARGET_KINDS
+            .iter()
+            .map(|k| (k.to_string(), String::new()))
+            .collect();
+        settings.push(("recovery_target_inclusive".into(), "on".into()));
+        settings.push((
+            "recovery_target_timeline".into(),
+            timeline.max(1).to_string(),
+        ));
+        settings.push(("recovery_target_action".into(), "pause".into()));
+        TargetSettings { settings }
+    }
+
+    /// The settings, in the order they are written.
+    pub fn settings(&self) -> &[(String, String)] {
+        &self.settings
+    }
+
+    /// The one target kind set, if any: `(name, value)`.
+    pub fn target(&self) -> Option<(&str, &str)> {
+        self.settings
+            .iter()
+            .find(|(n, v)| TARGET_KINDS.contains(&n.as_str()) && !v.is_empty())
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The value of `name`, if it is one of the settings.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.settings
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// As a JSON object, `{"recovery_target": "", …}`, in the order the settings are written.
+impl serde::Serialize for TargetSettings {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.settings.len()))?;
+        for (name, value) in &self.settings {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
 /// The block a restore appends to `postgresql.auto.conf`: a comment naming the backup and
-/// when it was restored, `restore_command`, every recovery target kind set to `''`
-/// (recovery runs to the end of the archive), `recovery_target_timeline = 'latest'`
-/// written out (PostgreSQL's default, which the restore's report about the archive's
-/// timelines assumes), and `archive_mode = off` unless the archiving is kept.
+/// when it was restored, `restore_command`, the plan's target settings (every target kind
+/// written, the unused ones as `''`, so that one left in `postgresql.conf` can neither add
+/// a second target nor stop recovery elsewhere; the timeline as a number; the action and
+/// inclusiveness), and `archive_mode = off` unless the archiving is kept.
 pub fn recovery_block(
     backup_id: &str,
     restored_at: DateTime<Utc>,
     restore_command: &str,
+    targets: &TargetSettings,
     archive: ArchiveMode,
 ) -> String {
     let mut block = format!(
@@ -128,10 +271,9 @@ pub fn recovery_block(
         restored_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         pg_quote(restore_command)
     );
-    for kind in TARGET_KINDS {
-        block.push_str(&format!("{kind} = ''\n"));
+    for (name, value) in targets.settings() {
+        block.push_str(&format!("{name} = {}\n", pg_quote(value)));
     }
-    block.push_str("recovery_target_timeline = 'latest'\n");
     if archive == ArchiveMode::Off {
         block.push_str("archive_mode = off\n");
     }
@@ -219,15 +361,42 @@ mod tests {
         );
     }
 
+    fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A plan's settings for a time target, in another order than the block's.
+    fn time_target() -> Vec<(String, String)> {
+        settings(&[
+            ("recovery_target_time", "2026-11-21 10:32:07.5+00"),
+            ("recovery_target_action", "promote"),
+            ("recovery_target", ""),
+            ("recovery_target_lsn", ""),
+            ("recovery_target_name", ""),
+            ("recovery_target_xid", ""),
+            ("recovery_target_timeline", "3"),
+            ("recovery_target_inclusive", "off"),
+        ])
+    }
+
     #[test]
-    fn the_block_is_a_comment_and_one_setting() {
+    fn the_block_writes_one_target_and_every_companion_explicitly() {
         let at = DateTime::parse_from_rfc3339("2026-11-22T00:10:00Z")
             .unwrap()
             .with_timezone(&Utc);
+        let targets = TargetSettings::new(&time_target()).unwrap();
+        assert_eq!(
+            targets.target(),
+            Some(("recovery_target_time", "2026-11-21 10:32:07.5+00"))
+        );
         let block = recovery_block(
             "20261121T103207Z",
             at,
             "/bin/tidemark --repo 'a b' archive-get %f %p",
+            &targets,
             ArchiveMode::Off,
         );
         assert_eq!(
@@ -236,21 +405,109 @@ mod tests {
              restore_command = '/bin/tidemark --repo ''a b'' archive-get %f %p'\n\
              recovery_target = ''\n\
              recovery_target_name = ''\n\
-             recovery_target_time = ''\n\
              recovery_target_xid = ''\n\
              recovery_target_lsn = ''\n\
-             recovery_target_timeline = 'latest'\n\
+             recovery_target_time = '2026-11-21 10:32:07.5+00'\n\
+             recovery_target_inclusive = 'off'\n\
+             recovery_target_timeline = '3'\n\
+             recovery_target_action = 'promote'\n\
              archive_mode = off\n"
         );
-        let kept = recovery_block("x", at, "c", ArchiveMode::Preserve);
+        let kept = recovery_block("x", at, "c", &targets, ArchiveMode::Preserve);
         assert!(!kept.contains("archive_mode"), "{kept}");
         assert!(
-            kept.ends_with("recovery_target_timeline = 'latest'\n"),
+            kept.ends_with("recovery_target_action = 'promote'\n"),
             "{kept}"
+        );
+        // A name is quoted as a configuration string.
+        let mut named = time_target();
+        named[0].1 = String::new();
+        named[4].1 = "before 'the' migration".into();
+        let block = recovery_block(
+            "x",
+            at,
+            "c",
+            &TargetSettings::new(&named).unwrap(),
+            ArchiveMode::Off,
+        );
+        assert!(
+            block.contains(
+                "recovery_target_lsn = ''\nrecovery_target_name = 'before ''the'' migration'\n\
+                 recovery_target_inclusive"
+            ),
+            "the set kind comes after every empty one: {block}"
+        );
+        // No target: every kind empty, the timeline still a number.
+        let end = TargetSettings::end_of_archive(2);
+        assert_eq!(end.target(), None);
+        let block = recovery_block("x", at, "c", &end, ArchiveMode::Off);
+        for kind in TARGET_KINDS {
+            assert!(block.contains(&format!("\n{kind} = ''\n")), "{block}");
+        }
+        assert!(
+            block.contains("recovery_target_timeline = '2'\n"),
+            "{block}"
         );
         assert_eq!(append_block(b"", "x\n"), b"x\n");
         assert_eq!(append_block(b"a = 1", "x\n"), b"a = 1\nx\n");
         assert_eq!(append_block(b"a = 1\n", "x\n"), b"a = 1\nx\n");
+    }
+
+    #[test]
+    fn settings_that_postgresql_would_misread_are_refused() {
+        let with = |name: &str, value: &str| {
+            let mut s = time_target();
+            match s.iter_mut().find(|(n, _)| n == name) {
+                Some(pair) => pair.1 = value.to_string(),
+                None => s.push((name.to_string(), value.to_string())),
+            }
+            TargetSettings::new(&s)
+        };
+        let refused = |r: Result<TargetSettings, String>, needle: &str| {
+            let e = r.unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        };
+        refused(
+            with("recovery_target_xid", "745"),
+            "more than one recovery target",
+        );
+        refused(
+            with("recovery_target_timeline", "latest"),
+            "a timeline number",
+        );
+        refused(with("recovery_target_timeline", "0"), "a timeline number");
+        refused(
+            with("recovery_target_timeline", "current"),
+            "a timeline number",
+        );
+        refused(with("recovery_target_action", "resume"), "not pause");
+        refused(with("recovery_target_inclusive", "yes"), "not on or off");
+        refused(
+            with("restore_command", "cp"),
+            "not a recovery target setting",
+        );
+        refused(with("archive_mode", "off"), "not a recovery target setting");
+        let mut twice = time_target();
+        twice.push(("recovery_target_lsn".into(), String::new()));
+        refused(
+            TargetSettings::new(&twice),
+            "recovery_target_lsn is given twice",
+        );
+        let mut missing = time_target();
+        missing.retain(|(n, _)| n != "recovery_target_xid");
+        refused(
+            TargetSettings::new(&missing),
+            "recovery_target_xid is missing",
+        );
+        let mut immediate = time_target();
+        immediate[0].1 = String::new();
+        immediate[2].1 = "soon".into();
+        refused(TargetSettings::new(&immediate), "only 'immediate'");
+        immediate[2].1 = "immediate".into();
+        assert_eq!(
+            TargetSettings::new(&immediate).unwrap().target(),
+            Some(("recovery_target", "immediate"))
+        );
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //!   parallel (every chunk verified), writes the recovery settings, makes it durable,
 //!   and removes everything it created when anything fails.
 //! - [`autoconf`]: the `postgresql.auto.conf` block and `restore_command` quoting (pure).
+//! - [`plan`]: the recovery planner (pure): a catalog snapshot and a target to a plan
+//!   or a refusal.
+//! - [`snapshot`]: reads the catalog snapshot from the repository and runs the planner,
+//!   decoding the segments it asks for.
 //!
 //! No printing, no exiting, no argument parsing: callers get a typed [`Error`] whose
 //! [`kind`](Error::kind) says what the failure means (usage, integrity, …).
@@ -22,6 +26,8 @@
 //!     tablespace_map: Default::default(),
 //!     restore_command: "tidemark archive-get %f %p".into(),
 //!     archive_mode: Default::default(), // archive_mode = off in the restored cluster
+//!     // Where replay stops: a plan's settings (`plan::Plan::settings`), checked.
+//!     targets: tidemark_recovery::autoconf::TargetSettings::end_of_archive(1),
 //! };
 //! let progress = std::sync::Arc::new(Progress::default());
 //! let report = restore(&repo, &stanza, &request, &progress).await?;
@@ -38,6 +44,7 @@ pub mod autoconf;
 pub mod layout;
 pub mod plan;
 pub mod restore;
+pub mod snapshot;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -153,6 +160,19 @@ pub enum Error {
         /// Why.
         source: io::Error,
     },
+    /// The stanza's cluster record names what the planner cannot use (a WAL segment size
+    /// or a PostgreSQL major it does not know). A damaged segment is not an error: the
+    /// planner refuses to replay across it.
+    #[error("{name} {detail}")]
+    WalContent {
+        /// The file (or `stanza NAME` for the cluster record).
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The planner broke its own contract (asked for a segment twice): a bug.
+    #[error("internal error in the recovery planner: {0}")]
+    Planner(String),
     /// The repository.
     #[error(transparent)]
     Store(#[from] tidemark_store::Error),
@@ -174,9 +194,11 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NoBackups { .. } | Error::UnknownBackup { .. } => ErrorKind::NotFound,
-            Error::UnsafeEntry { .. } | Error::BadRecord { .. } | Error::BadData { .. } => {
-                ErrorKind::Integrity
-            }
+            Error::UnsafeEntry { .. }
+            | Error::BadRecord { .. }
+            | Error::BadData { .. }
+            | Error::WalContent { .. } => ErrorKind::Integrity,
+            Error::Planner(_) => ErrorKind::Failed,
             Error::Usage(_) | Error::TargetNotEmpty { .. } => ErrorKind::Usage,
             // A chunk or a page the record names must be there: missing data is damage.
             Error::Chunk { source, .. } | Error::FileList { source, .. }

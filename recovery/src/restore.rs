@@ -92,6 +92,9 @@ pub struct RestoreRequest {
     pub restore_command: String,
     /// Whether the restored cluster archives (default: it does not).
     pub archive_mode: ArchiveMode,
+    /// The recovery target settings to write (a plan's, checked; see
+    /// [`autoconf::TargetSettings`]).
+    pub targets: autoconf::TargetSettings,
 }
 
 /// How the restore makes its writes durable before it reports success.
@@ -198,28 +201,10 @@ pub struct RestoreReport {
     pub removed_settings: Vec<String>,
     /// The backup's timeline.
     pub timeline: u32,
-    /// Timelines in the archive that branch off the backup's, ascending: PostgreSQL
-    /// (`recovery_target_timeline = 'latest'`) follows the newest it finds.
-    pub branching_timelines: Vec<BranchingTimeline>,
-    /// The timeline PostgreSQL will recover along: the backup's, or the highest of the
-    /// run `timeline + 1, + 2, …` whose history files the archive holds (PostgreSQL
-    /// probes them in that order and stops at the first missing one).
-    pub latest_timeline: u32,
+    /// The recovery target settings written into `postgresql.auto.conf`.
+    pub recovery_target: autoconf::TargetSettings,
     /// Unreadable backup records skipped when choosing the newest backup.
     pub skipped_backups: Vec<SkippedBackup>,
-}
-
-/// A timeline of the archive whose history goes through the backup's timeline.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct BranchingTimeline {
-    /// Its id.
-    pub timeline: u32,
-    /// Where its history leaves the backup's timeline (`X/X`).
-    pub branched_at: String,
-    /// Whether that is before the end of the backup: PostgreSQL cannot follow it from
-    /// this backup (it refuses to start: "requested timeline … is not a child of this
-    /// server's history").
-    pub before_backup_end: bool,
 }
 
 /// A restore that passed every check and has not written anything yet.
@@ -230,7 +215,7 @@ pub struct Prepared {
     targets: Vec<Target>,
     restore_command: String,
     archive_mode: ArchiveMode,
-    timelines: Timelines,
+    recovery_target: autoconf::TargetSettings,
     skipped: Vec<SkippedBackup>,
     sync: SyncMode,
     in_flight: usize,
@@ -287,14 +272,13 @@ pub async fn prepare(repo: &Repo, stanza: &Stanza, request: &RestoreRequest) -> 
     }
     let layout = checker.finish(list)?;
     let targets = check_targets(&record, request)?;
-    let timelines = timelines(repo, stanza, &record).await?;
     Ok(Prepared {
         record,
         layout: Arc::new(layout),
         targets,
         restore_command: request.restore_command.clone(),
         archive_mode: request.archive_mode,
-        timelines,
+        recovery_target: request.targets.clone(),
         skipped,
         sync: SyncMode::FsyncEach,
         in_flight: in_flight(),
@@ -380,55 +364,6 @@ async fn pick_backup(
             available: all.records.into_iter().map(|r| r.id).collect(),
         }),
     }
-}
-
-/// The archive's timelines as they concern a backup (see [`RestoreReport`]).
-#[derive(Clone, Debug)]
-struct Timelines {
-    branching: Vec<BranchingTimeline>,
-    latest: u32,
-}
-
-/// Reads the archive's timeline history files above the backup's timeline (a short list:
-/// one file per promotion) and works out which branch off it, and which one PostgreSQL's
-/// `recovery_target_timeline = 'latest'` will follow.
-async fn timelines(repo: &Repo, stanza: &Stanza, record: &BackupRecord) -> Result<Timelines> {
-    use tidemark_pg::{parse_history, WalFileName};
-    let own = record.timeline.0;
-    let listed = repo
-        .backend()
-        .list(&catalog::wal_history_prefix(stanza))
-        .await?;
-    let mut histories: BTreeMap<u32, Digest> = BTreeMap::new();
-    for meta in &listed {
-        if let Some((WalFileName::History(tli), digest)) = catalog::parse_wal_key(&meta.key) {
-            if tli.0 > own {
-                // Two contents under one name are a conflict archive-get refuses; either
-                // tells where the timeline came from.
-                histories.entry(tli.0).or_insert(digest);
-            }
-        }
-    }
-    let mut latest = own;
-    while histories.contains_key(&(latest + 1)) {
-        latest += 1;
-    }
-    let mut branching = Vec::new();
-    for (tli, digest) in histories {
-        let content = repo.get_blob(&digest).await?;
-        let entries = parse_history(&content).map_err(|e| Error::BadRecord {
-            backup: record.id.clone(),
-            detail: format!("the archive's history file of timeline {tli}: {e}"),
-        })?;
-        if let Some(entry) = entries.iter().find(|e| e.parent.0 == own) {
-            branching.push(BranchingTimeline {
-                timeline: tli,
-                branched_at: entry.switchpoint.to_string(),
-                before_backup_end: entry.switchpoint < record.stop_lsn,
-            });
-        }
-    }
-    Ok(Timelines { branching, latest })
 }
 
 /// True for an absolute path without `.` or `..` components.
@@ -800,8 +735,7 @@ impl Prepared {
             archive_mode: self.archive_mode,
             removed_settings,
             timeline: r.timeline.0,
-            branching_timelines: self.timelines.branching.clone(),
-            latest_timeline: self.timelines.latest,
+            recovery_target: self.recovery_target.clone(),
             skipped_backups: self.skipped.clone(),
         }
     }
@@ -890,6 +824,7 @@ impl Prepared {
             &self.record.id,
             chrono::Utc::now(),
             &self.restore_command,
+            &self.recovery_target,
             self.archive_mode,
         );
         let (existing, removed) = autoconf::without_recovery_settings(&existing);
@@ -1870,6 +1805,7 @@ mod tests {
                 tablespace_map: [(TS, self.path("ts"))].into(),
                 restore_command: "/usr/bin/tidemark --repo 'file:///r' archive-get %f %p".into(),
                 archive_mode: ArchiveMode::Off,
+                targets: lsn_target(),
             }
         }
 
@@ -1919,6 +1855,25 @@ mod tests {
                 target: target.into(),
             },
         }
+    }
+
+    /// A plan's settings for an LSN target on timeline 1.
+    fn lsn_target() -> autoconf::TargetSettings {
+        let pairs = [
+            ("recovery_target_lsn", "0/3000060"),
+            ("recovery_target", ""),
+            ("recovery_target_name", ""),
+            ("recovery_target_time", ""),
+            ("recovery_target_xid", ""),
+            ("recovery_target_inclusive", "on"),
+            ("recovery_target_timeline", "1"),
+            ("recovery_target_action", "pause"),
+        ];
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        autoconf::TargetSettings::new(&pairs).unwrap()
     }
 
     fn mode(p: &Path) -> u32 {
@@ -2078,7 +2033,8 @@ mod tests {
         let (before, block) = conf
             .split_once("\n# tidemark restore of backup 20261121T103207Z (")
             .unwrap();
-        // An earlier recovery target is commented out; the block sets every kind to ''.
+        // An earlier recovery target is commented out; the block sets the plan's target
+        // and every other kind to ''.
         assert_eq!(
             before,
             "# Do not edit this file manually!\n\
@@ -2090,11 +2046,13 @@ mod tests {
             block.ends_with(
                 ")\nrestore_command = '/usr/bin/tidemark --repo ''file:///r'' archive-get %f %p'\n\
                  recovery_target = ''\nrecovery_target_name = ''\nrecovery_target_time = ''\n\
-                 recovery_target_xid = ''\nrecovery_target_lsn = ''\n\
-                 recovery_target_timeline = 'latest'\narchive_mode = off\n"
+                 recovery_target_xid = ''\nrecovery_target_lsn = '0/3000060'\n\
+                 recovery_target_inclusive = 'on'\nrecovery_target_timeline = '1'\n\
+                 recovery_target_action = 'pause'\narchive_mode = off\n"
             ),
             "{conf}"
         );
+        assert_eq!(report.recovery_target, lsn_target());
         assert_eq!(mode(&pgdata.join("postgresql.auto.conf")), 0o600);
         assert_eq!(fs::read(pgdata.join("recovery.signal")).unwrap(), b"");
         assert_eq!(mode(&pgdata.join("recovery.signal")), 0o600);
@@ -2346,73 +2304,6 @@ mod tests {
                 "backup 20261121T103207Z: its file list ({list_key}) is missing"
             )),
             "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn timelines_that_branch_off_the_backups_are_named() {
-        use tidemark_pg::{TimelineId, WalFileName};
-        use tidemark_store::catalog::WalRecord;
-        let fx = Fixture::new();
-        let f = fx.file(None, "PG_VERSION", b"15\n", 0o600).await;
-        // The example record: timeline 1, ending at 0/2000100.
-        fx.backup("20261121T103207Z", vec![f]).await;
-        let history = |tli: u32, text: &str| {
-            let (fx, text) = (&fx, text.to_string());
-            async move {
-                let put = fx.repo.put_blob(Bytes::from(text.clone())).await.unwrap();
-                let name = WalFileName::History(TimelineId(tli));
-                let record = WalRecord {
-                    name: name.to_string(),
-                    kind: name.kind().into(),
-                    digest: put.digest,
-                    raw_size: text.len() as u64,
-                    stored_size: 1,
-                    compression: tidemark_store::Compression::Lz4,
-                    archived_at: chrono::Utc::now(),
-                    system_id: None,
-                    start_lsn: None,
-                    tidemark_version: "test".into(),
-                    content: None,
-                };
-                fx.repo
-                    .put_wal_record(&fx.stanza, &name, &put.digest, &record)
-                    .await
-                    .unwrap();
-            }
-        };
-        let report = fx.restore(None).await.unwrap();
-        assert!(report.branching_timelines.is_empty());
-        assert_eq!((report.timeline, report.latest_timeline), (1, 1));
-        fs::remove_dir_all(fx.path("pgdata")).unwrap();
-        fs::remove_dir_all(fx.path("ts")).unwrap();
-
-        // 2 left 1 after the backup, 3 left 2, 5 left 1 before the backup ended; 4 is
-        // missing, so PostgreSQL's probe stops at 3.
-        history(2, "1\t0/3000000\tno recovery target specified\n").await;
-        history(3, "1\t0/3000000\tx\n2\t0/5000000\ty\n").await;
-        history(5, "1\t0/1000000\tz\n").await;
-        let report = fx.restore(None).await.unwrap();
-        assert_eq!(report.latest_timeline, 3);
-        assert_eq!(
-            report.branching_timelines,
-            [
-                BranchingTimeline {
-                    timeline: 2,
-                    branched_at: "0/3000000".into(),
-                    before_backup_end: false
-                },
-                BranchingTimeline {
-                    timeline: 3,
-                    branched_at: "0/3000000".into(),
-                    before_backup_end: false
-                },
-                BranchingTimeline {
-                    timeline: 5,
-                    branched_at: "0/1000000".into(),
-                    before_backup_end: true
-                },
-            ]
         );
     }
 

@@ -12,6 +12,8 @@ mod backup;
 
 mod layout;
 
+mod plan;
+
 mod base_backup;
 
 mod pitr;

@@ -60,7 +60,7 @@ use tidemark_pg::{Lsn, PgMajor};
 use crate::harness::pg::{pg_bin, server_bin, Cluster, ClusterOptions, TestDir};
 use crate::skip_or_fail;
 
-const SEG: u64 = 1 << 20;
+pub(crate) const SEG: u64 = 1 << 20;
 
 /// What SQL said while the workload ran.
 #[derive(Debug, Default)]
@@ -151,7 +151,7 @@ fn workload(c: &Cluster) -> Facts {
            insert into tm_marks values (txid_current(), 'after' || i); commit; \
          end loop; end $$",
     );
-    f.cross_xids = commits_across_segments(c);
+    f.cross_xids = commits_across_segments(c, 150);
     let rows = c.psql(
         "select xid, to_char(pg_xact_commit_timestamp(xid::text::xid) at time zone 'UTC', \
          'YYYY-MM-DD HH24:MI:SS.US') from tm_marks where pad like 'small%' or pad like 'after%' \
@@ -172,16 +172,17 @@ fn workload(c: &Cluster) -> Facts {
     f
 }
 
-/// Three transactions whose commit record (about 650 bytes: 150 subtransactions) starts
-/// 100 to 500 bytes before a segment boundary: each pads the WAL with non-transactional
-/// logical messages until the insert position is there, then commits. Other backends
-/// may write in between (the background writer's snapshots): the caller checks which
-/// commits did cross. Their xids.
-fn commits_across_segments(c: &Cluster) -> Vec<u32> {
+/// Three transactions whose commit record (about 50 bytes and 4 per subtransaction: 650
+/// bytes for 150) starts 100 to 500 bytes before a boundary of [`SEG`]-byte segments: each
+/// pads the WAL with non-transactional logical messages until the insert position is
+/// there, then commits. Other backends may write in between (the background writer's
+/// snapshots): the caller checks which commits did cross. Their xids. Needs the table
+/// `tm_marks(xid bigint, pad text)`.
+pub(crate) fn commits_across_segments(c: &Cluster, subxacts: u32) -> Vec<u32> {
     for i in 0..3 {
         c.psql(&format!(
             "begin; \
-             do $$ begin for i in 1..150 loop \
+             do $$ begin for i in 1..{subxacts} loop \
                begin insert into tm_marks values (txid_current(), 'cross-sub'); \
                exception when others then null; end; \
              end loop; end $$; \

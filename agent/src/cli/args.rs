@@ -7,12 +7,13 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 /// tidemark: point-in-time recovery for PostgreSQL.
 /// Archives WAL (archive-push, archive-get, spool) and base backups (backup) in a repository
-/// on disk or S3, restores a data directory from them (restore), and sets up and shows the
-/// repository (init, info).
+/// on disk or S3, plans a recovery to a point in time and proves it reachable (plan),
+/// restores a data directory to that point (restore), and sets up and shows the repository
+/// (init, info).
 ///
 /// (Help shows this comment's first paragraph, as written: the package description
 /// describes the crate, not the tool.)
@@ -70,8 +71,16 @@ pub enum Command {
     /// archiving into the same repository (archive_command = 'tidemark archive-push %p').
     Backup(BackupArgs),
     /// Restore a backup into an empty data directory, set up to replay WAL from the
-    /// repository to its end.
+    /// repository to the target (default: the end of the archived WAL).
+    ///
+    /// Plans first (as `tidemark plan`): an unreachable target exits 5 and writes nothing.
     Restore(RestoreArgs),
+    /// Show how a target would be reached (backup, timelines, WAL, where replay stops),
+    /// or why it cannot be: reads the repository, writes nothing.
+    ///
+    /// Exit 0: reachable; 5: unreachable (one line on stderr names the nearest reachable
+    /// points).
+    Plan(PlanArgs),
     /// Show what the repository holds for the stanza: cluster, WAL ranges and gaps, sizes.
     Info {
         /// Print JSON (for scripts and monitoring).
@@ -148,10 +157,68 @@ pub struct BackupArgs {
     pub ignore_checksum_failures: bool,
 }
 
+/// The recovery target, shared by `plan` and `restore` (see docs/recovery.md).
+#[derive(Debug, Args, Clone, Default)]
+#[command(
+    group(ArgGroup::new("recovery-target").multiple(false)),
+    next_help_heading = "Recovery target (one at most; none: the end of the archived WAL)"
+)]
+pub struct TargetArgs {
+    /// Stop at this time: RFC 3339 or PostgreSQL's timestamptz text
+    /// ('2026-11-21 10:32:07+01'); without a zone, the local zone. Replay stops before the
+    /// first commit or abort after it (at or after it with --target-exclusive).
+    #[arg(long, value_name = "TIME", group = "recovery-target")]
+    pub target_time: Option<String>,
+    /// Stop at this WAL position (X/X).
+    #[arg(long, value_name = "LSN", group = "recovery-target")]
+    pub target_lsn: Option<String>,
+    /// Stop at the commit or abort of this transaction.
+    #[arg(long, value_name = "XID", group = "recovery-target")]
+    pub target_xid: Option<String>,
+    /// Stop at the first restore point of this name (pg_create_restore_point).
+    #[arg(long, value_name = "NAME", group = "recovery-target")]
+    pub target_name: Option<String>,
+    /// immediate: stop as soon as the backup is consistent; latest: replay all archived
+    /// WAL (the default when no target is given).
+    #[arg(long, value_name = "WHICH", value_parser = ["immediate", "latest"], group = "recovery-target")]
+    pub target: Option<String>,
+    /// The timeline to recover along: latest (the newest the history files lead to),
+    /// current (the backup's) or a number [default: latest].
+    #[arg(long, value_name = "TIMELINE")]
+    pub target_timeline: Option<String>,
+    /// What PostgreSQL does at the target: pause (look, then promote with
+    /// pg_promote()), promote, or shutdown.
+    #[arg(long, value_name = "ACTION", default_value = "pause", value_parser = ["pause", "promote", "shutdown"])]
+    pub target_action: String,
+    /// Stop just before the target instead of just after it (time, LSN, xid targets).
+    #[arg(long)]
+    pub target_exclusive: bool,
+    /// The PostgreSQL binaries that will run the restored cluster: the plan warns about
+    /// extensions the backup's databases use that they lack.
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+}
+
+/// `tidemark plan`'s arguments.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Plan from this backup (an id `info` lists) [default: the planner's choice, the
+    /// newest that can reach the target].
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The target (last: its options are shown under their own heading).
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
 /// `tidemark restore`'s arguments (the data directory is the `--pgdata` setting).
 #[derive(Debug, Args, Clone)]
 pub struct RestoreArgs {
-    /// The backup to restore (an id `info` lists) [default: the newest].
+    /// The backup to restore (an id `info` lists) [default: the planner's choice, the
+    /// newest that can reach the target].
     #[arg(long, value_name = "ID")]
     pub backup: Option<String>,
     /// Put tablespace OID in DIR instead of its original location (repeatable).
@@ -165,6 +232,9 @@ pub struct RestoreArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The target (last: its options are shown under their own heading).
+    #[command(flatten)]
+    pub target: TargetArgs,
 }
 
 /// Settings, as flags or `TIDEMARK_*` environment variables.
@@ -324,5 +394,54 @@ mod tests {
             Cli::try_parse_from(["tidemark", "archive-push"]).is_err(),
             "%p is required"
         );
+    }
+
+    #[test]
+    fn one_target_at_most() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["tidemark"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        let Command::Plan(p) = parse(&["plan", "--target-lsn", "0/3000000"])
+            .unwrap()
+            .command
+        else {
+            panic!("not plan")
+        };
+        assert_eq!(p.target.target_lsn.as_deref(), Some("0/3000000"));
+        assert_eq!(p.target.target_action, "pause");
+        for both in [
+            &["plan", "--target-lsn", "0/1", "--target-xid", "7"][..],
+            &[
+                "restore",
+                "--target-time",
+                "2026-11-21 10:00:00+00",
+                "--target",
+                "latest",
+            ],
+            &["restore", "--target-name", "a", "--target-name", "b"],
+        ] {
+            assert!(parse(both).is_err(), "{both:?}");
+        }
+        assert!(parse(&["plan", "--target", "soon"]).is_err());
+        assert!(parse(&["plan", "--target-action", "resume"]).is_err());
+        let Command::Restore(r) = parse(&[
+            "restore",
+            "--target",
+            "immediate",
+            "--target-timeline",
+            "current",
+            "--target-action",
+            "promote",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not restore")
+        };
+        assert_eq!(r.target.target.as_deref(), Some("immediate"));
+        assert_eq!(r.target.target_timeline.as_deref(), Some("current"));
+        assert_eq!(r.target.target_action, "promote");
     }
 }

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use tidemark_pg::{SegmentSize, WalFileName, WalSegmentName};
+use tidemark_recovery::{plan, snapshot};
 use tidemark_store::backup::BackupRecord;
 use tidemark_store::catalog::{self, ClusterRecord, WalRecord};
 use tidemark_store::{Digest, Repo};
@@ -52,6 +53,8 @@ pub struct InfoReport {
     pub backups: Vec<BackupInfo>,
     /// Backup records that cannot be read, by id: no restore can use them.
     pub damaged_backups: Vec<DamagedBackupInfo>,
+    /// What a restore can reach, per timeline (`null` when nothing was ever written).
+    pub recovery: Option<RecoveryInfo>,
 }
 
 /// A backup record that cannot be read.
@@ -372,27 +375,20 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     // like everywhere else: it is a wrong setting, or `init` was not run.
     let cluster: Option<ClusterRecord> = Some(repo.require_cluster(stanza).await?);
     let format = repo.format().await?;
-    let index = if format.is_some() {
-        repo.wal_index(stanza).await?
+    // Every index entry with its record and content summary (read concurrently).
+    let catalog = if format.is_some() {
+        repo.wal_catalog(stanza).await?
     } else {
         Vec::new()
     };
-    // Records are small; read them concurrently so that S3 latency does not add up.
-    let entries: Vec<Entry> =
-        futures::stream::iter(index.into_iter().map(|(name, digest, meta)| {
-            let repo = repo.clone();
-            async move {
-                let record: WalRecord = repo.get_record(&meta.key).await?;
-                Ok::<_, tidemark_store::Error>(Entry {
-                    name,
-                    digest,
-                    record,
-                })
-            }
-        }))
-        .buffered(16)
-        .try_collect()
-        .await?;
+    let entries: Vec<Entry> = catalog
+        .iter()
+        .map(|e| Entry {
+            name: e.name,
+            digest: e.digest,
+            record: e.record.clone(),
+        })
+        .collect();
     let quarantined = if format.is_some() {
         repo.backend()
             .list(&catalog::quarantine_prefix(stanza))
@@ -405,8 +401,14 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     let segment_size = cluster
         .as_ref()
         .and_then(|c| SegmentSize::new(c.wal_segment_size).ok());
-    let (backups, damaged_backups) = if format.is_some() {
+    let (backups, damaged_backups, recovery) = if format.is_some() {
         let listing = repo.backups(stanza).await?;
+        let recovery = match &cluster {
+            Some(cluster) => {
+                Some(recovery_windows(&repo, stanza, cluster, &listing, &catalog).await?)
+            }
+            None => None,
+        };
         let mut backups = summarize_backups(&listing.records);
         let problems: Vec<Vec<String>> = futures::stream::iter(&listing.records)
             .map(|record| missing_data(&repo, record))
@@ -424,9 +426,9 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
                 error: d.error.to_string(),
             })
             .collect();
-        (backups, damaged)
+        (backups, damaged, recovery)
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), None)
     };
     Ok(InfoReport {
         repo: settings.repo.to_string(),
@@ -443,7 +445,90 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
         stale_temp_files,
         backups,
         damaged_backups,
+        recovery,
     })
+}
+
+/// What a restore can reach, per timeline ([`plan::windows`] over the catalog snapshot).
+async fn recovery_windows(
+    repo: &Repo,
+    stanza: &tidemark_store::catalog::Stanza,
+    cluster: &ClusterRecord,
+    listing: &tidemark_store::repo::Backups,
+    catalog: &[tidemark_store::repo::IndexedWal],
+) -> Result<RecoveryInfo, Failure> {
+    let loaded = match snapshot::build(repo, stanza, cluster, listing, catalog).await {
+        Ok(loaded) => loaded,
+        // A cluster record the planner cannot use: said here, the rest of info stands.
+        Err(e @ tidemark_recovery::Error::WalContent { .. }) => {
+            return Ok(RecoveryInfo {
+                timelines: Vec::new(),
+                warnings: vec![format!("cannot tell what a restore can reach: {e}")],
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let timelines = plan::windows(&loaded.snapshot)
+        .into_iter()
+        .map(|t| TimelineWindowInfo {
+            timeline: t.timeline,
+            parent: t.parent.map(|b| b.parent),
+            fork_lsn: t.parent.map(|b| b.fork.to_string()),
+            windows: t
+                .windows
+                .into_iter()
+                .map(|w| WindowInfo {
+                    from_lsn: w.from_lsn.to_string(),
+                    from_time: w.from_time,
+                    to_lsn: w.to_lsn.to_string(),
+                    to_time: w.to_time,
+                    gap_at: w.gap_at,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(RecoveryInfo {
+        timelines,
+        warnings: loaded.warnings,
+    })
+}
+
+/// What a restore can reach (`info`'s `recovery`).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct RecoveryInfo {
+    /// Per timeline, ascending: its parent and fork point (the timeline tree) and its
+    /// recoverable windows.
+    pub timelines: Vec<TimelineWindowInfo>,
+    /// What the planner leaves out of the catalog (damaged records, conflicts).
+    pub warnings: Vec<String>,
+}
+
+/// One timeline's recoverable windows.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct TimelineWindowInfo {
+    /// The timeline.
+    pub timeline: u32,
+    /// The timeline it branched off (`null` for timeline 1, or without a history file).
+    pub parent: Option<u32>,
+    /// Where it branched off.
+    pub fork_lsn: Option<String>,
+    /// Continuous reachable stretches, oldest first.
+    pub windows: Vec<WindowInfo>,
+}
+
+/// One continuous reachable stretch of a timeline.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct WindowInfo {
+    /// The earliest reachable point (a backup's consistent point).
+    pub from_lsn: String,
+    /// Its time.
+    pub from_time: DateTime<Utc>,
+    /// The latest reachable point (the end of contiguous archived WAL).
+    pub to_lsn: String,
+    /// The last commit time there, when the index knows it.
+    pub to_time: Option<DateTime<Utc>>,
+    /// The first missing segment after it, when the archive goes on after a gap.
+    pub gap_at: Option<String>,
 }
 
 /// Segment and `.partial` entries with no content summary, neither in the entry nor in
@@ -476,7 +561,8 @@ pub async fn segments_not_indexed(
         .count() as u64)
 }
 
-fn bytes(n: u64) -> String {
+/// `n` bytes for a person (`1.5 MiB`).
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -580,6 +666,11 @@ pub fn render_text(r: &InfoReport) -> String {
             r.stale_temp_files
         ));
     }
+    if let Some(recovery) = &r.recovery {
+        for l in recovery_lines(recovery) {
+            line(l);
+        }
+    }
     let damaged =
         r.damaged_backups.len() + r.backups.iter().filter(|b| !b.problems.is_empty()).count();
     match (r.backups.len() + r.damaged_backups.len(), damaged) {
@@ -617,10 +708,130 @@ pub fn render_text(r: &InfoReport) -> String {
     out
 }
 
+/// The recoverable windows as a timeline tree: each timeline under the one it branched
+/// off, with its fork point, its windows and the gaps between them (pure).
+pub fn recovery_lines(r: &RecoveryInfo) -> Vec<String> {
+    let mut out = vec![
+        "recovery    what a restore can reach (prove a target with `tidemark plan`)".to_string(),
+    ];
+    // (No timeline at all with a warning: the windows could not be worked out.)
+    let unknown = r.timelines.is_empty() && !r.warnings.is_empty();
+    if !unknown && r.timelines.iter().all(|t| t.windows.is_empty()) {
+        out.push("  nothing yet: no backup with the WAL to make it consistent".into());
+    }
+    let known: BTreeSet<u32> = r.timelines.iter().map(|t| t.timeline).collect();
+    // Roots: timelines whose parent is not listed.
+    let mut stack: Vec<(&TimelineWindowInfo, usize)> = r
+        .timelines
+        .iter()
+        .filter(|t| !t.parent.is_some_and(|p| known.contains(&p)))
+        .rev()
+        .map(|t| (t, 1))
+        .collect();
+    let mut seen = BTreeSet::new();
+    while let Some((t, depth)) = stack.pop() {
+        if !seen.insert(t.timeline) {
+            continue;
+        }
+        let indent = "  ".repeat(depth);
+        let fork = match (t.parent, &t.fork_lsn) {
+            (Some(p), Some(at)) => format!(" (off timeline {p} at {at})"),
+            _ => String::new(),
+        };
+        if t.windows.is_empty() {
+            out.push(format!(
+                "{indent}timeline {}{fork}: not reachable (no backup with continuous WAL to it)",
+                t.timeline
+            ));
+        }
+        for w in &t.windows {
+            let to_time = w
+                .to_time
+                .map(|at| format!(", last commit {}", at.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default();
+            out.push(format!(
+                "{indent}timeline {}{fork}: recoverable from {} ({}) to {}{to_time}",
+                t.timeline,
+                w.from_lsn,
+                w.from_time.format("%Y-%m-%d %H:%M:%S UTC"),
+                w.to_lsn
+            ));
+            if let Some(gap) = &w.gap_at {
+                out.push(format!(
+                    "{indent}  GAP: {gap} is missing: replay from before it stops at {}",
+                    w.to_lsn
+                ));
+            }
+        }
+        for child in r
+            .timelines
+            .iter()
+            .filter(|c| c.parent == Some(t.timeline))
+            .rev()
+        {
+            stack.push((child, depth + 1));
+        }
+    }
+    for w in &r.warnings {
+        out.push(format!("  WARNING: {w}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tidemark_store::Compression;
+
+    #[test]
+    fn the_timeline_tree_nests_children_under_their_fork() {
+        let at = |m: u32| -> DateTime<Utc> { format!("2026-11-21T10:{m:02}:00Z").parse().unwrap() };
+        let window = |from: &str, to: &str, gap: Option<&str>| WindowInfo {
+            from_lsn: from.into(),
+            from_time: at(1),
+            to_lsn: to.into(),
+            to_time: Some(at(9)),
+            gap_at: gap.map(str::to_string),
+        };
+        let r = RecoveryInfo {
+            timelines: vec![
+                TimelineWindowInfo {
+                    timeline: 1,
+                    parent: None,
+                    fork_lsn: None,
+                    windows: vec![
+                        window("0/2000100", "0/4FFFFFF", Some("000000010000000000000005")),
+                        window("0/6000100", "0/7000000", None),
+                    ],
+                },
+                TimelineWindowInfo {
+                    timeline: 2,
+                    parent: Some(1),
+                    fork_lsn: Some("0/3000000".into()),
+                    windows: vec![window("0/2000100", "0/8000000", None)],
+                },
+                TimelineWindowInfo {
+                    timeline: 3,
+                    parent: Some(2),
+                    fork_lsn: Some("0/7000000".into()),
+                    windows: vec![],
+                },
+            ],
+            warnings: vec!["w".into()],
+        };
+        let lines = recovery_lines(&r);
+        assert_eq!(
+            lines[1..],
+            [
+                "  timeline 1: recoverable from 0/2000100 (2026-11-21 10:01:00 UTC) to 0/4FFFFFF, last commit 2026-11-21 10:09:00 UTC",
+                "    GAP: 000000010000000000000005 is missing: replay from before it stops at 0/4FFFFFF",
+                "  timeline 1: recoverable from 0/6000100 (2026-11-21 10:01:00 UTC) to 0/7000000, last commit 2026-11-21 10:09:00 UTC",
+                "    timeline 2 (off timeline 1 at 0/3000000): recoverable from 0/2000100 (2026-11-21 10:01:00 UTC) to 0/8000000, last commit 2026-11-21 10:09:00 UTC",
+                "      timeline 3 (off timeline 2 at 0/7000000): not reachable (no backup with continuous WAL to it)",
+                "  WARNING: w",
+            ]
+        );
+    }
 
     fn entry(name: &str, content: &[u8], minute: u32) -> Entry {
         let name: WalFileName = name.parse().unwrap();
@@ -746,6 +957,7 @@ mod tests {
             quarantined: 0,
             stale_temp_files: 0,
             backups: list,
+            recovery: None,
             damaged_backups: vec![DamagedBackupInfo {
                 id: "e".into(),
                 error: "stanzas/main/backups/e is corrupt: record checksum mismatch".into(),
@@ -804,6 +1016,7 @@ mod tests {
             stale_temp_files: 0,
             backups: list,
             damaged_backups: Vec::new(),
+            recovery: None,
         });
         assert!(
             text.contains("WARNING: the server sent 3 warning(s)"),
@@ -825,6 +1038,7 @@ mod tests {
             stale_temp_files: 0,
             backups: Vec::new(),
             damaged_backups: Vec::new(),
+            recovery: None,
         };
         let line = "  7 segments not indexed: run `tidemark reindex`\n";
         assert!(render_text(&report(7)).contains(line));

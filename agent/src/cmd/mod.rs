@@ -15,6 +15,7 @@ pub mod archive_push;
 pub mod backup;
 pub mod info;
 pub mod init;
+pub mod plan;
 pub mod reindex;
 pub mod report;
 pub mod restore;

@@ -1,10 +1,12 @@
-//! `tidemark restore --pgdata DIR [--backup ID] [--tablespace-map OID=DIR]...
-//! [--archive-mode off|preserve] [--json]`:
+//! `tidemark restore --pgdata DIR [--target-… (as plan)] [--backup ID]
+//! [--tablespace-map OID=DIR]... [--archive-mode off|preserve] [--json]`:
 //! materializes a backup into an empty data directory, set up to replay WAL from the
-//! repository when PostgreSQL starts.
+//! repository to the target when PostgreSQL starts.
 //!
-//! The work is `tidemark_recovery::restore` (which checks everything before writing and
-//! removes what it wrote when it fails); this module turns settings and arguments into
+//! It plans first ([`super::plan::make_plan`]): an unreachable target fails (exit 5)
+//! before anything is created. The plan chooses the backup and the recovery settings.
+//! The work is then `tidemark_recovery::restore` (which checks everything before writing
+//! and removes what it wrote when it fails); this module turns settings and arguments into
 //! its request, builds the `restore_command` that points back at this repository, shows
 //! progress on stderr, and returns the report (rendered by its [`Report`] impl).
 
@@ -14,11 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use tidemark_recovery::autoconf::{self, ArchiveMode};
 use tidemark_recovery::restore::{prepare, Progress, RestoreReport, RestoreRequest};
 use tidemark_store::url::RepoUrl;
 
 use super::open_repo;
+use super::plan::{make_plan, PlanReport};
 use super::report::{json_lines, Report};
 use crate::cli::args::RestoreArgs;
 use crate::cli::config::{ConfigError, Settings};
@@ -35,26 +39,44 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// decoding stays at one chunk per core).
 const S3_IN_FLIGHT: usize = 32;
 
+/// What `restore` did: the plan it followed and the restore's own report (`--json`
+/// prints the restore's fields and the plan under `plan`).
+#[derive(Debug, Serialize)]
+pub struct RestoreOutcome {
+    /// The restore.
+    #[serde(flatten)]
+    pub restore: RestoreReport,
+    /// The plan it followed.
+    pub plan: PlanReport,
+}
+
 /// Runs the command (progress and warnings on stderr); returns its report for `main` to
 /// print.
-pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<RestoreReport, Failure> {
+pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<RestoreOutcome, Failure> {
     let pgdata = settings.pgdata.as_deref().ok_or_else(|| {
         ConfigError(
             "restore needs the data directory to create: --pgdata DIR (or TIDEMARK_PGDATA, or pgdata in the config file)".into(),
         )
     })?;
+    let pgdata = absolute(pgdata)?;
+    let tablespace_map = parse_tablespace_map(&args.tablespace_map)?;
+    let restore_command = restore_command(settings)?;
+    let repo = open_repo(settings).await?;
+    repo.require_cluster(&settings.stanza).await?;
+    // The plan proves the target reachable, picks the backup and the settings; a refusal
+    // ends here, before anything is created.
+    let plan = make_plan(&repo, settings, &args.target, args.backup.clone()).await?;
     let request = RestoreRequest {
-        backup: args.backup.clone(),
-        pgdata: absolute(pgdata)?,
-        tablespace_map: parse_tablespace_map(&args.tablespace_map)?,
-        restore_command: restore_command(settings)?,
+        backup: Some(plan.backup.id.clone()),
+        pgdata,
+        tablespace_map,
+        restore_command,
         archive_mode: match args.archive_mode.as_str() {
             "preserve" => ArchiveMode::Preserve,
             _ => ArchiveMode::Off,
         },
+        targets: plan.settings.clone(),
     };
-    let repo = open_repo(settings).await?;
-    repo.require_cluster(&settings.stanza).await?;
     let mut prepared = prepare(&repo, &settings.stanza, &request).await?;
     for skipped in prepared.skipped() {
         eprintln!(
@@ -69,13 +91,19 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<RestoreRepor
     }
     let progress = Arc::new(Progress::default());
     let work = prepared.run(&repo, &progress);
-    drive(work, &progress, !args.json).await
+    let restore = drive(work, &progress, !args.json).await?;
+    Ok(RestoreOutcome { restore, plan })
 }
 
-/// The text is [`summary`].
-impl Report for RestoreReport {
+/// The text is the plan's lines, then [`summary`].
+impl Report for RestoreOutcome {
     fn text(&self) -> String {
-        let mut out = summary(self);
+        let mut out = String::new();
+        for line in self.plan.lines() {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out.push_str(&summary(&self.restore));
         out.push('\n');
         out
     }
@@ -229,9 +257,8 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 20) as f64
 }
 
-/// The lines printed on success: what was restored, whether the restored cluster
-/// archives, the recovery settings of the backup that were commented out, and the
-/// archive's timelines that PostgreSQL may follow instead of the backup's.
+/// The lines printed on success after the plan's: what was restored, whether the restored
+/// cluster archives, and the recovery settings of the backup that were commented out.
 pub fn summary(r: &RestoreReport) -> String {
     let rate = if r.seconds > 0.0 {
         mib(r.bytes) / r.seconds
@@ -239,7 +266,7 @@ pub fn summary(r: &RestoreReport) -> String {
         0.0
     };
     let mut out = format!(
-        "restored backup {}: {} files, {:.1} MiB in {:.1} s ({rate:.1} MiB/s) into {}; start PostgreSQL to replay WAL from the repository",
+        "restored backup {}: {} files, {:.1} MiB in {:.1} s ({rate:.1} MiB/s) into {}; start PostgreSQL to replay WAL from the repository to the target",
         r.backup,
         r.files,
         mib(r.bytes),
@@ -260,52 +287,6 @@ pub fn summary(r: &RestoreReport) -> String {
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
-    }
-    if !r.branching_timelines.is_empty() || r.latest_timeline != r.timeline {
-        let named: Vec<String> = r
-            .branching_timelines
-            .iter()
-            .map(|t| {
-                if t.before_backup_end {
-                    format!(
-                        "{} (at {}, before this backup ended: cannot be followed from it)",
-                        t.timeline, t.branched_at
-                    )
-                } else {
-                    format!("{} (at {})", t.timeline, t.branched_at)
-                }
-            })
-            .collect();
-        if !named.is_empty() {
-            out.push_str(&format!(
-                "\ntimelines in the archive that branch off the backup's timeline {}: {}",
-                r.timeline,
-                named.join(", ")
-            ));
-        }
-        let followed = r
-            .branching_timelines
-            .iter()
-            .find(|t| t.timeline == r.latest_timeline);
-        let outcome = if r.latest_timeline == r.timeline {
-            format!(
-                "PostgreSQL (recovery_target_timeline = 'latest') stays on timeline {}: the archive lacks the history file of timeline {}",
-                r.timeline,
-                r.timeline + 1
-            )
-        } else if followed.is_some_and(|t| !t.before_backup_end) {
-            format!(
-                "PostgreSQL (recovery_target_timeline = 'latest') will follow timeline {}, not the backup's timeline {}; to stay on it, set recovery_target_timeline = 'current' in postgresql.auto.conf before starting",
-                r.latest_timeline, r.timeline
-            )
-        } else {
-            format!(
-                "PostgreSQL (recovery_target_timeline = 'latest') will pick timeline {}, which cannot be reached from this backup, and refuse to start; set recovery_target_timeline = 'current' in postgresql.auto.conf before starting",
-                r.latest_timeline
-            )
-        };
-        out.push('\n');
-        out.push_str(&outcome);
     }
     out
 }
@@ -386,26 +367,16 @@ mod tests {
             archive_mode: ArchiveMode::Off,
             removed_settings: vec![],
             timeline: 1,
-            branching_timelines: vec![],
-            latest_timeline: 1,
+            recovery_target: autoconf::TargetSettings::end_of_archive(1),
             skipped_backups: vec![],
         }
     }
 
     #[test]
-    fn the_summary_says_whether_the_copy_archives_and_which_timeline_it_follows() {
-        use tidemark_recovery::restore::BranchingTimeline;
+    fn the_summary_says_whether_the_copy_archives() {
         let mut r = report();
         let text = summary(&r);
         assert_eq!(text.lines().count(), 2, "{text}");
-        // Printed as it always was: the summary and a newline, or the JSON and a newline.
-        use crate::cmd::report::Format;
-        assert_eq!(r.render(Format::Text), format!("{text}\n"));
-        let json = r.render(Format::Json);
-        assert_eq!(
-            json,
-            format!("{}\n", serde_json::to_string_pretty(&r).unwrap())
-        );
         assert!(
             text.lines().nth(1).unwrap().starts_with("archiving: off"),
             "{text}"
@@ -418,34 +389,11 @@ mod tests {
             text.contains("commented out in postgresql.auto.conf: recovery_target = 'immediate'"),
             "{text}"
         );
-        let branch = |timeline, before_backup_end| BranchingTimeline {
-            timeline,
-            branched_at: "0/3000000".into(),
-            before_backup_end,
-        };
-        r.branching_timelines = vec![branch(2, false), branch(3, false)];
-        r.latest_timeline = 3;
-        let text = summary(&r);
-        assert!(
-            text.contains("branch off the backup's timeline 1: 2 (at 0/3000000), 3 (at 0/3000000)"),
-            "{text}"
-        );
-        assert!(
-            text.contains("will follow timeline 3, not the backup's timeline 1"),
-            "{text}"
-        );
-        r.branching_timelines = vec![branch(2, true)];
-        r.latest_timeline = 2;
-        let text = summary(&r);
-        assert!(text.contains("before this backup ended"), "{text}");
-        assert!(text.contains("refuse to start"), "{text}");
-        r.branching_timelines = vec![branch(3, false)];
-        r.latest_timeline = 1;
-        assert!(
-            summary(&r).contains("stays on timeline 1"),
-            "{}",
-            summary(&r)
-        );
+        // The JSON holds what restore always printed, and the settings written.
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["backup"], "20261121T103207Z");
+        assert_eq!(json["recovery_target"]["recovery_target_timeline"], "1");
+        assert_eq!(json["recovery_target"]["recovery_target_time"], "");
     }
 
     #[test]
