@@ -1016,6 +1016,27 @@ impl<'a> Planner<'a> {
                 path.describe()
             ));
         }
+        // The other side of each fork on the path: a timeline left at a switch point may
+        // have gone on (the old primary kept writing, or a test copy promoted away from
+        // it). Its later WAL is not replayed: say so, and how to have it instead.
+        for pair in path.steps.windows(2) {
+            let (left, next) = (&pair[0], &pair[1]);
+            let Some(fork) = left.end.filter(|f| *f >= backup.start_lsn) else {
+                continue;
+            };
+            let fork_segno = self.archive.segment_of(fork);
+            let beyond = self
+                .snapshot
+                .segments
+                .range((left.tli, fork_segno + 1)..=(left.tli, u64::MAX))
+                .next_back();
+            if let Some((_, last)) = beyond {
+                warnings.push(format!(
+                    "timeline {} goes on past its fork to timeline {} at {fork} (archived up to                      {}): this plan does not replay it; `--target-timeline {}` does",
+                    left.tli, next.tli, last.name, left.tli
+                ));
+            }
+        }
         if let Some(available) = &self.request.available_extensions {
             let missing: Vec<&str> = backup
                 .extensions

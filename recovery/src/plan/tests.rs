@@ -963,6 +963,32 @@ fn latest_follows_the_promotion_reading_the_new_timelines_file_at_the_switch() {
 }
 
 #[test]
+fn the_old_timeline_going_on_past_the_fork_is_named_and_not_followed() {
+    // Timeline 1 holds segments 6-8 after the fork to 2 (in 5): not replayed, and said.
+    let p = ok(promoted().plan(time(tm(6, 30))));
+    assert_eq!(p.timeline, 2);
+    let w = p
+        .warnings
+        .iter()
+        .find(|w| w.contains("goes on past its fork"))
+        .unwrap_or_else(|| panic!("{:?}", p.warnings));
+    assert!(
+        w.contains(&name(1, 8)) && w.contains("--target-timeline 1"),
+        "{w}"
+    );
+    // Without WAL of timeline 1 after the fork's segment, nothing to say.
+    let p = ok(promoted()
+        .drop_seg(1, 6)
+        .drop_seg(1, 7)
+        .drop_seg(1, 8)
+        .plan(time(tm(6, 30))));
+    assert!(!p
+        .warnings
+        .iter()
+        .any(|w| w.contains("goes on past its fork")));
+}
+
+#[test]
 fn a_point_on_the_old_timeline_after_the_fork_needs_that_timeline() {
     let p = ok(promoted().plan_with(time(tm(7, 30)), |r| r.timeline = TimelineRequest::Exact(1)));
     assert_eq!(p.timeline, 1);
