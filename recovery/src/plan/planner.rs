@@ -258,13 +258,22 @@ impl<'a> Planner<'a> {
                  {below} and silently recover an older history",
                 history_name(hole)
             ),
-            vec![
-                format!(
-                    "--target-timeline {newest} follows the newest timeline ({})",
-                    TimelinePath::of(self.snapshot, newest).describe()
-                ),
-                format!("--target-timeline {below} follows the last timeline before the hole"),
-            ],
+            // The newest timeline can be followed only through its own history file (it
+            // names every ancestor); without it, suggesting it would suggest a refusal.
+            self.snapshot
+                .histories
+                .contains_key(&newest)
+                .then(|| {
+                    format!(
+                        "--target-timeline {newest} follows the newest timeline ({})",
+                        TimelinePath::of(self.snapshot, newest).describe()
+                    )
+                })
+                .into_iter()
+                .chain([format!(
+                    "--target-timeline {below} follows the last timeline before the hole"
+                )])
+                .collect(),
         )
     }
 

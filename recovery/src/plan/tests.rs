@@ -1112,6 +1112,13 @@ fn a_timeline_without_a_history_file_is_a_hole_too() {
     let cat = promoted().segs(3, 9..=10);
     let r = refused(cat.plan(Target::Latest), RefusalKind::HistoryHole);
     assert!(r.message.contains("00000003.history"));
+    // Timeline 3 cannot be followed without its history file: not suggested.
+    assert!(
+        !r.nearest.iter().any(|n| n.contains("--target-timeline 3")),
+        "{:?}",
+        r.nearest
+    );
+    assert!(r.nearest.iter().any(|n| n.contains("--target-timeline 2")));
 }
 
 #[test]
