@@ -1900,22 +1900,12 @@ mod tests {
         let (_d, repo) = repo();
         let stanza = Stanza::new("main").unwrap();
         let summary = |start: u64| SegmentSummary {
-            segment_start: Lsn(start),
-            timeline: 1,
-            major: PgMajor::from_number(15).unwrap(),
             first_record: Some(Lsn(start + 40)),
             last_record: Some(Lsn(start + 4096)),
             end_of_records: Lsn(start + 4200),
             records: 7,
             switched: true,
-            ended_at: None,
-            xacts: None,
-            restore_points: Vec::new(),
-            restore_points_omitted: 0,
-            timeline_switches: Vec::new(),
-            crossing_end: None,
-            crossing_start: None,
-            damage: None,
+            ..SegmentSummary::new(Lsn(start), 1, PgMajor::from_number(15).unwrap())
         };
         let names: Vec<WalFileName> = (1..=3)
             .map(|n| format!("00000001000000000000000{n}").parse().unwrap())

@@ -48,15 +48,10 @@ fn name(tli: u32, segno: u64) -> String {
 fn summary(tli: u32, segno: u64) -> SegmentSummary {
     let min_xid = 100 * segno as u32;
     SegmentSummary {
-        segment_start: lsn(segno, 0),
-        timeline: tli,
-        major: PgMajor::V16,
         first_record: Some(lsn(segno, 0x28)),
         last_record: Some(lsn(segno, SEG - 0x200)),
         end_of_records: lsn(segno, SEG - 0x100),
         records: 500,
-        switched: false,
-        ended_at: None,
         xacts: Some(XactStats {
             commits: 100,
             aborts: 0,
@@ -69,12 +64,7 @@ fn summary(tli: u32, segno: u64) -> SegmentSummary {
             min_xid,
             max_xid: min_xid + 99,
         }),
-        restore_points: Vec::new(),
-        restore_points_omitted: 0,
-        timeline_switches: Vec::new(),
-        crossing_end: None,
-        crossing_start: None,
-        damage: None,
+        ..SegmentSummary::new(lsn(segno, 0), tli, PgMajor::V16)
     }
 }
 
