@@ -439,7 +439,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
             pg_version: c.pg_major,
             wal_segment_size: c.wal_segment_size,
         }),
-        segments_not_indexed: segments_not_indexed(&repo, stanza, &entries).await?,
+        segments_not_indexed: segments_not_indexed(&catalog),
         wal: summarize(&entries, segment_size),
         quarantined,
         stale_temp_files,
@@ -532,33 +532,15 @@ pub struct WindowInfo {
 }
 
 /// Segment and `.partial` entries with no content summary, neither in the entry nor in
-/// a sidecar `tidemark reindex` wrote. The stanza's WAL folder is listed again (for the
-/// sidecars) only when some entry lacks content: never for an archive written since the
-/// index existed.
-pub async fn segments_not_indexed(
-    repo: &Repo,
-    stanza: &tidemark_store::catalog::Stanza,
-    entries: &[Entry],
-) -> Result<u64, tidemark_store::Error> {
-    let lacking: Vec<&Entry> = entries
+/// a sidecar `tidemark reindex` wrote: [`Repo::wal_catalog`] has already merged the
+/// sidecars, so this reads nothing more. A summary that is there but in a newer format is
+/// not counted (reindex would not rewrite it).
+pub fn segments_not_indexed(catalog: &[tidemark_store::repo::IndexedWal]) -> u64 {
+    catalog
         .iter()
         .filter(|e| matches!(e.name, WalFileName::Segment(_) | WalFileName::Partial(_)))
-        .filter(|e| e.record.content.is_none())
-        .collect();
-    if lacking.is_empty() {
-        return Ok(0);
-    }
-    let sidecars: BTreeSet<(WalFileName, Digest)> = repo
-        .backend()
-        .list(&catalog::wal_prefix(stanza))
-        .await?
-        .iter()
-        .filter_map(|m| tidemark_store::wal_content::parse_wal_content_key(&m.key))
-        .collect();
-    Ok(lacking
-        .iter()
-        .filter(|e| !sidecars.contains(&(e.name, e.digest)))
-        .count() as u64)
+        .filter(|e| e.content.is_none() && e.content_error.is_none())
+        .count() as u64
 }
 
 /// `n` bytes for a person (`1.5 MiB`).
