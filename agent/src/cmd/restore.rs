@@ -60,12 +60,12 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<RestoreOutco
     })?;
     let pgdata = absolute(pgdata)?;
     let tablespace_map = parse_tablespace_map(&args.tablespace_map)?;
-    let restore_command = restore_command(settings)?;
     let repo = open_repo(settings).await?;
     repo.require_cluster(&settings.stanza).await?;
     // The plan proves the target reachable, picks the backup and the settings; a refusal
     // ends here, before anything is created.
     let plan = make_plan(&repo, settings, &args.target, args.backup.clone()).await?;
+    let restore_command = restore_command_for(settings, &plan)?;
     let request = RestoreRequest {
         backup: Some(plan.backup.id.clone()),
         pgdata,
@@ -177,6 +177,30 @@ pub fn restore_command(settings: &Settings) -> Result<String, Failure> {
         .ok_or_else(|| ConfigError(format!("the binary's path {exe:?} is not UTF-8")))?
         .to_string();
     Ok(autoconf::restore_command(&exe, &restore_args(settings)?))
+}
+
+/// The `restore_command` for a restore following `plan`: [`restore_command`], with what
+/// the replay feed follows (`tidemark_archive_cmd::prefetch`): the plan's timeline, its
+/// last segment (for a target inside the archive) or `--latest` (to the end of the
+/// archive, where a `.partial` segment may be the newest WAL).
+pub fn restore_command_for(settings: &Settings, plan: &PlanReport) -> Result<String, Failure> {
+    let exe = std::env::current_exe()
+        .map_err(|e| ConfigError(format!("cannot find the tidemark binary's path: {e}")))?;
+    let exe = exe
+        .to_str()
+        .ok_or_else(|| ConfigError(format!("the binary's path {exe:?} is not UTF-8")))?
+        .to_string();
+    let mut get_args = vec!["--timeline".to_string(), plan.timeline.to_string()];
+    if plan.target.kind == "latest" {
+        get_args.push("--latest".into());
+    } else if let Some(last) = plan.wal.last() {
+        get_args.extend(["--until".to_string(), last.last.clone()]);
+    }
+    Ok(autoconf::restore_command_following(
+        &exe,
+        &restore_args(settings)?,
+        &get_args,
+    ))
 }
 
 /// The arguments of [`restore_command`] after the program.

@@ -85,7 +85,7 @@ fn start_drainer(settings: &Settings, spool: &Spool) -> std::io::Result<()> {
 }
 
 /// Marks every descriptor above stderr close-on-exec.
-fn close_inherited_at_exec() {
+pub(crate) fn close_inherited_at_exec() {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: plain system calls on descriptor numbers; no memory is touched.
     unsafe {
