@@ -63,8 +63,9 @@ const TICK: Duration = Duration::from_millis(20);
 /// The prefetch folder for a call writing to `dest`, reading `repo_location`'s `stanza`.
 pub fn folder(dest: &Path, repo_location: &str, stanza: &Stanza) -> PathBuf {
     let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let key = Digest::of(format!("{repo_location}\n{}\n{}", stanza.as_str(), boot_id.trim()).as_bytes())
-        .to_hex();
+    let key =
+        Digest::of(format!("{repo_location}\n{}\n{}", stanza.as_str(), boot_id.trim()).as_bytes())
+            .to_hex();
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -238,13 +239,15 @@ pub async fn run_worker(
 /// The data directory `folder` belongs to, when it is one (`pg_wal/tidemark-prefetch/KEY`).
 fn data_directory(folder: &Path) -> Option<PathBuf> {
     let pgdata = folder.parent()?.parent()?.parent()?;
-    pgdata.join("PG_VERSION").exists().then(|| pgdata.to_path_buf())
+    pgdata
+        .join("PG_VERSION")
+        .exists()
+        .then(|| pgdata.to_path_buf())
 }
 
 fn recovery_over(pgdata: Option<&Path>) -> bool {
-    pgdata.is_some_and(|d| {
-        !d.join("recovery.signal").exists() && !d.join("standby.signal").exists()
-    })
+    pgdata
+        .is_some_and(|d| !d.join("recovery.signal").exists() && !d.join("standby.signal").exists())
 }
 
 /// Removes prefetched and temporary files (all of them, or only temporary ones left by an
@@ -416,10 +419,7 @@ async fn work(
                 return Ok(());
             }
             if last_taken.elapsed() >= options.idle {
-                report.stopped = format!(
-                    "recovery took nothing for {} s",
-                    options.idle.as_secs()
-                );
+                report.stopped = format!("recovery took nothing for {} s", options.idle.as_secs());
                 return Ok(());
             }
             tokio::time::sleep(TICK).await;
@@ -472,7 +472,11 @@ async fn fetch_one(
             return Err(Error::Ambiguous {
                 name: name.to_string(),
                 count: many.len(),
-                digests: many.iter().map(Digest::to_hex).collect::<Vec<_>>().join(", "),
+                digests: many
+                    .iter()
+                    .map(Digest::to_hex)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
     };
@@ -563,7 +567,10 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), b"wal");
         assert!(!take(&folder, name, &dest), "a file is handed over once");
         fs::write(folder.join("00000002.history"), b"x").unwrap();
-        assert!(!take(&folder, "00000002.history", &dest), "history files are never prefetched");
+        assert!(
+            !take(&folder, "00000002.history", &dest),
+            "history files are never prefetched"
+        );
         assert!(!take(&dir.path().join("none"), name, &dest));
     }
 

@@ -16,6 +16,8 @@ mod plan;
 
 mod base_backup;
 
+mod feed;
+
 mod pitr;
 
 mod replication;

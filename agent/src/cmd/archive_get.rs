@@ -213,8 +213,7 @@ pub async fn worker(
         until,
     };
     tracing::info!("prefetching after {start} into {}", folder.display());
-    let report =
-        prefetch::run_worker(&repo, &settings.stanza, folder, start, &options).await?;
+    let report = prefetch::run_worker(&repo, &settings.stanza, folder, start, &options).await?;
     if report.already_running {
         tracing::info!("another prefetcher works this folder");
     } else {
