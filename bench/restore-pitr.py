@@ -94,7 +94,7 @@ class Bench:
     def setup(self):
         """The cluster, both repositories, the backups, the writes and the target."""
         for d in (self.data, self.tm_repo, self.pgbr_repo, self.wal, self.floor_base,
-                  f"{self.w}/pgbr"):
+                  f"{self.w}/pgbr", f"{self.w}/runs", f"{self.w}/s3"):
             shutil.rmtree(d, ignore_errors=True)
         for d in (self.tm_repo, self.pgbr_repo, self.wal, f"{self.w}/pgbr/lock",
                   f"{self.w}/pgbr/log", f"{self.w}/pgbr/spool", f"{self.w}/runs"):
@@ -196,10 +196,11 @@ class Bench:
             if line.startswith("restore_command = "):
                 line = f"restore_command = 'cp {self.wal}/%f %p'\n"
             elif line.startswith("recovery_target_time = "):
-                line = f"recovery_target_time = '{self.target}'\n"
+                continue  # set last: after the empty target kinds (see autoconf.rs)
             elif line.startswith("recovery_target_action = "):
                 line = "recovery_target_action = 'promote'\n"
             lines.append(line)
+        lines.append(f"recovery_target_time = '{self.target}'\n")
         with open(conf, "w") as f:
             f.writelines(lines)
 
@@ -259,19 +260,20 @@ class Bench:
         shutil.rmtree(base, ignore_errors=True)
         os.makedirs(f"{base}/pg_wal")
         subprocess.run(["chown", "-R", f"{self.user}:", base], check=True)
+        dest = f"{base}/pg_wal/RECOVERYXLOG"
         if way == "tidemark":
-            cmd = " ".join(self.tidemark("archive-get")) + " $f pg_wal/RECOVERYXLOG"
+            cmd = " ".join(self.tidemark("archive-get")) + f" $f {dest}"
         elif way == "tidemark-s3":
-            cmd = (" ".join(self.tidemark("archive-get", repo=self.s3_url))
-                   + " $f pg_wal/RECOVERYXLOG")
+            cmd = " ".join(self.tidemark("archive-get", repo=self.s3_url)) + f" $f {dest}"
         elif way == "pgbackrest":
+            # It reads the data directory's pg_control: the floor's copy serves.
             shutil.rmtree(f"{self.w}/pgbr/spool/archive", ignore_errors=True)
-            cmd = " ".join(self.pgbr(f"--pg1-path={base}", "archive-get")) + \
-                " $f pg_wal/RECOVERYXLOG"
+            cmd = " ".join(self.pgbr(f"--pg1-path={self.floor_base}", "archive-get")) + \
+                f" $f {dest}"
         else:
-            cmd = f"cp {self.wal}/$f pg_wal/RECOVERYXLOG"
+            cmd = f"cp {self.wal}/$f {dest}"
         script = (f"cd {base} && for f in {' '.join(self.segments)}; do {cmd} || exit 1; "
-                  "rm pg_wal/RECOVERYXLOG; done")
+                  f"rm {dest}; done")
         env = dict(self.env)
         if way == "tidemark-s3":
             env.update(self.s3_env)

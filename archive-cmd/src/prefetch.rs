@@ -42,7 +42,10 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
 use tidemark_pg::{
     parse_history, HistoryEntry, SegmentSize, TimelineId, WalFileName, WalSegmentName,
 };
@@ -222,14 +225,17 @@ pub async fn run_worker(
         report.already_running = true;
         return Ok(report);
     };
-    let held = HeldFolder {
+    let held = Arc::new(HeldFolder {
         dir: File::open(folder).map_err(|source| Error::Read {
             path: folder.to_path_buf(),
             source,
         })?,
         path: folder.to_path_buf(),
-    };
-    let result = work(repo, stanza, &held, start, options, &mut report).await;
+    });
+    let mut in_flight = JoinSet::new();
+    let result = work(repo, stanza, &held, start, options, &mut report, &mut in_flight).await;
+    // Fetches still under way end before the clean-up, so that none writes after it.
+    in_flight.shutdown().await;
     // Whatever stopped it: nothing it prefetched stays behind.
     report.removed += clean(&held, true);
     drop(lock);
@@ -279,6 +285,10 @@ fn clean(held: &HeldFolder, all: bool) -> u64 {
     removed
 }
 
+/// A finished fetch task: its generation (the position it was started for), segment
+/// number, name and outcome.
+type FetchDone = (u64, u64, WalSegmentName, Result<Fetched>);
+
 /// The outcome of one prefetch.
 enum Fetched {
     Placed(u64),
@@ -288,10 +298,11 @@ enum Fetched {
 async fn work(
     repo: &Repo,
     stanza: &Stanza,
-    held: &HeldFolder,
+    held: &Arc<HeldFolder>,
     start: &str,
     options: &WorkerOptions,
     report: &mut WorkerReport,
+    in_flight: &mut JoinSet<FetchDone>,
 ) -> Result<()> {
     let start = match start.parse::<WalFileName>()? {
         WalFileName::Segment(s) => s,
@@ -334,7 +345,9 @@ async fn work(
     let mut want_seen = start.to_string();
     // Prefetched and not yet taken: segment number -> (name, bytes).
     let mut placed: BTreeMap<u64, (String, u64)> = BTreeMap::new();
-    let mut in_flight = FuturesUnordered::new();
+    // Fetches under way, each a task of its own (reading and hashing run on every core
+    // of the runtime), and their segment numbers.
+    let mut pending: BTreeSet<u64> = BTreeSet::new();
     let mut generation = 0u64;
     let mut stopped: Option<String> = None;
     let mut last_taken = Instant::now();
@@ -356,7 +369,13 @@ async fn work(
                 if let Ok(WalFileName::Segment(w)) = wanted.parse::<WalFileName>() {
                     let segno = w.segment_number(size)?;
                     let expected = follow(timeline, segno);
-                    let lowest = placed.keys().next().copied().unwrap_or(next);
+                    // Where this worker is: its oldest file ready or under way.
+                    let lowest = [placed.keys().next(), pending.first()]
+                        .into_iter()
+                        .flatten()
+                        .copied()
+                        .min()
+                        .unwrap_or(next);
                     if expected != w || segno >= next || segno + 1 < lowest {
                         tracing::info!("recovery asked for {w}: prefetching from there");
                         if options.timeline.is_none() {
@@ -408,8 +427,13 @@ async fn work(
             let segno = next;
             next += 1;
             let this_generation = generation;
-            in_flight.push(async move {
-                let outcome = fetch_one(repo, stanza, held, &name).await;
+            let (repo, stanza, held) = (repo.clone(), stanza.clone(), Arc::clone(held));
+            pending.insert(segno);
+            // On a blocking thread of its own, driven there: the blob reader's sink is not
+            // `Send`, and decoding and hashing should not hold up this loop.
+            let runtime = tokio::runtime::Handle::current();
+            in_flight.spawn_blocking(move || {
+                let outcome = runtime.block_on(fetch_one(&repo, &stanza, &held, &name));
                 (this_generation, segno, name, outcome)
             });
         }
@@ -425,10 +449,20 @@ async fn work(
             tokio::time::sleep(TICK).await;
             continue;
         }
-        let done = tokio::time::timeout(TICK, in_flight.next()).await;
-        let Ok(Some((this_generation, segno, name, outcome))) = done else {
+        let done = tokio::time::timeout(TICK, in_flight.join_next()).await;
+        let Ok(Some(joined)) = done else {
             continue;
         };
+        let (this_generation, segno, name, outcome) = match joined {
+            Ok(result) => result,
+            // A fetch task cannot be cancelled here, and a panic ends the process
+            // (the binary's panic hook): nothing to place.
+            Err(e) => {
+                report.stopped = format!("a prefetch task failed: {e}");
+                return Ok(());
+            }
+        };
+        pending.remove(&segno);
         match outcome {
             Ok(Fetched::Placed(len)) if this_generation == generation => {
                 report.fetched += 1;
