@@ -88,7 +88,9 @@ fn main() -> ExitCode {
     };
     // The background drainer writes a log file of its own: lines there need their time.
     init_logging(
-        if background_drainer || prefetch_worker {
+        if background_drainer
+            || (prefetch_worker && !matches!(settings.log_level.as_str(), "debug" | "trace"))
+        {
             "info"
         } else {
             &settings.log_level

@@ -13,6 +13,8 @@
 //!   the digest the index names (a temporary name before that), so what is renamed into
 //!   `%p` is exactly the archived content. Two calls for the same name cannot both have
 //!   it: a rename moves it once.
+//! - A call whose segment the worker is fetching at that moment (its temporary file is
+//!   there) waits for it ([`take_or_wait`]) rather than read the same segment twice.
 //! - A call that misses fetches its file directly ([`crate::get`]), then asks a worker to
 //!   prefetch what follows (the agent starts `tidemark archive-get --prefetch-worker`,
 //!   which runs [`run_worker`]; a lock file lets one worker at a time work a folder).
@@ -45,12 +47,12 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
 use tidemark_pg::{
     parse_history, HistoryEntry, SegmentSize, TimelineId, WalFileName, WalSegmentName,
 };
 use tidemark_store::catalog::Stanza;
 use tidemark_store::{Digest, Repo};
+use tokio::task::JoinSet;
 
 use crate::{Error, Result};
 
@@ -94,6 +96,26 @@ pub fn take(folder: &Path, name: &str, dest: &Path) -> bool {
             false
         }
     }
+}
+
+/// [`take`], and when the prefetcher is fetching `name` right now (its temporary file is
+/// there), waits for it up to `limit` rather than fetch the same segment a second time:
+/// recovery has caught up with the prefetcher, and two reads of one segment would only
+/// slow both. `false` when it is neither ready nor under way, or not ready in time.
+pub fn take_or_wait(folder: &Path, name: &str, dest: &Path, limit: Duration) -> bool {
+    if take(folder, name, dest) {
+        return true;
+    }
+    let under_way = folder.join(format!(".fetch.{name}"));
+    let started = Instant::now();
+    while under_way.exists() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(1));
+        if take(folder, name, dest) {
+            return true;
+        }
+    }
+    // Placed between the last look and the end of the temporary file.
+    take(folder, name, dest)
 }
 
 /// After a direct fetch of `name`: records it as the folder's wanted position (creating
@@ -233,7 +255,16 @@ pub async fn run_worker(
         path: folder.to_path_buf(),
     });
     let mut in_flight = JoinSet::new();
-    let result = work(repo, stanza, &held, start, options, &mut report, &mut in_flight).await;
+    let result = work(
+        repo,
+        stanza,
+        &held,
+        start,
+        options,
+        &mut report,
+        &mut in_flight,
+    )
+    .await;
     // Fetches still under way end before the clean-up, so that none writes after it.
     in_flight.shutdown().await;
     // Whatever stopped it: nothing it prefetched stays behind.
@@ -606,6 +637,45 @@ mod tests {
             "history files are never prefetched"
         );
         assert!(!take(&dir.path().join("none"), name, &dest));
+    }
+
+    #[test]
+    fn a_call_waits_for_the_segment_under_way_and_only_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("f");
+        fs::create_dir(&folder).unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        let name = "000000010000000000000004";
+        let under_way = folder.join(format!(".fetch.{name}"));
+        fs::write(&under_way, b"partly").unwrap();
+        let placing = {
+            let (under_way, done) = (under_way.clone(), folder.join(name));
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                fs::write(&under_way, b"whole").unwrap();
+                fs::rename(&under_way, &done).unwrap();
+            })
+        };
+        assert!(take_or_wait(&folder, name, &dest, Duration::from_secs(5)));
+        placing.join().unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"whole");
+        // A temporary file that never completes: given up after the limit.
+        fs::write(folder.join(".fetch.000000010000000000000005"), b"stuck").unwrap();
+        let started = Instant::now();
+        assert!(!take_or_wait(
+            &folder,
+            "000000010000000000000005",
+            &dest,
+            Duration::from_millis(100)
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // Nothing under way: no wait at all.
+        assert!(!take_or_wait(
+            &folder,
+            "000000010000000000000006",
+            &dest,
+            Duration::from_secs(60)
+        ));
     }
 
     #[test]

@@ -32,6 +32,9 @@ const WORKER_IDLE: Duration = Duration::from_secs(60);
 /// from S3 (waiting on requests).
 const LOCAL_PARALLEL: usize = 2;
 const S3_PARALLEL: usize = 8;
+/// How long a call waits for the prefetcher to finish the segment it is fetching, before
+/// it fetches that segment itself.
+const WAIT_FOR_WORKER: Duration = Duration::from_secs(5);
 /// The worker's log is started afresh past this size.
 const LOG_LIMIT: u64 = 1 << 20;
 
@@ -84,7 +87,7 @@ pub async fn run(
     let folder = (settings.prefetch_depth > 0)
         .then(|| prefetch::folder(dest, &settings.repo.to_string(), &settings.stanza));
     if let Some(folder) = &folder {
-        if prefetch::take(folder, name, dest) {
+        if prefetch::take_or_wait(folder, name, dest, WAIT_FOR_WORKER) {
             tracing::debug!("{name}: handed over from the prefetch folder");
             return Ok(Fetched::Restored);
         }
@@ -154,6 +157,8 @@ fn start_worker(
     until: Option<tidemark_pg::WalSegmentName>,
 ) -> std::io::Result<()> {
     let exe = std::env::current_exe()?;
+    // Absolute: the worker's checks of the data directory must not depend on its cwd.
+    let folder = &std::path::absolute(folder)?;
     let log_path = folder.with_extension("log");
     if std::fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_LIMIT) {
         let _ = std::fs::remove_file(&log_path);
