@@ -87,46 +87,56 @@ async fn get_with(
     };
 
     let tmp = temp_path(dest);
-    let write_err = |source| Error::Write {
+    let file = File::create(&tmp).map_err(|source| Error::Write {
         path: dest.to_path_buf(),
         source,
+    })?;
+    // No fsync: PostgreSQL reads the file right away and fetches it again after a crash;
+    // the rename alone guarantees it never sees a partial file.
+    let len = write_verified(repo, &digest, file, &tmp, dest, dest).await?;
+    Ok(GetOutcome::Restored {
+        digest,
+        len,
+        from_partial,
+    })
+}
+
+/// Writes blob `digest` into `file` (just created at `tmp`), verified as it is decoded,
+/// then renames `tmp` to `dest`; on any failure `tmp` is removed. Errors name `shown`.
+/// Returns the bytes written.
+pub(crate) async fn write_verified(
+    repo: &Repo,
+    digest: &Digest,
+    file: File,
+    tmp: &Path,
+    dest: &Path,
+    shown: &Path,
+) -> Result<u64> {
+    let write_err = |source| Error::Write {
+        path: shown.to_path_buf(),
+        source,
     };
-    let file = File::create(&tmp).map_err(write_err)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let result = async {
-        let len = repo.read_blob(&digest, &mut out).await?;
+        let len = repo.read_blob(digest, &mut out).await?;
         out.flush().map_err(write_err)?;
         Ok::<_, Error>(len)
     }
     .await;
     drop(out);
-    match result {
-        Ok(len) => {
-            // No fsync: PostgreSQL reads the file right away and fetches it again after a
-            // crash; the rename alone guarantees it never sees a partial file.
-            fs::rename(&tmp, dest).map_err(|source| {
-                let _ = fs::remove_file(&tmp);
-                Error::Write {
-                    path: dest.to_path_buf(),
-                    source,
-                }
-            })?;
-            Ok(GetOutcome::Restored {
-                digest,
-                len,
-                from_partial,
-            })
-        }
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
+    let result = result.and_then(|len| {
+        fs::rename(tmp, dest).map_err(write_err)?;
+        Ok(len)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
     }
+    result
 }
 
 /// The one digest archived under `name`; `None` when there is none; an error when there
 /// are several (a conflict every reader must see).
-async fn one_digest(repo: &Repo, stanza: &Stanza, name: &WalFileName) -> Result<Option<Digest>> {
+pub(crate) async fn one_digest(repo: &Repo, stanza: &Stanza, name: &WalFileName) -> Result<Option<Digest>> {
     let digests = repo.wal_digests(stanza, name).await?;
     match digests.as_slice() {
         [] => Ok(None),

@@ -38,7 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, ErrorKind as IoKind, Write};
+use std::io::ErrorKind as IoKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -54,6 +54,7 @@ use tidemark_store::catalog::Stanza;
 use tidemark_store::{Digest, Repo};
 use tokio::task::JoinSet;
 
+use crate::get::{one_digest, write_verified};
 use crate::{Error, Result};
 
 /// The folder (beside `%p`) that holds every prefetch folder.
@@ -527,54 +528,23 @@ async fn fetch_one(
     held: &HeldFolder,
     name: &WalSegmentName,
 ) -> Result<Fetched> {
-    let file_name = WalFileName::Segment(*name);
-    let digests = repo.wal_digests(stanza, &file_name).await?;
-    let digest = match digests.as_slice() {
-        [] => return Ok(Fetched::NotInArchive),
-        [one] => *one,
-        many => {
-            // Left for the direct fetch, which fails with this same error.
-            return Err(Error::Ambiguous {
-                name: name.to_string(),
-                count: many.len(),
-                digests: many
-                    .iter()
-                    .map(Digest::to_hex)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+    let Some(digest) = one_digest(repo, stanza, &WalFileName::Segment(*name)).await? else {
+        return Ok(Fetched::NotInArchive);
     };
     let final_name = name.to_string();
     let tmp = held.at(&format!(".fetch.{final_name}"));
-    let write_err = |source| Error::Write {
-        path: held.path.join(&final_name),
-        source,
-    };
+    let shown = held.path.join(&final_name);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(write_err)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let result = async {
-        let len = repo.read_blob(&digest, &mut out).await?;
-        out.flush().map_err(write_err)?;
-        Ok::<_, Error>(len)
-    }
-    .await;
-    drop(out);
-    match result.and_then(|len| {
-        fs::rename(&tmp, held.at(&final_name)).map_err(write_err)?;
-        Ok(len)
-    }) {
-        Ok(len) => Ok(Fetched::Placed(len)),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+        .map_err(|source| Error::Write {
+            path: shown.clone(),
+            source,
+        })?;
+    let len = write_verified(repo, &digest, file, &tmp, &held.at(&final_name), &shown).await?;
+    Ok(Fetched::Placed(len))
 }
 
 /// The parsed history file of `timeline`, read (verified) from the repository.

@@ -10,9 +10,7 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tidemark_archive_cmd::prefetch::{self, WorkerOptions};
@@ -180,21 +178,9 @@ fn start_worker(
         .arg(name)
         .arg(folder)
         .envs(settings.child_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(log);
-    // SAFETY: only async-signal-safe calls (setsid, close_range, fcntl) between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            // A session of its own: PostgreSQL's signals to the startup process's group
-            // pass it by; it notices the end of recovery by itself.
-            libc::setsid();
-            super::spool::close_inherited_at_exec();
-            Ok(())
-        });
-    }
-    command.spawn()?;
-    Ok(())
+    // It notices the end of recovery by itself.
+    super::spool::spawn_detached(command)
 }
 
 /// The background prefetcher: `tidemark archive-get --prefetch-worker NAME FOLDER`.

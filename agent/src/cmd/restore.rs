@@ -170,13 +170,17 @@ pub fn parse_tablespace_map(items: &[String]) -> Result<BTreeMap<u32, PathBuf>, 
 /// find this repository (never secrets: those come from the config file or the
 /// environment, as for this run), then `archive-get %f %p`.
 pub fn restore_command(settings: &Settings) -> Result<String, Failure> {
+    Ok(autoconf::restore_command(&this_binary()?, &restore_args(settings)?))
+}
+
+/// This binary's path, for the restore_command.
+fn this_binary() -> Result<String, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| ConfigError(format!("cannot find the tidemark binary's path: {e}")))?;
-    let exe = exe
+    Ok(exe
         .to_str()
         .ok_or_else(|| ConfigError(format!("the binary's path {exe:?} is not UTF-8")))?
-        .to_string();
-    Ok(autoconf::restore_command(&exe, &restore_args(settings)?))
+        .to_string())
 }
 
 /// The `restore_command` for a restore following `plan`: [`restore_command`], with what
@@ -184,12 +188,6 @@ pub fn restore_command(settings: &Settings) -> Result<String, Failure> {
 /// last segment (for a target inside the archive) or `--latest` (to the end of the
 /// archive, where a `.partial` segment may be the newest WAL).
 pub fn restore_command_for(settings: &Settings, plan: &PlanReport) -> Result<String, Failure> {
-    let exe = std::env::current_exe()
-        .map_err(|e| ConfigError(format!("cannot find the tidemark binary's path: {e}")))?;
-    let exe = exe
-        .to_str()
-        .ok_or_else(|| ConfigError(format!("the binary's path {exe:?} is not UTF-8")))?
-        .to_string();
     let mut get_args = vec!["--timeline".to_string(), plan.timeline.to_string()];
     if plan.target.kind == "latest" {
         get_args.push("--latest".into());
@@ -197,7 +195,7 @@ pub fn restore_command_for(settings: &Settings, plan: &PlanReport) -> Result<Str
         get_args.extend(["--until".to_string(), last.last.clone()]);
     }
     Ok(autoconf::restore_command_following(
-        &exe,
+        &this_binary()?,
         &restore_args(settings)?,
         &get_args,
     ))
