@@ -136,7 +136,11 @@ pub(crate) async fn write_verified(
 
 /// The one digest archived under `name`; `None` when there is none; an error when there
 /// are several (a conflict every reader must see).
-pub(crate) async fn one_digest(repo: &Repo, stanza: &Stanza, name: &WalFileName) -> Result<Option<Digest>> {
+pub(crate) async fn one_digest(
+    repo: &Repo,
+    stanza: &Stanza,
+    name: &WalFileName,
+) -> Result<Option<Digest>> {
     let digests = repo.wal_digests(stanza, name).await?;
     match digests.as_slice() {
         [] => Ok(None),

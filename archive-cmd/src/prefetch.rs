@@ -288,9 +288,9 @@ fn recovery_over(pgdata: Option<&Path>) -> bool {
         .is_some_and(|d| !d.join("recovery.signal").exists() && !d.join("standby.signal").exists())
 }
 
-/// Removes prefetched and temporary files (all of them, or only temporary ones left by an
-/// earlier worker that stopped abruptly); with `all`, the folder too. Returns the number
-/// of segments removed.
+/// Removes the prefetched segments and temporary files (an earlier worker's, stopped
+/// abruptly, at the start; this worker's own when it exits); with `all`, the `want` file,
+/// the lock and the folder too. Returns the number of segments removed.
 fn clean(held: &HeldFolder, all: bool) -> u64 {
     let mut removed = 0;
     let Ok(entries) = fs::read_dir(held.at(".")) else {
@@ -300,10 +300,9 @@ fn clean(held: &HeldFolder, all: bool) -> u64 {
         let name = entry.file_name().to_string_lossy().into_owned();
         let segment = matches!(name.parse::<WalFileName>(), Ok(WalFileName::Segment(_)));
         let temporary = name.starts_with(".fetch.");
-        if (all && (segment || name == WANT_FILE)) || temporary || (!all && segment) {
-            if fs::remove_file(entry.path()).is_ok() && segment {
-                removed += 1;
-            }
+        let wanted = segment || temporary || (all && name == WANT_FILE);
+        if wanted && fs::remove_file(entry.path()).is_ok() && segment {
+            removed += 1;
         }
     }
     if all && !held.removed() {

@@ -170,7 +170,10 @@ pub fn parse_tablespace_map(items: &[String]) -> Result<BTreeMap<u32, PathBuf>, 
 /// find this repository (never secrets: those come from the config file or the
 /// environment, as for this run), then `archive-get %f %p`.
 pub fn restore_command(settings: &Settings) -> Result<String, Failure> {
-    Ok(autoconf::restore_command(&this_binary()?, &restore_args(settings)?))
+    Ok(autoconf::restore_command(
+        &this_binary()?,
+        &restore_args(settings)?,
+    ))
 }
 
 /// This binary's path, for the restore_command.
