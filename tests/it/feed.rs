@@ -15,6 +15,10 @@
 //! - a restore to `latest`: replay reaches the last marker, PostgreSQL's question for the
 //!   segment after the archive's end is answered "not in the archive" (exit 1) and
 //!   recovery ends there, with no prefetcher and no folder left;
+//! - (local) timelines: a restore to the end of timeline 2, which forked from timeline 1
+//!   while timeline 1 went on (so both timelines hold segments of the same numbers after
+//!   the fork): the prefetcher follows timeline 2's history, and timeline 2's segments come
+//!   from the prefetch folder, each the archived content of its name;
 //! - two `archive-get` calls at once for each of the prefetched segments: both succeed
 //!   and both files are the archived content (a file is handed over once; the other call
 //!   fetches directly);
@@ -213,6 +217,7 @@ fn restore_and_start(
     tm: &Tidemark,
     name: &str,
     target: &[&str],
+    timeline: u32,
 ) -> (Cluster, PathBuf, PathBuf) {
     let pgdata = t.path().join(name).join("data");
     let mut args = vec!["restore", "--pgdata", pgdata.to_str().unwrap()];
@@ -221,8 +226,8 @@ fn restore_and_start(
     tm.ok(&args);
     let auto = std::fs::read_to_string(pgdata.join("postgresql.auto.conf")).unwrap();
     assert!(
-        auto.contains("archive-get --timeline 1 "),
-        "{name}: the restore_command does not name the timeline to follow: {auto}"
+        auto.contains(&format!("archive-get --timeline {timeline} ")),
+        "{name}: the restore_command does not name timeline {timeline} to follow: {auto}"
     );
     let (log, got) = wrap_restore_command(t, name);
     let mut r = Cluster::adopt(t, name, None, Some(PASSWORD), &[]);
@@ -245,7 +250,7 @@ fn feed_under_restores(t: &TestDir, tm: &Tidemark, store_root: &Path) {
     let w = workload(&c, tm);
 
     // To a time between markers 1 and 2.
-    let (r, log, got) = restore_and_start(t, tm, "to-time", &["--target-time", &w.target]);
+    let (r, log, got) = restore_and_start(t, tm, "to-time", &["--target-time", &w.target], 1);
     assert_eq!(
         markers(&r),
         "1",
@@ -267,7 +272,7 @@ fn feed_under_restores(t: &TestDir, tm: &Tidemark, store_root: &Path) {
     assert_nothing_left("to-time", &t.path().join("to-time/data"));
 
     // To the end of the archive.
-    let (r, log, got) = restore_and_start(t, tm, "to-latest", &["--target", "latest"]);
+    let (r, log, got) = restore_and_start(t, tm, "to-latest", &["--target", "latest"], 1);
     assert_eq!(
         markers(&r),
         "1,2,3",
@@ -538,4 +543,74 @@ fn feed_partial_for_latest() {
     chown_to_user(&history);
     tm.ok(&["archive-push", history.to_str().unwrap()]);
     assert_eq!(get(true).code, 1, "a newer timeline exists: not served");
+}
+
+/// A restore to the end of timeline 2, forked while timeline 1 went on.
+#[test]
+fn feed_follows_the_timeline() {
+    need_pg!();
+    let t = TestDir::new("feed-timelines");
+    let tm = local_tidemark(&t);
+    let c = archiving_cluster(&t, &tm);
+    backup_ok(&tm, &c, &[]);
+    let segments = |c: &Cluster, n: usize| {
+        for _ in 0..n {
+            c.workload(2000);
+            c.psql("select pg_switch_wal()");
+        }
+    };
+    segments(&c, 3);
+    c.psql("insert into marker values (1)");
+    let fork = c.psql("select pg_walfile_name(pg_switch_wal())");
+    c.wait_archived(&fork, Duration::from_secs(60));
+
+    // The copy that becomes timeline 2, archiving into the same stanza.
+    let pgdata = t.path().join("primary2/data");
+    tm.ok(&[
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--archive-mode",
+        "preserve",
+        "--target",
+        "latest",
+        "--target-action",
+        "promote",
+    ]);
+    let mut copy = Cluster::adopt(&t, "primary2", None, Some(PASSWORD), &[]);
+    copy.start();
+    wait_until("the copy's promotion", Duration::from_secs(120), || {
+        copy.try_psql("select pg_is_in_recovery()").as_deref() == Ok("f")
+    });
+    // Both go on: timeline 1 past the fork, timeline 2 further.
+    segments(&c, 4);
+    c.psql("insert into marker values (2)");
+    let last1 = c.psql("select pg_walfile_name(pg_switch_wal())");
+    c.wait_archived(&last1, Duration::from_secs(60));
+    segments(&copy, 8);
+    copy.psql("insert into marker values (102)");
+    let last2 = copy.psql("select pg_walfile_name(pg_switch_wal())");
+    copy.wait_archived(&last2, Duration::from_secs(60));
+    assert!(last2.starts_with("00000002"), "{last2}");
+    copy.stop();
+    drop(c);
+
+    let (r, log, got) = restore_and_start(&t, &tm, "on2", &["--target", "latest"], 2);
+    assert_eq!(
+        markers(&r),
+        "1,102",
+        "timeline 2's end: its marker, not timeline 1's later one"
+    );
+    drop(r);
+    assert_archived_content("on2", &got, &t.path().join("repo"));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    let prefetched_on2 = log_text
+        .lines()
+        .filter(|l| l.contains(HANDED_OVER) && l.contains(" 00000002"))
+        .count();
+    assert!(
+        prefetched_on2 >= 5,
+        "only {prefetched_on2} segments of timeline 2 came from the prefetch folder:\n{log_text}"
+    );
+    assert_nothing_left("on2", &t.path().join("on2/data"));
 }
