@@ -24,6 +24,8 @@
 //!   fetches directly);
 //! - (local) a blob corrupted in the middle of the WAL makes recovery stop with
 //!   PostgreSQL's FATAL on that segment: never a promotion, as a "not found" would cause;
+//! - (S3) the S3 server stopped while the prefetcher works (depth 2, each call slowed down
+//!   so that recovery is still running): recovery stops with a FATAL, never promotes;
 //! - (local) `.partial`: with `--latest`, a segment the archive lacks is served from its
 //!   archived `.partial` file, byte for byte, only while nothing newer exists (a later
 //!   timeline's history file stops it) and never without `--latest`.
@@ -613,4 +615,83 @@ fn feed_follows_the_timeline() {
         "only {prefetched_on2} segments of timeline 2 came from the prefetch folder:\n{log_text}"
     );
     assert_nothing_left("on2", &t.path().join("on2/data"));
+}
+
+/// The S3 server stops while the prefetcher works: recovery stops, it does not end.
+#[test]
+fn feed_s3_stopping_mid_prefetch_stops_recovery() {
+    need_pg!();
+    let Some(mut server) = S3Server::start_new() else {
+        skip_or_fail!(
+            "s3s-fs not found (install: cargo install s3s-fs@0.14.1 --features binary --locked)"
+        );
+    };
+    let t = TestDir::new("feed-s3-failure");
+    let tm = s3_tidemark(&t, &server);
+    let config = t.path().join("tidemark.toml");
+    let c = archiving_cluster(&t, &tm);
+    workload(&c, &tm);
+    drop(c);
+    // Two segments ahead at most, and a store that stays down fails a call in 2 s.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("retry_timeout = 2\nprefetch_depth = 2\n");
+    std::fs::write(&config, text).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    chown_to_user(&config);
+
+    let pgdata = t.path().join("down/data");
+    tm.ok(&[
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target",
+        "latest",
+        "--target-action",
+        "promote",
+    ]);
+    let (log, _got) = wrap_restore_command(&t, "down");
+    // Each call 0.3 s slower: recovery is still running when the store goes.
+    let conf = pgdata.join("postgresql.auto.conf");
+    let slowed = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("restore_command = 'TIDEMARK", "restore_command = 'sleep 0.3; TIDEMARK");
+    std::fs::write(&conf, slowed).unwrap();
+    let r = Cluster::adopt(&t, "down", None, Some(PASSWORD), &[]);
+    let out = r
+        .program("pg_ctl")
+        .args(["start", "-D"])
+        .arg(&pgdata)
+        .arg("-l")
+        .arg(r.log_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_ctl start: {out:?}");
+    let get_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        "a segment handed over from the prefetch folder",
+        Duration::from_secs(60),
+        || get_log().contains(HANDED_OVER),
+    );
+    server.stop();
+    let server_log = || std::fs::read_to_string(r.log_path()).unwrap_or_default();
+    wait_until(
+        "the server to stop without the store",
+        Duration::from_secs(120),
+        || server_log().contains("database system is shut down"),
+    );
+    let text = server_log();
+    assert!(
+        text.contains("FATAL:  could not restore file"),
+        "recovery did not stop on a failed fetch:\n{text}"
+    );
+    assert!(
+        !text.contains("archive recovery complete") && !text.contains("selected new timeline"),
+        "recovery ended instead of stopping:\n{text}"
+    );
+    assert!(pgdata.join("recovery.signal").exists(), "recovery is not over");
+    assert!(
+        get_log().contains("tidemark: archive-get: "),
+        "archive-get said why it failed:\n{}",
+        get_log()
+    );
 }
