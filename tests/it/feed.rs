@@ -652,9 +652,10 @@ fn feed_s3_stopping_mid_prefetch_stops_recovery() {
     let (log, _got) = wrap_restore_command(&t, "down");
     // Each call 0.3 s slower: recovery is still running when the store goes.
     let conf = pgdata.join("postgresql.auto.conf");
-    let slowed = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace("restore_command = 'TIDEMARK", "restore_command = 'sleep 0.3; TIDEMARK");
+    let slowed = std::fs::read_to_string(&conf).unwrap().replace(
+        "restore_command = 'TIDEMARK",
+        "restore_command = 'sleep 0.3; TIDEMARK",
+    );
     std::fs::write(&conf, slowed).unwrap();
     let r = Cluster::adopt(&t, "down", None, Some(PASSWORD), &[]);
     let out = r
@@ -688,7 +689,10 @@ fn feed_s3_stopping_mid_prefetch_stops_recovery() {
         !text.contains("archive recovery complete") && !text.contains("selected new timeline"),
         "recovery ended instead of stopping:\n{text}"
     );
-    assert!(pgdata.join("recovery.signal").exists(), "recovery is not over");
+    assert!(
+        pgdata.join("recovery.signal").exists(),
+        "recovery is not over"
+    );
     assert!(
         get_log().contains("tidemark: archive-get: "),
         "archive-get said why it failed:\n{}",
