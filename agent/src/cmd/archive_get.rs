@@ -82,7 +82,13 @@ pub async fn run(
     following: &Following,
 ) -> Result<Fetched, Failure> {
     let until = parse_until(following)?;
-    let folder = (settings.prefetch_depth > 0)
+    // Only for PostgreSQL's own calls (`%p` is `pg_wal/RECOVERYXLOG`): a person fetching a
+    // file into another folder gets it directly, with nothing left beside it.
+    let for_recovery = dest
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == "pg_wal");
+    let folder = (settings.prefetch_depth > 0 && for_recovery)
         .then(|| prefetch::folder(dest, &settings.repo.to_string(), &settings.stanza));
     if let Some(folder) = &folder {
         if prefetch::take_or_wait(folder, name, dest, WAIT_FOR_WORKER) {
