@@ -212,6 +212,65 @@ fn assert_nothing_left(label: &str, pgdata: &Path) {
     }
 }
 
+/// `restore --target latest --target-action promote` into `<t>/<name>/data` with the
+/// wrapped restore_command; returns (the data directory, the get log).
+fn restore_latest_wrapped(t: &TestDir, tm: &Tidemark, name: &str) -> (PathBuf, PathBuf) {
+    let pgdata = t.path().join(name).join("data");
+    tm.ok(&[
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--target",
+        "latest",
+        "--target-action",
+        "promote",
+    ]);
+    let (log, _got) = wrap_restore_command(t, name);
+    (pgdata, log)
+}
+
+/// Starts the restored copy `name` without waiting for it (it may never accept
+/// connections); returns it, not marked as running.
+fn start_unwaited(t: &TestDir, name: &str) -> Cluster {
+    let r = Cluster::adopt(t, name, None, Some(PASSWORD), &[]);
+    let out = r
+        .program("pg_ctl")
+        .args(["start", "-D"])
+        .arg(r.data_dir())
+        .arg("-l")
+        .arg(r.log_path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_ctl start: {out:?}");
+    r
+}
+
+/// Waits until `r` has shut down, and asserts it stopped recovery with the FATAL of a
+/// failed `restore_command` (naming `file`, when given) instead of ending it.
+fn assert_recovery_stopped(r: &Cluster, file: Option<&str>) {
+    let server_log = || std::fs::read_to_string(r.log_path()).unwrap_or_default();
+    wait_until("the server to stop", Duration::from_secs(120), || {
+        server_log().contains("database system is shut down")
+    });
+    let text = server_log();
+    let fatal = match file {
+        Some(f) => format!("FATAL:  could not restore file \"{f}\" from archive"),
+        None => "FATAL:  could not restore file".to_string(),
+    };
+    assert!(
+        text.contains(&fatal),
+        "recovery did not stop ({fatal}):\n{text}"
+    );
+    assert!(
+        !text.contains("archive recovery complete") && !text.contains("selected new timeline"),
+        "recovery ended instead of stopping:\n{text}"
+    );
+    assert!(
+        r.data_dir().join("recovery.signal").exists(),
+        "recovery is not over"
+    );
+}
+
 /// Restores into `<t>/<name>/data` with `target`, wraps its restore_command, starts it,
 /// waits until it accepts writes; returns (the server, the get log, the got folder).
 fn restore_and_start(
@@ -432,52 +491,9 @@ fn feed_store_failure_stops_recovery() {
     bytes[middle] ^= 0xff;
     std::fs::write(&blob, &bytes).unwrap();
 
-    let pgdata = t.path().join("broken/data");
-    tm.ok(&[
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--target",
-        "latest",
-        "--target-action",
-        "promote",
-    ]);
-    let (log, _got) = wrap_restore_command(&t, "broken");
-    let r = Cluster::adopt(&t, "broken", None, Some(PASSWORD), &[]);
-    let out = r
-        .program("pg_ctl")
-        .args(["start", "-D"])
-        .arg(&pgdata)
-        .arg("-l")
-        .arg(r.log_path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pg_ctl start: {out:?}");
-    let server_log = || std::fs::read_to_string(r.log_path()).unwrap_or_default();
-    wait_until(
-        "the server to stop on the broken segment",
-        Duration::from_secs(120),
-        || {
-            server_log().contains("database system is shut down")
-                || server_log().contains("startup process (PID")
-        },
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    let text = server_log();
-    assert!(
-        text.contains(&format!(
-            "FATAL:  could not restore file \"{broken}\" from archive"
-        )),
-        "recovery did not stop on {broken}:\n{text}"
-    );
-    assert!(
-        !text.contains("archive recovery complete") && !text.contains("selected new timeline"),
-        "recovery ended instead of stopping:\n{text}"
-    );
-    assert!(
-        pgdata.join("recovery.signal").exists(),
-        "recovery is not over"
-    );
+    let (_pgdata, log) = restore_latest_wrapped(&t, &tm, "broken");
+    let r = start_unwaited(&t, "broken");
+    assert_recovery_stopped(&r, Some(&broken));
     let get_log = std::fs::read_to_string(&log).unwrap();
     assert!(
         get_log.contains(&hex) || get_log.contains(&broken),
@@ -639,17 +655,7 @@ fn feed_s3_stopping_mid_prefetch_stops_recovery() {
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
     chown_to_user(&config);
 
-    let pgdata = t.path().join("down/data");
-    tm.ok(&[
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--target",
-        "latest",
-        "--target-action",
-        "promote",
-    ]);
-    let (log, _got) = wrap_restore_command(&t, "down");
+    let (pgdata, log) = restore_latest_wrapped(&t, &tm, "down");
     // Each call 0.3 s slower: recovery is still running when the store goes.
     let conf = pgdata.join("postgresql.auto.conf");
     let slowed = std::fs::read_to_string(&conf).unwrap().replace(
@@ -657,16 +663,7 @@ fn feed_s3_stopping_mid_prefetch_stops_recovery() {
         "restore_command = 'sleep 0.3; TIDEMARK",
     );
     std::fs::write(&conf, slowed).unwrap();
-    let r = Cluster::adopt(&t, "down", None, Some(PASSWORD), &[]);
-    let out = r
-        .program("pg_ctl")
-        .args(["start", "-D"])
-        .arg(&pgdata)
-        .arg("-l")
-        .arg(r.log_path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pg_ctl start: {out:?}");
+    let r = start_unwaited(&t, "down");
     let get_log = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until(
         "a segment handed over from the prefetch folder",
@@ -674,25 +671,7 @@ fn feed_s3_stopping_mid_prefetch_stops_recovery() {
         || get_log().contains(HANDED_OVER),
     );
     server.stop();
-    let server_log = || std::fs::read_to_string(r.log_path()).unwrap_or_default();
-    wait_until(
-        "the server to stop without the store",
-        Duration::from_secs(120),
-        || server_log().contains("database system is shut down"),
-    );
-    let text = server_log();
-    assert!(
-        text.contains("FATAL:  could not restore file"),
-        "recovery did not stop on a failed fetch:\n{text}"
-    );
-    assert!(
-        !text.contains("archive recovery complete") && !text.contains("selected new timeline"),
-        "recovery ended instead of stopping:\n{text}"
-    );
-    assert!(
-        pgdata.join("recovery.signal").exists(),
-        "recovery is not over"
-    );
+    assert_recovery_stopped(&r, None);
     assert!(
         get_log().contains("tidemark: archive-get: "),
         "archive-get said why it failed:\n{}",
