@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Command::Backup(_) => "backup",
         Command::Restore(_) => "restore",
         Command::Plan(_) => "plan",
+        Command::Drill(_) => "drill",
         Command::Spool { .. } => "spool",
         Command::Reindex { .. } => "reindex",
     };
@@ -132,6 +133,7 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::Backup(args) => boxed(cmd::backup::run(settings, args).await?, args.json),
         Command::Restore(args) => boxed(cmd::restore::run(settings, args).await?, args.json),
         Command::Plan(args) => boxed(cmd::plan::run(settings, args).await?, args.json),
+        Command::Drill(args) => boxed(cmd::drill::run(settings, args).await?, args.json),
         Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
         Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
         Command::Spool { action } => match action {
