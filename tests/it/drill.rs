@@ -76,6 +76,15 @@ fn production(t: &TestDir, tm: &Tidemark, extra_rows: u32) -> Production {
     Production { c, markers, backup }
 }
 
+/// `--pg-bin` for the harness's binaries (the drill would find them on PATH too; the
+/// tests name them).
+fn pg_bin_args() -> Vec<String> {
+    vec![
+        "--pg-bin".into(),
+        pg_bin().expect("binaries").display().to_string(),
+    ]
+}
+
 /// A folder for the drills' scratch folders, owned by the test user.
 fn drill_folder(t: &TestDir) -> PathBuf {
     t.mkdir("drills")
@@ -167,6 +176,7 @@ fn passing_drill(
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(pg_bin_args())
     .collect();
     let out = run(&args);
     assert_eq!(out.code, 0, "the drill failed: {out:?}");
@@ -315,6 +325,8 @@ fn drill_to_a_time_passes_s3_and_keep_keeps() {
         "--target",
         "immediate",
         "--keep",
+        "--pg-bin",
+        &pg_bin().unwrap().display().to_string(),
     ]);
     assert_eq!(out.code, 0, "{out:?}");
     let r = parse("keep", &out);
@@ -373,6 +385,7 @@ fn a_failing_check_fails_the_drill_and_leaves_nothing() {
         if json {
             a.push("--json".into());
         }
+        a.extend(pg_bin_args());
         a
     };
     let out = tm.run(&args(true));
@@ -443,7 +456,13 @@ fn a_drill_interrupted_by_sigterm_leaves_nothing() {
     let p = production(&t, &tm, 200_000);
     let folder = drill_folder(&t);
     let mut child = tm
-        .command(&["--drill-path", folder.to_str().unwrap(), "drill"])
+        .command(&[
+            "--drill-path",
+            folder.to_str().unwrap(),
+            "drill",
+            "--pg-bin",
+            &pg_bin().unwrap().display().to_string(),
+        ])
         .spawn()
         .unwrap();
     // The scratch server's pid file, with the postmaster's pid on its first line: it

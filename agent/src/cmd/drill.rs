@@ -220,8 +220,10 @@ pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, F
     let started = Instant::now();
     let started_at = now();
     let mut target = args.target.clone();
-    // The plan warns about extensions the binaries lack.
-    target.pg_bin = Some(bin.dir.clone());
+    // The plan warns about extensions the binaries lack (when it can list theirs).
+    if super::plan::available_extensions(&bin.dir).is_ok() {
+        target.pg_bin = Some(bin.dir.clone());
+    }
     let plan = make_plan(&repo, settings, &target, args.backup.clone()).await?;
     let planned = started.elapsed();
     let expected = expected_stop(&target, args.backup.clone(), &plan)?;
@@ -559,8 +561,12 @@ fn find_binaries() -> Option<PathBuf> {
                 }
             }
         }
-        if dir.join("postgres").is_file() {
-            return Some(dir);
+        // A link on PATH (/usr/local/bin/postgres) leads to the real folder, where the
+        // share and lib folders are found beside it.
+        if let Ok(real) = dir.join("postgres").canonicalize() {
+            if real.is_file() {
+                return real.parent().map(Path::to_path_buf);
+            }
         }
     }
     None
