@@ -1,7 +1,7 @@
 //! `tidemark drill [--target-… (as restore)] [--backup ID] [--checks FILE.sql]
 //! [--pg-bin DIR] [--run-as USER] [--keep] [--json]`: the automated restore drill.
 //!
-//! It plans and restores exactly as `tidemark restore` does ([`make_plan`], then
+//! It plans and restores as `tidemark restore` does ([`make_exact_plan`], then
 //! [`restore_planned`]) into a scratch folder of its own, then proves the copy:
 //!
 //! 1. before anything is created: the checks file is read, the binaries found and their
@@ -59,7 +59,7 @@ use tokio::sync::watch;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::open_repo;
-use super::plan::{make_plan, PlanReport};
+use super::plan::{make_exact_plan, PlanReport};
 use super::report::{json_lines, Report};
 use super::restore::{restore_planned, RestoreJob};
 use crate::cli::args::DrillArgs;
@@ -224,7 +224,7 @@ pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, F
     if super::plan::available_extensions(&bin.dir).is_ok() {
         target.pg_bin = Some(bin.dir.clone());
     }
-    let plan = make_plan(&repo, settings, &target, args.backup.clone()).await?;
+    let plan = make_exact_plan(&repo, settings, &target, args.backup.clone()).await?;
     let planned = started.elapsed();
     let expected = expected_stop(&target, args.backup.clone(), &plan)?;
     let backup = repo.backup(stanza, &plan.backup.id).await?.ok_or_else(|| {
