@@ -213,6 +213,7 @@ pub fn split_statements(text: &str) -> Result<Vec<Statement>, String> {
     let mut database: Option<String> = None;
     let mut current = String::new();
     let mut start_line = 1;
+    let mut has_code = false;
     let mut line = 1;
     let mut i = 0;
     let push = |current: &mut String,
@@ -254,8 +255,12 @@ pub fn split_statements(text: &str) -> Result<Vec<Statement>, String> {
             i = end;
             continue;
         }
-        if current.trim().is_empty() && !c.is_ascii_whitespace() {
+        // A statement starts on the line of its first token, not of a comment before it.
+        let comment = (c == b'-' && bytes.get(i + 1) == Some(&b'-'))
+            || (c == b'/' && bytes.get(i + 1) == Some(&b'*'));
+        if !has_code && !c.is_ascii_whitespace() && !comment && c != b';' {
             start_line = line;
+            has_code = true;
         }
         match c {
             b'\n' => {
@@ -265,6 +270,7 @@ pub fn split_statements(text: &str) -> Result<Vec<Statement>, String> {
             }
             b';' => {
                 push(&mut current, &mut out, &database, start_line);
+                has_code = false;
                 i += 1;
             }
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
@@ -771,6 +777,8 @@ mod tests {
                     \\c app\n\
                     select $$;$$ = $q$;$q$;\n\
                     select $1;  \n;;\n-- only a comment\n";
+        let after_comment = split_statements("select 1; -- a note\n/* more */\nselect 2;").unwrap();
+        assert_eq!(after_comment[1].line, 3, "{after_comment:?}");
         let s = split_statements(text).unwrap();
         let sqls: Vec<(&str, usize, Option<&str>)> = s
             .iter()

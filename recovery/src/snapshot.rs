@@ -519,7 +519,11 @@ pub async fn plan(repo: &Repo, loaded: &mut Loaded, request: &PlanRequest) -> Re
 /// commit there does not pass it), that segment decoded in full and the target planned
 /// again, so that the plan names the record, its LSN and its time. `tidemark drill`
 /// compares them with where the server stopped; a restore does not need them.
-pub async fn plan_exact(repo: &Repo, loaded: &mut Loaded, request: &PlanRequest) -> Result<Outcome> {
+pub async fn plan_exact(
+    repo: &Repo,
+    loaded: &mut Loaded,
+    request: &PlanRequest,
+) -> Result<Outcome> {
     let outcome = plan(repo, loaded, request).await?;
     let Outcome::Plan(p) = &outcome else {
         return Ok(outcome);

@@ -198,7 +198,7 @@ fn passing_drill(
     );
     assert_eq!(check(&r, "recovery point")["passed"], true, "{r:#}");
     for prefix in [
-        "checks statement 1 (line 1, database postgres",
+        "checks statement 1 (line 2, database postgres",
         "checks statement 2 (line 3, database postgres",
         "checks statement 3 (line 5, database template1",
         "tables of database postgres",
@@ -398,7 +398,10 @@ fn a_failing_check_fails_the_drill_and_leaves_nothing() {
     );
     assert_eq!(second["passed"], false, "{r:#}");
     assert_eq!(second["detail"], "returned f", "{r:#}");
-    let third = check(&r, "checks statement 3");
+    let third = check(
+        &r,
+        "checks statement 3 (line 3, database postgres: select 1/0 = 1)",
+    );
     assert!(
         third["detail"]
             .as_str()
@@ -416,6 +419,7 @@ fn a_failing_check_fails_the_drill_and_leaves_nothing() {
     assert_nothing_left("fail", &folder, &r);
     // Text: the failing statement and what it returned, on its line.
     let out = tm.run(&args(false));
+    eprintln!("{}", out.stdout);
     assert_eq!(out.code, i32::from(exit::DRILL_FAILED), "{out:?}");
     assert!(
         out.stdout
@@ -490,6 +494,7 @@ fn a_drill_interrupted_by_sigterm_leaves_nothing() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
     assert_eq!(out.status.code(), Some(i32::from(exit::FAILED)), "{stderr}");
     assert!(
         stderr

@@ -137,7 +137,7 @@ pub fn render_text(r: &DrillReport) -> String {
     let rec = &r.record;
     let mut out = Vec::new();
     out.push(format!(
-        "drill       {} : backup {}, target {}",
+        "drill       {}: backup {}, target {}",
         if rec.passed { "PASSED" } else { "FAILED" },
         rec.backup,
         rec.target
