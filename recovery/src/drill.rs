@@ -789,7 +789,7 @@ mod tests {
             [
                 (
                     "-- the orders are there\nselect count(*) > 0 from orders",
-                    1,
+                    2,
                     None
                 ),
                 ("select 'a;b' = 'a;b' and \"x;y\" is null from t", 3, None),
