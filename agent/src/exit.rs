@@ -65,6 +65,21 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The failure and its causes on one line (each cause once).
+    pub fn one_line(&self) -> String {
+        let mut msg = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !msg.contains(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            source = s.source();
+        }
+        msg.replace('\n', " ")
+    }
+
     /// The exit code for this failure.
     pub fn code(&self) -> u8 {
         use tidemark_archive_cmd::ErrorKind as K;

@@ -245,17 +245,7 @@ fn init_logging(level: &str, timestamps: bool) {
 
 /// Prints one line, `tidemark: <command>: <error>: <cause>…`, and returns the exit code.
 fn report(command: &str, failure: &Failure, code: u8) -> ExitCode {
-    let mut msg = failure.to_string();
-    let mut source = std::error::Error::source(failure);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    eprintln!("tidemark: {command}: {}", msg.replace('\n', " "));
+    eprintln!("tidemark: {command}: {}", failure.one_line());
     ExitCode::from(code)
 }
 

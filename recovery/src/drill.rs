@@ -648,7 +648,7 @@ pub fn phases(ends: &[(&str, Duration)], complete: bool) -> (Vec<Phase>, Option<
         });
         previous = end;
     }
-    let total = complete.then(|| previous.as_secs_f64());
+    let total = complete.then_some(previous.as_secs_f64());
     (out, total)
 }
 

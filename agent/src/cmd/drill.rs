@@ -96,8 +96,10 @@ pub struct DrillReport {
     /// What is recorded.
     #[serde(flatten)]
     pub record: DrillRecord,
-    /// The record's key, or why it could not be written.
-    pub recorded: Result<String, String>,
+    /// The record's key (`null` when it could not be written: see `record_error`).
+    pub recorded: Option<String>,
+    /// Why the record could not be written.
+    pub record_error: Option<String>,
     /// The scratch folder.
     pub scratch: PathBuf,
     /// What became of it: removed, or kept (with the server's pid and how to stop it).
@@ -126,8 +128,8 @@ impl Report for DrillReport {
         match (&self.recorded, self.record.passed) {
             (_, false) => exit::DRILL_FAILED,
             // A passing drill whose proof is not kept has not done its job.
-            (Err(_), true) => exit::FAILED,
-            (Ok(_), true) => exit::OK,
+            (None, true) => exit::FAILED,
+            (Some(_), true) => exit::OK,
         }
     }
 }
@@ -180,9 +182,12 @@ pub fn render_text(r: &DrillReport) -> String {
     for w in &r.warnings {
         out.push(format!("WARNING: {w}"));
     }
-    match &r.recorded {
-        Ok(key) => out.push(format!("recorded    {key}")),
-        Err(e) => out.push(format!("NOT RECORDED: {e}")),
+    match (&r.recorded, &r.record_error) {
+        (Some(key), _) => out.push(format!("recorded    {key}")),
+        (None, e) => out.push(format!(
+            "NOT RECORDED: {}",
+            e.as_deref().unwrap_or("unknown")
+        )),
     }
     out.push(format!("scratch     {}", r.scratch_state));
     let mut text = out.join("\n");
@@ -333,14 +338,19 @@ pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, F
         tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
         pg_version: drill.pg_version.clone(),
     };
-    let recorded = repo
-        .put_drill(stanza, &record)
-        .await
-        .map(|key| key.to_string())
-        .map_err(|e| format!("the result could not be written to the repository: {e}"));
+    let (recorded, record_error) = match repo.put_drill(stanza, &record).await {
+        Ok(key) => (Some(key.to_string()), None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "the result could not be written to the repository: {e}"
+            )),
+        ),
+    };
     Ok(DrillReport {
         record,
         recorded,
+        record_error,
         scratch,
         scratch_state,
         port: drill.port,
@@ -779,7 +789,7 @@ impl Drill {
             Err(Failure::Recovery(tidemark_recovery::Error::Interrupted)) => {
                 return Err(Stop::Interrupted)
             }
-            Err(e) => return Err(Stop::Failed(format!("restore: {}", chain(&e)))),
+            Err(e) => return Err(Stop::Failed(format!("restore: {}", e.one_line()))),
         }
         self.mark("files restored");
         Ok(())
@@ -1563,21 +1573,6 @@ async fn amcheck(client: &Client) -> Result<String, String> {
             if failures.len() > shown { "; …" } else { "" }
         ))
     }
-}
-
-/// A failure with its causes, on one line.
-fn chain(e: &Failure) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg.replace('\n', " ")
 }
 
 #[cfg(test)]
