@@ -17,7 +17,10 @@
 //!   and `--json` holds it; the scratch folder is gone, its server's pid is gone and its
 //!   port is closed; the production cluster is untouched and no timeline was archived
 //!   from the promoted copy (local: run as root with `--run-as` when the tests run as
-//!   root; S3: as the test user);
+//!   root, with a tablespace whose rows a check reads in the scratch copy while the
+//!   production tablespace folder stays byte for byte as it was; S3: as the test user);
+//! - the same time target on PostgreSQL 13 and 18 (settings that exist in some majors
+//!   only; 13's pause probe) stops at exactly the same commit, amcheck included;
 //! - a drill whose SQL check returns `false` exits 6, names the statement and what it
 //!   returned, is recorded as failed (`info` warns that no drill passed), and leaves no
 //!   folder and no process;
@@ -58,10 +61,24 @@ struct Production {
 }
 
 /// Markers 1-3, a backup, markers 4-6, `extra_rows` more rows of WAL, a final switch
-/// (everything archived).
-fn production(t: &TestDir, tm: &Tidemark, extra_rows: u32) -> Production {
-    let c = archiving_cluster(t, tm, None);
+/// (everything archived); on `bin`'s major (default 15), with a tablespace when
+/// `tablespace` names a folder for it.
+fn production(
+    t: &TestDir,
+    tm: &Tidemark,
+    extra_rows: u32,
+    bin: Option<PathBuf>,
+    tablespace: Option<&Path>,
+) -> Production {
+    let c = archiving_cluster(t, tm, bin);
     c.psql("create table marks(id int primary key, xid xid8 not null)");
+    if let Some(dir) = tablespace {
+        c.psql(&format!(
+            "create tablespace elsewhere location '{}'",
+            dir.display()
+        ));
+        c.psql("create table kept_elsewhere tablespace elsewhere as select generate_series(1, 1000) as n");
+    }
     let mut markers: Vec<Marker> = (1..=3).map(|id| commit_marker(&c, id)).collect();
     let backup = backup_ok(tm, &c, &[])["id"]
         .as_str()
@@ -154,13 +171,23 @@ fn passing_drill(
     t: &TestDir,
     tm: &Tidemark,
     p: &Production,
+    extra_checks: &str,
     run: impl Fn(&[String]) -> Run,
 ) -> Value {
     let folder = drill_folder(t);
     let checks = t.write(
         "checks.sql",
-        b"-- the markers up to the target\nselect count(*) = 4 from marks;\n\
-          select max(id) = 4 from marks;\n\\c template1\nselect current_database() = 'template1';\n",
+        format!(
+            "-- the markers up to the target\nselect count(*) = 4 from marks;\n\
+             select max(id) = 4 from marks;\n\\c template1\nselect current_database() = 'template1';\n\
+             \\c postgres\n{extra_checks}"
+        )
+        .as_bytes(),
+    );
+    let tables = p.c.psql(
+        "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+         where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') \
+         and n.nspname not like 'pg_toast%'",
     );
     let target = between(&p.markers[3], &p.markers[4]);
     let before = p.c.psql("select count(*) from marks");
@@ -208,8 +235,15 @@ fn passing_drill(
     }
     assert_eq!(
         check(&r, "tables of database postgres")["detail"],
-        "1 tables"
+        format!("{tables} tables")
     );
+    let failed: Vec<&Value> = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["passed"] != true)
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
     let amcheck = check(&r, "amcheck in database postgres")["detail"].clone();
     assert!(
         amcheck.as_str().unwrap().ends_with("btree indexes checked"),
@@ -272,7 +306,9 @@ fn drill_to_a_time_passes_local() {
     need_pg!();
     let t = TestDir::new("drill-local");
     let tm = local_tidemark(&t);
-    let p = production(&t, &tm, 0);
+    let ts = t.mkdir("tablespace");
+    let p = production(&t, &tm, 0, None, Some(&ts));
+    let ts_before = crate::harness::tidemark::repo_snapshot(&ts);
     let root = crate::harness::pg::is_root();
     // As root without a user: refused before anything is created.
     if root {
@@ -283,20 +319,84 @@ fn drill_to_a_time_passes_local() {
         assert_eq!(out.status.code(), Some(i32::from(exit::USAGE)), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--run-as"));
     }
-    passing_drill(&t, &tm, &p, |args| {
-        if root {
-            let mut all = args.to_vec();
-            all.extend(["--run-as".to_string(), crate::harness::pg::TEST_USER.into()]);
-            let out = tm.command_as_invoker(&all).output().unwrap();
-            Run {
-                code: out.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&out.stdout).to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    // The tablespace's rows, restored into the scratch folder (never into its original
+    // location, which production uses).
+    passing_drill(
+        &t,
+        &tm,
+        &p,
+        "select count(*) = 1000 from kept_elsewhere;\n",
+        |args| {
+            if root {
+                let mut all = args.to_vec();
+                all.extend(["--run-as".to_string(), crate::harness::pg::TEST_USER.into()]);
+                let out = tm.command_as_invoker(&all).output().unwrap();
+                Run {
+                    code: out.status.code().unwrap_or(-1),
+                    stdout: String::from_utf8_lossy(&out.stdout).to_string(),
+                    stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+                }
+            } else {
+                tm.run(args)
             }
-        } else {
-            tm.run(args)
-        }
-    });
+        },
+    );
+    let diff = crate::harness::tidemark::snapshot_diff(
+        &ts_before,
+        &crate::harness::tidemark::repo_snapshot(&ts),
+    );
+    assert!(
+        diff.is_empty(),
+        "the drill touched production's tablespace: {diff:?}"
+    );
+}
+
+/// A drill on the oldest and the newest majors (settings that exist in some majors only,
+/// PostgreSQL 13's pause probe): a time target, exact.
+#[test]
+fn drill_on_postgres_13_and_18() {
+    need_pg!();
+    for major in [13, 18] {
+        let Some(bin) = crate::harness::pg::server_bin(major) else {
+            skip_or_fail!(
+                "PostgreSQL {major} server binaries not found (scripts/fetch-postgres.sh)"
+            );
+        };
+        let t = TestDir::new(&format!("drill-{major}"));
+        let tm = local_tidemark(&t);
+        let p = production(&t, &tm, 0, Some(bin.clone()), None);
+        let folder = drill_folder(&t);
+        let out = tm.run(&[
+            "--drill-path",
+            folder.to_str().unwrap(),
+            "drill",
+            "--json",
+            "--target-time",
+            &between(&p.markers[4], &p.markers[5]),
+            "--pg-bin",
+            bin.to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 0, "PostgreSQL {major}: {out:?}");
+        let r = parse("major", &out);
+        assert!(
+            r["pg_version"]
+                .as_str()
+                .unwrap()
+                .starts_with(&major.to_string()),
+            "{r:#}"
+        );
+        assert_eq!(
+            rfc3339_normalized(r["reached"]["last_commit_time"].as_str().unwrap()),
+            rfc3339_normalized(&rfc3339(p.markers[4].commit)),
+            "PostgreSQL {major}: {r:#}"
+        );
+        let amcheck = check(&r, "amcheck in database postgres")["detail"].clone();
+        assert!(
+            amcheck.as_str().unwrap().ends_with("btree indexes checked"),
+            "PostgreSQL {major}: {amcheck}"
+        );
+        assert_nothing_left("major", &folder, &r);
+    }
 }
 
 /// The passing drill on S3, then `--keep`.
@@ -312,8 +412,8 @@ fn drill_to_a_time_passes_s3_and_keep_keeps() {
     let tm = s3_tidemark(&t, &server);
     let config = t.path().join("tidemark.toml");
     std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let p = production(&t, &tm, 0);
-    passing_drill(&t, &tm, &p, |args| tm.run(args));
+    let p = production(&t, &tm, 0, None, None);
+    passing_drill(&t, &tm, &p, "", |args| tm.run(args));
 
     // --keep: the server stays up in its folder, and the report says how to stop it.
     let folder = t.mkdir("kept");
@@ -368,7 +468,7 @@ fn a_failing_check_fails_the_drill_and_leaves_nothing() {
     need_pg!();
     let t = TestDir::new("drill-fail");
     let tm = local_tidemark(&t);
-    let p = production(&t, &tm, 0);
+    let p = production(&t, &tm, 0, None, None);
     let folder = drill_folder(&t);
     let checks = t.write(
         "checks.sql",
@@ -457,7 +557,7 @@ fn a_drill_interrupted_by_sigterm_leaves_nothing() {
     let t = TestDir::new("drill-sigterm");
     let tm = local_tidemark(&t);
     // About 40 MiB of WAL after the backup: replay fetches 40 segments one by one.
-    let p = production(&t, &tm, 200_000);
+    let p = production(&t, &tm, 200_000, None, None);
     let folder = drill_folder(&t);
     let mut child = tm
         .command(&[
