@@ -26,7 +26,9 @@
 //!   folder and no process;
 //! - a drill interrupted with SIGTERM while its scratch server replays (signalled as soon
 //!   as the server's pid file exists, with 40 MiB of WAL to replay) exits 1 saying so,
-//!   records nothing, and leaves no folder, no process and no listening port;
+//!   records nothing, and leaves no folder and no process; so does one interrupted with
+//!   SIGINT as soon as its scratch folder exists (the restore); a refused target exits
+//!   5 and creates nothing;
 //! - `--keep` leaves the server running in its folder (it answers on its socket) and the
 //!   report says how to stop it.
 
@@ -609,10 +611,56 @@ fn a_drill_interrupted_by_sigterm_leaves_nothing() {
         !alive(postmaster),
         "the scratch server {postmaster} still runs"
     );
+
+    // SIGINT as soon as the scratch folder exists (during the restore, or just after):
+    // the same end, whichever phase it reaches.
+    let mut child = tm
+        .command(&[
+            "--drill-path",
+            folder.to_str().unwrap(),
+            "drill",
+            "--pg-bin",
+            &pg_bin().unwrap().display().to_string(),
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while leftovers(&folder).is_empty() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the drill ended before its scratch folder existed: {:?}",
+            child.wait_with_output()
+        );
+        assert!(Instant::now() < deadline, "no scratch folder within 120 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // SAFETY: kill has no memory preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(i32::from(exit::FAILED)), "{stderr}");
+    eprintln!("{stderr}");
+    assert!(stderr.contains("drill: interrupted"), "{stderr}");
+    assert!(leftovers(&folder).is_empty(), "{:?}", leftovers(&folder));
+
+    // A target the planner refuses: exit 5, nothing created.
+    let before_backup = rfc3339(p.markers[0].commit);
+    let out = tm.run(&[
+        "--drill-path",
+        folder.to_str().unwrap(),
+        "drill",
+        "--target-time",
+        &before_backup,
+        "--pg-bin",
+        &pg_bin().unwrap().display().to_string(),
+    ]);
+    assert_eq!(out.code, i32::from(exit::TARGET_UNREACHABLE), "{out:?}");
+    assert!(leftovers(&folder).is_empty(), "{:?}", leftovers(&folder));
+
     let info = tm.info();
     assert_eq!(
         info["drills"]["count"], 0,
-        "an interrupted drill was recorded: {info:#}"
+        "an interrupted or refused drill was recorded: {info:#}"
     );
     drop(p);
 }

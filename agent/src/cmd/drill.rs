@@ -296,10 +296,16 @@ pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, F
     if interrupted {
         return Err(
             DrillError::Interrupted(if scratch_state.starts_with("removed") {
-                format!(
-                    "the scratch server was stopped and {} removed; nothing was recorded",
-                    scratch.display()
-                )
+                match server_pid {
+                    Some(_) => format!(
+                        "the scratch server was stopped and {} removed; nothing was recorded",
+                        scratch.display()
+                    ),
+                    None => format!(
+                        "{} was removed (no server had started); nothing was recorded",
+                        scratch.display()
+                    ),
+                }
             } else {
                 format!("{scratch_state}; nothing was recorded")
             })
