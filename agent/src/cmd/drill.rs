@@ -125,12 +125,18 @@ impl Report for DrillReport {
     }
 
     fn code(&self) -> u8 {
-        match (&self.recorded, self.record.passed) {
-            (_, false) => exit::DRILL_FAILED,
-            // A passing drill whose proof is not kept has not done its job.
-            (None, true) => exit::FAILED,
-            (Some(_), true) => exit::OK,
-        }
+        exit_code(self.record.passed, self.recorded.is_some())
+    }
+}
+
+/// A drill's exit code: [`exit::DRILL_FAILED`] when it failed (recorded or not), 0 when
+/// it passed and is recorded, [`exit::FAILED`] when it passed but its record could not
+/// be written (the proof is not kept: the drill has not done its job).
+pub fn exit_code(passed: bool, recorded: bool) -> u8 {
+    match (passed, recorded) {
+        (false, _) => exit::DRILL_FAILED,
+        (true, false) => exit::FAILED,
+        (true, true) => exit::OK,
     }
 }
 
@@ -1596,6 +1602,14 @@ mod tests {
         let abs = dir.path().join("pg_stat_statements.so");
         assert!(library_present(None, abs.to_str().unwrap()));
         assert!(!library_present(None, "pg_stat_statements"));
+    }
+
+    #[test]
+    fn a_failed_drill_exits_6_and_an_unrecorded_pass_1() {
+        assert_eq!(exit_code(true, true), exit::OK);
+        assert_eq!(exit_code(true, false), exit::FAILED);
+        assert_eq!(exit_code(false, true), exit::DRILL_FAILED);
+        assert_eq!(exit_code(false, false), exit::DRILL_FAILED);
     }
 
     #[test]
