@@ -38,6 +38,13 @@ pub struct DrillRecord {
     pub target: String,
     /// Where the plan said replay stops, in words.
     pub expected_stop: String,
+    /// The plan's stop record's start (for `latest`: the end of the archived WAL), when
+    /// it names one (`X/X`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_lsn: Option<String>,
+    /// The plan's stop record's time, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_time: Option<DateTime<Utc>>,
     /// The recovery point the server reached (`null` when it never got there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reached: Option<ReachedPoint>,
@@ -180,6 +187,8 @@ mod tests {
             backup: "20261121T100000Z".into(),
             target: "latest".into(),
             expected_stop: "at the end of archived WAL".into(),
+            expected_lsn: Some("0/3000060".into()),
+            expected_time: None,
             reached: Some(ReachedPoint {
                 last_commit_time: Some("2026-11-21T10:32:07.5Z".parse().unwrap()),
                 replay_lsn: "0/3000060".into(),

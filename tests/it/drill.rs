@@ -226,6 +226,8 @@ fn passing_drill(
         "{r:#}"
     );
     assert_eq!(check(&r, "recovery point")["passed"], true, "{r:#}");
+    assert_eq!(r["expected_time"], r["plan"]["stop"]["time"], "{r:#}");
+    assert_eq!(r["expected_lsn"], r["plan"]["stop"]["lsn"], "{r:#}");
     for prefix in [
         "checks statement 1 (line 2, database postgres",
         "checks statement 2 (line 3, database postgres",
@@ -291,6 +293,17 @@ fn passing_drill(
     );
     assert_eq!(info["drills"]["last"]["id"], r["id"], "{info:#}");
     assert_eq!(info["drills"]["last"]["passed"], true);
+    // The record in the repository is the report's.
+    for field in [
+        "reached",
+        "expected_time",
+        "expected_lsn",
+        "rto_seconds",
+        "checks",
+        "backup",
+    ] {
+        assert_eq!(info["drills"]["last"][field], r[field], "{field}: {info:#}");
+    }
     assert!(info["drills"]["warning"].is_null(), "{info:#}");
     let text = tm.ok(&["info"]);
     assert!(

@@ -337,6 +337,8 @@ pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, F
         backup: plan.backup.id.clone(),
         target: target_words(&plan),
         expected_stop: plan.stop.description.clone(),
+        expected_lsn: plan.stop.lsn.clone(),
+        expected_time: plan.stop.time,
         reached: drill.reached.clone(),
         phases: phase_list
             .into_iter()

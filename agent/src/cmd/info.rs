@@ -1141,6 +1141,8 @@ mod tests {
             backup: "20261201T000000Z".into(),
             target: "latest".into(),
             expected_stop: "at the end of archived WAL".into(),
+            expected_lsn: None,
+            expected_time: None,
             reached: None,
             phases: Vec::new(),
             rto_seconds: passed.then_some(42.25),
