@@ -30,7 +30,8 @@
 //!   SIGINT as soon as its scratch folder exists (the restore); a refused target exits
 //!   5 and creates nothing;
 //! - `--keep` leaves the server running in its folder (it answers on its socket) and the
-//!   report says how to stop it.
+//!   report says how to stop it; that drill's first port is taken (the test holds it),
+//!   and the server starts on another.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -431,21 +432,36 @@ fn drill_to_a_time_passes_s3_and_keep_keeps() {
     passing_drill(&t, &tm, &p, "", |args| tm.run(args));
 
     // --keep: the server stays up in its folder, and the report says how to stop it.
+    // Its first port is one this test holds (debug builds take it from
+    // TIDEMARK_TEST_DRILL_PORT): the server cannot bind it, and the drill moves on to
+    // another.
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
     let folder = t.mkdir("kept");
-    let out = tm.run(&[
-        "--drill-path",
-        folder.to_str().unwrap(),
-        "drill",
-        "--json",
-        "--target",
-        "immediate",
-        "--keep",
-        "--pg-bin",
-        &pg_bin().unwrap().display().to_string(),
-    ]);
+    let out = tm
+        .clone()
+        .with_env("TIDEMARK_TEST_DRILL_PORT", &taken_port.to_string())
+        .run(&[
+            "--drill-path",
+            folder.to_str().unwrap(),
+            "drill",
+            "--json",
+            "--target",
+            "immediate",
+            "--keep",
+            "--pg-bin",
+            &pg_bin().unwrap().display().to_string(),
+        ]);
     assert_eq!(out.code, 0, "{out:?}");
     let r = parse("keep", &out);
+    assert_ne!(r["port"], taken_port, "{r:#}");
+    drop(taken);
     let scratch = PathBuf::from(r["scratch"].as_str().unwrap());
+    let log = std::fs::read_to_string(scratch.join("server.log")).unwrap();
+    assert!(
+        log.contains("could not bind"),
+        "the first start did not meet the taken port: {log}"
+    );
     let pid = r["server_pid"].as_i64().expect("pid");
     assert!(scratch.join("data/PG_VERSION").is_file(), "{r:#}");
     assert!(alive(pid), "{r:#}");

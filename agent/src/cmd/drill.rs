@@ -74,6 +74,9 @@ const WRITE_WITHIN: Duration = Duration::from_secs(60);
 const POLL_EVERY: Duration = Duration::from_millis(200);
 /// How long the server gets to exit after SIGQUIT before its process group is killed.
 const STOP_WITHIN: Duration = Duration::from_secs(15);
+/// How many other ports are tried when the one found free is taken before the server
+/// binds it.
+const PORT_TRIES: u32 = 3;
 /// The database the checks run in until a `\c` line says otherwise.
 const DEFAULT_DATABASE: &str = "postgres";
 /// Lines of the server log shown when the server fails.
@@ -253,7 +256,7 @@ pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, F
         scratch: scratch.clone(),
         account,
         bin,
-        port: free_port()
+        port: first_port()
             .map_err(|e| DrillError::Setup(format!("cannot find a free port: {e}")))?,
         server: None,
         role: None,
@@ -681,6 +684,20 @@ fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The port the drill tries first: a free one. Debug builds only:
+/// `TIDEMARK_TEST_DRILL_PORT` names it instead, so that a test can hand the drill a
+/// port it holds and prove that the start moves to another one.
+fn first_port() -> std::io::Result<u16> {
+    #[cfg(debug_assertions)]
+    if let Some(port) = std::env::var("TIDEMARK_TEST_DRILL_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+    {
+        return Ok(port);
+    }
+    free_port()
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked: the start retries on another one if
 /// it is taken meanwhile).
 fn free_port() -> std::io::Result<u16> {
@@ -995,11 +1012,37 @@ impl Drill {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Moves the server to another free port: a `port` line appended to
+    /// `postgresql.auto.conf` (after the drill's block: later lines win), read back.
+    fn move_port(&mut self) -> Result<(), String> {
+        self.port = free_port().map_err(|e| format!("cannot find a free port: {e}"))?;
+        let auto = self.data().join("postgresql.auto.conf");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&auto)
+            .map_err(|e| format!("cannot open {}: {e}", auto.display()))?;
+        writeln!(
+            file,
+            "# tidemark drill: the first port was taken\nport = '{}'",
+            self.port
+        )
+        .map_err(|e| format!("cannot write {}: {e}", auto.display()))?;
+        let read = self.setting("port")?;
+        if read != self.port.to_string() {
+            return Err(format!(
+                "the scratch cluster's configuration reads port = {read:?}, not {}",
+                self.port
+            ));
+        }
+        Ok(())
+    }
+
     /// Starts `postgres` in its own process group, its output into `server.log`.
     fn start(&mut self) -> Result<(), String> {
         let log_path = self.scratch.join("server.log");
+        // Appended to: a start again on another port keeps the first one's lines.
         let log = std::fs::OpenOptions::new()
-            .create_new(true)
+            .create(true)
             .append(true)
             .open(&log_path)
             .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
@@ -1124,12 +1167,24 @@ impl Drill {
         let began = Instant::now();
         let mut client: Option<Client> = None;
         let mut version_num = 0u32;
+        let mut port_tries = 0;
         let stops_at = expected
             .stop_lsn
             .map(|l| format!(" (the plan stops at {l})"))
             .unwrap_or_default();
         loop {
             if let Some(status) = self.exited() {
+                let log =
+                    std::fs::read_to_string(self.scratch.join("server.log")).unwrap_or_default();
+                // The port was free when found, and taken before the server bound it:
+                // another one, written after the drill's block (later lines win).
+                if client.is_none() && port_tries < PORT_TRIES && log.contains("could not bind") {
+                    port_tries += 1;
+                    self.server = None;
+                    self.move_port().map_err(Stop::Failed)?;
+                    self.start().map_err(Stop::Failed)?;
+                    continue;
+                }
                 return Err(Stop::Failed(format!(
                     "the scratch server exited ({status}) before reaching the target; its log ends: {}",
                     self.log_tail()
