@@ -439,6 +439,9 @@ struct Account {
     name: String,
     uid: u32,
     gid: u32,
+    /// Its groups, supplementary ones included (a repository or config file readable
+    /// through a group stays readable), looked up before any process is started.
+    groups: Vec<libc::gid_t>,
     /// Whether tidemark switches to it (it runs as root); else it is tidemark's own user.
     switch: bool,
 }
@@ -461,8 +464,10 @@ fn runner(wanted: Option<&str>) -> Result<Account, ConfigError> {
                 "--run-as {name}: that is root, which PostgreSQL refuses"
             )));
         }
+        let groups = group_list(&account.name, account.gid);
         return Ok(Account {
             switch: true,
+            groups,
             ..account
         });
     }
@@ -514,8 +519,32 @@ fn passwd(
         name,
         uid: pwd.pw_uid,
         gid: pwd.pw_gid,
+        groups: Vec::new(),
         switch: false,
     })
+}
+
+/// `name`'s groups (`getgrouplist`), its primary group `gid` among them.
+fn group_list(name: &str, gid: u32) -> Vec<libc::gid_t> {
+    let Ok(c_name) = CString::new(name) else {
+        return vec![gid];
+    };
+    let mut size: libc::c_int = 64;
+    loop {
+        let mut groups: Vec<libc::gid_t> = vec![0; size as usize];
+        let mut n = size;
+        // SAFETY: the buffer holds `n` entries; getgrouplist writes at most that many and
+        // sets `n` to the number it needs when that is more (and returns -1).
+        let rc = unsafe { libc::getgrouplist(c_name.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n.max(0) as usize);
+            return groups;
+        }
+        if n <= size || size >= 65_536 {
+            return vec![gid];
+        }
+        size = n;
+    }
 }
 
 /// The PostgreSQL binaries the drill runs.
@@ -985,7 +1014,25 @@ impl Drill {
         let mut cmd = Command::new(self.bin.dir.join(program));
         cmd.current_dir(&self.scratch).stdin(Stdio::null());
         if self.account.switch {
-            cmd.uid(self.account.uid).gid(self.account.gid);
+            let (uid, gid, groups) = (
+                self.account.uid,
+                self.account.gid,
+                self.account.groups.clone(),
+            );
+            // The user's groups, then its group, then the user: in the child, before exec,
+            // with the list looked up beforehand (only system calls after the fork).
+            // SAFETY: the closure makes async-signal-safe system calls only.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd
     }
@@ -1659,6 +1706,12 @@ mod tests {
         let abs = dir.path().join("pg_stat_statements.so");
         assert!(library_present(None, abs.to_str().unwrap()));
         assert!(!library_present(None, "pg_stat_statements"));
+    }
+
+    #[test]
+    fn a_users_groups_include_its_own() {
+        assert!(group_list("root", 0).contains(&0));
+        assert_eq!(group_list("no-such-user-tidemark", 4242), [4242]);
     }
 
     #[test]
