@@ -29,6 +29,9 @@
 //!   records nothing, and leaves no folder and no process; so does one interrupted with
 //!   SIGINT as soon as its scratch folder exists (the restore); a refused target exits
 //!   5 and creates nothing;
+//! - a backed-up `postgresql.conf` that names the production data directory
+//!   (`data_directory`) is caught by reading the configuration back: the drill fails
+//!   before any server starts, and production runs on untouched;
 //! - `--keep` leaves the server running in its folder (it answers on its socket) and the
 //!   report says how to stop it; that drill's first port is taken (the test holds it),
 //!   and the server starts on another.
@@ -579,6 +582,50 @@ fn a_failing_check_fails_the_drill_and_leaves_nothing() {
         "{info:#}"
     );
     drop(p);
+}
+
+/// A backed-up `postgresql.conf` naming the production data directory (`data_directory`,
+/// which `postgresql.auto.conf` cannot override): the drill reads the configuration back
+/// before it starts anything, refuses, fails (6), and leaves production alone.
+#[test]
+fn a_configuration_pointing_at_production_is_refused() {
+    need_pg!();
+    let t = TestDir::new("drill-datadir");
+    let tm = local_tidemark(&t);
+    let c = archiving_cluster(&t, &tm, None);
+    // Harmless for production (its own folder), fatal for a copy that would obey it.
+    c.append_conf(&[(
+        "data_directory".into(),
+        crate::harness::pg::conf_quote(&c.data_dir().display().to_string()),
+    )]);
+    backup_ok(&tm, &c, &[]);
+    let last = c.psql("select pg_walfile_name(pg_switch_wal())");
+    c.wait_archived(&last, Duration::from_secs(60));
+    let pid_before = std::fs::read_to_string(c.data_dir().join("postmaster.pid")).unwrap();
+    let folder = drill_folder(&t);
+    let mut args = vec![
+        "--drill-path".to_string(),
+        folder.display().to_string(),
+        "drill".into(),
+        "--json".into(),
+    ];
+    args.extend(pg_bin_args());
+    let out = tm.run(&args);
+    assert_eq!(out.code, i32::from(exit::DRILL_FAILED), "{out:?}");
+    let r = parse("data_directory", &out);
+    let failure = r["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("data_directory") && failure.contains("refusing to start it"),
+        "{failure}"
+    );
+    assert!(r["server_pid"].is_null(), "a server was started: {r:#}");
+    assert_nothing_left("data_directory", &folder, &r);
+    // Production runs on, the same postmaster.
+    assert_eq!(
+        std::fs::read_to_string(c.data_dir().join("postmaster.pid")).unwrap(),
+        pid_before
+    );
+    assert_eq!(c.psql("select 1"), "1");
 }
 
 /// SIGTERM while the scratch server replays: exit 1, nothing recorded, nothing left.
