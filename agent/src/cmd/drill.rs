@@ -260,6 +260,7 @@ pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, F
             .map_err(|e| DrillError::Setup(format!("cannot find a free port: {e}")))?,
         server: None,
         role: None,
+        home_db: DEFAULT_DATABASE.to_string(),
         pg_version: None,
         ends: vec![("plan", planned)],
         started,
@@ -801,6 +802,9 @@ struct Drill {
     server: Option<Server>,
     /// The role the checks connect as (the bootstrap superuser).
     role: Option<String>,
+    /// The database the first connection reached (`postgres`, else `template1`): the
+    /// write after the promotion and the list of databases go through it.
+    home_db: String,
     pg_version: Option<String>,
     /// When each phase ended, from the start.
     ends: Vec<(&'static str, Duration)>,
@@ -1147,7 +1151,7 @@ impl Drill {
 
     /// Connects as the checks' role to `dbname`.
     async fn connect(&self, dbname: &str) -> Result<Client, String> {
-        let role = self.role.as_deref().unwrap_or(DEFAULT_DATABASE);
+        let role = self.role.as_deref().unwrap_or("postgres");
         sql::connect(&self.target(role, dbname))
             .await
             .map_err(|e| e.to_string())
@@ -1180,6 +1184,7 @@ impl Drill {
                                 .await?
                                 .ok_or("the scratch cluster has no bootstrap superuser (oid 10)")?;
                         self.role = Some(superuser.clone());
+                        self.home_db = db.to_string();
                         if &superuser == role {
                             return Ok(Some(client));
                         }
@@ -1298,7 +1303,7 @@ impl Drill {
                     self.log_tail()
                 )));
             }
-            match self.connect(DEFAULT_DATABASE).await {
+            match self.connect(&self.home_db).await {
                 Ok(c) => match c
                     .simple_query(
                         "create temporary table tidemark_drill_write(at timestamptz); \
@@ -1323,13 +1328,13 @@ impl Drill {
     /// others.
     async fn run_checks(&mut self, statements: &[Statement]) {
         let mut connections: BTreeMap<String, Client> = BTreeMap::new();
-        let databases = match self.connect(DEFAULT_DATABASE).await {
+        let databases = match self.connect(&self.home_db).await {
             Ok(c) => {
                 let listed = c
                     .simple_query("select datname from pg_database where datallowconn order by 1")
                     .await
                     .map_err(|e| sql::describe_pg_error(&e));
-                connections.insert(DEFAULT_DATABASE.to_string(), c);
+                connections.insert(self.home_db.clone(), c);
                 listed.map(|messages| {
                     messages
                         .iter()
