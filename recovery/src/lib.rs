@@ -14,6 +14,8 @@
 //!   or a refusal.
 //! - [`snapshot`]: reads the catalog snapshot from the repository and runs the planner,
 //!   decoding the segments it asks for.
+//! - [`retention`]: which backups a retention policy keeps and what stays restorable
+//!   (pure; `tidemark expire` applies it).
 //!
 //! No printing, no exiting, no argument parsing: callers get a typed [`Error`] whose
 //! [`kind`](Error::kind) says what the failure means (usage, integrity, …).
@@ -47,6 +49,7 @@ pub mod drill;
 pub mod layout;
 pub mod plan;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 
 /// `Result` with this crate's [`Error`].

@@ -225,10 +225,11 @@ fn lz4_bound(len: usize) -> usize {
 /// Encodes `frame` as one LZ4 block into `out` (at least [`lz4_bound`] of it), returning
 /// the block's length.
 ///
-/// liblz4's `LZ4_compress_default` rather than `lz4_flex`: on WAL segments it is 6-7%
-/// faster (10.7 against 11.5 ms for a 16 MiB segment here), and archive-push spends a
-/// third of its CPU compressing. Same block format, so blobs written by either decode
-/// alike.
+/// liblz4's `LZ4_compress_default` rather than `lz4_flex`: a few per cent faster on WAL
+/// segments (`examples/encode_speed.rs`: 9.5-11.8 against 10.0-12.4 ms for 16 MiB pool
+/// segments here, noisy) and about a fifth on relation data (4.1 against 3.4 GB/s,
+/// `docs/performance.md`), where archive-push and backups spend a third of their CPU.
+/// Same block format, so blobs written by either decode alike.
 fn lz4_block_encode(frame: &[u8], out: &mut [u8]) -> usize {
     assert!(frame.len() <= FRAME_RAW_MAX && out.len() >= lz4_bound(frame.len()));
     // SAFETY: both pointers come from live, non-overlapping slices of the given lengths
