@@ -149,7 +149,7 @@ impl Report for RestoreOutcome {
 /// tablespace links must not depend on where PostgreSQL runs). A `..` is resolved through
 /// the file system (the nearest existing ancestor is canonicalized), never lexically: a
 /// lexical `..` after a symbolic link would name another directory.
-pub fn absolute(path: &Path) -> Result<PathBuf, Failure> {
+fn absolute(path: &Path) -> Result<PathBuf, Failure> {
     let fail = |why: String| -> Failure {
         ConfigError(format!("cannot make {} absolute: {why}", path.display())).into()
     };
