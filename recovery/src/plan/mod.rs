@@ -29,7 +29,7 @@ use tidemark_pg::{HistoryEntry, Lsn, PgMajor, PgTimestamp, SystemId};
 pub mod parse;
 mod planner;
 pub mod synthetic;
-mod timelines;
+pub(crate) mod timelines;
 mod walk;
 mod windows;
 

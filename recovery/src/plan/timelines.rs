@@ -25,7 +25,7 @@ use super::{BackupPoint, Branch, CatalogSnapshot};
 
 /// One timeline on a path: the WAL positions `[begin, end)` replay reads on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Step {
+pub(crate) struct Step {
     /// The timeline.
     pub tli: u32,
     /// Where it begins (its fork from the parent); `None` for the oldest.
@@ -37,7 +37,7 @@ pub(super) struct Step {
 /// A target timeline and its ancestry, oldest first (PostgreSQL's `expectedTLEs`,
 /// reversed).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct TimelinePath {
+pub(crate) struct TimelinePath {
     /// The target timeline.
     pub target: u32,
     /// Its ancestors then itself.
@@ -178,7 +178,7 @@ impl TimelinePath {
 }
 
 /// Every timeline the archive shows: history files, segments, backups.
-pub(super) fn known_timelines(snapshot: &CatalogSnapshot) -> BTreeSet<u32> {
+pub(crate) fn known_timelines(snapshot: &CatalogSnapshot) -> BTreeSet<u32> {
     let mut known: BTreeSet<u32> = snapshot.histories.keys().copied().collect();
     // Segments are keyed by timeline first: one range walk per distinct timeline.
     let mut next = 0u32;
@@ -197,7 +197,7 @@ pub(super) fn known_timelines(snapshot: &CatalogSnapshot) -> BTreeSet<u32> {
 }
 
 /// The newest timeline the archive shows.
-pub(super) fn newest_timeline(snapshot: &CatalogSnapshot) -> u32 {
+pub(crate) fn newest_timeline(snapshot: &CatalogSnapshot) -> u32 {
     known_timelines(snapshot).last().copied().unwrap_or(1)
 }
 
