@@ -12,6 +12,8 @@
 //!   or a refusal.
 //! - [`snapshot`]: reads the catalog snapshot from the repository and runs the planner,
 //!   decoding the segments it asks for.
+//! - [`verify`]: proves what the repository holds can be restored (every blob, every
+//!   backup's list, WAL continuity, the history chain), incrementally, and records the run.
 //!
 //! No printing, no exiting, no argument parsing: callers get a typed [`Error`] whose
 //! [`kind`](Error::kind) says what the failure means (usage, integrity, …).
@@ -45,6 +47,7 @@ pub mod layout;
 pub mod plan;
 pub mod restore;
 pub mod snapshot;
+pub mod verify;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
