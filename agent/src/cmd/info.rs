@@ -701,7 +701,9 @@ pub fn render_text(r: &InfoReport) -> String {
     }
     line(match &r.last_verify {
         Some(v) => super::verify::last_run_line(v),
-        None => "verify      never run: `tidemark verify` proves the backups and WAL can be read".into(),
+        None => {
+            "verify      never run: `tidemark verify` proves the backups and WAL can be read".into()
+        }
     });
     out
 }

@@ -175,7 +175,10 @@ pub fn last_run_line(r: &VerifyRecord) -> String {
         if r.passed {
             "passed".to_string()
         } else {
-            format!("FAILED with {} problem(s): see `tidemark verify`", r.counts.problems)
+            format!(
+                "FAILED with {} problem(s): see `tidemark verify`",
+                r.counts.problems
+            )
         },
         r.counts.blobs,
         r.counts.blobs_read
@@ -221,7 +224,9 @@ mod tests {
     fn problems_fail_the_run_and_are_named() {
         let clean = verified(vec![]);
         assert_eq!(clean.code(), exit::OK);
-        assert!(clean.text().starts_with("verify of stanza main (everything): PASSED\n"));
+        assert!(clean
+            .text()
+            .starts_with("verify of stanza main (everything): PASSED\n"));
         assert!(clean.text().contains("note not-indexed: 2 segments"));
         let json: serde_json::Value = serde_json::from_str(&clean.json()).unwrap();
         assert_eq!(json["passed"], true);
