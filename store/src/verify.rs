@@ -270,7 +270,7 @@ impl Repo {
             .collect();
         // `<id>.<digest>`, where a second run in the same millisecond is `<id>-2`: order
         // by the time, then by that number (plain key order would put `-2` first).
-        keys.sort_by_key(|k| run_order(k));
+        keys.sort_by_key(run_order);
         Ok(keys)
     }
 

@@ -380,7 +380,7 @@ async fn read_wal_index(
         .collect();
     let read: Vec<std::result::Result<Option<IndexedWal>, Finding>> = futures::stream::iter(entries)
         .map(|(name, digest, key)| {
-            let sidecar = sidecars.contains(&(name.clone(), digest));
+            let sidecar = sidecars.contains(&(name, digest));
             async move {
                 let record: WalRecord = match repo.get_record(&key).await {
                     Ok(r) => r,
