@@ -25,13 +25,13 @@
 //! few shards in work; one file-list page (about 1 MiB) at a time; at most `concurrency`
 //! blob reads of up to 8 MiB each. The WAL index is held whole, as the planner holds it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use tidemark_pg::WalFileName;
 use tidemark_store::backup::BackupRecord;
-use tidemark_store::catalog::{self, QuarantineRecord, Stanza, WalRecord};
+use tidemark_store::catalog::{self, QuarantineRecord, Stanza};
 use tidemark_store::repo::IndexedWal;
 use tidemark_store::verify::{
     verify_id, ListedBlob, ProofEntry, ShardProofs, VerifyCounts, VerifyProblem, VerifyRecord,
@@ -362,85 +362,33 @@ impl Digests {
     }
 }
 
-/// Every WAL index entry read on its own: the readable ones (with their content summary,
-/// as [`Repo::wal_catalog`] gives them), and a problem for each record that cannot be
-/// read, a note for each summary that cannot.
+/// Every WAL index entry read on its own ([`Repo::wal_catalog_entries`]): the readable
+/// ones, a problem for each record (or reindex sidecar) that cannot be read, a note for
+/// each content summary this build cannot read.
 async fn read_wal_index(
     repo: &Repo,
     stanza: &Stanza,
 ) -> Result<(Vec<IndexedWal>, Vec<Finding>, Vec<Finding>)> {
-    let listed = repo.backend().list(&catalog::wal_prefix(stanza)).await?;
-    let sidecars: BTreeSet<(WalFileName, Digest)> = listed
-        .iter()
-        .filter_map(|m| tidemark_store::wal_content::parse_wal_content_key(&m.key))
-        .collect();
-    let entries: Vec<(WalFileName, Digest, Key)> = listed
-        .iter()
-        .filter_map(|m| catalog::parse_wal_key(&m.key).map(|(n, d)| (n, d, m.key.clone())))
-        .collect();
-    let read: Vec<std::result::Result<Option<IndexedWal>, Finding>> = futures::stream::iter(entries)
-        .map(|(name, digest, key)| {
-            let sidecar = sidecars.contains(&(name, digest));
-            async move {
-                let record: WalRecord = match repo.get_record(&key).await {
-                    Ok(r) => r,
-                    Err(e) if e.is_not_found() => return Ok(Ok(None)),
-                    Err(e) if e.is_unreadable_record() => {
-                        return Ok(Err(Finding::new(
-                            "wal-index-entry",
-                            name.to_string(),
-                            format!("the index entry {key} of {name} cannot be read ({e}): archive-get cannot serve it"),
-                        )))
-                    }
-                    Err(e) => return Err(Error::from(e)),
-                };
-                let mut content = record.content.clone();
-                let mut content_error = None;
-                if content.is_none() && sidecar {
-                    let key = tidemark_store::wal_content::wal_content_key(stanza, &name, &digest);
-                    match repo.get_record(&key).await {
-                        Ok(c) => content = Some(c),
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) if e.is_unreadable_record() => content_error = Some(e.to_string()),
-                        Err(e) => return Err(Error::from(e)),
-                    }
-                }
-                let summary = match content.map(|c| c.to_summary()) {
-                    None => None,
-                    Some(Ok(s)) => Some(s),
-                    Some(Err(e)) => {
-                        content_error = Some(e);
-                        None
-                    }
-                };
-                Ok(Ok(Some(IndexedWal {
-                    name,
-                    digest,
-                    record,
-                    content: summary,
-                    content_error,
-                })))
-            }
-        })
-        .buffered(32)
-        .try_collect()
-        .await?;
     let (mut wal, mut problems, mut notes) = (Vec::new(), Vec::new(), Vec::new());
-    for r in read {
-        match r {
-            Ok(Some(mut w)) => {
-                if let Some(why) = w.content_error.take() {
+    for entry in repo.wal_catalog_entries(stanza).await? {
+        match entry {
+            Ok(w) => {
+                if let Some(why) = &w.content_error {
                     notes.push(Finding::new(
                         "wal-content-unreadable",
                         w.name.to_string(),
                         format!("{}: its content summary cannot be read ({why}): plans decode the segment instead", w.name),
                     ));
-                    w.content_error = Some(why);
                 }
                 wal.push(w);
             }
-            Ok(None) => {}
-            Err(problem) => problems.push(problem),
+            Err((name, e)) => problems.push(Finding::new(
+                "wal-index-entry",
+                name.to_string(),
+                format!(
+                    "the index entry of {name} cannot be read ({e}): archive-get cannot serve it"
+                ),
+            )),
         }
     }
     Ok((wal, problems, notes))
