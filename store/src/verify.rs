@@ -220,7 +220,9 @@ pub struct VerifyRecord {
     pub passed: bool,
     /// The problems it found (at most [`PROBLEMS_RECORDED`]; `counts.problems` has them all).
     pub problems: Vec<VerifyProblem>,
-    /// The blobs proven good after this run, per shard.
+    /// The blobs proven good after this run, per shard (left out of reports, where it is
+    /// emptied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proofs: Vec<ShardProofs>,
     /// The tidemark version that ran it.
     pub tidemark_version: String,

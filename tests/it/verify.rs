@@ -6,6 +6,8 @@
 //!   blob, the second reads none (all proven by the first and listed unchanged), `--full`
 //!   reads all again (the JSON counts say so);
 //! - `--backup ID` checks that backup and only the WAL it needs; an unknown id exits 1;
+//!   `--since` a date before everything covers it all, one after everything nothing; an
+//!   unreadable date exits 2;
 //! - each damage is found and named, with exit 4, each on its own copy of the
 //!   repository: a chunk blob overwritten with damaged bytes (found by the incremental
 //!   run: the object changed since it was proven), a chunk blob removed (named with its
@@ -202,6 +204,27 @@ fn verify_local_passes_then_names_each_damage() {
         "{one}"
     );
     assert_eq!(count(&one, "blobs_read"), 0, "proven by the earlier runs");
+    // Since a date: a date before everything covers what the whole run covers; one after
+    // everything covers nothing (and says that continuity was not checked); a date that
+    // cannot be read is a usage error.
+    let (code, since) = verify(&tm, &["--since", "2000-01-01 00:00:00+00"]);
+    assert_eq!(code, 0, "{since}");
+    assert_eq!(count(&since, "blobs"), blobs);
+    assert_eq!(count(&since, "wal_entries"), count(&first, "wal_entries"));
+    let (code, later) = verify(&tm, &["--since", "2999-01-01"]);
+    assert_eq!(code, 0, "{later}");
+    assert_eq!(
+        (
+            count(&later, "backups"),
+            count(&later, "wal_entries"),
+            count(&later, "blobs")
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(later["notes"][0]["kind"], "no-backup", "{later}");
+    let bad = tm.run(&["verify", "--since", "yesterday-ish"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert_eq!(bad.stderr_lines().len(), 1, "{bad:?}");
     let unknown = tm.run(&["verify", "--backup", "20000101T000000Z"]);
     assert_eq!(unknown.code, 1, "{unknown:?}");
     assert!(unknown.stderr.contains("20000101T000000Z"), "{unknown:?}");

@@ -434,7 +434,11 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     };
     // The last verify run; a record that cannot be read is said in its place.
     let last_verify = match repo.last_verify(stanza).await {
-        Ok(last) => last,
+        // Its proof lists are the next run's business, not a status page's.
+        Ok(last) => last.map(|mut v| {
+            v.proofs.clear();
+            v
+        }),
         Err(e) if e.is_unreadable_record() => {
             tracing::warn!("the last verify record cannot be read: {e}");
             None

@@ -669,3 +669,139 @@ async fn name_uses(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use tidemark_pg::SystemId;
+    use tidemark_store::backup::{EntryKind, FileEntry, FileList, CHUNK_SIZE};
+    use tidemark_store::catalog::ClusterRecord;
+
+    async fn repo(dir: &std::path::Path) -> (Repo, Stanza) {
+        let backend =
+            Arc::new(tidemark_store::backend::local::LocalBackend::new(dir.join("r")).unwrap());
+        let repo = Repo::new(backend, tidemark_store::Compression::Lz4);
+        let stanza = Stanza::new("main").unwrap();
+        repo.ensure_format().await.unwrap();
+        let cluster = ClusterRecord {
+            system_id: SystemId(1),
+            pg_major: 15,
+            wal_segment_size: 16 << 20,
+            wal_page_size: 8192,
+            created_at: Utc::now(),
+            created_by: "test".into(),
+        };
+        repo.ensure_cluster(&stanza, &cluster).await.unwrap();
+        (repo, stanza)
+    }
+
+    fn request(full: bool) -> VerifyRequest {
+        VerifyRequest {
+            scope: VerifyScope {
+                full,
+                ..VerifyScope::default()
+            },
+            concurrency: 4,
+            now: Utc::now(),
+            tidemark_version: "test".into(),
+        }
+    }
+
+    /// A backup of one file of `content`, its list written by the store.
+    async fn backup(repo: &Repo, stanza: &Stanza, id: &str, content: &[u8]) -> BackupRecord {
+        let (chunked, _) = repo.put_chunked(content, CHUNK_SIZE).await.unwrap();
+        let entries = vec![
+            FileEntry {
+                tablespace: None,
+                path: "base".into(),
+                mode: 0o700,
+                size: 0,
+                mtime: 0,
+                kind: EntryKind::Dir,
+            },
+            FileEntry {
+                tablespace: None,
+                path: "base/16384".into(),
+                mode: 0o600,
+                size: content.len() as u64,
+                mtime: 0,
+                kind: EntryKind::File {
+                    chunks: chunked.chunks.clone(),
+                },
+            },
+        ];
+        let (list, _) = repo
+            .put_file_list(&entries, b"{\"manifest\": 1}", CHUNK_SIZE, 1 << 20)
+            .await
+            .unwrap();
+        let mut record = BackupRecord::example(id, Utc::now());
+        record.file_list = list.digest;
+        repo.put_backup(stanza, &record).await.unwrap();
+        record
+    }
+
+    #[tokio::test]
+    async fn proofs_spare_reads_and_an_incomplete_list_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, stanza) = repo(dir.path()).await;
+        let content: Vec<u8> = (0..(CHUNK_SIZE as usize * 2 + 100))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        backup(&repo, &stanza, "20261121T103207Z", &content).await;
+
+        let first = verify(&repo, &stanza, &request(false), |_| {})
+            .await
+            .unwrap();
+        let c = &first.record.counts;
+        assert!(first.record.passed, "{:?}", first.record.problems);
+        // Three chunks of the file and one of the manifest.
+        assert_eq!((c.blobs, c.blobs_read, c.blobs_proven_before), (4, 4, 0));
+        assert_eq!(c.file_list_blobs, 2, "the list and its one page");
+        assert!(first.record.proofs.iter().map(|p| p.entries).sum::<u64>() >= 4);
+        let second = verify(&repo, &stanza, &request(false), |_| {})
+            .await
+            .unwrap();
+        let c = &second.record.counts;
+        assert_eq!((c.blobs, c.blobs_read, c.blobs_proven_before), (4, 0, 4));
+        let full = verify(&repo, &stanza, &request(true), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(full.record.counts.blobs_read, 4);
+        assert_eq!(
+            repo.last_verify(&stanza).await.unwrap().unwrap().id,
+            full.record.id
+        );
+
+        // A list that claims an entry its pages do not hold.
+        let good = backup(&repo, &stanza, "20261121T113207Z", &content[..10]).await;
+        let list = repo.backup_files(&good).await.unwrap();
+        let short = FileList {
+            entries: list.entries + 1,
+            ..list
+        };
+        let put = repo
+            .put_blob(bytes::Bytes::from(short.to_bytes()))
+            .await
+            .unwrap();
+        let mut bad = BackupRecord::example("20261121T123207Z", Utc::now());
+        bad.file_list = put.digest;
+        repo.put_backup(&stanza, &bad).await.unwrap();
+        let found = verify(&repo, &stanza, &request(false), |_| {})
+            .await
+            .unwrap();
+        assert!(!found.record.passed);
+        let problems: Vec<_> = found
+            .record
+            .problems
+            .iter()
+            .map(|p| (p.kind.as_str(), p.subject.as_str()))
+            .collect();
+        assert_eq!(problems, vec![("file-list", "20261121T123207Z")]);
+        assert!(found.record.problems[0]
+            .detail
+            .contains("the list is incomplete"));
+        // Only the new small chunk was read; the rest was proven before.
+        assert_eq!(found.record.counts.blobs_read, 1);
+    }
+}
