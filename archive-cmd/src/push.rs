@@ -10,7 +10,9 @@
 //! 2. check that the repository and the stanza exist (only `tidemark init` creates them:
 //!    a push pointed at a typo or an unmounted mount point must fail, so that the WAL
 //!    waits in `pg_wal`, rather than start a repository there), and the stanza's cluster
-//!    identity against the segment's long page header: another cluster's WAL is refused;
+//!    identity against the segment's long page header: another cluster's WAL is refused.
+//!    These reads (and the index listing of 3) run while 1 still checks and encodes:
+//!    they change nothing, and an input error is reported before any of theirs;
 //! 3. if the name is already indexed with the same digest: success, nothing written (the
 //!    archiver retries after crashes and must not fail on its own earlier success); with
 //!    another digest, or claimed for another digest by a push still at work: the new
@@ -49,7 +51,7 @@ use tidemark_store::backend::Staged;
 use tidemark_store::catalog::{self, ClusterRecord, QuarantineRecord, Stanza, WalRecord};
 use tidemark_store::codec::Hasher;
 use tidemark_store::repo::{
-    check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, IN_MEMORY_MAX,
+    check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, WalNameState, IN_MEMORY_MAX,
 };
 use tidemark_store::{Compression, Digest, Repo};
 
@@ -109,11 +111,26 @@ impl Content {
 pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutcome> {
     let name = file_name_of(path)?;
     let started = std::time::Instant::now();
-    // 1. Everything about the input is checked before the repository is touched.
+    // 1. Everything about the input is checked before the repository is changed. The
+    //    repository is read meanwhile (it changes nothing; what a bad file makes of the
+    //    reads is dropped unawaited, and its error is the one reported).
     let compression = repo.compression();
-    let checked = check_file(path, name, compression, repo.stage_blob()).await?;
+    let check = check_file(path, name, compression, repo.stage_blob());
+    let read = read_ahead(repo, stanza, &name);
+    tokio::pin!(check, read);
+    let mut ahead = None;
+    let checked = loop {
+        tokio::select! {
+            checked = &mut check => break checked?,
+            read = &mut read, if ahead.is_none() => ahead = Some(read),
+        }
+    };
+    let ahead = match ahead {
+        Some(read) => read?,
+        None => read.await?,
+    };
     let encoded_at = started.elapsed();
-    let outcome = store_checked(repo, stanza, name, checked, compression).await?;
+    let outcome = store_ahead(repo, stanza, name, checked, compression, ahead).await?;
     tracing::debug!(
         "{name}: read, checked and encoded in {} ms, stored in {} ms",
         encoded_at.as_millis(),
@@ -142,6 +159,27 @@ pub(crate) struct Checked {
     pub(crate) summary: Option<Summarized>,
 }
 
+/// What a push reads of the repository before it writes: independent of the content, so
+/// read while the file is still being checked and encoded.
+pub(crate) struct Ahead {
+    /// The stanza's cluster record (the stanza must exist: it is never created here).
+    cluster: ClusterRecord,
+    /// What the index holds under the name.
+    state: WalNameState,
+}
+
+/// Reads what [`store_ahead`] needs, and settles the folders it will write into.
+pub(crate) async fn read_ahead(repo: &Repo, stanza: &Stanza, name: &WalFileName) -> Result<Ahead> {
+    let (settled, cluster) = tokio::join!(
+        repo.settle_wal_folders(stanza, name),
+        repo.require_cluster(stanza)
+    );
+    settled?;
+    let cluster = cluster?;
+    let state = repo.wal_name_state(stanza, name).await?;
+    Ok(Ahead { cluster, state })
+}
+
 /// Steps 2 to 5 for content already checked: the cluster's identity, the index, the
 /// blob and its record. `compression` is the one the content is encoded with.
 pub(crate) async fn store_checked(
@@ -151,21 +189,33 @@ pub(crate) async fn store_checked(
     checked: Checked,
     compression: Compression,
 ) -> Result<PushOutcome> {
+    let ahead = read_ahead(repo, stanza, &name).await?;
+    store_ahead(repo, stanza, name, checked, compression, ahead).await
+}
+
+/// [`store_checked`] with the repository read beforehand.
+async fn store_ahead(
+    repo: &Repo,
+    stanza: &Stanza,
+    name: WalFileName,
+    checked: Checked,
+    compression: Compression,
+    ahead: Ahead,
+) -> Result<PushOutcome> {
     let Checked {
         mut content,
         identity,
         summary,
     } = checked;
+    let Ahead { cluster, state } = ahead;
     let wal_content = summary.as_ref().and_then(Summarized::content).cloned();
-    // 2. The repository and the cluster's identity: checked, never created here.
-    let cluster = repo.require_cluster(stanza).await?;
+    // 2. The cluster's identity.
     if let Some(id) = &identity {
         check_same_cluster(stanza, &cluster, &cluster_record(id))?;
     }
 
     // 3. Already there? The index entries decide; a claim only while none exists.
     let digest = content.digest();
-    let state = repo.wal_name_state(stanza, &name).await?;
     match (state.indexed.as_slice(), state.claimed) {
         ([one], _) if *one == digest => {
             // Make sure the content it points at is really there (a damaged repository

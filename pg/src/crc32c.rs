@@ -5,6 +5,11 @@
 //! Where the CPU has an instruction for it (SSE 4.2 on x86-64, the CRC extension on
 //! AArch64, detected at run time) it is used: archive-push checks every record of every
 //! segment it stores, and the instruction is about five times as fast as the tables.
+//! The instruction's latency (3 cycles) is three times its issue rate, so on x86-64 long
+//! inputs are cut into three lanes hashed side by side, and the lanes' states are joined
+//! with tables that advance a state over a lane of zeros (the CRC is linear: the state
+//! after `A ‖ B` is the state after `A` advanced over `|B|` zero bytes, xor the state
+//! from zero after `B`).
 //! Elsewhere, table-driven, eight bytes per step ("slicing by 8"); the tables are built at
 //! compile time. Pure: no IO.
 
@@ -37,6 +42,61 @@ const fn make_tables() -> [[u32; 256]; 8] {
 }
 
 static TABLES: [[u32; 256]; 8] = make_tables();
+
+/// Bytes per lane when three are hashed side by side (x86-64).
+#[cfg(any(target_arch = "x86_64", test))]
+const LANE: usize = 256;
+
+/// `SHIFT[k][b]`: the raw state `b << 8k` advanced over [`LANE`] zero bytes. The advance
+/// is linear in the state, so a whole state advances by xoring four lookups.
+#[cfg(any(target_arch = "x86_64", test))]
+static SHIFT: [[u32; 256]; 4] = make_shift_tables(LANE);
+
+#[cfg(any(target_arch = "x86_64", test))]
+const fn make_shift_tables(lane: usize) -> [[u32; 256]; 4] {
+    let t = make_tables();
+    // The image of each of the 32 state bits, advanced over `lane` zero bytes.
+    let mut basis = [0u32; 32];
+    let mut bit = 0;
+    while bit < 32 {
+        let mut crc = 1u32 << bit;
+        let mut i = 0;
+        while i < lane {
+            crc = (crc >> 8) ^ t[0][(crc & 0xFF) as usize];
+            i += 1;
+        }
+        basis[bit] = crc;
+        bit += 1;
+    }
+    let mut shift = [[0u32; 256]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut b = 0;
+        while b < 256 {
+            let mut v = 0u32;
+            let mut j = 0;
+            while j < 8 {
+                if b & (1 << j) != 0 {
+                    v ^= basis[8 * k + j];
+                }
+                j += 1;
+            }
+            shift[k][b] = v;
+            b += 1;
+        }
+        k += 1;
+    }
+    shift
+}
+
+/// Advances a raw state over [`LANE`] zero bytes.
+#[cfg(any(target_arch = "x86_64", test))]
+fn advance_over_lane(crc: u32) -> u32 {
+    SHIFT[0][(crc & 0xFF) as usize]
+        ^ SHIFT[1][((crc >> 8) & 0xFF) as usize]
+        ^ SHIFT[2][((crc >> 16) & 0xFF) as usize]
+        ^ SHIFT[3][(crc >> 24) as usize]
+}
 
 /// A running CRC-32C: [`update`](Crc32c::update) with pieces, then [`finish`](Crc32c::finish).
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +162,33 @@ impl Crc32c {
 /// order as the tables: the running value goes in and out unchanged).
 #[cfg(target_arch = "x86_64")]
 mod hardware {
+    use super::{advance_over_lane, LANE};
     use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
 
     /// # Safety
     /// The CPU must have SSE 4.2.
     #[target_feature(enable = "sse4.2")]
     pub(super) unsafe fn update(crc: u32, bytes: &[u8]) -> u32 {
+        // Three lanes at a time while there are, each its own dependency chain.
+        let mut triples = bytes.chunks_exact(3 * LANE);
+        let mut crc = crc;
+        for triple in &mut triples {
+            let (a, rest) = triple.split_at(LANE);
+            let (b, c) = rest.split_at(LANE);
+            let (mut x, mut y, mut z) = (u64::from(crc), 0u64, 0u64);
+            for ((wa, wb), wc) in a
+                .chunks_exact(8)
+                .zip(b.chunks_exact(8))
+                .zip(c.chunks_exact(8))
+            {
+                x = _mm_crc32_u64(x, u64::from_le_bytes(wa.try_into().unwrap()));
+                y = _mm_crc32_u64(y, u64::from_le_bytes(wb.try_into().unwrap()));
+                z = _mm_crc32_u64(z, u64::from_le_bytes(wc.try_into().unwrap()));
+            }
+            let ab = advance_over_lane(x as u32) ^ y as u32;
+            crc = advance_over_lane(ab) ^ z as u32;
+        }
+        let bytes = triples.remainder();
         let mut chunks = bytes.chunks_exact(8);
         let mut wide = u64::from(crc);
         for c in &mut chunks {
@@ -195,6 +276,32 @@ mod tests {
             tables.update_with_tables(&data[..len]);
             assert_eq!(tables.finish(), crc32c(&data[..len]), "len {len}");
             assert_eq!(tables.finish(), bitwise(&data[..len]), "len {len}");
+        }
+    }
+
+    #[test]
+    fn advancing_over_a_lane_of_zeros_matches_feeding_them() {
+        for state in [0u32, 1, 0xFFFF_FFFF, 0x1234_5678, 0x8000_0001] {
+            let mut fed = Crc32c(state);
+            fed.update_with_tables(&[0u8; LANE]);
+            assert_eq!(advance_over_lane(state), fed.0, "state {state:#x}");
+        }
+    }
+
+    #[test]
+    fn three_lanes_agree_with_the_tables_at_every_length_and_offset() {
+        // Lengths around multiples of the three lanes, from unaligned starts.
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 131 + i / 5) as u8).collect();
+        for start in [0, 1, 3, 7] {
+            for len in (0..4 * 3 * LANE)
+                .step_by(37)
+                .chain([3 * LANE - 1, 3 * LANE, 6 * LANE + 9])
+            {
+                let piece = &data[start..start + len];
+                let mut tables = Crc32c::new();
+                tables.update_with_tables(piece);
+                assert_eq!(crc32c(piece), tables.finish(), "start {start} len {len}");
+            }
         }
     }
 

@@ -12,6 +12,8 @@
 //!   or a refusal.
 //! - [`snapshot`]: reads the catalog snapshot from the repository and runs the planner,
 //!   decoding the segments it asks for.
+//! - [`retention`]: which backups a retention policy keeps and what stays restorable
+//!   (pure; `tidemark expire` applies it).
 //! - [`verify`]: proves what the repository holds can be restored (every blob, every
 //!   backup's list, WAL continuity, the history chain), incrementally, and records the run.
 //!
@@ -46,6 +48,7 @@ pub mod autoconf;
 pub mod layout;
 pub mod plan;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod verify;
 

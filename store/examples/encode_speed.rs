@@ -1,65 +1,61 @@
-//! Prints how fast this machine hashes and compresses one file the way archive-push does:
-//! SHA-256 alone, lz4 frames alone, and both together on two threads
-//! (`EncodedBlob::encode`). A measuring tool, not a test.
+//! What archive-push's encoding costs per file: SHA-256 of the whole file and lz4 of its
+//! 1 MiB frames, with liblz4 (the encoder) and lz4_flex (the encoder before it), best of
+//! seven runs each. Numbers for `docs/performance.md`:
 //!
-//! ```sh
-//! cargo run --release -p tidemark-store --example encode_speed -- /path/to/wal/segment
+//! ```text
+//! cargo run --release -p tidemark-store --example encode_speed -- SEGMENT...
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tidemark_store::repo::EncodedBlob;
-use tidemark_store::{codec, Compression, Digest};
+use tidemark_store::codec::FRAME_RAW_MAX;
+use tidemark_store::Digest;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+fn best_of_seven(mut f: impl FnMut() -> usize) -> (f64, usize) {
+    let mut best = f64::MAX;
+    let mut out = 0;
+    for _ in 0..7 {
+        let t = Instant::now();
+        out = std::hint::black_box(f());
+        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+    }
+    (best, out)
 }
 
 fn main() {
-    let Some(path) = std::env::args().nth(1) else {
-        eprintln!("usage: encode_speed FILE");
+    let paths: Vec<String> = std::env::args().skip(1).collect();
+    if paths.is_empty() {
+        eprintln!("usage: encode_speed FILE...");
         std::process::exit(2);
-    };
-    let data = std::fs::read(&path).unwrap_or_else(|e| {
-        eprintln!("encode_speed: cannot read {path}: {e}");
-        std::process::exit(1);
-    });
-    let (mut hash, mut lz4, mut both) = (Vec::new(), Vec::new(), Vec::new());
-    let mut stored = 0;
-    for _ in 0..7 {
-        let t = Instant::now();
-        let digest = Digest::of(&data);
-        hash.push(t.elapsed());
-        let t = Instant::now();
-        stored = codec::encode(Compression::Lz4, &data).len();
-        lz4.push(t.elapsed());
-        let t = Instant::now();
-        let blob = EncodedBlob::encode(&data, Compression::Lz4);
-        both.push(t.elapsed());
-        assert_eq!(blob.digest, digest);
     }
-    let mib = data.len() as f64 / (1 << 20) as f64;
-    let rate = |d: Duration| mib / d.as_secs_f64();
-    let (h, c, b) = (median(hash), median(lz4), median(both));
-    println!(
-        "{path}: {} bytes, lz4 ratio {:.2}x (medians of 7)",
-        data.len(),
-        data.len() as f64 / stored as f64
-    );
-    println!(
-        "sha256            {:>8.2} ms  {:>7.0} MiB/s",
-        h.as_secs_f64() * 1e3,
-        rate(h)
-    );
-    println!(
-        "lz4 frames        {:>8.2} ms  {:>7.0} MiB/s",
-        c.as_secs_f64() * 1e3,
-        rate(c)
-    );
-    println!(
-        "both, 2 threads   {:>8.2} ms  {:>7.0} MiB/s",
-        b.as_secs_f64() * 1e3,
-        rate(b)
-    );
+    let mut out = vec![0u8; lz4_flex::block::get_maximum_output_size(FRAME_RAW_MAX)];
+    for path in paths {
+        let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (sha, _) = best_of_seven(|| Digest::of(&raw).0[0] as usize);
+        let (liblz4, liblz4_len) = best_of_seven(|| {
+            raw.chunks(FRAME_RAW_MAX)
+                .map(|frame| {
+                    // SAFETY: live, non-overlapping slices; `out` holds lz4's worst case.
+                    let n = unsafe {
+                        lz4_sys::LZ4_compress_default(
+                            frame.as_ptr().cast(),
+                            out.as_mut_ptr().cast(),
+                            frame.len() as i32,
+                            out.len() as i32,
+                        )
+                    };
+                    n as usize
+                })
+                .sum()
+        });
+        let (flex, flex_len) = best_of_seven(|| {
+            raw.chunks(FRAME_RAW_MAX)
+                .map(|frame| lz4_flex::block::compress_into(frame, &mut out).unwrap())
+                .sum()
+        });
+        println!(
+            "{path}: sha256 {sha:.2} ms; lz4 liblz4 {liblz4:.2} ms ({liblz4_len} bytes), \
+             lz4_flex {flex:.2} ms ({flex_len} bytes)"
+        );
+    }
 }

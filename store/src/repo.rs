@@ -514,6 +514,21 @@ impl Repo {
         self.backend.stage(catalog::BLOBS_FOLDER)
     }
 
+    /// Makes the existing folders an index entry for `name` and its blob will be written
+    /// into durable ahead of time (see [`Backend::settle_folder`]), so that archive-push can
+    /// do it while it still encodes. Creates nothing.
+    pub async fn settle_wal_folders(&self, stanza: &Stanza, name: &WalFileName) -> Result<()> {
+        let entry_folder = catalog::wal_name_prefix(stanza, name);
+        let entry_folder = entry_folder
+            .rsplit_once('/')
+            .map_or(entry_folder.as_str(), |(folder, _)| folder);
+        let (entries, blobs) = tokio::join!(
+            self.backend.settle_folder(entry_folder),
+            self.backend.settle_folder(catalog::BLOBS_FOLDER)
+        );
+        entries.and(blobs)
+    }
+
     /// The stored size of a blob, or `None` when it is absent.
     pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         match self.backend.head(&catalog::blob_key(digest)).await {

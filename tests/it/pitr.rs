@@ -18,7 +18,9 @@
 //! when exclusive), a name target after the first restore point of the name, an LSN target
 //! taken from an insert LSN between two markers keeps the markers before it, `immediate` the
 //! markers before the backup, `latest` all. Each restore is started (`--target-action
-//! pause`: it stays in recovery, read through hot standby; or `promote`) and must hold
+//! pause`: it stays in recovery, read through hot standby; `promote`; or `shutdown`: the
+//! server must stop by itself saying so, and is then read by replaying to the target
+//! again, paused) and must hold
 //! EXACTLY the expected marker ids, from the backup the planner must choose (the newest
 //! whose consistent point precedes the target).
 //!
@@ -412,6 +414,7 @@ fn self_check() -> bool {
 enum Action {
     Pause,
     Promote,
+    Shutdown,
 }
 
 impl Action {
@@ -419,6 +422,7 @@ impl Action {
         match self {
             Action::Pause => "pause",
             Action::Promote => "promote",
+            Action::Shutdown => "shutdown",
         }
     }
 }
@@ -612,6 +616,18 @@ impl Bench<'_> {
     /// and returns the marker ids it holds.
     fn start_and_read(&self, name: &str, action: Action) -> Vec<u32> {
         let mut r = Cluster::adopt(self.t, name, self.bin.clone(), Some(PASSWORD), &[]);
+        if action == Action::Shutdown {
+            shut_down_at_the_target(&r);
+            // To read what it holds, replay again to the target (from its last restart
+            // point), pausing there this time: the later line wins.
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(r.data_dir().join("postgresql.auto.conf"))
+                .and_then(|mut f| f.write_all(b"recovery_target_action = 'pause'\n"))
+                .expect("append to postgresql.auto.conf");
+            return self.read_paused(r);
+        }
         r.start();
         let (what, probe, want) = match action {
             Action::Pause => (
@@ -620,6 +636,7 @@ impl Bench<'_> {
                 "paused",
             ),
             Action::Promote => ("promotion at the target", "select pg_is_in_recovery()", "f"),
+            Action::Shutdown => unreachable!("handled above"),
         };
         wait_until_or_log(&r, what, || r.try_psql(probe).as_deref() == Ok(want));
         if action == Action::Pause {
@@ -630,6 +647,17 @@ impl Bench<'_> {
             );
         }
         // Dropping it stops it at once (`-m immediate`): only what it holds matters here.
+        marker_ids(&r)
+    }
+
+    /// Starts `r` to pause at its target and returns the marker ids it holds.
+    fn read_paused(&self, mut r: Cluster) -> Vec<u32> {
+        r.start();
+        wait_until_or_log(&r, "replay paused at the target", || {
+            r.try_psql("select pg_get_wal_replay_pause_state()")
+                .as_deref()
+                == Ok("paused")
+        });
         marker_ids(&r)
     }
 
@@ -765,6 +793,52 @@ fn wait_until_or_log(r: &Cluster, what: &str, ok: impl FnMut() -> bool) {
     }
 }
 
+/// Starts the restored copy `r` (restored with `--target-action shutdown`) and waits
+/// until the server has stopped by itself, saying it did so at the recovery target. Not
+/// `Cluster::start`: its `pg_ctl start -w` may see the server go before it accepts
+/// connections.
+fn shut_down_at_the_target(r: &Cluster) {
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    r.append_conf(&[("port".into(), port.to_string())]);
+    let started = r
+        .program("pg_ctl")
+        .args(["start", "-W", "-D"])
+        .arg(r.data_dir())
+        .arg("-l")
+        .arg(r.log_path())
+        .output()
+        .expect("run pg_ctl start");
+    assert!(started.status.success(), "pg_ctl start: {started:?}");
+    // `-W` returns before the server writes its pid file: wait for its own word that it
+    // stopped at the target, then for it to be gone.
+    let pid_file = r.data_dir().join("postmaster.pid");
+    let said_so = || {
+        std::fs::read_to_string(r.log_path())
+            .is_ok_and(|log| log.contains("shutdown at recovery target"))
+    };
+    let stopped = std::panic::catch_unwind(|| {
+        wait_until(
+            "the server shuts down at the target",
+            RECOVERY_WITHIN,
+            || said_so() && !pid_file.exists(),
+        )
+    });
+    if stopped.is_err() {
+        let _ = r
+            .program("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(r.data_dir())
+            .output();
+        panic!(
+            "the server did not shut down at the target by itself; log:\n{}",
+            r.log_tail(30)
+        );
+    }
+}
+
 /// The marker ids a cluster holds, ascending.
 fn marker_ids(c: &Cluster) -> Vec<u32> {
     let text = c.psql("select coalesce(string_agg(id::text, ',' order by id), '') from marks");
@@ -844,11 +918,17 @@ fn marker(h: &History, id: u32) -> &Marker {
 
 /// Every oracle target, by label.
 fn oracle_cases(h: &History) -> Vec<Case> {
-    use Action::{Pause, Promote};
+    use Action::{Pause, Promote, Shutdown};
     let m = |id| marker(h, id);
     vec![
         Case::new("time-between-b0", Aim::between(m(5), m(6)), Promote),
         Case::new("time-between-b1", Aim::between(m(14), m(15)), Pause),
+        // Stops the server there; read by replaying to the target again, paused.
+        Case::new(
+            "time-between-shutdown",
+            Aim::between(m(10), m(11)),
+            Shutdown,
+        ),
         Case::new("time-exact", Aim::time(m(11).commit, false), Pause),
         Case::new("time-exact-excl", Aim::time(m(11).commit, true), Promote),
         Case::new(

@@ -6,7 +6,8 @@
 //! documentation of [`crate::wal`] for what ends decoding and what is an error.
 
 use super::record::{self, RecordHeader, RECORD_HEADER_LEN};
-use super::{DecodeError, DecodeErrorKind, WalRecord, XLOG_BLCKSZ};
+use super::{payload, DecodeError, DecodeErrorKind, WalRecord, XLOG_BLCKSZ};
+use crate::crc32c::Crc32c;
 use crate::types::{Lsn, PgMajor};
 
 const SHORT_PHD: usize = 24;
@@ -21,6 +22,10 @@ const XLP_ALL_FLAGS: u16 = 0x000F;
 /// `MaxAllocSize`: no record can be longer (16 and later cap them lower still,
 /// `XLogRecordMaxSize`, 1020 MiB).
 const MAX_RECORD_LEN: u32 = 0x3FFF_FFFF;
+/// How much of a streamed record is kept (see [`State::Record`]): the 24-byte header and
+/// every block header fit, whatever the record (at most 33 block headers of 27 bytes
+/// and the origin, top-level-xid and main-data headers: under 1 KiB).
+const STREAMED_PREFIX: usize = 2048;
 
 /// How a decoder starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,13 +130,21 @@ enum State {
     Boundary,
     /// Alignment bytes before the next record.
     Padding { remaining: u64 },
-    /// A record being reassembled.
+    /// A record being reassembled: its first `got` bytes have been read. They are all in
+    /// `buf`, unless the record is streamed (`crc` set): a record of a resource manager
+    /// whose payload is not decoded, longer than [`STREAMED_PREFIX`], when the caller
+    /// does not keep main data (a segment's summary). Then only the first
+    /// [`STREAMED_PREFIX`] bytes are kept (its header and block headers) and the rest only
+    /// runs through the checksum: full-page images, the bulk of most segments' bytes, are
+    /// never copied.
     Record {
         start: u64,
         timeline: u32,
         buf: Vec<u8>,
+        got: u64,
         tot_len: Option<u32>,
         checked_header: bool,
+        crc: Option<Crc32c>,
     },
     /// The rest of a record that began before the decoder's start.
     SkipContinuation { remaining: u64 },
@@ -141,6 +154,29 @@ enum State {
     Ended { check_until: u64 },
     /// Failed: the error repeats.
     Failed(DecodeError),
+}
+
+/// A record begun but not complete where the input stopped: see
+/// [`WalDecoder::pending_record_bytes`].
+#[derive(Clone, Copy, Debug)]
+pub struct PendingRecord<'a> {
+    /// Where it starts.
+    pub start: Lsn,
+    /// The timeline of the page it starts on.
+    pub timeline: u32,
+    /// Its bytes so far (page headers removed; the 24-byte header is complete when there
+    /// are at least 24): all of them when `kept.len() == len`, else only the first ones
+    /// (a streamed record, see [`DecoderConfig::main_data`]).
+    pub kept: &'a [u8],
+    /// How many of its bytes were read.
+    pub len: u64,
+}
+
+impl PendingRecord<'_> {
+    /// All the bytes read so far, when they were kept.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        (self.kept.len() as u64 == self.len).then_some(self.kept)
+    }
 }
 
 /// Checks `xl_prev` in a record's header against the previous record's start (when known).
@@ -304,7 +340,7 @@ impl WalDecoder {
     /// continues in bytes not fed (the next segment).
     pub fn pending_record(&self) -> Option<Lsn> {
         match &self.state {
-            State::Record { start, buf, .. } if !buf.is_empty() => Some(Lsn(*start)),
+            State::Record { start, got, .. } if *got > 0 => Some(Lsn(*start)),
             _ => None,
         }
     }
@@ -327,18 +363,22 @@ impl WalDecoder {
     }
 
     /// The record still being reassembled when the input stopped (it continues in bytes
-    /// not fed, typically the next segment): its start, the timeline of the page it
-    /// starts on, and its bytes so far (page headers removed; the 24-byte header is
-    /// complete when there are at least 24). `None` at a record boundary, after the end of
-    /// the WAL or an error.
-    pub fn pending_record_bytes(&self) -> Option<(Lsn, u32, &[u8])> {
+    /// not fed, typically the next segment). `None` at a record boundary, after the end
+    /// of the WAL or an error.
+    pub fn pending_record_bytes(&self) -> Option<PendingRecord<'_>> {
         match &self.state {
             State::Record {
                 start,
                 timeline,
                 buf,
+                got,
                 ..
-            } if !buf.is_empty() => Some((Lsn(*start), *timeline, buf)),
+            } if *got > 0 => Some(PendingRecord {
+                start: Lsn(*start),
+                timeline: *timeline,
+                kept: buf,
+                len: *got,
+            }),
             _ => None,
         }
     }
@@ -424,8 +464,10 @@ impl WalDecoder {
                     start: self.pos,
                     timeline: self.page_tli,
                     buf,
+                    got: 0,
                     tot_len: None,
                     checked_header: false,
+                    crc: None,
                 };
                 Ok(())
             }
@@ -481,24 +523,37 @@ impl WalDecoder {
             start,
             timeline,
             buf,
+            got,
             tot_len,
             checked_header,
+            crc,
         } = &mut self.state
         else {
             unreachable!()
         };
         let start = *start;
         let target = match tot_len {
-            // Up to the length first, so that a zero header ends the WAL right away.
-            None if buf.len() < 4 => 4,
-            None => RECORD_HEADER_LEN,
-            Some(t) => *t as usize,
+            // Up to the length first, so that a zero header ends the WAL right away; then
+            // up to the end of the header, which decides whether the record is streamed.
+            None if *got < 4 => 4,
+            _ if *got < RECORD_HEADER_LEN as u64 => RECORD_HEADER_LEN as u64,
+            Some(t) => u64::from(*t),
+            None => unreachable!("the length is read with the first 4 bytes"),
         };
-        let n = (target - buf.len()).min(room).min(input.len());
-        buf.extend_from_slice(&input[..n]);
+        let n = ((target - *got) as usize).min(room).min(input.len());
+        let piece = &input[..n];
+        match crc {
+            Some(crc) => {
+                crc.update(piece);
+                let keep = STREAMED_PREFIX.saturating_sub(buf.len()).min(n);
+                buf.extend_from_slice(&piece[..keep]);
+            }
+            None => buf.extend_from_slice(piece),
+        }
+        *got += n as u64;
         self.pos += n as u64;
         *input = &input[n..];
-        if tot_len.is_none() && buf.len() >= 4 {
+        if tot_len.is_none() && *got >= 4 {
             let t = u32::from_le_bytes(buf[0..4].try_into().unwrap());
             if t == 0 {
                 let page_end = self.pos - self.pos % XLOG_BLCKSZ + XLOG_BLCKSZ;
@@ -510,21 +565,37 @@ impl WalDecoder {
                 return Err(self.err(start, DecodeErrorKind::ImpossibleLength(t)));
             }
             *tot_len = Some(t);
-            // Room for the record at once (capped: the length is not yet known to be valid).
-            buf.reserve_exact((t as usize).min(1 << 16) - buf.len());
         }
-        if !*checked_header && buf.len() >= RECORD_HEADER_LEN {
+        if !*checked_header && *got >= RECORD_HEADER_LEN as u64 {
             *checked_header = true;
-            let header = &buf[..RECORD_HEADER_LEN];
+            let header = RecordHeader::parse(&buf[..RECORD_HEADER_LEN]);
+            let t = header.tot_len as usize;
+            if !self.main_data && t > STREAMED_PREFIX && !payload::decodes(header.rmid) {
+                *crc = Some(Crc32c::new());
+                buf.reserve(STREAMED_PREFIX.saturating_sub(buf.len()));
+            } else {
+                // Room for the record at once (capped: the length is not yet known to be
+                // valid).
+                buf.reserve_exact(t.min(1 << 16).saturating_sub(buf.len()));
+            }
             let prev = self.prev;
-            if let Err(kind) = prev_matches(prev, header) {
+            if let Err(kind) = prev_matches(prev, &buf[..RECORD_HEADER_LEN]) {
                 return Err(self.err(start, kind));
             }
         }
-        if tot_len.is_some_and(|t| buf.len() == t as usize) {
+        if tot_len.is_some_and(|t| *got == u64::from(t)) {
             let timeline = *timeline;
             let buf = std::mem::take(buf);
-            let done = self.complete_record(start, timeline, &buf, out);
+            let done = match crc.take() {
+                None => self.complete_record(start, timeline, &buf, out),
+                Some(mut crc) => {
+                    // The checksum covers the data after the header, then the header up
+                    // to its own field.
+                    crc.update(&buf[..record::CRC_OFFSET]);
+                    let total = tot_len.expect("checked above") as usize;
+                    self.complete_streamed(start, timeline, &buf, total, crc.finish(), out)
+                }
+            };
             // The buffer serves the next record that needs one.
             self.spare = buf;
             return done;
@@ -548,8 +619,35 @@ impl WalDecoder {
         out: &mut dyn FnMut(WalRecord),
     ) -> Result<(), DecodeError> {
         let major = self.major.expect("known once a page header was read");
-        let mut record = record::decode_keeping(Lsn(start), timeline, rec, major, self.main_data)
+        let record = record::decode_keeping(Lsn(start), timeline, rec, major, self.main_data)
             .map_err(|kind| self.err(start, kind))?;
+        self.record_done(start, record, out)
+    }
+
+    /// Like [`complete_record`](Self::complete_record) for a streamed record: `prefix` is
+    /// its first bytes, `total` its length, `crc` the checksum computed over all of it.
+    fn complete_streamed(
+        &mut self,
+        start: u64,
+        timeline: u32,
+        prefix: &[u8],
+        total: usize,
+        crc: u32,
+        out: &mut dyn FnMut(WalRecord),
+    ) -> Result<(), DecodeError> {
+        let major = self.major.expect("known once a page header was read");
+        let record = record::decode_streamed(Lsn(start), timeline, prefix, total, crc, major)
+            .map_err(|kind| self.err(start, kind))?;
+        self.record_done(start, record, out)
+    }
+
+    /// Hands a decoded record over and moves on to the next.
+    fn record_done(
+        &mut self,
+        start: u64,
+        mut record: WalRecord,
+        out: &mut dyn FnMut(WalRecord),
+    ) -> Result<(), DecodeError> {
         record.end = Lsn(self.pos);
         self.prev = Some(start);
         self.last_end = self.pos;
@@ -667,7 +765,7 @@ impl WalDecoder {
         let cont = info & XLP_FIRST_IS_CONTRECORD != 0;
         let overwrite = info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0;
         match &mut self.state {
-            State::Record { buf, tot_len, .. } => {
+            State::Record { got, tot_len, .. } => {
                 if overwrite {
                     // The server gave this record up (its continuation was never
                     // written); the record starting here replaces it and names it.
@@ -680,7 +778,7 @@ impl WalDecoder {
                     );
                 }
                 let t = tot_len.expect("the length is on the record's first page");
-                let expected = u64::from(t) - buf.len() as u64;
+                let expected = u64::from(t) - *got;
                 if u64::from(rem_len) != expected {
                     return Err(self.err(
                         at,

@@ -59,7 +59,7 @@ mod payload;
 mod record;
 mod summary;
 
-pub use decoder::{DecoderConfig, EndReason, WalDecoder, WalEnd};
+pub use decoder::{DecoderConfig, EndReason, PendingRecord, WalDecoder, WalEnd};
 pub use payload::{
     Checkpoint, EndOfRecovery, Payload, RestorePoint, TimelineSwitch, XactCompletion, XactKind,
 };

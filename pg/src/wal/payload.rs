@@ -270,6 +270,12 @@ fn at<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
     b[off..off + N].try_into().unwrap()
 }
 
+/// Whether [`decode`] reads the main data of this resource manager's records (for the
+/// others it answers [`Payload::Other`] without looking).
+pub(crate) fn decodes(rmid: u8) -> bool {
+    matches!(rmid, RM_XLOG_ID | RM_XACT_ID)
+}
+
 pub(crate) fn decode(major: PgMajor, h: &RecordHeader, data: &[u8]) -> Result<Payload, String> {
     let info = h.rmgr_info();
     match h.rmid {

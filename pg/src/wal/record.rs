@@ -9,7 +9,7 @@ use crate::types::{Lsn, PgMajor};
 /// `SizeOfXLogRecord`: the fixed record header.
 pub(crate) const RECORD_HEADER_LEN: usize = 24;
 /// `offsetof(XLogRecord, xl_crc)`.
-const CRC_OFFSET: usize = 20;
+pub(crate) const CRC_OFFSET: usize = 20;
 
 /// `XLR_MAX_BLOCK_ID` (32 in 13 to 18).
 const XLR_MAX_BLOCK_ID: u8 = 32;
@@ -186,8 +186,47 @@ pub(crate) fn decode_keeping(
     major: PgMajor,
     keep_main_data: bool,
 ) -> Result<WalRecord, DecodeErrorKind> {
+    decode_checked(
+        lsn,
+        timeline,
+        rec,
+        rec.len(),
+        record_crc(rec),
+        major,
+        keep_main_data,
+    )
+}
+
+/// [`decode_keeping`] without main data for a record of which only the first bytes were
+/// kept (`prefix`: at least its header and block headers) and whose checksum the caller
+/// computed (`computed`) as the bytes went by: a resource manager whose payload is not
+/// decoded (see [`payload::decodes`]). `total` is its length.
+pub(crate) fn decode_streamed(
+    lsn: Lsn,
+    timeline: u32,
+    prefix: &[u8],
+    total: usize,
+    computed: u32,
+    major: PgMajor,
+) -> Result<WalRecord, DecodeErrorKind> {
+    let header = RecordHeader::parse(prefix);
+    debug_assert!(!payload::decodes(header.rmid), "its main data is not kept");
+    decode_checked(lsn, timeline, prefix, total, computed, major, false)
+}
+
+/// Checks the checksum `computed` over a record of `total` bytes and decodes its headers
+/// from `rec` (all of the record, or its first bytes for a streamed one) and its payload
+/// from its main data (when `rec` holds all of it).
+fn decode_checked(
+    lsn: Lsn,
+    timeline: u32,
+    rec: &[u8],
+    total: usize,
+    computed: u32,
+    major: PgMajor,
+    keep_main_data: bool,
+) -> Result<WalRecord, DecodeErrorKind> {
     let header = RecordHeader::parse(rec);
-    let computed = record_crc(rec);
     if computed != header.crc {
         return Err(DecodeErrorKind::CrcMismatch {
             stored: header.crc,
@@ -208,7 +247,7 @@ pub(crate) fn decode_keeping(
     let mut toplevel_xid = None;
     let mut max_block: Option<u8> = None;
     let mut have_rel = false;
-    while (rec.len() - r.at) as u64 > datatotal {
+    while (total - r.at) as u64 > datatotal {
         let id = r.u8("a block id")?;
         match id {
             XLR_BLOCK_ID_DATA_SHORT => {
@@ -276,13 +315,17 @@ pub(crate) fn decode_keeping(
             }
         }
     }
-    let remaining = (rec.len() - r.at) as u64;
+    let remaining = (total - r.at) as u64;
     if remaining != datatotal {
         return Err(DecodeErrorKind::BadBlockHeaders(format!(
             "headers announce {datatotal} bytes of data, the record holds {remaining}"
         )));
     }
-    let main = &rec[rec.len() - main_len as usize..];
+    // A streamed record's main data was not kept; its payload is not decoded either.
+    let main = match rec.len() == total {
+        true => &rec[total - main_len as usize..],
+        false => &[],
+    };
     let payload = payload::decode(major, &header, main).map_err(DecodeErrorKind::BadPayload)?;
     let main_data = if keep_main_data {
         main.to_vec()

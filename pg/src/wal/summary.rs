@@ -301,7 +301,9 @@ pub fn summarize_segment_with(
         if !summary.switched {
             summary.ended_at = Some(decoder.pending_record().unwrap_or(decoder.position()));
         }
-    } else if let Some((lsn, _, so_far)) = decoder.pending_record_bytes() {
+    } else if let Some(pending) = decoder.pending_record_bytes() {
+        let lsn = pending.start;
+        let so_far = pending.kept;
         let header = (so_far.len() >= RECORD_HEADER_LEN).then(|| RecordHeader::parse(so_far));
         summary.crossing_start = Some(CrossingStart {
             lsn,
@@ -309,7 +311,10 @@ pub fn summarize_segment_with(
             rmid: header.map(|h| h.rmid),
             info: header.map(|h| h.info),
             xid: header.map(|h| h.xid),
-            bytes: (so_far.len() <= CROSSING_BYTES_MAX).then(|| so_far.to_vec()),
+            bytes: pending
+                .bytes()
+                .filter(|b| b.len() <= CROSSING_BYTES_MAX)
+                .map(<[u8]>::to_vec),
         });
         if !following.is_empty() {
             match complete_crossing(&mut decoder, lsn, following) {

@@ -1040,3 +1040,116 @@ fn only_crossing_records_the_planner_reads_need_joining() {
     // A header split across the boundary: its kind is unknown, so it may matter.
     assert!(start(None, None).may_matter_to_recovery());
 }
+
+/// A heap-like record (rmid 10) with one full-page image of `image` bytes and 4 bytes of
+/// main data, as PostgreSQL lays out a record with a block reference.
+fn image_record(b: &Builder, image: u16, fill: u8) -> Vec<u8> {
+    let mut body = vec![0u8, 0x10 | 0x20, 3, 0]; // block 0: image and 3 bytes of data
+    body.extend_from_slice(&image.to_le_bytes()); // bimg_len
+    body.extend_from_slice(&0u16.to_le_bytes()); // hole_offset
+    body.push(0); // bimg_info: no hole, not compressed
+    body.extend_from_slice(&[1; 12]); // relfilelocator
+    body.extend_from_slice(&7u32.to_le_bytes()); // block number
+    body.extend_from_slice(&[255, 4]); // main data header
+    body.extend(std::iter::repeat_n(fill, usize::from(image)));
+    body.extend_from_slice(&[0xDD; 3]);
+    body.extend_from_slice(&[1, 2, 3, 4]);
+    let mut rec = b.record_bytes(10, 0, 5, &[]);
+    rec.truncate(24);
+    rec.extend_from_slice(&body);
+    let tot = rec.len() as u32;
+    rec[0..4].copy_from_slice(&tot.to_le_bytes());
+    let crc = record::record_crc(&rec);
+    rec[20..24].copy_from_slice(&crc.to_le_bytes());
+    rec
+}
+
+/// Full-page images crossing pages, a commit between them, the last image crossing into
+/// the next segment.
+fn images_across_pages() -> (Builder, Vec<(u64, u64)>) {
+    let mut b = Builder::new(PgMajor::V16, SEG);
+    let mut at = Vec::new();
+    for i in 0..40u8 {
+        let rec = image_record(&b, 8000 - u16::from(i) * 100, i);
+        at.push(b.push_raw(&rec));
+        if i % 7 == 0 {
+            at.push(b.push(
+                1,
+                0x80,
+                900 + u32::from(i),
+                &commit_body(1000 + i64::from(i), &[]),
+            ));
+        }
+    }
+    b.fill_until(5000);
+    let rec = image_record(&b, 7000, 0xAB);
+    at.push(b.push_raw(&rec));
+    b.zero_page_rest();
+    b.bytes.extend_from_slice(&[0u8; PAGE as usize]);
+    (b, at)
+}
+
+fn decode_without_main_data(
+    bytes: &[u8],
+    start: u64,
+    piece: usize,
+) -> Result<Vec<WalRecord>, DecodeError> {
+    let config = DecoderConfig::new(SEG, Lsn(start)).without_main_data();
+    let mut d = WalDecoder::new(config).unwrap();
+    let mut out = Vec::new();
+    for p in bytes.chunks(piece) {
+        d.feed_into(p, &mut out)?;
+    }
+    Ok(out)
+}
+
+#[test]
+fn without_main_data_long_records_are_checked_as_they_stream_and_decode_alike() {
+    let (b, at) = images_across_pages();
+    let (full, _) = decode_in_pieces(&b.bytes, b.start, &[b.bytes.len()]);
+    assert!(at
+        .iter()
+        .all(|a| full.iter().any(|r| (r.lsn.0, r.end.0) == *a)));
+    let crossing_pages = |r: &WalRecord| r.lsn.0 / PAGE != (r.end.0 - 1) / PAGE;
+    assert!(
+        full.iter()
+            .filter(|r| r.fpi_bytes > 4000 && crossing_pages(r))
+            .count()
+            > 20,
+        "most images cross a page"
+    );
+    for piece in [1, 13, 8192, b.bytes.len()] {
+        let lean = decode_without_main_data(&b.bytes, b.start, piece).unwrap();
+        assert_eq!(lean.len(), full.len(), "piece {piece}");
+        for (l, f) in lean.iter().zip(&full) {
+            let f = WalRecord {
+                main_data: Vec::new(),
+                ..f.clone()
+            };
+            assert_eq!(l, &f, "piece {piece}");
+        }
+    }
+    // A flipped byte deep inside a streamed image is still a checksum error on its record.
+    let (lsn, end) = at[3];
+    assert!(end - lsn > 4096 && lsn / PAGE != end / PAGE);
+    let mut damaged = b.bytes.clone();
+    damaged[(lsn - b.start) as usize + 4000] ^= 0x10;
+    for piece in [1, 8192, damaged.len()] {
+        let e = decode_without_main_data(&damaged, b.start, piece).unwrap_err();
+        assert_eq!(e.lsn, Lsn(lsn), "piece {piece}");
+        assert!(matches!(e.kind, DecodeErrorKind::CrcMismatch { .. }), "{e}");
+    }
+}
+
+#[test]
+fn a_streamed_record_crossing_the_segment_keeps_its_header_but_no_bytes() {
+    let (b, at) = images_across_pages();
+    let (last, _) = *at.last().unwrap();
+    assert_eq!(last / SEG, 1, "starts in the first segment");
+    let first = summarize(&b, 0);
+    let start = first.crossing_start.clone().expect("the image crosses");
+    assert_eq!(start.lsn, Lsn(last));
+    assert_eq!(start.rmid, Some(10));
+    assert_eq!(start.bytes, None, "only its first bytes were kept");
+    assert!(!start.may_matter_to_recovery());
+}

@@ -636,6 +636,19 @@ impl Backend for LocalBackend {
         Staged::create(&dir).ok()
     }
 
+    async fn settle_folder(&self, folder: &str) -> Result<()> {
+        let root = self.root.clone();
+        let dir = self.root.join(folder);
+        blocking(move || {
+            // The same fsyncs a write into it would make first (once per process), now.
+            if dir.is_dir() {
+                create_dirs_durably(&root, &dir)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn stale_temp_files(&self, remove: bool) -> Result<super::TempFiles> {
         let this = self.clone();
         blocking(move || this.stale_temp_blocking(remove, SystemTime::now())).await

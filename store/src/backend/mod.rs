@@ -151,6 +151,15 @@ pub trait Backend: Send + Sync + Debug + 'static {
         None
     }
 
+    /// Makes the folder `folder` (a key prefix without its trailing `/`) durable in its
+    /// parents ahead of a write into it, when it exists already, so that the write's own
+    /// round has less to wait for: a caller runs this beside other work. Creates nothing
+    /// and changes nothing visible. Stores without folders: nothing to do.
+    async fn settle_folder(&self, folder: &str) -> Result<()> {
+        let _ = folder;
+        Ok(())
+    }
+
     /// [`Backend::create_all`] with the first object's body written beforehand into
     /// `staged` (from [`Backend::stage`]). The default reads it back and creates from bytes.
     async fn create_all_staged(

@@ -232,6 +232,11 @@ impl Backend for Retrying {
         self.inner.stage(folder)
     }
 
+    async fn settle_folder(&self, folder: &str) -> Result<()> {
+        // Local folders only: nothing transient to retry.
+        self.inner.settle_folder(folder).await
+    }
+
     async fn stale_temp_files(&self, remove: bool) -> Result<TempFiles> {
         // Local files only: nothing transient to retry.
         self.inner.stale_temp_files(remove).await
