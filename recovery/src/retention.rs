@@ -365,7 +365,10 @@ mod tests {
         };
         let d = decide(&b, &policy, at(2026, 11, 6, 0)).unwrap();
         assert_eq!(ids(&d), [b[3].id.as_str(), b[4].id.as_str()]);
-        assert_eq!(d.expired, [b[0].id.clone(), b[1].id.clone(), b[2].id.clone()]);
+        assert_eq!(
+            d.expired,
+            [b[0].id.clone(), b[1].id.clone(), b[2].id.clone()]
+        );
         assert_eq!(d.continuous_from, b[3].id);
         assert_eq!(d.restorable_since, b[3].stop_time);
         assert_eq!(

@@ -673,28 +673,8 @@ async fn name_uses(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-    use tidemark_pg::SystemId;
+    use crate::snapshot::tests::repo;
     use tidemark_store::backup::{EntryKind, FileEntry, FileList, CHUNK_SIZE};
-    use tidemark_store::catalog::ClusterRecord;
-
-    async fn repo(dir: &std::path::Path) -> (Repo, Stanza) {
-        let backend =
-            Arc::new(tidemark_store::backend::local::LocalBackend::new(dir.join("r")).unwrap());
-        let repo = Repo::new(backend, tidemark_store::Compression::Lz4);
-        let stanza = Stanza::new("main").unwrap();
-        repo.ensure_format().await.unwrap();
-        let cluster = ClusterRecord {
-            system_id: SystemId(1),
-            pg_major: 15,
-            wal_segment_size: 16 << 20,
-            wal_page_size: 8192,
-            created_at: Utc::now(),
-            created_by: "test".into(),
-        };
-        repo.ensure_cluster(&stanza, &cluster).await.unwrap();
-        (repo, stanza)
-    }
 
     fn request(full: bool) -> VerifyRequest {
         VerifyRequest {
