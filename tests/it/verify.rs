@@ -14,6 +14,7 @@
 //!   backup and file), a WAL segment's index entry removed in the middle (a gap naming
 //!   the segment and timeline), and a missing history file (timeline 2 made by a real
 //!   promotion);
+//! - a quarantined push (other bytes under an archived name) is a note, not a failure;
 //! - on S3 (s3s-fs): a healthy pass, an incremental second run that reads nothing, and a
 //!   WAL blob overwritten in the server's folder, named with its WAL file.
 
@@ -321,6 +322,28 @@ fn verify_local_passes_then_names_each_damage() {
             .iter()
             .any(|(kind, detail)| kind == "history-missing" && detail.contains("00000002.history")),
         "{found:?}"
+    );
+
+    // Different bytes pushed under an archived name are quarantined: a note naming the
+    // file, no failure (what is archived is intact).
+    let name = &after[0];
+    let qdir = t.mkdir("quarantine-src");
+    let copy = qdir.join(name);
+    tm.ok(&["archive-get", name, copy.to_str().unwrap()]);
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&copy, &bytes).unwrap();
+    let refused = tm.run(&["archive-push", copy.to_str().unwrap()]);
+    assert_eq!(refused.code, 4, "{refused:?}");
+    let (code, v) = verify(&tm, &[]);
+    assert_eq!(code, 0, "{v}");
+    let notes = v["notes"].as_array().unwrap();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["kind"] == "quarantined" && n["subject"] == name.as_str()),
+        "{v}"
     );
 }
 
