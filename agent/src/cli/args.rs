@@ -95,11 +95,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Prove that what the repository holds can be restored: every blob a backup or WAL
-    /// index entry names exists and hashes to its name, every backup's file list is
-    /// complete, WAL is continuous per timeline from the oldest backup, the history chain
-    /// has no hole. Incremental: blobs proven by an earlier run and unchanged are not
-    /// read again (--full reads everything). The run is recorded in the repository.
+    /// Prove that the backups and WAL in the repository can be restored, without
+    /// restoring them.
+    ///
+    /// Every blob a backup or WAL index entry names exists and hashes to its name, every
+    /// backup's file list is complete, WAL is continuous per timeline from the oldest
+    /// backup, the history chain has no hole. Incremental: blobs proven by an earlier run
+    /// and unchanged are not read again (--full reads everything). The run is recorded in
+    /// the repository.
     ///
     /// Exit 0: no problem; 4: problems found (each named); 1: the repository failed.
     Verify(VerifyArgs),
