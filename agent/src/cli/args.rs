@@ -12,8 +12,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 /// tidemark: point-in-time recovery for PostgreSQL.
 /// Archives WAL (archive-push, archive-get, spool) and base backups (backup) in a repository
 /// on disk or S3, plans a recovery to a point in time and proves it reachable (plan),
-/// restores a data directory to that point (restore), and sets up and shows the repository
-/// (init, info).
+/// restores a data directory to that point (restore), proves that what the repository holds
+/// can be restored (verify), and sets up and shows the repository (init, info).
 ///
 /// (Help shows this comment's first paragraph, as written: the package description
 /// describes the crate, not the tool.)
