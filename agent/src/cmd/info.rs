@@ -55,6 +55,8 @@ pub struct InfoReport {
     pub damaged_backups: Vec<DamagedBackupInfo>,
     /// What a restore can reach, per timeline (`null` when nothing was ever written).
     pub recovery: Option<RecoveryInfo>,
+    /// The last `tidemark verify` run, as recorded (`null`: none yet).
+    pub last_verify: Option<tidemark_store::verify::VerifyRecord>,
 }
 
 /// A backup record that cannot be read.
@@ -430,7 +432,21 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     } else {
         (Vec::new(), Vec::new(), None)
     };
+    // The last verify run; a record that cannot be read is said in its place.
+    let last_verify = match repo.last_verify(stanza).await {
+        // Its proof lists are the next run's business, not a status page's.
+        Ok(last) => last.map(|mut v| {
+            v.proofs.clear();
+            v
+        }),
+        Err(e) if e.is_unreadable_record() => {
+            tracing::warn!("the last verify record cannot be read: {e}");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(InfoReport {
+        last_verify,
         repo: settings.repo.to_string(),
         stanza: stanza.to_string(),
         format,
@@ -687,6 +703,12 @@ pub fn render_text(r: &InfoReport) -> String {
             d.id, d.error, d.id
         ));
     }
+    line(match &r.last_verify {
+        Some(v) => super::verify::last_run_line(v),
+        None => {
+            "verify      never run: `tidemark verify` proves the backups and WAL can be read".into()
+        }
+    });
     out
 }
 
@@ -940,6 +962,7 @@ mod tests {
             stale_temp_files: 0,
             backups: list,
             recovery: None,
+            last_verify: None,
             damaged_backups: vec![DamagedBackupInfo {
                 id: "e".into(),
                 error: "stanzas/main/backups/e is corrupt: record checksum mismatch".into(),
@@ -999,6 +1022,7 @@ mod tests {
             backups: list,
             damaged_backups: Vec::new(),
             recovery: None,
+            last_verify: None,
         });
         assert!(
             text.contains("WARNING: the server sent 3 warning(s)"),
@@ -1021,6 +1045,7 @@ mod tests {
             backups: Vec::new(),
             damaged_backups: Vec::new(),
             recovery: None,
+            last_verify: None,
         };
         let line = "  7 segments not indexed: run `tidemark reindex`\n";
         assert!(render_text(&report(7)).contains(line));

@@ -30,7 +30,7 @@ pub mod parse;
 mod planner;
 pub mod synthetic;
 pub(crate) mod timelines;
-mod walk;
+pub(crate) mod walk;
 mod windows;
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ pub(crate) fn newest_timeline(snapshot: &CatalogSnapshot) -> u32 {
 
 /// The first history file PostgreSQL's `latest` probe from `start` misses before
 /// reaching `newest`: a hole that would make it land on an older timeline.
-pub(super) fn first_missing_history(
+pub(crate) fn first_missing_history(
     snapshot: &CatalogSnapshot,
     start: u32,
     newest: u32,
@@ -212,7 +212,7 @@ pub(super) fn first_missing_history(
 }
 
 /// The parent and fork of `tli`, from its history file.
-pub(super) fn parent_of(snapshot: &CatalogSnapshot, tli: u32) -> Option<Branch> {
+pub(crate) fn parent_of(snapshot: &CatalogSnapshot, tli: u32) -> Option<Branch> {
     let last = snapshot.histories.get(&tli)?.last()?;
     Some(Branch {
         timeline: tli,
@@ -222,6 +222,6 @@ pub(super) fn parent_of(snapshot: &CatalogSnapshot, tli: u32) -> Option<Branch> 
 }
 
 /// `00000003.history`.
-pub(super) fn history_name(tli: u32) -> String {
+pub(crate) fn history_name(tli: u32) -> String {
     format!("{tli:08X}.history")
 }
