@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         Command::Drill(_) => "drill",
         Command::Spool { .. } => "spool",
         Command::Reindex { .. } => "reindex",
+        Command::Verify(_) => "verify",
     };
     let background_drainer = matches!(
         cli.command,
@@ -136,6 +137,7 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::Drill(args) => boxed(cmd::drill::run(settings, args).await?, args.json),
         Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
         Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
+        Command::Verify(args) => boxed(cmd::verify::run(settings, args).await?, args.json),
         Command::Spool { action } => match action {
             SpoolAction::Status { json } => boxed(cmd::spool::status(settings).await?, *json),
             SpoolAction::Drain { json, background } => {

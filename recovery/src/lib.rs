@@ -16,6 +16,8 @@
 //!   decoding the segments it asks for.
 //! - [`retention`]: which backups a retention policy keeps and what stays restorable
 //!   (pure; `tidemark expire` applies it).
+//! - [`verify`]: proves what the repository holds can be restored (every blob, every
+//!   backup's list, WAL continuity, the history chain), incrementally, and records the run.
 //!
 //! No printing, no exiting, no argument parsing: callers get a typed [`Error`] whose
 //! [`kind`](Error::kind) says what the failure means (usage, integrity, …).
@@ -51,6 +53,7 @@ pub mod plan;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+pub mod verify;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

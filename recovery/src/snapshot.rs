@@ -621,7 +621,7 @@ impl Loaded {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tidemark_pg::wal::{CrossingEnd, CrossingStart};
     use tidemark_pg::SystemId;
@@ -678,7 +678,7 @@ mod tests {
     }
 
     /// A local repository with stanza `main` of a PostgreSQL 15 cluster (system 1).
-    async fn repo(dir: &std::path::Path) -> (Repo, Stanza) {
+    pub(crate) async fn repo(dir: &std::path::Path) -> (Repo, Stanza) {
         use std::sync::Arc;
         let backend = Arc::new(tidemark_store::backend::local::LocalBackend::new(dir).unwrap());
         let repo = Repo::new(backend, tidemark_store::Compression::Lz4);

@@ -11,6 +11,8 @@
 //! - [`drill`]: restore drills' results (`tidemark drill`), one record per drill.
 //! - [`wal_content`]: the WAL content index: what each archived segment holds for the
 //!   recovery planner, in the index entry or in a sidecar written by `reindex`.
+//! - [`verify`]: what `tidemark verify` records (its runs and the blobs it proved), and
+//!   the reads it needs (a blob shard's listing, a blob checked without writing it).
 //! - [`url`]: repository URLs (`file:///…`, `s3://bucket/prefix`).
 //! - [`pg`]: the `tidemark-pg` crate, re-exported: PostgreSQL's formats (LSN, timeline,
 //!   WAL names, page headers, history files, `pg_control`); no IO.
@@ -34,6 +36,7 @@ pub mod multihash;
 pub mod repo;
 mod serde_pg;
 pub mod url;
+pub mod verify;
 pub mod wal_content;
 
 pub use codec::{Compression, Digest};

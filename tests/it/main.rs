@@ -28,4 +28,6 @@ mod silent_store;
 
 mod tls;
 
+mod verify;
+
 mod wal_decoder;

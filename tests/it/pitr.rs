@@ -1084,7 +1084,7 @@ fn local_runner(t: &TestDir, repo: &Path) -> Tidemark {
 
 /// Removes the WAL index entries (`<name>.<sha256>`, not the claim) of WAL file `name`
 /// found anywhere under `root` (a repository's folder, or an S3 server's); returns how many.
-fn remove_index_entries(root: &Path, name: &str) -> usize {
+pub(crate) fn remove_index_entries(root: &Path, name: &str) -> usize {
     let mut removed = 0;
     for entry in std::fs::read_dir(root).unwrap_or_else(|e| panic!("read {}: {e}", root.display()))
     {
@@ -1111,7 +1111,7 @@ fn segment_name(timeline: u32, lsn: Lsn) -> String {
 }
 
 /// `cp -a`: a copy keeping owners and modes (the test user's).
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     let out = std::process::Command::new("cp")
         .arg("-a")
         .arg(from)

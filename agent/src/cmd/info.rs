@@ -56,6 +56,8 @@ pub struct InfoReport {
     pub damaged_backups: Vec<DamagedBackupInfo>,
     /// What a restore can reach, per timeline (`null` when nothing was ever written).
     pub recovery: Option<RecoveryInfo>,
+    /// The last `tidemark verify` run, as recorded (`null`: none yet).
+    pub last_verify: Option<tidemark_store::verify::VerifyRecord>,
     /// Restore drills (`tidemark drill`): the last one, the last passing one, and the
     /// warning when that is too old (`null` when nothing was ever written).
     pub drills: Option<DrillsInfo>,
@@ -525,7 +527,21 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     } else {
         (Vec::new(), Vec::new(), None)
     };
+    // The last verify run; a record that cannot be read is said in its place.
+    let last_verify = match repo.last_verify(stanza).await {
+        // Its proof lists are the next run's business, not a status page's.
+        Ok(last) => last.map(|mut v| {
+            v.proofs.clear();
+            v
+        }),
+        Err(e) if e.is_unreadable_record() => {
+            tracing::warn!("the last verify record cannot be read: {e}");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(InfoReport {
+        last_verify,
         repo: settings.repo.to_string(),
         stanza: stanza.to_string(),
         format,
@@ -783,6 +799,12 @@ pub fn render_text(r: &InfoReport) -> String {
             d.id, d.error, d.id
         ));
     }
+    line(match &r.last_verify {
+        Some(v) => super::verify::last_run_line(v),
+        None => {
+            "verify      never run: `tidemark verify` proves the backups and WAL can be read".into()
+        }
+    });
     if let Some(drills) = &r.drills {
         for l in drill_lines(drills) {
             line(l);
@@ -1041,6 +1063,7 @@ mod tests {
             stale_temp_files: 0,
             backups: list,
             recovery: None,
+            last_verify: None,
             drills: None,
             damaged_backups: vec![DamagedBackupInfo {
                 id: "e".into(),
@@ -1101,6 +1124,7 @@ mod tests {
             backups: list,
             damaged_backups: Vec::new(),
             recovery: None,
+            last_verify: None,
             drills: None,
         });
         assert!(
@@ -1124,6 +1148,7 @@ mod tests {
             backups: Vec::new(),
             damaged_backups: Vec::new(),
             recovery: None,
+            last_verify: None,
             drills: None,
         };
         let line = "  7 segments not indexed: run `tidemark reindex`\n";
