@@ -553,7 +553,6 @@ fn a_failing_check_fails_the_drill_and_leaves_nothing() {
     assert_nothing_left("fail", &folder, &r);
     // Text: the failing statement and what it returned, on its line.
     let out = tm.run(&args(false));
-    eprintln!("{}", out.stdout);
     assert_eq!(out.code, i32::from(exit::DRILL_FAILED), "{out:?}");
     assert!(
         out.stdout
@@ -628,6 +627,17 @@ fn a_configuration_pointing_at_production_is_refused() {
     assert_eq!(c.psql("select 1"), "1");
 }
 
+/// `tidemark drill` (to the end of the archive) started in the background.
+fn spawn_drill(tm: &Tidemark, folder: &Path) -> std::process::Child {
+    let mut args = vec![
+        "--drill-path".to_string(),
+        folder.display().to_string(),
+        "drill".into(),
+    ];
+    args.extend(pg_bin_args());
+    tm.command(&args).spawn().unwrap()
+}
+
 /// SIGTERM while the scratch server replays: exit 1, nothing recorded, nothing left.
 #[test]
 fn a_drill_interrupted_by_sigterm_leaves_nothing() {
@@ -637,16 +647,7 @@ fn a_drill_interrupted_by_sigterm_leaves_nothing() {
     // About 40 MiB of WAL after the backup: replay fetches 40 segments one by one.
     let p = production(&t, &tm, 200_000, None, None);
     let folder = drill_folder(&t);
-    let mut child = tm
-        .command(&[
-            "--drill-path",
-            folder.to_str().unwrap(),
-            "drill",
-            "--pg-bin",
-            &pg_bin().unwrap().display().to_string(),
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = spawn_drill(&tm, &folder);
     // The scratch server's pid file, with the postmaster's pid on its first line: it
     // has started and is replaying.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -672,7 +673,6 @@ fn a_drill_interrupted_by_sigterm_leaves_nothing() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stderr}");
     assert_eq!(out.status.code(), Some(i32::from(exit::FAILED)), "{stderr}");
     assert!(
         stderr
@@ -690,16 +690,7 @@ fn a_drill_interrupted_by_sigterm_leaves_nothing() {
 
     // SIGINT as soon as the scratch folder exists (during the restore, or just after):
     // the same end, whichever phase it reaches.
-    let mut child = tm
-        .command(&[
-            "--drill-path",
-            folder.to_str().unwrap(),
-            "drill",
-            "--pg-bin",
-            &pg_bin().unwrap().display().to_string(),
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = spawn_drill(&tm, &folder);
     let deadline = Instant::now() + Duration::from_secs(120);
     while leftovers(&folder).is_empty() {
         assert!(
@@ -715,7 +706,6 @@ fn a_drill_interrupted_by_sigterm_leaves_nothing() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(i32::from(exit::FAILED)), "{stderr}");
-    eprintln!("{stderr}");
     assert!(stderr.contains("drill: interrupted"), "{stderr}");
     assert!(leftovers(&folder).is_empty(), "{:?}", leftovers(&folder));
 
