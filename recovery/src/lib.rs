@@ -8,6 +8,8 @@
 //!   parallel (every chunk verified), writes the recovery settings, makes it durable,
 //!   and removes everything it created when anything fails.
 //! - [`autoconf`]: the `postgresql.auto.conf` block and `restore_command` quoting (pure).
+//! - [`drill`]: the decisions of a restore drill (pure): the scratch cluster's settings,
+//!   the checks file, the recovery point against the plan, the phases, the age warning.
 //! - [`plan`]: the recovery planner (pure): a catalog snapshot and a target to a plan
 //!   or a refusal.
 //! - [`snapshot`]: reads the catalog snapshot from the repository and runs the planner,
@@ -45,6 +47,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod autoconf;
+pub mod drill;
 pub mod layout;
 pub mod plan;
 pub mod restore;

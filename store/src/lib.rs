@@ -8,6 +8,7 @@
 //! - [`repo`]: the content-addressed repository over a backend (blobs, records).
 //! - [`backup`]: base backups: the backup record, its file list, fixed-size chunks.
 //! - [`catalog`]: the records: repository format, cluster identity, WAL index, quarantine.
+//! - [`drill`]: restore drills' results (`tidemark drill`), one record per drill.
 //! - [`wal_content`]: the WAL content index: what each archived segment holds for the
 //!   recovery planner, in the index entry or in a sidecar written by `reindex`.
 //! - [`verify`]: what `tidemark verify` records (its runs and the blobs it proved), and
@@ -29,6 +30,7 @@ pub mod backend;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod drill;
 pub mod key;
 pub mod multihash;
 pub mod repo;

@@ -16,6 +16,8 @@ mod plan;
 
 mod base_backup;
 
+mod drill;
+
 mod pitr;
 
 mod replication;

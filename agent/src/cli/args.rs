@@ -13,7 +13,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 /// Archives WAL (archive-push, archive-get, spool) and base backups (backup) in a repository
 /// on disk or S3, plans a recovery to a point in time and proves it reachable (plan),
 /// restores a data directory to that point (restore), proves that what the repository holds
-/// can be restored (verify), and sets up and shows the repository (init, info).
+/// can be restored (verify) and that backups restore (drill), and sets up and shows the
+/// repository (init, info).
 ///
 /// (Help shows this comment's first paragraph, as written: the package description
 /// describes the crate, not the tool.)
@@ -81,6 +82,14 @@ pub enum Command {
     /// Exit 0: reachable; 5: unreachable (one line on stderr names the nearest reachable
     /// points).
     Plan(PlanArgs),
+    /// Prove that a backup restores: restore it into a scratch folder, start PostgreSQL
+    /// there (its own loopback port and socket, archiving off), replay to the target,
+    /// promote, run checks, measure the recovery time, record the result, remove
+    /// everything.
+    ///
+    /// Exit 0: the drill passed; 6: it ran and failed (the report names the check); 5:
+    /// the target is unreachable (nothing was created).
+    Drill(DrillArgs),
     /// Show what the repository holds for the stanza: cluster, WAL ranges and gaps, sizes.
     Info {
         /// Print JSON (for scripts and monitoring).
@@ -248,6 +257,35 @@ pub struct RestoreArgs {
     pub target: TargetArgs,
 }
 
+/// `tidemark drill`'s arguments.
+#[derive(Debug, Args, Clone)]
+pub struct DrillArgs {
+    /// The backup to restore (an id `info` lists) [default: the planner's choice, the
+    /// newest that can reach the target].
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// SQL checks: each statement must return one row holding `true` (a `\c DB` line
+    /// switches database; default: postgres).
+    #[arg(long, value_name = "FILE.sql")]
+    pub checks: Option<PathBuf>,
+    /// Leave the scratch cluster running and its folder in place (the report says where,
+    /// and how to stop and remove them).
+    #[arg(long)]
+    pub keep: bool,
+    /// The operating-system user that runs the scratch server (needed when tidemark runs
+    /// as root, which PostgreSQL refuses) [default: the drill_user setting].
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The target (last: its options are shown under their own heading). The drill
+    /// pauses at the target to read where replay stopped, then promotes:
+    /// --target-action must stay pause.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
 /// Settings, as flags or `TIDEMARK_*` environment variables.
 #[derive(Debug, Args, Default)]
 pub struct SettingArgs {
@@ -372,6 +410,21 @@ pub struct SettingArgs {
         value_name = "MIB"
     )]
     pub spool_max_mib: Option<u64>,
+    /// Where drills create their scratch folder [default: the system's temporary folder].
+    #[arg(long, global = true, env = "TIDEMARK_DRILL_PATH", value_name = "DIR")]
+    pub drill_path: Option<PathBuf>,
+    /// The operating-system user that runs a drill's scratch server when tidemark runs
+    /// as root.
+    #[arg(long, global = true, env = "TIDEMARK_DRILL_USER", value_name = "USER")]
+    pub drill_user: Option<String>,
+    /// Days after which `info` warns that the last passing drill is too old [default: 7].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_DRILL_MAX_AGE",
+        value_name = "DAYS"
+    )]
+    pub drill_max_age: Option<f64>,
     /// Who drains the spool: auto (archive-push starts a background drainer) or manual
     /// (`tidemark spool drain`, from a timer or a service) [default: auto].
     #[arg(

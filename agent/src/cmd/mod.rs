@@ -13,6 +13,7 @@ use crate::exit::Failure;
 pub mod archive_get;
 pub mod archive_push;
 pub mod backup;
+pub mod drill;
 pub mod info;
 pub mod init;
 pub mod plan;
