@@ -23,6 +23,10 @@ pub const INTEGRITY: u8 = 4;
 /// (before the first backup, beyond the archived WAL, across a gap, …); nothing was
 /// written. The message names the nearest reachable point(s).
 pub const TARGET_UNREACHABLE: u8 = 5;
+/// drill: the drill ran and failed (the scratch server did not start or reach the target,
+/// it stopped elsewhere than the plan said, or a check failed); the report names what,
+/// and the result is recorded in the repository.
+pub const DRILL_FAILED: u8 = 6;
 /// archive-get could not tell whether the file exists, or could not deliver it intact:
 /// PostgreSQL must stop recovery rather than end it at the wrong point.
 pub const RESTORE_FATAL: u8 = 128;
@@ -54,9 +58,28 @@ pub enum Failure {
     /// plan, restore: the planner refused the target.
     #[error(transparent)]
     Unreachable(#[from] crate::cmd::plan::Unreachable),
+    /// drill: interrupted, or its scratch folder could not be made (a drill that ran and
+    /// failed is a report, exit [`DRILL_FAILED`]).
+    #[error(transparent)]
+    Drill(#[from] crate::cmd::drill::DrillError),
 }
 
 impl Failure {
+    /// The failure and its causes on one line (each cause once).
+    pub fn one_line(&self) -> String {
+        let mut msg = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !msg.contains(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            source = s.source();
+        }
+        msg.replace('\n', " ")
+    }
+
     /// The exit code for this failure.
     pub fn code(&self) -> u8 {
         use tidemark_archive_cmd::ErrorKind as K;
@@ -73,6 +96,7 @@ impl Failure {
             Failure::Store(e) => store_code(e),
             Failure::Recovery(e) => recovery_code(e),
             Failure::Unreachable(_) => TARGET_UNREACHABLE,
+            Failure::Drill(_) => FAILED,
         }
     }
 }
@@ -133,7 +157,7 @@ fn recovery_code(e: &tidemark_recovery::Error) -> u8 {
 // Checked at compile time: PostgreSQL reads statuses above 125 as a crash or as fatal.
 const _: () = {
     assert!(FAILED <= 125 && USAGE <= 125 && CLUSTER_MISMATCH <= 125 && INTEGRITY <= 125);
-    assert!(TARGET_UNREACHABLE <= 125);
+    assert!(TARGET_UNREACHABLE <= 125 && DRILL_FAILED <= 125);
     // Every code means one thing: a script tells "unreachable" from every other failure.
     let codes = [
         OK,
@@ -142,6 +166,7 @@ const _: () = {
         CLUSTER_MISMATCH,
         INTEGRITY,
         TARGET_UNREACHABLE,
+        DRILL_FAILED,
         RESTORE_FATAL,
     ];
     let mut a = 0;

@@ -53,8 +53,10 @@ fn main() -> ExitCode {
         Command::Backup(_) => "backup",
         Command::Restore(_) => "restore",
         Command::Plan(_) => "plan",
+        Command::Drill(_) => "drill",
         Command::Spool { .. } => "spool",
         Command::Reindex { .. } => "reindex",
+        Command::Verify(_) => "verify",
     };
     let background_drainer = matches!(
         cli.command,
@@ -171,8 +173,10 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::Backup(args) => boxed(cmd::backup::run(settings, args).await?, args.json),
         Command::Restore(args) => boxed(cmd::restore::run(settings, args).await?, args.json),
         Command::Plan(args) => boxed(cmd::plan::run(settings, args).await?, args.json),
+        Command::Drill(args) => boxed(cmd::drill::run(settings, args).await?, args.json),
         Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
         Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
+        Command::Verify(args) => boxed(cmd::verify::run(settings, args).await?, args.json),
         Command::Spool { action } => match action {
             SpoolAction::Status { json } => boxed(cmd::spool::status(settings).await?, *json),
             SpoolAction::Drain { json, background } => {
@@ -282,17 +286,7 @@ fn init_logging(level: &str, timestamps: bool) {
 
 /// Prints one line, `tidemark: <command>: <error>: <cause>…`, and returns the exit code.
 fn report(command: &str, failure: &Failure, code: u8) -> ExitCode {
-    let mut msg = failure.to_string();
-    let mut source = std::error::Error::source(failure);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    eprintln!("tidemark: {command}: {}", msg.replace('\n', " "));
+    eprintln!("tidemark: {command}: {}", failure.one_line());
     ExitCode::from(code)
 }
 

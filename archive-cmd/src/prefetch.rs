@@ -123,10 +123,15 @@ pub fn take_or_wait(folder: &Path, name: &str, dest: &Path, limit: Duration) -> 
 /// the folder) and says whether a worker must be started (none holds the lock). Errors
 /// are the caller's to log: prefetching is never worth failing a call for.
 pub fn want(folder: &Path, name: &str) -> std::io::Result<bool> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(folder)?;
+    // The two levels of the folder only, never the directories above: a call still
+    // running while its data directory is removed (a drill cleaning up) must not create
+    // that directory again.
+    for dir in [folder.parent().unwrap_or(folder), folder] {
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Err(e) if e.kind() != IoKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
     let tmp = folder.join(format!(".want.{}", std::process::id()));
     fs::write(&tmp, name)?;
     fs::rename(&tmp, folder.join(WANT_FILE))?;
@@ -651,6 +656,10 @@ mod tests {
     fn want_says_whether_a_worker_must_start() {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("a/b");
+        assert!(
+            want(&dir.path().join("gone/a/b"), "000000010000000000000003").is_err(),
+            "the directories above the folder are never created"
+        );
         assert!(want(&folder, "000000010000000000000003").unwrap());
         assert_eq!(
             fs::read_to_string(folder.join(WANT_FILE)).unwrap(),

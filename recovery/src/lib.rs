@@ -8,12 +8,16 @@
 //!   parallel (every chunk verified), writes the recovery settings, makes it durable,
 //!   and removes everything it created when anything fails.
 //! - [`autoconf`]: the `postgresql.auto.conf` block and `restore_command` quoting (pure).
+//! - [`drill`]: the decisions of a restore drill (pure): the scratch cluster's settings,
+//!   the checks file, the recovery point against the plan, the phases, the age warning.
 //! - [`plan`]: the recovery planner (pure): a catalog snapshot and a target to a plan
 //!   or a refusal.
 //! - [`snapshot`]: reads the catalog snapshot from the repository and runs the planner,
 //!   decoding the segments it asks for.
 //! - [`retention`]: which backups a retention policy keeps and what stays restorable
 //!   (pure; `tidemark expire` applies it).
+//! - [`verify`]: proves what the repository holds can be restored (every blob, every
+//!   backup's list, WAL continuity, the history chain), incrementally, and records the run.
 //!
 //! No printing, no exiting, no argument parsing: callers get a typed [`Error`] whose
 //! [`kind`](Error::kind) says what the failure means (usage, integrity, …).
@@ -43,11 +47,13 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod autoconf;
+pub mod drill;
 pub mod layout;
 pub mod plan;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+pub mod verify;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -22,13 +22,17 @@
 //! oldest backup kept by the count or the window: every moment from its consistent point
 //! to the newest archived commit stays restorable), and the window that guarantees;
 //! backups kept only by a tier or forever keep the WAL that makes them consistent and are
-//! restorable to that point.
+//! restorable to that point. [`wal_to_expire`] turns a decision and the catalog snapshot
+//! into the segments and history files that may go, timeline by timeline.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use chrono::{DateTime, Datelike, Duration, Utc};
 use tidemark_pg::Lsn;
+
+use crate::plan::timelines::{newest_timeline, TimelinePath};
+use crate::plan::CatalogSnapshot;
 
 /// How many backups of each calendar period to keep (0: that tier is off).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -269,6 +273,116 @@ pub fn decide(
     })
 }
 
+/// The WAL a retention decision lets go (see [`wal_to_expire`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalExpiry {
+    /// Archived segments (timeline, segment number) that no kept backup and no moment of
+    /// the guaranteed window needs, in order.
+    pub segments: Vec<(u32, u64)>,
+    /// History files (by timeline) that no kept segment or backup needs.
+    pub histories: Vec<u32>,
+    /// Why no WAL may go at all, when it cannot be decided safely.
+    pub held: Option<String>,
+}
+
+/// Which archived WAL `decision` lets go, timeline by timeline.
+///
+/// A segment of timeline `X` stays when any of these holds:
+/// - the window's backup (`decision.continuous_from`) can start replay towards `X`
+///   (`X`'s history says so) and the segment is at or after that backup's start: every
+///   moment after it stays restorable, on the line that leads to now and on any other
+///   line that forks off after it (a test restore's timeline, the abandoned rest of a
+///   parent); a line that forked off before it is expired, whatever its number;
+/// - a kept backup starts or ends on `X` and the segment lies between its start and its
+///   consistent point (a backup kept by a tier or forever stays restorable to that point);
+/// - `X` has no history file (a hole in the chain: nothing can be proven about it, so
+///   nothing of it goes).
+///
+/// A history file stays while its timeline or a later one on its line keeps a segment or
+/// a backup, and always for the newest timeline and its ancestors (they say what "now"
+/// is). Nothing at all goes when the window's backup is not in the snapshot.
+pub fn wal_to_expire(snapshot: &CatalogSnapshot, decision: &RetentionDecision) -> WalExpiry {
+    let Some(anchor) = snapshot
+        .backups
+        .iter()
+        .find(|b| b.id == decision.continuous_from)
+    else {
+        return WalExpiry {
+            held: Some(format!(
+                "backup {} is not in the catalog: no WAL is expired",
+                decision.continuous_from
+            )),
+            ..Default::default()
+        };
+    };
+    let size = snapshot.segment_size.max(1);
+    let kept: BTreeSet<&str> = decision.kept.iter().map(|k| k.id.as_str()).collect();
+    let kept_ranges: Vec<(u32, u32, u64, u64)> = snapshot
+        .backups
+        .iter()
+        .filter(|b| kept.contains(b.id.as_str()))
+        .map(|b| {
+            (
+                b.timeline,
+                b.stop_timeline,
+                b.start_lsn.0 / size,
+                b.stop_lsn.0 / size,
+            )
+        })
+        .collect();
+    let anchor_segno = anchor.start_lsn.0 / size;
+
+    let mut reaches: BTreeMap<u32, bool> = BTreeMap::new();
+    let mut keeps_wal: BTreeSet<u32> = BTreeSet::new();
+    let mut segments = Vec::new();
+    for &(tli, segno) in snapshot.segments.keys() {
+        let from_anchor = *reaches
+            .entry(tli)
+            .or_insert_with(|| TimelinePath::of(snapshot, tli).admits(anchor).is_ok())
+            && segno >= anchor_segno;
+        let for_a_backup = kept_ranges
+            .iter()
+            .any(|&(start_tli, stop_tli, first, last)| {
+                (tli == start_tli || tli == stop_tli) && (first..=last).contains(&segno)
+            });
+        let unprovable = tli > 1 && !snapshot.histories.contains_key(&tli);
+        if from_anchor || for_a_backup || unprovable {
+            keeps_wal.insert(tli);
+        } else {
+            segments.push((tli, segno));
+        }
+    }
+    for b in snapshot
+        .backups
+        .iter()
+        .filter(|b| kept.contains(b.id.as_str()))
+    {
+        keeps_wal.insert(b.timeline);
+        keeps_wal.insert(b.stop_timeline);
+    }
+    keeps_wal.insert(newest_timeline(snapshot));
+
+    // A history file names its timeline's whole ancestry.
+    let mut needed: BTreeSet<u32> = BTreeSet::new();
+    for tli in &keeps_wal {
+        needed.insert(*tli);
+        if let Some(entries) = snapshot.histories.get(tli) {
+            needed.extend(entries.iter().map(|e| e.parent.0));
+        }
+    }
+    let histories = snapshot
+        .histories
+        .keys()
+        .filter(|tli| !needed.contains(tli))
+        .copied()
+        .collect();
+    WalExpiry {
+        segments,
+        histories,
+        held: None,
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Tier {
     Daily,
@@ -365,7 +479,10 @@ mod tests {
         };
         let d = decide(&b, &policy, at(2026, 11, 6, 0)).unwrap();
         assert_eq!(ids(&d), [b[3].id.as_str(), b[4].id.as_str()]);
-        assert_eq!(d.expired, [b[0].id.clone(), b[1].id.clone(), b[2].id.clone()]);
+        assert_eq!(
+            d.expired,
+            [b[0].id.clone(), b[1].id.clone(), b[2].id.clone()]
+        );
         assert_eq!(d.continuous_from, b[3].id);
         assert_eq!(d.restorable_since, b[3].stop_time);
         assert_eq!(
@@ -506,5 +623,192 @@ mod tests {
         );
         let pre = d.kept.iter().find(|k| k.id == b[1].id).unwrap();
         assert_eq!(pre.because, [KeptBecause::Forever]);
+    }
+
+    mod wal {
+        use super::super::*;
+        use crate::plan::{BackupPoint, SegmentContent, SegmentFacts};
+        use chrono::TimeZone;
+        use tidemark_pg::{HistoryEntry, PgMajor, SystemId, TimelineId};
+
+        const SEG: u64 = 16 << 20;
+
+        /// Segments `first..=last` archived on `tli`.
+        fn archive(snapshot: &mut CatalogSnapshot, tli: u32, first: u64, last: u64) {
+            for segno in first..=last {
+                snapshot.segments.insert(
+                    (tli, segno),
+                    SegmentFacts {
+                        name: format!("{tli:08X}{:08X}{:08X}", segno >> 8, segno & 0xFF),
+                        stored_size: 1,
+                        content: SegmentContent::NotIndexed,
+                    },
+                );
+            }
+        }
+
+        /// A backup on `tli` starting in segment `segno`, consistent in the same segment,
+        /// at hour `hour` of 2026-12-01.
+        fn backup_at(id: &str, tli: u32, segno: u64, hour: u32) -> BackupPoint {
+            let t = Utc.with_ymd_and_hms(2026, 12, 1, hour, 0, 0).unwrap();
+            BackupPoint {
+                id: id.into(),
+                timeline: tli,
+                start_lsn: Lsn(segno * SEG + 0x28),
+                stop_timeline: tli,
+                stop_lsn: Lsn(segno * SEG + 0x1000),
+                start_time: t,
+                stop_time: t,
+                size: 1,
+                extensions: Default::default(),
+            }
+        }
+
+        fn history(snapshot: &mut CatalogSnapshot, tli: u32, parents: &[(u32, u64)]) {
+            snapshot.histories.insert(
+                tli,
+                parents
+                    .iter()
+                    .map(|&(parent, segno)| HistoryEntry {
+                        parent: TimelineId(parent),
+                        switchpoint: Lsn(segno * SEG + 0x2000),
+                        reason: "test".into(),
+                    })
+                    .collect(),
+            );
+        }
+
+        fn snapshot() -> CatalogSnapshot {
+            CatalogSnapshot {
+                system_id: SystemId(7),
+                segment_size: SEG,
+                pg_major: PgMajor::V15,
+                backups: Vec::new(),
+                histories: Default::default(),
+                segments: Default::default(),
+            }
+        }
+
+        fn kept(snapshot: &CatalogSnapshot, policy: &RetentionPolicy) -> RetentionDecision {
+            let backups: Vec<RetainedBackup> = snapshot
+                .backups
+                .iter()
+                .map(|b| RetainedBackup {
+                    id: b.id.clone(),
+                    label: None,
+                    start_lsn: b.start_lsn,
+                    timeline: b.timeline,
+                    stop_lsn: b.stop_lsn,
+                    stop_time: b.stop_time,
+                })
+                .collect();
+            decide(
+                &backups,
+                policy,
+                Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap(),
+            )
+            .unwrap()
+        }
+
+        fn count(n: u32) -> RetentionPolicy {
+            RetentionPolicy {
+                count: Some(n),
+                ..Default::default()
+            }
+        }
+
+        #[test]
+        fn one_timeline_keeps_everything_from_the_window_backup_and_kept_backups_ranges() {
+            let mut s = snapshot();
+            archive(&mut s, 1, 1, 40);
+            s.backups = vec![
+                backup_at("a", 1, 5, 1),
+                backup_at("b", 1, 12, 2),
+                backup_at("c", 1, 20, 3),
+                backup_at("d", 1, 30, 4),
+            ];
+            // Count 2 keeps c and d; "a" forever: only its own segment stays.
+            let mut policy = count(2);
+            policy.forever.insert("a".into());
+            let d = kept(&s, &policy);
+            assert_eq!(d.continuous_from, "c");
+            let e = wal_to_expire(&s, &d);
+            let gone: Vec<u64> = e.segments.iter().map(|(_, n)| *n).collect();
+            let expected: Vec<u64> = (1..20).filter(|n| *n != 5).collect();
+            assert_eq!(gone, expected);
+            assert!(e.segments.iter().all(|(tli, _)| *tli == 1));
+            assert_eq!(e.held, None);
+        }
+
+        #[test]
+        fn a_line_forked_after_the_window_backup_stays_one_forked_before_it_goes() {
+            // Timeline 1 to segment 40; timeline 2 forked off it in segment 10 (a test
+            // restore, abandoned), timeline 3 forked in segment 25 (the line to now).
+            let mut s = snapshot();
+            archive(&mut s, 1, 1, 40);
+            archive(&mut s, 2, 10, 14);
+            archive(&mut s, 3, 25, 50);
+            history(&mut s, 2, &[(1, 10)]);
+            history(&mut s, 3, &[(1, 25)]);
+            s.backups = vec![backup_at("a", 1, 5, 1), backup_at("b", 1, 20, 2)];
+            let d = kept(&s, &count(1));
+            assert_eq!(d.continuous_from, "b");
+            let e = wal_to_expire(&s, &d);
+            let gone = |tli: u32| -> Vec<u64> {
+                e.segments
+                    .iter()
+                    .filter(|(t, _)| *t == tli)
+                    .map(|(_, n)| *n)
+                    .collect()
+            };
+            assert_eq!(gone(1), (1..20).collect::<Vec<_>>(), "timeline 1 before b");
+            assert_eq!(gone(2), (10..=14).collect::<Vec<_>>(), "forked before b");
+            assert!(gone(3).is_empty(), "the line to now");
+            // Timeline 1 after the fork to 3 is reachable from b: kept.
+            assert!(!e.segments.contains(&(1, 30)));
+            assert_eq!(e.histories, [2], "timeline 2's history goes with its WAL");
+        }
+
+        #[test]
+        fn the_window_backup_on_a_later_timeline_lets_the_parent_go() {
+            let mut s = snapshot();
+            archive(&mut s, 1, 1, 12);
+            archive(&mut s, 2, 10, 30);
+            history(&mut s, 2, &[(1, 10)]);
+            s.backups = vec![backup_at("a", 1, 3, 1), backup_at("b", 2, 20, 2)];
+            let e = wal_to_expire(&s, &kept(&s, &count(1)));
+            let expected: Vec<(u32, u64)> = (1..=12)
+                .map(|n| (1, n))
+                .chain((10..20).map(|n| (2, n)))
+                .collect();
+            assert_eq!(e.segments, expected);
+            assert!(
+                e.histories.is_empty(),
+                "timeline 2's history stays: it is now's line"
+            );
+        }
+
+        #[test]
+        fn a_timeline_without_its_history_file_is_kept_whole() {
+            let mut s = snapshot();
+            archive(&mut s, 1, 1, 20);
+            archive(&mut s, 2, 3, 6);
+            s.backups = vec![backup_at("a", 1, 15, 1)];
+            let e = wal_to_expire(&s, &kept(&s, &count(1)));
+            assert!(e.segments.iter().all(|(tli, _)| *tli == 1));
+            assert_eq!(e.segments.len(), 14);
+        }
+
+        #[test]
+        fn nothing_goes_when_the_window_backup_is_unknown() {
+            let mut s = snapshot();
+            archive(&mut s, 1, 1, 20);
+            s.backups = vec![backup_at("a", 1, 15, 1)];
+            let mut d = kept(&s, &count(1));
+            d.continuous_from = "gone".into();
+            let e = wal_to_expire(&s, &d);
+            assert!(e.segments.is_empty() && e.histories.is_empty());
+            assert!(e.held.unwrap().contains("gone"));
+        }
     }
 }

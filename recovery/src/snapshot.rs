@@ -514,6 +514,46 @@ pub async fn plan(repo: &Repo, loaded: &mut Loaded, request: &PlanRequest) -> Re
     }
 }
 
+/// [`plan`], then, when the plan places its stop record only in a segment (the
+/// index's summary of that segment does not name the record: a time target whose first
+/// commit there does not pass it), that segment decoded in full and the target planned
+/// again, so that the plan names the record, its LSN and its time. `tidemark drill`
+/// compares them with where the server stopped; a restore does not need them.
+pub async fn plan_exact(
+    repo: &Repo,
+    loaded: &mut Loaded,
+    request: &PlanRequest,
+) -> Result<Outcome> {
+    let outcome = plan(repo, loaded, request).await?;
+    let Outcome::Plan(p) = &outcome else {
+        return Ok(outcome);
+    };
+    if p.stop.lsn.is_some() {
+        return Ok(outcome);
+    }
+    let size = SegmentSize::new(loaded.snapshot.segment_size).map_err(|e| Error::WalContent {
+        name: "the stanza's cluster record".into(),
+        detail: e.to_string(),
+    })?;
+    let key = p.wal.last().and_then(|range| {
+        let name = range.last.parse::<WalFileName>().ok()?.segment()?;
+        Some((name.timeline.0, name.segment_number(size).ok()?))
+    });
+    let undecoded = key.filter(|k| {
+        loaded.digests.contains_key(k)
+            && loaded
+                .snapshot
+                .segments
+                .get(k)
+                .is_some_and(|f| !matches!(f.content, SegmentContent::Decoded(_)))
+    });
+    let Some(key) = undecoded else {
+        return Ok(outcome);
+    };
+    loaded.decode(repo, &[key]).await?;
+    plan(repo, loaded, request).await
+}
+
 impl Loaded {
     /// Reads and decodes `wanted` in full, replacing their content in the snapshot.
     async fn decode(&mut self, repo: &Repo, wanted: &[(u32, u64)]) -> Result<()> {
@@ -581,7 +621,7 @@ impl Loaded {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tidemark_pg::wal::{CrossingEnd, CrossingStart};
     use tidemark_pg::SystemId;
@@ -638,7 +678,7 @@ mod tests {
     }
 
     /// A local repository with stanza `main` of a PostgreSQL 15 cluster (system 1).
-    async fn repo(dir: &std::path::Path) -> (Repo, Stanza) {
+    pub(crate) async fn repo(dir: &std::path::Path) -> (Repo, Stanza) {
         use std::sync::Arc;
         let backend = Arc::new(tidemark_store::backend::local::LocalBackend::new(dir).unwrap());
         let repo = Repo::new(backend, tidemark_store::Compression::Lz4);

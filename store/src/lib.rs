@@ -8,8 +8,11 @@
 //! - [`repo`]: the content-addressed repository over a backend (blobs, records).
 //! - [`backup`]: base backups: the backup record, its file list, fixed-size chunks.
 //! - [`catalog`]: the records: repository format, cluster identity, WAL index, quarantine.
+//! - [`drill`]: restore drills' results (`tidemark drill`), one record per drill.
 //! - [`wal_content`]: the WAL content index: what each archived segment holds for the
 //!   recovery planner, in the index entry or in a sidecar written by `reindex`.
+//! - [`verify`]: what `tidemark verify` records (its runs and the blobs it proved), and
+//!   the reads it needs (a blob shard's listing, a blob checked without writing it).
 //! - [`url`]: repository URLs (`file:///…`, `s3://bucket/prefix`).
 //! - [`pg`]: the `tidemark-pg` crate, re-exported: PostgreSQL's formats (LSN, timeline,
 //!   WAL names, page headers, history files, `pg_control`); no IO.
@@ -27,11 +30,13 @@ pub mod backend;
 pub mod backup;
 pub mod catalog;
 pub mod codec;
+pub mod drill;
 pub mod key;
 pub mod multihash;
 pub mod repo;
 mod serde_pg;
 pub mod url;
+pub mod verify;
 pub mod wal_content;
 
 pub use codec::{Compression, Digest};

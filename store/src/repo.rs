@@ -933,6 +933,21 @@ impl Repo {
     /// read); a content summary this build cannot read (a newer format) is left `None`
     /// and named in [`IndexedWal::content_error`].
     pub async fn wal_catalog(&self, stanza: &Stanza) -> Result<Vec<IndexedWal>> {
+        self.wal_catalog_entries(stanza)
+            .await?
+            .into_iter()
+            .map(|entry| entry.map_err(|(_, e)| e))
+            .collect()
+    }
+
+    /// [`Repo::wal_catalog`], entry by entry: an index record or sidecar that cannot be
+    /// read is returned in place of its entry, with its file name (`verify` names each),
+    /// instead of failing the call. Fails only when the listing or a read fails for
+    /// another reason (the store is unreachable, …).
+    pub async fn wal_catalog_entries(
+        &self,
+        stanza: &Stanza,
+    ) -> Result<Vec<std::result::Result<IndexedWal, (WalFileName, Error)>>> {
         use futures::{StreamExt, TryStreamExt};
         let listed = self.backend.list(&catalog::wal_prefix(stanza)).await?;
         let sidecars: std::collections::BTreeSet<(WalFileName, Digest)> = listed
@@ -943,39 +958,49 @@ impl Repo {
             .iter()
             .filter_map(|m| catalog::parse_wal_key(&m.key).map(|(n, d)| (n, d, m.key.clone())))
             .collect();
-        let read: Vec<Option<IndexedWal>> = futures::stream::iter(entries)
-            .map(|(name, digest, key)| {
-                let sidecar = sidecars.contains(&(name, digest));
-                async move {
-                    let record: WalRecord = match self.get_record(&key).await {
-                        Err(e) if e.is_not_found() => return Ok(None),
-                        other => other?,
-                    };
-                    let mut content = record.content.clone();
-                    if content.is_none() && sidecar {
-                        let key = crate::wal_content::wal_content_key(stanza, &name, &digest);
-                        content = match self.get_record(&key).await {
-                            Err(e) if e.is_not_found() => None,
-                            other => Some(other?),
+        let read: Vec<Option<std::result::Result<IndexedWal, (WalFileName, Error)>>> =
+            futures::stream::iter(entries)
+                .map(|(name, digest, key)| {
+                    let sidecar = sidecars.contains(&(name, digest));
+                    async move {
+                        let damaged = |e: Error| {
+                            if e.is_unreadable_record() {
+                                Ok(Some(Err((name, e))))
+                            } else {
+                                Err(e)
+                            }
                         };
+                        let record: WalRecord = match self.get_record(&key).await {
+                            Err(e) if e.is_not_found() => return Ok(None),
+                            Err(e) => return damaged(e),
+                            Ok(record) => record,
+                        };
+                        let mut content = record.content.clone();
+                        if content.is_none() && sidecar {
+                            let key = crate::wal_content::wal_content_key(stanza, &name, &digest);
+                            content = match self.get_record(&key).await {
+                                Err(e) if e.is_not_found() => None,
+                                Err(e) => return damaged(e),
+                                Ok(content) => Some(content),
+                            };
+                        }
+                        let (content, content_error) = match content.map(|c| c.to_summary()) {
+                            None => (None, None),
+                            Some(Ok(summary)) => (Some(summary), None),
+                            Some(Err(error)) => (None, Some(error)),
+                        };
+                        Ok(Some(Ok(IndexedWal {
+                            name,
+                            digest,
+                            record,
+                            content,
+                            content_error,
+                        })))
                     }
-                    let (content, content_error) = match content.map(|c| c.to_summary()) {
-                        None => (None, None),
-                        Some(Ok(summary)) => (Some(summary), None),
-                        Some(Err(error)) => (None, Some(error)),
-                    };
-                    Ok(Some(IndexedWal {
-                        name,
-                        digest,
-                        record,
-                        content,
-                        content_error,
-                    }))
-                }
-            })
-            .buffered(32)
-            .try_collect()
-            .await?;
+                })
+                .buffered(32)
+                .try_collect()
+                .await?;
         Ok(read.into_iter().flatten().collect())
     }
 

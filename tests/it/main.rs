@@ -17,6 +17,7 @@ mod plan;
 mod base_backup;
 
 mod feed;
+mod drill;
 
 mod pitr;
 
@@ -27,5 +28,7 @@ mod s3_conformance;
 mod silent_store;
 
 mod tls;
+
+mod verify;
 
 mod wal_decoder;

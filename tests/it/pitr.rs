@@ -84,16 +84,16 @@ const RECOVERY_WITHIN: Duration = Duration::from_secs(120);
 
 /// One committed marker row and what the server said about its commit.
 #[derive(Clone, Debug)]
-struct Marker {
+pub(crate) struct Marker {
     /// The row's id (unique across timelines).
-    id: u32,
+    pub(crate) id: u32,
     /// The xid of its transaction, as a target names it.
-    xid: u32,
+    pub(crate) xid: u32,
     /// Its commit record's time.
-    commit: PgTimestamp,
+    pub(crate) commit: PgTimestamp,
     /// The insert LSN read after the commit: past the commit record, before the next
     /// marker's first record.
-    lsn_after: Lsn,
+    pub(crate) lsn_after: Lsn,
 }
 
 /// A backup of the workload.
@@ -191,7 +191,7 @@ impl<'a> Workload<'a> {
 }
 
 /// Commits marker `id` and reads back its xid, commit time and the LSN after it.
-fn commit_marker(c: &Cluster, id: u32) -> Marker {
+pub(crate) fn commit_marker(c: &Cluster, id: u32) -> Marker {
     c.psql(&format!(
         "insert into marks(id, xid) values ({id}, pg_current_xact_id())"
     ));
@@ -233,14 +233,14 @@ enum Aim {
 }
 
 /// `2026-12-06T07:10:00.123456Z`.
-fn rfc3339(t: PgTimestamp) -> String {
+pub(crate) fn rfc3339(t: PgTimestamp) -> String {
     let (y, mo, d, h, mi, s, us) = t.to_utc_parts();
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z")
 }
 
 /// An RFC 3339 UTC instant written with `Z` and without trailing zeros in its fraction,
 /// so that two spellings of one instant compare equal.
-fn rfc3339_normalized(text: &str) -> String {
+pub(crate) fn rfc3339_normalized(text: &str) -> String {
     let utc = text
         .strip_suffix("+00:00")
         .map_or(text.to_string(), |t| format!("{t}Z"));
@@ -860,7 +860,7 @@ const OTHER_RECOVERY_SETTINGS: [&str; 3] = [
 /// A started cluster with 1 MiB segments archiving through `tm`, commit timestamps on, and
 /// the recovery settings of the module doc in `postgresql.conf`, which no restore of it
 /// may apply.
-fn archiving_cluster(t: &TestDir, tm: &Tidemark, bin: Option<PathBuf>) -> Cluster {
+pub(crate) fn archiving_cluster(t: &TestDir, tm: &Tidemark, bin: Option<PathBuf>) -> Cluster {
     let mut c = Cluster::init(
         t,
         "pg",
@@ -1084,7 +1084,7 @@ fn local_runner(t: &TestDir, repo: &Path) -> Tidemark {
 
 /// Removes the WAL index entries (`<name>.<sha256>`, not the claim) of WAL file `name`
 /// found anywhere under `root` (a repository's folder, or an S3 server's); returns how many.
-fn remove_index_entries(root: &Path, name: &str) -> usize {
+pub(crate) fn remove_index_entries(root: &Path, name: &str) -> usize {
     let mut removed = 0;
     for entry in std::fs::read_dir(root).unwrap_or_else(|e| panic!("read {}: {e}", root.display()))
     {
@@ -1111,7 +1111,7 @@ fn segment_name(timeline: u32, lsn: Lsn) -> String {
 }
 
 /// `cp -a`: a copy keeping owners and modes (the test user's).
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     let out = std::process::Command::new("cp")
         .arg("-a")
         .arg(from)

@@ -12,8 +12,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 /// tidemark: point-in-time recovery for PostgreSQL.
 /// Archives WAL (archive-push, archive-get, spool) and base backups (backup) in a repository
 /// on disk or S3, plans a recovery to a point in time and proves it reachable (plan),
-/// restores a data directory to that point (restore), and sets up and shows the repository
-/// (init, info).
+/// restores a data directory to that point (restore), proves that what the repository holds
+/// can be restored (verify) and that backups restore (drill), and sets up and shows the
+/// repository (init, info).
 ///
 /// (Help shows this comment's first paragraph, as written: the package description
 /// describes the crate, not the tool.)
@@ -96,6 +97,14 @@ pub enum Command {
     /// Exit 0: reachable; 5: unreachable (one line on stderr names the nearest reachable
     /// points).
     Plan(PlanArgs),
+    /// Prove that a backup restores: restore it into a scratch folder, start PostgreSQL
+    /// there (its own loopback port and socket, archiving off), replay to the target,
+    /// promote, run checks, measure the recovery time, record the result, remove
+    /// everything.
+    ///
+    /// Exit 0: the drill passed; 6: it ran and failed (the report names the check); 5:
+    /// the target is unreachable (nothing was created).
+    Drill(DrillArgs),
     /// Show what the repository holds for the stanza: cluster, WAL ranges and gaps, sizes.
     Info {
         /// Print JSON (for scripts and monitoring).
@@ -110,6 +119,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prove that the backups and WAL in the repository can be restored, without
+    /// restoring them.
+    ///
+    /// Every blob a backup or WAL index entry names exists and hashes to its name, every
+    /// backup's file list is complete, WAL is continuous per timeline from the oldest
+    /// backup, the history chain has no hole. Incremental: blobs proven by an earlier run
+    /// and unchanged are not read again (--full reads everything). The run is recorded in
+    /// the repository.
+    ///
+    /// Exit 0: no problem; 4: problems found (each named); 1: the repository failed.
+    Verify(VerifyArgs),
     /// The asynchronous-archiving spool: what waits in it, and moving it into the repository.
     Spool {
         /// What to do.
@@ -252,6 +272,35 @@ pub struct RestoreArgs {
     pub target: TargetArgs,
 }
 
+/// `tidemark drill`'s arguments.
+#[derive(Debug, Args, Clone)]
+pub struct DrillArgs {
+    /// The backup to restore (an id `info` lists) [default: the planner's choice, the
+    /// newest that can reach the target].
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+    /// SQL checks: each statement must return one row holding `true` (a `\c DB` line
+    /// switches database; default: postgres).
+    #[arg(long, value_name = "FILE.sql")]
+    pub checks: Option<PathBuf>,
+    /// Leave the scratch cluster running and its folder in place (the report says where,
+    /// and how to stop and remove them).
+    #[arg(long)]
+    pub keep: bool,
+    /// The operating-system user that runs the scratch server (needed when tidemark runs
+    /// as root, which PostgreSQL refuses) [default: the drill_user setting].
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The target (last: its options are shown under their own heading). The drill
+    /// pauses at the target to read where replay stopped, then promotes:
+    /// --target-action must stay pause.
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
 /// Settings, as flags or `TIDEMARK_*` environment variables.
 #[derive(Debug, Args, Default)]
 pub struct SettingArgs {
@@ -376,6 +425,21 @@ pub struct SettingArgs {
         value_name = "MIB"
     )]
     pub spool_max_mib: Option<u64>,
+    /// Where drills create their scratch folder [default: the system's temporary folder].
+    #[arg(long, global = true, env = "TIDEMARK_DRILL_PATH", value_name = "DIR")]
+    pub drill_path: Option<PathBuf>,
+    /// The operating-system user that runs a drill's scratch server when tidemark runs
+    /// as root.
+    #[arg(long, global = true, env = "TIDEMARK_DRILL_USER", value_name = "USER")]
+    pub drill_user: Option<String>,
+    /// Days after which `info` warns that the last passing drill is too old [default: 7].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_DRILL_MAX_AGE",
+        value_name = "DAYS"
+    )]
+    pub drill_max_age: Option<f64>,
     /// Who drains the spool: auto (archive-push starts a background drainer) or manual
     /// (`tidemark spool drain`, from a timer or a service) [default: auto].
     #[arg(
@@ -476,4 +540,26 @@ mod tests {
         assert_eq!(r.target.target_timeline.as_deref(), Some("current"));
         assert_eq!(r.target.target_action, "promote");
     }
+}
+
+/// `tidemark verify`'s flags.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Verify only this backup (an id `info` lists) and the WAL it needs to become
+    /// consistent.
+    #[arg(long, value_name = "ID", conflicts_with = "since")]
+    pub backup: Option<String>,
+    /// Verify only backups started and WAL archived at or after this time (e.g.
+    /// 2026-12-06 or 2026-12-06 10:00:00+00; without a zone, local time).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// Read and hash every blob, trusting no earlier run's proofs.
+    #[arg(long)]
+    pub full: bool,
+    /// Blob reads in flight [default: 16].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Print the result as JSON (and no progress line).
+    #[arg(long)]
+    pub json: bool,
 }

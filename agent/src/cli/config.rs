@@ -22,6 +22,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/tidemark/tidemark.toml";
 pub const DEFAULT_REPO: &str = "file:///var/lib/tidemark";
 /// The spool folder used when none is configured.
 pub const DEFAULT_SPOOL: &str = "/var/spool/tidemark";
+/// Days after which `info` warns that the last passing drill is too old.
+pub const DEFAULT_DRILL_MAX_AGE_DAYS: f64 = 7.0;
 /// The spool's default limit, in MiB.
 pub const DEFAULT_SPOOL_MAX_MIB: u64 = 4096;
 /// Segments archive-get keeps prefetched by default: enough for PostgreSQL to replay
@@ -58,6 +60,9 @@ pub struct FileSettings {
     spool_drainer: Option<String>,
     prefetch_depth: Option<usize>,
     prefetch_max_mib: Option<u64>,
+    drill_path: Option<PathBuf>,
+    drill_user: Option<String>,
+    drill_max_age: Option<f64>,
 }
 
 /// Every setting, resolved and checked.
@@ -95,6 +100,13 @@ pub struct Settings {
     pub prefetch_depth: usize,
     /// The prefetch folder's limit in bytes.
     pub prefetch_max_bytes: u64,
+    /// Where drills create their scratch folder (absolute; `None`: the system's
+    /// temporary folder).
+    pub drill_path: Option<PathBuf>,
+    /// The user that runs a drill's scratch server when tidemark runs as root.
+    pub drill_user: Option<String>,
+    /// How old the last passing drill may be before `info` warns.
+    pub drill_max_age: Duration,
 }
 
 impl Settings {
@@ -291,7 +303,29 @@ pub fn resolve(
             )))
         }
     };
+    let drill_path = args.drill_path.clone().or(file.drill_path);
+    if let Some(path) = drill_path.as_ref().filter(|p| !p.is_absolute()) {
+        return Err(ConfigError(format!(
+            "drill_path {} must be an absolute path",
+            path.display()
+        )));
+    }
+    let drill_max_age_days = args
+        .drill_max_age
+        .or(file.drill_max_age)
+        .unwrap_or(DEFAULT_DRILL_MAX_AGE_DAYS);
+    if !(drill_max_age_days.is_finite()
+        && drill_max_age_days > 0.0
+        && drill_max_age_days < 36_500.0)
+    {
+        return Err(ConfigError(format!(
+            "drill_max_age {drill_max_age_days}: a number of days above 0"
+        )));
+    }
     Ok(Settings {
+        drill_path,
+        drill_user: args.drill_user.clone().or(file.drill_user),
+        drill_max_age: Duration::from_secs_f64(drill_max_age_days * 86_400.0),
         config_file,
         repo,
         stanza,
@@ -359,6 +393,17 @@ mod tests {
         let d = resolve(&SettingArgs::default(), None, FileSettings::default()).unwrap();
         assert_eq!(d.repo.to_string(), DEFAULT_REPO);
         assert_eq!(d.stanza.as_str(), "main");
+        assert_eq!(d.drill_max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!((d.drill_path.as_ref(), d.drill_user.as_ref()), (None, None));
+        let drill = resolve(
+            &SettingArgs::default(),
+            None,
+            parse("drill_path = '/srv/drills'\ndrill_user = 'postgres'\ndrill_max_age = 1.5\n"),
+        )
+        .unwrap();
+        assert_eq!(drill.drill_path, Some(PathBuf::from("/srv/drills")));
+        assert_eq!(drill.drill_user.as_deref(), Some("postgres"));
+        assert_eq!(drill.drill_max_age, Duration::from_secs(36 * 3600));
     }
 
     #[test]
@@ -371,6 +416,9 @@ mod tests {
             ("pg_sslmode = 'sometimes'", "sslmode"),
             ("spool_path = 'relative'", "spool_path"),
             ("spool_drainer = 'cron'", "spool_drainer"),
+            ("drill_path = 'tmp'", "drill_path"),
+            ("drill_max_age = 0", "drill_max_age"),
+            ("drill_max_age = -1.5", "drill_max_age"),
         ];
         for (text, needle) in cases {
             let err = resolve(&SettingArgs::default(), None, parse(text))

@@ -21,6 +21,7 @@ use tidemark_pg::{SegmentSize, WalFileName, WalSegmentName};
 use tidemark_recovery::{plan, snapshot};
 use tidemark_store::backup::BackupRecord;
 use tidemark_store::catalog::{self, ClusterRecord, WalRecord};
+use tidemark_store::drill::{DrillRecord, RecentDrills};
 use tidemark_store::{Digest, Repo};
 
 use super::open_repo;
@@ -55,6 +56,94 @@ pub struct InfoReport {
     pub damaged_backups: Vec<DamagedBackupInfo>,
     /// What a restore can reach, per timeline (`null` when nothing was ever written).
     pub recovery: Option<RecoveryInfo>,
+    /// The last `tidemark verify` run, as recorded (`null`: none yet).
+    pub last_verify: Option<tidemark_store::verify::VerifyRecord>,
+    /// Restore drills (`tidemark drill`): the last one, the last passing one, and the
+    /// warning when that is too old (`null` when nothing was ever written).
+    pub drills: Option<DrillsInfo>,
+}
+
+/// What `info` says of the stanza's restore drills.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct DrillsInfo {
+    /// How many are on record.
+    pub count: usize,
+    /// The newest, passing or not.
+    pub last: Option<DrillRecord>,
+    /// The newest passing one.
+    pub last_passed: Option<DrillRecord>,
+    /// Why recoverability is not proven lately (no passing drill, or it is older than
+    /// `drill_max_age`).
+    pub warning: Option<String>,
+    /// Drill records that cannot be read.
+    pub damaged: Vec<String>,
+}
+
+/// `info`'s drill summary from what the repository holds, at `now` (pure).
+pub fn drills_info(
+    recent: RecentDrills,
+    now: DateTime<Utc>,
+    max_age: std::time::Duration,
+) -> DrillsInfo {
+    let warning = tidemark_recovery::drill::age_warning(
+        recent.last_passed.as_ref().map(|d| d.started_at),
+        recent.count,
+        now,
+        max_age,
+    );
+    DrillsInfo {
+        count: recent.count,
+        last: recent.last,
+        last_passed: recent.last_passed,
+        warning,
+        damaged: recent.damaged,
+    }
+}
+
+/// The drill lines of `info`'s text (pure).
+pub fn drill_lines(d: &DrillsInfo) -> Vec<String> {
+    let when = |r: &DrillRecord| r.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    let rto = |r: &DrillRecord| match r.rto_seconds {
+        Some(s) => format!("RTO {s:.1} s"),
+        None => "no RTO (it did not get as far as a writable server)".into(),
+    };
+    let mut out = Vec::new();
+    match &d.last {
+        None => out.push("drill       none on record".to_string()),
+        Some(last) if last.passed => out.push(format!(
+            "drill       last {} PASSED, {} (backup {}, target {}; {} on record)",
+            when(last),
+            rto(last),
+            last.backup,
+            last.target,
+            d.count
+        )),
+        Some(last) => {
+            out.push(format!(
+                "drill       last {} FAILED: {} (backup {}, target {}; {} on record)",
+                when(last),
+                last.failure.as_deref().unwrap_or("see the record"),
+                last.backup,
+                last.target,
+                d.count
+            ));
+            if let Some(ok) = &d.last_passed {
+                out.push(format!(
+                    "            last passing {}, {} (backup {})",
+                    when(ok),
+                    rto(ok),
+                    ok.backup
+                ));
+            }
+        }
+    }
+    if let Some(w) = &d.warning {
+        out.push(format!("  WARNING: {w}"));
+    }
+    for damaged in &d.damaged {
+        out.push(format!("  DAMAGED drill record: {damaged}"));
+    }
+    out
 }
 
 /// A backup record that cannot be read.
@@ -401,6 +490,14 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     let segment_size = cluster
         .as_ref()
         .and_then(|c| SegmentSize::new(c.wal_segment_size).ok());
+    let drills = match format {
+        Some(_) => Some(drills_info(
+            repo.recent_drills(stanza).await?,
+            tidemark_store::repo::now(),
+            settings.drill_max_age,
+        )),
+        None => None,
+    };
     let (backups, damaged_backups, recovery) = if format.is_some() {
         let listing = repo.backups(stanza).await?;
         let recovery = match &cluster {
@@ -430,7 +527,21 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     } else {
         (Vec::new(), Vec::new(), None)
     };
+    // The last verify run; a record that cannot be read is said in its place.
+    let last_verify = match repo.last_verify(stanza).await {
+        // Its proof lists are the next run's business, not a status page's.
+        Ok(last) => last.map(|mut v| {
+            v.proofs.clear();
+            v
+        }),
+        Err(e) if e.is_unreadable_record() => {
+            tracing::warn!("the last verify record cannot be read: {e}");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(InfoReport {
+        last_verify,
         repo: settings.repo.to_string(),
         stanza: stanza.to_string(),
         format,
@@ -446,6 +557,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
         backups,
         damaged_backups,
         recovery,
+        drills,
     })
 }
 
@@ -686,6 +798,17 @@ pub fn render_text(r: &InfoReport) -> String {
             "  {}  DAMAGED: its record cannot be read ({}): restores skip it when choosing the newest backup; `restore --backup {}` fails",
             d.id, d.error, d.id
         ));
+    }
+    line(match &r.last_verify {
+        Some(v) => super::verify::last_run_line(v),
+        None => {
+            "verify      never run: `tidemark verify` proves the backups and WAL can be read".into()
+        }
+    });
+    if let Some(drills) = &r.drills {
+        for l in drill_lines(drills) {
+            line(l);
+        }
     }
     out
 }
@@ -940,6 +1063,8 @@ mod tests {
             stale_temp_files: 0,
             backups: list,
             recovery: None,
+            last_verify: None,
+            drills: None,
             damaged_backups: vec![DamagedBackupInfo {
                 id: "e".into(),
                 error: "stanzas/main/backups/e is corrupt: record checksum mismatch".into(),
@@ -999,6 +1124,8 @@ mod tests {
             backups: list,
             damaged_backups: Vec::new(),
             recovery: None,
+            last_verify: None,
+            drills: None,
         });
         assert!(
             text.contains("WARNING: the server sent 3 warning(s)"),
@@ -1021,9 +1148,84 @@ mod tests {
             backups: Vec::new(),
             damaged_backups: Vec::new(),
             recovery: None,
+            last_verify: None,
+            drills: None,
         };
         let line = "  7 segments not indexed: run `tidemark reindex`\n";
         assert!(render_text(&report(7)).contains(line));
         assert!(!render_text(&report(0)).contains("not indexed"));
+    }
+
+    fn drill(at: &str, passed: bool) -> DrillRecord {
+        DrillRecord {
+            id: "ab".into(),
+            started_at: at.parse().unwrap(),
+            finished_at: at.parse().unwrap(),
+            passed,
+            failure: (!passed).then(|| "checks statement 2: returned f".to_string()),
+            backup: "20261201T000000Z".into(),
+            target: "latest".into(),
+            expected_stop: "at the end of archived WAL".into(),
+            expected_lsn: None,
+            expected_time: None,
+            reached: None,
+            phases: Vec::new(),
+            rto_seconds: passed.then_some(42.25),
+            checks: Vec::new(),
+            tidemark_version: "0.1.0".into(),
+            pg_version: None,
+        }
+    }
+
+    #[test]
+    fn the_last_drill_and_its_rto_are_shown_and_an_old_one_warned_about() {
+        let week = std::time::Duration::from_secs(7 * 86_400);
+        let now: DateTime<Utc> = "2026-12-10T12:00:00Z".parse().unwrap();
+        let fresh = drills_info(
+            RecentDrills {
+                last: Some(drill("2026-12-09T12:00:00Z", true)),
+                last_passed: Some(drill("2026-12-09T12:00:00Z", true)),
+                count: 4,
+                damaged: Vec::new(),
+            },
+            now,
+            week,
+        );
+        assert_eq!(
+            drill_lines(&fresh),
+            ["drill       last 2026-12-09 12:00:00 UTC PASSED, RTO 42.2 s (backup 20261201T000000Z, target latest; 4 on record)"]
+        );
+        let stale = drills_info(
+            RecentDrills {
+                last: Some(drill("2026-12-09T12:00:00Z", false)),
+                last_passed: Some(drill("2026-12-01T12:00:00Z", true)),
+                count: 5,
+                damaged: Vec::new(),
+            },
+            now,
+            week,
+        );
+        let lines = drill_lines(&stale);
+        assert!(
+            lines[0].contains("FAILED: checks statement 2: returned f"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].contains("last passing 2026-12-01 12:00:00 UTC, RTO 42.2 s"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("  WARNING: the last passing restore drill is 9.0 days old"),
+            "{lines:?}"
+        );
+        let none = drills_info(RecentDrills::default(), now, week);
+        assert_eq!(
+            none.warning
+                .as_deref()
+                .map(|w| w.starts_with("no restore drill")),
+            Some(true)
+        );
+        let json = serde_json::to_value(&stale).unwrap();
+        assert_eq!(json["last_passed"]["rto_seconds"], 42.25);
     }
 }

@@ -13,6 +13,7 @@ use crate::exit::Failure;
 pub mod archive_get;
 pub mod archive_push;
 pub mod backup;
+pub mod drill;
 pub mod info;
 pub mod init;
 pub mod plan;
@@ -20,6 +21,7 @@ pub mod reindex;
 pub mod report;
 pub mod restore;
 pub mod spool;
+pub mod verify;
 
 pub use report::{Format, Report};
 

@@ -90,6 +90,28 @@ pub async fn make_plan(
     target: &TargetArgs,
     backup: Option<String>,
 ) -> Result<PlanReport, Failure> {
+    plan_report(repo, settings, target, backup, false).await
+}
+
+/// [`make_plan`], naming the stop record exactly where the index only places it in a
+/// segment ([`snapshot::plan_exact`]: that segment is read): what `drill` compares the
+/// server's recovery point with.
+pub async fn make_exact_plan(
+    repo: &Repo,
+    settings: &Settings,
+    target: &TargetArgs,
+    backup: Option<String>,
+) -> Result<PlanReport, Failure> {
+    plan_report(repo, settings, target, backup, true).await
+}
+
+async fn plan_report(
+    repo: &Repo,
+    settings: &Settings,
+    target: &TargetArgs,
+    backup: Option<String>,
+    exact: bool,
+) -> Result<PlanReport, Failure> {
     let (request, asked) = request(target, backup, &chrono::Local)?;
     let stanza = &settings.stanza;
     // Refuses a location without the repository or the stanza (exit 2), as everywhere.
@@ -115,7 +137,12 @@ pub async fn make_plan(
             .into());
         }
     }
-    match snapshot::plan(repo, &mut loaded, &request).await? {
+    let outcome = if exact {
+        snapshot::plan_exact(repo, &mut loaded, &request).await?
+    } else {
+        snapshot::plan(repo, &mut loaded, &request).await?
+    };
+    match outcome {
         Outcome::Plan(plan) => PlanReport::new(stanza.to_string(), asked, &request, plan),
         Outcome::Refused(refusal) => Err(refused(refusal, &loaded.conflicts).into()),
         Outcome::NeedsSegments(_) => unreachable!("snapshot::plan decodes what is needed"),

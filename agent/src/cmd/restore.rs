@@ -20,6 +20,7 @@ use serde::Serialize;
 use tidemark_recovery::autoconf::{self, ArchiveMode};
 use tidemark_recovery::restore::{prepare, Progress, RestoreReport, RestoreRequest};
 use tidemark_store::url::RepoUrl;
+use tidemark_store::Repo;
 
 use super::open_repo;
 use super::plan::{make_plan, PlanReport};
@@ -65,19 +66,50 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<RestoreOutco
     // The plan proves the target reachable, picks the backup and the settings; a refusal
     // ends here, before anything is created.
     let plan = make_plan(&repo, settings, &args.target, args.backup.clone()).await?;
-    let restore_command = restore_command_for(settings, &plan)?;
-    let request = RestoreRequest {
-        backup: Some(plan.backup.id.clone()),
+    let job = RestoreJob {
         pgdata,
         tablespace_map,
-        restore_command,
         archive_mode: match args.archive_mode.as_str() {
             "preserve" => ArchiveMode::Preserve,
             _ => ArchiveMode::Off,
         },
+        show_progress: !args.json,
+    };
+    restore_planned(&repo, settings, plan, &job).await
+}
+
+/// Where and how a planned restore writes (`restore`'s arguments; `drill` fills it with
+/// its scratch folder).
+#[derive(Clone, Debug)]
+pub struct RestoreJob {
+    /// The data directory to create (absolute; absent or empty).
+    pub pgdata: PathBuf,
+    /// Tablespaces put elsewhere than their original location.
+    pub tablespace_map: BTreeMap<u32, PathBuf>,
+    /// Whether the restored cluster archives.
+    pub archive_mode: ArchiveMode,
+    /// Draw the progress line on stderr.
+    pub show_progress: bool,
+}
+
+/// Restores the backup `plan` chose, with its recovery settings, as `job` says: the one
+/// path from a plan to a data directory, shared by `restore` and `drill`. Interrupted by
+/// SIGINT or SIGTERM, it removes what it wrote and fails.
+pub async fn restore_planned(
+    repo: &Repo,
+    settings: &Settings,
+    plan: PlanReport,
+    job: &RestoreJob,
+) -> Result<RestoreOutcome, Failure> {
+    let request = RestoreRequest {
+        backup: Some(plan.backup.id.clone()),
+        pgdata: job.pgdata.clone(),
+        tablespace_map: job.tablespace_map.clone(),
+        restore_command: restore_command_for(settings, &plan)?,
+        archive_mode: job.archive_mode,
         targets: plan.settings.clone(),
     };
-    let mut prepared = prepare(&repo, &settings.stanza, &request).await?;
+    let mut prepared = prepare(repo, &settings.stanza, &request).await?;
     for skipped in prepared.skipped() {
         eprintln!(
             "tidemark: restore: warning: skipping backup {}: its record cannot be read ({}); restoring the newest readable backup, {}",
@@ -90,8 +122,8 @@ pub async fn run(settings: &Settings, args: &RestoreArgs) -> Result<RestoreOutco
         prepared = prepared.with_in_flight(S3_IN_FLIGHT);
     }
     let progress = Arc::new(Progress::default());
-    let work = prepared.run(&repo, &progress);
-    let restore = drive(work, &progress, !args.json).await?;
+    let work = prepared.run(repo, &progress);
+    let restore = drive(work, &progress, job.show_progress).await?;
     Ok(RestoreOutcome { restore, plan })
 }
 

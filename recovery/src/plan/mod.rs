@@ -29,8 +29,8 @@ use tidemark_pg::{HistoryEntry, Lsn, PgMajor, PgTimestamp, SystemId};
 pub mod parse;
 mod planner;
 pub mod synthetic;
-mod timelines;
-mod walk;
+pub(crate) mod timelines;
+pub(crate) mod walk;
 mod windows;
 
 #[cfg(test)]

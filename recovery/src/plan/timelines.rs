@@ -25,7 +25,7 @@ use super::{BackupPoint, Branch, CatalogSnapshot};
 
 /// One timeline on a path: the WAL positions `[begin, end)` replay reads on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Step {
+pub(crate) struct Step {
     /// The timeline.
     pub tli: u32,
     /// Where it begins (its fork from the parent); `None` for the oldest.
@@ -37,7 +37,7 @@ pub(super) struct Step {
 /// A target timeline and its ancestry, oldest first (PostgreSQL's `expectedTLEs`,
 /// reversed).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct TimelinePath {
+pub(crate) struct TimelinePath {
     /// The target timeline.
     pub target: u32,
     /// Its ancestors then itself.
@@ -178,7 +178,7 @@ impl TimelinePath {
 }
 
 /// Every timeline the archive shows: history files, segments, backups.
-pub(super) fn known_timelines(snapshot: &CatalogSnapshot) -> BTreeSet<u32> {
+pub(crate) fn known_timelines(snapshot: &CatalogSnapshot) -> BTreeSet<u32> {
     let mut known: BTreeSet<u32> = snapshot.histories.keys().copied().collect();
     // Segments are keyed by timeline first: one range walk per distinct timeline.
     let mut next = 0u32;
@@ -197,13 +197,13 @@ pub(super) fn known_timelines(snapshot: &CatalogSnapshot) -> BTreeSet<u32> {
 }
 
 /// The newest timeline the archive shows.
-pub(super) fn newest_timeline(snapshot: &CatalogSnapshot) -> u32 {
+pub(crate) fn newest_timeline(snapshot: &CatalogSnapshot) -> u32 {
     known_timelines(snapshot).last().copied().unwrap_or(1)
 }
 
 /// The first history file PostgreSQL's `latest` probe from `start` misses before
 /// reaching `newest`: a hole that would make it land on an older timeline.
-pub(super) fn first_missing_history(
+pub(crate) fn first_missing_history(
     snapshot: &CatalogSnapshot,
     start: u32,
     newest: u32,
@@ -212,7 +212,7 @@ pub(super) fn first_missing_history(
 }
 
 /// The parent and fork of `tli`, from its history file.
-pub(super) fn parent_of(snapshot: &CatalogSnapshot, tli: u32) -> Option<Branch> {
+pub(crate) fn parent_of(snapshot: &CatalogSnapshot, tli: u32) -> Option<Branch> {
     let last = snapshot.histories.get(&tli)?.last()?;
     Some(Branch {
         timeline: tli,
@@ -222,6 +222,6 @@ pub(super) fn parent_of(snapshot: &CatalogSnapshot, tli: u32) -> Option<Branch> 
 }
 
 /// `00000003.history`.
-pub(super) fn history_name(tli: u32) -> String {
+pub(crate) fn history_name(tli: u32) -> String {
     format!("{tli:08X}.history")
 }

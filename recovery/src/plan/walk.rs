@@ -17,11 +17,11 @@ use super::timelines::TimelinePath;
 use super::{CatalogSnapshot, DecodedSegment, SegmentContent, SegmentFacts};
 
 /// The most undecided segments one walk collects before it stops to ask for them.
-pub(super) const UNDECIDED_BATCH: usize = 16;
+pub(crate) const UNDECIDED_BATCH: usize = 16;
 
 /// The snapshot with its segment arithmetic.
 #[derive(Clone, Copy)]
-pub(super) struct Archive<'a> {
+pub(crate) struct Archive<'a> {
     /// The catalog.
     pub snapshot: &'a CatalogSnapshot,
     size: SegmentSize,
@@ -83,7 +83,7 @@ impl<'a> Archive<'a> {
 
 /// One archived segment on a path.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Seg<'a> {
+pub(crate) struct Seg<'a> {
     /// The timeline of its file.
     pub tli: u32,
     /// Its number.
@@ -133,7 +133,7 @@ impl<'a> Seg<'a> {
 }
 
 /// What a judge says of one segment.
-pub(super) enum Verdict<T> {
+pub(crate) enum Verdict<T> {
     /// Here it is.
     Found(T),
     /// Not in this segment.
@@ -144,7 +144,7 @@ pub(super) enum Verdict<T> {
 
 /// Why a walk stopped.
 #[derive(Debug)]
-pub(super) enum WalkEnd<T> {
+pub(crate) enum WalkEnd<T> {
     /// The judge found it in the last visited segment.
     Found(T),
     /// The last segment asked for was visited.
@@ -166,7 +166,7 @@ pub(super) enum WalkEnd<T> {
 }
 
 /// A finished walk.
-pub(super) struct Walk<'a, T> {
+pub(crate) struct Walk<'a, T> {
     /// The segments read, in order.
     pub visited: Vec<Seg<'a>>,
     /// Segments the judge could not decide, in order.
@@ -188,7 +188,7 @@ impl<'a, T> Walk<'a, T> {
 
 /// Walks `path` from the segment holding `from` up to segment `until` (included) or the
 /// end, asking `judge` about each segment.
-pub(super) fn walk<'a, T>(
+pub(crate) fn walk<'a, T>(
     archive: &Archive<'a>,
     path: &TimelinePath,
     from: Lsn,

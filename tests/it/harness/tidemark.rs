@@ -186,6 +186,26 @@ impl Tidemark {
         cmd
     }
 
+    /// The command for `args` as the user running the tests (root in CI), not the test
+    /// user: for what tidemark itself must do about root (a drill's `--run-as`).
+    pub fn command_as_invoker<S: AsRef<str>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new(self.bin());
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if k.starts_with("TIDEMARK_") || k.starts_with("PG") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.current_dir(&self.cwd)
+            .stdin(Stdio::null())
+            .args(&self.global)
+            .args(args.iter().map(|a| a.as_ref()))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// Runs `tidemark <global options> <args>` to the end.
     pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Run {
         let out = self
