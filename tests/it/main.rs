@@ -16,8 +16,8 @@ mod plan;
 
 mod base_backup;
 
-mod feed;
 mod drill;
+mod feed;
 
 mod pitr;
 
