@@ -67,6 +67,15 @@ fn main() -> ExitCode {
             }
         }
     );
+    // The replay feed's prefetcher logs to a file of its own and reads and hashes
+    // segments on every core.
+    let prefetch_worker = matches!(
+        cli.command,
+        Command::ArchiveGet {
+            prefetch_worker: true,
+            ..
+        }
+    );
     let fail_code = |f: &Failure| {
         if is_archive_get {
             exit::RESTORE_FATAL
@@ -81,18 +90,26 @@ fn main() -> ExitCode {
     };
     // The background drainer writes a log file of its own: lines there need their time.
     init_logging(
-        if background_drainer {
+        if background_drainer
+            || (prefetch_worker && !matches!(settings.log_level.as_str(), "debug" | "trace"))
+        {
             "info"
         } else {
             &settings.log_level
         },
-        background_drainer,
+        background_drainer || prefetch_worker,
     );
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = if prefetch_worker {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tidemark: {command_name}: cannot start the async runtime: {e}");
@@ -127,8 +144,30 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::ArchivePush { path } => {
             boxed(cmd::archive_push::run(settings, path).await?, false)
         }
-        Command::ArchiveGet { name, dest } => {
-            boxed(cmd::archive_get::run(settings, name, dest).await?, false)
+        Command::ArchiveGet {
+            name,
+            dest,
+            timeline,
+            until,
+            latest,
+            prefetch_worker,
+        } => {
+            let following = cmd::archive_get::Following {
+                timeline: *timeline,
+                until: until.clone(),
+                latest: *latest,
+            };
+            if *prefetch_worker {
+                boxed(
+                    cmd::archive_get::worker(settings, name, dest, &following).await?,
+                    false,
+                )
+            } else {
+                boxed(
+                    cmd::archive_get::run(settings, name, dest, &following).await?,
+                    false,
+                )
+            }
         }
         Command::Init { json, offline } => boxed(cmd::init::run(settings, *offline).await?, *json),
         Command::Backup(args) => boxed(cmd::backup::run(settings, args).await?, args.json),

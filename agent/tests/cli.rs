@@ -482,7 +482,7 @@ async fn restore_writes_the_files_and_a_restore_command_for_this_repository() {
     assert!(conf.contains("# tidemark restore of backup "), "{conf}");
     assert!(
         conf.contains(&format!(
-            "--repo {repo_url} --stanza main archive-get %f %p'"
+            "--repo {repo_url} --stanza main archive-get --timeline 1 --latest %f %p'"
         )),
         "{conf}"
     );

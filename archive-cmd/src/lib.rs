@@ -23,11 +23,12 @@ use tidemark_pg::WalError;
 pub mod content;
 pub mod get;
 mod mapped;
+pub mod prefetch;
 pub mod push;
 pub mod reindex;
 pub mod spool;
 
-pub use get::{get, GetOutcome};
+pub use get::{get, get_for_latest, GetOutcome};
 pub use push::{push, PushOutcome};
 pub use reindex::{reindex, ReindexReport};
 pub use spool::{push_to_spool, Spool, SpoolOutcome};

@@ -52,11 +52,22 @@ pub fn shell_quote(arg: &str) -> String {
 /// The `restore_command` that runs `program args… archive-get %f %p`: every argument
 /// shell-quoted, and `%` doubled so that PostgreSQL leaves it alone.
 pub fn restore_command<S: AsRef<str>>(program: &str, args: &[S]) -> String {
+    restore_command_following::<S>(program, args, &[])
+}
+
+/// As [`restore_command`], with `get_args` (archive-get's own flags: the timeline and the
+/// last segment the replay feed follows) after `archive-get`.
+pub fn restore_command_following<S: AsRef<str>>(
+    program: &str,
+    args: &[S],
+    get_args: &[S],
+) -> String {
+    let quoted = |a: &S| shell_quote(a.as_ref()).replace('%', "%%");
     let mut words = vec![shell_quote(program).replace('%', "%%")];
-    for a in args {
-        words.push(shell_quote(a.as_ref()).replace('%', "%%"));
-    }
-    words.push("archive-get %f %p".into());
+    words.extend(args.iter().map(quoted));
+    words.push("archive-get".into());
+    words.extend(get_args.iter().map(quoted));
+    words.push("%f %p".into());
     words.join(" ")
 }
 

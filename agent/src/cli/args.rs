@@ -52,6 +52,21 @@ pub enum Command {
         name: String,
         /// Where PostgreSQL wants it written (%p).
         dest: PathBuf,
+        /// The timeline recovery follows (restore writes the plan's): segments are
+        /// prefetched along its history.
+        #[arg(long, value_name = "TLI")]
+        timeline: Option<u32>,
+        /// The last segment recovery needs (restore writes the plan's): nothing after it
+        /// is prefetched.
+        #[arg(long, value_name = "WALFILE")]
+        until: Option<String>,
+        /// Recovery goes to the end of the archive: a segment the archive lacks is served
+        /// from its `.partial` file when that is the newest WAL there is.
+        #[arg(long)]
+        latest: bool,
+        /// Internal: run as the background prefetcher of the folder DEST, from NAME on.
+        #[arg(long, hide = true)]
+        prefetch_worker: bool,
     },
     /// Create the repository and the stanza (or check them): the only command that does.
     ///
@@ -434,6 +449,23 @@ pub struct SettingArgs {
         value_name = "MODE"
     )]
     pub spool_drainer: Option<String>,
+    /// Segments archive-get keeps prefetched ahead of recovery; 0 turns prefetching off
+    /// [default: 32].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_PREFETCH_DEPTH",
+        value_name = "SEGMENTS"
+    )]
+    pub prefetch_depth: Option<usize>,
+    /// The most archive-get's prefetch folder holds, in MiB [default: 1024].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_PREFETCH_MAX_MIB",
+        value_name = "MIB"
+    )]
+    pub prefetch_max_mib: Option<u64>,
 }
 
 #[cfg(test)]

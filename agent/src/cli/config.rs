@@ -26,6 +26,11 @@ pub const DEFAULT_SPOOL: &str = "/var/spool/tidemark";
 pub const DEFAULT_DRILL_MAX_AGE_DAYS: f64 = 7.0;
 /// The spool's default limit, in MiB.
 pub const DEFAULT_SPOOL_MAX_MIB: u64 = 4096;
+/// Segments archive-get keeps prefetched by default: enough for PostgreSQL to replay
+/// from local disk while the next ones arrive, from S3 too.
+pub const DEFAULT_PREFETCH_DEPTH: usize = 32;
+/// The prefetch folder's default limit, in MiB (64 segments of the default size).
+pub const DEFAULT_PREFETCH_MAX_MIB: u64 = 1024;
 
 /// The config file's contents.
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +58,8 @@ pub struct FileSettings {
     spool_path: Option<PathBuf>,
     spool_max_mib: Option<u64>,
     spool_drainer: Option<String>,
+    prefetch_depth: Option<usize>,
+    prefetch_max_mib: Option<u64>,
     drill_path: Option<PathBuf>,
     drill_user: Option<String>,
     drill_max_age: Option<f64>,
@@ -89,6 +96,10 @@ pub struct Settings {
     pub spool_max_bytes: u64,
     /// Whether archive-push starts a background drainer.
     pub spool_auto_drain: bool,
+    /// Segments archive-get keeps prefetched (0: no prefetching).
+    pub prefetch_depth: usize,
+    /// The prefetch folder's limit in bytes.
+    pub prefetch_max_bytes: u64,
     /// Where drills create their scratch folder (absolute; `None`: the system's
     /// temporary folder).
     pub drill_path: Option<PathBuf>,
@@ -120,6 +131,11 @@ impl Settings {
                 (self.spool_max_bytes >> 20).to_string(),
             ),
             ("TIDEMARK_S3_PATH_STYLE", self.s3.path_style.to_string()),
+            ("TIDEMARK_PREFETCH_DEPTH", self.prefetch_depth.to_string()),
+            (
+                "TIDEMARK_PREFETCH_MAX_MIB",
+                (self.prefetch_max_bytes >> 20).to_string(),
+            ),
         ];
         let optional = [
             ("TIDEMARK_S3_ENDPOINT", self.s3.endpoint.clone()),
@@ -327,6 +343,15 @@ pub fn resolve(
         spool_path,
         spool_max_bytes: spool_max_mib.saturating_mul(1 << 20),
         spool_auto_drain,
+        prefetch_depth: args
+            .prefetch_depth
+            .or(file.prefetch_depth)
+            .unwrap_or(DEFAULT_PREFETCH_DEPTH),
+        prefetch_max_bytes: args
+            .prefetch_max_mib
+            .or(file.prefetch_max_mib)
+            .unwrap_or(DEFAULT_PREFETCH_MAX_MIB)
+            .saturating_mul(1 << 20),
     })
 }
 

@@ -105,7 +105,7 @@ pub async fn restore_planned(
         backup: Some(plan.backup.id.clone()),
         pgdata: job.pgdata.clone(),
         tablespace_map: job.tablespace_map.clone(),
-        restore_command: restore_command(settings)?,
+        restore_command: restore_command_for(settings, &plan)?,
         archive_mode: job.archive_mode,
         targets: plan.settings.clone(),
     };
@@ -202,13 +202,38 @@ pub fn parse_tablespace_map(items: &[String]) -> Result<BTreeMap<u32, PathBuf>, 
 /// find this repository (never secrets: those come from the config file or the
 /// environment, as for this run), then `archive-get %f %p`.
 pub fn restore_command(settings: &Settings) -> Result<String, Failure> {
+    Ok(autoconf::restore_command(
+        &this_binary()?,
+        &restore_args(settings)?,
+    ))
+}
+
+/// This binary's path, for the restore_command.
+fn this_binary() -> Result<String, Failure> {
     let exe = std::env::current_exe()
         .map_err(|e| ConfigError(format!("cannot find the tidemark binary's path: {e}")))?;
-    let exe = exe
+    Ok(exe
         .to_str()
         .ok_or_else(|| ConfigError(format!("the binary's path {exe:?} is not UTF-8")))?
-        .to_string();
-    Ok(autoconf::restore_command(&exe, &restore_args(settings)?))
+        .to_string())
+}
+
+/// The `restore_command` for a restore following `plan`: [`restore_command`], with what
+/// the replay feed follows (`tidemark_archive_cmd::prefetch`): the plan's timeline, its
+/// last segment (for a target inside the archive) or `--latest` (to the end of the
+/// archive, where a `.partial` segment may be the newest WAL).
+pub fn restore_command_for(settings: &Settings, plan: &PlanReport) -> Result<String, Failure> {
+    let mut get_args = vec!["--timeline".to_string(), plan.timeline.to_string()];
+    if plan.target.kind == "latest" {
+        get_args.push("--latest".into());
+    } else if let Some(last) = plan.wal.last() {
+        get_args.extend(["--until".to_string(), last.last.clone()]);
+    }
+    Ok(autoconf::restore_command_following(
+        &this_binary()?,
+        &restore_args(settings)?,
+        &get_args,
+    ))
 }
 
 /// The arguments of [`restore_command`] after the program.

@@ -66,16 +66,20 @@ fn start_drainer(settings: &Settings, spool: &Spool) -> std::io::Result<()> {
     command
         .args(["spool", "drain", "--background"])
         .envs(settings.child_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
         .stderr(log);
+    spawn_detached(command)
+}
+
+/// Starts `command` as a background process of tidemark's own (the spool's drainer, the
+/// replay feed's prefetcher), stdin and stdout on /dev/null: in a session of its own, so
+/// that signals to the PostgreSQL process group that started this one pass it by, and
+/// holding none of the server's descriptors (its log pipe among them: they close at exec).
+pub(crate) fn spawn_detached(mut command: std::process::Command) -> std::io::Result<()> {
+    command.stdin(Stdio::null()).stdout(Stdio::null());
     // SAFETY: only async-signal-safe calls (setsid, close_range, fcntl) between fork and exec.
     unsafe {
         command.pre_exec(|| {
-            // A session of its own: signals to the archiver's process group pass it by.
             libc::setsid();
-            // Inherited descriptors (PostgreSQL's log pipe among them) close at exec, so
-            // the drainer holds none of the server's files open.
             close_inherited_at_exec();
             Ok(())
         });
