@@ -192,7 +192,8 @@ fn passing_drill(
     );
     let tables = p.c.psql(
         "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-         where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') \
+         where c.relkind in ('r', 'p') and c.relpersistence <> 't' \
+         and n.nspname not in ('pg_catalog', 'information_schema') \
          and n.nspname not like 'pg_toast%'",
     );
     let target = between(&p.markers[3], &p.markers[4]);

@@ -1307,7 +1307,8 @@ impl Drill {
                 Ok(c) => match c
                     .simple_query(
                         "create temporary table tidemark_drill_write(at timestamptz); \
-                         insert into tidemark_drill_write values (now())",
+                         insert into tidemark_drill_write values (now()); \
+                         drop table tidemark_drill_write",
                     )
                     .await
                 {
@@ -1378,8 +1379,11 @@ impl Drill {
             let client = &connections[db];
             let tables = scalar(
                 client,
+                // Temporary tables are sessions' own, not the database's (and another
+                // session's can still be listed while it ends).
                 "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-                 where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema') \
+                 where c.relkind in ('r', 'p') and c.relpersistence <> 't' \
+                 and n.nspname not in ('pg_catalog', 'information_schema') \
                  and n.nspname not like 'pg_toast%'",
             )
             .await;
