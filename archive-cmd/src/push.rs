@@ -124,12 +124,10 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
     let check = check_file(path, name, compression, repo.stage_blob(), Some(announce));
     let read = read_ahead(repo, stanza, &name);
     let settle = async {
-        match named_rx.await {
-            // Advice only: a folder that cannot be settled fails the store's own round.
-            Ok(digest) => {
-                let _ = repo.settle_blob_folder(&digest).await;
-            }
-            Err(_) => {} // not announced: a check failed, or the file is streamed
+        // Not announced: a check failed, or the file is streamed. Settling is advice
+        // only: a folder that cannot be settled fails the store's own round.
+        if let Ok(digest) = named_rx.await {
+            let _ = repo.settle_blob_folder(&digest).await;
         }
     };
     tokio::pin!(check, read, settle);
