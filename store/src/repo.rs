@@ -366,6 +366,16 @@ impl Repo {
         }
     }
 
+    /// Creates the 256 blob shard folders (`blobs/00` to `blobs/ff`) where they are
+    /// missing, on stores that have folders: `init` calls it, so that no write into a new
+    /// repository has to create one on its way.
+    pub async fn lay_out_blob_folders(&self) -> Result<()> {
+        let folders = (0..=255u8)
+            .map(|b| format!("{}/{b:02x}", catalog::BLOBS_FOLDER))
+            .collect();
+        self.backend.create_folders(folders).await
+    }
+
     /// The compression new blobs are written with.
     pub fn compression(&self) -> Compression {
         self.compression
