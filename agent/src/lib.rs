@@ -6,7 +6,8 @@
 //! - [`cmd`]: one module per subcommand, returning a [`cmd::Report`] or an [`exit::Failure`];
 //! - [`exit`]: exit codes;
 //! - [`progress`]: progress lines for long work;
-//! - [`server`]: what a server says about itself over SQL (identity, archiving).
+//! - [`server`]: what a server says about itself over SQL (identity, archiving);
+//! - [`status`]: the measured RPO, `status`, the metrics endpoint and the RPO watch.
 //!
 //! PostgreSQL connections (SQL and replication, TLS, libpq-style settings) come from the
 //! `tidemark-pgclient` crate; [`cli::config`] fills its plain settings struct.
@@ -19,3 +20,4 @@ pub mod cmd;
 pub mod exit;
 pub mod progress;
 pub mod server;
+pub mod status;

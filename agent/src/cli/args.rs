@@ -111,6 +111,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// How far behind the repository is: the RPO (now against the newest recoverable
+    /// commit in archived WAL) and its target, the WAL lag behind the server, the last
+    /// backup and its age, the recovery window, verify, drills, the spool, warnings.
+    /// Reads the repository and asks PostgreSQL; works with or without the agent.
+    ///
+    /// Exit 0: healthy; 8: a warning stands (RPO breached, backup too old, a WAL gap, …);
+    /// 1: the repository cannot be read.
+    Status {
+        /// Print JSON (for scripts and monitoring).
+        #[arg(long)]
+        json: bool,
+    },
     /// Build the WAL content index (what each archived segment holds, for recovery to a
     /// target) for segments archived before tidemark kept it. Resumable: a rerun skips
     /// what is done.
@@ -466,6 +478,41 @@ pub struct SettingArgs {
         value_name = "MIB"
     )]
     pub prefetch_max_mib: Option<u64>,
+    /// The recovery point objective: `status` and the agent warn when the newest
+    /// recoverable commit is older than this (e.g. "1h", "15m") [default: 1h].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_RPO_TARGET",
+        value_name = "DURATION"
+    )]
+    pub rpo_target: Option<String>,
+    /// `status` and the agent warn when the newest backup is older than this (e.g.
+    /// "26h", "8d") [default: 26h].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_BACKUP_MAX_AGE",
+        value_name = "DURATION"
+    )]
+    pub backup_max_age: Option<String>,
+    /// Where the agent serves Prometheus metrics (`GET /metrics`), `host:port`, or "off"
+    /// [default: 127.0.0.1:9187]. Loopback only unless metrics_allow_remote is true.
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_METRICS_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub metrics_listen: Option<String>,
+    /// Let metrics_listen be an address other hosts can reach [default: false].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_METRICS_ALLOW_REMOTE",
+        value_name = "BOOL"
+    )]
+    pub metrics_allow_remote: Option<bool>,
 }
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ pub const DEFAULT_SPOOL_MAX_MIB: u64 = 4096;
 pub const DEFAULT_PREFETCH_DEPTH: usize = 32;
 /// The prefetch folder's default limit, in MiB (64 segments of the default size).
 pub const DEFAULT_PREFETCH_MAX_MIB: u64 = 1024;
+/// The recovery point objective when none is configured (issue 16: "RPO 1 hour with WAL
+/// archiving").
+pub const DEFAULT_RPO_TARGET: Duration = Duration::from_secs(3600);
+/// The age of the newest backup past which `status` and the agent warn, when none is
+/// configured: a daily backup, plus two hours for it to run late.
+pub const DEFAULT_BACKUP_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
+/// Where the agent serves its metrics when nothing else is configured.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
 
 /// The config file's contents.
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +71,10 @@ pub struct FileSettings {
     drill_path: Option<PathBuf>,
     drill_user: Option<String>,
     drill_max_age: Option<f64>,
+    rpo_target: Option<String>,
+    backup_max_age: Option<String>,
+    metrics_listen: Option<String>,
+    metrics_allow_remote: Option<bool>,
 }
 
 /// Every setting, resolved and checked.
@@ -107,6 +119,12 @@ pub struct Settings {
     pub drill_user: Option<String>,
     /// How old the last passing drill may be before `info` warns.
     pub drill_max_age: Duration,
+    /// The recovery point objective (`status`, the RPO watch).
+    pub rpo_target: Duration,
+    /// How old the newest backup may be before `status` and the RPO watch warn.
+    pub backup_max_age: Duration,
+    /// Where the agent serves its metrics (`None`: "off").
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -322,7 +340,38 @@ pub fn resolve(
             "drill_max_age {drill_max_age_days}: a number of days above 0"
         )));
     }
+    let duration = |name: &str, value: Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(text) => match super::duration::parse_duration(&text) {
+            Ok(d) if d.is_zero() => Err(ConfigError(format!("{name} {text:?} must be above 0"))),
+            Ok(d) => Ok(d),
+            Err(e) => Err(ConfigError(format!("{name}: {e}"))),
+        },
+    };
+    let rpo_target = duration(
+        "rpo_target",
+        args.rpo_target.clone().or(file.rpo_target),
+        DEFAULT_RPO_TARGET,
+    )?;
+    let backup_max_age = duration(
+        "backup_max_age",
+        args.backup_max_age.clone().or(file.backup_max_age),
+        DEFAULT_BACKUP_MAX_AGE,
+    )?;
+    let metrics_listen = metrics_listen(
+        args.metrics_listen
+            .clone()
+            .or(file.metrics_listen)
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_LISTEN),
+        args.metrics_allow_remote
+            .or(file.metrics_allow_remote)
+            .unwrap_or(false),
+    )?;
     Ok(Settings {
+        rpo_target,
+        backup_max_age,
+        metrics_listen,
         drill_path,
         drill_user: args.drill_user.clone().or(file.drill_user),
         drill_max_age: Duration::from_secs_f64(drill_max_age_days * 86_400.0),
@@ -353,6 +402,30 @@ pub fn resolve(
             .unwrap_or(DEFAULT_PREFETCH_MAX_MIB)
             .saturating_mul(1 << 20),
     })
+}
+
+/// `metrics_listen`, checked: an address other hosts can reach is refused unless
+/// `allow_remote` (the metrics name the cluster, its WAL positions and its backups, and
+/// the endpoint has no authentication: exposing it is the operator's explicit choice).
+fn metrics_listen(
+    text: &str,
+    allow_remote: bool,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = text.trim().parse().map_err(|_| {
+        ConfigError(format!(
+            "metrics_listen {text:?}: an IP address and port (\"127.0.0.1:9187\", \"[::1]:9187\") or \"off\""
+        ))
+    })?;
+    if !addr.ip().is_loopback() && !allow_remote {
+        return Err(ConfigError(format!(
+            "metrics_listen {addr} is not a loopback address: other hosts could read the metrics; \
+             set metrics_allow_remote = true to serve them there"
+        )));
+    }
+    Ok(Some(addr))
 }
 
 #[cfg(test)]
@@ -404,6 +477,35 @@ mod tests {
         assert_eq!(drill.drill_path, Some(PathBuf::from("/srv/drills")));
         assert_eq!(drill.drill_user.as_deref(), Some("postgres"));
         assert_eq!(drill.drill_max_age, Duration::from_secs(36 * 3600));
+        assert_eq!(d.rpo_target, Duration::from_secs(3600));
+        assert_eq!(d.backup_max_age, Duration::from_secs(26 * 3600));
+        assert_eq!(d.metrics_listen, Some("127.0.0.1:9187".parse().unwrap()));
+        let watch = resolve(
+            &SettingArgs {
+                rpo_target: Some("3s".into()),
+                ..Default::default()
+            },
+            None,
+            parse("rpo_target = '1h'\nbackup_max_age = '8d'\nmetrics_listen = '[::1]:9100'\n"),
+        )
+        .unwrap();
+        assert_eq!(watch.rpo_target, Duration::from_secs(3));
+        assert_eq!(watch.backup_max_age, Duration::from_secs(8 * 86_400));
+        assert_eq!(watch.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+        let remote = resolve(
+            &SettingArgs::default(),
+            None,
+            parse("metrics_listen = '0.0.0.0:9187'\nmetrics_allow_remote = true\n"),
+        )
+        .unwrap();
+        assert_eq!(remote.metrics_listen, Some("0.0.0.0:9187".parse().unwrap()));
+        let off = resolve(
+            &SettingArgs::default(),
+            None,
+            parse("metrics_listen = 'off'\n"),
+        )
+        .unwrap();
+        assert_eq!(off.metrics_listen, None);
     }
 
     #[test]
@@ -419,6 +521,12 @@ mod tests {
             ("drill_path = 'tmp'", "drill_path"),
             ("drill_max_age = 0", "drill_max_age"),
             ("drill_max_age = -1.5", "drill_max_age"),
+            ("rpo_target = '60'", "rpo_target"),
+            ("rpo_target = '0s'", "rpo_target"),
+            ("backup_max_age = 'soon'", "backup_max_age"),
+            ("metrics_listen = 'localhost'", "metrics_listen"),
+            ("metrics_listen = '0.0.0.0:9187'", "metrics_allow_remote"),
+            ("metrics_listen = '10.1.2.3:9187'", "not a loopback"),
         ];
         for (text, needle) in cases {
             let err = resolve(&SettingArgs::default(), None, parse(text))

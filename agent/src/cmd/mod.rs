@@ -21,6 +21,7 @@ pub mod reindex;
 pub mod report;
 pub mod restore;
 pub mod spool;
+pub mod status;
 pub mod verify;
 
 pub use report::{Format, Report};
