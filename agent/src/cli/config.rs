@@ -8,12 +8,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use tidemark_store::catalog::Stanza;
 use tidemark_store::url::{BackendOptions, RepoUrl, S3Options, Secret};
 use tidemark_store::Compression;
 
 use super::args::SettingArgs;
+use crate::daemon::schedule::Schedule;
+use crate::daemon::JobKind;
 use tidemark_pgclient::settings::PgSettings;
 
 /// The config file used when none is named and it exists.
@@ -39,6 +43,9 @@ pub const DEFAULT_RPO_TARGET: Duration = Duration::from_secs(3600);
 pub const DEFAULT_BACKUP_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
 /// Where the agent serves its metrics when nothing else is configured.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
+
+/// The local state folder when none is configured (job locks, the agent's history).
+pub const DEFAULT_STATE: &str = "/var/lib/tidemark-agent";
 
 /// The config file's contents.
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +82,11 @@ pub struct FileSettings {
     backup_max_age: Option<String>,
     metrics_listen: Option<String>,
     metrics_allow_remote: Option<bool>,
+    state_path: Option<PathBuf>,
+    backup_schedule: Option<String>,
+    verify_schedule: Option<String>,
+    drill_schedule: Option<String>,
+    expire_schedule: Option<String>,
 }
 
 /// Every setting, resolved and checked.
@@ -125,6 +137,14 @@ pub struct Settings {
     pub backup_max_age: Duration,
     /// Where the agent serves its metrics (`None`: "off").
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The local state folder (absolute): job locks, the agent's job history. Losing it
+    /// loses nothing: the repository is the source of truth.
+    pub state_path: PathBuf,
+    /// The agent's schedules, by kind of job (a kind without one is not run).
+    pub schedules: BTreeMap<JobKind, Schedule>,
+    /// `spool_drainer = "agent"`: the agent drains the spool while it runs (archive-push
+    /// starts its own drainer when the agent does not run).
+    pub spool_drained_by_agent: bool,
 }
 
 impl Settings {
@@ -312,15 +332,56 @@ pub fn resolve(
         .spool_max_mib
         .or(file.spool_max_mib)
         .unwrap_or(DEFAULT_SPOOL_MAX_MIB);
-    let spool_auto_drain = match args.spool_drainer.clone().or(file.spool_drainer).as_deref() {
-        None | Some("auto") => true,
-        Some("manual") => false,
-        Some(other) => {
-            return Err(ConfigError(format!(
-                "spool_drainer {other:?}: use auto or manual"
-            )))
+    let (spool_auto_drain, spool_drained_by_agent) =
+        match args.spool_drainer.clone().or(file.spool_drainer).as_deref() {
+            None | Some("auto") => (true, false),
+            Some("manual") => (false, false),
+            // The agent drains while it runs; archive-push's own drainer when it does not.
+            Some("agent") => (true, true),
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "spool_drainer {other:?}: use auto, agent or manual"
+                )))
+            }
+        };
+    let state_path = args
+        .state_path
+        .clone()
+        .or(file.state_path)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE));
+    if !state_path.is_absolute() {
+        return Err(ConfigError(format!(
+            "state_path {} must be an absolute path",
+            state_path.display()
+        )));
+    }
+    let mut schedules = BTreeMap::new();
+    for (kind, text) in [
+        (
+            JobKind::Backup,
+            args.backup_schedule.clone().or(file.backup_schedule),
+        ),
+        (
+            JobKind::Verify,
+            args.verify_schedule.clone().or(file.verify_schedule),
+        ),
+        (
+            JobKind::Drill,
+            args.drill_schedule.clone().or(file.drill_schedule),
+        ),
+        (
+            JobKind::Expire,
+            args.expire_schedule.clone().or(file.expire_schedule),
+        ),
+    ] {
+        // An empty string turns a schedule of the file off from a flag or the environment.
+        if let Some(text) = text.filter(|t| !t.trim().is_empty()) {
+            let schedule = text
+                .parse::<Schedule>()
+                .map_err(|e| ConfigError(format!("{kind}_schedule: {e}")))?;
+            schedules.insert(kind, schedule);
         }
-    };
+    }
     let drill_path = args.drill_path.clone().or(file.drill_path);
     if let Some(path) = drill_path.as_ref().filter(|p| !p.is_absolute()) {
         return Err(ConfigError(format!(
@@ -401,6 +462,9 @@ pub fn resolve(
             .or(file.prefetch_max_mib)
             .unwrap_or(DEFAULT_PREFETCH_MAX_MIB)
             .saturating_mul(1 << 20),
+        state_path,
+        schedules,
+        spool_drained_by_agent,
     })
 }
 
@@ -527,6 +591,9 @@ mod tests {
             ("metrics_listen = 'localhost'", "metrics_listen"),
             ("metrics_listen = '0.0.0.0:9187'", "metrics_allow_remote"),
             ("metrics_listen = '10.1.2.3:9187'", "not a loopback"),
+            ("state_path = 'var/x'", "state_path"),
+            ("backup_schedule = '6 hours'", "backup_schedule"),
+            ("drill_schedule = '0 25 * * *'", "drill_schedule"),
         ];
         for (text, needle) in cases {
             let err = resolve(&SettingArgs::default(), None, parse(text))
