@@ -135,8 +135,11 @@ pub struct Settings {
     pub rpo_target: Duration,
     /// How old the newest backup may be before `status` and the RPO watch warn.
     pub backup_max_age: Duration,
-    /// Where the agent serves its metrics (`None`: "off").
+    /// Where the agent serves its metrics (`None`: "off"), as configured: the agent
+    /// takes it through [`Settings::metrics_address`], which applies the loopback rule.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `metrics_allow_remote`: `metrics_listen` may be an address other hosts reach.
+    pub metrics_allow_remote: bool,
     /// The local state folder (absolute): job locks, the agent's job history. Losing it
     /// loses nothing: the repository is the source of truth.
     pub state_path: PathBuf,
@@ -425,14 +428,15 @@ pub fn resolve(
             .or(file.metrics_listen)
             .as_deref()
             .unwrap_or(DEFAULT_METRICS_LISTEN),
-        args.metrics_allow_remote
-            .or(file.metrics_allow_remote)
-            .unwrap_or(false),
     )?;
     Ok(Settings {
         rpo_target,
         backup_max_age,
         metrics_listen,
+        metrics_allow_remote: args
+            .metrics_allow_remote
+            .or(file.metrics_allow_remote)
+            .unwrap_or(false),
         drill_path,
         drill_user: args.drill_user.clone().or(file.drill_user),
         drill_max_age: Duration::from_secs_f64(drill_max_age_days * 86_400.0),
@@ -468,13 +472,8 @@ pub fn resolve(
     })
 }
 
-/// `metrics_listen`, checked: an address other hosts can reach is refused unless
-/// `allow_remote` (the metrics name the cluster, its WAL positions and its backups, and
-/// the endpoint has no authentication: exposing it is the operator's explicit choice).
-fn metrics_listen(
-    text: &str,
-    allow_remote: bool,
-) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+/// `metrics_listen` read: an address and port, or "off" (`None`).
+fn metrics_listen(text: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
     if text.trim() == "off" {
         return Ok(None);
     }
@@ -483,13 +482,26 @@ fn metrics_listen(
             "metrics_listen {text:?}: an IP address and port (\"127.0.0.1:9187\", \"[::1]:9187\") or \"off\""
         ))
     })?;
-    if !addr.ip().is_loopback() && !allow_remote {
-        return Err(ConfigError(format!(
-            "metrics_listen {addr} is not a loopback address: other hosts could read the metrics; \
-             set metrics_allow_remote = true to serve them there"
-        )));
-    }
     Ok(Some(addr))
+}
+
+impl Settings {
+    /// Where the agent serves its metrics (`None`: "off"), checked: an address other hosts
+    /// can reach is refused unless `metrics_allow_remote` (the metrics describe the
+    /// cluster, its WAL and its backups, and the endpoint has no authentication: exposing
+    /// it is the operator's explicit choice). Checked by the agent when it starts, not by
+    /// every command: a metrics setting must never stop archive-push.
+    pub fn metrics_address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        match self.metrics_listen {
+            Some(addr) if !addr.ip().is_loopback() && !self.metrics_allow_remote => {
+                Err(ConfigError(format!(
+                    "metrics_listen {addr} is not a loopback address: other hosts could read the metrics; \
+                     set metrics_allow_remote = true to serve them there"
+                )))
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -562,7 +574,27 @@ mod tests {
             parse("metrics_listen = '0.0.0.0:9187'\nmetrics_allow_remote = true\n"),
         )
         .unwrap();
-        assert_eq!(remote.metrics_listen, Some("0.0.0.0:9187".parse().unwrap()));
+        assert_eq!(
+            remote.metrics_address().unwrap(),
+            Some("0.0.0.0:9187".parse().unwrap())
+        );
+        for text in ["0.0.0.0:9187", "10.1.2.3:9187", "[::]:9187"] {
+            let refused = resolve(
+                &SettingArgs::default(),
+                None,
+                parse(&format!("metrics_listen = '{text}'\n")),
+            )
+            .unwrap();
+            let err = refused.metrics_address().unwrap_err().to_string();
+            assert!(
+                err.contains("not a loopback") && err.contains("metrics_allow_remote"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            watch.metrics_address().unwrap(),
+            Some("[::1]:9100".parse().unwrap())
+        );
         let off = resolve(
             &SettingArgs::default(),
             None,
@@ -589,8 +621,6 @@ mod tests {
             ("rpo_target = '0s'", "rpo_target"),
             ("backup_max_age = 'soon'", "backup_max_age"),
             ("metrics_listen = 'localhost'", "metrics_listen"),
-            ("metrics_listen = '0.0.0.0:9187'", "metrics_allow_remote"),
-            ("metrics_listen = '10.1.2.3:9187'", "not a loopback"),
             ("state_path = 'var/x'", "state_path"),
             ("backup_schedule = '6 hours'", "backup_schedule"),
             ("drill_schedule = '0 25 * * *'", "drill_schedule"),

@@ -37,6 +37,7 @@ impl Report for AgentStopped {
 
 /// Runs the agent until SIGTERM or SIGINT, then waits for its jobs to stop.
 pub async fn run(args: &SettingArgs, settings: &Settings) -> Result<AgentStopped, Failure> {
+    settings.metrics_address()?; // an exposed metrics endpoint needs metrics_allow_remote
     let _agent_lock = joblock::acquire_named(settings, "agent", "agent")?;
     // Handlers first: a signal from now on is never missed (nor fatal).
     let signal_err = |e: std::io::Error| {
