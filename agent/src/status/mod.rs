@@ -22,6 +22,7 @@ use crate::cmd::info::{segments_not_indexed, summarize, StanzaCatalog};
 use crate::exit::Failure;
 
 pub mod assess;
+pub mod metrics;
 pub mod probe;
 pub mod text;
 
