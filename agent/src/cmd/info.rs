@@ -474,13 +474,25 @@ impl StanzaCatalog {
     /// Reads it. A location without a repository, or a repository without this stanza,
     /// is refused like everywhere else: it is a wrong setting, or `init` was not run.
     pub async fn read(settings: &Settings) -> Result<StanzaCatalog, Failure> {
+        Self::read_reusing(settings, Vec::new()).await
+    }
+
+    /// [`StanzaCatalog::read`], taking from `previous` (an earlier read's `wal`) the WAL
+    /// index entries it already holds ([`Repo::wal_catalog_reusing`]).
+    pub async fn read_reusing(
+        settings: &Settings,
+        previous: Vec<tidemark_store::repo::IndexedWal>,
+    ) -> Result<StanzaCatalog, Failure> {
         let repo: Repo = open_repo(settings).await?;
         let stanza = &settings.stanza;
         let cluster = repo.require_cluster(stanza).await?;
         let format = repo.format().await?;
         // Every index entry with its record and content summary (read concurrently).
         let (wal, listing) = if format.is_some() {
-            (repo.wal_catalog(stanza).await?, repo.backups(stanza).await?)
+            (
+                repo.wal_catalog_reusing(stanza, previous).await?,
+                repo.backups(stanza).await?,
+            )
         } else {
             (Vec::new(), Default::default())
         };

@@ -32,6 +32,8 @@ pub fn all() -> Vec<Service> {
     vec![
         Service::new("scheduler", |ctx| Box::pin(super::scheduler::run(ctx))),
         Service::new("spool-drainer", |ctx| Box::pin(super::drainer::run(ctx))),
+        Service::new("rpo-watch", |ctx| Box::pin(crate::status::watch::run(ctx))),
+        Service::new("metrics", |ctx| Box::pin(crate::status::http::serve(ctx))),
     ]
 }
 

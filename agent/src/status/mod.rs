@@ -16,15 +16,19 @@ use std::time::Duration;
 
 use serde::Serializer;
 use tidemark_pg::Lsn;
+use tidemark_store::repo::IndexedWal;
 
 use crate::cli::config::Settings;
 use crate::cmd::info::{segments_not_indexed, summarize, StanzaCatalog};
 use crate::exit::Failure;
 
 pub mod assess;
+pub mod cache;
+pub mod http;
 pub mod metrics;
 pub mod probe;
 pub mod text;
+pub mod watch;
 
 pub use assess::{assess, Facts, StatusReport, Thresholds};
 
@@ -53,10 +57,19 @@ pub fn thresholds(settings: &Settings) -> Thresholds {
 /// Reads the repository and asks the server (see the module doc). Fails only when the
 /// repository cannot be read; an unreachable server is a fact.
 pub async fn collect(settings: &Settings) -> Result<Facts, Failure> {
+    Ok(collect_reusing(settings, Vec::new()).await?.0)
+}
+
+/// [`collect`], reusing the WAL index entries an earlier collection read (`previous`),
+/// and returning this one's for the next: the agent's refresh reads only what is new.
+pub async fn collect_reusing(
+    settings: &Settings,
+    previous: Vec<IndexedWal>,
+) -> Result<(Facts, Vec<IndexedWal>), Failure> {
     let stanza = &settings.stanza;
     // The server first: its timeline decides which line of the archive is measured.
     let server = probe::probe(&settings.pg).await;
-    let catalog = StanzaCatalog::read(settings).await?;
+    let catalog = StanzaCatalog::read_reusing(settings, previous).await?;
     let collected_at = tidemark_store::repo::now();
     let server_timeline = match &server {
         probe::ServerProbe::Reachable(w)
@@ -107,7 +120,7 @@ pub async fn collect(settings: &Settings) -> Result<Facts, Failure> {
         Ok(spool) => spool.backlog().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.one_line()),
     };
-    Ok(Facts {
+    let facts = Facts {
         repo: settings.repo.to_string(),
         stanza: stanza.to_string(),
         collected_at,
@@ -124,5 +137,6 @@ pub async fn collect(settings: &Settings) -> Result<Facts, Failure> {
         drills,
         spool,
         server,
-    })
+    };
+    Ok((facts, catalog.wal))
 }
