@@ -17,7 +17,7 @@
 use chrono::{DateTime, Utc};
 use tidemark_pg::Lsn;
 
-use crate::plan::timelines::{newest_timeline, TimelinePath};
+use crate::plan::timelines::{known_timelines, newest_timeline, TimelinePath};
 use crate::plan::walk::{walk, Archive, Verdict, WalkEnd};
 use crate::plan::{self, CatalogSnapshot, TimelineWindow, Window};
 
@@ -67,7 +67,11 @@ pub struct Recoverable {
 /// archive shows, as PostgreSQL's `latest`).
 pub fn recoverable(snapshot: &CatalogSnapshot, timeline: Option<u32>) -> Recoverable {
     let windows = plan::windows(snapshot);
-    let tli = timeline.unwrap_or_else(|| newest_timeline(snapshot));
+    // A timeline the archive does not know yet (just promoted, its history file not
+    // archived): measured as the newest the archive shows, which it continues.
+    let tli = timeline
+        .filter(|t| known_timelines(snapshot).contains(t))
+        .unwrap_or_else(|| newest_timeline(snapshot));
     let path = TimelinePath::of(snapshot, tli);
     // The newest stretch on the line: the timeline's own, or, before it has any (just
     // promoted, nothing of it archived yet), its nearest ancestor's.
@@ -253,6 +257,8 @@ mod tests {
         assert_eq!(r.timeline, 2);
         assert_eq!(r.newest_commit, Some(utc(segment_time(20, 59))));
         assert_eq!(r.durable_lsn, Some(Lsn(21 * SEG)));
+        // A server on timeline 3, which the archive does not know yet: measured on 2.
+        assert_eq!(recoverable(&snap, Some(3)), r);
         let empty = catalog(3, 1);
         let nothing = recoverable(
             &CatalogSnapshot {

@@ -27,9 +27,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tidemark_agent::status::metrics::ISSUE_METRICS;
 use tidemark_pg::Lsn;
 
-use crate::backup::{backup_ok, local_tidemark, s3_tidemark, wait_until};
+use crate::backup::{backup_ok, local_tidemark, pg_args, s3_tidemark, wait_until};
 use crate::harness::pg::{pg_bin, Cluster, TestDir};
 use crate::harness::s3::S3Server;
 use crate::harness::tidemark::{Run, Tidemark};
@@ -48,18 +49,6 @@ macro_rules! need_pg {
 
 /// The pitr cluster's segment size.
 const SEGMENT: u64 = 1 << 20;
-
-/// Connection flags for `c` over TCP as the superuser.
-fn pg_args(c: &Cluster) -> Vec<String> {
-    vec![
-        "--pg-host".into(),
-        "127.0.0.1".into(),
-        "--pg-port".into(),
-        c.port().to_string(),
-        "--pg-user".into(),
-        "postgres".into(),
-    ]
-}
 
 /// `tidemark status --json <extra> <connection flags>`: the exit code and the report.
 fn status(tm: &Tidemark, c: &Cluster, extra: &[&str]) -> (i32, Value, Run) {
@@ -341,25 +330,6 @@ fn epoch(v: &Value) -> f64 {
         .unwrap();
     t.timestamp_micros() as f64 / 1e6
 }
-
-/// Every metric issue 16 lists.
-const ISSUE_METRICS: [&str; 15] = [
-    "tidemark_rpo_seconds",
-    "tidemark_wal_durable_lsn",
-    "tidemark_wal_lag_bytes",
-    "tidemark_pitr_earliest_timestamp",
-    "tidemark_pitr_latest_timestamp",
-    "tidemark_wal_gap_segments",
-    "tidemark_backup_last_success_timestamp",
-    "tidemark_backup_duration_seconds",
-    "tidemark_backup_added_bytes",
-    "tidemark_retention_window_seconds",
-    "tidemark_drill_last_success_timestamp",
-    "tidemark_drill_rto_seconds",
-    "tidemark_spool_files",
-    "tidemark_spool_oldest_seconds",
-    "tidemark_job_failures_total",
-];
 
 #[test]
 fn agent_metrics_s3_serve_every_metric_matching_status() {

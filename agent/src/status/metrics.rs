@@ -19,6 +19,25 @@ use chrono::{DateTime, Utc};
 use super::assess::StatusReport;
 use super::probe::ServerProbe;
 
+/// Every metric family issue 16 asks for ([`render`] writes more).
+pub const ISSUE_METRICS: [&str; 15] = [
+    "tidemark_rpo_seconds",
+    "tidemark_wal_durable_lsn",
+    "tidemark_wal_lag_bytes",
+    "tidemark_pitr_earliest_timestamp",
+    "tidemark_pitr_latest_timestamp",
+    "tidemark_wal_gap_segments",
+    "tidemark_backup_last_success_timestamp",
+    "tidemark_backup_duration_seconds",
+    "tidemark_backup_added_bytes",
+    "tidemark_retention_window_seconds",
+    "tidemark_drill_last_success_timestamp",
+    "tidemark_drill_rto_seconds",
+    "tidemark_spool_files",
+    "tidemark_spool_oldest_seconds",
+    "tidemark_job_failures_total",
+];
+
 /// One job counter: failures of `job` (backup, verify, drill, expire) of `kind`, since
 /// the agent started.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,25 +294,6 @@ mod tests {
     use super::*;
     use crate::status::assess::assess;
     use crate::status::assess::tests::{at, facts, limits};
-
-    /// Every family the issue lists.
-    pub const ISSUE_METRICS: [&str; 15] = [
-        "tidemark_rpo_seconds",
-        "tidemark_wal_durable_lsn",
-        "tidemark_wal_lag_bytes",
-        "tidemark_pitr_earliest_timestamp",
-        "tidemark_pitr_latest_timestamp",
-        "tidemark_wal_gap_segments",
-        "tidemark_backup_last_success_timestamp",
-        "tidemark_backup_duration_seconds",
-        "tidemark_backup_added_bytes",
-        "tidemark_retention_window_seconds",
-        "tidemark_drill_last_success_timestamp",
-        "tidemark_drill_rto_seconds",
-        "tidemark_spool_files",
-        "tidemark_spool_oldest_seconds",
-        "tidemark_job_failures_total",
-    ];
 
     fn rendered() -> String {
         let mut f = facts();
