@@ -21,8 +21,12 @@
 //!   switching anything, the warning clears (status exits 0, the watch logs that it
 //!   cleared);
 //! - the agent (on a free loopback port) serves `GET /metrics` with every metric of
-//!   issue 16, and the values match `status --json` taken alongside; a non-loopback
-//!   `metrics_listen` stops the agent at start (exit 2) unless `metrics_allow_remote`.
+//!   issue 16, and the values match `status --json` taken alongside (S3, with a drill on
+//!   record); a non-loopback `metrics_listen` stops the agent at start (exit 2), and no
+//!   other command, unless `metrics_allow_remote`; there, a scheduled backup that fails
+//!   (no server) is counted in `tidemark_job_failures_total` (local).
+//! - (archive/spool.rs) status counts spooled files from their bodies, a lost queue
+//!   included.
 
 use std::time::{Duration, Instant};
 
@@ -635,15 +639,24 @@ fn agent_refuses_a_non_loopback_metrics_address_unless_allowed() {
             "127.0.0.1".into(),
             "--pg-port".into(),
             free_port().to_string(),
+            // A backup every second, which fails (no server): the job board's counter.
+            "--backup-schedule".into(),
+            "1s".into(),
         ],
     );
     let mut page = None;
-    wait_until("the metrics endpoint", Duration::from_secs(30), || {
+    let failed = "tidemark_job_failures_total{stanza=\"main\",job=\"backup\",kind=\"failed\"}";
+    wait_until("a failed backup counted", Duration::from_secs(30), || {
         page = http_get(port, "/metrics").filter(|(code, _)| *code == 200);
-        page.is_some()
+        page.as_ref()
+            .is_some_and(|(_, p)| samples(p).get(failed).is_some_and(|n| *n >= 1.0))
     });
     let m = samples(&page.unwrap().1);
     assert_eq!(m["tidemark_server_up{stanza=\"main\"}"], 0.0);
     assert_eq!(m["tidemark_rpo_seconds{stanza=\"main\"}"], f64::INFINITY);
+    assert_eq!(
+        m["tidemark_job_failures_total{stanza=\"main\",job=\"verify\",kind=\"failed\"}"],
+        0.0
+    );
     assert_eq!(agent.stop(), 0, "{}", agent.log());
 }
