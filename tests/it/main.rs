@@ -27,6 +27,8 @@ mod s3_conformance;
 
 mod silent_store;
 
+mod status;
+
 mod tls;
 
 mod verify;

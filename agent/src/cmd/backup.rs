@@ -11,6 +11,8 @@ use crate::exit::Failure;
 
 /// Runs the command; returns its report for `main` to print.
 pub async fn run(settings: &Settings, args: &BackupArgs) -> Result<BackupReport, Failure> {
+    // One backup of the stanza at a time, whoever started it (the agent or a person).
+    let _job_lock = crate::joblock::acquire(settings, crate::daemon::JobKind::Backup)?;
     backup::take(
         settings,
         &BackupRequest {

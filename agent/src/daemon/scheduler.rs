@@ -1,0 +1,96 @@
+//! The scheduler service: for each kind of job with a schedule, waits until it is due
+//! ([`schedule::next_run`]), runs it as a child process, records how it went, and starts
+//! over. Kinds run independently of each other (a long drill does not hold back a
+//! backup); within a kind, one run at a time, here and against runs started by hand (the
+//! commands take the job lock themselves: see `crate::joblock`).
+//!
+//! It wakes at least once a minute to look again, so that a change of the system clock
+//! (or a suspended machine) delays nothing for long, and at once when a reload changes
+//! the settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::board::{JobStatus, Outcome};
+use super::schedule::{self, Past};
+use super::{child, AgentContext, JobKind, ServiceResult};
+
+/// The longest the scheduler sleeps before it looks at the clock again.
+const LOOK_AGAIN: Duration = Duration::from_secs(60);
+
+/// Runs every kind's schedule until the agent stops.
+pub async fn run(ctx: Arc<AgentContext>) -> ServiceResult {
+    let loops = JobKind::ALL.map(|kind| run_kind(Arc::clone(&ctx), kind));
+    futures::future::join_all(loops).await;
+    Ok(())
+}
+
+/// What the schedule decision needs, from what the board knows.
+pub(super) fn past_of(status: &JobStatus) -> Past {
+    let last = status.last_run.as_ref();
+    Past {
+        last_start: last.map(|r| r.started),
+        failing: match last {
+            Some(r) if status.consecutive_failures > 0 => {
+                Some((r.ended, status.consecutive_failures))
+            }
+            _ => None,
+        },
+    }
+}
+
+async fn run_kind(ctx: Arc<AgentContext>, kind: JobKind) {
+    let mut settings_rx = ctx.settings.clone();
+    while !ctx.cancel.is_cancelled() {
+        let settings = Arc::clone(&settings_rx.borrow_and_update());
+        let Some(schedule) = settings.schedules.get(&kind).cloned() else {
+            ctx.jobs.update(kind, |s| {
+                s.scheduled = false;
+                s.next_run = None;
+            });
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return,
+                changed = settings_rx.changed() => if changed.is_err() { return },
+            }
+            continue;
+        };
+        let now = Utc::now();
+        let next = schedule::next_run(&schedule, &past_of(&ctx.jobs.status(kind)), now);
+        ctx.jobs.update(kind, |s| {
+            s.scheduled = true;
+            s.next_run = Some(next);
+        });
+        if next > now {
+            let wait = (next - now).to_std().unwrap_or_default().min(LOOK_AGAIN);
+            tokio::select! {
+                _ = ctx.cancel.cancelled() => return,
+                changed = settings_rx.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        ctx.jobs.started(kind, Utc::now());
+        let run = child::run_job(&ctx, kind).await;
+        let seconds = (run.ended - run.started).num_milliseconds() as f64 / 1000.0;
+        let why = run.stderr_tail.lines().last().unwrap_or("").to_string();
+        match run.outcome {
+            Outcome::Succeeded => tracing::info!("{kind}: succeeded in {seconds:.1} s"),
+            Outcome::Skipped => tracing::warn!(
+                "{kind}: skipped, another run holds the job lock ({why}); next at the schedule's next time"
+            ),
+            Outcome::Cancelled => tracing::warn!("{kind}: stopped by the agent's shutdown after {seconds:.1} s"),
+            Outcome::Failed(failure) => {
+                let in_a_row = ctx.jobs.status(kind).consecutive_failures + 1;
+                let retry = schedule::retry_pause(&schedule, in_a_row, run.ended, &chrono::Local);
+                tracing::error!(
+                    "{kind}: failed ({failure}, exit {}) after {seconds:.1} s, {in_a_row} in a row: {why}; retrying in {} s",
+                    run.exit_code.map_or("by signal".to_string(), |c| c.to_string()),
+                    retry.as_secs()
+                );
+            }
+        }
+        ctx.jobs.finished(&run);
+    }
+}
