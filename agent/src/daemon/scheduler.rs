@@ -13,18 +13,87 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::board::{JobStatus, Outcome};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::board::{JobRun, JobStatus, Outcome};
 use super::schedule::{self, Past};
+use super::state::{self, LocalState};
 use super::{child, AgentContext, JobKind, ServiceResult};
 
 /// The longest the scheduler sleeps before it looks at the clock again.
 const LOOK_AGAIN: Duration = Duration::from_secs(60);
 
+/// How long the record of a finished run may take to reach the repository (at shutdown
+/// too) before the agent goes on without it (it stays in the local history).
+const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs every kind's schedule until the agent stops.
 pub async fn run(ctx: Arc<AgentContext>) -> ServiceResult {
-    let loops = JobKind::ALL.map(|kind| run_kind(Arc::clone(&ctx), kind));
+    let settings = ctx.settings();
+    let local = match LocalState::open(&settings) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!(
+                "{e}; going on without a local history (the repository's records stand in)"
+            );
+            None
+        }
+    };
+    let repo = match crate::cmd::open_repo(&settings).await {
+        Ok(repo) => Some(repo),
+        Err(e) => {
+            tracing::warn!(
+                "cannot open the repository to read the last runs: {}",
+                e.one_line()
+            );
+            None
+        }
+    };
+    state::restore_board(&ctx.jobs, local.as_ref(), repo.as_ref(), &settings.stanza).await;
+    let local = Arc::new(local);
+    let loops = JobKind::ALL.map(|kind| run_kind(Arc::clone(&ctx), kind, Arc::clone(&local)));
     futures::future::join_all(loops).await;
     Ok(())
+}
+
+/// Keeps a finished run: in the local history, and (unless skipped) as a job record in the
+/// repository. Failures are logged: neither is needed to restore anything.
+async fn keep(ctx: &AgentContext, local: &Option<LocalState>, run: &JobRun) {
+    if let Some(local) = local {
+        if let Err(e) = local.record(run) {
+            tracing::warn!("{}: not kept in the local history: {e}", run.kind);
+        }
+    }
+    let Some(record) = state::record_of_run(run) else {
+        return;
+    };
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let id = format!(
+        "{:x}{:04x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let settings = ctx.settings();
+    let put = async {
+        let repo = crate::cmd::open_repo(&settings)
+            .await
+            .map_err(|e| e.one_line())?;
+        repo.put_job(&settings.stanza, &id, &record)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(RECORD_TIMEOUT, put).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(
+            "{}: the run's record was not written to the repository: {e}",
+            run.kind
+        ),
+        Err(_) => tracing::warn!(
+            "{}: the run's record was not written to the repository within {} s",
+            run.kind,
+            RECORD_TIMEOUT.as_secs()
+        ),
+    }
 }
 
 /// What the schedule decision needs, from what the board knows.
@@ -41,7 +110,7 @@ pub(super) fn past_of(status: &JobStatus) -> Past {
     }
 }
 
-async fn run_kind(ctx: Arc<AgentContext>, kind: JobKind) {
+async fn run_kind(ctx: Arc<AgentContext>, kind: JobKind, local: Arc<Option<LocalState>>) {
     let mut settings_rx = ctx.settings.clone();
     while !ctx.cancel.is_cancelled() {
         let settings = Arc::clone(&settings_rx.borrow_and_update());
@@ -92,5 +161,6 @@ async fn run_kind(ctx: Arc<AgentContext>, kind: JobKind) {
             }
         }
         ctx.jobs.finished(&run);
+        keep(&ctx, &local, &run).await;
     }
 }
