@@ -27,6 +27,20 @@ const LOOK_AGAIN: Duration = Duration::from_secs(60);
 /// too) before the agent goes on without it (it stays in the local history).
 const RECORD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The first pause after a failure: [`schedule::FIRST_RETRY`]. Debug builds only:
+/// `TIDEMARK_TEST_FIRST_RETRY_MS` shortens it, so that tests see the backoff double in
+/// seconds; release builds have no such switch.
+fn first_retry() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("TIDEMARK_TEST_FIRST_RETRY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    schedule::FIRST_RETRY
+}
+
 /// Runs every kind's schedule until the agent stops.
 pub async fn run(ctx: Arc<AgentContext>) -> ServiceResult {
     let settings = ctx.settings();
@@ -126,7 +140,12 @@ async fn run_kind(ctx: Arc<AgentContext>, kind: JobKind, local: Arc<Option<Local
             continue;
         };
         let now = Utc::now();
-        let next = schedule::next_run(&schedule, &past_of(&ctx.jobs.status(kind)), now);
+        let next = schedule::next_run(
+            &schedule,
+            &past_of(&ctx.jobs.status(kind)),
+            now,
+            first_retry(),
+        );
         ctx.jobs.update(kind, |s| {
             s.scheduled = true;
             s.next_run = Some(next);
@@ -152,11 +171,17 @@ async fn run_kind(ctx: Arc<AgentContext>, kind: JobKind, local: Arc<Option<Local
             Outcome::Cancelled => tracing::warn!("{kind}: stopped by the agent's shutdown after {seconds:.1} s"),
             Outcome::Failed(failure) => {
                 let in_a_row = ctx.jobs.status(kind).consecutive_failures + 1;
-                let retry = schedule::retry_pause(&schedule, in_a_row, run.ended, &chrono::Local);
+                let retry = schedule::retry_pause(
+                    &schedule,
+                    first_retry(),
+                    in_a_row,
+                    run.ended,
+                    &chrono::Local,
+                );
                 tracing::error!(
-                    "{kind}: failed ({failure}, exit {}) after {seconds:.1} s, {in_a_row} in a row: {why}; retrying in {} s",
+                    "{kind}: failed ({failure}, exit {}) after {seconds:.1} s, {in_a_row} in a row: {why}; retrying in {:.1} s",
                     run.exit_code.map_or("by signal".to_string(), |c| c.to_string()),
-                    retry.as_secs()
+                    retry.as_secs_f64()
                 );
             }
         }
