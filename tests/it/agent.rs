@@ -6,7 +6,7 @@
 //!   history and as a job record in the repository; SIGTERM stops the agent at once, exit 0;
 //! - a missed run starts as soon as the agent comes back (the repository's newest backup,
 //!   taken by hand, is older than the interval: the first run starts at once, not an
-//!   interval later), and with the state folder deleted nothing is lost nor run again: the
+//!   interval later; a fresh one holds the next run back for the interval), and with the state folder deleted nothing is lost nor run again: the
 //!   last runs are rebuilt from the repository (an hourly schedule takes no backup right
 //!   after one was taken);
 //! - one backup at a time: a backup started by hand while another runs exits 7 with one
@@ -21,14 +21,15 @@
 //! - SIGHUP rereads the file: an invalid schedule is refused and the old one kept, a valid
 //!   new one takes effect at once;
 //! - with `spool_drainer = "agent"` the agent drains the spool and archive-push starts no
-//!   drainer of its own; once the agent is stopped, archive-push's own drainer does it.
+//!   drainer of its own; once the agent is stopped, archive-push's own drainer does it;
+//!   kinds without a schedule never run.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::backup::{backup_ok, local_tidemark, s3_tidemark, wait_until, PASSWORD};
+use crate::backup::{backup_ok, local_tidemark, pg_args, s3_tidemark, wait_until, PASSWORD};
 use crate::harness::pg::{pg_bin, Cluster, ClusterOptions, TestDir};
 use crate::harness::s3::S3Server;
 use crate::harness::tidemark::Tidemark;
@@ -151,19 +152,6 @@ impl Drop for Agent {
     }
 }
 
-/// Connection flags for `c` over TCP as the superuser (the password is in the runner's
-/// environment).
-fn pg_flags(c: &Cluster) -> Vec<String> {
-    vec![
-        "--pg-host".into(),
-        "127.0.0.1".into(),
-        "--pg-port".into(),
-        c.port().to_string(),
-        "--pg-user".into(),
-        "postgres".into(),
-    ]
-}
-
 /// A cluster archiving into `tm` (through `archive_prefix` before the archive command,
 /// e.g. a pause), its stanza created, started.
 fn archiving(t: &TestDir, tm: &Tidemark, archive_prefix: &str) -> Cluster {
@@ -202,7 +190,8 @@ fn job_records(root: &Path, kind: &str) -> Vec<String> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p.to_string_lossy().contains(&needle) && p.to_string_lossy().ends_with(".json")
+            } else if p.to_string_lossy().contains(&needle)
+                && p.to_string_lossy().ends_with(".json")
             {
                 out.push(std::fs::read_to_string(&p).unwrap());
             }
@@ -213,7 +202,7 @@ fn job_records(root: &Path, kind: &str) -> Vec<String> {
 
 fn scheduled_backups(t: &TestDir, tm: Tidemark, repo_root: &Path) {
     let c = archiving(t, &tm, "");
-    let tm = tm.with_args(pg_flags(&c));
+    let tm = tm.with_args(pg_args(&c));
     let mut agent = Agent::start(&tm, t, &["--backup-schedule", "2s"]);
     wait_until("two scheduled backups", Duration::from_secs(60), || {
         backups(&tm) >= 2
@@ -261,7 +250,7 @@ fn scheduled_backups_run_on_s3() {
 
 fn missed_run_and_lost_state(t: &TestDir, base: Tidemark) {
     let c = archiving(t, &base, "");
-    let tm = base.clone().with_args(pg_flags(&c));
+    let tm = base.clone().with_args(pg_args(&c));
     backup_ok(&base, &c, &[]);
     let hand_backup = Instant::now();
     // An hourly schedule, nothing local: the repository's backup is the last run, so
@@ -272,15 +261,15 @@ fn missed_run_and_lost_state(t: &TestDir, base: Tidemark) {
     agent.stop_ok();
     assert_eq!(agent.count("backup: started"), 0, "{}", agent.log());
     assert_eq!(backups(&tm), 1);
-    // A 3 s schedule whose time passed while no agent ran: the run starts at once, not
-    // 3 s after the agent's start.
-    while hand_backup.elapsed() < Duration::from_secs(4) {
+    // An 8 s schedule whose time passed while no agent ran: the run starts at once, not
+    // 8 s after the agent's start.
+    while hand_backup.elapsed() < Duration::from_secs(9) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut agent = Agent::start(&tm, t, &["--backup-schedule", "3s"]);
+    let mut agent = Agent::start(&tm, t, &["--backup-schedule", "8s"]);
     agent.wait_for("backup: started", 1, Duration::from_secs(10));
     assert!(
-        agent.spawned.elapsed() < Duration::from_millis(2500),
+        agent.spawned.elapsed() < Duration::from_secs(4),
         "the missed run started {:?} after the agent",
         agent.spawned.elapsed()
     );
@@ -323,7 +312,7 @@ fn one_backup_at_a_time_and_a_hand_started_one_is_respected() {
     let tm = local_tidemark(&t);
     // Archiving takes 2 s a segment: each backup waits that long for its WAL.
     let c = archiving(&t, &tm, "sleep 2 && ");
-    let tm = tm.with_args(pg_flags(&c));
+    let tm = tm.with_args(pg_args(&c));
     let lock = t.path().join("tidemark-state/main/backup.lock");
     let hand = tm.command(&["backup"]).spawn().unwrap();
     wait_until("the hand backup's lock", Duration::from_secs(10), || {
@@ -349,7 +338,10 @@ fn one_backup_at_a_time_and_a_hand_started_one_is_respected() {
     assert!(backups(&tm) >= 2);
     // The skipped run is in the local history, not in the repository.
     let records = job_records(&t.path().join("repo"), "backup");
-    assert!(records.iter().all(|r| !r.contains("skipped")), "{records:?}");
+    assert!(
+        records.iter().all(|r| !r.contains("skipped")),
+        "{records:?}"
+    );
 }
 
 #[test]
@@ -359,7 +351,7 @@ fn a_failing_backup_is_retried_with_a_doubling_pause_and_recorded() {
     let tm = local_tidemark(&t);
     let mut c = archiving(&t, &tm, "");
     let tm = tm
-        .with_args(pg_flags(&c))
+        .with_args(pg_args(&c))
         .with_env("TIDEMARK_TEST_FIRST_RETRY_MS", "400");
     c.stop();
     let mut agent = Agent::start(&tm, &t, &["--backup-schedule", "1h"]);
@@ -367,7 +359,8 @@ fn a_failing_backup_is_retried_with_a_doubling_pause_and_recorded() {
     let log = agent.log();
     for (n, pause) in [(1, "0.4"), (2, "0.8"), (3, "1.6"), (4, "3.2")] {
         assert!(
-            log.contains(&format!("{n} in a row")) && log.contains(&format!("retrying in {pause} s")),
+            log.contains(&format!("{n} in a row"))
+                && log.contains(&format!("retrying in {pause} s")),
             "failure {n}, pause {pause} s: {log}"
         );
     }
@@ -402,13 +395,16 @@ fn sigterm_during_a_backup(t: &TestDir, base: Tidemark) {
     // Archiving takes 3 s a segment: the backup is still waiting for its WAL when the
     // agent is stopped.
     let c = archiving(t, &base, "sleep 3 && ");
-    let tm = base.clone().with_args(pg_flags(&c));
+    let tm = base.clone().with_args(pg_args(&c));
     let mut agent = Agent::start(&tm, t, &["--backup-schedule", "1h"]);
     agent.wait_for("backup: started", 1, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(1500));
     agent.stop_ok();
     let log = agent.log();
-    assert!(log.contains("backup: stopped by the agent's shutdown"), "{log}");
+    assert!(
+        log.contains("backup: stopped by the agent's shutdown"),
+        "{log}"
+    );
     assert!(
         log.contains("interrupted by SIGTERM: the backup was abandoned and is not recorded"),
         "{log}"
@@ -449,16 +445,22 @@ fn sigterm_during_a_drill_removes_its_scratch_cluster() {
         .with_args(["--drill-path", &drills.display().to_string()])
         .with_env("PATH", &path);
     let c = archiving(&t, &base, "");
-    let tm = base.clone().with_args(pg_flags(&c));
+    let tm = base.clone().with_args(pg_args(&c));
     c.workload(2_000);
     backup_ok(&base, &c, &[]);
     c.wait_archived(&c.switch_wal(), Duration::from_secs(60));
     let mut agent = Agent::start(&tm, &t, &["--drill-schedule", "1h"]);
     agent.wait_for("drill: started", 1, Duration::from_secs(10));
     // Stopped once its scratch server runs.
-    wait_until("the drill's scratch server", Duration::from_secs(60), || {
-        scratch_files(&drills).iter().any(|p| p.ends_with("postmaster.pid"))
-    });
+    wait_until(
+        "the drill's scratch server",
+        Duration::from_secs(60),
+        || {
+            scratch_files(&drills)
+                .iter()
+                .any(|p| p.ends_with("postmaster.pid"))
+        },
+    );
     agent.stop_ok();
     assert!(
         std::fs::read_dir(&drills).unwrap().next().is_none(),
@@ -466,10 +468,18 @@ fn sigterm_during_a_drill_removes_its_scratch_cluster() {
         scratch_files(&drills),
         agent.log()
     );
-    assert!(agent.log().contains("drill: stopped by the agent's shutdown"), "{}", agent.log());
-    assert!(job_records(&t.path().join("repo"), "drill")
-        .iter()
-        .all(|r| r.contains("\"outcome\": \"cancelled\"")));
+    assert!(
+        agent
+            .log()
+            .contains("drill: stopped by the agent's shutdown"),
+        "{}",
+        agent.log()
+    );
+    let records = job_records(&t.path().join("repo"), "drill");
+    assert!(
+        records.len() == 1 && records[0].contains("\"outcome\": \"cancelled\""),
+        "{records:?}"
+    );
     assert_eq!(
         tm.info()["drills"]["count"].as_u64().unwrap_or(0),
         0,
@@ -513,14 +523,16 @@ fn sighup_reloads_the_schedule_and_keeps_it_when_the_file_is_invalid() {
         .with_args(["--config", &path.display().to_string()])
         .with_env("PGPASSWORD", PASSWORD);
     let c = archiving(&t, &tm, "");
-    let tm = tm.with_args(pg_flags(&c));
+    let tm = tm.with_args(pg_args(&c));
     let mut agent = Agent::start(&tm, &t, &[]);
     // Never run: the first backup is due at once; then the next in an hour.
     agent.wait_for("backup: succeeded", 1, Duration::from_secs(30));
     t.write("tidemark.toml", config("every other day").as_bytes());
     agent.signal(libc::SIGHUP);
     agent.wait_for("configuration not reloaded", 1, Duration::from_secs(10));
-    assert!(agent.log().contains("\"every other day\" is not a schedule"));
+    assert!(agent
+        .log()
+        .contains("\"every other day\" is not a schedule"));
     t.write("tidemark.toml", config("2s").as_bytes());
     agent.signal(libc::SIGHUP);
     agent.wait_for("schedules: backup every 2 s", 1, Duration::from_secs(10));
@@ -563,7 +575,9 @@ fn the_agent_drains_the_spool_and_archive_push_starts_no_drainer_meanwhile() {
             .iter()
             .any(|p| p.file_name().unwrap().to_string_lossy().starts_with(name))
     };
-    wait_until("the agent's drain", Duration::from_secs(30), || in_repo(&first));
+    wait_until("the agent's drain", Duration::from_secs(30), || {
+        in_repo(&first)
+    });
     let drain_logs = || {
         scratch_files(&spool)
             .into_iter()
@@ -572,10 +586,21 @@ fn the_agent_drains_the_spool_and_archive_push_starts_no_drainer_meanwhile() {
     };
     assert_eq!(drain_logs(), 0, "archive-push started a drainer of its own");
     agent.stop_ok();
+    // No schedule, no job.
+    for kind in ["backup", "verify", "drill", "expire"] {
+        assert_eq!(
+            agent.count(&format!("{kind}: started")),
+            0,
+            "{}",
+            agent.log()
+        );
+    }
     // Without the agent, archive-push's own drainer takes over.
     c.workload(1_000);
     let second = c.switch_wal();
     c.wait_archived(&second, Duration::from_secs(60));
-    wait_until("archive-push's drain", Duration::from_secs(30), || in_repo(&second));
+    wait_until("archive-push's drain", Duration::from_secs(30), || {
+        in_repo(&second)
+    });
     assert_eq!(drain_logs(), 1);
 }

@@ -171,37 +171,20 @@ pub async fn last_run_in_repository(
         .await?
         .and_then(|r| run_of_record(kind, &r));
     let from_result = match kind {
-        JobKind::Backup => repo.backups(stanza).await?.records.last().map(|b| JobRun {
-            kind,
-            started: b.start_time,
-            ended: b.stop_time,
-            outcome: Outcome::Succeeded,
-            exit_code: Some(0),
-            stderr_tail: String::new(),
+        JobKind::Backup => repo
+            .backups(stanza)
+            .await?
+            .records
+            .last()
+            .map(|b| recorded_run(kind, b.start_time, b.stop_time, None, String::new())),
+        JobKind::Verify => repo.last_verify(stanza).await?.map(|v| {
+            let failed = (!v.passed).then_some(FailureKind::Integrity);
+            recorded_run(kind, v.started_at, v.finished_at, failed, String::new())
         }),
-        JobKind::Verify => repo.last_verify(stanza).await?.map(|v| JobRun {
-            kind,
-            started: v.started_at,
-            ended: v.finished_at,
-            outcome: if v.passed {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed(FailureKind::Integrity)
-            },
-            exit_code: Some(if v.passed { 0 } else { 4 }),
-            stderr_tail: String::new(),
-        }),
-        JobKind::Drill => repo.recent_drills(stanza).await?.last.map(|d| JobRun {
-            kind,
-            started: d.started_at,
-            ended: d.finished_at,
-            outcome: if d.passed {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed(FailureKind::DrillFailed)
-            },
-            exit_code: Some(if d.passed { 0 } else { 6 }),
-            stderr_tail: d.failure.unwrap_or_default(),
+        JobKind::Drill => repo.recent_drills(stanza).await?.last.map(|d| {
+            let failed = (!d.passed).then_some(FailureKind::DrillFailed);
+            let why = d.failure.unwrap_or_default();
+            recorded_run(kind, d.started_at, d.finished_at, failed, why)
         }),
         JobKind::Expire => None,
     };
@@ -209,6 +192,32 @@ pub async fn last_run_in_repository(
         (Some(a), Some(b)) => Some(if b.started > a.started { b } else { a }),
         (a, b) => a.or(b),
     })
+}
+
+/// A run as a command's own record tells it (a backup, verify or drill record): failed
+/// with `failed`, else succeeded; the exit code is the one that failure exits with.
+fn recorded_run(
+    kind: JobKind,
+    started: DateTime<Utc>,
+    ended: DateTime<Utc>,
+    failed: Option<FailureKind>,
+    stderr_tail: String,
+) -> JobRun {
+    let (outcome, code) = match failed {
+        None => (Outcome::Succeeded, 0),
+        Some(f @ FailureKind::DrillFailed) => {
+            (Outcome::Failed(f), i32::from(crate::exit::DRILL_FAILED))
+        }
+        Some(f) => (Outcome::Failed(f), i32::from(crate::exit::INTEGRITY)),
+    };
+    JobRun {
+        kind,
+        started,
+        ended,
+        outcome,
+        exit_code: Some(code),
+        stderr_tail,
+    }
 }
 
 /// A job record read back as a run (`None`: an outcome this version does not know).

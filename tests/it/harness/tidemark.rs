@@ -202,7 +202,10 @@ impl Tidemark {
         cmd.current_dir(&self.cwd)
             .stdin(Stdio::null())
             // Not the test user's folder: a lock file root made there would be root's.
-            .env("TIDEMARK_STATE_PATH", self.cwd.join("tidemark-state-invoker"))
+            .env(
+                "TIDEMARK_STATE_PATH",
+                self.cwd.join("tidemark-state-invoker"),
+            )
             .args(&self.global)
             .args(args.iter().map(|a| a.as_ref()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
