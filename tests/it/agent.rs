@@ -4,11 +4,11 @@
 //! What is proven here:
 //! - a `2s` backup schedule takes backup after backup; each run is recorded in the local
 //!   history and as a job record in the repository; SIGTERM stops the agent at once, exit 0;
-//! - a missed run starts as soon as the agent comes back (the repository's newest backup,
-//!   taken by hand, is older than the interval: the first run starts at once, not an
-//!   interval later; a fresh one holds the next run back for the interval), and with the state folder deleted nothing is lost nor run again: the
-//!   last runs are rebuilt from the repository (an hourly schedule takes no backup right
-//!   after one was taken);
+//! - the local history is read back: an hourly schedule whose last run was 30 minutes ago
+//!   runs nothing, one whose last run was two hours ago (missed while no agent ran) runs
+//!   at once; with the state folder deleted nothing is lost nor run again: the last runs
+//!   are rebuilt from the repository (the agent's own job record and backup, or a backup
+//!   taken by hand, hold an hourly schedule back);
 //! - one backup at a time: a backup started by hand while another runs exits 7 with one
 //!   line naming the holder; the agent's scheduled backup while a hand-started one holds
 //!   the lock is skipped, not failed, and the schedule goes on after it;
@@ -30,7 +30,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::backup::{backup_ok, local_tidemark, pg_args, s3_tidemark, wait_until, PASSWORD};
-use crate::harness::pg::{pg_bin, Cluster, ClusterOptions, TestDir};
+use crate::harness::pg::{chown_to_user, pg_bin, Cluster, ClusterOptions, TestDir};
 use crate::harness::s3::S3Server;
 use crate::harness::tidemark::Tidemark;
 use crate::skip_or_fail;
@@ -248,44 +248,76 @@ fn scheduled_backups_run_on_s3() {
     scheduled_backups(&t, tm, &server.data_dir());
 }
 
+/// Replaces the agent's local history with one successful backup `ago` ago (as a
+/// previous agent would have left it), owned by the test user.
+fn local_history_says_last_backup(t: &TestDir, ago: chrono::Duration) {
+    use tidemark_agent::daemon::{state::LocalState, JobKind, JobRun, Outcome};
+    let folder = t.path().join("tidemark-state");
+    let _ = std::fs::remove_dir_all(&folder);
+    let args = tidemark_agent::cli::args::SettingArgs {
+        state_path: Some(folder.clone()),
+        ..Default::default()
+    };
+    let settings = tidemark_agent::cli::config::resolve(&args, None, Default::default()).unwrap();
+    let at = chrono::Utc::now() - ago;
+    LocalState::open(&settings)
+        .unwrap()
+        .record(&JobRun {
+            kind: JobKind::Backup,
+            started: at,
+            ended: at,
+            outcome: Outcome::Succeeded,
+            exit_code: Some(0),
+            stderr_tail: String::new(),
+        })
+        .unwrap();
+    let mut stack = vec![folder];
+    while let Some(p) = stack.pop() {
+        chown_to_user(&p);
+        if p.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+}
+
 fn missed_run_and_lost_state(t: &TestDir, base: Tidemark) {
     let c = archiving(t, &base, "");
     let tm = base.clone().with_args(pg_args(&c));
-    backup_ok(&base, &c, &[]);
-    let hand_backup = Instant::now();
-    // An hourly schedule, nothing local: the repository's backup is the last run, so
-    // nothing is due for an hour.
+    // The local history says the last backup was half an hour ago: an hourly schedule
+    // has nothing due (the repository has no backup: "never run" would start one).
+    local_history_says_last_backup(t, chrono::Duration::minutes(30));
     let mut agent = Agent::start(&tm, t, &["--backup-schedule", "1h"]);
     agent.wait_for("schedules: backup every 3600 s", 1, Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     agent.stop_ok();
     assert_eq!(agent.count("backup: started"), 0, "{}", agent.log());
-    assert_eq!(backups(&tm), 1);
-    // An 8 s schedule whose time passed while no agent ran: the run starts at once, not
-    // 8 s after the agent's start.
-    while hand_backup.elapsed() < Duration::from_secs(9) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut agent = Agent::start(&tm, t, &["--backup-schedule", "8s"]);
-    agent.wait_for("backup: started", 1, Duration::from_secs(10));
-    assert!(
-        agent.spawned.elapsed() < Duration::from_secs(4),
-        "the missed run started {:?} after the agent",
-        agent.spawned.elapsed()
-    );
+    assert_eq!(backups(&base), 0);
+    // Two hours ago: the run missed while no agent ran starts as soon as it is back.
+    local_history_says_last_backup(t, chrono::Duration::hours(2));
+    let mut agent = Agent::start(&tm, t, &["--backup-schedule", "1h"]);
     agent.wait_for("backup: succeeded", 1, Duration::from_secs(30));
     agent.stop_ok();
-    let listed = backups(&tm);
-    assert!(listed >= 2, "{listed}");
+    assert_eq!(agent.count("backup: started"), 1, "{}", agent.log());
+    assert_eq!(backups(&base), 1);
     // The state folder deleted: nothing is lost, and the last run is read back from the
     // repository (an hourly schedule does not run again at once).
     std::fs::remove_dir_all(t.path().join("tidemark-state")).unwrap();
     let mut agent = Agent::start(&tm, t, &["--backup-schedule", "1h"]);
     agent.wait_for("schedules: backup every 3600 s", 1, Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(2));
     agent.stop_ok();
     assert_eq!(agent.count("backup: started"), 0, "{}", agent.log());
-    assert_eq!(backups(&tm), listed, "every backup is still listed");
+    assert_eq!(backups(&base), 1, "the backup is still listed");
+    // A backup taken by hand is a run too: with the state gone again, the hourly
+    // schedule waits for an hour after it.
+    backup_ok(&base, &c, &[]);
+    std::fs::remove_dir_all(t.path().join("tidemark-state")).unwrap();
+    let mut agent = Agent::start(&tm, t, &["--backup-schedule", "1h"]);
+    agent.wait_for("schedules: backup every 3600 s", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    agent.stop_ok();
+    assert_eq!(agent.count("backup: started"), 0, "{}", agent.log());
+    assert_eq!(backups(&base), 2);
 }
 
 #[test]
