@@ -41,6 +41,9 @@ fn first_retry() -> Duration {
     schedule::FIRST_RETRY
 }
 
+/// How long reading the last runs from the repository may take at start.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs every kind's schedule until the agent stops.
 pub async fn run(ctx: Arc<AgentContext>) -> ServiceResult {
     let settings = ctx.settings();
@@ -53,17 +56,27 @@ pub async fn run(ctx: Arc<AgentContext>) -> ServiceResult {
             None
         }
     };
-    let repo = match crate::cmd::open_repo(&settings).await {
-        Ok(repo) => Some(repo),
-        Err(e) => {
-            tracing::warn!(
+    // Bounded, and given up at once when the agent is stopped: a repository that does
+    // not answer must neither hold the schedules back for long nor the shutdown at all.
+    state::restore_local(&ctx.jobs, local.as_ref());
+    let restored = async {
+        match crate::cmd::open_repo(&settings).await {
+            Ok(repo) => state::restore_from_repository(&ctx.jobs, &repo, &settings.stanza).await,
+            Err(e) => tracing::warn!(
                 "cannot open the repository to read the last runs: {}",
                 e.one_line()
-            );
-            None
+            ),
         }
     };
-    state::restore_board(&ctx.jobs, local.as_ref(), repo.as_ref(), &settings.stanza).await;
+    tokio::select! {
+        _ = ctx.cancel.cancelled() => return Ok(()),
+        timed = tokio::time::timeout(RESTORE_TIMEOUT, restored) => if timed.is_err() {
+            tracing::warn!(
+                "the repository did not give the last runs within {} s: scheduling from the local history",
+                RESTORE_TIMEOUT.as_secs()
+            );
+        },
+    }
     let local = Arc::new(local);
     let loops = JobKind::ALL.map(|kind| run_kind(Arc::clone(&ctx), kind, Arc::clone(&local)));
     futures::future::join_all(loops).await;

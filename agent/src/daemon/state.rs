@@ -5,7 +5,7 @@
 //!
 //! The repository stays the only source of truth. Nothing here is needed to restore
 //! anything, and deleting the folder loses nothing: the agent then rebuilds what it needs
-//! from the repository ([`restore_board`]: the newest backup record gives the last backup,
+//! from the repository ([`restore_from_repository`]: the newest backup record gives the last backup,
 //! the newest verify and drill records theirs, the job records under
 //! `stanzas/<stanza>/jobs/` every kind's last run). sled's flush is not an fsync: a run
 //! lost from here by a crash is at worst run again.
@@ -276,36 +276,36 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// Fills the board at start: each kind's recent runs from the local history, then from
-/// the repository where it knows of a newer run (or the local state is gone). A
-/// repository that cannot be read is logged and the local history used alone.
-pub async fn restore_board(
-    board: &JobBoard,
-    local: Option<&LocalState>,
-    repo: Option<&Repo>,
-    stanza: &Stanza,
-) {
+/// Fills the board at start from the local history: each kind's last run, last success
+/// and failures in a row.
+pub fn restore_local(board: &JobBoard, local: Option<&LocalState>) {
     for kind in JobKind::ALL {
         let recent = local.map(|l| l.recent(kind)).unwrap_or_default();
-        let from_repo = match repo {
-            None => None,
-            Some(repo) => match last_run_in_repository(repo, stanza, kind).await {
-                Ok(run) => run,
-                Err(e) => {
-                    tracing::warn!(
-                        "{kind}: cannot read the last run from the repository ({e}); using the local history alone"
-                    );
-                    None
-                }
-            },
+        board.update(kind, |s| {
+            s.last_run = recent.last_run;
+            s.last_success = recent.last_success;
+            s.consecutive_failures = recent.consecutive_failures;
+        });
+    }
+}
+
+/// Then from the repository, where it knows of a newer run than the board (the local
+/// state is gone, or a run was started by hand). A repository that cannot be read is
+/// logged and the board left as it is.
+pub async fn restore_from_repository(board: &JobBoard, repo: &Repo, stanza: &Stanza) {
+    for kind in JobKind::ALL {
+        let from_repo = match last_run_in_repository(repo, stanza, kind).await {
+            Ok(run) => run,
+            Err(e) => {
+                tracing::warn!(
+                    "{kind}: cannot read the last run from the repository ({e}); using the local history alone"
+                );
+                None
+            }
         };
         board.update(kind, |s| {
-            s.last_run = recent.last_run.clone();
-            s.last_success = recent.last_success.clone();
-            s.consecutive_failures = recent.consecutive_failures;
             let newer = from_repo.filter(|r| {
-                recent
-                    .last_run
+                s.last_run
                     .as_ref()
                     .is_none_or(|local| r.started > local.started)
             });
