@@ -18,6 +18,8 @@
 //! - SIGTERM during a backup: the backup child is stopped, no backup is listed, the agent
 //!   exits 0 within seconds (local and S3);
 //! - SIGTERM during a drill: the scratch cluster and its folder are gone, nothing recorded;
+//! - a backup whose agent is killed (SIGKILL) is stopped by the kernel's SIGTERM
+//!   (`PR_SET_PDEATHSIG`) and lists nothing;
 //! - SIGHUP rereads the file: an invalid schedule is refused and the old one kept, a valid
 //!   new one takes effect at once;
 //! - with `spool_drainer = "agent"` the agent drains the spool and archive-push starts no
@@ -635,4 +637,31 @@ fn the_agent_drains_the_spool_and_archive_push_starts_no_drainer_meanwhile() {
         in_repo(&second)
     });
     assert_eq!(drain_logs(), 1);
+}
+
+#[test]
+fn a_job_stops_when_the_agent_is_killed() {
+    need_pg!();
+    let t = TestDir::new("agent-killed");
+    let base = local_tidemark(&t);
+    let c = archiving(&t, &base, "sleep 3 && ");
+    let tm = base.clone().with_args(pg_args(&c));
+    let mut agent = Agent::start(&tm, &t, &["--backup-schedule", "1h"]);
+    agent.wait_for("backup: started (pid ", 1, Duration::from_secs(10));
+    let log = agent.log();
+    let pid: u32 = log
+        .split("backup: started (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {log}"));
+    std::thread::sleep(Duration::from_millis(500));
+    agent.signal(libc::SIGKILL);
+    let mut child = agent.child.take().unwrap();
+    child.wait().unwrap();
+    // The kernel tells the orphaned backup (PR_SET_PDEATHSIG), which abandons.
+    wait_until("the orphaned backup's end", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert_eq!(backups(&base), 0);
 }
