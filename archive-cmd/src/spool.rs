@@ -737,7 +737,7 @@ pub async fn push_to_spool(
     spool.create()?;
     let compression = repo.compression();
     let staged = spool.inner.bodies.stage("wal");
-    let checked = push::check_file(path, name, compression, staged).await?;
+    let checked = push::check_file(path, name, compression, staged, None).await?;
     let (identity, summary) = (checked.identity, checked.summary);
     let Content::InMemory(blob, staged) = checked.content else {
         // Grew past IN_MEMORY_MAX since it was measured: streamed, so pushed directly.

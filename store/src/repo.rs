@@ -139,6 +139,20 @@ impl EncodedBlob {
         check: impl FnMut(u64, &[u8]) -> std::result::Result<(), E> + Send,
         sink: Option<&mut (dyn Write + Send)>,
     ) -> std::result::Result<EncodedBlob, E> {
+        EncodedBlob::encode_announced(raw, compression, check, sink, |_| {})
+    }
+
+    /// [`EncodedBlob::encode_checked`] that also tells `digest_known` the digest as soon as
+    /// the hashing thread has it, every piece checked, while frames are still being
+    /// compressed: a caller can prepare where the blob goes (its folder) meanwhile. Not
+    /// called when a check fails.
+    pub fn encode_announced<E: Send>(
+        raw: &[u8],
+        compression: Compression,
+        check: impl FnMut(u64, &[u8]) -> std::result::Result<(), E> + Send,
+        sink: Option<&mut (dyn Write + Send)>,
+        digest_known: impl FnOnce(&Digest) + Send,
+    ) -> std::result::Result<EncodedBlob, E> {
         let frames: Vec<&[u8]> = raw.chunks(FRAME_RAW_MAX).collect();
         let mut header = Vec::with_capacity(codec::HEADER_LEN);
         codec::encode_header(compression, raw.len() as u64, &mut header);
@@ -192,6 +206,7 @@ impl EncodedBlob {
                     offset += frame.len() as u64;
                 }
                 let digest = hasher.finish();
+                digest_known(&digest);
                 compress_frames();
                 Ok(digest)
             });
@@ -512,6 +527,18 @@ impl Repo {
     /// (dropping it unused removes the file).
     pub fn stage_blob(&self) -> Option<Staged> {
         self.backend.stage(catalog::BLOBS_FOLDER)
+    }
+
+    /// Makes the existing folder the blob `digest` will be written into durable ahead of
+    /// time (see [`Backend::settle_folder`]): archive-push does it once the hashing has
+    /// named the blob, while compression goes on. Creates nothing.
+    pub async fn settle_blob_folder(&self, digest: &Digest) -> Result<()> {
+        let key = catalog::blob_key(digest);
+        let folder = key
+            .as_str()
+            .rsplit_once('/')
+            .map_or(catalog::BLOBS_FOLDER, |(folder, _)| folder);
+        self.backend.settle_folder(folder).await
     }
 
     /// Makes the existing folders an index entry for `name` and its blob will be written
