@@ -10,6 +10,7 @@
 # The agent's figures are its own process only; a backup runs in a child of its own.
 #
 #   bench/agent-rss.sh [IDLE_SECONDS] [ROUNDS]        (defaults: 60, 3)
+#   SCALE=2 WORK=/tmp/x bench/agent-rss.sh 5 1        (a smoke run on a small database)
 #
 # Run as root after `cargo build --release -p tidemark-agent` (TIDEMARK=path to use another
 # binary). Everything runs as the user tidemark-bench. The database is made once, in
@@ -23,6 +24,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tidemark=${TIDEMARK:-${CARGO_TARGET_DIR:-$root/target}/release/tidemark}
 work=${WORK:-/tmp/tidemark-bench-agent}
 pgbin=${PGBIN:-/usr/lib/postgresql/15/bin}
+scale=${SCALE:-50}
 user=tidemark-bench
 port=55991
 [ -x "$tidemark" ] || { echo "agent-rss: $tidemark is missing: cargo build --release -p tidemark-agent" >&2; exit 2; }
@@ -32,7 +34,7 @@ as_user() { runuser -u "$user" -- "$@"; }
 mkdir -p "$work"
 chown "$user" "$work"
 if [ ! -f "$work/pg/PG_VERSION" ]; then
-  echo "agent-rss: making the scale-50 database in $work/pg (once)" >&2
+  echo "agent-rss: making the scale-$scale database in $work/pg (once)" >&2
   as_user "$pgbin/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
 fi
 mkdir -p "$work/sock"; chown "$user" "$work/sock"
@@ -57,7 +59,7 @@ stop_pg
 # The data is loaded with archiving off (its WAL is not the point), once.
 start_pg "-c archive_mode=off"
 if [ "$(psql_ "select count(*) from pg_class where relname = 'pgbench_accounts'")" = 0 ]; then
-  as_user "$pgbin/pgbench" -h "$work/sock" -p "$port" -U postgres -i -s 50 -q postgres >/dev/null 2>&1
+  as_user "$pgbin/pgbench" -h "$work/sock" -p "$port" -U postgres -i -s "$scale" -q postgres >/dev/null 2>&1
   psql_ "checkpoint"
 fi
 stop_pg
@@ -98,14 +100,17 @@ echo "agent-rss: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d:
 echo "agent-rss: database $(psql_ "select pg_size_pretty(pg_database_size('postgres'))"), binary $tidemark"
 
 # Idle.
-t0=$(ticks "$agent"); samples=()
+t0=$(ticks "$agent"); samples=(); anon=()
 end=$((SECONDS + idle))
-while [ $SECONDS -lt $end ]; do samples+=("$(kib "$agent" VmRSS)"); sleep 0.2; done
+while [ $SECONDS -lt $end ]; do
+  samples+=("$(kib "$agent" VmRSS)"); anon+=("$(kib "$agent" RssAnon)"); sleep 0.2
+done
 t1=$(ticks "$agent")
+idle_anon=$(printf '%s\n' "${anon[@]}" | median | mib)
 idle_median=$(printf '%s\n' "${samples[@]}" | median | mib)
 idle_max=$(printf '%s\n' "${samples[@]}" | max | mib)
 idle_cpu=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v s="$idle" 'BEGIN { printf "%.2f", 100 * d / hz / s }')
-echo "idle ${idle} s: agent RSS median ${idle_median} MiB, max ${idle_max} MiB; CPU ${idle_cpu}% of a core"
+echo "idle ${idle} s: agent RSS median ${idle_median} MiB (${idle_anon} MiB anonymous, the rest mapped files: the binary), max ${idle_max} MiB; CPU ${idle_cpu}% of a core"
 
 # Backups on the schedule, back to back.
 echo 'backup_schedule = "1s"' >>"$config"
