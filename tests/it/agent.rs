@@ -52,7 +52,6 @@ macro_rules! need_pg {
 struct Agent {
     child: Option<Child>,
     log: PathBuf,
-    spawned: Instant,
 }
 
 impl Agent {
@@ -75,7 +74,6 @@ impl Agent {
         Agent {
             child: Some(child),
             log,
-            spawned: Instant::now(),
         }
     }
 
