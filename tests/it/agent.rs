@@ -254,11 +254,7 @@ fn local_history_says_last_backup(t: &TestDir, ago: chrono::Duration) {
     use tidemark_agent::daemon::{state::LocalState, JobKind, JobRun, Outcome};
     let folder = t.path().join("tidemark-state");
     let _ = std::fs::remove_dir_all(&folder);
-    let args = tidemark_agent::cli::args::SettingArgs {
-        state_path: Some(folder.clone()),
-        ..Default::default()
-    };
-    let settings = tidemark_agent::cli::config::resolve(&args, None, Default::default()).unwrap();
+    let settings = state_settings(t);
     let at = chrono::Utc::now() - ago;
     LocalState::open(&settings)
         .unwrap()
@@ -278,6 +274,25 @@ fn local_history_says_last_backup(t: &TestDir, ago: chrono::Duration) {
             stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
         }
     }
+}
+
+/// The test's local state settings (as the harness sets `TIDEMARK_STATE_PATH`).
+fn state_settings(t: &TestDir) -> tidemark_agent::cli::config::Settings {
+    let args = tidemark_agent::cli::args::SettingArgs {
+        state_path: Some(t.path().join("tidemark-state")),
+        ..Default::default()
+    };
+    tidemark_agent::cli::config::resolve(&args, None, Default::default()).unwrap()
+}
+
+/// The runs of `kind` in the agent's local history (the agent stopped), newest first.
+fn local_history(
+    t: &TestDir,
+    kind: tidemark_agent::daemon::JobKind,
+) -> Vec<tidemark_agent::daemon::JobRun> {
+    tidemark_agent::daemon::state::LocalState::open(&state_settings(t))
+        .unwrap()
+        .runs(kind, 100)
 }
 
 fn missed_run_and_lost_state(t: &TestDir, base: Tidemark) {
@@ -368,7 +383,19 @@ fn one_backup_at_a_time_and_a_hand_started_one_is_respected() {
     agent.stop_ok();
     assert_eq!(agent.count("backup: failed"), 0, "{}", agent.log());
     assert!(backups(&tm) >= 2);
-    // The skipped run is in the local history, not in the repository.
+    // The skipped run is in the local history (as skipped: no failure), not in the
+    // repository.
+    use tidemark_agent::daemon::Outcome;
+    let runs = local_history(&t, tidemark_agent::daemon::JobKind::Backup);
+    assert!(
+        runs.iter().any(|r| r.outcome == Outcome::Skipped),
+        "{runs:?}"
+    );
+    assert!(
+        runs.iter()
+            .all(|r| !matches!(r.outcome, Outcome::Failed(_))),
+        "{runs:?}"
+    );
     let records = job_records(&t.path().join("repo"), "backup");
     assert!(
         records.iter().all(|r| !r.contains("skipped")),
@@ -402,6 +429,16 @@ fn a_failing_backup_is_retried_with_a_doubling_pause_and_recorded() {
     agent.wait_for("backup: succeeded", 1, Duration::from_secs(30));
     agent.stop_ok();
     assert_eq!(backups(&tm), 1);
+    // The local history: the success, after the failures (newest first).
+    let runs = local_history(&t, tidemark_agent::daemon::JobKind::Backup);
+    use tidemark_agent::daemon::{FailureKind, Outcome};
+    assert_eq!(runs[0].outcome, Outcome::Succeeded, "{runs:?}");
+    assert!(
+        runs[1..5]
+            .iter()
+            .all(|r| r.outcome == Outcome::Failed(FailureKind::Failed) && r.exit_code == Some(1)),
+        "{runs:?}"
+    );
     let records = job_records(&t.path().join("repo"), "backup");
     let failed: Vec<_> = records
         .iter()
