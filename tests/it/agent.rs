@@ -21,7 +21,7 @@
 //! - a backup whose agent is killed (SIGKILL) is stopped by the kernel's SIGTERM
 //!   (`PR_SET_PDEATHSIG`) and lists nothing;
 //! - SIGHUP rereads the file: an invalid schedule is refused and the old one kept, a valid
-//!   new one takes effect at once;
+//!   new one takes effect at once; a second agent for the stanza exits 7;
 //! - with `spool_drainer = "agent"` the agent drains the spool and archive-push starts no
 //!   drainer of its own; once the agent is stopped, archive-push's own drainer does it;
 //!   kinds without a schedule never run.
@@ -596,6 +596,15 @@ fn sighup_reloads_the_schedule_and_keeps_it_when_the_file_is_invalid() {
     let mut agent = Agent::start(&tm, &t, &[]);
     // Never run: the first backup is due at once; then the next in an hour.
     agent.wait_for("backup: succeeded", 1, Duration::from_secs(30));
+    // One agent per stanza: a second one exits 7 at once, with one line.
+    let second = tm.run(&["agent"]);
+    assert_eq!(second.code, 7, "{second:?}");
+    assert!(
+        second.stderr_lines().last().is_some_and(
+            |l| l.starts_with("tidemark: agent: another agent of stanza main is running (pid ")
+        ),
+        "{second:?}"
+    );
     t.write("tidemark.toml", config("every other day").as_bytes());
     agent.signal(libc::SIGHUP);
     agent.wait_for("configuration not reloaded", 1, Duration::from_secs(10));
