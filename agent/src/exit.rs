@@ -151,7 +151,8 @@ fn backup_code(e: &BackupError) -> u8 {
         | B::TimelineChanged { .. }
         | B::WalIndex(_)
         | B::WalNotArchived { .. }
-        | B::NoFreeId { .. } => FAILED,
+        | B::NoFreeId { .. }
+        | B::Interrupted { .. } => FAILED,
     }
 }
 

@@ -6,6 +6,8 @@
 
 mod harness;
 
+mod agent;
+
 mod archive;
 
 mod backup;

@@ -56,23 +56,29 @@ pub async fn run(args: &SettingArgs, settings: &Settings) -> Result<AgentStopped
         std::process::id(),
         describe_schedules(settings)
     );
+    // Services run on this thread, together (their futures need not be `Send`).
+    let local = tokio::task::LocalSet::new();
     let tasks: Vec<_> = services::all()
         .into_iter()
-        .map(|service| tokio::spawn(services::supervise(service, Arc::clone(&ctx))))
+        .map(|service| local.spawn_local(services::supervise(service, Arc::clone(&ctx))))
         .collect();
-
-    let stopped_by = loop {
-        tokio::select! {
-            _ = terminate.recv() => break "SIGTERM",
-            _ = interrupt.recv() => break "SIGINT",
-            _ = hangup.recv() => reload(args, &publish),
-        }
-    };
-    tracing::info!("agent: {stopped_by} received, stopping every job");
-    ctx.cancel.cancel();
-    for task in tasks {
-        let _ = task.await;
-    }
+    let stopped_by = local
+        .run_until(async {
+            let stopped_by = loop {
+                tokio::select! {
+                    _ = terminate.recv() => break "SIGTERM",
+                    _ = interrupt.recv() => break "SIGINT",
+                    _ = hangup.recv() => reload(args, &publish),
+                }
+            };
+            tracing::info!("agent: {stopped_by} received, stopping every job");
+            ctx.cancel.cancel();
+            for task in tasks {
+                let _ = task.await;
+            }
+            stopped_by
+        })
+        .await;
     tracing::info!("agent: stopped");
     Ok(AgentStopped { signal: stopped_by })
 }

@@ -89,6 +89,17 @@ pub async fn run_child(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    // Should the agent die without stopping its jobs (SIGKILL, a crash), each job gets
+    // SIGTERM from the kernel and stops as it would at the agent's shutdown, rather than
+    // running on unwatched. (The agent's runtime forks from its one thread, the one whose
+    // death the setting follows.)
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start `tidemark {}`: {e}", args.join(" ")))?;

@@ -29,6 +29,7 @@ mod drainer;
 pub mod schedule;
 mod scheduler;
 pub mod services;
+pub mod state;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -92,5 +93,7 @@ impl AgentContext {
 /// What a service returns: `Ok(())` once the agent stops, or why it could not go on.
 pub type ServiceResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-/// A running service, as [`Service`] starts it.
-pub type ServiceFuture = Pin<Box<dyn Future<Output = ServiceResult> + Send>>;
+/// A running service, as [`Service`] starts it. Services run on the agent's one thread
+/// (a `LocalSet`), so their futures need not be `Send`: they may await the commands'
+/// own code (`cmd::info::gather`, the repository's listings) directly.
+pub type ServiceFuture = Pin<Box<dyn Future<Output = ServiceResult>>>;

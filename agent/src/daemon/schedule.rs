@@ -153,9 +153,14 @@ pub struct Past {
 }
 
 /// When the job runs next: due now when the answer is not after `now`. Cron evaluated in
-/// local time.
-pub fn next_run(schedule: &Schedule, past: &Past, now: DateTime<Utc>) -> DateTime<Utc> {
-    next_run_in(schedule, past, now, &Local)
+/// local time; `first_retry` is the first pause after a failure ([`FIRST_RETRY`]).
+pub fn next_run(
+    schedule: &Schedule,
+    past: &Past,
+    now: DateTime<Utc>,
+    first_retry: Duration,
+) -> DateTime<Utc> {
+    next_run_in(schedule, past, now, first_retry, &Local)
 }
 
 /// [`next_run`], cron evaluated in `zone`.
@@ -163,10 +168,12 @@ pub fn next_run_in<Z: TimeZone>(
     schedule: &Schedule,
     past: &Past,
     now: DateTime<Utc>,
+    first_retry: Duration,
     zone: &Z,
 ) -> DateTime<Utc> {
     if let Some((failed_at, in_a_row)) = past.failing {
-        return failed_at + chrono_duration(retry_pause(schedule, in_a_row, failed_at, zone));
+        let pause = retry_pause(schedule, first_retry, in_a_row, failed_at, zone);
+        return failed_at + chrono_duration(pause);
     }
     match past.last_start {
         None => now,
@@ -182,14 +189,16 @@ pub fn next_run_in<Z: TimeZone>(
     }
 }
 
-/// The pause before retry number `in_a_row` (1 for the first failure).
+/// The pause after failure number `in_a_row` (1 for the first): `first` doubled with each
+/// failure in a row, never longer than the schedule's period.
 pub fn retry_pause<Z: TimeZone>(
     schedule: &Schedule,
+    first: Duration,
     in_a_row: u32,
     failed_at: DateTime<Utc>,
     zone: &Z,
 ) -> Duration {
-    let doubled = FIRST_RETRY.saturating_mul(1u32 << in_a_row.saturating_sub(1).min(20));
+    let doubled = first.saturating_mul(1u32 << in_a_row.saturating_sub(1).min(20));
     doubled.min(
         schedule
             .period_in(failed_at, zone)
@@ -208,7 +217,7 @@ mod tests {
     }
 
     fn next(schedule: &str, past: Past, now: &str) -> DateTime<Utc> {
-        next_run_in(&schedule.parse().unwrap(), &past, t(now), &Utc)
+        next_run_in(&schedule.parse().unwrap(), &past, t(now), FIRST_RETRY, &Utc)
     }
 
     #[test]

@@ -201,7 +201,11 @@ impl Tidemark {
         }
         cmd.current_dir(&self.cwd)
             .stdin(Stdio::null())
-            .env("TIDEMARK_STATE_PATH", self.cwd.join("tidemark-state"))
+            // Not the test user's folder: a lock file root made there would be root's.
+            .env(
+                "TIDEMARK_STATE_PATH",
+                self.cwd.join("tidemark-state-invoker"),
+            )
             .args(&self.global)
             .args(args.iter().map(|a| a.as_ref()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
