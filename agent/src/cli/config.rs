@@ -44,8 +44,41 @@ pub const DEFAULT_BACKUP_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
 /// Where the agent serves its metrics when nothing else is configured.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
 
-/// The local state folder when none is configured (job locks, the agent's history).
+/// The local state folder when none is configured (job locks, the agent's history), when
+/// it exists: the agent's systemd unit creates it (docs/agent.md).
 pub const DEFAULT_STATE: &str = "/var/lib/tidemark-agent";
+
+/// The state folder when none is configured: [`DEFAULT_STATE`] when it exists, so that a
+/// command run by hand takes the same job locks as the agent installed beside it;
+/// otherwise `~/.local/state/tidemark` of the user this runs as (from the user database,
+/// not `$HOME`, which `sudo` may or may not carry over), so that a `tidemark backup` from
+/// cron on a machine without the agent still has its lock. Without a home folder either:
+/// [`DEFAULT_STATE`], whose error then says what to set.
+fn default_state_path() -> PathBuf {
+    let shared = PathBuf::from(DEFAULT_STATE);
+    if shared.is_dir() {
+        return shared;
+    }
+    // SAFETY: getpwuid returns a pointer into static storage or null; the fields read are
+    // copied out at once, and nothing else in this thread calls it meanwhile.
+    let home = unsafe {
+        let entry = libc::getpwuid(libc::geteuid());
+        if entry.is_null() || (*entry).pw_dir.is_null() {
+            None
+        } else {
+            let dir = std::ffi::CStr::from_ptr((*entry).pw_dir);
+            Some(PathBuf::from(
+                <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(dir.to_bytes()),
+            ))
+        }
+    };
+    match home {
+        Some(home) if home.is_absolute() && home.is_dir() => {
+            home.join(".local").join("state").join("tidemark")
+        }
+        _ => shared,
+    }
+}
 
 /// The config file's contents.
 #[derive(Debug, Default, Deserialize)]
@@ -351,7 +384,7 @@ pub fn resolve(
         .state_path
         .clone()
         .or(file.state_path)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE));
+        .unwrap_or_else(default_state_path);
     if !state_path.is_absolute() {
         return Err(ConfigError(format!(
             "state_path {} must be an absolute path",
