@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         Command::Spool { .. } => "spool",
         Command::Reindex { .. } => "reindex",
         Command::Verify(_) => "verify",
+        Command::Expire(_) => "expire",
     };
     let background_drainer = matches!(
         cli.command,
@@ -177,6 +178,7 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
         Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
         Command::Verify(args) => boxed(cmd::verify::run(settings, args).await?, args.json),
+        Command::Expire(args) => boxed(cmd::expire::run(settings, args).await?, args.json),
         Command::Spool { action } => match action {
             SpoolAction::Status { json } => boxed(cmd::spool::status(settings).await?, *json),
             SpoolAction::Drain { json, background } => {

@@ -31,6 +31,7 @@ pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod drill;
+pub mod gc;
 pub mod key;
 pub mod multihash;
 pub mod repo;

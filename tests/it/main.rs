@@ -17,6 +17,7 @@ mod plan;
 mod base_backup;
 
 mod drill;
+mod expire;
 mod feed;
 
 mod pitr;

@@ -731,6 +731,28 @@ impl Backend for LocalBackend {
         .await
     }
 
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        let paths: Vec<PathBuf> = keys.iter().map(|k| self.path(k)).collect();
+        blocking(move || {
+            // Every removal first, then each folder made durable once.
+            let mut folders = std::collections::BTreeSet::new();
+            for path in &paths {
+                match fs::remove_file(path) {
+                    Ok(()) => {
+                        folders.insert(path.parent().expect("parent").to_path_buf());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("delete", path, e)),
+                }
+            }
+            for folder in &folders {
+                fsync_dir(folder)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
         let dest = self.path(key);
         let key = key.clone();
