@@ -103,26 +103,34 @@ pub async fn build(
     build_from(repo, stanza, cluster, listing, entries).await
 }
 
-/// [`load`] from the WAL index's keys alone, without reading a single index record: one
+/// [`build`] from the WAL index's keys alone (`wal_listed`: the listing of
+/// [`tidemark_store::catalog::wal_prefix`]), without reading a single index record: one
 /// listing instead of one read per archived file. Every segment is
 /// [`SegmentContent::NotIndexed`] and its `stored_size` is its index record's size, not
 /// its blob's: enough for what needs only which segments exist and the timelines
 /// (`expire`), not for a plan.
-pub async fn load_index_only(repo: &Repo, stanza: &Stanza) -> Result<Loaded> {
-    let cluster = repo.require_cluster(stanza).await?;
-    let listing = repo.backups(stanza).await?;
-    let wal = repo.wal_index(stanza).await?;
-    let entries = wal
+pub async fn build_index_only(
+    repo: &Repo,
+    stanza: &Stanza,
+    cluster: &ClusterRecord,
+    listing: &Backups,
+    wal_listed: &[tidemark_store::backend::ObjectMeta],
+) -> Result<Loaded> {
+    let parsed: Vec<(WalFileName, Digest, u64)> = wal_listed
         .iter()
-        .map(|(name, digest, meta)| Entry {
+        .filter_map(|m| tidemark_store::catalog::parse_wal_key(&m.key).map(|(n, d)| (n, d, m.size)))
+        .collect();
+    let entries = parsed
+        .iter()
+        .map(|(name, digest, size)| Entry {
             name,
             digest: *digest,
-            stored_size: meta.size,
+            stored_size: *size,
             content: None,
             content_error: None,
         })
         .collect();
-    build_from(repo, stanza, &cluster, &listing, entries).await
+    build_from(repo, stanza, cluster, listing, entries).await
 }
 
 /// What [`build_from`] needs of one WAL index entry.

@@ -336,6 +336,8 @@ pub struct GcReport {
 pub enum GcStep {
     /// A backup's references were written down.
     Marked,
+    /// Every reference is written down; the sweep starts.
+    MarkDone,
     /// One shard was swept.
     Swept,
 }
@@ -401,16 +403,14 @@ fn io(op: &'static str, path: PathBuf, source: std::io::Error) -> Error {
     Error::Io { op, path, source }
 }
 
-/// The stanzas the repository holds (names under `stanzas/`).
+/// The stanzas the repository holds: every name under `stanzas/`, also one whose cluster
+/// record is missing (a damaged stanza's blobs are still referenced).
 async fn stanzas(repo: &Repo) -> Result<Vec<Stanza>> {
-    // Every stanza has its cluster record: list those, not the whole tree.
     let mut names = BTreeSet::new();
     for m in repo.backend().list("stanzas/").await? {
-        let mut parts = m.key.as_str().splitn(4, '/');
-        let (_, Some(name), Some("cluster")) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        names.insert(name.to_string());
+        if let Some(name) = m.key.as_str().split('/').nth(1) {
+            names.insert(name.to_string());
+        }
     }
     names.iter().map(|n| Stanza::new(n)).collect()
 }
@@ -612,6 +612,8 @@ async fn collect_marked(
         mark_stanza(repo, &stanza, &request.excluded, &mut spill, on_step).await?;
     }
     report.references = spill.count;
+    tracing::info!("gc: marked, {} references", spill.count);
+    on_step(GcStep::MarkDone);
 
     let cutoff = request.now - request.grace;
     for shard in 0..=255u8 {
@@ -649,6 +651,7 @@ async fn collect_marked(
         }
         on_step(GcStep::Swept);
     }
+    tracing::info!("gc: swept, {} blobs removed", report.removed);
     let temp: TempFiles = repo.backend().stale_temp_files(!request.dry_run).await?;
     report.temp_files = temp.count;
     report.temp_bytes = temp.bytes;
@@ -751,6 +754,100 @@ mod tests {
         assert_eq!(r.dead_presences_removed, 1);
         assert_eq!(r.sweep_skipped, None);
         assert!(repo.backend().head(&key).await.is_err());
+    }
+
+    /// The race worried about most: a push (or the spool drainer) finds its blob already
+    /// there, old and unreferenced, after a collection has marked and before it sweeps.
+    /// The collection removes the blob; the push, having written its entry, sees the
+    /// marker, waits for the end, and stores the blob again: the acknowledged segment
+    /// keeps its content.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_push_that_deduplicated_during_a_sweep_stores_its_blob_again() {
+        use crate::pg::WalFileName;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path()).await;
+        let stanza = Stanza::new("main").unwrap();
+        let name: WalFileName = "000000010000000000000003".parse().unwrap();
+        let raw = Bytes::from_static(b"segment bytes"); // 13 bytes
+        let encoded = crate::repo::EncodedBlob::encode(&raw, Compression::None);
+        repo.put_encoded(&encoded).await.unwrap(); // an old, unreferenced blob
+
+        // The collection (this task) pauses between its mark and its sweep, while the
+        // push (another task) runs.
+        let (marked_tx, marked_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let push = {
+            let (repo, stanza, encoded) = (repo.clone(), stanza.clone(), encoded.clone());
+            tokio::spawn(async move {
+                tokio::task::spawn_blocking(move || marked_rx.recv().unwrap())
+                    .await
+                    .unwrap();
+                // Its blob is found there; claim and entry written.
+                let record = WalRecord {
+                    name: name.to_string(),
+                    kind: "segment".into(),
+                    digest: encoded.digest,
+                    raw_size: 13,
+                    stored_size: encoded.stored_len(),
+                    compression: Compression::None,
+                    archived_at: repo_now(),
+                    system_id: None,
+                    start_lsn: None,
+                    tidemark_version: "test".into(),
+                    content: None,
+                };
+                let (put, _) = repo
+                    .put_wal(&stanza, &name, Some((&encoded, None)), &record)
+                    .await
+                    .unwrap();
+                assert!(put.unwrap().deduplicated);
+                let waiter = {
+                    let repo = repo.clone();
+                    tokio::spawn(async move { repo.wait_while_collecting().await })
+                };
+                tokio::time::sleep(StdDuration::from_millis(300)).await;
+                assert!(
+                    !waiter.is_finished(),
+                    "the push waits while the collection runs"
+                );
+                go_tx.send(()).unwrap();
+                waiter.await.unwrap().unwrap()
+            })
+        };
+        let request = GcRequest {
+            stanza: stanza.clone(),
+            now: repo_now() + Duration::seconds(1),
+            grace: Duration::zero(),
+            dry_run: false,
+            excluded: BTreeSet::new(),
+        };
+        let report = collect(&repo, &request, &mut move |step| {
+            if let GcStep::MarkDone = step {
+                marked_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            report.removed, 1,
+            "the sweep removed the blob: the race was real"
+        );
+        assert!(repo.blob_size(&encoded.digest).await.unwrap().is_none());
+        assert!(push.await.unwrap(), "the push saw the collection");
+        repo.put_encoded(&encoded).await.unwrap(); // what push.rs does then
+        assert_eq!(repo.get_blob(&encoded.digest).await.unwrap(), raw);
+        // The next collection keeps it: its entry names it.
+        let request = GcRequest {
+            stanza,
+            now: repo_now() + Duration::seconds(1),
+            grace: Duration::zero(),
+            dry_run: false,
+            excluded: BTreeSet::new(),
+        };
+        let again = collect(&repo, &request, &mut |_| {}).await.unwrap();
+        assert_eq!(again.removed, 0);
+        assert_eq!(again.references, 1);
     }
 
     #[tokio::test]

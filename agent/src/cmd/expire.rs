@@ -111,8 +111,19 @@ pub async fn run(settings: &Settings, args: &ExpireArgs) -> Result<Expired, Fail
     let now = tidemark_store::repo::now();
     let mut progress = Progress::new("expire", None, !args.json);
 
-    let loaded = snapshot::load_index_only(&repo, stanza).await?;
+    // One read of the catalog: the backup records, one listing of the WAL index.
+    let cluster = repo.require_cluster(stanza).await?;
+    let backup_keys = repo.backend().list(&backups_prefix(stanza)).await?;
+    let listing = repo.backups(stanza).await?;
+    let wal_listing = repo.backend().list(&catalog::wal_prefix(stanza)).await?;
+    let loaded =
+        snapshot::build_index_only(&repo, stanza, &cluster, &listing, &wal_listing).await?;
     let snapshot = &loaded.snapshot;
+    tracing::info!(
+        "expire: catalog read: {} backups, {} segments",
+        snapshot.backups.len(),
+        snapshot.segments.len()
+    );
     let mut warnings = loaded.warnings.clone();
     if !loaded.damaged_backups.is_empty() {
         warnings.push(format!(
@@ -123,8 +134,6 @@ pub async fn run(settings: &Settings, args: &ExpireArgs) -> Result<Expired, Fail
     }
 
     // Labels come from the records (the snapshot keeps what the planner needs).
-    let backup_keys = repo.backend().list(&backups_prefix(stanza)).await?;
-    let listing = repo.backups(stanza).await?;
     let labels: BTreeMap<&str, &str> = listing
         .records
         .iter()
@@ -165,7 +174,6 @@ pub async fn run(settings: &Settings, args: &ExpireArgs) -> Result<Expired, Fail
             .filter(|m| parse_backup_key(&m.key).is_some_and(|(id, _)| expired.contains(id)))
             .map(|m| m.key.clone())
             .collect();
-        let wal_listing = repo.backend().list(&catalog::wal_prefix(stanza)).await?;
         wal_doomed = wal_to_remove(
             snapshot,
             decision,
@@ -177,12 +185,18 @@ pub async fn run(settings: &Settings, args: &ExpireArgs) -> Result<Expired, Fail
 
     let mut excluded: BTreeSet<Key> = doomed_backups.iter().cloned().collect();
     excluded.extend(wal_doomed.all_keys().cloned());
+    tracing::info!(
+        "expire: decided: {} backup records, {} WAL keys to remove",
+        doomed_backups.len(),
+        wal_doomed.all_keys().count()
+    );
     if !args.dry_run {
         // Backups first, then the WAL entries and sidecars, then claims, then history.
         repo.backend().delete_many(&doomed_backups).await?;
         repo.backend().delete_many(&wal_doomed.entries).await?;
         repo.backend().delete_many(&wal_doomed.claims).await?;
         repo.backend().delete_many(&wal_doomed.histories).await?;
+        tracing::info!("expire: records removed");
     }
 
     let gc_request = GcRequest {
