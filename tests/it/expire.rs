@@ -127,7 +127,7 @@ fn expire_local_keeps_what_the_policy_says_across_two_timelines() {
         Vec::<String>::new(),
         "a dry run changes nothing"
     );
-    assert_eq!(strings(&dry["expired_backups"]), [b1.clone()]);
+    assert_eq!(strings(&dry["expired_backups"]), [b1]);
     let kept: Vec<&str> = dry["kept"]
         .as_array()
         .unwrap()
