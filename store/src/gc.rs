@@ -48,7 +48,7 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{PutMode, TempFiles};
+use crate::backend::{PutMode, TempFiles, DELETE_BATCH};
 use crate::backup::{self, BackupRecord};
 use crate::catalog::{self, Stanza, WalRecord};
 use crate::{Digest, Error, Key, Repo, Result};
@@ -616,6 +616,9 @@ async fn collect_marked(
     on_step(GcStep::MarkDone);
 
     let cutoff = request.now - request.grace;
+    // Removals wait until a batch is full (S3: one DeleteObjects request; local: folders
+    // emptied in parallel), across shards.
+    let mut doomed = Vec::new();
     for shard in 0..=255u8 {
         let refs = spill.shard(shard)?;
         let listed = repo
@@ -623,7 +626,6 @@ async fn collect_marked(
             .list(&format!("{}/{shard:02x}/", catalog::BLOBS_FOLDER))
             .await?;
         report.blobs += listed.len() as u64;
-        let mut doomed = Vec::new();
         for m in listed {
             let Ok(digest) = m.key.file_name().parse::<Digest>() else {
                 continue;
@@ -640,14 +642,8 @@ async fn collect_marked(
                 _ => report.young_kept += 1,
             }
         }
-        if !doomed.is_empty() && !request.dry_run {
-            if marker.is_some_and(|m| !m.unbroken()) {
-                return Err(Error::Catalog {
-                    what: "garbage collection".into(),
-                    detail: "its marker could not be kept refreshed: it stops rather than remove blobs a writer may be using".into(),
-                });
-            }
-            repo.backend().delete_many(&doomed).await?;
+        if doomed.len() >= DELETE_BATCH || shard == 255 {
+            remove(repo, request, marker, &mut doomed).await?;
         }
         on_step(GcStep::Swept);
     }
@@ -656,6 +652,29 @@ async fn collect_marked(
     report.temp_files = temp.count;
     report.temp_bytes = temp.bytes;
     Ok(report)
+}
+
+/// Removes `doomed` (unless a dry run) and empties it, once the collection's marker is
+/// known to have counted all along.
+async fn remove(
+    repo: &Repo,
+    request: &GcRequest,
+    marker: Option<&Held>,
+    doomed: &mut Vec<Key>,
+) -> Result<()> {
+    if request.dry_run || doomed.is_empty() {
+        doomed.clear();
+        return Ok(());
+    }
+    if marker.is_some_and(|m| !m.unbroken()) {
+        return Err(Error::Catalog {
+            what: "garbage collection".into(),
+            detail: "its marker could not be kept refreshed: it stops rather than remove blobs a writer may be using".into(),
+        });
+    }
+    repo.backend().delete_many(doomed).await?;
+    doomed.clear();
+    Ok(())
 }
 
 #[cfg(test)]
