@@ -27,6 +27,14 @@ pub const TARGET_UNREACHABLE: u8 = 5;
 /// it stopped elsewhere than the plan said, or a check failed); the report names what,
 /// and the result is recorded in the repository.
 pub const DRILL_FAILED: u8 = 6;
+/// backup, verify, drill, expire, agent: another run of the same kind holds the stanza's
+/// job lock (see `crate::joblock`); nothing was done. The agent counts its own run as
+/// skipped, not failed.
+pub const LOCKED: u8 = 7;
+/// status: a warning stands (the RPO is breached, the newest backup is older than
+/// `backup_max_age`, a WAL gap, a failing archiver, …); the report names each. For
+/// monitoring scripts: 0 is healthy, this is "look", 1 and up are failures to even tell.
+pub const STATUS_WARNING: u8 = 8;
 /// archive-get could not tell whether the file exists, or could not deliver it intact:
 /// PostgreSQL must stop recovery rather than end it at the wrong point.
 pub const RESTORE_FATAL: u8 = 128;
@@ -62,6 +70,9 @@ pub enum Failure {
     /// failed is a report, exit [`DRILL_FAILED`]).
     #[error(transparent)]
     Drill(#[from] crate::cmd::drill::DrillError),
+    /// The stanza's job lock (or the agent's).
+    #[error(transparent)]
+    JobLock(#[from] crate::joblock::JobLockError),
 }
 
 impl Failure {
@@ -97,6 +108,8 @@ impl Failure {
             Failure::Recovery(e) => recovery_code(e),
             Failure::Unreachable(_) => TARGET_UNREACHABLE,
             Failure::Drill(_) => FAILED,
+            Failure::JobLock(crate::joblock::JobLockError::Held { .. }) => LOCKED,
+            Failure::JobLock(crate::joblock::JobLockError::Io { .. }) => FAILED,
         }
     }
 }
@@ -138,7 +151,8 @@ fn backup_code(e: &BackupError) -> u8 {
         | B::TimelineChanged { .. }
         | B::WalIndex(_)
         | B::WalNotArchived { .. }
-        | B::NoFreeId { .. } => FAILED,
+        | B::NoFreeId { .. }
+        | B::Interrupted { .. } => FAILED,
     }
 }
 
@@ -157,7 +171,8 @@ fn recovery_code(e: &tidemark_recovery::Error) -> u8 {
 // Checked at compile time: PostgreSQL reads statuses above 125 as a crash or as fatal.
 const _: () = {
     assert!(FAILED <= 125 && USAGE <= 125 && CLUSTER_MISMATCH <= 125 && INTEGRITY <= 125);
-    assert!(TARGET_UNREACHABLE <= 125 && DRILL_FAILED <= 125);
+    assert!(TARGET_UNREACHABLE <= 125 && DRILL_FAILED <= 125 && LOCKED <= 125);
+    assert!(STATUS_WARNING <= 125);
     // Every code means one thing: a script tells "unreachable" from every other failure.
     let codes = [
         OK,
@@ -167,6 +182,8 @@ const _: () = {
         INTEGRITY,
         TARGET_UNREACHABLE,
         DRILL_FAILED,
+        LOCKED,
+        STATUS_WARNING,
         RESTORE_FATAL,
     ];
     let mut a = 0;

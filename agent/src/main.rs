@@ -58,6 +58,8 @@ fn main() -> ExitCode {
         Command::Reindex { .. } => "reindex",
         Command::Verify(_) => "verify",
         Command::Expire(_) => "expire",
+        Command::Status { .. } => "status",
+        Command::Agent => "agent",
     };
     let background_drainer = matches!(
         cli.command,
@@ -89,16 +91,19 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(f) => return report(command_name, &f, fail_code(&f)),
     };
+    let agent = matches!(cli.command, Command::Agent);
     // The background drainer writes a log file of its own: lines there need their time.
+    // The agent logs what it runs at info, with the time, unless asked for more.
     init_logging(
         if background_drainer
-            || (prefetch_worker && !matches!(settings.log_level.as_str(), "debug" | "trace"))
+            || ((prefetch_worker || agent)
+                && !matches!(settings.log_level.as_str(), "debug" | "trace"))
         {
             "info"
         } else {
             &settings.log_level
         },
-        background_drainer || prefetch_worker,
+        background_drainer || prefetch_worker || agent,
     );
 
     let runtime = if prefetch_worker {
@@ -123,7 +128,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         inject_panic_for_tests(command_name).await;
-        run(&cli.command, &settings).await
+        run(&cli, &settings).await
     });
     // Dropping the runtime waits for blocking file-system tasks; they are all finished.
     drop(runtime);
@@ -137,7 +142,8 @@ fn main() -> ExitCode {
 }
 
 /// Runs one command: its report, and how to render it.
-async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>, Format), Failure> {
+async fn run(cli: &Cli, settings: &Settings) -> Result<(Box<dyn Report>, Format), Failure> {
+    let command = &cli.command;
     fn boxed(report: impl Report + 'static, json: bool) -> (Box<dyn Report>, Format) {
         (Box::new(report), Format::json_if(json))
     }
@@ -179,11 +185,18 @@ async fn run(command: &Command, settings: &Settings) -> Result<(Box<dyn Report>,
         Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
         Command::Verify(args) => boxed(cmd::verify::run(settings, args).await?, args.json),
         Command::Expire(args) => boxed(cmd::expire::run(settings, args).await?, args.json),
+        Command::Status { json } => boxed(cmd::status::run(settings).await?, *json),
+        Command::Agent => boxed(cmd::agent::run(&cli.settings, settings).await?, false),
         Command::Spool { action } => match action {
             SpoolAction::Status { json } => boxed(cmd::spool::status(settings).await?, *json),
-            SpoolAction::Drain { json, background } => {
-                boxed(cmd::spool::drain(settings, *background).await?, *json)
-            }
+            SpoolAction::Drain {
+                json,
+                background,
+                follow,
+            } => boxed(
+                cmd::spool::drain(settings, *background, *follow).await?,
+                *json,
+            ),
             SpoolAction::Forget { name } => boxed(cmd::spool::forget(settings, name).await?, false),
         },
     })

@@ -38,7 +38,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::ErrorKind as IoKind;
+use std::io::{ErrorKind as IoKind, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -50,8 +50,8 @@ use std::sync::Arc;
 use tidemark_pg::{
     parse_history, HistoryEntry, SegmentSize, TimelineId, WalFileName, WalSegmentName,
 };
-use tidemark_store::catalog::Stanza;
-use tidemark_store::{Digest, Repo};
+use tidemark_store::catalog::{self, Stanza};
+use tidemark_store::{codec, multihash, Digest, Repo};
 use tokio::task::JoinSet;
 
 use crate::get::{one_digest, write_verified};
@@ -65,6 +65,12 @@ const WANT_FILE: &str = "want";
 const LOCK_FILE: &str = "worker.lock";
 /// How often the worker looks at the folder when it has nothing to wait for.
 const TICK: Duration = Duration::from_millis(20);
+/// Segments up to this size are fetched in batches (held in memory, a batch at a time
+/// per task); larger ones are streamed one by one.
+const BATCH_MAX_SEGMENT: u64 = 16 << 20;
+/// A batch is hashed and written in stripes of this many bytes per segment: the stripes
+/// of a batch stay in the core's cache between the hashing and the write.
+const STRIPE: usize = 256 << 10;
 
 /// The prefetch folder for a call writing to `dest`, reading `repo_location`'s `stanza`.
 pub fn folder(dest: &Path, repo_location: &str, stanza: &Stanza) -> PathBuf {
@@ -321,14 +327,16 @@ fn clean(held: &HeldFolder, all: bool) -> u64 {
     removed
 }
 
-/// A finished fetch task: its generation (the position it was started for), segment
-/// number, name and outcome.
-type FetchDone = (u64, u64, WalSegmentName, Result<Fetched>);
+/// A finished fetch task: its generation (the position it was started for), and the
+/// segment number, name and outcome of each segment of its batch.
+type FetchDone = (u64, Vec<(u64, WalSegmentName, Result<Fetched>)>);
 
 /// The outcome of one prefetch.
 enum Fetched {
     Placed(u64),
     NotInArchive,
+    /// Not fetched: an earlier segment of the batch was missing or failed.
+    NotTried,
 }
 
 async fn work(
@@ -387,6 +395,16 @@ async fn work(
     let mut generation = 0u64;
     let mut stopped: Option<String> = None;
     let mut last_taken = Instant::now();
+    // Segments of the usual sizes are fetched [`multihash::LANES`] at a time and hashed
+    // together (SHA-256 was over half of the worker's CPU, and four streams on one core
+    // hash nearly twice as fast as one), in buffers kept for the next batch; larger ones
+    // one at a time, streamed, so that memory stays small whatever the segment size.
+    let batch_len = if size.bytes() <= BATCH_MAX_SEGMENT {
+        multihash::LANES
+    } else {
+        1
+    };
+    let buffers = Arc::new(Buffers::new(size.bytes() as usize));
     loop {
         if held.removed() {
             report.stopped = "its folder was removed".into();
@@ -448,29 +466,48 @@ async fn work(
                 }
             }
         }
-        // Start fetches while there is room.
+        // Start fetches while there is room: a batch of consecutive segments per task.
         let ready_bytes: u64 = placed.values().map(|(_, b)| b).sum();
-        while stopped.is_none()
-            && in_flight.len() < options.parallel.max(1)
-            && placed.len() + in_flight.len() < options.depth
-            && ready_bytes + (in_flight.len() as u64 + 1) * size.bytes() <= options.max_bytes
-        {
-            if until.is_some_and(|u| next > u) {
-                stopped = Some("the plan's last segment is prefetched".into());
+        while stopped.is_none() && in_flight.len() < options.parallel.max(1) {
+            let mut batch = Vec::with_capacity(batch_len);
+            while batch.len() < batch_len
+                && placed.len() + pending.len() < options.depth
+                && ready_bytes + (pending.len() as u64 + 1) * size.bytes() <= options.max_bytes
+            {
+                if until.is_some_and(|u| next > u) {
+                    stopped = Some("the plan's last segment is prefetched".into());
+                    break;
+                }
+                batch.push((next, follow(timeline, next)));
+                pending.insert(next);
+                next += 1;
+            }
+            if batch.is_empty() {
                 break;
             }
-            let name = follow(timeline, next);
-            let segno = next;
-            next += 1;
             let this_generation = generation;
-            let (repo, stanza, held) = (repo.clone(), stanza.clone(), Arc::clone(held));
-            pending.insert(segno);
+            let (repo, stanza, held, buffers) = (
+                repo.clone(),
+                stanza.clone(),
+                Arc::clone(held),
+                Arc::clone(&buffers),
+            );
             // On a blocking thread of its own, driven there: the blob reader's sink is not
             // `Send`, and decoding and hashing should not hold up this loop.
             let runtime = tokio::runtime::Handle::current();
             in_flight.spawn_blocking(move || {
-                let outcome = runtime.block_on(fetch_one(&repo, &stanza, &held, &name));
-                (this_generation, segno, name, outcome)
+                let names: Vec<WalSegmentName> = batch.iter().map(|(_, n)| *n).collect();
+                let outcomes = if names.len() == 1 {
+                    vec![runtime.block_on(fetch_one(&repo, &stanza, &held, &names[0]))]
+                } else {
+                    runtime.block_on(fetch_batch(&repo, &stanza, &held, &names, &buffers))
+                };
+                let done = batch
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|((segno, name), outcome)| (segno, name, outcome))
+                    .collect();
+                (this_generation, done)
             });
         }
         if in_flight.is_empty() {
@@ -489,7 +526,7 @@ async fn work(
         let Ok(Some(joined)) = done else {
             continue;
         };
-        let (this_generation, segno, name, outcome) = match joined {
+        let (this_generation, done) = match joined {
             Ok(result) => result,
             // A fetch task cannot be cancelled here, and a panic ends the process
             // (the binary's panic hook): nothing to place.
@@ -498,26 +535,30 @@ async fn work(
                 return Ok(());
             }
         };
-        pending.remove(&segno);
-        match outcome {
-            Ok(Fetched::Placed(len)) if this_generation == generation => {
-                report.fetched += 1;
-                tracing::debug!("prefetched {name}");
-                placed.insert(segno, (name.to_string(), len));
-            }
-            Ok(Fetched::Placed(_)) => {
-                // Fetched for a position recovery left: not wanted any more.
-                let _ = fs::remove_file(held.at(&name.to_string()));
-            }
-            Ok(Fetched::NotInArchive) => {
-                if this_generation == generation && stopped.is_none() {
-                    stopped = Some(format!("the archive ends before {name}"));
+        for (segno, name, outcome) in done {
+            pending.remove(&segno);
+            match outcome {
+                Ok(Fetched::Placed(len)) if this_generation == generation => {
+                    report.fetched += 1;
+                    tracing::debug!("prefetched {name}");
+                    placed.insert(segno, (name.to_string(), len));
                 }
-            }
-            Err(e) => {
-                tracing::warn!("cannot prefetch {name}: {e}; recovery fetches it directly");
-                if this_generation == generation {
-                    stopped = Some(format!("prefetching {name} failed: {e}"));
+                Ok(Fetched::Placed(_)) => {
+                    // Fetched for a position recovery left: not wanted any more.
+                    let _ = fs::remove_file(held.at(&name.to_string()));
+                }
+                Ok(Fetched::NotInArchive) => {
+                    if this_generation == generation && stopped.is_none() {
+                        stopped = Some(format!("the archive ends before {name}"));
+                    }
+                }
+                // An earlier segment of its batch ended the batch: that one says why.
+                Ok(Fetched::NotTried) => {}
+                Err(e) => {
+                    tracing::warn!("cannot prefetch {name}: {e}; recovery fetches it directly");
+                    if this_generation == generation {
+                        stopped = Some(format!("prefetching {name} failed: {e}"));
+                    }
                 }
             }
         }
@@ -549,6 +590,182 @@ async fn fetch_one(
         })?;
     let len = write_verified(repo, &digest, file, &tmp, &held.at(&final_name), &shown).await?;
     Ok(Fetched::Placed(len))
+}
+
+/// Fetches a batch of consecutive segments into the folder, each as [`fetch_one`] does:
+/// a temporary name first (so that a call for it waits rather than fetch it again), the
+/// WAL name only once its content hashes to the digest the index names. The blobs are
+/// read at once, decoded into buffers and hashed together. The batch ends at the first
+/// segment the archive lacks or that fails; the ones after it are not tried.
+async fn fetch_batch(
+    repo: &Repo,
+    stanza: &Stanza,
+    held: &HeldFolder,
+    names: &[WalSegmentName],
+    buffers: &Buffers,
+) -> Vec<Result<Fetched>> {
+    let mut outcomes: Vec<Result<Fetched>> = Vec::with_capacity(names.len());
+    // Up to the first segment that is missing or fails: its digest and temporary file.
+    let mut found = Vec::with_capacity(names.len());
+    for name in names {
+        let final_name = name.to_string();
+        let tmp = held.at(&format!(".fetch.{final_name}"));
+        let digest = match one_digest(repo, stanza, &WalFileName::Segment(*name)).await {
+            Ok(Some(digest)) => digest,
+            Ok(None) => {
+                outcomes.push(Ok(Fetched::NotInArchive));
+                break;
+            }
+            Err(e) => {
+                outcomes.push(Err(e));
+                break;
+            }
+        };
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp);
+        match opened {
+            Ok(file) => found.push((final_name, digest, file, tmp)),
+            Err(source) => {
+                outcomes.push(Err(Error::Write {
+                    path: held.path.join(&final_name),
+                    source,
+                }));
+                break;
+            }
+        }
+    }
+    let reads = found.iter().map(|(_, digest, _, _)| {
+        let key = catalog::blob_key(digest);
+        async move { repo.backend().get(&key).await }
+    });
+    let stored = futures::future::join_all(reads).await;
+    // Decoded up to the first blob that cannot be read or decoded; `failed` is the error
+    // of the first segment not placed, whichever step it failed at.
+    let mut decoded = Vec::with_capacity(found.len());
+    let mut failed = None;
+    for ((_, digest, _, _), stored) in found.iter().zip(stored) {
+        let mut buffer = buffers.take();
+        let key = catalog::blob_key(digest);
+        let len =
+            stored.and_then(|stored| codec::decode_unverified_into(&key, &stored, &mut buffer));
+        match len {
+            Ok(len) => decoded.push((buffer, len)),
+            Err(e) => {
+                buffers.put(buffer);
+                failed = Some(Error::from(e));
+                break;
+            }
+        }
+    }
+    // Hashed and written stripe by stripe, every lane's stripe written while it is still
+    // in the cache, into the temporary files; a file is named only once its digest
+    // matches. Segments of one size (all of them, in practice) are hashed side by side;
+    // otherwise one after another.
+    let mut written: Vec<std::io::Result<()>> = (0..decoded.len()).map(|_| Ok(())).collect();
+    let mut write_stripe = |lane: usize, bytes: &[u8]| {
+        if written[lane].is_ok() {
+            let mut file: &File = &found[lane].2;
+            written[lane] = file.write_all(bytes);
+        }
+    };
+    let same_len = decoded.windows(2).all(|w| w[0].1 == w[1].1);
+    let digests: Vec<Digest> = if same_len && !decoded.is_empty() {
+        let len = decoded[0].1;
+        let whole = len / 64 * 64;
+        let mut lanes = multihash::Lanes::new(decoded.len());
+        for at in (0..whole).step_by(STRIPE) {
+            let end = (at + STRIPE).min(whole);
+            let stripe: Vec<&[u8]> = decoded.iter().map(|(b, _)| &b[at..end]).collect();
+            lanes.update(&stripe);
+            for (lane, bytes) in stripe.iter().enumerate() {
+                write_stripe(lane, bytes);
+            }
+        }
+        let tails: Vec<&[u8]> = decoded.iter().map(|(b, _)| &b[whole..len]).collect();
+        for (lane, bytes) in tails.iter().enumerate() {
+            write_stripe(lane, bytes);
+        }
+        lanes.finish(&tails)
+    } else {
+        let pieces: Vec<&[u8]> = decoded.iter().map(|(b, len)| &b[..*len]).collect();
+        for (lane, bytes) in pieces.iter().enumerate() {
+            write_stripe(lane, bytes);
+        }
+        multihash::digest_many(&pieces)
+    };
+    let mut placed = Vec::with_capacity(decoded.len());
+    for (((final_name, digest, _, tmp), (_, len)), (actual, write)) in found
+        .iter()
+        .zip(&decoded)
+        .zip(digests.into_iter().zip(written))
+    {
+        let key = catalog::blob_key(digest);
+        let shown = held.path.join(final_name);
+        let named = codec::check_decoded(&key, actual, *digest)
+            .map_err(Error::from)
+            .and_then(|()| {
+                write
+                    .and_then(|()| fs::rename(tmp, held.at(final_name)))
+                    .map_err(|source| Error::Write {
+                        path: shown,
+                        source,
+                    })
+            });
+        match named {
+            Ok(()) => placed.push(*len as u64),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    for (buffer, _) in decoded {
+        buffers.put(buffer);
+    }
+    // Every temporary file not renamed goes: nothing half-written stays in the folder.
+    for (_, _, _, tmp) in found.iter().skip(placed.len()) {
+        let _ = fs::remove_file(tmp);
+    }
+    let tried = placed.len();
+    let mut head: Vec<Result<Fetched>> = placed
+        .into_iter()
+        .map(|len| Ok(Fetched::Placed(len)))
+        .collect();
+    if tried < found.len() {
+        head.push(Err(failed.expect("a segment found but not placed failed")));
+    } else {
+        head.append(&mut outcomes);
+    }
+    head.resize_with(names.len(), || Ok(Fetched::NotTried));
+    head
+}
+
+/// Buffers of one segment's size, kept between batches: a fresh one costs a page fault
+/// per 4 KiB written into it. At most the batches under way hold them.
+struct Buffers {
+    size: usize,
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Buffers {
+    fn new(size: usize) -> Buffers {
+        Buffers {
+            size,
+            free: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let kept = self.free.lock().expect("buffers").pop();
+        kept.unwrap_or_else(|| vec![0; self.size])
+    }
+
+    fn put(&self, buffer: Vec<u8>) {
+        self.free.lock().expect("buffers").push(buffer);
+    }
 }
 
 /// The parsed history file of `timeline`, read (verified) from the repository.

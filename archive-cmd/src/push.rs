@@ -114,21 +114,38 @@ pub async fn push(repo: &Repo, stanza: &Stanza, path: &Path) -> Result<PushOutco
     // 1. Everything about the input is checked before the repository is changed. The
     //    repository is read meanwhile (it changes nothing; what a bad file makes of the
     //    reads is dropped unawaited, and its error is the one reported).
+    //    Once the hashing names the blob (every page checked), its folder is made durable
+    //    while the compression goes on, rather than in the store's round after it.
     let compression = repo.compression();
-    let check = check_file(path, name, compression, repo.stage_blob());
+    let (named_tx, named_rx) = tokio::sync::oneshot::channel::<Digest>();
+    let announce: DigestKnown = Box::new(move |digest: &Digest| {
+        let _ = named_tx.send(*digest);
+    });
+    let check = check_file(path, name, compression, repo.stage_blob(), Some(announce));
     let read = read_ahead(repo, stanza, &name);
-    tokio::pin!(check, read);
-    let mut ahead = None;
+    let settle = async {
+        // Not announced: a check failed, or the file is streamed. Settling is advice
+        // only: a folder that cannot be settled fails the store's own round.
+        if let Ok(digest) = named_rx.await {
+            let _ = repo.settle_blob_folder(&digest).await;
+        }
+    };
+    tokio::pin!(check, read, settle);
+    let (mut ahead, mut settled) = (None, false);
     let checked = loop {
         tokio::select! {
             checked = &mut check => break checked?,
             read = &mut read, if ahead.is_none() => ahead = Some(read),
+            () = &mut settle, if !settled => settled = true,
         }
     };
     let ahead = match ahead {
         Some(read) => read?,
         None => read.await?,
     };
+    if !settled {
+        settle.await;
+    }
     let encoded_at = started.elapsed();
     let outcome = store_ahead(repo, stanza, name, checked, compression, ahead).await?;
     tracing::debug!(
@@ -427,6 +444,9 @@ fn read_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// Told a segment's digest as soon as it is known (see [`EncodedBlob::encode_announced`]).
+pub(crate) type DigestKnown = Box<dyn FnOnce(&Digest) + Send>;
+
 /// [`read_and_check`] on a blocking thread: the file is mapped, checked, hashed,
 /// compressed and (segments) decoded for the content index there, off the async runtime.
 pub(crate) async fn check_file(
@@ -434,11 +454,14 @@ pub(crate) async fn check_file(
     name: WalFileName,
     compression: Compression,
     staged: Option<Staged>,
+    digest_known: Option<DigestKnown>,
 ) -> Result<Checked> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || read_and_check(&path, &name, compression, staged))
-        .await
-        .expect("reading the WAL file panicked")
+    tokio::task::spawn_blocking(move || {
+        read_and_check(&path, &name, compression, staged, digest_known)
+    })
+    .await
+    .expect("reading the WAL file panicked")
 }
 
 /// Reads and validates a file; returns its content and, for segment-shaped files, the
@@ -453,6 +476,7 @@ fn read_and_check(
     name: &WalFileName,
     compression: Compression,
     mut staged: Option<Staged>,
+    digest_known: Option<DigestKnown>,
 ) -> Result<Checked> {
     let mut file = open_regular(path)?;
     let meta = file.metadata().map_err(read_err(path))?;
@@ -466,7 +490,7 @@ fn read_and_check(
             let (content, summary) = std::thread::scope(|s| {
                 let summary = s.spawn(summarize);
                 let content = if len <= IN_MEMORY_MAX {
-                    encode_segment(seg, &id, bytes, compression, staged.as_mut())
+                    encode_segment(seg, &id, bytes, compression, staged.as_mut(), digest_known)
                         .map(|blob| Content::InMemory(blob, staged))
                 } else {
                     check_segment_streaming(seg, &mut file, len, path).map(|(digest, _)| {
@@ -600,15 +624,22 @@ fn encode_segment(
     bytes: &[u8],
     compression: Compression,
     staged: Option<&mut Staged>,
+    digest_known: Option<DigestKnown>,
 ) -> Result<EncodedBlob> {
     let mut scan = PageScan::default();
     let check = |offset: u64, piece: &[u8]| pg::check_pages(seg, id, offset, piece, &mut scan);
     let sink = staged.map(|st| st as &mut (dyn std::io::Write + Send));
-    Ok(EncodedBlob::encode_checked(
+    let announce = |digest: &Digest| {
+        if let Some(told) = digest_known {
+            told(digest);
+        }
+    };
+    Ok(EncodedBlob::encode_announced(
         bytes,
         compression,
         check,
         sink,
+        announce,
     )?)
 }
 

@@ -270,6 +270,18 @@ pub struct SpoolStatus {
     pub entries: Vec<SpoolEntry>,
 }
 
+/// What waits in the spool as monitoring sees it (`tidemark status`, the agent's
+/// metrics): counted from the spooled bodies, without opening the queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Spooled files not yet in the repository.
+    pub files: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// When the oldest of them was written into the spool.
+    pub oldest_at: Option<DateTime<Utc>>,
+}
+
 fn spool_err(path: &Path, what: impl std::fmt::Display) -> Error {
     Error::Spool {
         path: path.to_path_buf(),
@@ -390,6 +402,22 @@ impl Spool {
             unqueued,
             draining: self.draining()?,
             entries,
+        })
+    }
+
+    /// The backlog, from a listing of the spooled bodies alone: the queue database is
+    /// locked by whoever writes it (archive-push, a drainer), and a monitor asking every
+    /// few seconds must never make archive-push wait. A body is removed only after the
+    /// repository holds it, so every listed body is a file still at risk.
+    pub async fn backlog(&self) -> Result<Backlog> {
+        if !self.exists() {
+            return Ok(Backlog::default());
+        }
+        let listed = self.inner.bodies.list("wal/").await?;
+        Ok(Backlog {
+            files: listed.len() as u64,
+            bytes: listed.iter().map(|o| o.size).sum(),
+            oldest_at: listed.iter().filter_map(|o| o.last_modified).min(),
         })
     }
 
@@ -737,7 +765,7 @@ pub async fn push_to_spool(
     spool.create()?;
     let compression = repo.compression();
     let staged = spool.inner.bodies.stage("wal");
-    let checked = push::check_file(path, name, compression, staged).await?;
+    let checked = push::check_file(path, name, compression, staged, None).await?;
     let (identity, summary) = (checked.identity, checked.summary);
     let Content::InMemory(blob, staged) = checked.content else {
         // Grew past IN_MEMORY_MAX since it was measured: streamed, so pushed directly.

@@ -16,6 +16,8 @@
 //!   decoding the segments it asks for.
 //! - [`retention`]: which backups a retention policy keeps and what stays restorable
 //!   (pure; `tidemark expire` applies it).
+//! - [`rpo`]: what the archive makes recoverable now (the newest recoverable commit, the
+//!   durable LSN, each timeline's range and gaps), for `status` and the RPO watch (pure).
 //! - [`verify`]: proves what the repository holds can be restored (every blob, every
 //!   backup's list, WAL continuity, the history chain), incrementally, and records the run.
 //!
@@ -52,6 +54,7 @@ pub mod layout;
 pub mod plan;
 pub mod restore;
 pub mod retention;
+pub mod rpo;
 pub mod snapshot;
 pub mod verify;
 

@@ -9,6 +9,7 @@
 //! - [`backup`]: base backups: the backup record, its file list, fixed-size chunks.
 //! - [`catalog`]: the records: repository format, cluster identity, WAL index, quarantine.
 //! - [`drill`]: restore drills' results (`tidemark drill`), one record per drill.
+//! - [`jobs`]: the agent's job history, one record per finished run of a scheduled job.
 //! - [`wal_content`]: the WAL content index: what each archived segment holds for the
 //!   recovery planner, in the index entry or in a sidecar written by `reindex`.
 //! - [`verify`]: what `tidemark verify` records (its runs and the blobs it proved), and
@@ -32,6 +33,7 @@ pub mod catalog;
 pub mod codec;
 pub mod drill;
 pub mod gc;
+pub mod jobs;
 pub mod key;
 pub mod multihash;
 pub mod repo;

@@ -11,10 +11,104 @@
 //! bytes, whole blocks, unequal lengths). Without the SHA instructions (another CPU, or
 //! another architecture) [`digest_many`] hashes one message after another with `sha2`.
 
-use crate::codec::Digest;
+use crate::codec::{Digest, Hasher};
 
 /// How many messages are hashed side by side.
 pub const LANES: usize = 4;
+
+/// Up to [`LANES`] messages hashed side by side as they arrive, in pieces of equal
+/// length: for callers that write each piece while it is still in the cache (a segment
+/// hashed whole and then written is read from memory twice). Gives the same digests as
+/// [`digest_many`] of the whole messages.
+pub struct Lanes {
+    inner: LanesInner,
+    /// Bytes fed to each lane so far.
+    fed: u64,
+}
+
+enum LanesInner {
+    #[cfg(target_arch = "x86_64")]
+    Shani {
+        states: [[u32; 8]; LANES],
+        n: usize,
+    },
+    Plain(Vec<Hasher>),
+}
+
+impl Lanes {
+    /// Hashes `n` messages (1 to [`LANES`]).
+    pub fn new(n: usize) -> Lanes {
+        assert!((1..=LANES).contains(&n), "1 to {LANES} lanes, not {n}");
+        #[cfg(target_arch = "x86_64")]
+        if shani::available() {
+            return Lanes {
+                inner: LanesInner::Shani {
+                    states: [shani::H0; LANES],
+                    n,
+                },
+                fed: 0,
+            };
+        }
+        Lanes {
+            inner: LanesInner::Plain((0..n).map(|_| Hasher::new()).collect()),
+            fed: 0,
+        }
+    }
+
+    /// Feeds the next piece of every message: one piece per lane, all of one length, a
+    /// multiple of 64 bytes (the block size).
+    pub fn update(&mut self, pieces: &[&[u8]]) {
+        let len = pieces.first().map_or(0, |p| p.len());
+        assert!(
+            pieces.iter().all(|p| p.len() == len) && len % 64 == 0,
+            "pieces of one length, whole blocks"
+        );
+        self.fed += len as u64;
+        match &mut self.inner {
+            #[cfg(target_arch = "x86_64")]
+            LanesInner::Shani { states, n } => {
+                assert_eq!(pieces.len(), *n, "one piece per lane");
+                // SAFETY: `new` checked the instructions; each piece holds `len / 64`
+                // whole blocks.
+                unsafe { shani::update_lanes(states, pieces, len / 64) };
+            }
+            LanesInner::Plain(hashers) => {
+                assert_eq!(pieces.len(), hashers.len(), "one piece per lane");
+                for (h, p) in hashers.iter_mut().zip(pieces) {
+                    h.update(p);
+                }
+            }
+        }
+    }
+
+    /// The digests, once each message's last piece (`tails`, one per lane, any lengths)
+    /// is fed.
+    pub fn finish(self, tails: &[&[u8]]) -> Vec<Digest> {
+        match self.inner {
+            #[cfg(target_arch = "x86_64")]
+            LanesInner::Shani { mut states, n } => {
+                assert_eq!(tails.len(), n, "one tail per lane");
+                let mut out = Vec::with_capacity(n);
+                for (j, tail) in tails.iter().enumerate() {
+                    // SAFETY: `new` checked the instructions.
+                    out.push(unsafe { shani::finish_lane(&mut states[j], tail, self.fed) });
+                }
+                out
+            }
+            LanesInner::Plain(hashers) => {
+                assert_eq!(tails.len(), hashers.len(), "one tail per lane");
+                hashers
+                    .into_iter()
+                    .zip(tails)
+                    .map(|(mut h, t)| {
+                        h.update(t);
+                        h.finish()
+                    })
+                    .collect()
+            }
+        }
+    }
+}
 
 /// The SHA-256 of each message, in order.
 pub fn digest_many(messages: &[&[u8]]) -> Vec<Digest> {
@@ -48,7 +142,7 @@ mod shani {
         0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
         0xc67178f2,
     ];
-    const H0: [u32; 8] = [
+    pub(super) const H0: [u32; 8] = [
         0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
         0x5be0cd19,
     ];
@@ -161,6 +255,62 @@ mod shani {
         }
     }
 
+    /// Compresses `blocks` whole blocks of each piece into the state of its lane.
+    ///
+    /// Safety: the CPU has the instructions [`available`] checks; each piece holds at
+    /// least `64 * blocks` bytes; at most [`super::LANES`] pieces.
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn update_lanes(states: &mut [[u32; 8]], pieces: &[&[u8]], blocks: usize) {
+        let p = |j: usize| pieces[j].as_ptr();
+        // SAFETY: as the caller promises.
+        unsafe {
+            match pieces.len() {
+                4 => compress(states, [0, 1, 2, 3], [p(0), p(1), p(2), p(3)], blocks),
+                3 => compress(states, [0, 1, 2], [p(0), p(1), p(2)], blocks),
+                2 => compress(states, [0, 1], [p(0), p(1)], blocks),
+                1 => compress(states, [0], [p(0)], blocks),
+                0 => {}
+                _ => unreachable!("at most LANES pieces"),
+            }
+        }
+    }
+
+    /// Feeds one lane's last piece (any length) after `fed` bytes, pads, and returns
+    /// its digest.
+    ///
+    /// Safety: the CPU has the instructions [`available`] checks.
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    pub unsafe fn finish_lane(state: &mut [u32; 8], tail: &[u8], fed: u64) -> Digest {
+        let whole = tail.len() / 64 * 64;
+        let mut states = [*state];
+        if whole > 0 {
+            // SAFETY: `tail` holds `whole / 64` blocks.
+            unsafe { compress(&mut states, [0], [tail.as_ptr()], whole / 64) };
+        }
+        let digest = pad_and_finish(&mut states, 0, &tail[whole..], fed + tail.len() as u64);
+        *state = states[0];
+        digest
+    }
+
+    /// The padding of the message whose state is `states[j]` and whose last partial
+    /// block is `rest` (fewer than 64 bytes), `total` bytes long: 0x80, zeros, the length
+    /// in bits (one block or two); then the digest.
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    fn pad_and_finish(states: &mut [[u32; 8]], j: usize, rest: &[u8], total: u64) -> Digest {
+        let mut last = [0u8; 128];
+        last[..rest.len()].copy_from_slice(rest);
+        last[rest.len()] = 0x80;
+        let n = if rest.len() < 56 { 64 } else { 128 };
+        last[n - 8..n].copy_from_slice(&(total * 8).to_be_bytes());
+        // SAFETY: `last` holds `n / 64` whole blocks.
+        unsafe { compress(states, [j], [last.as_ptr()], n / 64) };
+        let mut digest = [0u8; 32];
+        for (d, word) in digest.chunks_exact_mut(4).zip(states[j]) {
+            d.copy_from_slice(&word.to_be_bytes());
+        }
+        Digest(digest)
+    }
+
     /// Hashes up to [`super::LANES`] messages side by side, appending their digests.
     ///
     /// Safety: the CPU has the SHA, SSE2, SSSE3 and SSE4.1 instructions.
@@ -202,21 +352,9 @@ mod shani {
                 done[j] += 64 * blocks;
             }
         }
-        // The padding: 0x80, zeros, the length in bits; one block or two.
         for (j, message) in messages.iter().enumerate() {
-            let tail = &message[done[j]..];
-            let mut last = [0u8; 128];
-            last[..tail.len()].copy_from_slice(tail);
-            last[tail.len()] = 0x80;
-            let n = if tail.len() < 56 { 64 } else { 128 };
-            last[n - 8..n].copy_from_slice(&(message.len() as u64 * 8).to_be_bytes());
-            // SAFETY: `last` holds `n / 64` whole blocks.
-            unsafe { compress(&mut states, [j], [last.as_ptr()], n / 64) };
-            let mut digest = [0u8; 32];
-            for (d, word) in digest.chunks_exact_mut(4).zip(states[j]) {
-                d.copy_from_slice(&word.to_be_bytes());
-            }
-            out.push(Digest(digest));
+            let rest = &message[done[j]..];
+            out.push(pad_and_finish(&mut states, j, rest, message.len() as u64));
         }
     }
 }
@@ -264,6 +402,36 @@ mod tests {
             }
         }
         assert!(digest_many(&[]).is_empty());
+    }
+
+    #[test]
+    fn lanes_fed_in_pieces_match_sha2() {
+        // Pieces of 0, 1 and several blocks, then tails of every length class; every
+        // number of lanes.
+        for n in 1..=LANES {
+            for (pieces, tail_lens) in [
+                (vec![64usize, 128, 4096], [0usize, 1, 55, 56]),
+                (vec![], [63, 64, 65, 129]),
+                (vec![0, 1 << 16], [119, 120, 0, 3]),
+            ] {
+                let messages: Vec<Vec<u8>> = (0..n)
+                    .map(|j| {
+                        let len = pieces.iter().sum::<usize>() + tail_lens[j];
+                        noise(len, 31 + j as u64)
+                    })
+                    .collect();
+                let mut lanes = Lanes::new(n);
+                let mut at = 0;
+                for &p in &pieces {
+                    let fed: Vec<&[u8]> = messages.iter().map(|m| &m[at..at + p]).collect();
+                    lanes.update(&fed);
+                    at += p;
+                }
+                let tails: Vec<&[u8]> = messages.iter().map(|m| &m[at..]).collect();
+                let want: Vec<Digest> = messages.iter().map(|m| Digest::of(m)).collect();
+                assert_eq!(lanes.finish(&tails), want, "{n} lanes, pieces {pieces:?}");
+            }
+        }
     }
 
     #[test]

@@ -139,6 +139,20 @@ impl EncodedBlob {
         check: impl FnMut(u64, &[u8]) -> std::result::Result<(), E> + Send,
         sink: Option<&mut (dyn Write + Send)>,
     ) -> std::result::Result<EncodedBlob, E> {
+        EncodedBlob::encode_announced(raw, compression, check, sink, |_| {})
+    }
+
+    /// [`EncodedBlob::encode_checked`] that also tells `digest_known` the digest as soon as
+    /// the hashing thread has it, every piece checked, while frames are still being
+    /// compressed: a caller can prepare where the blob goes (its folder) meanwhile. Not
+    /// called when a check fails.
+    pub fn encode_announced<E: Send>(
+        raw: &[u8],
+        compression: Compression,
+        check: impl FnMut(u64, &[u8]) -> std::result::Result<(), E> + Send,
+        sink: Option<&mut (dyn Write + Send)>,
+        digest_known: impl FnOnce(&Digest) + Send,
+    ) -> std::result::Result<EncodedBlob, E> {
         let frames: Vec<&[u8]> = raw.chunks(FRAME_RAW_MAX).collect();
         let mut header = Vec::with_capacity(codec::HEADER_LEN);
         codec::encode_header(compression, raw.len() as u64, &mut header);
@@ -192,6 +206,7 @@ impl EncodedBlob {
                     offset += frame.len() as u64;
                 }
                 let digest = hasher.finish();
+                digest_known(&digest);
                 compress_frames();
                 Ok(digest)
             });
@@ -349,6 +364,16 @@ impl Repo {
             Err(Error::AlreadyExists { .. }) => self.format().await.map(|_| ()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Creates the 256 blob shard folders (`blobs/00` to `blobs/ff`) where they are
+    /// missing, on stores that have folders: `init` calls it, so that no write into a new
+    /// repository has to create one on its way.
+    pub async fn lay_out_blob_folders(&self) -> Result<()> {
+        let folders = (0..=255u8)
+            .map(|b| format!("{}/{b:02x}", catalog::BLOBS_FOLDER))
+            .collect();
+        self.backend.create_folders(folders).await
     }
 
     /// The compression new blobs are written with.
@@ -512,6 +537,18 @@ impl Repo {
     /// (dropping it unused removes the file).
     pub fn stage_blob(&self) -> Option<Staged> {
         self.backend.stage(catalog::BLOBS_FOLDER)
+    }
+
+    /// Makes the existing folder the blob `digest` will be written into durable ahead of
+    /// time (see [`Backend::settle_folder`]): archive-push does it once the hashing has
+    /// named the blob, while compression goes on. Creates nothing.
+    pub async fn settle_blob_folder(&self, digest: &Digest) -> Result<()> {
+        let key = catalog::blob_key(digest);
+        let folder = key
+            .as_str()
+            .rsplit_once('/')
+            .map_or(catalog::BLOBS_FOLDER, |(folder, _)| folder);
+        self.backend.settle_folder(folder).await
     }
 
     /// Makes the existing folders an index entry for `name` and its blob will be written
@@ -948,21 +985,61 @@ impl Repo {
         &self,
         stanza: &Stanza,
     ) -> Result<Vec<std::result::Result<IndexedWal, (WalFileName, Error)>>> {
+        self.wal_catalog_entries_reusing(stanza, Vec::new()).await
+    }
+
+    /// [`Repo::wal_catalog`] for a caller that read it before (the agent's status, every
+    /// few seconds): one listing, and only the entries `previous` does not hold are read.
+    /// Index entries are immutable, so a listed entry found in `previous` is taken from
+    /// there, unless it had no content summary and a `reindex` sidecar appeared since;
+    /// entries no longer listed (expired) are left out.
+    pub async fn wal_catalog_reusing(
+        &self,
+        stanza: &Stanza,
+        previous: Vec<IndexedWal>,
+    ) -> Result<Vec<IndexedWal>> {
+        self.wal_catalog_entries_reusing(stanza, previous)
+            .await?
+            .into_iter()
+            .map(|entry| entry.map_err(|(_, e)| e))
+            .collect()
+    }
+
+    async fn wal_catalog_entries_reusing(
+        &self,
+        stanza: &Stanza,
+        previous: Vec<IndexedWal>,
+    ) -> Result<Vec<std::result::Result<IndexedWal, (WalFileName, Error)>>> {
         use futures::{StreamExt, TryStreamExt};
+        let mut known: std::collections::HashMap<(WalFileName, Digest), IndexedWal> = previous
+            .into_iter()
+            .map(|e| ((e.name, e.digest), e))
+            .collect();
         let listed = self.backend.list(&catalog::wal_prefix(stanza)).await?;
         let sidecars: std::collections::BTreeSet<(WalFileName, Digest)> = listed
             .iter()
             .filter_map(|m| crate::wal_content::parse_wal_content_key(&m.key))
             .collect();
-        let entries: Vec<(WalFileName, Digest, Key)> = listed
+        // Each listed entry with the earlier read of it, when that can stand.
+        let entries: Vec<(WalFileName, Digest, Key, Option<IndexedWal>)> = listed
             .iter()
             .filter_map(|m| catalog::parse_wal_key(&m.key).map(|(n, d)| (n, d, m.key.clone())))
+            .map(|(name, digest, key)| {
+                let sidecar = sidecars.contains(&(name, digest));
+                let reusable = known
+                    .remove(&(name, digest))
+                    .filter(|e| e.content.is_some() || e.content_error.is_some() || !sidecar);
+                (name, digest, key, reusable)
+            })
             .collect();
         let read: Vec<Option<std::result::Result<IndexedWal, (WalFileName, Error)>>> =
             futures::stream::iter(entries)
-                .map(|(name, digest, key)| {
+                .map(|(name, digest, key, reusable)| {
                     let sidecar = sidecars.contains(&(name, digest));
                     async move {
+                        if let Some(entry) = reusable {
+                            return Ok(Some(Ok(entry)));
+                        }
                         let damaged = |e: Error| {
                             if e.is_unreadable_record() {
                                 Ok(Some(Err((name, e))))
@@ -1983,6 +2060,39 @@ mod tests {
         );
         // The sidecar is not an entry: the plain index still lists three.
         assert_eq!(repo.wal_index(&stanza).await.unwrap().len(), 3);
+
+        // Read again reusing the first read: entries still listed are taken from it (a
+        // marked copy of entry 2 proves it was not read again), entry 3 is read again
+        // because a sidecar appeared for it, a new entry is read, an expired one is gone.
+        let mut previous = catalog.clone();
+        previous[1].record.raw_size = 999;
+        let key3 = wal_content_key(&stanza, &names[2], &d3);
+        assert!(repo
+            .put_record(&key3, &WalContent::from(&summary(0x0300_0000)))
+            .await
+            .unwrap());
+        let name4: WalFileName = "000000010000000000000004".parse().unwrap();
+        let (d4, r4) = wal_record(&name4, b"four");
+        repo.put_wal_record(&stanza, &name4, &d4, &r4)
+            .await
+            .unwrap();
+        repo.backend()
+            .delete(&catalog::wal_key(&stanza, &names[0], &d1))
+            .await
+            .unwrap();
+        let again = repo.wal_catalog_reusing(&stanza, previous).await.unwrap();
+        let got: Vec<_> = again
+            .iter()
+            .map(|e| (e.name, e.record.raw_size, e.content.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (names[1], 999, Some(summary(0x0200_0000))),
+                (names[2], r3.raw_size, Some(summary(0x0300_0000))),
+                (name4, r4.raw_size, None),
+            ]
+        );
     }
 
     #[tokio::test]

@@ -99,7 +99,7 @@ fn pg_args_as(c: &Cluster, user: &str) -> Vec<String> {
 }
 
 /// Connection flags for `c` over TCP as the superuser.
-fn pg_args(c: &Cluster) -> Vec<String> {
+pub(crate) fn pg_args(c: &Cluster) -> Vec<String> {
     pg_args_as(c, "postgres")
 }
 

@@ -6,6 +6,8 @@
 
 mod harness;
 
+mod agent;
+
 mod archive;
 
 mod backup;
@@ -27,6 +29,8 @@ mod replication;
 mod s3_conformance;
 
 mod silent_store;
+
+mod status;
 
 mod tls;
 

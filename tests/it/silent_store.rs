@@ -7,7 +7,8 @@
 //! margin (docs/configuration.md: at most 5 s more for a request without object data), with
 //! its documented exit code (archive-push 1, so PostgreSQL retries later; archive-get above
 //! 125, so recovery stops instead of taking "not found") and one line saying the store did
-//! not answer.
+//! not answer. A file that is not WAL is refused at once, with its own error, whatever the
+//! store does.
 
 use std::net::{TcpListener, TcpStream};
 use std::process::Child;
@@ -141,6 +142,28 @@ fn a_store_that_never_answers_fails_push_and_get_within_retry_timeout() {
     assert!(
         store.connections() > 0,
         "archive-push never reached the store"
+    );
+
+    // Bad input is bad input whatever the store does: the file is refused at once, with
+    // its own error, not after the store's timeout with the store's.
+    let not_wal = t.path().join("000000010000000000000002");
+    std::fs::write(&not_wal, vec![0u8; 16 << 20]).unwrap();
+    chown_to_user(&not_wal);
+    let push = tm
+        .command(&["archive-push", &not_wal.display().to_string()])
+        .spawn()
+        .unwrap();
+    let (run, took) = run_bounded(push);
+    assert_eq!(run.code, 1, "{run:?}");
+    let lines = run.stderr_lines();
+    assert_eq!(lines.len(), 1, "one line on stderr: {run:?}");
+    assert!(
+        lines[0].contains("not a WAL segment") && !lines[0].contains("did not answer"),
+        "the input's error, not the store's: {lines:?}"
+    );
+    assert!(
+        took < Duration::from_secs(RETRY_TIMEOUT),
+        "a file that is not WAL was refused only after {took:?}: it waited for the store"
     );
 
     let dest = t.path().join("restored");

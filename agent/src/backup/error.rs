@@ -103,6 +103,13 @@ pub enum BackupError {
         /// The id of that second.
         base: String,
     },
+    /// SIGTERM or SIGINT: the backup was abandoned. Its record is written last, so nothing
+    /// of it is listed; the chunks it stored are unreferenced, for expire to collect.
+    #[error("interrupted by {signal}: the backup was abandoned and is not recorded")]
+    Interrupted {
+        /// The signal.
+        signal: &'static str,
+    },
 }
 
 #[cfg(test)]
@@ -191,6 +198,7 @@ mod tests {
                 message: "x".into(),
             }),
             BackupError::NoFreeId { base: "x".into() },
+            BackupError::Interrupted { signal: "SIGTERM" },
         ] {
             assert_eq!(code(e), FAILED);
         }

@@ -105,8 +105,24 @@ pub enum Command {
     /// Exit 0: the drill passed; 6: it ran and failed (the report names the check); 5:
     /// the target is unreachable (nothing was created).
     Drill(DrillArgs),
+    /// Run as the cluster's agent: backup, verify, drill and expire on their schedules
+    /// (each a `tidemark` child process), the spool drained (spool_drainer = "agent"), until
+    /// SIGTERM or SIGINT; SIGHUP rereads the configuration. See docs/agent.md.
+    Agent,
     /// Show what the repository holds for the stanza: cluster, WAL ranges and gaps, sizes.
     Info {
+        /// Print JSON (for scripts and monitoring).
+        #[arg(long)]
+        json: bool,
+    },
+    /// How far behind the repository is: the RPO (now against the newest recoverable
+    /// commit in archived WAL) and its target, the WAL lag behind the server, the last
+    /// backup and its age, the recovery window, verify, drills, the spool, warnings.
+    /// Reads the repository and asks PostgreSQL; works with or without the agent.
+    ///
+    /// Exit 0: healthy; 8: a warning stands (RPO breached, backup too old, a WAL gap, …);
+    /// 1: the repository cannot be read.
+    Status {
         /// Print JSON (for scripts and monitoring).
         #[arg(long)]
         json: bool,
@@ -166,6 +182,10 @@ pub enum SpoolAction {
         /// failing repository.
         #[arg(long, hide = true)]
         background: bool,
+        /// With --background: the agent's drainer (spool_drainer = "agent"), which never
+        /// ends for an empty queue; it runs until SIGTERM.
+        #[arg(long, hide = true, requires = "background")]
+        follow: bool,
     },
     /// Remove one queued file the drain cannot move (after a conflict), once the
     /// repository holds its content, archived or quarantined; refused otherwise.
@@ -308,7 +328,7 @@ pub struct DrillArgs {
 }
 
 /// Settings, as flags or `TIDEMARK_*` environment variables.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Clone)]
 pub struct SettingArgs {
     /// Config file (TOML). Default: /etc/tidemark/tidemark.toml when it exists.
     #[arg(long, global = true, env = "TIDEMARK_CONFIG", value_name = "FILE")]
@@ -446,8 +466,9 @@ pub struct SettingArgs {
         value_name = "DAYS"
     )]
     pub drill_max_age: Option<f64>,
-    /// Who drains the spool: auto (archive-push starts a background drainer) or manual
-    /// (`tidemark spool drain`, from a timer or a service) [default: auto].
+    /// Who drains the spool: auto (archive-push starts a background drainer), agent (the
+    /// agent while it runs, else as auto) or manual (`tidemark spool drain`, from a timer or
+    /// a service) [default: auto].
     #[arg(
         long,
         global = true,
@@ -513,6 +534,77 @@ pub struct SettingArgs {
         value_name = "DURATION"
     )]
     pub gc_grace: Option<String>,
+    /// The recovery point objective: `status` and the agent warn when the newest
+    /// recoverable commit is older than this (e.g. "1h", "15m") [default: 1h].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_RPO_TARGET",
+        value_name = "DURATION"
+    )]
+    pub rpo_target: Option<String>,
+    /// `status` and the agent warn when the newest backup is older than this (e.g.
+    /// "26h", "8d") [default: 26h].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_BACKUP_MAX_AGE",
+        value_name = "DURATION"
+    )]
+    pub backup_max_age: Option<String>,
+    /// Where the agent serves Prometheus metrics (`GET /metrics`), `host:port`, or "off"
+    /// [default: 127.0.0.1:9187]. Loopback only unless metrics_allow_remote is true.
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_METRICS_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub metrics_listen: Option<String>,
+    /// Let metrics_listen be an address other hosts can reach [default: false].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_METRICS_ALLOW_REMOTE",
+        value_name = "BOOL"
+    )]
+    pub metrics_allow_remote: Option<bool>,
+    /// The local state folder: job locks, the agent's job history
+    /// [default: /var/lib/tidemark-agent].
+    #[arg(long, global = true, env = "TIDEMARK_STATE_PATH", value_name = "DIR")]
+    pub state_path: Option<PathBuf>,
+    /// When the agent runs backups: an interval ("6h") or a cron expression ("0 2 * * *").
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_BACKUP_SCHEDULE",
+        value_name = "WHEN"
+    )]
+    pub backup_schedule: Option<String>,
+    /// When the agent runs verify (as backup_schedule).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_VERIFY_SCHEDULE",
+        value_name = "WHEN"
+    )]
+    pub verify_schedule: Option<String>,
+    /// When the agent runs drills (as backup_schedule).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_DRILL_SCHEDULE",
+        value_name = "WHEN"
+    )]
+    pub drill_schedule: Option<String>,
+    /// When the agent runs expire (as backup_schedule).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_EXPIRE_SCHEDULE",
+        value_name = "WHEN"
+    )]
+    pub expire_schedule: Option<String>,
 }
 
 #[cfg(test)]

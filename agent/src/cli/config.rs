@@ -8,12 +8,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use tidemark_store::catalog::Stanza;
 use tidemark_store::url::{BackendOptions, RepoUrl, S3Options, Secret};
 use tidemark_store::Compression;
 
 use super::args::SettingArgs;
+use super::duration::parse_duration;
+use crate::daemon::schedule::Schedule;
+use crate::daemon::JobKind;
 use tidemark_pgclient::settings::PgSettings;
 use tidemark_recovery::retention::{RetentionPolicy, Tiers};
 
@@ -37,6 +42,17 @@ pub const DEFAULT_SPOOL_MAX_MIB: u64 = 4096;
 pub const DEFAULT_PREFETCH_DEPTH: usize = 32;
 /// The prefetch folder's default limit, in MiB (64 segments of the default size).
 pub const DEFAULT_PREFETCH_MAX_MIB: u64 = 1024;
+/// The recovery point objective when none is configured (issue 16: "RPO 1 hour with WAL
+/// archiving").
+pub const DEFAULT_RPO_TARGET: Duration = Duration::from_secs(3600);
+/// The age of the newest backup past which `status` and the agent warn, when none is
+/// configured: a daily backup, plus two hours for it to run late.
+pub const DEFAULT_BACKUP_MAX_AGE: Duration = Duration::from_secs(26 * 3600);
+/// Where the agent serves its metrics when nothing else is configured.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
+
+/// The local state folder when none is configured (job locks, the agent's history).
+pub const DEFAULT_STATE: &str = "/var/lib/tidemark-agent";
 
 /// The config file's contents.
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +85,15 @@ pub struct FileSettings {
     drill_path: Option<PathBuf>,
     drill_user: Option<String>,
     drill_max_age: Option<f64>,
+    rpo_target: Option<String>,
+    backup_max_age: Option<String>,
+    metrics_listen: Option<String>,
+    metrics_allow_remote: Option<bool>,
+    state_path: Option<PathBuf>,
+    backup_schedule: Option<String>,
+    verify_schedule: Option<String>,
+    drill_schedule: Option<String>,
+    expire_schedule: Option<String>,
     retention_count: Option<u32>,
     retention_window: Option<String>,
     retention_tiers: Option<TierSettings>,
@@ -132,6 +157,23 @@ pub struct Settings {
     pub retention: RetentionPolicy,
     /// Garbage collection never removes a blob younger than this.
     pub gc_grace: Duration,
+    /// The recovery point objective (`status`, the RPO watch).
+    pub rpo_target: Duration,
+    /// How old the newest backup may be before `status` and the RPO watch warn.
+    pub backup_max_age: Duration,
+    /// Where the agent serves its metrics (`None`: "off"), as configured: the agent
+    /// takes it through [`Settings::metrics_address`], which applies the loopback rule.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `metrics_allow_remote`: `metrics_listen` may be an address other hosts reach.
+    pub metrics_allow_remote: bool,
+    /// The local state folder (absolute): job locks, the agent's job history. Losing it
+    /// loses nothing: the repository is the source of truth.
+    pub state_path: PathBuf,
+    /// The agent's schedules, by kind of job (a kind without one is not run).
+    pub schedules: BTreeMap<JobKind, Schedule>,
+    /// `spool_drainer = "agent"`: the agent drains the spool while it runs (archive-push
+    /// starts its own drainer when the agent does not run).
+    pub spool_drained_by_agent: bool,
 }
 
 impl Settings {
@@ -324,15 +366,56 @@ pub fn resolve(
         .spool_max_mib
         .or(file.spool_max_mib)
         .unwrap_or(DEFAULT_SPOOL_MAX_MIB);
-    let spool_auto_drain = match args.spool_drainer.clone().or(file.spool_drainer).as_deref() {
-        None | Some("auto") => true,
-        Some("manual") => false,
-        Some(other) => {
-            return Err(ConfigError(format!(
-                "spool_drainer {other:?}: use auto or manual"
-            )))
+    let (spool_auto_drain, spool_drained_by_agent) =
+        match args.spool_drainer.clone().or(file.spool_drainer).as_deref() {
+            None | Some("auto") => (true, false),
+            Some("manual") => (false, false),
+            // The agent drains while it runs; archive-push's own drainer when it does not.
+            Some("agent") => (true, true),
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "spool_drainer {other:?}: use auto, agent or manual"
+                )))
+            }
+        };
+    let state_path = args
+        .state_path
+        .clone()
+        .or(file.state_path)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE));
+    if !state_path.is_absolute() {
+        return Err(ConfigError(format!(
+            "state_path {} must be an absolute path",
+            state_path.display()
+        )));
+    }
+    let mut schedules = BTreeMap::new();
+    for (kind, text) in [
+        (
+            JobKind::Backup,
+            args.backup_schedule.clone().or(file.backup_schedule),
+        ),
+        (
+            JobKind::Verify,
+            args.verify_schedule.clone().or(file.verify_schedule),
+        ),
+        (
+            JobKind::Drill,
+            args.drill_schedule.clone().or(file.drill_schedule),
+        ),
+        (
+            JobKind::Expire,
+            args.expire_schedule.clone().or(file.expire_schedule),
+        ),
+    ] {
+        // An empty string turns a schedule of the file off from a flag or the environment.
+        if let Some(text) = text.filter(|t| !t.trim().is_empty()) {
+            let schedule = text
+                .parse::<Schedule>()
+                .map_err(|e| ConfigError(format!("{kind}_schedule: {e}")))?;
+            schedules.insert(kind, schedule);
         }
-    };
+    }
     let drill_path = args.drill_path.clone().or(file.drill_path);
     if let Some(path) = drill_path.as_ref().filter(|p| !p.is_absolute()) {
         return Err(ConfigError(format!(
@@ -352,9 +435,41 @@ pub fn resolve(
             "drill_max_age {drill_max_age_days}: a number of days above 0"
         )));
     }
+    let duration = |name: &str, value: Option<String>, default: Duration| match value {
+        None => Ok(default),
+        Some(text) => match super::duration::parse_duration(&text) {
+            Ok(d) if d.is_zero() => Err(ConfigError(format!("{name} {text:?} must be above 0"))),
+            Ok(d) => Ok(d),
+            Err(e) => Err(ConfigError(format!("{name}: {e}"))),
+        },
+    };
+    let rpo_target = duration(
+        "rpo_target",
+        args.rpo_target.clone().or(file.rpo_target),
+        DEFAULT_RPO_TARGET,
+    )?;
+    let backup_max_age = duration(
+        "backup_max_age",
+        args.backup_max_age.clone().or(file.backup_max_age),
+        DEFAULT_BACKUP_MAX_AGE,
+    )?;
+    let metrics_listen = metrics_listen(
+        args.metrics_listen
+            .clone()
+            .or(file.metrics_listen)
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_LISTEN),
+    )?;
     Ok(Settings {
         retention,
         gc_grace,
+        rpo_target,
+        backup_max_age,
+        metrics_listen,
+        metrics_allow_remote: args
+            .metrics_allow_remote
+            .or(file.metrics_allow_remote)
+            .unwrap_or(false),
         drill_path,
         drill_user: args.drill_user.clone().or(file.drill_user),
         drill_max_age: Duration::from_secs_f64(drill_max_age_days * 86_400.0),
@@ -384,39 +499,10 @@ pub fn resolve(
             .or(file.prefetch_max_mib)
             .unwrap_or(DEFAULT_PREFETCH_MAX_MIB)
             .saturating_mul(1 << 20),
+        state_path,
+        schedules,
+        spool_drained_by_agent,
     })
-}
-
-/// A duration as settings write it: one or more `<number><unit>`, the unit `s`, `m`,
-/// `h`, `d` or `w` (`"14d"`, `"36h"`, `"1d12h"`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration (like \"14d\", \"36h\", \"90m\", \"1d12h\")");
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            _ => return Err(bad()),
-        };
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(bad)?;
-        digits.clear();
-    }
-    if !digits.is_empty() || text.trim().is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
 }
 
 /// The retention settings, merged (flags and `TIDEMARK_*` over the file) and checked.
@@ -502,6 +588,38 @@ fn retention_policy(
     })
 }
 
+/// `metrics_listen` read: an address and port, or "off" (`None`).
+fn metrics_listen(text: &str) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = text.trim().parse().map_err(|_| {
+        ConfigError(format!(
+            "metrics_listen {text:?}: an IP address and port (\"127.0.0.1:9187\", \"[::1]:9187\") or \"off\""
+        ))
+    })?;
+    Ok(Some(addr))
+}
+
+impl Settings {
+    /// Where the agent serves its metrics (`None`: "off"), checked: an address other hosts
+    /// can reach is refused unless `metrics_allow_remote` (the metrics describe the
+    /// cluster, its WAL and its backups, and the endpoint has no authentication: exposing
+    /// it is the operator's explicit choice). Checked by the agent when it starts, not by
+    /// every command: a metrics setting must never stop archive-push.
+    pub fn metrics_address(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        match self.metrics_listen {
+            Some(addr) if !addr.ip().is_loopback() && !self.metrics_allow_remote => {
+                Err(ConfigError(format!(
+                    "metrics_listen {addr} is not a loopback address: other hosts could read the metrics; \
+                     set metrics_allow_remote = true to serve them there"
+                )))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +669,55 @@ mod tests {
         assert_eq!(drill.drill_path, Some(PathBuf::from("/srv/drills")));
         assert_eq!(drill.drill_user.as_deref(), Some("postgres"));
         assert_eq!(drill.drill_max_age, Duration::from_secs(36 * 3600));
+        assert_eq!(d.rpo_target, Duration::from_secs(3600));
+        assert_eq!(d.backup_max_age, Duration::from_secs(26 * 3600));
+        assert_eq!(d.metrics_listen, Some("127.0.0.1:9187".parse().unwrap()));
+        let watch = resolve(
+            &SettingArgs {
+                rpo_target: Some("3s".into()),
+                ..Default::default()
+            },
+            None,
+            parse("rpo_target = '1h'\nbackup_max_age = '8d'\nmetrics_listen = '[::1]:9100'\n"),
+        )
+        .unwrap();
+        assert_eq!(watch.rpo_target, Duration::from_secs(3));
+        assert_eq!(watch.backup_max_age, Duration::from_secs(8 * 86_400));
+        assert_eq!(watch.metrics_listen, Some("[::1]:9100".parse().unwrap()));
+        let remote = resolve(
+            &SettingArgs::default(),
+            None,
+            parse("metrics_listen = '0.0.0.0:9187'\nmetrics_allow_remote = true\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            remote.metrics_address().unwrap(),
+            Some("0.0.0.0:9187".parse().unwrap())
+        );
+        for text in ["0.0.0.0:9187", "10.1.2.3:9187", "[::]:9187"] {
+            let refused = resolve(
+                &SettingArgs::default(),
+                None,
+                parse(&format!("metrics_listen = '{text}'\n")),
+            )
+            .unwrap();
+            let err = refused.metrics_address().unwrap_err().to_string();
+            assert!(
+                err.contains("not a loopback") && err.contains("metrics_allow_remote"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            watch.metrics_address().unwrap(),
+            Some("[::1]:9100".parse().unwrap())
+        );
+        let off = resolve(
+            &SettingArgs::default(),
+            None,
+            parse("metrics_listen = 'off'\n"),
+        )
+        .unwrap();
+        assert_eq!(off.metrics_listen, None);
     }
 
     #[test]
@@ -566,6 +733,13 @@ mod tests {
             ("drill_path = 'tmp'", "drill_path"),
             ("drill_max_age = 0", "drill_max_age"),
             ("drill_max_age = -1.5", "drill_max_age"),
+            ("rpo_target = '60'", "rpo_target"),
+            ("rpo_target = '0s'", "rpo_target"),
+            ("backup_max_age = 'soon'", "backup_max_age"),
+            ("metrics_listen = 'localhost'", "metrics_listen"),
+            ("state_path = 'var/x'", "state_path"),
+            ("backup_schedule = '6 hours'", "backup_schedule"),
+            ("drill_schedule = '0 25 * * *'", "drill_schedule"),
         ];
         for (text, needle) in cases {
             let err = resolve(&SettingArgs::default(), None, parse(text))

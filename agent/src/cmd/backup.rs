@@ -4,24 +4,45 @@
 use std::time::Duration;
 
 use super::report::{json_lines, Report};
-use crate::backup::{self, BackupReport, BackupRequest};
+use crate::backup::{self, BackupError, BackupReport, BackupRequest};
 use crate::cli::args::BackupArgs;
 use crate::cli::config::Settings;
 use crate::exit::Failure;
 
 /// Runs the command; returns its report for `main` to print.
 pub async fn run(settings: &Settings, args: &BackupArgs) -> Result<BackupReport, Failure> {
-    backup::take(
-        settings,
-        &BackupRequest {
-            label: args.label.clone(),
-            fast_checkpoint: args.checkpoint == "fast",
-            wal_timeout: Duration::from_secs(args.wal_timeout),
-            quiet: args.json,
-            ignore_checksum_failures: args.ignore_checksum_failures,
-        },
-    )
-    .await
+    // One backup of the stanza at a time, whoever started it (the agent or a person).
+    let _job_lock = crate::joblock::acquire(settings, crate::daemon::JobKind::Backup)?;
+    let request = BackupRequest {
+        label: args.label.clone(),
+        fast_checkpoint: args.checkpoint == "fast",
+        wal_timeout: Duration::from_secs(args.wal_timeout),
+        quiet: args.json,
+        ignore_checksum_failures: args.ignore_checksum_failures,
+    };
+    // SIGTERM (the agent stopping, systemd) or SIGINT abandons the backup at once: the
+    // replication connection closes (the server ends its side of the backup), and as the
+    // record is written last, nothing of it is listed.
+    tokio::select! {
+        taken = backup::take(settings, &request) => taken,
+        signal = interrupted() => Err(BackupError::Interrupted { signal }.into()),
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name. Never returns when the handlers cannot
+/// be installed (the default action then stops the process, as before).
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
 }
 
 /// One line (and one more when the server sent warnings).

@@ -206,6 +206,8 @@ pub fn render_text(r: &DrillReport) -> String {
 
 /// Runs the drill.
 pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, Failure> {
+    // One drill of the stanza at a time, whoever started it (the agent or a person).
+    let _job_lock = crate::joblock::acquire(settings, crate::daemon::JobKind::Drill)?;
     // Everything that can be refused is refused before anything is created.
     if args.target.target_action != "pause" {
         return Err(ConfigError(

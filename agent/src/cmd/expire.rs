@@ -13,8 +13,9 @@
 //! writes nothing, not even the collection marker.
 //!
 //! Exit codes: 0 done (or shown); 2 no retention policy configured (an empty policy never
-//! reads as "keep nothing"); 1 the repository failed, or a backup record cannot be read
-//! (then nothing is collected: what it references cannot be known).
+//! reads as "keep nothing"); 1 the repository failed; the job lock's code when another
+//! expire of the stanza runs. A backup record that cannot be read is left alone and
+//! stops the collection (what it references cannot be known), with a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -105,6 +106,16 @@ pub async fn run(settings: &Settings, args: &ExpireArgs) -> Result<Expired, Fail
     if policy.is_empty() {
         return Err(usage(PolicyError::Empty.to_string()));
     }
+    // One expire per stanza at a time, by hand or scheduled; a dry run changes nothing
+    // and needs no lock. (A backup on another host is kept safe by its lease.)
+    let _job_lock = if args.dry_run {
+        None
+    } else {
+        Some(crate::joblock::acquire(
+            settings,
+            crate::daemon::JobKind::Expire,
+        )?)
+    };
     let repo = open_repo(settings).await?;
     repo.require_format().await?;
     let stanza = &settings.stanza;

@@ -456,28 +456,114 @@ pub fn summarize(entries: &[Entry], segment_size: Option<SegmentSize>) -> WalSum
     s
 }
 
+/// The stanza's catalog as `info` and `status` read it, once.
+pub struct StanzaCatalog {
+    /// The repository.
+    pub repo: Repo,
+    /// Its format (`None`: nothing was ever written).
+    pub format: Option<u32>,
+    /// The stanza's cluster record.
+    pub cluster: ClusterRecord,
+    /// Every WAL index entry with its record and content summary.
+    pub wal: Vec<tidemark_store::repo::IndexedWal>,
+    /// The backup records (and those that cannot be read).
+    pub listing: tidemark_store::repo::Backups,
+}
+
+impl StanzaCatalog {
+    /// Reads it. A location without a repository, or a repository without this stanza,
+    /// is refused like everywhere else: it is a wrong setting, or `init` was not run.
+    pub async fn read(settings: &Settings) -> Result<StanzaCatalog, Failure> {
+        Self::read_reusing(settings, Vec::new()).await
+    }
+
+    /// [`StanzaCatalog::read`], taking from `previous` (an earlier read's `wal`) the WAL
+    /// index entries it already holds ([`Repo::wal_catalog_reusing`]).
+    pub async fn read_reusing(
+        settings: &Settings,
+        previous: Vec<tidemark_store::repo::IndexedWal>,
+    ) -> Result<StanzaCatalog, Failure> {
+        let repo: Repo = open_repo(settings).await?;
+        let stanza = &settings.stanza;
+        let cluster = repo.require_cluster(stanza).await?;
+        let format = repo.format().await?;
+        // Every index entry with its record and content summary (read concurrently).
+        let (wal, listing) = if format.is_some() {
+            (
+                repo.wal_catalog_reusing(stanza, previous).await?,
+                repo.backups(stanza).await?,
+            )
+        } else {
+            (Vec::new(), Default::default())
+        };
+        Ok(StanzaCatalog {
+            repo,
+            format,
+            cluster,
+            wal,
+            listing,
+        })
+    }
+
+    /// The index entries as [`summarize`] takes them.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.wal
+            .iter()
+            .map(|e| Entry {
+                name: e.name,
+                digest: e.digest,
+                record: e.record.clone(),
+            })
+            .collect()
+    }
+
+    /// The WAL segment size on record.
+    pub fn segment_size(&self) -> Option<SegmentSize> {
+        SegmentSize::new(self.cluster.wal_segment_size).ok()
+    }
+
+    /// The planner's snapshot of it, or why the planner cannot use it (a cluster record it
+    /// cannot read: said as a warning, the rest of the report stands).
+    pub async fn snapshot(
+        &self,
+        stanza: &tidemark_store::catalog::Stanza,
+    ) -> Result<Result<snapshot::Loaded, String>, Failure> {
+        match snapshot::build(&self.repo, stanza, &self.cluster, &self.listing, &self.wal).await {
+            Ok(loaded) => Ok(Ok(loaded)),
+            Err(e @ tidemark_recovery::Error::WalContent { .. }) => {
+                Ok(Err(format!("cannot tell what a restore can reach: {e}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The last verify run, without its proof lists (the next run's business, not a status
+/// page's); a record that cannot be read is logged and reads as none.
+pub async fn last_verify(
+    repo: &Repo,
+    stanza: &tidemark_store::catalog::Stanza,
+) -> Result<Option<tidemark_store::verify::VerifyRecord>, Failure> {
+    match repo.last_verify(stanza).await {
+        Ok(last) => Ok(last.map(|mut v| {
+            v.proofs.clear();
+            v
+        })),
+        Err(e) if e.is_unreadable_record() => {
+            tracing::warn!("the last verify record cannot be read: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Reads everything `info` reports.
 pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
-    let repo: Repo = open_repo(settings).await?;
     let stanza = &settings.stanza;
-    // A location without a repository, or a repository without this stanza, is refused
-    // like everywhere else: it is a wrong setting, or `init` was not run.
-    let cluster: Option<ClusterRecord> = Some(repo.require_cluster(stanza).await?);
-    let format = repo.format().await?;
-    // Every index entry with its record and content summary (read concurrently).
-    let catalog = if format.is_some() {
-        repo.wal_catalog(stanza).await?
-    } else {
-        Vec::new()
-    };
-    let entries: Vec<Entry> = catalog
-        .iter()
-        .map(|e| Entry {
-            name: e.name,
-            digest: e.digest,
-            record: e.record.clone(),
-        })
-        .collect();
+    let catalog = StanzaCatalog::read(settings).await?;
+    let repo = &catalog.repo;
+    let format = catalog.format;
+    let entries = catalog.entries();
     let quarantined = if format.is_some() {
         repo.backend()
             .list(&catalog::quarantine_prefix(stanza))
@@ -487,9 +573,6 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
         0
     };
     let stale_temp_files = repo.backend().stale_temp_files(false).await?.count;
-    let segment_size = cluster
-        .as_ref()
-        .and_then(|c| SegmentSize::new(c.wal_segment_size).ok());
     let drills = match format {
         Some(_) => Some(drills_info(
             repo.recent_drills(stanza).await?,
@@ -499,16 +582,17 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
         None => None,
     };
     let (backups, damaged_backups, recovery) = if format.is_some() {
-        let listing = repo.backups(stanza).await?;
-        let recovery = match &cluster {
-            Some(cluster) => {
-                Some(recovery_windows(&repo, stanza, cluster, &listing, &catalog).await?)
-            }
-            None => None,
-        };
+        let listing = &catalog.listing;
+        let recovery = Some(match catalog.snapshot(stanza).await? {
+            Ok(loaded) => recovery_info(&loaded),
+            Err(warning) => RecoveryInfo {
+                timelines: Vec::new(),
+                warnings: vec![warning],
+            },
+        });
         let mut backups = summarize_backups(&listing.records);
         let problems: Vec<Vec<String>> = futures::stream::iter(&listing.records)
-            .map(|record| missing_data(&repo, record))
+            .map(|record| missing_data(repo, record))
             .buffered(4)
             .try_collect()
             .await?;
@@ -527,31 +611,20 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
     } else {
         (Vec::new(), Vec::new(), None)
     };
-    // The last verify run; a record that cannot be read is said in its place.
-    let last_verify = match repo.last_verify(stanza).await {
-        // Its proof lists are the next run's business, not a status page's.
-        Ok(last) => last.map(|mut v| {
-            v.proofs.clear();
-            v
-        }),
-        Err(e) if e.is_unreadable_record() => {
-            tracing::warn!("the last verify record cannot be read: {e}");
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let last_verify = last_verify(repo, stanza).await?;
+    let c = &catalog.cluster;
     Ok(InfoReport {
         last_verify,
         repo: settings.repo.to_string(),
         stanza: stanza.to_string(),
         format,
-        cluster: cluster.map(|c| ClusterInfo {
+        cluster: Some(ClusterInfo {
             system_identifier: c.system_id.to_string(),
             pg_version: c.pg_major,
             wal_segment_size: c.wal_segment_size,
         }),
-        segments_not_indexed: segments_not_indexed(&catalog),
-        wal: summarize(&entries, segment_size),
+        segments_not_indexed: segments_not_indexed(&catalog.wal),
+        wal: summarize(&entries, catalog.segment_size()),
         quarantined,
         stale_temp_files,
         backups,
@@ -562,24 +635,7 @@ pub async fn gather(settings: &Settings) -> Result<InfoReport, Failure> {
 }
 
 /// What a restore can reach, per timeline ([`plan::windows`] over the catalog snapshot).
-async fn recovery_windows(
-    repo: &Repo,
-    stanza: &tidemark_store::catalog::Stanza,
-    cluster: &ClusterRecord,
-    listing: &tidemark_store::repo::Backups,
-    catalog: &[tidemark_store::repo::IndexedWal],
-) -> Result<RecoveryInfo, Failure> {
-    let loaded = match snapshot::build(repo, stanza, cluster, listing, catalog).await {
-        Ok(loaded) => loaded,
-        // A cluster record the planner cannot use: said here, the rest of info stands.
-        Err(e @ tidemark_recovery::Error::WalContent { .. }) => {
-            return Ok(RecoveryInfo {
-                timelines: Vec::new(),
-                warnings: vec![format!("cannot tell what a restore can reach: {e}")],
-            })
-        }
-        Err(e) => return Err(e.into()),
-    };
+pub fn recovery_info(loaded: &snapshot::Loaded) -> RecoveryInfo {
     let timelines = plan::windows(&loaded.snapshot)
         .into_iter()
         .map(|t| TimelineWindowInfo {
@@ -599,10 +655,10 @@ async fn recovery_windows(
                 .collect(),
         })
         .collect();
-    Ok(RecoveryInfo {
+    RecoveryInfo {
         timelines,
-        warnings: loaded.warnings,
-    })
+        warnings: loaded.warnings.clone(),
+    }
 }
 
 /// What a restore can reach (`info`'s `recovery`).

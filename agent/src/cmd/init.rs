@@ -165,6 +165,7 @@ async fn record(
     repo.ensure_format().await?;
     let existed = repo.cluster(&settings.stanza).await?.is_some();
     let record = repo.ensure_cluster(&settings.stanza, proposed).await?;
+    repo.lay_out_blob_folders().await?;
     Ok((record, !existed))
 }
 

@@ -10,6 +10,7 @@ use tidemark_store::Repo;
 use crate::cli::config::Settings;
 use crate::exit::Failure;
 
+pub mod agent;
 pub mod archive_get;
 pub mod archive_push;
 pub mod backup;
@@ -22,6 +23,7 @@ pub mod reindex;
 pub mod report;
 pub mod restore;
 pub mod spool;
+pub mod status;
 pub mod verify;
 
 pub use report::{Format, Report};

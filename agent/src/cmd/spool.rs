@@ -232,7 +232,15 @@ impl Report for DrainResult {
 /// fails unless the spool ends empty. With `background`, the drainer `archive-push`
 /// starts: it quits if another is at work and never gives up on the repository, and
 /// returns `None` (it prints nothing: its log is `drain.log`).
-pub async fn drain(settings: &Settings, background: bool) -> Result<Option<DrainResult>, Failure> {
+///
+/// With `follow` (the agent's drainer), the background drainer never ends for an empty
+/// queue: it holds the drain lock, and so keeps archive-push from starting its own, until
+/// it is stopped.
+pub async fn drain(
+    settings: &Settings,
+    background: bool,
+    follow: bool,
+) -> Result<Option<DrainResult>, Failure> {
     let spool = open_spool(settings)?;
     let repo = open_repo(settings).await?;
     // A drain pointed at a location without the repository (or the stanza) is refused
@@ -246,7 +254,9 @@ pub async fn drain(settings: &Settings, background: bool) -> Result<Option<Drain
     }
     let options = DrainOptions {
         parallel: DRAIN_PARALLEL,
-        linger: if background {
+        linger: if follow {
+            Duration::MAX
+        } else if background {
             BACKGROUND_LINGER
         } else {
             Duration::ZERO

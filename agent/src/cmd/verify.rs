@@ -49,6 +49,8 @@ pub struct Verified {
 
 /// Runs the command; `args.json` keeps the progress line off stderr.
 pub async fn run(settings: &Settings, args: &VerifyArgs) -> Result<Verified, Failure> {
+    // One verify of the stanza at a time, whoever started it (the agent or a person).
+    let _job_lock = crate::joblock::acquire(settings, crate::daemon::JobKind::Verify)?;
     let since = match &args.since {
         None => None,
         Some(text) => Some(parse_target_time(text, &chrono::Local).map_err(|e| {

@@ -178,6 +178,16 @@ pub trait Backend: Send + Sync + Debug + 'static {
         Ok(())
     }
 
+    /// Creates the folders `folders` (key prefixes without their trailing `/`) durably
+    /// where they are missing, ahead of any write into them: `init` lays out the blob
+    /// shards once, so that the first writes into a new repository do not each create
+    /// one (a folder and two fsyncs on the write's path). Stores without folders: nothing
+    /// to do.
+    async fn create_folders(&self, folders: Vec<String>) -> Result<()> {
+        let _ = folders;
+        Ok(())
+    }
+
     /// [`Backend::create_all`] with the first object's body written beforehand into
     /// `staged` (from [`Backend::stage`]). The default reads it back and creates from bytes.
     async fn create_all_staged(

@@ -438,6 +438,21 @@ fn a_lost_queue_is_rebuilt_from_the_bodies_and_nothing_is_deleted() {
     let bodies = spool.join("main/wal");
     assert_eq!(repo_snapshot(&bodies).len(), names.len());
 
+    // `tidemark status` counts what waits from the bodies themselves (issue 16), without
+    // opening the queue: a lost queue hides nothing from it.
+    let at_risk = |tm: &Tidemark| -> Value {
+        let run = tm.run(&["status", "--json"]);
+        serde_json::from_str::<Value>(&run.stdout)
+            .unwrap_or_else(|e| panic!("status --json ({e}): {run:?}"))["spool"]
+            .clone()
+    };
+    let before = at_risk(&tm);
+    assert_eq!(before["files"], names.len(), "{before:#}");
+    assert!(
+        before["oldest_seconds"].as_f64().unwrap() >= 0.0,
+        "{before:#}"
+    );
+
     std::fs::remove_dir_all(spool.join("main/queue")).unwrap();
     let status = spool_status(&tm);
     assert_eq!(
@@ -445,6 +460,7 @@ fn a_lost_queue_is_rebuilt_from_the_bodies_and_nothing_is_deleted() {
         (Some(0), Some(names.len() as u64)),
         "{status:#}"
     );
+    assert_eq!(at_risk(&tm)["files"], names.len());
     let report: Value = serde_json::from_str(&tm.ok(&["spool", "drain", "--json"])).expect("JSON");
     assert_eq!(report["pushed"], names.len(), "{report:#}");
     assert_eq!(report["remaining"], 0, "{report:#}");

@@ -178,7 +178,10 @@ impl Tidemark {
     /// The command for `args`, not started: for tests that spawn and kill it.
     pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
         let mut cmd = user_command(self.bin(), &self.cwd);
-        cmd.args(&self.global)
+        // Job locks and the agent's state stay in the test's folder (tests run in
+        // parallel, many with the stanza `main`); a test may name another with `with_env`.
+        cmd.env("TIDEMARK_STATE_PATH", self.cwd.join("tidemark-state"))
+            .args(&self.global)
             .args(args.iter().map(|a| a.as_ref()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
@@ -198,6 +201,11 @@ impl Tidemark {
         }
         cmd.current_dir(&self.cwd)
             .stdin(Stdio::null())
+            // Not the test user's folder: a lock file root made there would be root's.
+            .env(
+                "TIDEMARK_STATE_PATH",
+                self.cwd.join("tidemark-state-invoker"),
+            )
             .args(&self.global)
             .args(args.iter().map(|a| a.as_ref()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
