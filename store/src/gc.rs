@@ -16,7 +16,8 @@
 //! shards one at a time: it reads the shard's references, sorts them, lists the shard's
 //! blobs and removes the unreferenced ones. Memory holds one shard's references and one
 //! page of a file list, so about 1/256 of the references; time is linear in the objects
-//! (plus a sort per shard).
+//! (plus a sort per shard). What is not bounded: a stanza's WAL index listing is held
+//! while it is marked (about 1 KiB per archived file), as `expire` holds it to decide.
 //!
 //! **Sweep.** A blob is removed only when no reference names it and the store says it was
 //! written more than the grace ago (`gc_grace`); a blob without a modification time is
