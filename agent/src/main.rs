@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         Command::Spool { .. } => "spool",
         Command::Reindex { .. } => "reindex",
         Command::Verify(_) => "verify",
+        Command::Expire(_) => "expire",
         Command::Status { .. } => "status",
         Command::Agent => "agent",
     };
@@ -183,6 +184,7 @@ async fn run(cli: &Cli, settings: &Settings) -> Result<(Box<dyn Report>, Format)
         Command::Info { json } => boxed(cmd::info::gather(settings).await?, *json),
         Command::Reindex { json } => boxed(cmd::reindex::run(settings, *json).await?, *json),
         Command::Verify(args) => boxed(cmd::verify::run(settings, args).await?, args.json),
+        Command::Expire(args) => boxed(cmd::expire::run(settings, args).await?, args.json),
         Command::Status { json } => boxed(cmd::status::run(settings).await?, *json),
         Command::Agent => boxed(cmd::agent::run(&cli.settings, settings).await?, false),
         Command::Spool { action } => match action {

@@ -315,6 +315,13 @@ async fn store_ahead(
     //    in is reported by the push that lost.
     match commit {
         WalCommit::Indexed { .. } => {
+            // A blob found already there may be one a garbage collection is removing
+            // (unreferenced until this entry): the entry is written, so a collection that
+            // starts now keeps it; one at work may not have seen it. Wait for it to end,
+            // then store the blob again (docs/repository-format.md, "Garbage collection").
+            if put.deduplicated && repo.wait_while_collecting().await? {
+                store_blob(repo, &content).await?;
+            }
             if let Some(warning) = summary.and_then(|s| s.warning(&name)) {
                 tracing::warn!("{warning}");
             }

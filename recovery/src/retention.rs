@@ -281,6 +281,10 @@ pub struct WalExpiry {
     pub segments: Vec<(u32, u64)>,
     /// History files (by timeline) that no kept segment or backup needs.
     pub histories: Vec<u32>,
+    /// Of the other segment-shaped files passed to [`wal_files_to_expire`] (`.partial`
+    /// and `.backup` files, names archived with two contents), the positions (timeline,
+    /// segment number) that go by the same rules as a segment there.
+    pub others: Vec<(u32, u64)>,
     /// Why no WAL may go at all, when it cannot be decided safely.
     pub held: Option<String>,
 }
@@ -302,6 +306,18 @@ pub struct WalExpiry {
 /// a backup, and always for the newest timeline and its ancestors (they say what "now"
 /// is). Nothing at all goes when the window's backup is not in the snapshot.
 pub fn wal_to_expire(snapshot: &CatalogSnapshot, decision: &RetentionDecision) -> WalExpiry {
+    wal_files_to_expire(snapshot, decision, &BTreeSet::new())
+}
+
+/// [`wal_to_expire`], and also which of `others` go: the positions (timeline, segment
+/// number) of archived files the snapshot does not list as segments (`.partial` and
+/// `.backup` files, a name archived with two contents). Each goes when a segment at its
+/// position would; none of them keeps a timeline's history file by itself.
+pub fn wal_files_to_expire(
+    snapshot: &CatalogSnapshot,
+    decision: &RetentionDecision,
+    others: &BTreeSet<(u32, u64)>,
+) -> WalExpiry {
     let Some(anchor) = snapshot
         .backups
         .iter()
@@ -333,9 +349,7 @@ pub fn wal_to_expire(snapshot: &CatalogSnapshot, decision: &RetentionDecision) -
     let anchor_segno = anchor.start_lsn.0 / size;
 
     let mut reaches: BTreeMap<u32, bool> = BTreeMap::new();
-    let mut keeps_wal: BTreeSet<u32> = BTreeSet::new();
-    let mut segments = Vec::new();
-    for &(tli, segno) in snapshot.segments.keys() {
+    let mut stays = |tli: u32, segno: u64| {
         let from_anchor = *reaches
             .entry(tli)
             .or_insert_with(|| TimelinePath::of(snapshot, tli).admits(anchor).is_ok())
@@ -346,12 +360,22 @@ pub fn wal_to_expire(snapshot: &CatalogSnapshot, decision: &RetentionDecision) -
                 (tli == start_tli || tli == stop_tli) && (first..=last).contains(&segno)
             });
         let unprovable = tli > 1 && !snapshot.histories.contains_key(&tli);
-        if from_anchor || for_a_backup || unprovable {
+        from_anchor || for_a_backup || unprovable
+    };
+    let mut keeps_wal: BTreeSet<u32> = BTreeSet::new();
+    let mut segments = Vec::new();
+    for &(tli, segno) in snapshot.segments.keys() {
+        if stays(tli, segno) {
             keeps_wal.insert(tli);
         } else {
             segments.push((tli, segno));
         }
     }
+    let others = others
+        .iter()
+        .filter(|&&(tli, segno)| !stays(tli, segno))
+        .copied()
+        .collect();
     for b in snapshot
         .backups
         .iter()
@@ -379,6 +403,7 @@ pub fn wal_to_expire(snapshot: &CatalogSnapshot, decision: &RetentionDecision) -
     WalExpiry {
         segments,
         histories,
+        others,
         held: None,
     }
 }
@@ -786,6 +811,21 @@ mod tests {
                 e.histories.is_empty(),
                 "timeline 2's history stays: it is now's line"
             );
+        }
+
+        #[test]
+        fn partial_and_backup_files_go_by_their_position() {
+            // Timeline 1's last segment 12 is a `.partial` (promotion to 2 in 12); a
+            // `.backup` file at segment 3 (backup a's start) and one at 20 (b's).
+            let mut s = snapshot();
+            archive(&mut s, 1, 1, 11);
+            archive(&mut s, 2, 12, 30);
+            history(&mut s, 2, &[(1, 12)]);
+            s.backups = vec![backup_at("a", 1, 3, 1), backup_at("b", 2, 20, 2)];
+            let others: BTreeSet<(u32, u64)> = [(1, 12), (1, 3), (2, 20)].into();
+            let e = wal_files_to_expire(&s, &kept(&s, &count(1)), &others);
+            assert_eq!(e.others, [(1, 3), (1, 12)], "b's own file stays");
+            assert_eq!(e.segments.len(), 11 + 8);
         }
 
         #[test]

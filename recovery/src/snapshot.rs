@@ -90,6 +90,65 @@ pub async fn build(
     listing: &Backups,
     wal: &[IndexedWal],
 ) -> Result<Loaded> {
+    let entries = wal
+        .iter()
+        .map(|e| Entry {
+            name: &e.name,
+            digest: e.digest,
+            stored_size: e.record.stored_size,
+            content: e.content.as_ref(),
+            content_error: e.content_error.as_deref(),
+        })
+        .collect();
+    build_from(repo, stanza, cluster, listing, entries).await
+}
+
+/// [`build`] from the WAL index's keys alone (`wal_listed`: the listing of
+/// [`tidemark_store::catalog::wal_prefix`]), without reading a single index record: one
+/// listing instead of one read per archived file. Every segment is
+/// [`SegmentContent::NotIndexed`] and its `stored_size` is its index record's size, not
+/// its blob's: enough for what needs only which segments exist and the timelines
+/// (`expire`), not for a plan.
+pub async fn build_index_only(
+    repo: &Repo,
+    stanza: &Stanza,
+    cluster: &ClusterRecord,
+    listing: &Backups,
+    wal_listed: &[tidemark_store::backend::ObjectMeta],
+) -> Result<Loaded> {
+    let parsed: Vec<(WalFileName, Digest, u64)> = wal_listed
+        .iter()
+        .filter_map(|m| tidemark_store::catalog::parse_wal_key(&m.key).map(|(n, d)| (n, d, m.size)))
+        .collect();
+    let entries = parsed
+        .iter()
+        .map(|(name, digest, size)| Entry {
+            name,
+            digest: *digest,
+            stored_size: *size,
+            content: None,
+            content_error: None,
+        })
+        .collect();
+    build_from(repo, stanza, cluster, listing, entries).await
+}
+
+/// What [`build_from`] needs of one WAL index entry.
+struct Entry<'a> {
+    name: &'a WalFileName,
+    digest: Digest,
+    stored_size: u64,
+    content: Option<&'a SegmentSummary>,
+    content_error: Option<&'a str>,
+}
+
+async fn build_from(
+    repo: &Repo,
+    stanza: &Stanza,
+    cluster: &ClusterRecord,
+    listing: &Backups,
+    wal: Vec<Entry<'_>>,
+) -> Result<Loaded> {
     let size = SegmentSize::new(cluster.wal_segment_size).map_err(|e| Error::WalContent {
         name: format!("stanza {stanza}"),
         detail: format!("the cluster record's WAL segment size: {e}"),
@@ -145,7 +204,7 @@ pub async fn build(
     }
 
     // Every index entry, grouped by name: more than one content is a conflict.
-    let mut by_name: BTreeMap<String, Vec<&IndexedWal>> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, Vec<Entry<'_>>> = BTreeMap::new();
     for entry in wal {
         by_name
             .entry(entry.name.to_string())
@@ -163,7 +222,7 @@ pub async fn build(
             continue;
         }
         let entry = entries.pop().expect("a name has an entry");
-        if let Some(why) = &entry.content_error {
+        if let Some(why) = entry.content_error {
             warnings.push(format!(
                 "{name}: its content summary cannot be read ({why}): it is decoded when the plan needs it"
             ));
@@ -179,8 +238,8 @@ pub async fn build(
                     key,
                     SegmentFacts {
                         name,
-                        stored_size: entry.record.stored_size,
-                        content: match &entry.content {
+                        stored_size: entry.stored_size,
+                        content: match entry.content {
                             Some(summary) => SegmentContent::Summary(Box::new(summary.clone())),
                             None => SegmentContent::NotIndexed,
                         },

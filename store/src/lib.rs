@@ -32,6 +32,7 @@ pub mod backup;
 pub mod catalog;
 pub mod codec;
 pub mod drill;
+pub mod gc;
 pub mod jobs;
 pub mod key;
 pub mod multihash;

@@ -19,6 +19,7 @@ mod plan;
 mod base_backup;
 
 mod drill;
+mod expire;
 mod feed;
 
 mod pitr;

@@ -138,6 +138,23 @@ impl ServerFacts {
 
 /// Takes a backup; see the module doc.
 pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupReport, Failure> {
+    // The lease tells garbage collection a backup is in flight (it may name chunks it
+    // found already there): it goes when the backup ends, whichever way.
+    let mut lease = None;
+    let result = take_leased(settings, req, &mut lease).await;
+    if let Some(lease) = lease {
+        if let Err(e) = lease.release().await {
+            tracing::warn!("cannot remove the backup's lease (it expires by itself): {e}");
+        }
+    }
+    result
+}
+
+async fn take_leased(
+    settings: &Settings,
+    req: &BackupRequest,
+    lease_slot: &mut Option<tidemark_store::gc::Held>,
+) -> Result<BackupReport, Failure> {
     let started = Instant::now();
     let stanza = &settings.stanza;
     let target = pgsettings::resolve(&settings.pg, &ProcessEnv)
@@ -172,6 +189,9 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
     let repo = open_repo(settings).await?;
     let cluster = repo.require_cluster(stanza).await?;
     check_same_cluster(stanza, &cluster, &server.cluster_record("backup"))?;
+    // Before the previous backups' chunks are read: from here on no collection sweeps
+    // (and one that started before waits for nothing: this waits for it to end).
+    let lease = lease_slot.insert(repo.take_lease("backup", stanza).await?);
 
     let databases = read_databases(&target, &client).await?;
     let (known, skipped) = previous_chunks(&repo, stanza, req.quiet).await?;
@@ -281,6 +301,15 @@ pub async fn take(settings: &Settings, req: &BackupRequest) -> Result<BackupRepo
         notices: Some(notices.count),
         checksum_failures_ignored: notices.checksum_failure,
     };
+    if !lease.unbroken() {
+        return Err(Failure::Store(tidemark_store::Error::Catalog {
+            what: "backup".into(),
+            detail: format!(
+                "its lease {} was not kept refreshed (the repository did not answer): a garbage collection may have removed chunks it reuses, so it is not recorded; run it again",
+                lease.key()
+            ),
+        }));
+    }
     let record = write_record(&repo, stanza, record, start_time).await?;
     let id = record.id.clone();
     Ok(BackupReport {

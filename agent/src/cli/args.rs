@@ -146,6 +146,12 @@ pub enum Command {
     ///
     /// Exit 0: no problem; 4: problems found (each named); 1: the repository failed.
     Verify(VerifyArgs),
+    /// Apply the retention policy: remove the backups it lets go, the WAL no kept backup
+    /// and no moment of the guaranteed window needs, and the blobs nothing references
+    /// any more (after a grace). Reports the recovery window that remains.
+    ///
+    /// Exit 0: done (or, with --dry-run, shown); 2: no retention policy is configured.
+    Expire(ExpireArgs),
     /// The asynchronous-archiving spool: what waits in it, and moving it into the repository.
     Spool {
         /// What to do.
@@ -487,6 +493,47 @@ pub struct SettingArgs {
         value_name = "MIB"
     )]
     pub prefetch_max_mib: Option<u64>,
+    /// Retention: keep the newest N backups (see docs/retention.md).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_RETENTION_COUNT",
+        value_name = "N"
+    )]
+    pub retention_count: Option<u32>,
+    /// Retention: keep every moment of this recovery window restorable ("14d", "36h").
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_RETENTION_WINDOW",
+        value_name = "DURATION"
+    )]
+    pub retention_window: Option<String>,
+    /// Retention: the newest backup of so many days, weeks, months, years
+    /// ("daily=7,weekly=4,monthly=12").
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_RETENTION_TIERS",
+        value_name = "TIERS"
+    )]
+    pub retention_tiers: Option<String>,
+    /// Retention: backups (ids or labels, comma-separated) kept forever.
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_RETENTION_FOREVER",
+        value_name = "IDS"
+    )]
+    pub retention_forever: Option<String>,
+    /// Garbage collection never removes a blob younger than this [default: 6h].
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_GC_GRACE",
+        value_name = "DURATION"
+    )]
+    pub gc_grace: Option<String>,
     /// The recovery point objective: `status` and the agent warn when the newest
     /// recoverable commit is older than this (e.g. "1h", "15m") [default: 1h].
     #[arg(
@@ -651,6 +698,18 @@ pub struct VerifyArgs {
     /// Blob reads in flight [default: 16].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Print the result as JSON (and no progress line).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tidemark expire`'s flags.
+#[derive(Debug, Args, Clone)]
+pub struct ExpireArgs {
+    /// Print exactly what would be removed and the window that would remain; change
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print the result as JSON (and no progress line).
     #[arg(long)]
     pub json: bool,

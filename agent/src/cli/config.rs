@@ -16,9 +16,11 @@ use tidemark_store::url::{BackendOptions, RepoUrl, S3Options, Secret};
 use tidemark_store::Compression;
 
 use super::args::SettingArgs;
+use super::duration::parse_duration;
 use crate::daemon::schedule::Schedule;
 use crate::daemon::JobKind;
 use tidemark_pgclient::settings::PgSettings;
+use tidemark_recovery::retention::{RetentionPolicy, Tiers};
 
 /// The config file used when none is named and it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/tidemark/tidemark.toml";
@@ -28,6 +30,11 @@ pub const DEFAULT_REPO: &str = "file:///var/lib/tidemark";
 pub const DEFAULT_SPOOL: &str = "/var/spool/tidemark";
 /// Days after which `info` warns that the last passing drill is too old.
 pub const DEFAULT_DRILL_MAX_AGE_DAYS: f64 = 7.0;
+/// Garbage collection's default grace: far longer than any writer takes between storing
+/// a blob and writing the record that names it (archive-push: seconds; verify: its run),
+/// with room for clocks that disagree, yet short enough that what an interrupted backup
+/// left goes on the next day's expire.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(6 * 3600);
 /// The spool's default limit, in MiB.
 pub const DEFAULT_SPOOL_MAX_MIB: u64 = 4096;
 /// Segments archive-get keeps prefetched by default: enough for PostgreSQL to replay
@@ -120,6 +127,21 @@ pub struct FileSettings {
     verify_schedule: Option<String>,
     drill_schedule: Option<String>,
     expire_schedule: Option<String>,
+    retention_count: Option<u32>,
+    retention_window: Option<String>,
+    retention_tiers: Option<TierSettings>,
+    retention_forever: Option<Vec<String>>,
+    gc_grace: Option<String>,
+}
+
+/// `retention_tiers = { daily = 7, weekly = 4, monthly = 12, yearly = 0 }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierSettings {
+    daily: Option<u32>,
+    weekly: Option<u32>,
+    monthly: Option<u32>,
+    yearly: Option<u32>,
 }
 
 /// Every setting, resolved and checked.
@@ -164,6 +186,10 @@ pub struct Settings {
     pub drill_user: Option<String>,
     /// How old the last passing drill may be before `info` warns.
     pub drill_max_age: Duration,
+    /// The retention policy `expire` applies (may be empty: `expire` then refuses).
+    pub retention: RetentionPolicy,
+    /// Garbage collection never removes a blob younger than this.
+    pub gc_grace: Duration,
     /// The recovery point objective (`status`, the RPO watch).
     pub rpo_target: Duration,
     /// How old the newest backup may be before `status` and the RPO watch warn.
@@ -303,6 +329,11 @@ pub fn resolve(
     config_file: Option<PathBuf>,
     file: FileSettings,
 ) -> Result<Settings, ConfigError> {
+    let retention = retention_policy(args, &file)?;
+    let gc_grace = match args.gc_grace.as_ref().or(file.gc_grace.as_ref()) {
+        Some(text) => parse_duration(text).map_err(|e| ConfigError(format!("gc_grace: {e}")))?,
+        None => DEFAULT_GC_GRACE,
+    };
     let repo_text = args
         .repo
         .clone()
@@ -463,6 +494,8 @@ pub fn resolve(
             .unwrap_or(DEFAULT_METRICS_LISTEN),
     )?;
     Ok(Settings {
+        retention,
+        gc_grace,
         rpo_target,
         backup_max_age,
         metrics_listen,
@@ -502,6 +535,89 @@ pub fn resolve(
         state_path,
         schedules,
         spool_drained_by_agent,
+    })
+}
+
+/// The retention settings, merged (flags and `TIDEMARK_*` over the file) and checked.
+fn retention_policy(
+    args: &SettingArgs,
+    file: &FileSettings,
+) -> Result<RetentionPolicy, ConfigError> {
+    let window = match args
+        .retention_window
+        .as_ref()
+        .or(file.retention_window.as_ref())
+    {
+        None => None,
+        Some(text) => {
+            let d =
+                parse_duration(text).map_err(|e| ConfigError(format!("retention_window: {e}")))?;
+            if d.is_zero() {
+                return Err(ConfigError("retention_window must be longer than 0".into()));
+            }
+            Some(
+                chrono::Duration::from_std(d)
+                    .map_err(|_| ConfigError(format!("retention_window {text:?} is too long")))?,
+            )
+        }
+    };
+    let count = args.retention_count.or(file.retention_count);
+    if count == Some(0) {
+        return Err(ConfigError(
+            "retention_count must be at least 1 (the newest backup is always kept)".into(),
+        ));
+    }
+    let tiers = match &args.retention_tiers {
+        Some(text) => {
+            let mut t = Tiers::default();
+            for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let bad = || {
+                    ConfigError(format!(
+                        "retention_tiers {text:?}: use daily=N,weekly=N,monthly=N,yearly=N"
+                    ))
+                };
+                let (name, n) = part.split_once('=').ok_or_else(bad)?;
+                let n: u32 = n.trim().parse().map_err(|_| bad())?;
+                match name.trim() {
+                    "daily" => t.daily = n,
+                    "weekly" => t.weekly = n,
+                    "monthly" => t.monthly = n,
+                    "yearly" => t.yearly = n,
+                    _ => return Err(bad()),
+                }
+            }
+            t
+        }
+        None => file
+            .retention_tiers
+            .as_ref()
+            .map(|t| Tiers {
+                daily: t.daily.unwrap_or(0),
+                weekly: t.weekly.unwrap_or(0),
+                monthly: t.monthly.unwrap_or(0),
+                yearly: t.yearly.unwrap_or(0),
+            })
+            .unwrap_or_default(),
+    };
+    let forever = match &args.retention_forever {
+        Some(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        None => file
+            .retention_forever
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    };
+    Ok(RetentionPolicy {
+        count,
+        window,
+        tiers,
+        forever,
     })
 }
 
@@ -668,6 +784,64 @@ mod tests {
             toml::from_str::<FileSettings>("repoo = 'x'").is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn retention_settings_are_read_and_checked() {
+        let s = resolve(
+            &SettingArgs::default(),
+            None,
+            parse(
+                "retention_count = 3\nretention_window = '1d12h'\ngc_grace = '2h'\n\
+                 retention_forever = ['pre-upgrade']\n\
+                 retention_tiers = { daily = 7, monthly = 12 }\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(s.retention.count, Some(3));
+        assert_eq!(s.retention.window, Some(chrono::Duration::hours(36)));
+        assert_eq!(
+            s.retention.tiers,
+            Tiers {
+                daily: 7,
+                weekly: 0,
+                monthly: 12,
+                yearly: 0
+            }
+        );
+        assert!(s.retention.forever.contains("pre-upgrade"));
+        assert_eq!(s.gc_grace, Duration::from_secs(7200));
+        let d = resolve(&SettingArgs::default(), None, FileSettings::default()).unwrap();
+        assert!(
+            d.retention.is_empty(),
+            "no setting: an empty policy, which expire refuses"
+        );
+        assert_eq!(d.gc_grace, DEFAULT_GC_GRACE);
+        let flags = SettingArgs {
+            retention_tiers: Some("weekly=4, yearly=2".into()),
+            retention_forever: Some("a,b".into()),
+            ..Default::default()
+        };
+        let f = resolve(&flags, None, FileSettings::default()).unwrap();
+        assert_eq!((f.retention.tiers.weekly, f.retention.tiers.yearly), (4, 2));
+        assert_eq!(f.retention.forever.len(), 2);
+        for (text, needle) in [
+            ("retention_count = 0", "retention_count"),
+            ("retention_window = '14 days'", "retention_window"),
+            ("retention_window = '0d'", "retention_window"),
+            ("gc_grace = 'soon'", "gc_grace"),
+            ("retention_tiers = { hourly = 3 }", "unknown field"),
+        ] {
+            let err = match toml::from_str::<FileSettings>(text) {
+                Err(e) => e.to_string(),
+                Ok(file) => resolve(&SettingArgs::default(), None, file)
+                    .unwrap_err()
+                    .to_string(),
+            };
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("").is_err() && parse_duration("5").is_err());
     }
 
     #[test]

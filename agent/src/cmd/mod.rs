@@ -15,6 +15,7 @@ pub mod archive_get;
 pub mod archive_push;
 pub mod backup;
 pub mod drill;
+pub mod expire;
 pub mod info;
 pub mod init;
 pub mod plan;

@@ -49,6 +49,7 @@ pub async fn run_all_with(b: &dyn Backend, caps: Capabilities) {
     get_range_clamps_to_the_end(b).await;
     list_is_prefix_scoped_and_sorted(b).await;
     delete_is_idempotent(b).await;
+    delete_many_removes_every_key_in_batches(b).await;
     create_all_creates_and_reports_existing(b).await;
     create_chain_stops_at_a_taken_gate(b).await;
     multipart_visible_only_on_complete(b).await;
@@ -244,6 +245,41 @@ pub async fn delete_is_idempotent(b: &dyn Backend) {
         "deleted object is gone"
     );
     b.delete(&k).await.expect("second delete succeeds");
+}
+
+/// `delete_many` removes every key it is given, more than one S3 batch of them, in
+/// several folders, and takes missing keys for removed; what it is not given stays.
+pub async fn delete_many_removes_every_key_in_batches(b: &dyn Backend) {
+    let n = super::DELETE_BATCH + 5;
+    let keys: Vec<Key> = (0..n)
+        .map(|i| key(&format!("conf/delete-many/{:02x}/{i}", i % 3)))
+        .collect();
+    for k in &keys {
+        b.put(k, Bytes::from_static(b"x"), PutMode::Create)
+            .await
+            .expect("put");
+    }
+    let kept = key("conf/delete-many/kept");
+    b.put(&kept, Bytes::from_static(b"k"), PutMode::Create)
+        .await
+        .expect("put");
+    let mut doomed = keys.clone();
+    doomed.push(key("conf/delete-many/never-written"));
+    b.delete_many(&doomed).await.expect("delete_many");
+    let left: Vec<Key> = b
+        .list("conf/delete-many/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(
+        left,
+        std::slice::from_ref(&kept),
+        "only the key not given stays"
+    );
+    b.delete_many(&doomed).await.expect("again: all missing");
+    b.delete(&kept).await.expect("delete");
 }
 
 /// `create_all` creates what is new, leaves what exists untouched, and says which was which.

@@ -72,6 +72,24 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// Removes an object; removing a missing object succeeds.
     async fn delete(&self, key: &Key) -> Result<()>;
 
+    /// Removes several objects; missing ones count as removed. On error, some may be
+    /// gone. The default removes them one by one; the local backend fsyncs each folder
+    /// once for all its removals, and S3 sends DeleteObjects with up to
+    /// [`DELETE_BATCH`] keys per request (garbage collection removes thousands).
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        for key in keys {
+            self.delete(key).await?;
+        }
+        Ok(())
+    }
+
+    /// How many requests this backend has sent to its store so far, for stores where
+    /// requests cost (S3: the benchmark and `expire --json` report them); `None` where
+    /// there is nothing to count (a local folder).
+    fn requests_sent(&self) -> Option<u64> {
+        None
+    }
+
     /// Creates several objects (as [`PutMode::Create`]), each visible only after the ones
     /// before it, all durable when this returns. Returns, per item, whether it was created
     /// (false: the key already existed and was left untouched). On error, some leading
@@ -226,6 +244,9 @@ pub struct TempFiles {
     /// Their bytes.
     pub bytes: u64,
 }
+
+/// The most keys one S3 DeleteObjects request takes.
+pub const DELETE_BATCH: usize = 1000;
 
 /// S3's smallest part size (but for the last part).
 pub const MIN_PART_SIZE: usize = 5 << 20;

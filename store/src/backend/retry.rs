@@ -228,6 +228,19 @@ impl Backend for Retrying {
         .await
     }
 
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        // Idempotent: a retry removes what is left (missing keys count as removed).
+        let what = format!("{} objects", keys.len());
+        with_retries(self.retry_for, "delete", &what, || {
+            self.inner.delete_many(keys)
+        })
+        .await
+    }
+
+    fn requests_sent(&self) -> Option<u64> {
+        self.inner.requests_sent()
+    }
+
     fn stage(&self, folder: &str) -> Option<Staged> {
         self.inner.stage(folder)
     }

@@ -110,6 +110,9 @@ pub struct S3Backend {
     bucket: String,
     /// `""` or the prefix with one trailing `/`, ready to put in front of a key.
     prefix: String,
+    /// Requests sent so far (each SDK call once, its own retries not counted), for
+    /// [`Backend::requests_sent`].
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl fmt::Debug for S3Backend {
@@ -188,6 +191,7 @@ impl S3Backend {
             } else {
                 format!("{prefix}/")
             },
+            requests: Default::default(),
         })
     }
 
@@ -233,6 +237,8 @@ impl S3Backend {
         sent: u64,
         request: impl Future<Output = std::result::Result<T, SdkError<E>>>,
     ) -> Result<std::result::Result<T, SdkError<E>>> {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let left = super::retry::deadline()
             .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
         let Some(limit) = answer_limit(left, sent) else {
@@ -530,6 +536,62 @@ impl Backend for S3Backend {
                 other => Err(other),
             },
         }
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for batch in keys.chunks(super::DELETE_BATCH) {
+            let Some(first) = batch.first() else { break };
+            let objects = batch
+                .iter()
+                .map(|k| {
+                    ObjectIdentifier::builder()
+                        .key(self.object_key(k.as_str()))
+                        .build()
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::Backend {
+                    op: "delete",
+                    key: self.location(first.as_str()),
+                    message: e.to_string(),
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| Error::Backend {
+                    op: "delete",
+                    key: self.location(first.as_str()),
+                    message: e.to_string(),
+                })?;
+            let request = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send();
+            let out = self
+                .answer("delete", first.as_str(), 0, request)
+                .await?
+                .map_err(|e| classify(&e).into_error("delete", self.location(first.as_str())))?;
+            // Quiet mode: only the keys that failed are listed. A missing key is no failure.
+            if let Some(failed) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
+                return Err(Error::Backend {
+                    op: "delete",
+                    key: format!("s3://{}/{}", self.bucket, failed.key().unwrap_or_default()),
+                    message: format!(
+                        "{}: {}",
+                        failed.code().unwrap_or("error"),
+                        failed.message().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn requests_sent(&self) -> Option<u64> {
+        Some(self.requests.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     async fn put_multipart(&self, key: &Key, mode: PutMode) -> Result<Box<dyn Upload>> {
