@@ -70,27 +70,21 @@ impl FromStr for Schedule {
     }
 }
 
-/// `Some` when `text` looks like an interval (digits and one unit), with its value or why
-/// it is not one; `None` when it does not look like one (a cron expression, maybe).
+/// `Some` when `text` looks like an interval (a number first, no spaces: `"15s"`, `"6h"`,
+/// `"1h30m"`), with its value (read as every duration setting is,
+/// [`crate::cli::duration::parse_duration`]) or why it is not one; `None` when it does not
+/// look like one (a cron expression, maybe).
 fn parse_interval(text: &str) -> Option<Result<Duration, String>> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    if number.is_empty() || text.contains(' ') {
+    if !text.starts_with(|c: char| c.is_ascii_digit()) || text.contains(char::is_whitespace) {
         return None;
     }
-    let seconds_per = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return None,
-    };
-    Some(match number.parse::<u64>() {
-        Ok(0) => Err("an interval must be longer than zero".to_string()),
-        Ok(n) if n <= 100 * 365 * 86_400 / seconds_per => Ok(Duration::from_secs(n * seconds_per)),
-        _ => Err("an interval of more than a hundred years".to_string()),
-    })
+    Some(crate::cli::duration::parse_duration(text).and_then(|d| {
+        if d.is_zero() {
+            Err("an interval must be longer than zero".to_string())
+        } else {
+            Ok(d)
+        }
+    }))
 }
 
 impl std::fmt::Display for Schedule {

@@ -37,11 +37,11 @@ pub(crate) fn lsn_text<S: Serializer>(lsn: &Lsn, s: S) -> Result<S::Ok, S::Error
     s.collect_str(lsn)
 }
 
-/// The recovery window the retention policy asks for. `retention_window` is the expire
-/// command's setting (issue 16 item 2); until it is part of [`Settings`] no window is
-/// configured, and status reports only the window the repository guarantees.
-pub fn configured_retention_window(_settings: &Settings) -> Option<Duration> {
-    None
+/// The recovery window the retention policy asks for (`retention_window`, which `expire`
+/// keeps restorable); `None` when no window is configured, and status then reports only
+/// the window the repository guarantees.
+pub fn configured_retention_window(settings: &Settings) -> Option<Duration> {
+    settings.retention.window.and_then(|w| w.to_std().ok())
 }
 
 /// The thresholds in `settings`.
