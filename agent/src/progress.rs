@@ -10,10 +10,13 @@ const TERMINAL_EVERY: Duration = Duration::from_millis(250);
 /// How often a line is logged when stderr is not a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Reports bytes done against an estimate of the total.
+/// Reports bytes (or, from [`Progress::counting`], steps) done against an estimate of the
+/// total.
 #[derive(Debug)]
 pub struct Progress {
     what: &'static str,
+    /// What is counted when not bytes ("steps").
+    unit: Option<&'static str>,
     total: Option<u64>,
     done: u64,
     started: Instant,
@@ -30,6 +33,7 @@ impl Progress {
         let now = Instant::now();
         Progress {
             what,
+            unit: None,
             total,
             done: 0,
             started: now,
@@ -37,6 +41,19 @@ impl Progress {
             terminal: std::io::stderr().is_terminal(),
             enabled,
             drawn: false,
+        }
+    }
+
+    /// Progress counted in `unit`s ("steps") instead of bytes.
+    pub fn counting(
+        what: &'static str,
+        unit: &'static str,
+        total: Option<u64>,
+        enabled: bool,
+    ) -> Progress {
+        Progress {
+            unit: Some(unit),
+            ..Progress::new(what, total, enabled)
         }
     }
 
@@ -73,7 +90,16 @@ impl Progress {
     }
 
     fn show(&mut self) {
-        let line = render(self.what, self.done, self.total, self.started.elapsed());
+        let line = match self.unit {
+            Some(unit) => render_count(
+                self.what,
+                unit,
+                self.done,
+                self.total,
+                self.started.elapsed(),
+            ),
+            None => render(self.what, self.done, self.total, self.started.elapsed()),
+        };
         let mut err = std::io::stderr().lock();
         if self.terminal {
             let _ = write!(err, "\r\x1b[2K{line}");
@@ -121,9 +147,48 @@ pub fn render(what: &str, done: u64, total: Option<u64>, elapsed: Duration) -> S
     }
 }
 
+/// One progress line of counted work: `expire: 120 of 357 steps (34%), about 4 s left`.
+pub fn render_count(
+    what: &str,
+    unit: &str,
+    done: u64,
+    total: Option<u64>,
+    elapsed: Duration,
+) -> String {
+    let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
+    match total {
+        Some(total) if total > 0 => {
+            let done = done.min(total);
+            let left = if rate > 0.0 {
+                format!(
+                    ", about {:.0} s left",
+                    ((total - done) as f64 / rate).ceil()
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "{what}: {done} of {total} {unit} ({:.0}%){left}",
+                done as f64 * 100.0 / total as f64
+            )
+        }
+        _ => format!("{what}: {done} {unit}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counted_lines_say_done_total_and_time_left() {
+        let line = render_count("expire", "steps", 100, Some(400), Duration::from_secs(2));
+        assert_eq!(line, "expire: 100 of 400 steps (25%), about 6 s left");
+        assert_eq!(
+            render_count("expire", "steps", 7, None, Duration::from_secs(1)),
+            "expire: 7 steps"
+        );
+    }
 
     #[test]
     fn lines_say_done_total_rate_and_time_left() {

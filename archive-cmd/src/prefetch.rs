@@ -303,6 +303,32 @@ fn recovery_over(pgdata: Option<&Path>) -> bool {
 /// abruptly, at the start; this worker's own when it exits); with `all`, the `want` file,
 /// the lock and the folder too. Returns the number of segments removed.
 fn clean(held: &HeldFolder, all: bool) -> u64 {
+    let mut removed = remove_files(held, all);
+    if all && !held.removed() {
+        // Still holding the lock (on the file's inode): a call that misses meanwhile finds
+        // it held, and writes its `want` file (or `.want.<pid>`, before its rename) without
+        // starting a worker. Such a file, written after the pass above, would keep the
+        // folder from going and outlive every worker: the folder is emptied again, unless
+        // a new lock file says a newer worker (started by a call that found the file
+        // gone) owns it now and cleans it itself.
+        let _ = fs::remove_file(held.at(LOCK_FILE));
+        for _ in 0..3 {
+            if fs::remove_dir(&held.path).is_ok() || held.exists(LOCK_FILE) {
+                break;
+            }
+            removed += remove_files(held, true);
+        }
+        if let Some(parent) = held.path.parent() {
+            // The shared parent goes when no other folder is left in it.
+            let _ = fs::remove_dir(parent);
+        }
+    }
+    removed
+}
+
+/// Removes the prefetched segments and temporary files, and with `all` the `want` files
+/// of calls; returns the number of segments removed.
+fn remove_files(held: &HeldFolder, all: bool) -> u64 {
     let mut removed = 0;
     let Ok(entries) = fs::read_dir(held.at(".")) else {
         return 0;
@@ -311,17 +337,12 @@ fn clean(held: &HeldFolder, all: bool) -> u64 {
         let name = entry.file_name().to_string_lossy().into_owned();
         let segment = matches!(name.parse::<WalFileName>(), Ok(WalFileName::Segment(_)));
         let temporary = name.starts_with(".fetch.");
-        let wanted = segment || temporary || (all && name == WANT_FILE);
-        if wanted && fs::remove_file(entry.path()).is_ok() && segment {
-            removed += 1;
-        }
-    }
-    if all && !held.removed() {
-        let _ = fs::remove_file(held.at(LOCK_FILE));
-        let _ = fs::remove_dir(&held.path);
-        if let Some(parent) = held.path.parent() {
-            // The shared parent goes when no other folder is left in it.
-            let _ = fs::remove_dir(parent);
+        let wanted = all && (name == WANT_FILE || name.starts_with(".want."));
+        if segment || temporary || wanted {
+            let gone = fs::remove_file(entry.path()).is_ok();
+            if gone && segment {
+                removed += 1;
+            }
         }
     }
     removed
@@ -886,6 +907,28 @@ mod tests {
         assert!(!want(&folder, "000000010000000000000004").unwrap());
         drop(held);
         assert!(want(&folder, "000000010000000000000004").unwrap());
+    }
+
+    /// A worker that exits removes every file a call may have left while it held the
+    /// lock (the `want` file and a `.want.<pid>` not yet renamed), and the folder with
+    /// them.
+    #[test]
+    fn an_exiting_worker_leaves_no_want_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("tidemark-prefetch/k");
+        want(&folder, "000000010000000000000003").unwrap();
+        let lock = try_lock(&folder).unwrap().unwrap();
+        fs::write(folder.join(".want.4242"), "000000010000000000000005").unwrap();
+        fs::write(folder.join("000000010000000000000004"), b"wal").unwrap();
+        fs::write(folder.join(".fetch.000000010000000000000005"), b"w").unwrap();
+        let held = HeldFolder {
+            dir: File::open(&folder).unwrap(),
+            path: folder.clone(),
+        };
+        assert_eq!(clean(&held, true), 1);
+        drop(lock);
+        assert!(!folder.exists(), "the folder went with every file in it");
+        assert!(!dir.path().join("tidemark-prefetch").exists());
     }
 
     #[test]

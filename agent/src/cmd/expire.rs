@@ -120,7 +120,9 @@ pub async fn run(settings: &Settings, args: &ExpireArgs) -> Result<Expired, Fail
     repo.require_format().await?;
     let stanza = &settings.stanza;
     let now = tidemark_store::repo::now();
-    let mut progress = Progress::new("expire", None, !args.json);
+    // Counted in steps: one per backup marked, one when the mark is done, one per shard
+    // swept (its total is set once the backups are known).
+    let mut progress = Progress::counting("expire", "steps", None, !args.json);
 
     // One read of the catalog: the backup records, one listing of the WAL index.
     let cluster = repo.require_cluster(stanza).await?;
@@ -218,6 +220,10 @@ pub async fn run(settings: &Settings, args: &ExpireArgs) -> Result<Expired, Fail
         excluded,
     };
     let mut marked = 0u64;
+    // Backup records left to mark (those listed, less the ones removed), the mark's end,
+    // the 256 shards.
+    let to_mark = backup_keys.len().saturating_sub(doomed_backups.len()) as u64;
+    progress.set_total(to_mark + 1 + 256);
     let gc = if loaded.damaged_backups.is_empty() {
         gc::collect(&repo, &gc_request, &mut |step| {
             if let GcStep::Marked = step {
