@@ -730,7 +730,7 @@ fn postgresql_14_backups_restore() {
 
 /// `tidemark restore --pgdata <dir>/<name>/data <extra>`, which must succeed; returns
 /// its stdout.
-fn restore_ok(t: &TestDir, tm: &Tidemark, name: &str, extra: &[&str]) -> String {
+pub(crate) fn restore_ok(t: &TestDir, tm: &Tidemark, name: &str, extra: &[&str]) -> String {
     let pgdata = t.path().join(name).join("data");
     let mut args = vec!["restore", "--pgdata", pgdata.to_str().unwrap()];
     args.extend_from_slice(extra);

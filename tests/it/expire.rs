@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backup::{backup_ok, cluster, local_tidemark, s3_tidemark, start_copy, PASSWORD};
+use crate::backup::{
+    backup_ok, cluster, local_tidemark, restore_ok, s3_tidemark, start_copy, PASSWORD,
+};
 use crate::harness::pg::{pg_bin, Cluster, ClusterOptions, TestDir};
 use crate::harness::s3::S3Server;
 use crate::harness::tidemark::{repo_snapshot, snapshot_diff, Tidemark};
@@ -87,14 +89,7 @@ fn expire_local_keeps_what_the_policy_says_across_two_timelines() {
 
     // Timeline 2 by a real promotion (the old server is gone), and a backup on it.
     drop(c);
-    let pgdata = t.path().join("primary/data");
-    tm.ok(&[
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--archive-mode",
-        "preserve",
-    ]);
+    restore_ok(&t, &tm, "primary", &["--archive-mode", "preserve"]);
     let mut primary = start_copy(&t, "primary");
     primary.workload(500);
     let b3 = backup_ok(&tm, &primary, &[])["id"]

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::backup::{backup_ok, cluster, local_tidemark, s3_tidemark, start_copy};
+use crate::backup::{backup_ok, cluster, local_tidemark, restore_ok, s3_tidemark, start_copy};
 use crate::harness::pg::{pg_bin, Cluster, TestDir};
 use crate::harness::s3::S3Server;
 use crate::harness::tidemark::Tidemark;
@@ -294,14 +294,7 @@ fn verify_local_passes_then_names_each_damage() {
 
     // Timeline 2 by a real promotion, archiving into the stanza: still healthy.
     drop(c);
-    let pgdata = t.path().join("primary/data");
-    tm.ok(&[
-        "restore",
-        "--pgdata",
-        pgdata.to_str().unwrap(),
-        "--archive-mode",
-        "preserve",
-    ]);
+    restore_ok(&t, &tm, "primary", &["--archive-mode", "preserve"]);
     let mut primary = start_copy(&t, "primary");
     primary.workload(100);
     let last = primary.switch_wal();

@@ -177,10 +177,15 @@ impl Tidemark {
 
     /// The command for `args`, not started: for tests that spawn and kill it.
     pub fn command<S: AsRef<str>>(&self, args: &[S]) -> Command {
-        let mut cmd = user_command(self.bin(), &self.cwd);
         // Job locks and the agent's state stay in the test's folder (tests run in
         // parallel, many with the stanza `main`); a test may name another with `with_env`.
-        cmd.env("TIDEMARK_STATE_PATH", self.cwd.join("tidemark-state"))
+        self.finish(user_command(self.bin(), &self.cwd), "tidemark-state", args)
+    }
+
+    /// `cmd` with its state folder (`<test folder>/<state>`), the global options, `args`,
+    /// the test's environment and piped output.
+    fn finish<S: AsRef<str>>(&self, mut cmd: Command, state: &str, args: &[S]) -> Command {
+        cmd.env("TIDEMARK_STATE_PATH", self.cwd.join(state))
             .args(&self.global)
             .args(args.iter().map(|a| a.as_ref()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -199,19 +204,9 @@ impl Tidemark {
                 cmd.env_remove(&key);
             }
         }
-        cmd.current_dir(&self.cwd)
-            .stdin(Stdio::null())
-            // Not the test user's folder: a lock file root made there would be root's.
-            .env(
-                "TIDEMARK_STATE_PATH",
-                self.cwd.join("tidemark-state-invoker"),
-            )
-            .args(&self.global)
-            .args(args.iter().map(|a| a.as_ref()))
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        cmd
+        cmd.current_dir(&self.cwd).stdin(Stdio::null());
+        // Not the test user's folder: a lock file root made there would be root's.
+        self.finish(cmd, "tidemark-state-invoker", args)
     }
 
     /// Runs `tidemark <global options> <args>` to the end.
