@@ -132,6 +132,8 @@ class Bench:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(self.args.seconds / 2)
         self.target = self.psql("select now()::text")
+        with open(f"{self.w}/target", "w") as f:  # for bench/replay-ab.py
+            f.write(self.target + "\n")
         bench.wait()
         last = self.psql("select pg_walfile_name(pg_switch_wal())")
         deadline = time.time() + 600
