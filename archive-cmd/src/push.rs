@@ -449,19 +449,22 @@ pub(crate) type DigestKnown = Box<dyn FnOnce(&Digest) + Send>;
 
 /// [`read_and_check`] on a blocking thread: the file is mapped, checked, hashed,
 /// compressed and (segments) decoded for the content index there, off the async runtime.
-pub(crate) async fn check_file(
+///
+/// The thread starts at the call, not when the future is first polled: the encoding is
+/// the push's critical path, and a lazy start let the repository reads' threads (polled
+/// first in the caller's `select!`) start before it.
+pub(crate) fn check_file(
     path: &Path,
     name: WalFileName,
     compression: Compression,
     staged: Option<Staged>,
     digest_known: Option<DigestKnown>,
-) -> Result<Checked> {
+) -> impl std::future::Future<Output = Result<Checked>> {
     let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
+    let encoding = tokio::task::spawn_blocking(move || {
         read_and_check(&path, &name, compression, staged, digest_known)
-    })
-    .await
-    .expect("reading the WAL file panicked")
+    });
+    async move { encoding.await.expect("reading the WAL file panicked") }
 }
 
 /// Reads and validates a file; returns its content and, for segment-shaped files, the
