@@ -521,6 +521,58 @@ impl Backend for S3Backend {
         Ok(out)
     }
 
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>> {
+        Key::check_prefix(prefix)?;
+        let full = self.object_key(prefix);
+        let mut after = start_after.map(|a| self.object_key(a));
+        let max_keys = limit.clamp(1, super::LIST_PAGE) as i32;
+        loop {
+            let request = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_start_after(after.clone())
+                .max_keys(max_keys)
+                .send();
+            let page = self
+                .answer("list", prefix, 0, request)
+                .await?
+                .map_err(|e| classify(&e).into_error("list", self.location(prefix)))?;
+            let mut out = Vec::new();
+            let mut last_listed = None;
+            for object in page.contents() {
+                last_listed = object.key().map(str::to_string);
+                let Some(name) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                // Objects tidemark did not write (invalid names) are not part of the repository.
+                let Ok(key) = Key::new(name) else { continue };
+                out.push(ObjectMeta {
+                    key,
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    last_modified: object.last_modified().and_then(to_chrono),
+                });
+            }
+            // A page of names that are not keys only: ask for the next one, as an empty
+            // page would end the caller's walk.
+            match last_listed {
+                Some(last) if out.is_empty() && page.is_truncated() == Some(true) => {
+                    after = Some(last)
+                }
+                _ => {
+                    out.sort_by(|a, b| a.key.cmp(&b.key));
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
     async fn delete(&self, key: &Key) -> Result<()> {
         let request = self
             .client
