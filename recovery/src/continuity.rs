@@ -64,6 +64,21 @@ impl LineGaps {
         }
     }
 
+    /// The line that leads to timeline `target`, checked from the start of backup
+    /// `backup_id` on; `None` when the backup is not in the snapshot or cannot start
+    /// replay towards `target` (it is not on that line).
+    pub fn from_backup(
+        snapshot: &CatalogSnapshot,
+        target: u32,
+        backup_id: &str,
+    ) -> Option<LineGaps> {
+        let backup = snapshot.backups.iter().find(|b| b.id == backup_id)?;
+        let path = TimelinePath::of(snapshot, target);
+        path.admits(backup).ok()?;
+        let from = backup.start_lsn.0 / snapshot.segment_size.max(1);
+        Some(LineGaps::new(snapshot, target, from))
+    }
+
     /// The target timeline.
     pub fn target(&self) -> u32 {
         self.path.target
@@ -258,6 +273,18 @@ mod tests {
     #[test]
     fn before_the_start_and_after_the_newest_segment_is_no_gap() {
         let snap = snapshot(&[(1, 1), (1, 3), (1, 4), (1, 5)], &[]);
+        // b1 starts in segment 2: it is on timeline 1's line, not on timeline 2's.
+        assert!(LineGaps::from_backup(&snap, 2, "b1").is_none());
+        assert!(LineGaps::from_backup(&snap, 1, "nope").is_none());
+        let mut line = LineGaps::from_backup(&snap, 1, "b1").unwrap();
+        for &(tli, segno) in snap.segments.keys() {
+            line.archived(tli, segno);
+        }
+        assert_eq!(
+            line.gaps().len(),
+            1,
+            "segment 2 is missing after b1's start"
+        );
         let mut line = LineGaps::new(&snap, 1, 3);
         for &(tli, segno) in snap.segments.keys() {
             line.archived(tli, segno);

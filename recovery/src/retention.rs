@@ -351,31 +351,29 @@ pub fn wal_files_to_expire(
 }
 
 /// The rules of [`wal_files_to_expire`], one archived position at a time, for a caller
-/// that walks the WAL index a page at a time instead of holding it (`expire`): built from
-/// a snapshot whose backups and history files are read (its segments are not looked at).
+/// that walks the WAL index a page at a time instead of holding it (`expire`). It keeps
+/// what it needs of the snapshot (backups and history files, not its segments).
 #[derive(Clone, Debug)]
-pub struct WalKeep<'a> {
-    snapshot: &'a CatalogSnapshot,
+pub struct WalKeep {
+    /// The snapshot's backups and history files (no segments).
+    lines: CatalogSnapshot,
     /// Where the window's backup starts, as a segment number.
     anchor_segno: u64,
-    /// Per timeline with a history file or a backup: whether the window's backup can
-    /// start replay towards it.
+    /// Per timeline the snapshot shows: whether the window's backup can start replay
+    /// towards it.
     reaches: BTreeMap<u32, bool>,
     /// The window's backup.
-    anchor: &'a crate::plan::BackupPoint,
+    anchor: crate::plan::BackupPoint,
     /// Kept backups: (start timeline, stop timeline, first segment, last segment).
     kept_ranges: Vec<(u32, u32, u64, u64)>,
     /// The timelines kept backups start or end on.
     kept_timelines: BTreeSet<u32>,
 }
 
-impl<'a> WalKeep<'a> {
-    /// The rules for `decision`; `Err` says why no WAL may go at all (the window's
-    /// backup is not in the snapshot).
-    pub fn new(
-        snapshot: &'a CatalogSnapshot,
-        decision: &RetentionDecision,
-    ) -> Result<Self, String> {
+impl WalKeep {
+    /// The rules for `decision` over `snapshot` (its segments are not needed); `Err`
+    /// says why no WAL may go at all (the window's backup is not in the snapshot).
+    pub fn new(snapshot: &CatalogSnapshot, decision: &RetentionDecision) -> Result<Self, String> {
         let Some(anchor) = snapshot
             .backups
             .iter()
@@ -411,10 +409,17 @@ impl<'a> WalKeep<'a> {
             .map(|tli| (tli, TimelinePath::of(snapshot, tli).admits(anchor).is_ok()))
             .collect();
         Ok(WalKeep {
-            snapshot,
+            lines: CatalogSnapshot {
+                system_id: snapshot.system_id,
+                segment_size: snapshot.segment_size,
+                pg_major: snapshot.pg_major,
+                backups: snapshot.backups.clone(),
+                histories: snapshot.histories.clone(),
+                segments: Default::default(),
+            },
             anchor_segno: anchor.start_lsn.0 / size,
             reaches,
-            anchor,
+            anchor: anchor.clone(),
             kept_ranges,
             kept_timelines,
         })
@@ -425,8 +430,8 @@ impl<'a> WalKeep<'a> {
         let reaches = match self.reaches.get(&tli) {
             Some(r) => *r,
             // A timeline only its segments show: no history file, so no parent.
-            None => TimelinePath::of(self.snapshot, tli)
-                .admits(self.anchor)
+            None => TimelinePath::of(&self.lines, tli)
+                .admits(&self.anchor)
                 .is_ok(),
         };
         let from_anchor = reaches && segno >= self.anchor_segno;
@@ -436,7 +441,7 @@ impl<'a> WalKeep<'a> {
             .any(|&(start_tli, stop_tli, first, last)| {
                 (tli == start_tli || tli == stop_tli) && (first..=last).contains(&segno)
             });
-        let unprovable = tli > 1 && !self.snapshot.histories.contains_key(&tli);
+        let unprovable = tli > 1 && !self.lines.histories.contains_key(&tli);
         from_anchor || for_a_backup || unprovable
     }
 
@@ -456,11 +461,11 @@ impl<'a> WalKeep<'a> {
         let mut needed: BTreeSet<u32> = BTreeSet::new();
         for tli in &keeps {
             needed.insert(*tli);
-            if let Some(entries) = self.snapshot.histories.get(tli) {
+            if let Some(entries) = self.lines.histories.get(tli) {
                 needed.extend(entries.iter().map(|e| e.parent.0));
             }
         }
-        self.snapshot
+        self.lines
             .histories
             .keys()
             .filter(|tli| !needed.contains(tli))
