@@ -8,6 +8,16 @@
 //! files no kept WAL needs, and only then the blobs (the collection marks what remains).
 //! A rerun finishes what an interrupted run left.
 //!
+//! Memory does not grow with the archived WAL: the backup records and the history files
+//! are read whole (few), the WAL index is walked once, a page at a time, one archived
+//! position at a time (`tidemark_store::wal_walk`). What a position loses is decided there
+//! (`tidemark_recovery::retention::WalKeep`) and removed a batch at a time as the walk
+//! passes; claims wait in a temporary file until every entry is gone, history files until
+//! the walk has seen which timelines keep WAL. The same walk checks the line to now for
+//! gaps after the window's backup (`tidemark_recovery::continuity`): after a gap, the
+//! guaranteed window starts at the oldest kept backup that begins after it (none: no
+//! window), the report names the gap, and nothing more is removed than without it.
+//!
 //! `--dry-run` computes the same decision and the same collection (treating the records
 //! it would remove as gone), prints what would go and the window that would remain, and
 //! writes nothing, not even the collection marker.
@@ -663,10 +673,12 @@ async fn walk_wal(
     walked.line = timelines.last().copied().unwrap_or(1);
     match lines.remove(&walked.line) {
         Some(line) => walked.gaps = line.gaps().to_vec(),
-        None => walked.unchecked = Some(format!(
+        None => {
+            walked.unchecked = Some(format!(
             "backup {} is not on the line to timeline {}: the WAL after it is not checked for gaps",
             decision.continuous_from, walked.line
-        )),
+        ))
+        }
     }
     Ok(walked)
 }
@@ -747,6 +759,11 @@ impl Report for Expired {
                 out.push_str(&format!(", configured {}", human_duration(configured)));
             }
             out.push('\n');
+        }
+        if self.restorable_since.is_none() && !self.wal_gaps.is_empty() {
+            out.push_str(
+                "no recovery window is guaranteed: WAL is missing after the newest kept backup's start (see the warnings)\n",
+            );
         }
         if let Some(short) = self.window_short_seconds {
             out.push_str(&format!(
