@@ -553,7 +553,7 @@ impl ClaimSpill {
         file.rewind().map_err(|e| spill_error("read", e))?;
         for line in std::io::BufReader::new(file).lines() {
             let line = line.map_err(|e| spill_error("read", e))?;
-            let key = Key::new(line).map_err(tidemark_store::Error::from)?;
+            let key = Key::new(line)?;
             removals.add(key).await?;
         }
         removals.flush().await
