@@ -124,62 +124,9 @@ impl LineGaps {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::plan::{BackupPoint, SegmentContent, SegmentFacts};
+    use crate::verify::check::tests::snapshot;
     use crate::verify::check::{check_wal, WalScope};
-    use tidemark_pg::wal::SegmentSummary;
-    use tidemark_pg::{HistoryEntry, Lsn, PgMajor, SystemId};
-
-    const SEG: u64 = 16 << 20;
-
-    /// Segments archived, history files as (timeline, parent, fork segment), one backup
-    /// starting in segment 2 of timeline 1.
-    fn snapshot(segments: &[(u32, u64)], histories: &[(u32, u32, u64)]) -> CatalogSnapshot {
-        let mut segs = BTreeMap::new();
-        for &(tli, segno) in segments {
-            let mut summary = SegmentSummary::new(Lsn(segno * SEG), tli, PgMajor::V15);
-            summary.end_of_records = Lsn((segno + 1) * SEG);
-            segs.insert(
-                (tli, segno),
-                SegmentFacts {
-                    name: format!("{tli:08X}{:08X}{:08X}", segno >> 8, segno & 0xff),
-                    stored_size: 1,
-                    content: SegmentContent::Summary(Box::new(summary)),
-                },
-            );
-        }
-        let mut hist: BTreeMap<u32, Vec<HistoryEntry>> = BTreeMap::new();
-        for &(tli, parent, fork) in histories {
-            let mut entries = hist.get(&parent).cloned().unwrap_or_default();
-            entries.push(HistoryEntry {
-                parent: TimelineId(parent),
-                switchpoint: Lsn(fork * SEG + 0x100),
-                reason: String::new(),
-            });
-            hist.insert(tli, entries);
-        }
-        let at = "2026-12-01T00:00:00Z".parse().unwrap();
-        CatalogSnapshot {
-            system_id: SystemId(1),
-            segment_size: SEG,
-            pg_major: PgMajor::V15,
-            backups: vec![BackupPoint {
-                id: "b1".into(),
-                timeline: 1,
-                start_lsn: Lsn(2 * SEG + 0x28),
-                stop_timeline: 1,
-                stop_lsn: Lsn(3 * SEG + 0x100),
-                start_time: at,
-                stop_time: at,
-                size: 1,
-                extensions: Default::default(),
-            }],
-            histories: hist,
-            segments: segs,
-        }
-    }
 
     /// The gaps of `target`'s line from segment 2, fed in key order.
     fn line_gaps(snap: &CatalogSnapshot, target: u32) -> Vec<(u32, String, String)> {

@@ -514,68 +514,8 @@ impl LocalBackend {
     }
 
     fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        // Walk from the deepest folder the prefix names entirely.
-        let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let start = if dir_part.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(dir_part)
-        };
-        let mut out = Vec::new();
-        let mut stack = vec![(start, dir_part.to_string())];
-        while let Some((dir, rel)) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotFound
-                        || e.kind() == io::ErrorKind::NotADirectory =>
-                {
-                    continue
-                }
-                Err(e) => return Err(io_err("list", &dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| io_err("list", &dir, e))?;
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                if name.starts_with('.') {
-                    continue; // temporary files
-                }
-                let key = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                let file_type = entry
-                    .file_type()
-                    .map_err(|e| io_err("list", &entry.path(), e))?;
-                if file_type.is_dir() {
-                    // Descend only where keys below could still match the prefix.
-                    let as_dir = format!("{key}/");
-                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                        stack.push((entry.path(), key));
-                    }
-                } else if key.starts_with(prefix) {
-                    let Ok(key) = Key::new(key) else { continue };
-                    let meta = match entry.metadata() {
-                        Ok(meta) => meta,
-                        // Deleted between the folder read and the stat (a writer that
-                        // yielded its key, a collected file): not an object any more,
-                        // as S3 would not list it either.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(io_err("stat", &entry.path(), e)),
-                    };
-                    out.push(ObjectMeta {
-                        key,
-                        size: meta.len(),
-                        last_modified: modified(&meta),
-                    });
-                }
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        // The page walk, with no end to the page: folders in key order, so no sort after.
+        self.list_page_blocking(prefix, None, usize::MAX)
     }
 
     /// [`Backend::list_page`]: a depth-first walk that reads each folder's names, sorts
