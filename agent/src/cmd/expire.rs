@@ -285,7 +285,11 @@ pub async fn run(settings: &Settings, args: &ExpireArgs) -> Result<Expired, Fail
         grace: chrono_grace(settings),
         dry_run: args.dry_run,
         excluded: doomed_backups.iter().cloned().collect(),
-        wal_excluded: Some(Arc::new(rule)),
+        // Only a dry run needs it: a real run has removed those keys, and an entry a push
+        // writes at such a position meanwhile must keep its blob.
+        wal_excluded: args
+            .dry_run
+            .then(|| Arc::new(rule) as Arc<dyn WalExclusion>),
     };
     let mut marked = 0u64;
     // Backup records left to mark (those listed, less the ones removed), the mark's end,
@@ -612,7 +616,6 @@ async fn walk_wal(
         let Some((tli, segno)) = rule.position(&name) else {
             continue;
         };
-        timelines.insert(tli);
         // The segment itself, archived with one content (two are a conflict, which
         // restore refuses: missing, as the planner treats it).
         let contents: BTreeSet<_> = keys
@@ -622,6 +625,7 @@ async fn walk_wal(
             .map(|(_, digest)| digest)
             .collect();
         if contents.len() == 1 {
+            timelines.insert(tli);
             for line in lines.values_mut() {
                 line.archived(tli, segno);
             }
