@@ -33,6 +33,7 @@ pub mod catalog;
 pub mod codec;
 pub mod drill;
 pub mod gc;
+pub mod history;
 pub mod jobs;
 pub mod key;
 pub mod multihash;

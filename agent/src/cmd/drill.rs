@@ -359,7 +359,13 @@ pub async fn run(settings: &Settings, args: &DrillArgs) -> Result<DrillReport, F
         pg_version: drill.pg_version.clone(),
     };
     let (recorded, record_error) = match repo.put_drill(stanza, &record).await {
-        Ok(key) => (Some(key.to_string()), None),
+        Ok(key) => {
+            // The history stays bounded (`tidemark_store::history`).
+            if let Err(e) = repo.prune_drills(stanza).await {
+                tracing::warn!("old drill records were not removed: {e}");
+            }
+            (Some(key.to_string()), None)
+        }
         Err(e) => (
             None,
             Some(format!(

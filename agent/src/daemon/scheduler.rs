@@ -107,7 +107,13 @@ async fn keep(ctx: &AgentContext, local: &Option<LocalState>, run: &JobRun) {
             .map_err(|e| e.one_line())?;
         repo.put_job(&settings.stanza, &id, &record)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // The history stays bounded (`tidemark_store::history`): the oldest beyond the
+        // newest hundred go. Never worth failing the run's record for.
+        if let Err(e) = repo.prune_jobs(&settings.stanza, &record.kind).await {
+            tracing::warn!("{}: old job records were not removed: {e}", record.kind);
+        }
+        Ok::<(), String>(())
     };
     match tokio::time::timeout(RECORD_TIMEOUT, put).await {
         Ok(Ok(_)) => {}
