@@ -485,8 +485,13 @@ impl WalWalked {
     }
 }
 
-/// Keys removed a batch at a time (a full DeleteObjects request on S3), or only counted
-/// in a dry run.
+/// Keys removed per call to `delete_many`: eight full DeleteObjects requests on S3, and
+/// on a local folder enough folders (a WAL index folder holds one log file's 256
+/// segments) for its removals to run side by side (an unlink waits on the disk). About
+/// 1 MiB of keys, whatever the archive holds.
+const REMOVAL_BATCH: usize = 8 * DELETE_BATCH;
+
+/// Keys removed a batch at a time ([`REMOVAL_BATCH`]), or only counted in a dry run.
 struct Removals<'a> {
     repo: &'a tidemark_store::Repo,
     dry_run: bool,
@@ -510,7 +515,7 @@ impl<'a> Removals<'a> {
             return Ok(());
         }
         self.batch.push(key);
-        if self.batch.len() >= DELETE_BATCH {
+        if self.batch.len() >= REMOVAL_BATCH {
             self.flush().await?;
         }
         Ok(())
