@@ -49,6 +49,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod autoconf;
+pub mod continuity;
 pub mod drill;
 pub mod layout;
 pub mod plan;

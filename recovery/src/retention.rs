@@ -31,7 +31,7 @@ use std::fmt;
 use chrono::{DateTime, Datelike, Duration, Utc};
 use tidemark_pg::Lsn;
 
-use crate::plan::timelines::{newest_timeline, TimelinePath};
+use crate::plan::timelines::{known_timelines, TimelinePath};
 use crate::plan::CatalogSnapshot;
 
 /// How many backups of each calendar period to keep (0: that tier is off).
@@ -318,54 +318,19 @@ pub fn wal_files_to_expire(
     decision: &RetentionDecision,
     others: &BTreeSet<(u32, u64)>,
 ) -> WalExpiry {
-    let Some(anchor) = snapshot
-        .backups
-        .iter()
-        .find(|b| b.id == decision.continuous_from)
-    else {
-        return WalExpiry {
-            held: Some(format!(
-                "backup {} is not in the catalog: no WAL is expired",
-                decision.continuous_from
-            )),
-            ..Default::default()
-        };
-    };
-    let size = snapshot.segment_size.max(1);
-    let kept: BTreeSet<&str> = decision.kept.iter().map(|k| k.id.as_str()).collect();
-    let kept_ranges: Vec<(u32, u32, u64, u64)> = snapshot
-        .backups
-        .iter()
-        .filter(|b| kept.contains(b.id.as_str()))
-        .map(|b| {
-            (
-                b.timeline,
-                b.stop_timeline,
-                b.start_lsn.0 / size,
-                b.stop_lsn.0 / size,
-            )
-        })
-        .collect();
-    let anchor_segno = anchor.start_lsn.0 / size;
-
-    let mut reaches: BTreeMap<u32, bool> = BTreeMap::new();
-    let mut stays = |tli: u32, segno: u64| {
-        let from_anchor = *reaches
-            .entry(tli)
-            .or_insert_with(|| TimelinePath::of(snapshot, tli).admits(anchor).is_ok())
-            && segno >= anchor_segno;
-        let for_a_backup = kept_ranges
-            .iter()
-            .any(|&(start_tli, stop_tli, first, last)| {
-                (tli == start_tli || tli == stop_tli) && (first..=last).contains(&segno)
-            });
-        let unprovable = tli > 1 && !snapshot.histories.contains_key(&tli);
-        from_anchor || for_a_backup || unprovable
+    let keep = match WalKeep::new(snapshot, decision) {
+        Ok(keep) => keep,
+        Err(held) => {
+            return WalExpiry {
+                held: Some(held),
+                ..Default::default()
+            }
+        }
     };
     let mut keeps_wal: BTreeSet<u32> = BTreeSet::new();
     let mut segments = Vec::new();
     for &(tli, segno) in snapshot.segments.keys() {
-        if stays(tli, segno) {
+        if keep.stays(tli, segno) {
             keeps_wal.insert(tli);
         } else {
             segments.push((tli, segno));
@@ -373,39 +338,187 @@ pub fn wal_files_to_expire(
     }
     let others = others
         .iter()
-        .filter(|&&(tli, segno)| !stays(tli, segno))
+        .filter(|&&(tli, segno)| !keep.stays(tli, segno))
         .copied()
         .collect();
-    for b in snapshot
-        .backups
-        .iter()
-        .filter(|b| kept.contains(b.id.as_str()))
-    {
-        keeps_wal.insert(b.timeline);
-        keeps_wal.insert(b.stop_timeline);
-    }
-    keeps_wal.insert(newest_timeline(snapshot));
-
-    // A history file names its timeline's whole ancestry.
-    let mut needed: BTreeSet<u32> = BTreeSet::new();
-    for tli in &keeps_wal {
-        needed.insert(*tli);
-        if let Some(entries) = snapshot.histories.get(tli) {
-            needed.extend(entries.iter().map(|e| e.parent.0));
-        }
-    }
-    let histories = snapshot
-        .histories
-        .keys()
-        .filter(|tli| !needed.contains(tli))
-        .copied()
-        .collect();
+    let histories = keep.histories_to_expire(&keeps_wal, known_timelines(snapshot));
     WalExpiry {
         segments,
         histories,
         others,
         held: None,
     }
+}
+
+/// The rules of [`wal_files_to_expire`], one archived position at a time, for a caller
+/// that walks the WAL index a page at a time instead of holding it (`expire`). It keeps
+/// what it needs of the snapshot (backups and history files, not its segments).
+#[derive(Clone, Debug)]
+pub struct WalKeep {
+    /// The snapshot's backups and history files (no segments).
+    lines: CatalogSnapshot,
+    /// Where the window's backup starts, as a segment number.
+    anchor_segno: u64,
+    /// Per timeline the snapshot shows: whether the window's backup can start replay
+    /// towards it.
+    reaches: BTreeMap<u32, bool>,
+    /// The window's backup.
+    anchor: crate::plan::BackupPoint,
+    /// Kept backups: (start timeline, stop timeline, first segment, last segment).
+    kept_ranges: Vec<(u32, u32, u64, u64)>,
+    /// The timelines kept backups start or end on.
+    kept_timelines: BTreeSet<u32>,
+}
+
+impl WalKeep {
+    /// The rules for `decision` over `snapshot` (its segments are not needed); `Err`
+    /// says why no WAL may go at all (the window's backup is not in the snapshot).
+    pub fn new(snapshot: &CatalogSnapshot, decision: &RetentionDecision) -> Result<Self, String> {
+        let Some(anchor) = snapshot
+            .backups
+            .iter()
+            .find(|b| b.id == decision.continuous_from)
+        else {
+            return Err(format!(
+                "backup {} is not in the catalog: no WAL is expired",
+                decision.continuous_from
+            ));
+        };
+        let size = snapshot.segment_size.max(1);
+        let kept: BTreeSet<&str> = decision.kept.iter().map(|k| k.id.as_str()).collect();
+        let kept_backups = snapshot
+            .backups
+            .iter()
+            .filter(|b| kept.contains(b.id.as_str()));
+        let kept_ranges = kept_backups
+            .clone()
+            .map(|b| {
+                (
+                    b.timeline,
+                    b.stop_timeline,
+                    b.start_lsn.0 / size,
+                    b.stop_lsn.0 / size,
+                )
+            })
+            .collect();
+        let kept_timelines = kept_backups
+            .flat_map(|b| [b.timeline, b.stop_timeline])
+            .collect();
+        let reaches = known_timelines(snapshot)
+            .into_iter()
+            .map(|tli| (tli, TimelinePath::of(snapshot, tli).admits(anchor).is_ok()))
+            .collect();
+        Ok(WalKeep {
+            lines: CatalogSnapshot {
+                system_id: snapshot.system_id,
+                segment_size: snapshot.segment_size,
+                pg_major: snapshot.pg_major,
+                backups: snapshot.backups.clone(),
+                histories: snapshot.histories.clone(),
+                segments: Default::default(),
+            },
+            anchor_segno: anchor.start_lsn.0 / size,
+            reaches,
+            anchor: anchor.clone(),
+            kept_ranges,
+            kept_timelines,
+        })
+    }
+
+    /// Whether a file at segment `segno` of timeline `tli` stays (see [`wal_to_expire`]).
+    pub fn stays(&self, tli: u32, segno: u64) -> bool {
+        let reaches = match self.reaches.get(&tli) {
+            Some(r) => *r,
+            // A timeline only its segments show: no history file, so no parent.
+            None => TimelinePath::of(&self.lines, tli)
+                .admits(&self.anchor)
+                .is_ok(),
+        };
+        let from_anchor = reaches && segno >= self.anchor_segno;
+        let for_a_backup = self
+            .kept_ranges
+            .iter()
+            .any(|&(start_tli, stop_tli, first, last)| {
+                (tli == start_tli || tli == stop_tli) && (first..=last).contains(&segno)
+            });
+        let unprovable = tli > 1 && !self.lines.histories.contains_key(&tli);
+        from_anchor || for_a_backup || unprovable
+    }
+
+    /// The history files (by timeline) no kept WAL needs, given `keeps_wal` (the
+    /// timelines where a segment stays) and `timelines` (every timeline the archive
+    /// shows: its history files, segments and backups).
+    pub fn histories_to_expire(
+        &self,
+        keeps_wal: &BTreeSet<u32>,
+        timelines: BTreeSet<u32>,
+    ) -> Vec<u32> {
+        let mut keeps: BTreeSet<u32> = keeps_wal.clone();
+        keeps.extend(&self.kept_timelines);
+        // The newest timeline and its ancestors say what "now" is.
+        keeps.insert(timelines.last().copied().unwrap_or(1));
+        // A history file names its timeline's whole ancestry.
+        let mut needed: BTreeSet<u32> = BTreeSet::new();
+        for tli in &keeps {
+            needed.insert(*tli);
+            if let Some(entries) = self.lines.histories.get(tli) {
+                needed.extend(entries.iter().map(|e| e.parent.0));
+            }
+        }
+        self.lines
+            .histories
+            .keys()
+            .filter(|tli| !needed.contains(tli))
+            .copied()
+            .collect()
+    }
+}
+
+/// A recovery window that is guaranteed: every moment from `restorable_since` to the
+/// newest archived commit is restorable, replaying from `from_backup`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuaranteedWindow {
+    /// The backup replay starts from.
+    pub from_backup: String,
+    /// Its consistent point.
+    pub restorable_since: DateTime<Utc>,
+    /// `now - restorable_since`.
+    pub window: Duration,
+}
+
+/// The window `decision` guarantees once the WAL after its start is checked: `gaps` are
+/// the stretches missing on the line that leads to timeline `line` (the newest), from
+/// the start of `decision.continuous_from` on ([`crate::continuity::LineGaps`]). With no
+/// gap it is the decision's own window. Replay stops at a gap, so after one the window
+/// starts at the consistent point of the oldest kept backup that the line admits and that
+/// starts after the last gap; `None` when no kept backup does (no moment is guaranteed).
+/// What expire removes does not change: the shorter window needs less than the
+/// decision keeps.
+pub fn guaranteed_after_gaps(
+    snapshot: &CatalogSnapshot,
+    decision: &RetentionDecision,
+    line: u32,
+    gaps: &[crate::continuity::Gap],
+    now: DateTime<Utc>,
+) -> Option<GuaranteedWindow> {
+    let window = |from: &str, since: DateTime<Utc>| GuaranteedWindow {
+        from_backup: from.to_string(),
+        restorable_since: since,
+        window: (now - since).max(Duration::zero()),
+    };
+    let Some(last_missing) = gaps.iter().map(|g| g.last_segno).max() else {
+        return Some(window(&decision.continuous_from, decision.restorable_since));
+    };
+    let size = snapshot.segment_size.max(1);
+    let path = TimelinePath::of(snapshot, line);
+    let kept: BTreeSet<&str> = decision.kept.iter().map(|k| k.id.as_str()).collect();
+    snapshot
+        .backups
+        .iter()
+        .filter(|b| kept.contains(b.id.as_str()))
+        .filter(|b| b.start_lsn.0 / size > last_missing && path.admits(b).is_ok())
+        .min_by_key(|b| (b.stop_time, b.stop_lsn))
+        .map(|b| window(&b.id, b.stop_time))
 }
 
 #[derive(Clone, Copy)]
@@ -740,6 +853,77 @@ mod tests {
                 count: Some(n),
                 ..Default::default()
             }
+        }
+
+        /// A gap after the window's start moves the guaranteed window to the oldest kept
+        /// backup after the last gap, or leaves none; a gap on another line, or none,
+        /// leaves the decision's window; what goes does not change.
+        #[test]
+        fn a_gap_after_the_window_start_shortens_the_guaranteed_window() {
+            use crate::continuity::LineGaps;
+            let mut s = snapshot();
+            archive(&mut s, 1, 1, 40);
+            s.backups = vec![
+                backup_at("a", 1, 5, 1),
+                backup_at("b", 1, 12, 2),
+                backup_at("c", 1, 20, 3),
+                backup_at("d", 1, 30, 4),
+            ];
+            let d = kept(&s, &count(3));
+            assert_eq!(d.continuous_from, "b");
+            let now = Utc.with_ymd_and_hms(2026, 12, 2, 0, 0, 0).unwrap();
+            let gaps_of = |s: &CatalogSnapshot| {
+                let mut line = LineGaps::new(s, 1, 12);
+                for &(tli, segno) in s.segments.keys() {
+                    line.archived(tli, segno);
+                }
+                line.gaps().to_vec()
+            };
+            let whole = guaranteed_after_gaps(&s, &d, 1, &gaps_of(&s), now).unwrap();
+            assert_eq!(
+                (
+                    whole.from_backup.as_str(),
+                    whole.restorable_since,
+                    whole.window
+                ),
+                ("b", d.restorable_since, d.guaranteed_window)
+            );
+            let before = wal_to_expire(&s, &d);
+
+            // Segments 15 and 16 missing: c (starting at 20) is the oldest after the gap.
+            let mut gapped = s.clone();
+            gapped.segments.remove(&(1, 15));
+            gapped.segments.remove(&(1, 16));
+            let gaps = gaps_of(&gapped);
+            assert_eq!(gaps.len(), 1);
+            assert_eq!(gaps[0].first, "00000001000000000000000F");
+            assert_eq!(gaps[0].last, "000000010000000000000010");
+            let w = guaranteed_after_gaps(&gapped, &d, 1, &gaps, now).unwrap();
+            assert_eq!(w.from_backup, "c");
+            assert_eq!(
+                w.restorable_since,
+                Utc.with_ymd_and_hms(2026, 12, 1, 3, 0, 0).unwrap()
+            );
+            assert_eq!(w.window, Duration::hours(21));
+            // The same decision removes the same WAL (less is missing to remove).
+            let after = wal_to_expire(&gapped, &d);
+            assert_eq!(
+                after.segments, before.segments,
+                "a gap never makes expire remove more"
+            );
+
+            // A gap after the newest backup's start: nothing is guaranteed.
+            let mut late = s.clone();
+            late.segments.remove(&(1, 33));
+            assert_eq!(
+                guaranteed_after_gaps(&late, &d, 1, &gaps_of(&late), now),
+                None
+            );
+
+            // A gap before the window's start does not count.
+            let mut early = s.clone();
+            early.segments.remove(&(1, 8));
+            assert_eq!(gaps_of(&early), vec![]);
         }
 
         #[test]

@@ -103,12 +103,13 @@ pub async fn build(
     build_from(repo, stanza, cluster, listing, entries).await
 }
 
-/// [`build`] from the WAL index's keys alone (`wal_listed`: the listing of
-/// [`tidemark_store::catalog::wal_prefix`]), without reading a single index record: one
-/// listing instead of one read per archived file. Every segment is
+/// [`build`] from the WAL index's keys alone (`wal_listed`: a listing of
+/// [`tidemark_store::catalog::wal_prefix`], or of a part of it), without reading a single
+/// index record: one listing instead of one read per archived file. Every segment is
 /// [`SegmentContent::NotIndexed`] and its `stored_size` is its index record's size, not
-/// its blob's: enough for what needs only which segments exist and the timelines
-/// (`expire`), not for a plan.
+/// its blob's: enough for what needs only which segments exist and the timelines, not
+/// for a plan. `expire` passes the history files' listing alone
+/// ([`tidemark_store::catalog::wal_history_prefix`]): backups and histories, no segments.
 pub async fn build_index_only(
     repo: &Repo,
     stanza: &Stanza,

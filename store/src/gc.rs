@@ -16,8 +16,10 @@
 //! shards one at a time: it reads the shard's references, sorts them, lists the shard's
 //! blobs and removes the unreferenced ones. Memory holds one shard's references and one
 //! page of a file list, so about 1/256 of the references; time is linear in the objects
-//! (plus a sort per shard). What is not bounded: a stanza's WAL index listing is held
-//! while it is marked (about 1 KiB per archived file), as `expire` holds it to decide.
+//! (plus a sort per shard). The listings that grow with the archive are walked a page at
+//! a time: the WAL index one archived position at a time ([`WalIndexWalk`]), the
+//! stanzas by skipping from one stanza's keys to the next. A shard's blob listing is held
+//! while it is swept (1/256 of the blobs, as its references are).
 //!
 //! **Sweep.** A blob is removed only when no reference names it and the store says it was
 //! written more than the grace ago (`gc_grace`); a blob without a modification time is
@@ -49,9 +51,10 @@ use chrono::{DateTime, Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{PutMode, TempFiles, DELETE_BATCH};
+use crate::backend::{ObjectMeta, PutMode, TempFiles, DELETE_BATCH};
 use crate::backup::{self, BackupRecord};
 use crate::catalog::{self, Stanza, WalRecord};
+use crate::wal_walk::WalIndexWalk;
 use crate::{Digest, Error, Key, Repo, Result};
 
 /// Where writers' leases live.
@@ -304,8 +307,19 @@ pub struct GcRequest {
     pub grace: Duration,
     /// Count what would go, remove nothing, write no marker.
     pub dry_run: bool,
-    /// Records to treat as gone (those the expire removes, for a dry run).
+    /// Records to treat as gone (the backup records the expire removes, for a dry run).
     pub excluded: BTreeSet<Key>,
+    /// The WAL index keys to treat as gone, asked one position at a time (those the
+    /// expire removes, for a dry run: too many to list in memory).
+    pub wal_excluded: Option<Arc<dyn WalExclusion>>,
+}
+
+/// Which WAL index keys a collection treats as gone, decided one archived position at a
+/// time as the collection walks the index ([`WalIndexWalk`]).
+pub trait WalExclusion: Send + Sync + std::fmt::Debug {
+    /// Of `position` (the keys of one archived position of `stanza`'s WAL index, in key
+    /// order), those to treat as gone.
+    fn excluded(&self, stanza: &Stanza, position: &[ObjectMeta]) -> Vec<Key>;
 }
 
 /// What a collection did (or, in a dry run, would do).
@@ -406,11 +420,26 @@ fn io(op: &'static str, path: PathBuf, source: std::io::Error) -> Error {
 
 /// The stanzas the repository holds: every name under `stanzas/`, also one whose cluster
 /// record is missing (a damaged stanza's blobs are still referenced).
+/// One listing request per stanza: after a stanza's first key, the next asks for what
+/// sorts after `stanzas/<name>0` (`0` follows `/`), past all of that stanza's keys.
 async fn stanzas(repo: &Repo) -> Result<Vec<Stanza>> {
     let mut names = BTreeSet::new();
-    for m in repo.backend().list("stanzas/").await? {
-        if let Some(name) = m.key.as_str().split('/').nth(1) {
+    let mut after: Option<String> = None;
+    loop {
+        let page = repo
+            .backend()
+            .list_page("stanzas/", after.as_deref(), 1)
+            .await?;
+        let Some(m) = page.first() else { break };
+        let Some(name) = m.key.as_str().split('/').nth(1) else {
+            break;
+        };
+        if m.key.as_str().split('/').count() > 2 {
             names.insert(name.to_string());
+            after = Some(format!("stanzas/{name}0"));
+        } else {
+            // An object named like a stanza folder: not a stanza.
+            after = Some(m.key.to_string());
         }
     }
     names.iter().map(|n| Stanza::new(n)).collect()
@@ -420,10 +449,11 @@ async fn stanzas(repo: &Repo) -> Result<Vec<Stanza>> {
 async fn mark_stanza(
     repo: &Repo,
     stanza: &Stanza,
-    excluded: &BTreeSet<Key>,
+    request: &GcRequest,
     spill: &mut ShardSpill,
     on_step: &mut (dyn FnMut(GcStep) + Send),
 ) -> Result<()> {
+    let excluded = &request.excluded;
     // Backups: every record must be readable, or nothing is swept.
     let listed = repo.backend().list(&backup::backups_prefix(stanza)).await?;
     for m in listed.iter().filter(|m| !excluded.contains(&m.key)) {
@@ -460,28 +490,38 @@ async fn mark_stanza(
         on_step(GcStep::Marked);
     }
 
-    // The WAL index: entries name their blob in their key; a claim is read only when its
-    // name has no entry (a push between its claim and its entry).
-    let listed = repo.backend().list(&catalog::wal_prefix(stanza)).await?;
-    let mut named = BTreeSet::new();
-    let mut claims = Vec::new();
-    for m in listed.iter().filter(|m| !excluded.contains(&m.key)) {
-        if let Some((name, digest)) = catalog::parse_wal_key(&m.key) {
-            spill.add(&digest)?;
-            named.insert(catalog::wal_claim_key(stanza, &name));
-        } else if m.key.as_str().ends_with(".claim") {
-            claims.push(m.key.clone());
+    // The WAL index, one position at a time: entries name their blob in their key; a
+    // claim is read only when its name has no entry (a push between its claim and its
+    // entry). A name's entries and claim are keys of the same position.
+    let mut walk = WalIndexWalk::new(repo.backend().as_ref(), stanza);
+    while let Some(position) = walk.next_position().await? {
+        let gone: BTreeSet<Key> = match &request.wal_excluded {
+            Some(exclusion) => exclusion.excluded(stanza, &position).into_iter().collect(),
+            None => BTreeSet::new(),
+        };
+        let mut named = BTreeSet::new();
+        let mut claims = Vec::new();
+        for m in position
+            .iter()
+            .filter(|m| !excluded.contains(&m.key) && !gone.contains(&m.key))
+        {
+            if let Some((name, digest)) = catalog::parse_wal_key(&m.key) {
+                spill.add(&digest)?;
+                named.insert(catalog::wal_claim_key(stanza, &name));
+            } else if m.key.as_str().ends_with(".claim") {
+                claims.push(&m.key);
+            }
         }
-    }
-    for claim in claims.iter().filter(|k| !named.contains(*k)) {
-        match repo.get_record::<WalRecord>(claim).await {
-            Ok(record) => spill.add(&record.digest)?,
-            Err(e) if e.is_not_found() => {}
-            Err(e) => {
-                return Err(Error::Catalog {
-                    what: format!("claim {claim}"),
-                    detail: format!("cannot be read ({e}): garbage collection removes nothing"),
-                })
+        for claim in claims.into_iter().filter(|k| !named.contains(*k)) {
+            match repo.get_record::<WalRecord>(claim).await {
+                Ok(record) => spill.add(&record.digest)?,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => {
+                    return Err(Error::Catalog {
+                        what: format!("claim {claim}"),
+                        detail: format!("cannot be read ({e}): garbage collection removes nothing"),
+                    })
+                }
             }
         }
     }
@@ -610,7 +650,7 @@ async fn collect_marked(
 
     let mut spill = ShardSpill::new()?;
     for stanza in stanzas(repo).await? {
-        mark_stanza(repo, &stanza, &request.excluded, &mut spill, on_step).await?;
+        mark_stanza(repo, &stanza, request, &mut spill, on_step).await?;
     }
     report.references = spill.count;
     tracing::info!("gc: marked, {} references", spill.count);
@@ -689,6 +729,34 @@ mod tests {
         Repo::new(Arc::new(backend), Compression::Lz4)
     }
 
+    /// Stanzas are found by skipping from one stanza's keys to the next: names that
+    /// sort around each other's folders (`a-b/` before `a/`, `a0/` after) are all found.
+    #[tokio::test]
+    async fn every_stanza_is_found_by_skipping_past_each_ones_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path()).await;
+        for key in [
+            "stanzas/a/wal/0000000100000000/x",
+            "stanzas/a/wal/history/y",
+            "stanzas/a/backups/z",
+            "stanzas/a-b/cluster",
+            "stanzas/a0/wal/0000000100000000/x",
+            "stanzas/b/cluster",
+        ] {
+            repo.backend()
+                .put(&Key::new(key).unwrap(), Bytes::new(), PutMode::Create)
+                .await
+                .unwrap();
+        }
+        let found: Vec<String> = stanzas(&repo)
+            .await
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(found, ["a", "a-b", "a0", "b"]);
+    }
+
     #[tokio::test]
     async fn the_spill_sorts_each_shard_and_forgets_repeats() {
         let mut spill = ShardSpill::new().unwrap();
@@ -726,6 +794,7 @@ mod tests {
             grace: Duration::hours(1),
             dry_run: false,
             excluded: BTreeSet::new(),
+            wal_excluded: None,
         };
         // Young: kept whatever.
         let r = collect(&repo, &request(repo_now()), &mut |_| {})
@@ -769,6 +838,7 @@ mod tests {
             grace: Duration::hours(1),
             dry_run: false,
             excluded: BTreeSet::new(),
+            wal_excluded: None,
         };
         let r = collect(&repo, &request, &mut |_| {}).await.unwrap();
         assert_eq!(r.dead_presences_removed, 1);
@@ -840,6 +910,7 @@ mod tests {
             grace: Duration::zero(),
             dry_run: false,
             excluded: BTreeSet::new(),
+            wal_excluded: None,
         };
         let report = collect(&repo, &request, &mut move |step| {
             if let GcStep::MarkDone = step {
@@ -864,6 +935,7 @@ mod tests {
             grace: Duration::zero(),
             dry_run: false,
             excluded: BTreeSet::new(),
+            wal_excluded: None,
         };
         let again = collect(&repo, &request, &mut |_| {}).await.unwrap();
         assert_eq!(again.removed, 0);

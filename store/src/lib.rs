@@ -42,6 +42,7 @@ mod serde_pg;
 pub mod url;
 pub mod verify;
 pub mod wal_content;
+pub mod wal_walk;
 
 pub use codec::{Compression, Digest};
 pub use key::Key;

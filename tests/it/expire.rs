@@ -8,6 +8,12 @@
 //!   exactly what the real run then removes (backups, WAL ranges, keys, blobs);
 //! - the window it reports is restorable: a restore to its oldest point
 //!   (`restorable_since`) starts on a real server and holds the rows committed then;
+//! - a WAL index entry missing after the window's backup (a gap on the line to now)
+//!   shortens the guaranteed window to the next kept backup that starts after the gap:
+//!   the dry run and the real run report that window and name the gap (timeline, first
+//!   and last file) as a warning, the real run removes no more than without the gap, and
+//!   a restore to the reported window's oldest point succeeds with the rows committed
+//!   by then;
 //! - an interrupted backup's chunks (a backup that failed waiting for its WAL: chunks,
 //!   no record) stay while younger than the grace and go once past it;
 //! - on S3, expire with garbage collection running again and again beside archive-push
@@ -192,6 +198,133 @@ fn expire_local_keeps_what_the_policy_says_across_two_timelines() {
         &since,
         "--target-timeline",
         "1",
+        "--target-action",
+        "promote",
+    ]);
+    let mut r = start_copy(&t, "oldest");
+    assert_eq!(r.psql("select count(*) from kept"), "10");
+    r.stop();
+}
+
+#[test]
+fn expire_local_reports_the_window_after_a_wal_gap_truthfully() {
+    need_pg!();
+    let t = TestDir::new("expire-gap");
+    let tm = local_tidemark(&t);
+    let repo = t.path().join("repo");
+    let c = cluster(&t, "pg", Some(&tm));
+    c.psql("create table kept(i int)");
+    c.workload(100);
+    let b0 = backup_ok(&tm, &c, &[])["id"].as_str().unwrap().to_string();
+    c.workload(100);
+    let b1 = backup_ok(&tm, &c, &[])["id"].as_str().unwrap().to_string();
+    // The segment after b1's start: its index entry goes missing below.
+    c.psql("insert into kept select generate_series(1, 10)");
+    let lost = c.switch_wal();
+    let b2 = backup_ok(&tm, &c, &[])["id"].as_str().unwrap().to_string();
+    c.psql("insert into kept select generate_series(11, 15)");
+    let last = c.switch_wal();
+    c.wait_archived(&last, Duration::from_secs(60));
+    drop(c);
+
+    // Remove `lost`'s index entry (not its claim, nor its blob): the archive has a gap
+    // between b1's start and b2's.
+    let entries: Vec<String> = repo_snapshot(&repo)
+        .into_keys()
+        .filter(|k| {
+            let name = k.rsplit('/').next().unwrap();
+            k.contains("/wal/")
+                && name.starts_with(&format!("{lost}."))
+                && !name.ends_with(".claim")
+                && !name.ends_with(".content")
+        })
+        .collect();
+    assert_eq!(entries.len(), 1, "one index entry of {lost}: {entries:?}");
+    std::fs::remove_file(repo.join(&entries[0])).unwrap();
+
+    let policy = [
+        ("TIDEMARK_RETENTION_COUNT", "2"),
+        ("TIDEMARK_GC_GRACE", "0s"),
+    ];
+    let before = repo_snapshot(&repo);
+    let (code, dry) = expire(&tm, &policy, &["--dry-run"]);
+    assert_eq!(code, 0, "{dry}");
+    assert_eq!(
+        snapshot_diff(&before, &repo_snapshot(&repo)),
+        Vec::<String>::new(),
+        "a dry run changes nothing"
+    );
+    let (code, done) = expire(&tm, &policy, &[]);
+    assert_eq!(code, 0, "{done}");
+    let info = tm.info();
+    let stop_of = |id: &str| {
+        info["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap_or_else(|| panic!("backup {id} not listed: {info}"))["stop_time"]
+            .clone()
+    };
+    for report in [&dry, &done] {
+        // The count keeps b1 and b2, and the window would run from b1; the gap moves it
+        // to b2, whose consistent point is its oldest moment.
+        assert_eq!(strings(&report["expired_backups"]), [b0.as_str()]);
+        assert_eq!(report["window_from_backup"], b2.as_str(), "{report}");
+        let gaps = report["wal_gaps"].as_array().unwrap();
+        assert_eq!(gaps.len(), 1, "{report}");
+        assert_eq!(gaps[0]["timeline"], 1);
+        assert_eq!(gaps[0]["first"], lost.as_str());
+        assert_eq!(gaps[0]["last"], lost.as_str());
+        assert_eq!(gaps[0]["segments"], 1);
+        let warned: Vec<&str> = report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .filter(|w| w.contains(&format!("{lost} .. {lost}")))
+            .collect();
+        assert_eq!(warned.len(), 1, "the gap is a warning: {report}");
+        assert!(warned[0].contains(&b2), "{}", warned[0]);
+        // Only WAL before b1 (the count's oldest backup) goes: nothing b1 or b2 needs.
+        for range in report["wal"].as_array().unwrap() {
+            assert!(
+                range["last"].as_str().unwrap() < lost.as_str(),
+                "{range} lies before the gap and b1: {report}"
+            );
+        }
+    }
+    for field in [
+        "restorable_since",
+        "guaranteed_window_seconds",
+        "wal",
+        "wal_keys",
+    ] {
+        assert_eq!(done[field], dry[field], "{field}");
+    }
+    let since = done["restorable_since"].as_str().unwrap().to_string();
+    let b2_stop: chrono::DateTime<chrono::Utc> = serde_json::from_value(stop_of(&b2)).unwrap();
+    let reported: chrono::DateTime<chrono::Utc> = since.parse().unwrap();
+    assert_eq!(
+        reported, b2_stop,
+        "the window starts at b2's consistent point"
+    );
+    let listed: Vec<&str> = info["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [b1.as_str(), b2.as_str()], "b1 and b2 are kept");
+
+    // The reported window's oldest point restores, with the rows committed by then.
+    let oldest = t.path().join("oldest/data");
+    tm.ok(&[
+        "restore",
+        "--pgdata",
+        oldest.to_str().unwrap(),
+        "--target-time",
+        &since,
         "--target-action",
         "promote",
     ]);

@@ -362,7 +362,7 @@ pub fn shard_range(required: &[Digest], shard: u8) -> &[Digest] {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::plan::{BackupPoint, SegmentFacts};
     use std::collections::BTreeMap;
@@ -435,7 +435,13 @@ mod tests {
         assert_eq!(shard_range(&all, 255), &all[3..]);
     }
 
-    fn snapshot(segments: &[(u32, u64)], histories: &[(u32, u32, u64)]) -> CatalogSnapshot {
+    /// Segments archived (indexed, undamaged), history files as (timeline, parent, fork
+    /// segment), one backup `b1` from segment 2 to 3 of timeline 1 (also used by
+    /// `continuity`'s tests).
+    pub(crate) fn snapshot(
+        segments: &[(u32, u64)],
+        histories: &[(u32, u32, u64)],
+    ) -> CatalogSnapshot {
         let mut segs = BTreeMap::new();
         for &(tli, segno) in segments {
             let name = format!("{tli:08X}{:08X}{:08X}", segno >> 8, segno & 0xff);

@@ -48,6 +48,7 @@ pub async fn run_all_with(b: &dyn Backend, caps: Capabilities) {
     }
     get_range_clamps_to_the_end(b).await;
     list_is_prefix_scoped_and_sorted(b).await;
+    list_pages_walk_in_key_order(b).await;
     delete_is_idempotent(b).await;
     delete_many_removes_every_key_in_batches(b).await;
     create_all_creates_and_reports_existing(b).await;
@@ -231,6 +232,89 @@ pub async fn list_is_prefix_scoped_and_sorted(b: &dyn Backend) {
         .is_empty());
     let meta = b.list("conf/list/z").await.expect("list");
     assert_eq!(meta[0].size, 1, "listings carry sizes");
+}
+
+/// `list_page` gives what `list` gives, a page at a time, in byte order (`a-c` before
+/// `a/b`, as the keys compare, whatever folders a store keeps), each page after the
+/// `start_after` it was given (also one that is not a key), and an empty page at the end.
+pub async fn list_pages_walk_in_key_order(b: &dyn Backend) {
+    let keys = [
+        "conf/pages/a-c",
+        "conf/pages/a.d",
+        "conf/pages/a/b",
+        "conf/pages/a/b0/x",
+        "conf/pages/a/c/d/e",
+        "conf/pages/a0",
+        "conf/pages/a_z",
+        "conf/pages/b/1",
+        "conf/pages/b/2",
+        "conf/pages/b/3",
+        "conf/pagesX/outside",
+    ];
+    for k in keys {
+        b.put(&key(k), Bytes::from_static(b"xy"), PutMode::Create)
+            .await
+            .expect("put");
+    }
+    let inside: Vec<&str> = keys[..keys.len() - 1].to_vec();
+    let listed: Vec<String> = b
+        .list("conf/pages/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|m| m.key.to_string())
+        .collect();
+    assert_eq!(listed, inside, "list sorts in byte order");
+    for limit in [1, 2, 3, 1000] {
+        let mut pages = super::Pages::with_limit(b, "conf/pages/", limit);
+        let mut walked = Vec::new();
+        while let Some(page) = pages.next_page().await.expect("page") {
+            assert!(
+                !page.is_empty() && page.len() <= limit,
+                "a page holds 1..=limit"
+            );
+            assert!(page.iter().all(|m| m.size == 2), "pages carry sizes");
+            walked.extend(page.into_iter().map(|m| m.key.to_string()));
+        }
+        assert_eq!(
+            walked, inside,
+            "pages of {limit} walk what list gives, in order"
+        );
+    }
+    let names =
+        |v: Vec<super::ObjectMeta>| v.into_iter().map(|m| m.key.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            b.list_page("conf/pages/", Some("conf/pages/a/b0"), 2)
+                .await
+                .expect("page")
+        ),
+        ["conf/pages/a/b0/x", "conf/pages/a/c/d/e"],
+        "start_after need not be a key"
+    );
+    assert_eq!(
+        names(
+            b.list_page("conf/pages/", Some("conf/pages/a0"), 10)
+                .await
+                .expect("page")
+        ),
+        [
+            "conf/pages/a_z",
+            "conf/pages/b/1",
+            "conf/pages/b/2",
+            "conf/pages/b/3"
+        ],
+        "a folder sorted wholly before start_after is skipped"
+    );
+    assert!(b
+        .list_page("conf/pages/", Some("conf/pages/b/3"), 10)
+        .await
+        .expect("page")
+        .is_empty());
+    assert_eq!(
+        names(b.list_page("conf/pages/b", None, 10).await.expect("page")),
+        ["conf/pages/b/1", "conf/pages/b/2", "conf/pages/b/3"]
+    );
 }
 
 /// Deleting removes; deleting again still succeeds.

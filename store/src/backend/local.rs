@@ -534,68 +534,108 @@ impl LocalBackend {
     }
 
     fn list_blocking(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        // Walk from the deepest folder the prefix names entirely.
+        // The page walk, with no end to the page: folders in key order, so no sort after.
+        self.list_page_blocking(prefix, None, usize::MAX)
+    }
+
+    /// [`Backend::list_page`]: a depth-first walk that reads each folder's names, sorts
+    /// them as the keys below them sort (a folder `a` as `a/`: `a-c` comes before
+    /// `a/b`), skips every folder whose keys all sort at or before `after`, and stops
+    /// once the page is full. Memory is the page and the names of the folders on the way
+    /// down (a WAL index folder holds one log file's segments).
+    fn list_page_blocking(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>> {
         let (dir_part, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let start = if dir_part.is_empty() {
+        let mut out = Vec::new();
+        self.page_folder(dir_part, prefix, after, limit.max(1), &mut out)?;
+        Ok(out)
+    }
+
+    /// Adds the objects of the folder `rel` (a key prefix without its `/`) to `out`, in
+    /// key order, until it holds `limit`.
+    fn page_folder(
+        &self,
+        rel: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        out: &mut Vec<ObjectMeta>,
+    ) -> Result<()> {
+        let dir = if rel.is_empty() {
             self.root.clone()
         } else {
-            self.root.join(dir_part)
+            self.root.join(rel)
         };
-        let mut out = Vec::new();
-        let mut stack = vec![(start, dir_part.to_string())];
-        while let Some((dir, rel)) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e)
-                    if e.kind() == io::ErrorKind::NotFound
-                        || e.kind() == io::ErrorKind::NotADirectory =>
-                {
-                    continue
-                }
-                Err(e) => return Err(io_err("list", &dir, e)),
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(io_err("list", &dir, e)),
+        };
+        // (how the keys below sort, the key, whether a folder)
+        let mut names: Vec<(String, String, bool)> = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("list", &dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
             };
-            for entry in entries {
-                let entry = entry.map_err(|e| io_err("list", &dir, e))?;
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                if name.starts_with('.') {
-                    continue; // temporary files
+            if name.starts_with('.') {
+                continue; // temporary files
+            }
+            let key = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let is_dir = entry
+                .file_type()
+                .map_err(|e| io_err("list", &entry.path(), e))?
+                .is_dir();
+            if is_dir {
+                let as_dir = format!("{key}/");
+                let in_prefix = as_dir.starts_with(prefix) || prefix.starts_with(&as_dir);
+                // Every key below sorts after `as_dir`; all of them sort at or before
+                // `after` when `after` is past `as_dir` without starting with it.
+                let passed = after.is_some_and(|a| a > as_dir.as_str() && !a.starts_with(&as_dir));
+                if in_prefix && !passed {
+                    names.push((as_dir, key, true));
                 }
-                let key = if rel.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{rel}/{name}")
-                };
-                let file_type = entry
-                    .file_type()
-                    .map_err(|e| io_err("list", &entry.path(), e))?;
-                if file_type.is_dir() {
-                    // Descend only where keys below could still match the prefix.
-                    let as_dir = format!("{key}/");
-                    if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                        stack.push((entry.path(), key));
-                    }
-                } else if key.starts_with(prefix) {
-                    let Ok(key) = Key::new(key) else { continue };
-                    let meta = match entry.metadata() {
-                        Ok(meta) => meta,
-                        // Deleted between the folder read and the stat (a writer that
-                        // yielded its key, a collected file): not an object any more,
-                        // as S3 would not list it either.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(io_err("stat", &entry.path(), e)),
-                    };
-                    out.push(ObjectMeta {
-                        key,
-                        size: meta.len(),
-                        last_modified: modified(&meta),
-                    });
-                }
+            } else if key.starts_with(prefix) && after.is_none_or(|a| key.as_str() > a) {
+                names.push((key.clone(), key, false));
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        names.sort_unstable();
+        for (_, key, is_dir) in names {
+            if out.len() >= limit {
+                return Ok(());
+            }
+            if is_dir {
+                self.page_folder(&key, prefix, after, limit, out)?;
+                continue;
+            }
+            let Ok(key) = Key::new(key) else { continue };
+            let path = self.path(&key);
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                // Removed since the folder was read: not an object any more.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("stat", &path, e)),
+            };
+            out.push(ObjectMeta {
+                key,
+                size: meta.len(),
+                last_modified: modified(&meta),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -798,6 +838,18 @@ impl Backend for LocalBackend {
         Key::check_prefix(prefix)?;
         let (this, prefix) = (self.clone(), prefix.to_string());
         blocking(move || this.list_blocking(&prefix)).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>> {
+        Key::check_prefix(prefix)?;
+        let (this, prefix) = (self.clone(), prefix.to_string());
+        let after = start_after.map(str::to_string);
+        blocking(move || this.list_page_blocking(&prefix, after.as_deref(), limit)).await
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {

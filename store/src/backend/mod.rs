@@ -69,6 +69,25 @@ pub trait Backend: Send + Sync + Debug + 'static {
     /// in key order. Objects being written and not yet complete are never listed.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
 
+    /// One page of [`Backend::list`]: at most `limit` (at least 1) objects whose key starts
+    /// with `prefix` and sorts strictly after `start_after` (any string; `None`: from the
+    /// first), in key order (byte order, as S3's ListObjectsV2 `start-after`). An empty
+    /// page means there is nothing more; a page may hold fewer than `limit` objects when
+    /// more follow. Memory is one page, whatever the prefix holds: callers that walk a
+    /// large prefix (the WAL index of a stanza) use [`Pages`]. The default lists the whole
+    /// prefix and cuts the page out of it (correct, not bounded): stores override it.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>> {
+        let mut all = self.list(prefix).await?;
+        all.retain(|m| start_after.is_none_or(|a| m.key.as_str() > a));
+        all.truncate(limit.max(1));
+        Ok(all)
+    }
+
     /// Removes an object; removing a missing object succeeds.
     async fn delete(&self, key: &Key) -> Result<()>;
 
@@ -243,6 +262,64 @@ pub struct TempFiles {
     pub count: u64,
     /// Their bytes.
     pub bytes: u64,
+}
+
+/// The objects one page of a walk over a large prefix holds (S3 answers at most 1,000 a
+/// request).
+pub const LIST_PAGE: usize = 1000;
+
+/// A walk over every object under a prefix, one page ([`Backend::list_page`]) at a time,
+/// in key order: memory is one page.
+#[derive(Debug)]
+pub struct Pages<'a> {
+    backend: &'a dyn Backend,
+    prefix: String,
+    after: Option<String>,
+    limit: usize,
+    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    /// The walk over `prefix`, [`LIST_PAGE`] objects a page.
+    pub fn new(backend: &'a dyn Backend, prefix: impl Into<String>) -> Pages<'a> {
+        Pages::with_limit(backend, prefix, LIST_PAGE)
+    }
+
+    /// The walk over `prefix`, `limit` objects a page.
+    pub fn with_limit(
+        backend: &'a dyn Backend,
+        prefix: impl Into<String>,
+        limit: usize,
+    ) -> Pages<'a> {
+        Pages {
+            backend,
+            prefix: prefix.into(),
+            after: None,
+            limit: limit.max(1),
+            done: false,
+        }
+    }
+
+    /// The next page; `None` once every object was given.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectMeta>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .backend
+            .list_page(&self.prefix, self.after.as_deref(), self.limit)
+            .await?;
+        match page.last() {
+            Some(last) => {
+                self.after = Some(last.key.to_string());
+                Ok(Some(page))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// The most keys one S3 DeleteObjects request takes.

@@ -221,6 +221,18 @@ impl Backend for Retrying {
         with_retries(self.retry_for, "list", prefix, || self.inner.list(prefix)).await
     }
 
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>> {
+        with_retries(self.retry_for, "list", prefix, || {
+            self.inner.list_page(prefix, start_after, limit)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &Key) -> Result<()> {
         with_retries(self.retry_for, "delete", key.as_str(), || {
             self.inner.delete(key)

@@ -200,6 +200,17 @@ impl S3Backend {
         format!("{}{key}", self.prefix)
     }
 
+    /// A listed object as a repository object; `None` for objects tidemark did not write
+    /// (outside the prefix, or invalid names), which are not part of the repository.
+    fn listed(&self, object: &aws_sdk_s3::types::Object) -> Option<ObjectMeta> {
+        let name = object.key()?.strip_prefix(&self.prefix)?;
+        Some(ObjectMeta {
+            key: Key::new(name).ok()?,
+            size: object.size().unwrap_or(0).max(0) as u64,
+            last_modified: object.last_modified().and_then(to_chrono),
+        })
+    }
+
     /// `s3://bucket/prefix/key`, for error messages.
     fn location(&self, key: &str) -> String {
         format!("s3://{}/{}{key}", self.bucket, self.prefix)
@@ -497,18 +508,7 @@ impl Backend for S3Backend {
                 .answer("list", prefix, 0, request)
                 .await?
                 .map_err(|e| classify(&e).into_error("list", self.location(prefix)))?;
-            for object in page.contents() {
-                let Some(name) = object.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
-                    continue;
-                };
-                // Objects tidemark did not write (invalid names) are not part of the repository.
-                let Ok(key) = Key::new(name) else { continue };
-                out.push(ObjectMeta {
-                    key,
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    last_modified: object.last_modified().and_then(to_chrono),
-                });
-            }
+            out.extend(page.contents().iter().filter_map(|o| self.listed(o)));
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) && !t.is_empty() => {
                     token = Some(t.to_string())
@@ -519,6 +519,53 @@ impl Backend for S3Backend {
         // S3 lists in UTF-8 byte order already; some compatible stores do not promise it.
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectMeta>> {
+        Key::check_prefix(prefix)?;
+        let full = self.object_key(prefix);
+        let mut after = start_after.map(|a| self.object_key(a));
+        let max_keys = limit.clamp(1, super::LIST_PAGE) as i32;
+        loop {
+            let request = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_start_after(after.clone())
+                .max_keys(max_keys)
+                .send();
+            let page = self
+                .answer("list", prefix, 0, request)
+                .await?
+                .map_err(|e| classify(&e).into_error("list", self.location(prefix)))?;
+            let mut out: Vec<ObjectMeta> = page
+                .contents()
+                .iter()
+                .filter_map(|o| self.listed(o))
+                .collect();
+            let last_listed = page
+                .contents()
+                .last()
+                .and_then(|o| o.key())
+                .map(str::to_string);
+            // A page of names that are not keys only: ask for the next one, as an empty
+            // page would end the caller's walk.
+            match last_listed {
+                Some(last) if out.is_empty() && page.is_truncated() == Some(true) => {
+                    after = Some(last)
+                }
+                _ => {
+                    out.sort_by(|a, b| a.key.cmp(&b.key));
+                    return Ok(out);
+                }
+            }
+        }
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
