@@ -17,6 +17,7 @@
 # peak RSS), and the S3 requests it sent (its --json `requests`); then a second `expire`
 # that finds nothing to remove (the cost of the mark and of listing every shard alone).
 # Work folder WORKDIR (default /tmp/tidemark-bench-expire), removed unless KEEP=1.
+# BACKENDS=local (or s3) runs one backend only (default: both).
 set -euo pipefail
 
 backups=100
@@ -74,7 +75,7 @@ print(f"{sys.argv[3]:<28} {secs:7.2f} s  peak RSS {rss:6.1f} MiB  requests {out[
 PY
 }
 
-for backend in local s3; do
+for backend in ${BACKENDS:-local s3}; do
     if [[ $backend == local ]]; then url=file://$w/local; else url=s3://bench/repo; fi
     start=$(date +%s.%N)
     "$synth" "$url" "$backups" "$segments" "$chunks" >/dev/null
