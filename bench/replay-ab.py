@@ -18,9 +18,15 @@ to the floor's median. It asserts nothing.
 
     python3 bench/replay-ab.py --rounds 10 floor target/release/tidemark /tmp/tidemark-before
 """
-import argparse, os, shutil, socket, statistics, subprocess, time
+import argparse, importlib.util, os, shutil, socket, statistics, subprocess, time
 
 PGBIN = "/usr/lib/postgresql/15/bin"
+
+# The recovery block is rewritten as restore-pitr.py rewrites the floor's.
+_spec = importlib.util.spec_from_file_location(
+    "restore_pitr", os.path.join(os.path.dirname(os.path.abspath(__file__)), "restore-pitr.py"))
+restore_pitr = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(restore_pitr)
 
 
 def free_port():
@@ -54,19 +60,7 @@ def main():
         else:
             command = (f"{os.path.abspath(way)} --repo file://{w}/tm-repo --stanza main "
                        "archive-get --timeline 1 --latest %f %p")
-        conf = f"{dest}/postgresql.auto.conf"
-        lines = []
-        for line in open(conf):
-            if line.startswith("restore_command = "):
-                line = f"restore_command = '{command}'\n"
-            elif line.startswith("recovery_target_time = "):
-                continue  # set last, after the empty target kinds
-            elif line.startswith("recovery_target_action = "):
-                line = "recovery_target_action = 'promote'\n"
-            lines.append(line)
-        lines.append(f"recovery_target_time = '{target}'\n")
-        with open(conf, "w") as f:
-            f.writelines(lines)
+        restore_pitr.set_recovery(f"{dest}/postgresql.auto.conf", command, target)
         os.makedirs(dest + ".sock")
         shutil.chown(dest + ".sock", args.user)
         log = dest + ".log"

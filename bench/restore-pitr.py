@@ -53,6 +53,23 @@ def free_port():
         return s.getsockname()[1]
 
 
+def set_recovery(conf, restore_command, target):
+    """Rewrites tidemark's recovery block in `conf` (a postgresql.auto.conf): this
+    restore_command, this target time, `recovery_target_action = 'promote'`."""
+    lines = []
+    for line in open(conf):
+        if line.startswith("restore_command = "):
+            line = f"restore_command = '{restore_command}'\n"
+        elif line.startswith("recovery_target_time = "):
+            continue  # set last: after the empty target kinds (see autoconf.rs)
+        elif line.startswith("recovery_target_action = "):
+            line = "recovery_target_action = 'promote'\n"
+        lines.append(line)
+    lines.append(f"recovery_target_time = '{target}'\n")
+    with open(conf, "w") as f:
+        f.writelines(lines)
+
+
 class Bench:
     def __init__(self, args):
         self.args, self.w, self.user = args, args.workdir, args.user
@@ -192,19 +209,7 @@ class Bench:
 
     def floor_settings(self, dest):
         """tidemark's recovery block with restore_command swapped for `cp`."""
-        conf = f"{dest}/postgresql.auto.conf"
-        lines = []
-        for line in open(conf):
-            if line.startswith("restore_command = "):
-                line = f"restore_command = 'cp {self.wal}/%f %p'\n"
-            elif line.startswith("recovery_target_time = "):
-                continue  # set last: after the empty target kinds (see autoconf.rs)
-            elif line.startswith("recovery_target_action = "):
-                line = "recovery_target_action = 'promote'\n"
-            lines.append(line)
-        lines.append(f"recovery_target_time = '{self.target}'\n")
-        with open(conf, "w") as f:
-            f.writelines(lines)
+        set_recovery(f"{dest}/postgresql.auto.conf", f"cp {self.wal}/%f %p", self.target)
 
     def replay(self, dest):
         """Starts the restored copy; returns (start to the target, start to accepting
