@@ -506,6 +506,8 @@ fn read_and_check(
                 // The decoder contains its own panics: a panic here is a bug elsewhere.
                 (content, summary.join().expect("the WAL decoding thread"))
             });
+            // Every reader of the mapping is done: the store need not wait for the unmap.
+            mapped.release_in_background(Some(file));
             Ok(Checked {
                 content: content?,
                 identity: Some(id),
