@@ -11,8 +11,8 @@
 //! about 0.9 ms here, between the end of the encoding and the start of the store. A
 //! push hands the mapping to a thread of its own once it is done with it
 //! ([`MappedFile::release_in_background`]), which unmaps it while the store waits for
-//! its fsyncs (paired pushes of 120 segments: p50 0.6-0.8 ms shorter,
-//! `docs/performance.md`).
+//! its fsyncs (each of 120-150 segments pushed by both builds in turn: 0.6-1.7 ms
+//! shorter at the median, `bench/archive-push-pair.py`, `docs/performance.md`).
 //!
 //! The one hazard of a mapping is a file truncated underneath it (SIGBUS). PostgreSQL
 //! never truncates a WAL file while its archive_command runs; it renames or removes it
