@@ -15,6 +15,9 @@ use tidemark_agent::cmd::{self, Format, Report};
 use tidemark_agent::exit::{self, Failure};
 
 fn main() -> ExitCode {
+    // First of all: an `archive-push` of a segment starts its checks and hashing on the
+    // core that the single-threaded start-up below leaves idle.
+    tidemark_archive_cmd::early::begin(std::env::args_os());
     // A restore_command that cannot even parse its arguments must still stop recovery:
     // exit 2 would read as "not in the archive" and end recovery early.
     let is_archive_get = std::env::args().nth(1).is_some_and(|a| a == "archive-get")

@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use tidemark_pg::WalError;
 
 pub mod content;
+pub mod early;
 pub mod get;
 mod mapped;
 pub mod prefetch;

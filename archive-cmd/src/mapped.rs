@@ -68,11 +68,11 @@ impl MappedFile {
 }
 
 impl MappedFile {
-    /// Unmaps on a short-lived thread of its own, so that the caller does not wait for
-    /// it; unmaps right here if no thread can be started. The file may be given along,
-    /// to be closed there too.
-    pub fn release_in_background(self, file: Option<File>) {
-        let release = move || drop((self, file));
+    /// Lets go of a shared mapping on a short-lived thread of its own, so that the caller
+    /// does not wait for the unmap (when it holds the last reference); does it right here
+    /// if no thread can be started. The file may be given along, to be closed there too.
+    pub fn release_in_background(mapped: std::sync::Arc<MappedFile>, file: Option<File>) {
+        let release = move || drop((mapped, file));
         // A thread that cannot be started drops `release`, and so unmaps, right here.
         let _ = std::thread::Builder::new()
             .name("tidemark-unmap".into())

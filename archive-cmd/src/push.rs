@@ -36,7 +36,10 @@
 //! Segments up to [`IN_MEMORY_MAX`] are mapped, then checked, hashed and compressed in
 //! parallel, the page checks riding on the hashing thread; in a local repository the
 //! compressed body streams into a staged file meanwhile, so that its fsync overlaps the
-//! compression (`docs/performance.md` has the figures). Larger ones (up to 1 GiB) are
+//! compression (`docs/performance.md` has the figures). The `tidemark` binary begins the
+//! mapping, page checks and hashing of the segment its arguments name before it parses
+//! them ([`crate::early`]); the push takes that work over when the file it opens is the
+//! same one, and otherwise does it all itself. Larger ones (up to 1 GiB) are
 //! checked and hashed in a first streaming pass and sent in a second, so memory stays
 //! bounded; the decoder reads them through a read-only mapping (the page cache, not
 //! memory of the process's own).
@@ -51,7 +54,8 @@ use tidemark_store::backend::Staged;
 use tidemark_store::catalog::{self, ClusterRecord, QuarantineRecord, Stanza, WalRecord};
 use tidemark_store::codec::Hasher;
 use tidemark_store::repo::{
-    check_same_cluster, now, BlobPut, EncodedBlob, WalCommit, WalNameState, IN_MEMORY_MAX,
+    check_same_cluster, now, BlobPut, EncodedBlob, HashedElsewhere, WalCommit, WalNameState,
+    IN_MEMORY_MAX,
 };
 use tidemark_store::{Compression, Digest, Repo};
 
@@ -486,15 +490,31 @@ fn read_and_check(
     let len = meta.len();
     match name {
         WalFileName::Segment(seg) | WalFileName::Partial(seg) => {
-            let mapped = crate::mapped::MappedFile::map(&file, len).map_err(read_err(path))?;
+            // Mapped, checked and hashed already when `main` began it early (the same file).
+            let (mapped, hashed_early) = match crate::early::take(&meta) {
+                Some(taken) => (taken.mapped, Some(taken.digest)),
+                None => {
+                    let mapped =
+                        crate::mapped::MappedFile::map(&file, len).map_err(read_err(path))?;
+                    (std::sync::Arc::new(mapped), None)
+                }
+            };
             let bytes = mapped.bytes();
             let id = pg::check_segment_start(seg, bytes, len)?;
             let summarize = || crate::content::summarize(name, bytes, &id);
             let (content, summary) = std::thread::scope(|s| {
                 let summary = s.spawn(summarize);
                 let content = if len <= IN_MEMORY_MAX {
-                    encode_segment(seg, &id, bytes, compression, staged.as_mut(), digest_known)
-                        .map(|blob| Content::InMemory(blob, staged))
+                    encode_segment(
+                        seg,
+                        &id,
+                        bytes,
+                        compression,
+                        hashed_early,
+                        staged.as_mut(),
+                        digest_known,
+                    )
+                    .map(|blob| Content::InMemory(blob, staged))
                 } else {
                     check_segment_streaming(seg, &mut file, len, path).map(|(digest, _)| {
                         Content::Streamed {
@@ -507,7 +527,7 @@ fn read_and_check(
                 (content, summary.join().expect("the WAL decoding thread"))
             });
             // Every reader of the mapping is done: the store need not wait for the unmap.
-            mapped.release_in_background(Some(file));
+            crate::mapped::MappedFile::release_in_background(mapped, Some(file));
             Ok(Checked {
                 content: content?,
                 identity: Some(id),
@@ -628,6 +648,7 @@ fn encode_segment(
     id: &SegmentIdentity,
     bytes: &[u8],
     compression: Compression,
+    hashed_early: Option<HashedElsewhere>,
     staged: Option<&mut Staged>,
     digest_known: Option<DigestKnown>,
 ) -> Result<EncodedBlob> {
@@ -639,9 +660,10 @@ fn encode_segment(
             told(digest);
         }
     };
-    Ok(EncodedBlob::encode_announced(
+    Ok(EncodedBlob::encode_hashed_elsewhere(
         bytes,
         compression,
+        hashed_early,
         check,
         sink,
         announce,

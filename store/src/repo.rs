@@ -153,6 +153,23 @@ impl EncodedBlob {
         sink: Option<&mut (dyn Write + Send)>,
         digest_known: impl FnOnce(&Digest) + Send,
     ) -> std::result::Result<EncodedBlob, E> {
+        EncodedBlob::encode_hashed_elsewhere(raw, compression, None, check, sink, digest_known)
+    }
+
+    /// [`EncodedBlob::encode_announced`] for content that another thread may already be
+    /// checking and hashing (with the same checks, piece by piece in the same order):
+    /// the hashing thread waits for `elsewhere` instead, and compresses meanwhile only
+    /// what the other thread leaves it. When `elsewhere` gives `None` (that thread gave
+    /// up, or one of its checks failed), the hashing thread checks and hashes `raw`
+    /// itself, so that a failed check is reported exactly as without it.
+    pub fn encode_hashed_elsewhere<E: Send>(
+        raw: &[u8],
+        compression: Compression,
+        elsewhere: Option<HashedElsewhere>,
+        check: impl FnMut(u64, &[u8]) -> std::result::Result<(), E> + Send,
+        sink: Option<&mut (dyn Write + Send)>,
+        digest_known: impl FnOnce(&Digest) + Send,
+    ) -> std::result::Result<EncodedBlob, E> {
         let frames: Vec<&[u8]> = raw.chunks(FRAME_RAW_MAX).collect();
         let mut header = Vec::with_capacity(codec::HEADER_LEN);
         codec::encode_header(compression, raw.len() as u64, &mut header);
@@ -194,18 +211,23 @@ impl EncodedBlob {
         };
         let hashed = std::thread::scope(|s| {
             let helper = s.spawn(|| {
-                let mut check = check;
-                let mut hasher = Hasher::new();
-                let mut offset = 0u64;
-                for frame in &frames {
-                    if let Err(e) = check(offset, frame) {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(e);
+                let digest = match elsewhere.and_then(|wait| wait()) {
+                    Some(digest) => digest,
+                    None => {
+                        let mut check = check;
+                        let mut hasher = Hasher::new();
+                        let mut offset = 0u64;
+                        for frame in &frames {
+                            if let Err(e) = check(offset, frame) {
+                                stop.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                            hasher.update(frame);
+                            offset += frame.len() as u64;
+                        }
+                        hasher.finish()
                     }
-                    hasher.update(frame);
-                    offset += frame.len() as u64;
-                }
-                let digest = hasher.finish();
+                };
                 digest_known(&digest);
                 compress_frames();
                 Ok(digest)
@@ -237,6 +259,10 @@ impl EncodedBlob {
         })
     }
 }
+
+/// The digest of content checked and hashed on another thread, waited for: `None` when
+/// that thread gave up or found a fault (see [`EncodedBlob::encode_hashed_elsewhere`]).
+pub type HashedElsewhere = Box<dyn FnOnce() -> Option<Digest> + Send>;
 
 /// Encoded frames on their way to a sink, in order.
 struct OrderedSink<'s, 'f> {
@@ -1569,6 +1595,68 @@ mod tests {
         assert_eq!(sink, &codec::encode(Compression::Lz4, &raw)[..]);
         assert_eq!(&blob.stored()[..], &sink[..]);
         assert_eq!(blob.stored_len(), sink.len() as u64);
+    }
+
+    #[test]
+    fn a_digest_hashed_elsewhere_is_used_and_the_body_is_the_same() {
+        let raw = content(5 * FRAME_RAW_MAX + 77, 6);
+        let mut checked = 0;
+        let mut sink = Vec::new();
+        let mut told = None;
+        let digest = Digest::of(&raw);
+        let blob = EncodedBlob::encode_hashed_elsewhere(
+            &raw,
+            Compression::Lz4,
+            Some(Box::new(move || Some(digest))),
+            |_, _| {
+                checked += 1;
+                Ok::<(), ()>(())
+            },
+            Some(&mut sink),
+            |d: &Digest| told = Some(*d),
+        )
+        .unwrap();
+        assert_eq!(checked, 0, "checked where it was hashed");
+        assert_eq!(blob.digest, digest);
+        assert_eq!(told, Some(digest));
+        assert_eq!(sink, &codec::encode(Compression::Lz4, &raw)[..]);
+        assert_eq!(&blob.stored()[..], &sink[..]);
+    }
+
+    #[test]
+    fn when_the_other_hashing_gives_up_the_content_is_checked_and_hashed_here() {
+        let raw = content(4 * FRAME_RAW_MAX, 7);
+        let mut checked = 0;
+        let blob = EncodedBlob::encode_hashed_elsewhere(
+            &raw,
+            Compression::Lz4,
+            Some(Box::new(|| None)),
+            |_, _| {
+                checked += 1;
+                Ok::<(), ()>(())
+            },
+            None,
+            |_: &Digest| {},
+        )
+        .unwrap();
+        assert_eq!(checked, 4);
+        assert_eq!(blob.digest, Digest::of(&raw));
+        // And a refused piece is reported as without it.
+        let refused = EncodedBlob::encode_hashed_elsewhere(
+            &raw,
+            Compression::Lz4,
+            Some(Box::new(|| None)),
+            |offset, _| match offset {
+                0 => Ok(()),
+                _ => Err(format!("bad piece at {offset}")),
+            },
+            None,
+            |_: &Digest| {},
+        );
+        assert_eq!(
+            refused.unwrap_err(),
+            format!("bad piece at {FRAME_RAW_MAX}")
+        );
     }
 
     #[test]
