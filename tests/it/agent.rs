@@ -680,7 +680,16 @@ fn the_agent_drains_the_spool_and_archive_push_starts_no_drainer_meanwhile() {
     wait_until("archive-push's drain", Duration::from_secs(30), || {
         in_repo(&second)
     });
-    assert_eq!(drain_logs(), 1);
+    // Failed once (session 14, full suite, not reproduced in 10 runs alone): the segment
+    // was in the repository but no drainer log existed. Say how it got there if again.
+    assert_eq!(
+        drain_logs(),
+        1,
+        "spool: {:?}\nagent's log:\n{}\nserver log:\n{}",
+        scratch_files(&spool),
+        agent.log(),
+        c.log_tail(40)
+    );
 }
 
 #[test]
