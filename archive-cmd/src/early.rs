@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use tidemark_pg::{self as pg, PageScan, WalFileName};
-use tidemark_store::codec::{Hasher, FRAME_RAW_MAX};
-use tidemark_store::repo::{HashedElsewhere, IN_MEMORY_MAX};
+use tidemark_store::repo::{check_and_hash, HashedElsewhere, IN_MEMORY_MAX};
 
 use crate::mapped::MappedFile;
 
@@ -103,7 +102,7 @@ pub fn begin(args: impl IntoIterator<Item = OsString>) {
             if let Some(allowed) = allowed {
                 set_thread_cpus(0, &allowed);
             }
-            check_and_hash(path, name)
+            early_work(path, name)
         });
     if let (Ok(thread), Some(mut others)) = (spawned, allowed) {
         // A new thread is queued on its parent's core, and the scheduler may leave it
@@ -172,7 +171,9 @@ pub(crate) fn take(meta: &Metadata) -> Option<Taken> {
     })
 }
 
-fn check_and_hash(path: PathBuf, name: WalFileName) {
+/// The early thread: maps the file, publishes the mapping for [`take`], then checks and
+/// hashes it and sends the digest (`None` when a check fails or the push declined).
+fn early_work(path: PathBuf, name: WalFileName) {
     let (WalFileName::Segment(seg) | WalFileName::Partial(seg)) = name else {
         return;
     };
@@ -205,24 +206,21 @@ fn check_and_hash(path: PathBuf, name: WalFileName) {
             wanted: Arc::clone(&wanted),
         });
     }
-    // The same checks as the push's hashing thread, on the same pieces in the same order
-    // (`EncodedBlob::encode_announced` with `pg::check_pages`).
+    // The push's own checks (`pg::check_pages`, as in `push::encode_segment`) through
+    // the hashing thread's own loop, so the pieces and their order are the same.
     let bytes = mapped.bytes();
-    let digest = (|| {
-        let id = pg::check_segment_start(&seg, bytes, len).ok()?;
-        let mut scan = PageScan::default();
-        let mut hasher = Hasher::new();
-        let mut offset = 0u64;
-        for frame in bytes.chunks(FRAME_RAW_MAX) {
-            if !wanted.load(Ordering::Relaxed) {
-                return None;
-            }
-            pg::check_pages(&seg, &id, offset, frame, &mut scan).ok()?;
-            hasher.update(frame);
-            offset += frame.len() as u64;
-        }
-        Some(hasher.finish())
-    })();
+    let digest = pg::check_segment_start(&seg, bytes, len)
+        .ok()
+        .and_then(|id| {
+            let mut scan = PageScan::default();
+            check_and_hash(bytes, |offset, piece| {
+                if !wanted.load(Ordering::Relaxed) {
+                    return Err(());
+                }
+                pg::check_pages(&seg, &id, offset, piece, &mut scan).map_err(|_| ())
+            })
+            .ok()
+        });
     // This thread's reference goes before the digest does: the push's is then the last,
     // and the push decides where the unmap runs.
     drop(mapped);

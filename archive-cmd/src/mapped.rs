@@ -65,9 +65,7 @@ impl MappedFile {
         // SAFETY: `ptr` maps `len` readable bytes for as long as `self` lives.
         unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
     }
-}
 
-impl MappedFile {
     /// Lets go of a shared mapping on a short-lived thread of its own, so that the caller
     /// does not wait for the unmap (when it holds the last reference); does it right here
     /// if no thread can be started. The file may be given along, to be closed there too.

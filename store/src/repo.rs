@@ -213,20 +213,9 @@ impl EncodedBlob {
             let helper = s.spawn(|| {
                 let digest = match elsewhere.and_then(|wait| wait()) {
                     Some(digest) => digest,
-                    None => {
-                        let mut check = check;
-                        let mut hasher = Hasher::new();
-                        let mut offset = 0u64;
-                        for frame in &frames {
-                            if let Err(e) = check(offset, frame) {
-                                stop.store(true, Ordering::Relaxed);
-                                return Err(e);
-                            }
-                            hasher.update(frame);
-                            offset += frame.len() as u64;
-                        }
-                        hasher.finish()
-                    }
+                    None => check_and_hash(raw, check).inspect_err(|_| {
+                        stop.store(true, Ordering::Relaxed);
+                    })?,
                 };
                 digest_known(&digest);
                 compress_frames();
@@ -258,6 +247,24 @@ impl EncodedBlob {
             pieces,
         })
     }
+}
+
+/// Checks `raw` piece by piece (at [`FRAME_RAW_MAX`], with its offset) and hashes each
+/// piece once checked: what [`EncodedBlob::encode_announced`]'s hashing thread does, for
+/// a caller that does it on a thread of its own ([`HashedElsewhere`]) and must do it
+/// exactly alike. The first refused piece ends it with its error.
+pub fn check_and_hash<E>(
+    raw: &[u8],
+    mut check: impl FnMut(u64, &[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<Digest, E> {
+    let mut hasher = Hasher::new();
+    let mut offset = 0u64;
+    for piece in raw.chunks(FRAME_RAW_MAX) {
+        check(offset, piece)?;
+        hasher.update(piece);
+        offset += piece.len() as u64;
+    }
+    Ok(hasher.finish())
 }
 
 /// The digest of content checked and hashed on another thread, waited for: `None` when
